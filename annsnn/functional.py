@@ -1,0 +1,53 @@
+"""Pure functions behind the spiking modules (state in, state out).
+
+Mirrors norse's ``functional``/``module`` split: the modules in
+:mod:`annsnn.layers` own the state and call these.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from spikingjelly.activation_based.functional import if_multi_step
+
+__all__ = ["if_soft_reset", "gated_max_pool2d", "bernoulli_encode"]
+
+
+def if_soft_reset(x_seq: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Integrate-and-fire with threshold 1 and reset by subtraction over ``x_seq[T, ...]``.
+
+    ``v[t] = v[t-1] + x[t]``; ``s[t] = 1[v[t] >= 1]``; ``v[t] = v[t] - s[t]``.
+    Runs spikingjelly 2.0's ``if_multi_step`` kernel. Returns (spikes, final v).
+    """
+    spikes, v_out, _ = if_multi_step(x_seq, v, 1.0, None)
+    return spikes, v_out
+
+
+def gated_max_pool2d(
+    spike_seq: Tensor,
+    counts: Tensor,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    ceil_mode: bool,
+) -> tuple[Tensor, Tensor]:
+    """Rate-gated spiking max-pool over ``spike_seq[T, B, C, H, W]``.
+
+    Each window passes, at step t, the spike of the input with the most spikes so
+    far (``counts`` after adding step t). The output rate converges to the max of
+    the input rates as T grows. Returns (output spikes, updated counts).
+    """
+    outputs = []
+    for t in range(spike_seq.shape[0]):
+        counts = counts + spike_seq[t]
+        _, index = F.max_pool2d(counts, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
+        picked = spike_seq[t].flatten(2).gather(2, index.flatten(2)).view_as(index)
+        outputs.append(picked)
+    return torch.stack(outputs), counts
+
+
+def bernoulli_encode(x: Tensor, steps: int, generator: torch.Generator | None) -> Tensor:
+    """Rate coding: ``s[t] ~ Bernoulli(x)`` independently per step; x must lie in [0, 1]."""
+    noise = torch.rand((steps, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+    return (noise < x.unsqueeze(0)).to(x.dtype)

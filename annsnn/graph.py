@@ -1,0 +1,354 @@
+"""Trace an ANN with torch.fx and bring it to the canonical form the converter maps.
+
+Canonical form:
+
+* every ReLU-like activation (module or functional ReLU, ReLU6, ``hardtanh(0, a)``,
+  ``clamp(min=0)``) is a distinct :class:`~annsnn.layers.ReLUClip` module;
+* Dropout and Identity are gone (no-ops in eval);
+* BatchNorm that follows a Conv/Linear is folded into it (``torch.nn.utils.fusion``);
+  a standalone BatchNorm2d becomes an equivalent depthwise 1x1 conv;
+* functional pools are modules; ``maxpool -> activation`` becomes
+  ``activation -> maxpool`` (exact: a monotone activation commutes with max);
+* unconvertible activations (GELU, SiLU, ...) are listed; with ``hybrid`` they
+  stay analog.
+"""
+from __future__ import annotations
+
+import inspect
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from .errors import UsageError
+from .layers import Normalize, ReLUClip
+
+__all__ = [
+    "CanonicalGraph",
+    "canonicalize",
+    "trace",
+    "classify_activation",
+    "UNCONVERTIBLE_MODULES",
+    "WEIGHT_LAYERS",
+    "WithInputNormalization",
+]
+
+WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+UNCONVERTIBLE_MODULES: tuple[type[nn.Module], ...] = (
+    nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Sigmoid, nn.Tanh,
+    nn.Softplus, nn.Mish, nn.PReLU, nn.Hardsigmoid, nn.Softsign, nn.RReLU, nn.LogSigmoid, nn.GLU,
+    nn.Tanhshrink, nn.Hardshrink, nn.Softshrink, nn.Threshold,
+)
+_UNCONVERTIBLE_FUNCTIONS = {
+    F.gelu, F.silu, F.hardswish, F.leaky_relu, F.elu, F.selu, F.celu, torch.sigmoid, F.sigmoid,
+    torch.tanh, F.tanh, F.softplus, F.mish, F.prelu, F.hardsigmoid, F.softsign, F.glu, F.logsigmoid,
+}
+_UNCONVERTIBLE_METHODS = {"sigmoid", "tanh", "sigmoid_", "tanh_"}
+_RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
+_DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
+_DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, torch.dropout}
+
+
+@dataclass
+class CanonicalGraph:
+    """A traced ANN in canonical form, plus what canonicalization found."""
+
+    module: fx.GraphModule
+    activations: list[str] = field(default_factory=list)  # ReLUClip submodule names, in order
+    analog: list[str] = field(default_factory=list)  # unconvertible activations kept analog (hybrid)
+    folded_bn: list[str] = field(default_factory=list)
+    reordered_pools: list[str] = field(default_factory=list)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """Symbolically trace ``model``; an untraceable one gives a one-line error."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise UsageError(
+            "TorchScript models cannot be converted (torch.fx cannot trace them); "
+            "load a state_dict with --arch, or an ONNX export, instead"
+        )
+    try:
+        tracer = _Tracer()
+        graph = tracer.trace(model)
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    except Exception as exc:  # fx raises many kinds; name the cause in one line
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot trace the model with torch.fx ({type(exc).__name__}: {message})") from None
+
+
+class _Tracer(fx.Tracer):
+    """Treats annsnn's own layers as leaves, like torch.nn's."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if isinstance(m, (Normalize, ReLUClip)):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def classify_activation(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, float | None]:
+    """Classify ``node``: ("relu", ceiling), ("analog", None), ("dropout", None) or ("other", None)."""
+    if node.op == "call_module":
+        mod = modules[str(node.target)]
+        if isinstance(mod, ReLUClip):
+            return "relu", mod.ceiling
+        if isinstance(mod, nn.ReLU6):
+            return "relu", 6.0
+        if isinstance(mod, nn.ReLU):
+            return "relu", None
+        if isinstance(mod, nn.Hardtanh) and float(mod.min_val) == 0.0:
+            return "relu", float(mod.max_val)
+        if isinstance(mod, _DROPOUT_MODULES):
+            return "dropout", None
+        if isinstance(mod, UNCONVERTIBLE_MODULES) or isinstance(mod, nn.Hardtanh):
+            return "analog", None
+        return "other", None
+    if node.op == "call_function":
+        fn = node.target
+        if fn in _RELU_FUNCTIONS:
+            return "relu", None
+        if fn is F.relu6:
+            return "relu", 6.0
+        if fn is F.hardtanh:
+            lo, hi = _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
+            return ("relu", float(hi)) if float(lo) == 0.0 else ("analog", None)
+        if fn in (torch.clamp, torch.clip):
+            lo, hi = _arg(node, 1, "min", None), _arg(node, 2, "max", None)
+            if lo is not None and not isinstance(lo, fx.Node) and float(lo) == 0.0 and not isinstance(hi, fx.Node):
+                return "relu", None if hi is None else float(hi)
+            return "other", None
+        if fn in _DROPOUT_FUNCTIONS:
+            return "dropout", None
+        if fn in _UNCONVERTIBLE_FUNCTIONS:
+            return "analog", None
+        return "other", None
+    if node.op == "call_method":
+        if node.target in ("relu", "relu_"):
+            return "relu", None
+        if node.target in ("clamp", "clamp_", "clip", "clip_"):
+            lo, hi = _arg(node, 1, "min", None), _arg(node, 2, "max", None)
+            if lo is not None and not isinstance(lo, fx.Node) and float(lo) == 0.0 and not isinstance(hi, fx.Node):
+                return "relu", None if hi is None else float(hi)
+        if node.target in _UNCONVERTIBLE_METHODS:
+            return "analog", None
+    return "other", None
+
+
+def _arg(node: fx.Node, index: int, name: str, default):
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, default)
+
+
+def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    if node.op == "call_module":
+        return f"{node.target} ({type(modules[str(node.target)]).__name__})"
+    if node.op == "call_function":
+        return f"{node.name} ({getattr(node.target, '__name__', str(node.target))})"
+    return f"{node.name} (.{node.target}())"
+
+
+def _unique_name(gm: fx.GraphModule, base: str) -> str:
+    name = base.replace(".", "_")
+    candidate, k = name, 1
+    while hasattr(gm, candidate):
+        k += 1
+        candidate = f"{name}_{k}"
+    return candidate
+
+
+def canonicalize(
+    model: nn.Module,
+    *,
+    normalization: tuple[list[float], list[float]] | None = None,
+    hybrid: bool = False,
+    maxpool_to_avgpool: bool = False,
+) -> CanonicalGraph:
+    """Trace ``model`` (with an optional input normalization in front) and canonicalize it."""
+    model = model.eval()
+    if normalization is not None:
+        model = WithInputNormalization(model, *normalization).eval()
+    return _canonicalize_traced(trace(model), hybrid=hybrid, maxpool_to_avgpool=maxpool_to_avgpool)
+
+
+class WithInputNormalization(nn.Module):
+    """``model(normalize(x))``: the form every annsnn ANN and SNN takes."""
+
+    def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.normalize(x))
+
+
+def _canonicalize_traced(gm: fx.GraphModule, *, hybrid: bool, maxpool_to_avgpool: bool) -> CanonicalGraph:
+    result = CanonicalGraph(module=gm)
+    graph = gm.graph
+    modules = dict(gm.named_modules())
+    unconvertible: list[str] = []
+    used_targets: dict[str, int] = {}
+
+    for node in list(graph.nodes):
+        kind, ceiling = classify_activation(node, modules)
+        if kind == "dropout":
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+        elif kind == "relu":
+            base = str(node.target) if node.op == "call_module" else node.name
+            used_targets[base] = used_targets.get(base, 0) + 1
+            name = base.replace(".", "_") if used_targets[base] == 1 else f"{base}_{used_targets[base]}"
+            name = _unique_name(gm, name)
+            gm.add_submodule(name, ReLUClip(ceiling))
+            with graph.inserting_after(node):
+                new = graph.call_module(name, (node.args[0],))
+            node.replace_all_uses_with(new)
+            graph.erase_node(node)
+            result.activations.append(name)
+        elif kind == "analog":
+            if not hybrid:
+                unconvertible.append(_describe(node, modules))
+            else:
+                result.analog.append(_describe(node, modules))
+    if unconvertible:
+        raise UsageError(
+            "cannot convert activation(s) " + ", ".join(unconvertible)
+            + " to IF neurons; pass --hybrid to keep them analog"
+        )
+    _functional_pools_to_modules(gm)
+    modules = dict(gm.named_modules())
+    _fold_batchnorm(gm, result)
+    _standalone_batchnorm(gm)
+    if maxpool_to_avgpool:
+        _replace_maxpool(gm)
+    _reorder_maxpool(gm, result)
+    graph.eliminate_dead_code()
+    graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return result
+
+
+def _bind(fn, node: fx.Node, signature: str) -> dict:
+    namespace: dict = {}
+    exec(f"def stub{signature}: pass", namespace)  # constant source, no user input
+    bound = inspect.signature(namespace["stub"]).bind(*node.args, **node.kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _functional_pools_to_modules(gm: fx.GraphModule) -> None:
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function":
+            continue
+        module: nn.Module | None = None
+        if node.target is F.adaptive_avg_pool2d:
+            a = _bind(node.target, node, "(input, output_size)")
+            module = nn.AdaptiveAvgPool2d(a["output_size"])
+        elif node.target is F.avg_pool2d:
+            a = _bind(node.target, node, "(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None)")
+            module = nn.AvgPool2d(a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"], a["count_include_pad"], a["divisor_override"])
+        elif node.target is F.max_pool2d or getattr(node.target, "__name__", "") in ("max_pool2d", "_max_pool2d", "boolean_dispatch"):
+            if getattr(node.target, "__name__", "") not in ("max_pool2d", "_max_pool2d") and node.target is not F.max_pool2d:
+                continue
+            a = _bind(node.target, node, "(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)")
+            if a["return_indices"]:
+                raise UsageError(f"unsupported op {node.name}: max_pool2d with return_indices")
+            module = nn.MaxPool2d(a["kernel_size"], a["stride"], a["padding"], a["dilation"], ceil_mode=a["ceil_mode"])
+        if module is None:
+            continue
+        if any(isinstance(v, fx.Node) for k, v in a.items() if k != "input"):
+            raise UsageError(f"unsupported op {node.name}: pooling parameters computed at run time")
+        name = _unique_name(gm, node.name)
+        gm.add_submodule(name, module)
+        with graph.inserting_after(node):
+            new = graph.call_module(name, (a["input"],))
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+
+
+def _fold_batchnorm(gm: fx.GraphModule, result: CanonicalGraph) -> None:
+    graph = gm.graph
+    modules = dict(gm.named_modules())
+    for node in list(graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[str(node.target)], nn.modules.batchnorm._BatchNorm):
+            continue
+        prev = node.args[0]
+        if not (isinstance(prev, fx.Node) and prev.op == "call_module" and len(prev.users) == 1):
+            continue
+        layer = modules[str(prev.target)]
+        bn = modules[str(node.target)]
+        if not bn.track_running_stats or bn.running_mean is None:
+            continue
+        if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
+            fused = fuse_conv_bn_eval(layer.eval(), bn.eval())
+        elif isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d):
+            fused = fuse_linear_bn_eval(layer.eval(), bn.eval())
+        else:
+            continue
+        _set_submodule(gm, str(prev.target), fused)
+        modules[str(prev.target)] = fused
+        node.replace_all_uses_with(prev)
+        graph.erase_node(node)
+        result.folded_bn.append(str(node.target))
+
+
+def _standalone_batchnorm(gm: fx.GraphModule) -> None:
+    graph = gm.graph
+    modules = dict(gm.named_modules())
+    for node in list(graph.nodes):
+        if node.op != "call_module":
+            continue
+        bn = modules[str(node.target)]
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            continue
+        if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None:
+            raise UsageError(f"unsupported layer {node.target} ({type(bn).__name__}): BatchNorm that does not follow a Conv/Linear")
+        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
+        shift = (bn.bias.detach() if bn.affine else 0) - bn.running_mean * scale
+        conv = nn.Conv2d(bn.num_features, bn.num_features, 1, groups=bn.num_features, bias=True)
+        with torch.no_grad():
+            conv.weight.copy_(scale.view(-1, 1, 1, 1))
+            conv.bias.copy_(shift)
+        _set_submodule(gm, str(node.target), conv)
+
+
+def _replace_maxpool(gm: fx.GraphModule) -> None:
+    for name, mod in list(gm.named_modules()):
+        if isinstance(mod, nn.MaxPool2d):
+            if mod.dilation not in (1, (1, 1)):
+                raise UsageError(f"--maxpool avg cannot replace dilated max-pool {name}")
+            _set_submodule(gm, name, nn.AvgPool2d(mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode))
+
+
+def _reorder_maxpool(gm: fx.GraphModule, result: CanonicalGraph) -> None:
+    """``x -> maxpool -> act`` becomes ``x -> act -> maxpool`` (exact for monotone act)."""
+    graph = gm.graph
+    modules = dict(gm.named_modules())
+    for node in list(graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[str(node.target)], nn.MaxPool2d):
+            continue
+        if len(node.users) != 1:
+            continue
+        act = next(iter(node.users))
+        if not (act.op == "call_module" and isinstance(modules.get(str(act.target)), ReLUClip)):
+            continue
+        source = node.args[0]
+        if isinstance(source, fx.Node) and source.op == "call_module" and isinstance(modules.get(str(source.target)), ReLUClip):
+            continue
+        act.replace_all_uses_with(node)
+        node.replace_input_with(source, act)
+        act.replace_input_with(node, source)
+        node.prepend(act)  # the activation now runs before the pool
+        result.reordered_pools.append(str(node.target))
+
+
+def _set_submodule(gm: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, leaf = path.rpartition(".")
+    parent = gm.get_submodule(parent_path) if parent_path else gm
+    setattr(parent, leaf, module)

@@ -1,0 +1,199 @@
+"""Modules of converted networks.
+
+The SNN graph runs on *merged* time-batch tensors ``[K*B, ...]`` (K = steps in
+the current chunk): every stateless layer (conv, pooling, flatten, ...) runs once
+over all K steps, and only the temporal modules here reshape to ``[K, B, ...]``.
+A temporal module has ``steps`` (set per chunk) and ``reset_state()``.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+from .errors import UsageError
+from .functional import bernoulli_encode, gated_max_pool2d, if_soft_reset
+
+__all__ = [
+    "ReLUClip",
+    "IFNeurons",
+    "GatedMaxPool2d",
+    "Rescale",
+    "Normalize",
+    "InputEncoder",
+    "TimeExpand",
+    "TemporalModule",
+    "temporal_modules",
+]
+
+
+class ReLUClip(nn.Module):
+    """ANN activation in canonical form: ``clamp(x, 0, ceiling)`` (ceiling None = ReLU)."""
+
+    def __init__(self, ceiling: float | None = None) -> None:
+        super().__init__()
+        self.ceiling = ceiling
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.clamp(0, self.ceiling) if self.ceiling is not None else torch.relu(x)
+
+    def config(self) -> dict:
+        return {"ceiling": self.ceiling}
+
+    def extra_repr(self) -> str:
+        return "ReLU" if self.ceiling is None else f"clip(0, {self.ceiling:g})"
+
+
+class TemporalModule(nn.Module):
+    """Base of modules that keep state across time steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = 1
+
+    def reset_state(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class IFNeurons(TemporalModule):
+    """Integrate-and-fire neurons, threshold 1, reset by subtraction; emit exactly 0/1.
+
+    ``v_init`` is the initial membrane potential as a fraction of the threshold.
+    Input: currents ``[K*B, ...]``; output: spikes of the same shape.
+    """
+
+    def __init__(self, v_init: float = 0.0) -> None:
+        super().__init__()
+        self.v_init = float(v_init)
+        self.v: Tensor | None = None
+
+    def reset_state(self) -> None:
+        self.v = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        seq = x.reshape(self.steps, -1, *x.shape[1:])
+        if self.v is None:
+            self.v = torch.full(seq.shape[1:], self.v_init, dtype=torch.float32, device=x.device)
+        spikes, self.v = if_soft_reset(seq.float(), self.v)
+        return spikes.to(x.dtype).reshape(x.shape)
+
+    def config(self) -> dict:
+        return {"v_init": self.v_init}
+
+    def extra_repr(self) -> str:
+        return f"threshold=1, reset=subtract, v_init={self.v_init:g}"
+
+
+class GatedMaxPool2d(TemporalModule):
+    """Spiking max-pool: pass the spike of the input that has fired most so far."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> None:
+        super().__init__()
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride if stride is not None else kernel_size)
+        self.padding = _pair(padding)
+        self.dilation = _pair(dilation)
+        self.ceil_mode = bool(ceil_mode)
+        self.counts: Tensor | None = None
+
+    def reset_state(self) -> None:
+        self.counts = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        seq = x.reshape(self.steps, -1, *x.shape[1:])
+        if self.counts is None:
+            self.counts = torch.zeros(seq.shape[1:], dtype=x.dtype, device=x.device)
+        out, self.counts = gated_max_pool2d(
+            seq, self.counts, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+        )
+        return out.reshape(-1, *out.shape[2:])
+
+    def config(self) -> dict:
+        return {
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "dilation": list(self.dilation),
+            "ceil_mode": self.ceil_mode,
+        }
+
+
+class Rescale(nn.Module):
+    """Multiply by a fixed factor (broadcast over a sample): an identity synapse with weight."""
+
+    def __init__(self, factor: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("factor", factor.detach().to(torch.float32).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.factor
+
+    def config(self) -> dict:
+        return {"shape": list(self.factor.shape)}
+
+
+class Normalize(nn.Module):
+    """Input normalization ``(x - mean) / std`` per channel; part of the model."""
+
+    def __init__(self, mean: Tensor | list[float], std: Tensor | list[float]) -> None:
+        super().__init__()
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+        if (std_t <= 0).any():
+            raise UsageError("normalization std must be positive")
+        self.register_buffer("mean", mean_t)
+        self.register_buffer("std", std_t)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+    def config(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+Encoding = Literal["direct", "poisson"]
+
+
+class InputEncoder(TemporalModule):
+    """The SNN's input: ``direct`` passes the analog image (static, computed once);
+    ``poisson`` emits Bernoulli spikes ``[K*B, ...]`` with rate = pixel value in [0, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoding: Encoding = "direct"
+        self.generator: torch.Generator | None = None
+
+    def reset_state(self) -> None:
+        pass
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.encoding == "direct":
+            return x
+        if float(x.min()) < 0 or float(x.max()) > 1:
+            raise UsageError("poisson encoding needs inputs in [0, 1]; normalization belongs inside the model")
+        seq = bernoulli_encode(x, self.steps, self.generator)
+        return seq.reshape(-1, *x.shape[1:])
+
+    def config(self) -> dict:
+        return {}
+
+
+class TimeExpand(TemporalModule):
+    """Repeat a static ``[B, ...]`` tensor over the chunk's K steps: ``[K*B, ...]``."""
+
+    def reset_state(self) -> None:
+        pass
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.unsqueeze(0).expand(self.steps, *x.shape).reshape(-1, *x.shape[1:])
+
+    def config(self) -> dict:
+        return {}
+
+
+def temporal_modules(model: nn.Module) -> list[TemporalModule]:
+    """All temporal modules of ``model``."""
+    return [m for m in model.modules() if isinstance(m, TemporalModule)]

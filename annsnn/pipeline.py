@@ -1,0 +1,72 @@
+"""One call from a trained ANN to a calibrated, converted :class:`SpikingNetwork`."""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from .convert import Calibrator, ConversionOptions, ConversionReport, convert
+from .errors import UsageError
+from .graph import canonicalize
+from .snn import SpikingNetwork
+
+__all__ = ["ann_to_snn", "check_finite_weights"]
+
+
+def check_finite_weights(model: nn.Module) -> None:
+    """Refuse a model with NaN or infinite parameters or buffers before calibrating."""
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UsageError(f"the model has NaN or infinite values in {name}; fix or retrain it before converting")
+
+
+def ann_to_snn(
+    model: nn.Module,
+    calibration: Iterable[Tensor],
+    *,
+    input_shape: tuple[int, ...],
+    options: ConversionOptions = ConversionOptions(),
+    normalization: tuple[list[float], list[float]] | None = None,
+    meta: dict | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[SpikingNetwork, ConversionReport]:
+    """Canonicalize, calibrate once over ``calibration`` batches, convert.
+
+    ``calibration`` yields input batches ``[B, *input_shape]`` as the data loader
+    gives them (before normalization, which ``normalization`` adds in front).
+    """
+    check_finite_weights(model)
+    canonical = canonicalize(model, normalization=normalization, hybrid=options.hybrid, maxpool_to_avgpool=options.maxpool == "avg")
+    calibrator = Calibrator(canonical, channel_wise=options.channel_wise)
+    for batch in calibration:
+        if tuple(batch.shape[1:]) != tuple(input_shape):
+            raise UsageError(f"calibration batch has shape {tuple(batch.shape[1:])}, the model expects {tuple(input_shape)}")
+        calibrator.observe(batch)
+        if on_batch is not None:
+            on_batch(int(batch.shape[0]))
+    graph, report = convert(calibrator, options, input_shape)
+    sizes = _activation_sizes(canonical.module, input_shape)
+    info = dict(meta or {})
+    info.update(
+        {
+            "options": options.to_dict(),
+            "input_shape": list(input_shape),
+            "max_activation_numel": max(sizes) if sizes else 1,
+            "scales": {layer.name: layer.scale for layer in report.layers if layer.spiking},
+            "report": report.to_dict(),
+        }
+    )
+    return SpikingNetwork(graph, canonical.module, info), report
+
+
+def _activation_sizes(module: nn.Module, input_shape: tuple[int, ...]) -> list[int]:
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    ShapeProp(module).propagate(torch.zeros(1, *input_shape))
+    sizes = []
+    for node in module.graph.nodes:  # type: ignore[union-attr]
+        meta = node.meta.get("tensor_meta")
+        if meta is not None and hasattr(meta, "shape"):
+            sizes.append(int(torch.Size(meta.shape[1:]).numel()))
+    return sizes

@@ -1,0 +1,108 @@
+"""Multi-step simulation: one run of max(T) steps gives the output at every requested T.
+
+Time is processed in chunks of K steps that run as one merged ``[K*B, ...]``
+batch through every stateless layer; neurons carry their membrane state from
+chunk to chunk, so memory depends on K, not on T. The output is accumulated
+step by step in a fixed order, so the sum at step k is bit-identical whatever
+the chunking and whatever max(T).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .errors import UsageError
+from .snn import Encoding, SpikingNetwork
+
+__all__ = ["SimulationResult", "simulate", "auto_chunk", "StepHook"]
+
+# Called once per chunk with (first_step, steps_in_chunk).
+StepHook = Callable[[int, int], None]
+
+_DEFAULT_BUDGET = 512 * 1024 * 1024
+
+
+@dataclass
+class SimulationResult:
+    """Accumulated SNN output (sum over steps) at each requested T, shape [B, classes]."""
+
+    time_steps: tuple[int, ...]
+    outputs: dict[int, Tensor]
+    spike_counts: dict[str, Tensor] = field(default_factory=dict)  # layer -> [max T] spikes per step (batch total)
+
+    def predictions(self, T: int) -> Tensor:
+        return self.outputs[T].argmax(dim=1)
+
+
+def auto_chunk(snn: SpikingNetwork, batch_size: int, max_steps: int, budget_bytes: int = _DEFAULT_BUDGET) -> int:
+    """Steps per chunk so that about ``budget_bytes`` of activations are live at once."""
+    per_sample = int(snn.meta.get("max_activation_numel", 1)) * 4 * 4
+    steps = budget_bytes // max(1, per_sample * batch_size)
+    return int(max(1, min(max_steps, steps)))
+
+
+@torch.no_grad()
+def simulate(
+    snn: SpikingNetwork,
+    inputs: Tensor,
+    T: Sequence[int] | int,
+    *,
+    encoding: Encoding = "direct",
+    generator: torch.Generator | None = None,
+    chunk: int | None = None,
+    record_spikes: bool = False,
+    on_chunk: StepHook | None = None,
+) -> SimulationResult:
+    """Run ``snn`` on ``inputs`` ([B, ...], values as the ANN takes them) for max(T) steps."""
+    steps = tuple(sorted(set([T] if isinstance(T, int) else T)))
+    if not steps or steps[0] < 1:
+        raise UsageError("time steps must be positive")
+    max_t = steps[-1]
+    batch = int(inputs.shape[0])
+    chunk = auto_chunk(snn, batch, max_t) if chunk is None else int(chunk)
+    if chunk < 1:
+        raise UsageError("chunk must be at least 1")
+    runner = snn.runner(encoding)
+    temporal = snn.temporal_modules(encoding)
+    for module in temporal:
+        module.reset_state()
+    snn.encoder.encoding = encoding
+    snn.encoder.generator = generator
+    handles = []
+    counts: dict[str, list[Tensor]] = {}
+    if record_spikes:
+        for name, module in snn.neuron_layers().items():
+            counts[name] = []
+
+            def hook(mod, args, out, _name=name):
+                counts[_name].append(out.reshape(mod.steps, -1).sum(1, dtype=torch.float64).cpu())
+
+            handles.append(module.register_forward_hook(hook))
+    wanted = set(steps)
+    outputs: dict[int, Tensor] = {}
+    acc: Tensor | None = None
+    try:
+        start = 0
+        while start < max_t:
+            k = min(chunk, max_t - start)
+            for module in temporal:
+                module.steps = k
+            if on_chunk is not None:
+                on_chunk(start, k)
+            out = runner(inputs)
+            out = out.reshape(k, batch, *out.shape[1:])
+            for i in range(k):
+                acc = out[i].clone() if acc is None else acc + out[i]
+                if start + i + 1 in wanted:
+                    outputs[start + i + 1] = acc.clone()
+            start += k
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module in temporal:
+            module.reset_state()
+    spike_counts = {name: torch.cat(parts) for name, parts in counts.items()}
+    return SimulationResult(time_steps=steps, outputs=outputs, spike_counts=spike_counts)

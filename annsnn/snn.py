@@ -1,0 +1,115 @@
+"""The converted network: an SNN graph plus the canonical ANN it came from."""
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+from torch import fx, nn
+
+from .layers import IFNeurons, InputEncoder, TemporalModule, TimeExpand, GatedMaxPool2d
+
+__all__ = ["SpikingNetwork", "Encoding", "static_nodes"]
+
+Encoding = Literal["direct", "poisson"]
+
+
+class SpikingNetwork(nn.Module):
+    """``graph`` runs on merged ``[K*B, ...]`` tensors; ``ann`` is the (BN-folded) ANN.
+
+    ``meta`` is JSON-serializable: source model, options, scales, dataset spec.
+    """
+
+    def __init__(self, graph: fx.GraphModule, ann: fx.GraphModule, meta: dict) -> None:
+        super().__init__()
+        self.graph = graph
+        self.ann = ann
+        self.meta = meta
+        self._runners: dict[str, fx.GraphModule] = {}
+
+    def neuron_layers(self) -> dict[str, IFNeurons]:
+        return {name: m for name, m in self.graph.named_modules() if isinstance(m, IFNeurons)}
+
+    def spike_sources(self) -> dict[str, nn.Module]:
+        """Modules whose outputs are spikes: IF neurons and gated max-pools."""
+        return {name: m for name, m in self.graph.named_modules() if isinstance(m, (IFNeurons, GatedMaxPool2d))}
+
+    @property
+    def encoder(self) -> InputEncoder:
+        enc = self.graph.get_submodule("encoder")
+        assert isinstance(enc, InputEncoder)
+        return enc
+
+    def runner(self, encoding: Encoding) -> fx.GraphModule:
+        """The graph prepared for ``encoding``: for ``direct``, everything computed from the
+        image alone runs once per batch and is repeated over time (:class:`TimeExpand`)."""
+        if encoding not in ("direct", "poisson"):
+            raise ValueError(f"unknown encoding {encoding!r}")
+        if encoding not in self._runners:
+            self._runners[encoding] = _build_runner(self.graph, encoding)
+        return self._runners[encoding]
+
+    def temporal_modules(self, encoding: Encoding) -> list[TemporalModule]:
+        runner = self.runner(encoding)
+        return [m for m in runner.modules() if isinstance(m, TemporalModule)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - use simulate()
+        raise RuntimeError("run an SNN with annsnn.simulate(snn, x, T=...)")
+
+
+def static_nodes(graph: fx.Graph, modules: dict[str, nn.Module], encoding: Encoding) -> set[fx.Node]:
+    """Nodes whose value is the same at every time step under ``encoding``."""
+    static: set[fx.Node] = set()
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            static.add(node)
+            continue
+        if node.op == "output":
+            continue
+        if node.op == "call_module":
+            mod = modules[str(node.target)]
+            if isinstance(mod, InputEncoder):
+                if encoding == "direct":
+                    static.add(node)
+                continue
+            if isinstance(mod, TemporalModule):
+                continue
+        if all(a in static for a in node.all_input_nodes):
+            static.add(node)
+    return static
+
+
+def _build_runner(graph_module: fx.GraphModule, encoding: Encoding) -> fx.GraphModule:
+    graph = copy.deepcopy(graph_module.graph)
+    root = nn.Module()
+    for name, child in graph_module.named_children():
+        root.add_module(name, child)
+    runner = fx.GraphModule(root, graph)
+    modules = dict(runner.named_modules())
+    static = static_nodes(graph, modules, encoding)
+    count = 0
+    for node in list(graph.nodes):
+        if node in static:
+            continue
+        tensor_static = [a for a in node.all_input_nodes if a in static and _is_tensor_node(a, modules)]
+        for src in tensor_static:
+            count += 1
+            name = f"time_expand_{count}"
+            runner.add_submodule(name, TimeExpand())
+            with graph.inserting_before(node):
+                expanded = graph.call_module(name, (src,))
+            node.replace_input_with(src, expanded)
+    graph.lint()
+    runner.recompile()
+    return runner
+
+
+def _is_tensor_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_method" and node.target in ("size", "dim"):
+        return False
+    if node.op == "call_function" and node.target is getattr:
+        return False
+    if node.op == "call_function" and getattr(node.target, "__name__", "") == "getitem":
+        src = node.args[0]
+        return isinstance(src, fx.Node) and _is_tensor_node(src, modules)
+    return True
