@@ -210,7 +210,7 @@ class _Context:
         self.kind[node] = self.kind[source]
         self.scale[node] = self.scale[source] / torch.where(factor == 0, torch.ones_like(factor), factor)
         assert self.report is not None
-        self.report.rescale_synapses.append(f"{name}: {source.name} -> {user.name} ({why})")
+        self.report.rescale_synapses.append(f"{name}: {_label(source)} -> {_label(user)} ({why})")
         return node
 
 
@@ -591,3 +591,7 @@ def _channel_clipped(observer: ActivationObserver, scales: Tensor) -> float:
 def _describe_key(node: fx.Node, key: object) -> str:
     label = key.__name__ if hasattr(key, "__name__") else str(key)
     return f"{node.name} ({label})"
+
+
+def _label(node: fx.Node) -> str:
+    return str(node.target) if node.op == "call_module" else node.name

@@ -199,11 +199,20 @@ def _canonicalize_traced(gm: fx.GraphModule, *, hybrid: bool, maxpool_to_avgpool
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
         elif kind == "relu":
-            base = str(node.target) if node.op == "call_module" else node.name
-            used_targets[base] = used_targets.get(base, 0) + 1
-            name = base.replace(".", "_") if used_targets[base] == 1 else f"{base}_{used_targets[base]}"
-            name = _unique_name(gm, name)
-            gm.add_submodule(name, ReLUClip(ceiling))
+            if node.op == "call_module":
+                base = str(node.target)
+                used_targets[base] = used_targets.get(base, 0) + 1
+                if used_targets[base] == 1:
+                    name = base
+                    _set_submodule(gm, name, ReLUClip(ceiling))
+                else:
+                    name = f"{base}_{used_targets[base]}"
+                    while _has_path(gm, name):
+                        name += "_"
+                    gm.add_submodule(name, ReLUClip(ceiling))
+            else:
+                name = _unique_name(gm, node.name)
+                gm.add_submodule(name, ReLUClip(ceiling))
             with graph.inserting_after(node):
                 new = graph.call_module(name, (node.args[0],))
             node.replace_all_uses_with(new)
@@ -346,6 +355,14 @@ def _reorder_maxpool(gm: fx.GraphModule, result: CanonicalGraph) -> None:
         act.replace_input_with(node, source)
         node.prepend(act)  # the activation now runs before the pool
         result.reordered_pools.append(str(node.target))
+
+
+def _has_path(gm: nn.Module, path: str) -> bool:
+    try:
+        gm.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
 
 
 def _set_submodule(gm: nn.Module, path: str, module: nn.Module) -> None:

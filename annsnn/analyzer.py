@@ -1,0 +1,264 @@
+"""One evaluation path for the ANN and its SNN: accuracy at every T, and op counts.
+
+``Analyzer`` is the library entry point for training scripts::
+
+    with annsnn.Analyzer(snn, T=[5, 20, 50]) as a:
+        for x, y in loader:
+            a.run(x, y)
+    result = a.report()          # AnalysisResult, a typed dataclass
+    result.to_dict()             # JSON-ready (schema_version 1)
+
+The ANN and the SNN see the same tensors in the same order, in eval mode.
+Counts are totals over all samples; the report gives them per inference.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .counting import SnnCounter, count_ann
+from .energy import BreakEven, EnergyModel, break_even, get_energy_model
+from .errors import UsageError
+from .modes import parse_time_steps
+from .simulate import simulate
+from .snn import Encoding, SpikingNetwork
+
+__all__ = ["Analyzer", "AnalysisResult", "AnnSummary", "TimeStepRow", "LayerSummary", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class AnnSummary:
+    top1: float | None
+    recall_macro: float | None
+    f1_macro: float | None
+    macs: int
+    bias_adds: int
+    energy_pj: dict[str, float | None]
+
+
+@dataclass
+class TimeStepRow:
+    T: int
+    top1: float | None
+    gap: float | None  # SNN top-1 minus ANN top-1
+    agreement: float  # share of samples where SNN and ANN predict the same class
+    recall_macro: float | None
+    f1_macro: float | None
+    firing_rate: float  # spikes per neuron per step, all layers
+    synaptic_acs: float  # per inference (SyOPs)
+    macs: float
+    bias_acs: float
+    neuron_updates: float
+    total_ops: float
+    energy_pj: dict[str, float]
+    energy_ratio: dict[str, float | None]  # SNN / ANN
+
+
+@dataclass
+class LayerSummary:
+    name: str
+    type: str
+    role: str
+    neurons: int
+    firing_rate: float  # at max T
+    synaptic_acs: float  # per inference at max T
+    macs: float
+    energy_share: float  # of the SNN energy at max T under the first energy model
+
+
+@dataclass
+class AnalysisResult:
+    schema_version: int
+    samples: int
+    encoding: str
+    mac_counting: str
+    seed: int
+    time_steps: list[int]
+    ann: AnnSummary
+    rows: list[TimeStepRow]
+    layers: list[LayerSummary]
+    firing_rates: dict[str, dict[str, float]]  # layer -> {T: rate}
+    break_even_T: dict[str, int | str | None]
+    energy_models: dict[str, dict]
+    unsupported: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _metrics(pred: Tensor, labels: Tensor | None) -> tuple[float | None, float | None, float | None]:
+    if labels is None:
+        return None, None, None
+    from sklearn.metrics import f1_score, recall_score
+
+    y, p = labels.numpy(), pred.numpy()
+    top1 = float((pred == labels).float().mean())
+    return top1, float(recall_score(y, p, average="macro", zero_division=0)), float(f1_score(y, p, average="macro", zero_division=0))
+
+
+class Analyzer:
+    """Accumulates predictions and op counts over batches; :meth:`report` summarises."""
+
+    def __init__(
+        self,
+        snn: SpikingNetwork,
+        T: Sequence[int] | str | int,
+        *,
+        encoding: Encoding = "direct",
+        seed: int = 0,
+        energy_models: Sequence[str | EnergyModel] = ("45nm-fp32",),
+        count: bool = True,
+        chunk: int | None = None,
+    ) -> None:
+        self.snn = snn.eval()
+        self.time_steps = parse_time_steps(T if not isinstance(T, (list, tuple)) else list(T))
+        self.encoding: Encoding = encoding
+        if encoding not in ("direct", "poisson"):
+            raise UsageError(f"unknown encoding {encoding!r}: use direct or poisson")
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.models = [m if isinstance(m, EnergyModel) else get_energy_model(m) for m in energy_models]
+        if not self.models:
+            raise UsageError("give at least one energy model")
+        self.chunk = chunk
+        self.max_t = self.time_steps[-1]
+        self.counter = SnnCounter(snn, encoding, self.max_t) if count else None
+        self.samples = 0
+        self._labels: list[Tensor] = []
+        self._ann_pred: list[Tensor] = []
+        self._snn_pred: dict[int, list[Tensor]] = {t: [] for t in self.time_steps}
+        self._spikes: dict[str, Tensor] = {}
+        self._has_labels = True
+
+    def __enter__(self) -> "Analyzer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.counter is not None:
+            self.counter.detach()
+
+    @torch.no_grad()
+    def run(self, inputs: Tensor, labels: Tensor | None = None) -> None:
+        """Score one batch with both networks (same tensors, same order)."""
+        assert not any(m.training for m in self.snn.modules()), "networks must be in eval mode"
+        batch = int(inputs.shape[0])
+        ann_out = self.snn.ann(inputs)
+        if self.counter is not None:
+            self.counter.attach(batch)
+        try:
+            result = simulate(
+                self.snn, inputs, self.time_steps, encoding=self.encoding, generator=self.generator,
+                chunk=self.chunk, record_spikes=True, on_chunk=self.counter.on_chunk if self.counter else None,
+            )
+        finally:
+            if self.counter is not None:
+                self.counter.detach()
+        self.samples += batch
+        self._ann_pred.append(ann_out.argmax(1).cpu())
+        for t in self.time_steps:
+            self._snn_pred[t].append(result.predictions(t).cpu())
+        if labels is None:
+            self._has_labels = False
+        else:
+            self._labels.append(labels.cpu().long())
+        for name, counts in result.spike_counts.items():
+            self._spikes[name] = self._spikes.get(name, torch.zeros_like(counts)) + counts
+
+    # --- summary -------------------------------------------------------------
+    def report(self) -> AnalysisResult:
+        if self.samples == 0:
+            raise UsageError("no samples were analysed")
+        n = self.samples
+        labels = torch.cat(self._labels) if self._has_labels and self._labels else None
+        ann_pred = torch.cat(self._ann_pred)
+        ann_top1, ann_recall, ann_f1 = _metrics(ann_pred, labels)
+        ann_counts = count_ann(self.snn.ann, tuple(self.snn.meta["input_shape"]))
+        reference = {m.name: get_energy_model(m.ann_reference) for m in self.models if m.kind != "digital"}
+        ann_energy: dict[str, float | None] = {}
+        for model in self.models:
+            ref = model if model.kind == "digital" else reference[model.name]
+            ann_energy[model.name] = ref.ann_energy_pj(ann_counts.macs, ann_counts.bias_adds)
+        neuron_layers = self.snn.neuron_layers()
+        total_neurons = sum(int(self.counter.layers[k].neurons) if self.counter and k in self.counter.layers else 0 for k in neuron_layers)
+        if not total_neurons:
+            total_neurons = int(self.snn.meta.get("report", {}).get("neurons", 0))
+        spikes_total = sum(self._spikes.values()) if self._spikes else torch.zeros(self.max_t, dtype=torch.float64)
+        cum_spikes = torch.cumsum(spikes_total, 0)
+
+        # cumulative per-step totals (over all samples)
+        if self.counter is not None:
+            layers = self.counter.layers.values()
+            stack = lambda attr: torch.stack([getattr(l, attr) for l in layers]).sum(0) if layers else torch.zeros(self.max_t, dtype=torch.float64)  # noqa: E731
+            syn, mac, bias, upd = (torch.cumsum(stack(a), 0) for a in ("synaptic_acs", "macs", "bias_acs", "neuron_updates"))
+        else:
+            syn = mac = bias = upd = torch.zeros(self.max_t, dtype=torch.float64)
+        energy_curve = {m.name: [m.snn_energy_pj(float(mac[i]) / n, float(syn[i]) / n, float(bias[i]) / n, float(upd[i]) / n) for i in range(self.max_t)] for m in self.models}
+
+        rows = []
+        for t in self.time_steps:
+            pred = torch.cat(self._snn_pred[t])
+            top1, recall, f1 = _metrics(pred, labels)
+            i = t - 1
+            energy = {name: curve[i] for name, curve in energy_curve.items()}
+            ratio = {name: (energy[name] / ann_energy[name] if ann_energy[name] else None) for name in energy}
+            rows.append(
+                TimeStepRow(
+                    T=t, top1=top1, gap=(top1 - ann_top1) if top1 is not None and ann_top1 is not None else None,
+                    agreement=float((pred == ann_pred).float().mean()), recall_macro=recall, f1_macro=f1,
+                    firing_rate=float(cum_spikes[i]) / (total_neurons * t * n) if total_neurons else 0.0,
+                    synaptic_acs=float(syn[i]) / n, macs=float(mac[i]) / n, bias_acs=float(bias[i]) / n,
+                    neuron_updates=float(upd[i]) / n,
+                    total_ops=(float(syn[i]) + float(mac[i]) + float(bias[i]) + float(upd[i])) / n,
+                    energy_pj=energy, energy_ratio=ratio,
+                )
+            )
+        firing = {}
+        for name, counts in self._spikes.items():
+            neurons = self.counter.layers[name].neurons if self.counter and name in self.counter.layers else 0
+            cum = torch.cumsum(counts, 0)
+            firing[name] = {str(t): (float(cum[t - 1]) / (neurons * t * n) if neurons else 0.0) for t in self.time_steps}
+        layer_rows = self._layer_rows(n)
+        breaks: dict[str, int | str | None] = {}
+        for model in self.models:
+            reference_energy = ann_energy[model.name]
+            be = break_even(energy_curve[model.name], reference_energy) if reference_energy is not None else BreakEven(None, False)
+            breaks[model.name] = be.to_json()
+        notes = [
+            "counts are per inference; energies are compute-only estimates (no memory traffic)",
+            "first-layer MACs are counted once per sample (constant direct input)" if self.encoding == "direct"
+            else "first-layer MACs are counted at every step (Poisson input changes each step)",
+        ]
+        for model in self.models:
+            if model.kind != "digital":
+                notes.append(f"{model.name}: ANN energy and ratio use {model.ann_reference} (an ANN does not run on {model.name})")
+            if not model.verified:
+                notes.append(f"{model.name}: {model.note}")
+        return AnalysisResult(
+            schema_version=SCHEMA_VERSION, samples=n, encoding=self.encoding,
+            mac_counting="once per sample" if self.encoding == "direct" else "every step",
+            seed=self.seed, time_steps=list(self.time_steps),
+            ann=AnnSummary(ann_top1, ann_recall, ann_f1, ann_counts.macs, ann_counts.bias_adds, ann_energy),
+            rows=rows, layers=layer_rows, firing_rates=firing, break_even_T=breaks,
+            energy_models={m.name: m.to_dict() for m in self.models},
+            unsupported=list(self.counter.unsupported) if self.counter else [], notes=notes,
+        )
+
+    def _layer_rows(self, n: int) -> list[LayerSummary]:
+        if self.counter is None:
+            return []
+        model = self.models[0]
+        rows = []
+        energies = {}
+        for name, layer in self.counter.layers.items():
+            energies[name] = model.snn_energy_pj(float(layer.macs.sum()) / n, float(layer.synaptic_acs.sum()) / n, float(layer.bias_acs.sum()) / n, float(layer.neuron_updates.sum()) / n)
+        total = sum(energies.values()) or 1.0
+        for name, layer in self.counter.layers.items():
+            rate = float(layer.spikes.sum()) / (layer.neurons * self.max_t * n) if layer.neurons else 0.0
+            rows.append(LayerSummary(name, layer.type, layer.role, int(layer.neurons), rate, float(layer.synaptic_acs.sum()) / n, float(layer.macs.sum()) / n, energies[name] / total))
+        return rows

@@ -1,0 +1,156 @@
+"""Datasets by name. Every loader yields images scaled to [0, 1]; normalization
+is part of the model (:class:`~annsnn.layers.Normalize`), so Poisson coding sees
+real pixel intensities.
+
+Names: ``digits`` (scikit-learn's bundled 8x8 digits, no download), ``mnist``,
+``fashion-mnist``, ``cifar10``, ``cifar100``, ``flowers102`` (torchvision), and
+``imagefolder:PATH`` (class folders, or ``train/`` and ``test/``/``val/`` of
+class folders).
+
+Where data lives: ``--data-root DIR``, else ``$ANNSNN_DATA_ROOT``, else ``./data``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from .errors import UsageError
+
+__all__ = ["DatasetSpec", "dataset_spec", "load_dataset", "make_loader", "data_root", "DATASET_NAMES", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+Split = Literal["train", "test"]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Name, input shape, class count and standard normalization of a dataset."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["input_shape"] = list(self.input_shape)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
+
+
+_SPECS = {
+    "digits": DatasetSpec("digits", (1, 8, 8), 10, (0.3054,), (0.3761,)),
+    "mnist": DatasetSpec("mnist", (1, 28, 28), 10, (0.1307,), (0.3081,)),
+    "fashion-mnist": DatasetSpec("fashion-mnist", (1, 28, 28), 10, (0.2860,), (0.3530,)),
+    "cifar10": DatasetSpec("cifar10", (3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": DatasetSpec("cifar100", (3, 32, 32), 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "flowers102": DatasetSpec("flowers102", (3, 224, 224), 102, IMAGENET_MEAN, IMAGENET_STD),
+}
+DATASET_NAMES = tuple(_SPECS) + ("imagefolder:PATH",)
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("ANNSNN_DATA_ROOT")
+    return Path(env) if env else Path("data")
+
+
+def dataset_spec(name: str, root: str | os.PathLike | None = None) -> DatasetSpec:
+    """The spec of ``name``; for ``imagefolder:PATH`` this looks at the tree."""
+    if name in _SPECS:
+        return _SPECS[name]
+    if name.startswith("imagefolder:"):
+        folder = _imagefolder_split(Path(name.split(":", 1)[1]), "test")
+        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        sample = _image_dataset(folder)[0][0]
+        return DatasetSpec(name, tuple(sample.shape), len(classes), (0.0,) * sample.shape[0], (1.0,) * sample.shape[0])
+    raise UsageError(f"unknown dataset {name!r}: use one of {', '.join(DATASET_NAMES)}")
+
+
+def _digits(split: Split) -> Dataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = digits.data.astype(np.float32) / 16.0
+    train_idx, test_idx = train_test_split(np.arange(len(images)), test_size=0.2, random_state=0, stratify=digits.target)
+    idx = train_idx if split == "train" else test_idx
+    x = torch.from_numpy(images[idx]).reshape(-1, 1, 8, 8)
+    y = torch.from_numpy(digits.target[idx]).long()
+    return TensorDataset(x, y)
+
+
+def _imagefolder_split(path: Path, split: Split) -> Path:
+    if not path.is_dir():
+        raise UsageError(f"image folder {str(path)!r} does not exist; check the path after imagefolder:")
+    if (path / "train").is_dir() and any((path / s).is_dir() for s in ("test", "val")):
+        if split == "train":
+            return path / "train"
+        return path / "test" if (path / "test").is_dir() else path / "val"
+    return path
+
+
+def _image_dataset(folder: Path) -> Dataset:
+    from torchvision import datasets, transforms
+
+    try:
+        return datasets.ImageFolder(str(folder), transform=transforms.Compose([transforms.Lambda(lambda im: im.convert("RGB")), transforms.ToTensor()]))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise UsageError(f"no images found under {str(folder)!r} ({str(exc).splitlines()[0]}); it needs one folder of images per class") from None
+
+
+def load_dataset(name: str, split: Split = "test", root: str | os.PathLike | None = None, download: bool = False) -> Dataset:
+    """A dataset of ``(image in [0, 1], label)`` pairs."""
+    if split not in ("train", "test"):
+        raise UsageError(f"unknown split {split!r}: use train or test")
+    if name == "digits":
+        return _digits(split)
+    if name.startswith("imagefolder:"):
+        return _image_dataset(_imagefolder_split(Path(name.split(":", 1)[1]), split))
+    if name not in _SPECS:
+        raise UsageError(f"unknown dataset {name!r}: use one of {', '.join(DATASET_NAMES)}")
+    from torchvision import datasets, transforms
+
+    base = data_root(root)
+    to_tensor = transforms.ToTensor()
+    constructors = {
+        "mnist": lambda: datasets.MNIST(str(base), train=split == "train", download=download, transform=to_tensor),
+        "fashion-mnist": lambda: datasets.FashionMNIST(str(base), train=split == "train", download=download, transform=to_tensor),
+        "cifar10": lambda: datasets.CIFAR10(str(base), train=split == "train", download=download, transform=to_tensor),
+        "cifar100": lambda: datasets.CIFAR100(str(base), train=split == "train", download=download, transform=to_tensor),
+        "flowers102": lambda: datasets.Flowers102(
+            str(base), split="train" if split == "train" else "test", download=download,
+            transform=transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), to_tensor]),
+        ),
+    }
+    try:
+        return constructors[name]()
+    except RuntimeError as exc:
+        if "not found" in str(exc).lower() or "download" in str(exc).lower():
+            raise UsageError(f"dataset {name} not found under {str(base)!r}; pass --data-root DIR (or set ANNSNN_DATA_ROOT), or --download") from None
+        raise
+    except OSError as exc:
+        raise UsageError(f"dataset {name} could not be read under {str(base)!r} ({exc.__class__.__name__}); pass --data-root DIR or --download") from None
+
+
+def make_loader(dataset: Dataset, batch_size: int, samples: int | None = None, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    """Deterministic loader over the first ``samples`` items (all if None)."""
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if samples is not None:
+        if samples < 1:
+            raise UsageError("--samples must be at least 1")
+        dataset = Subset(dataset, range(min(samples, len(dataset))))  # type: ignore[arg-type]
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise UsageError("the dataset is empty")
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)

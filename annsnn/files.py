@@ -1,0 +1,66 @@
+"""Atomic output: write to a temporary file in the target folder, then rename.
+
+A run killed mid-write leaves the previous file intact; no half-written file
+appears under the final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .errors import UsageError
+
+__all__ = ["atomic_path", "write_json", "write_text", "check_output_path"]
+
+
+def check_output_path(path: str | os.PathLike, *, inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Refuse, before any work, an output that cannot be written or would overwrite an input."""
+    out = Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {str(out)!r}: folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot write {str(out)!r}: folder {str(parent)!r} is not writable")
+    for source in inputs:
+        if source and Path(source).exists() and out.exists() and out.resolve() == Path(source).resolve():
+            raise UsageError(f"refusing to overwrite the input file {str(source)!r}; choose another --out")
+        if source and out.resolve() == Path(source).resolve():
+            raise UsageError(f"refusing to overwrite the input file {str(source)!r}; choose another --out")
+    return out
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False, default=_default) + "\n")
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"cannot serialize {type(value).__name__}")

@@ -1,0 +1,174 @@
+"""Load a model safely.
+
+Accepted ``MODEL`` files:
+
+1. a checkpoint / state_dict (``.pt``, ``.pth``, ``.th``; ``{'state_dict': ...}``
+   wrappers and DataParallel ``module.`` prefixes) plus ``--arch`` -- loaded with
+   ``torch.load(weights_only=True)``, which never runs pickled code;
+   annsnn's own checkpoints name their arch, dataset and normalization;
+2. a TorchScript archive (``torch.jit.load``);
+3. an ONNX file (``.onnx``), imported with onnx2torch;
+4. a whole pickled ``nn.Module`` -- only with ``trust=True`` (``--trust``).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UsageError
+
+__all__ = ["LoadedModel", "load_model", "strip_prefix"]
+
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".th", ".ckpt", ".bin")
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, plus what its file recorded about it."""
+
+    module: nn.Module
+    path: str
+    kind: str  # checkpoint | torchscript | onnx | pickle | zoo
+    arch: str | None = None
+    record: dict = field(default_factory=dict)  # dataset, normalization, input_shape from the file
+
+
+def strip_prefix(state: dict, prefix: str = "module.") -> dict:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("constants.pkl") or "/code/" in n for n in names)
+
+
+def load_model(path: str | os.PathLike, arch: str | None = None, *, trust: bool = False, num_classes: int | None = None) -> LoadedModel:
+    """Load ``path``; every failure is a one-line :class:`UsageError`."""
+    file = Path(path)
+    if not file.exists():
+        raise UsageError(f"model file {str(file)!r} does not exist")
+    if not file.is_file():
+        raise UsageError(f"model path {str(file)!r} is not a file")
+    if file.stat().st_size == 0:
+        raise UsageError(f"model file {str(file)!r} is empty")
+    suffix = file.suffix.lower()
+    if suffix == ".onnx":
+        return _load_onnx(file)
+    if suffix not in _CHECKPOINT_SUFFIXES:
+        raise UsageError(f"unknown model file type {suffix or '(none)'!r} for {str(file)!r}: use .pt/.pth/.th, TorchScript, or .onnx")
+    if _is_torchscript(file):
+        try:
+            module = torch.jit.load(str(file), map_location="cpu")
+        except Exception as exc:
+            raise UsageError(f"TorchScript file {str(file)!r} could not be loaded ({type(exc).__name__})") from None
+        return LoadedModel(module.eval(), str(file), "torchscript")
+    try:
+        obj = torch.load(str(file), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "Weights only load failed" in str(exc):
+            if not trust:
+                raise UsageError(
+                    f"{str(file)!r} holds pickled Python objects (e.g. a whole nn.Module), and unpickling can run arbitrary code; "
+                    "save a state_dict and pass --arch, or pass --trust if you trust this file"
+                ) from None
+            return _load_trusted(file)
+        raise UsageError(f"{str(file)!r} is not a valid checkpoint (corrupt, truncated or not a PyTorch file)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError, KeyError, IndexError, TypeError):
+        raise UsageError(f"{str(file)!r} is not a valid checkpoint (corrupt, truncated or not a PyTorch file)") from None
+    return _from_checkpoint(obj, file, arch, num_classes)
+
+
+def _load_trusted(file: Path) -> LoadedModel:
+    try:
+        obj = torch.load(str(file), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise UsageError(f"{str(file)!r} could not be unpickled ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(obj, nn.Module):
+        raise UsageError(f"{str(file)!r} unpickled to a {type(obj).__name__}, not an nn.Module")
+    return LoadedModel(obj.eval(), str(file), "pickle")
+
+
+def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int | None) -> LoadedModel:
+    from annsnn.zoo import build
+
+    record: dict = {}
+    if isinstance(obj, dict) and obj.get("format") == "annsnn-checkpoint":
+        arch = arch or obj.get("arch")
+        num_classes = num_classes or obj.get("num_classes")
+        record = {k: obj[k] for k in ("dataset", "normalization", "input_shape", "test_top1") if k in obj}
+        state = obj.get("state_dict")
+    else:
+        state = obj
+        if isinstance(obj, dict):
+            for key in _WRAPPER_KEYS:
+                if key in obj and isinstance(obj[key], dict):
+                    state = obj[key]
+                    break
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UsageError(f"{str(file)!r} holds no state_dict of tensors")
+    state = strip_prefix(state)
+    if arch is None:
+        raise UsageError(f"{str(file)!r} is a state_dict; pass --arch NAME (see 'annsnn zoo list') to say which network it belongs to")
+    if num_classes is None:
+        for key in ("linear.bias", "fc.bias", "classifier.6.bias", "classifier.1.bias"):
+            if key in state:
+                num_classes = int(state[key].shape[0])
+                break
+        else:
+            biases = [k for k in state if k.endswith(".bias") and state[k].dim() == 1]
+            num_classes = int(state[biases[-1]].shape[0]) if biases else None
+    try:
+        module = build(arch, num_classes=num_classes)
+    except TypeError:
+        module = build(arch)
+    result = module.load_state_dict(state, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing keys {_short(result.missing_keys)}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected keys {_short(result.unexpected_keys)}")
+    if problems:
+        raise UsageError(f"{str(file)!r} does not fit --arch {arch}: " + "; ".join(problems))
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        line = next((l.strip() for l in str(exc).splitlines() if "size mismatch" in l), "shape mismatch")
+        raise UsageError(f"{str(file)!r} does not fit --arch {arch}: {line}") from None
+    return LoadedModel(module.eval(), str(file), "checkpoint", arch=arch, record=record)
+
+
+def _short(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _load_onnx(file: Path) -> LoadedModel:
+    import onnx
+
+    try:
+        proto = onnx.load(str(file))
+        onnx.checker.check_model(proto)
+    except Exception as exc:
+        raise UsageError(f"{str(file)!r} is not a valid ONNX model ({type(exc).__name__})") from None
+    try:
+        from onnx2torch import convert
+    except ImportError:  # pragma: no cover - declared dependency
+        raise UsageError("ONNX import needs the onnx2torch package") from None
+    try:
+        module = convert(proto)
+    except Exception as exc:
+        raise UsageError(f"ONNX model {str(file)!r} could not be imported ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return LoadedModel(module.eval(), str(file), "onnx")
