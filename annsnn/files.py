@@ -26,8 +26,6 @@ def check_output_path(path: str | os.PathLike, *, inputs: tuple[str | os.PathLik
     if not os.access(parent, os.W_OK):
         raise UsageError(f"cannot write {str(out)!r}: folder {str(parent)!r} is not writable")
     for source in inputs:
-        if source and Path(source).exists() and out.exists() and out.resolve() == Path(source).resolve():
-            raise UsageError(f"refusing to overwrite the input file {str(source)!r}; choose another --out")
         if source and out.resolve() == Path(source).resolve():
             raise UsageError(f"refusing to overwrite the input file {str(source)!r}; choose another --out")
     return out
@@ -43,6 +41,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

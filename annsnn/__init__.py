@@ -1,0 +1,62 @@
+"""annsnn: convert trained ANNs into true-spike IF SNNs, simulate them, count what they cost.
+
+Library entry points::
+
+    from annsnn import ann_to_snn, ConversionOptions, parse_mode, simulate, Analyzer
+    snn, report = ann_to_snn(model, calibration_batches, input_shape=(3, 32, 32),
+                             options=ConversionOptions(mode=parse_mode("99.99")))
+    with Analyzer(snn, T=[5, 20, 50]) as a:
+        for x, y in loader:
+            a.run(x, y)
+    result = a.report()
+"""
+from __future__ import annotations
+
+from .analyzer import AnalysisResult, Analyzer
+from .artifact import load_snn, save_snn
+from .convert import Calibrator, ConversionOptions, ConversionReport, convert
+from .counting import AnnCounts, SnnCounter, count_ann
+from .energy import PRESETS, EnergyModel, break_even, get_energy_model
+from .errors import AnnsnnError, RunFailure, UsageError
+from .graph import canonicalize
+from .io import LoadedModel, load_model
+from .modes import ScaleMode, parse_mode, parse_time_steps
+from .observer import ActivationObserver
+from .pipeline import ann_to_snn
+from .simulate import SimulationResult, simulate
+from .snn import SpikingNetwork
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "ActivationObserver",
+    "AnalysisResult",
+    "Analyzer",
+    "AnnCounts",
+    "AnnsnnError",
+    "Calibrator",
+    "ConversionOptions",
+    "ConversionReport",
+    "EnergyModel",
+    "LoadedModel",
+    "PRESETS",
+    "RunFailure",
+    "ScaleMode",
+    "SimulationResult",
+    "SnnCounter",
+    "SpikingNetwork",
+    "UsageError",
+    "ann_to_snn",
+    "break_even",
+    "canonicalize",
+    "convert",
+    "count_ann",
+    "get_energy_model",
+    "load_model",
+    "load_snn",
+    "parse_mode",
+    "parse_time_steps",
+    "save_snn",
+    "simulate",
+]

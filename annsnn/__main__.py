@@ -1,0 +1,7 @@
+"""``python -m annsnn`` runs the command-line interface."""
+from annsnn.cli.main import main
+
+__all__: list[str] = []
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,2 @@
+"""annsnn's command-line interface (``annsnn.cli``)."""
+__all__: list[str] = []
