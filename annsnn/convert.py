@@ -526,6 +526,17 @@ def convert(
         elif node.op == "call_module" and isinstance(modules[str(node.target)], UNCONVERTIBLE_MODULES):
             _push_demand(demand, conflicts, node.args[0], torch.ones(()), modules)
     _push_demand(demand, conflicts, output.args[0], torch.ones(()), modules)
+    # an add that feeds no neuron takes the scale of a spiking input, so the other
+    # branch's weight layer can absorb the rescale instead of a per-step multiply
+    for node in gm.graph.nodes:
+        if _handler_key(node, modules) in (operator.add, torch.add, operator.iadd, "add", "add_") and node not in demand and node not in conflicts:
+            spiking = [a for a in node.args[:2] if isinstance(a, fx.Node) and a.op == "call_module" and str(a.target) in lam]
+            if spiking:
+                scale = lam[str(spiking[0].target)]
+                demand[node] = scale
+                for a in node.args[:2]:
+                    if a is not spiking[0]:
+                        _push_demand(demand, conflicts, a, scale, modules)
 
     ctx = _Context(gm=gm, modules=modules, options=options, lam=lam, demand=demand, report=report)
     unsupported: list[str] = []

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .errors import UsageError
 
-__all__ = ["DatasetSpec", "dataset_spec", "load_dataset", "make_loader", "data_root", "DATASET_NAMES", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["DatasetSpec", "dataset_spec", "load_dataset", "make_loader", "data_root", "DATASET_NAMES", "spread_indices", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 Split = Literal["train", "test"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -142,14 +142,25 @@ def load_dataset(name: str, split: Split = "test", root: str | os.PathLike | Non
         raise UsageError(f"dataset {name} could not be read under {str(base)!r} ({exc.__class__.__name__}); pass --data-root DIR or --download") from None
 
 
+def spread_indices(length: int, samples: int) -> list[int]:
+    """``samples`` evenly spaced indices in ``range(length)``, in order.
+
+    Folder datasets are sorted by class, so the first N items would all be one
+    class; evenly spaced items cover every class in proportion.
+    """
+    if samples >= length:
+        return list(range(length))
+    return [int(i * length // samples) for i in range(samples)]
+
+
 def make_loader(dataset: Dataset, batch_size: int, samples: int | None = None, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
-    """Deterministic loader over the first ``samples`` items (all if None)."""
+    """Deterministic loader over ``samples`` evenly spaced items (all if None)."""
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     if samples is not None:
         if samples < 1:
             raise UsageError("--samples must be at least 1")
-        dataset = Subset(dataset, range(min(samples, len(dataset))))  # type: ignore[arg-type]
+        dataset = Subset(dataset, spread_indices(len(dataset), samples))  # type: ignore[arg-type]
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise UsageError("the dataset is empty")
     generator = torch.Generator().manual_seed(seed)

@@ -166,12 +166,57 @@ def canonicalize(
     normalization: tuple[list[float], list[float]] | None = None,
     hybrid: bool = False,
     maxpool_to_avgpool: bool = False,
+    input_shape: tuple[int, ...] | None = None,
 ) -> CanonicalGraph:
-    """Trace ``model`` (with an optional input normalization in front) and canonicalize it."""
+    """Trace ``model`` (with an optional input normalization in front) and canonicalize it.
+
+    With ``input_shape``, sizes read in ``forward`` (``x.size(3)``) become constants,
+    except the batch size, so pools sized at run time convert.
+    """
     model = model.eval()
     if normalization is not None:
         model = WithInputNormalization(model, *normalization).eval()
-    return _canonicalize_traced(trace(model), hybrid=hybrid, maxpool_to_avgpool=maxpool_to_avgpool)
+    gm = trace(model)
+    if input_shape is not None:
+        _fold_static_sizes(gm, input_shape)
+    return _canonicalize_traced(gm, hybrid=hybrid, maxpool_to_avgpool=maxpool_to_avgpool)
+
+
+def _fold_static_sizes(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> None:
+    """Replace ``size(d)`` / ``size()[d]`` / ``shape[d]`` for d != batch by constants."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(torch.zeros(2, *input_shape))
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"the model does not run on input shape {tuple(input_shape)} ({message}); pass --input-shape") from None
+    graph = gm.graph
+    for node in list(graph.nodes):
+        is_size = node.op == "call_method" and node.target == "size"
+        is_shape = node.op == "call_function" and node.target is getattr and len(node.args) > 1 and node.args[1] == "shape"
+        if not (is_size or is_shape):
+            continue
+        src = node.args[0]
+        meta = src.meta.get("tensor_meta") if isinstance(src, fx.Node) else None
+        if meta is None or not hasattr(meta, "shape"):
+            continue
+        shape = tuple(meta.shape)
+        dim = node.args[1] if is_size and len(node.args) > 1 else node.kwargs.get("dim") if is_size else None
+        if isinstance(dim, int):
+            if dim % len(shape) != 0:
+                node.replace_all_uses_with(shape[dim])  # type: ignore[arg-type]
+                graph.erase_node(node)
+            continue
+        for user in list(node.users):
+            if user.op == "call_function" and user.target is operator.getitem and isinstance(user.args[1], int) and user.args[1] % len(shape) != 0:
+                user.replace_all_uses_with(shape[user.args[1]])  # type: ignore[arg-type]
+                graph.erase_node(user)
+        if not node.users:
+            graph.erase_node(node)
+    graph.lint()
+    gm.recompile()
 
 
 class WithInputNormalization(nn.Module):

@@ -37,7 +37,7 @@ def ann_to_snn(
     gives them (before normalization, which ``normalization`` adds in front).
     """
     check_finite_weights(model)
-    canonical = canonicalize(model, normalization=normalization, hybrid=options.hybrid, maxpool_to_avgpool=options.maxpool == "avg")
+    canonical = canonicalize(model, normalization=normalization, hybrid=options.hybrid, maxpool_to_avgpool=options.maxpool == "avg", input_shape=input_shape)
     calibrator = Calibrator(canonical, channel_wise=options.channel_wise)
     for batch in calibration:
         if tuple(batch.shape[1:]) != tuple(input_shape):
