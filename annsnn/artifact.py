@@ -21,7 +21,7 @@ from torch import fx, nn
 from .errors import UsageError
 from .files import atomic_path
 from .graph import UNCONVERTIBLE_MODULES
-from .layers import GatedMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale
+from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale
 from .snn import SpikingNetwork
 
 __all__ = ["save_snn", "load_snn", "graph_to_spec", "graph_from_spec", "FORMAT"]
@@ -77,7 +77,7 @@ _MODULES: dict[str, tuple[type[nn.Module], Callable[[nn.Module], dict]]] = {
     "Flatten": (nn.Flatten, lambda m: {"start_dim": m.start_dim, "end_dim": m.end_dim}),
     "ReLUClip": (ReLUClip, lambda m: m.config()),
     "IFNeurons": (IFNeurons, lambda m: m.config()),
-    "GatedMaxPool2d": (GatedMaxPool2d, lambda m: m.config()),
+    "SpikingMaxPool2d": (SpikingMaxPool2d, lambda m: m.config()),
     "Rescale": (Rescale, lambda m: {}),
     "Normalize": (Normalize, lambda m: {}),
     "InputEncoder": (InputEncoder, lambda m: {}),

@@ -25,7 +25,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import UsageError
 from .graph import WEIGHT_LAYERS, CanonicalGraph, UNCONVERTIBLE_MODULES
-from .layers import GatedMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale
+from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale
 from .modes import ScaleMode
 from .observer import DEFAULT_BINS, ActivationObserver
 
@@ -38,7 +38,7 @@ __all__ = [
     "default_handlers",
 ]
 
-MaxPoolStrategy = Literal["gated", "avg"]
+MaxPoolStrategy = Literal["spiking", "avg"]
 _TOL = 1e-5
 
 
@@ -49,14 +49,14 @@ class ConversionOptions:
     mode: ScaleMode = ScaleMode("percentile", 99.99)
     channel_wise: bool = False
     v_init: float = 0.0
-    maxpool: MaxPoolStrategy = "gated"
+    maxpool: MaxPoolStrategy = "spiking"
     hybrid: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.v_init < 1.0:
             raise UsageError(f"invalid --v-init {self.v_init}: use a fraction of the threshold in [0, 1)")
-        if self.maxpool not in ("gated", "avg"):
-            raise UsageError(f"invalid --maxpool {self.maxpool!r}: use 'gated' or 'avg'")
+        if self.maxpool not in ("spiking", "avg"):
+            raise UsageError(f"invalid --maxpool {self.maxpool!r}: use 'spiking' or 'avg'")
 
     def to_dict(self) -> dict:
         return {
@@ -291,7 +291,7 @@ def _h_maxpool(ctx: _Context, node: fx.Node) -> None:
     assert isinstance(src, fx.Node)
     _channel_vector(ctx.scale[src], src)  # a pool needs one scale per channel
     if ctx.kind[src] == "spike":
-        _set_module(ctx.gm, str(node.target), GatedMaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode))
+        _set_module(ctx.gm, str(node.target), SpikingMaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode))
     elif ctx.kind[src] == "current":
         raise UsageError(f"unsupported layer {node.target}: max-pool of membrane currents (not followed by a ReLU); try --maxpool avg")
     _h_commute(ctx, node)

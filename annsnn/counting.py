@@ -3,7 +3,7 @@
 **ANN.** MACs per layer from fvcore's ``FlopCountAnalysis`` (one FMA = one MAC);
 conv/linear MACs are the headline, BatchNorm/pooling are listed apart.
 
-**SNN.** For every spike source (IF neurons, gated max-pools) and every synaptic
+**SNN.** For every spike source (IF neurons, spiking max-pools) and every synaptic
 sink it reaches (a Conv/Linear, or a neuron/output reached through an identity
 or rescale synapse), a *fan-out map* ``F[i]`` gives the number of synaptic
 operations one spike at position i triggers, padding and borders included:
@@ -31,7 +31,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import UsageError
 from .graph import UNCONVERTIBLE_MODULES
-from .layers import GatedMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale, TemporalModule
+from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale, TemporalModule
 from .snn import Encoding, SpikingNetwork, static_nodes
 
 __all__ = [
@@ -224,7 +224,7 @@ def default_structural_handlers() -> dict[type, StructuralFn]:
 
 
 _SYNAPTIC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
-_SINK_TYPES = (IFNeurons, GatedMaxPool2d, ReLUClip) + UNCONVERTIBLE_MODULES
+_SINK_TYPES = (IFNeurons, SpikingMaxPool2d, ReLUClip) + UNCONVERTIBLE_MODULES
 
 
 def _sum_method(x: Tensor, *dims, **kwargs) -> Tensor:
@@ -303,7 +303,7 @@ class SnnCounter:
                 if has_params:
                     warnings.warn(f"annsnn cannot count layer {name} ({type(module).__name__}); it is listed as unsupported")
         for node in graph.nodes:
-            if node.op == "call_module" and isinstance(self.modules[str(node.target)], (IFNeurons, GatedMaxPool2d)):
+            if node.op == "call_module" and isinstance(self.modules[str(node.target)], (IFNeurons, SpikingMaxPool2d)):
                 self._fanout_maps(node)
 
     def _analog_reach(self, graph: fx.Graph) -> set[fx.Node]:
@@ -322,7 +322,7 @@ class SnnCounter:
             feeds_analog = any(a in analog for a in node.all_input_nodes)
             if isinstance(module, InputEncoder):
                 analog.add(node)  # Poisson spikes are normalized into analog values
-            elif isinstance(module, (IFNeurons, GatedMaxPool2d)):
+            elif isinstance(module, (IFNeurons, SpikingMaxPool2d)):
                 continue
             elif isinstance(module, _SYNAPTIC_TYPES):
                 if feeds_analog:
@@ -356,7 +356,7 @@ class SnnCounter:
                     sinks.append((name, self.handlers[type(module)](module, routed)))
                     continue
                 if isinstance(module, _SINK_TYPES):
-                    if not isinstance(module, GatedMaxPool2d):
+                    if not isinstance(module, SpikingMaxPool2d):
                         sinks.append((f"{name} (identity synapse)", routed))
                     continue
                 handler = self.handlers.get(type(module))
@@ -409,7 +409,7 @@ class SnnCounter:
             module = self.modules[name]
             self._handles.append(module.register_forward_hook(self._make_hook(name)))
         for name, layer in self.layers.items():
-            if layer.role == "neurons" and isinstance(self.modules.get(name), (IFNeurons, GatedMaxPool2d)) and name not in self.fanout:
+            if layer.role == "neurons" and isinstance(self.modules.get(name), (IFNeurons, SpikingMaxPool2d)) and name not in self.fanout:
                 self._handles.append(self.modules[name].register_forward_hook(self._make_hook(name)))
         for name, macs, bias, is_static in self._mac_layers:
             layer = self.layers[name]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from spikingjelly.activation_based.functional import if_multi_step
 
-__all__ = ["if_soft_reset", "gated_max_pool2d", "bernoulli_encode"]
+__all__ = ["if_soft_reset", "count_max_pool2d", "bernoulli_encode"]
 
 
 def if_soft_reset(x_seq: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -23,28 +23,31 @@ def if_soft_reset(x_seq: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     return spikes, v_out
 
 
-def gated_max_pool2d(
+def count_max_pool2d(
     spike_seq: Tensor,
     counts: Tensor,
+    pooled: Tensor,
     kernel_size: tuple[int, int],
     stride: tuple[int, int],
     padding: tuple[int, int],
     dilation: tuple[int, int],
     ceil_mode: bool,
-) -> tuple[Tensor, Tensor]:
-    """Rate-gated spiking max-pool over ``spike_seq[T, B, C, H, W]``.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Spiking max-pool over ``spike_seq[T, B, C, H, W]`` that tracks the max spike count.
 
-    Each window passes, at step t, the spike of the input with the most spikes so
-    far (``counts`` after adding step t). The output rate converges to the max of
-    the input rates as T grows. Returns (output spikes, updated counts).
+    ``counts`` holds each input's spikes so far; ``pooled = maxpool(counts)``. A window
+    emits a spike whenever its largest count grows. Counts grow by at most one per
+    step, so the output is 0/1, and after every step the output count *equals*
+    the max of the input counts: the output rate is the max input rate, exactly.
+    Returns (output spikes, counts, pooled).
     """
     outputs = []
     for t in range(spike_seq.shape[0]):
         counts = counts + spike_seq[t]
-        _, index = F.max_pool2d(counts, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
-        picked = spike_seq[t].flatten(2).gather(2, index.flatten(2)).view_as(index)
-        outputs.append(picked)
-    return torch.stack(outputs), counts
+        current = F.max_pool2d(counts, kernel_size, stride, padding, dilation, ceil_mode)
+        outputs.append(current - pooled)
+        pooled = current
+    return torch.stack(outputs), counts, pooled
 
 
 def bernoulli_encode(x: Tensor, steps: int, generator: torch.Generator | None) -> Tensor:

@@ -14,12 +14,12 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from .errors import UsageError
-from .functional import bernoulli_encode, gated_max_pool2d, if_soft_reset
+from .functional import bernoulli_encode, count_max_pool2d, if_soft_reset
 
 __all__ = [
     "ReLUClip",
     "IFNeurons",
-    "GatedMaxPool2d",
+    "SpikingMaxPool2d",
     "Rescale",
     "Normalize",
     "InputEncoder",
@@ -86,8 +86,9 @@ class IFNeurons(TemporalModule):
         return f"threshold=1, reset=subtract, v_init={self.v_init:g}"
 
 
-class GatedMaxPool2d(TemporalModule):
-    """Spiking max-pool: pass the spike of the input that has fired most so far."""
+class SpikingMaxPool2d(TemporalModule):
+    """Spiking max-pool: a window spikes when the largest input spike count grows
+    (see :func:`~annsnn.functional.count_max_pool2d`); output count = max input count."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> None:
         super().__init__()
@@ -97,16 +98,19 @@ class GatedMaxPool2d(TemporalModule):
         self.dilation = _pair(dilation)
         self.ceil_mode = bool(ceil_mode)
         self.counts: Tensor | None = None
+        self.pooled: Tensor | None = None
 
     def reset_state(self) -> None:
         self.counts = None
+        self.pooled = None
 
     def forward(self, x: Tensor) -> Tensor:
         seq = x.reshape(self.steps, -1, *x.shape[1:])
-        if self.counts is None:
+        if self.counts is None or self.pooled is None:
             self.counts = torch.zeros(seq.shape[1:], dtype=x.dtype, device=x.device)
-        out, self.counts = gated_max_pool2d(
-            seq, self.counts, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+            self.pooled = torch.nn.functional.max_pool2d(self.counts, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        out, self.counts, self.pooled = count_max_pool2d(
+            seq, self.counts, self.pooled, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
         )
         return out.reshape(-1, *out.shape[2:])
 

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import fx, nn
 
-from .layers import IFNeurons, InputEncoder, TemporalModule, TimeExpand, GatedMaxPool2d
+from .layers import IFNeurons, InputEncoder, TemporalModule, TimeExpand, SpikingMaxPool2d
 
 __all__ = ["SpikingNetwork", "Encoding", "static_nodes"]
 
@@ -31,8 +31,8 @@ class SpikingNetwork(nn.Module):
         return {name: m for name, m in self.graph.named_modules() if isinstance(m, IFNeurons)}
 
     def spike_sources(self) -> dict[str, nn.Module]:
-        """Modules whose outputs are spikes: IF neurons and gated max-pools."""
-        return {name: m for name, m in self.graph.named_modules() if isinstance(m, (IFNeurons, GatedMaxPool2d))}
+        """Modules whose outputs are spikes: IF neurons and spiking max-pools."""
+        return {name: m for name, m in self.graph.named_modules() if isinstance(m, (IFNeurons, SpikingMaxPool2d))}
 
     @property
     def encoder(self) -> InputEncoder:
@@ -91,6 +91,8 @@ def _build_runner(graph_module: fx.GraphModule, encoding: Encoding) -> fx.GraphM
     for node in list(graph.nodes):
         if node in static:
             continue
+        if node.op == "call_module" and isinstance(modules[str(node.target)], InputEncoder):
+            continue  # the encoder makes its own time axis
         tensor_static = [a for a in node.all_input_nodes if a in static and _is_tensor_node(a, modules)]
         for src in tensor_static:
             count += 1

@@ -205,7 +205,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--mode", type=MODE, default="99.99", show_default=True, help="Scale per layer: 'max', a percentile (99.9, 99.99%), or a fraction of the max (0.5, 1/3).")
 @click.option("--channel-wise", is_flag=True, help="One scale per channel instead of per layer.")
 @click.option("--v-init", type=float, default=0.0, show_default=True, help="Initial membrane potential as a fraction of the threshold (0.5 helps at low T).")
-@click.option("--maxpool", type=click.Choice(["gated", "avg"]), default="gated", show_default=True, help="gated: spiking max-pool that passes the most active input; avg: replace MaxPool by AvgPool (changes the ANN).")
+@click.option("--maxpool", type=click.Choice(["spiking", "avg"]), default="spiking", show_default=True, help="spiking: a max-pool that spikes when the largest input spike count grows (output rate = max input rate); avg: replace MaxPool by AvgPool (changes the ANN).")
 @click.option("--hybrid", is_flag=True, help="Keep unconvertible activations (GELU, SiLU, ...) analog instead of failing.")
 @click.option("--data", help="Calibration dataset (default: recorded in the model, or the architecture's).")
 @click.option("--data-root", type=click.Path(file_okay=False), help="Folder with local datasets (default $ANNSNN_DATA_ROOT or ./data).")

@@ -1,0 +1,141 @@
+"""Fidelity: the SNN's accumulated output / T approaches the ANN's, on trained models."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from annsnn.convert import ConversionOptions
+from annsnn.errors import UsageError
+from annsnn.layers import SpikingMaxPool2d, IFNeurons, Rescale
+from annsnn.modes import parse_mode
+from annsnn.pipeline import ann_to_snn
+from annsnn.simulate import simulate
+
+from conftest import train_quick
+
+
+def _agreement_and_error(snn, x, steps):
+    with torch.no_grad():
+        ann = snn.ann(x)
+    result = simulate(snn, x, steps)
+    agree = {t: float((result.predictions(t) == ann.argmax(1)).float().mean()) for t in steps}
+    error = {t: float((result.outputs[t] / t - ann).norm() / ann.norm()) for t in steps}
+    return agree, error
+
+
+def _mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def _cnn_avg():
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
+                         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(128, 10))
+
+
+def _cnn_max():
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 10))
+
+
+class _TinyResNet(nn.Module):
+    """Residual adds, option-A shortcut (slice + F.pad), functional ReLU, depthwise conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.c1 = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.c2 = nn.Conv2d(8, 8, 1)
+        self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = F.relu(x + self.c2(F.relu(self.c1(x))))
+        y = self.down(x)
+        x = F.relu(y + F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 4, 4)))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+@pytest.mark.parametrize(
+    "builder, pool_type, epochs, v_init",
+    [(_mlp, None, 15, 0.0), (_cnn_avg, None, 15, 0.0), (_cnn_max, SpikingMaxPool2d, 15, 0.0), (_TinyResNet, Rescale, 40, 0.0), (_TinyResNet, Rescale, 15, 0.5)],
+)
+def test_trained_models_converge_to_their_ann(digits, builder, pool_type, epochs, v_init):
+    (xtr, ytr), (xte, _) = digits
+    torch.manual_seed(0)
+    model = train_quick(builder(), xtr, ytr, epochs=epochs)
+    options = ConversionOptions(mode=parse_mode("99.99"), v_init=v_init)
+    snn, report = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8), options=options)
+    assert sum(isinstance(m, IFNeurons) for m in snn.graph.modules()) == len(report.layers)
+    if pool_type is not None:
+        assert any(isinstance(m, pool_type) for m in snn.graph.modules())
+    agree, error = _agreement_and_error(snn, xte[:128], [8, 64, 512])
+    assert error[512] < error[64] < error[8]
+    assert agree[512] >= 0.99
+
+
+def test_snn_emits_only_zero_one_spikes(digits):
+    (xtr, ytr), (xte, _) = digits
+    model = train_quick(_cnn_max(), xtr, ytr, epochs=3)
+    snn, _ = ann_to_snn(model, [xtr[:256]], input_shape=(1, 8, 8))
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, a, out: seen.append(out.unique())) for m in snn.graph.modules() if isinstance(m, (IFNeurons, SpikingMaxPool2d))]
+    simulate(snn, xte[:16], [10])
+    for h in hooks:
+        h.remove()
+    assert seen and all(set(values.tolist()) <= {0.0, 1.0} for values in seen)
+
+
+def test_relu6_threshold_is_min_of_scale_and_six():
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU6(), nn.Linear(2, 1)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2))
+        model[0].bias.zero_()
+        model[2].weight.fill_(1.0)
+        model[2].bias.zero_()
+    x = torch.tensor([[10.0, 3.0], [8.0, 1.0]])
+    snn, report = ann_to_snn(model, [x], input_shape=(2,), options=ConversionOptions(mode=parse_mode("max")))
+    assert report.layers[0].scale == 6.0  # max is 10, clipped to 6
+    out = simulate(snn, x, [1000]).outputs[1000] / 1000
+    assert torch.allclose(out, model(x), atol=0.02)
+
+
+def test_channel_wise_and_v_init_options_are_recorded(digits):
+    (xtr, ytr), (xte, _) = digits
+    model = train_quick(_cnn_avg(), xtr, ytr, epochs=3)
+    snn, report = ann_to_snn(model, [xtr[:256]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("1/3"), channel_wise=True, v_init=0.5))
+    assert report.options["channel_wise"] and report.options["v_init"] == 0.5
+    assert all(m.v_init == 0.5 for m in snn.graph.modules() if isinstance(m, IFNeurons))
+    agree, _ = _agreement_and_error(snn, xte[:64], [256])
+    assert agree[256] > 0.8
+
+
+def test_percentile_scale_is_below_max_and_clips_a_little(digits):
+    (xtr, ytr), _ = digits
+    model = train_quick(_mlp(), xtr, ytr, epochs=3)
+    _, by_max = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("max")))
+    _, by_pct = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("99")))
+    for a, b in zip(by_max.layers, by_pct.layers):
+        assert b.scale < a.scale == pytest.approx(a.max)
+        assert a.clipped_fraction == 0.0 and 0 < b.clipped_fraction < 0.02
+
+
+def test_invalid_options():
+    with pytest.raises(UsageError):
+        ConversionOptions(v_init=1.5)
+    with pytest.raises(UsageError):
+        ConversionOptions(maxpool="min")  # type: ignore[arg-type]
+
+
+def test_nan_weights_are_refused_before_calibration():
+    model = _mlp().eval()
+    model[1].weight.data[0, 0] = float("nan")
+    calls = []
+
+    def batches():
+        calls.append(1)
+        yield torch.rand(4, 1, 8, 8)
+
+    with pytest.raises(UsageError, match="NaN"):
+        ann_to_snn(model, batches(), input_shape=(1, 8, 8))
+    assert not calls

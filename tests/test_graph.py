@@ -1,0 +1,121 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from annsnn.errors import UsageError
+from annsnn.graph import canonicalize
+from annsnn.layers import ReLUClip
+
+
+def _randomize_bn(model):
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    return model.eval()
+
+
+def test_conv_and_linear_batchnorm_folding_within_1e5():
+    model = _randomize_bn(nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 5),
+    ))
+    canon = canonicalize(model)
+    assert len(canon.folded_bn) == 2
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in canon.module.modules())
+    x = torch.randn(10, 3, 4, 4)
+    assert torch.allclose(canon.module(x), model(x), atol=1e-5)
+
+
+def test_standalone_batchnorm_becomes_depthwise_conv():
+    model = _randomize_bn(nn.Sequential(nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 2, 1)))
+    canon = canonicalize(model)
+    x = torch.randn(4, 3, 5, 5)
+    assert torch.allclose(canon.module(x), model(x), atol=1e-5)
+
+
+class Functional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        x = F.relu(self.a(x))
+        x = torch.relu(self.b(x))
+        x = self.act(x).relu()
+        x = F.relu6(x) + F.hardtanh(x, 0.0, 2.0)
+        x = x.clamp(min=0)
+        x = F.dropout(self.act(x), 0.5, training=False)
+        return x
+
+
+def test_every_relu_form_becomes_a_distinct_activation():
+    model = Functional().eval()
+    canon = canonicalize(model)
+    clips = [m for m in canon.module.modules() if isinstance(m, ReLUClip)]
+    assert len(canon.activations) == len(clips) == 8  # the shared self.act used twice -> two neurons
+    ceilings = sorted(c.ceiling for c in clips if c.ceiling is not None)
+    assert ceilings == [2.0, 6.0]
+    x = torch.randn(7, 4) * 3
+    assert torch.allclose(canon.module(x), model(x), atol=1e-6)
+
+
+def test_maxpool_before_relu_is_reordered_exactly():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(16, 3)).eval()
+    canon = canonicalize(model)
+    assert canon.reordered_pools
+    x = torch.randn(5, 1, 6, 6)
+    assert torch.allclose(canon.module(x), model(x), atol=1e-6)
+    order = [n.target for n in canon.module.graph.nodes if n.op == "call_module"]
+    assert order.index("2") < order.index("1")  # the ReLU now runs before the pool
+
+
+@pytest.mark.parametrize("act", [nn.GELU(), nn.SiLU(), nn.Hardswish(), nn.LeakyReLU()])
+def test_unconvertible_activation_is_a_one_line_error_naming_it(act):
+    model = nn.Sequential(nn.Linear(3, 3), act, nn.Linear(3, 2)).eval()
+    with pytest.raises(UsageError) as info:
+        canonicalize(model)
+    message = str(info.value)
+    assert type(act).__name__ in message and "--hybrid" in message and "\n" not in message
+
+
+def test_hybrid_keeps_unconvertible_activation():
+    model = nn.Sequential(nn.Linear(3, 3), nn.GELU(), nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    canon = canonicalize(model, hybrid=True)
+    assert len(canon.analog) == 1 and len(canon.activations) == 1
+
+
+class Untraceable(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return x
+        return -x
+
+
+def test_untraceable_model_names_the_problem():
+    with pytest.raises(UsageError) as info:
+        canonicalize(Untraceable())
+    assert "torch.fx" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_sizes_read_in_forward_become_constants():
+    class PoolBySize(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+        def forward(self, x):
+            x = F.relu(self.conv(x))
+            x = F.avg_pool2d(x, x.size()[3])
+            return x.view(x.size(0), -1)
+
+    model = PoolBySize().eval()
+    canon = canonicalize(model, input_shape=(1, 4, 4))
+    x = torch.randn(3, 1, 4, 4)
+    assert torch.allclose(canon.module(x), model(x), atol=1e-6)
+    assert canon.module(torch.randn(5, 1, 4, 4)).shape == (5, 2)  # batch size stays dynamic

@@ -1,0 +1,83 @@
+import pytest
+import torch
+from torch import nn
+
+from annsnn.analyzer import Analyzer
+from annsnn.pipeline import ann_to_snn
+from annsnn.simulate import simulate
+
+from conftest import train_quick
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    (xtr, ytr), (xte, yte) = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+                          nn.AvgPool2d(2), nn.Flatten(), nn.Linear(64, 10))
+    model = train_quick(model, xtr, ytr, epochs=10)
+    snn, _ = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8))
+    return snn, xte, yte
+
+
+def test_prefix_readout_equals_separate_runs(trained):
+    snn, x, _ = trained
+    long = simulate(snn, x[:64], [5, 20, 50])
+    for k in (5, 20, 50):
+        alone = simulate(snn, x[:64], [k])
+        assert torch.equal(long.outputs[k], alone.outputs[k])
+
+
+def test_chunked_equals_unchunked(trained):
+    snn, x, _ = trained
+    whole = simulate(snn, x[:32], [40], chunk=40)
+    for chunk in (1, 3, 7):
+        assert torch.equal(simulate(snn, x[:32], [40], chunk=chunk).outputs[40], whole.outputs[40])
+
+
+def test_direct_encoding_computes_the_first_layer_once(trained):
+    snn, x, _ = trained
+    first = next(m for m in snn.graph.modules() if isinstance(m, nn.Conv2d))
+    batches = []
+    hook = first.register_forward_hook(lambda mod, a, out: batches.append(out.shape[0]))
+    simulate(snn, x[:8], [12], chunk=4)
+    hook.remove()
+    assert batches == [8, 8, 8]  # once per chunk at batch size B, never K*B
+
+
+def test_poisson_is_reproducible_with_a_seed(trained):
+    snn, x, _ = trained
+    run = lambda seed: simulate(snn, x[:16], [30], encoding="poisson", generator=torch.Generator().manual_seed(seed)).outputs[30]
+    assert torch.equal(run(1), run(1))
+    assert not torch.equal(run(1), run(2))
+
+
+def test_memory_state_is_reset_between_batches(trained):
+    snn, x, _ = trained
+    a = simulate(snn, x[:16], [10]).outputs[10]
+    simulate(snn, x[16:32], [10])
+    assert torch.equal(simulate(snn, x[:16], [10]).outputs[10], a)
+
+
+def test_ann_and_snn_see_the_same_samples(trained):
+    snn, x, y = trained
+    analyzer = Analyzer(snn, [4, 8], count=False)
+    seen = []
+    hook = snn.ann.register_forward_hook(lambda mod, a, out: seen.append(a[0].clone()))
+    for i in range(0, 96, 32):
+        analyzer.run(x[i : i + 32], y[i : i + 32])
+    hook.remove()
+    result = analyzer.report()
+    assert result.samples == 96 and torch.equal(torch.cat(seen), x[:96])
+    assert torch.equal(torch.cat(analyzer._labels), y[:96])
+    for row in result.rows:
+        assert 0 <= row.top1 <= 1 and 0 <= row.agreement <= 1
+
+
+def test_accuracy_is_monotone_on_a_trained_model(trained):
+    snn, x, y = trained
+    with Analyzer(snn, [8, 256], count=False) as analyzer:
+        analyzer.run(x, y)
+    rows = {row.T: row for row in analyzer.report().rows}
+    assert rows[256].top1 >= rows[8].top1
+    assert rows[256].agreement >= 0.97
