@@ -253,6 +253,8 @@ def load_snn(path: str | os.PathLike) -> SpikingNetwork:
         meta = json.loads(payload["meta"])
         snn_graph = graph_from_spec(json.loads(payload["snn_graph"]), payload["snn_state"])
         ann_graph = graph_from_spec(json.loads(payload["ann_graph"]), payload["ann_state"])
+    except UsageError:
+        raise
     except (KeyError, ValueError, TypeError) as exc:
         raise UsageError(f"{str(file)!r} is a damaged annsnn SNN file ({type(exc).__name__})") from None
     return SpikingNetwork(snn_graph, ann_graph, meta).eval()

@@ -300,10 +300,15 @@ def _h_maxpool(ctx: _Context, node: fx.Node) -> None:
 def _h_commute(ctx: _Context, node: fx.Node) -> None:
     """Ops that commute with a positive scale: evaluate the op on the scale tensor."""
     tensor_inputs = [a for a in _input_nodes(node) if a in ctx.scale]
-    if node.op == "call_module" and isinstance(ctx.modules[str(node.target)], (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)):
+    if node.op == "call_module" and isinstance(ctx.modules[str(node.target)], (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.MaxPool2d, SpikingMaxPool2d)):
+        # pool(s * x) = s * pool(x) for a per-channel s: the scale passes through
         src = tensor_inputs[0]
-        _channel_vector(ctx.scale[src], src)
-    ctx.scale[node] = _evaluate_on_scales(ctx, node)
+        channels = _channel_vector(ctx.scale[src], src)
+        shape = [1] * (len(_sample_shape(node)) - 1)
+        shape[0] = -1
+        ctx.scale[node] = channels.float().view(shape)
+    else:
+        ctx.scale[node] = _evaluate_on_scales(ctx, node)
     kinds = {ctx.kind[a] for a in tensor_inputs}
     ctx.kind[node] = "current" if "current" in kinds else ("analog" if "analog" in kinds else "spike")
 

@@ -134,19 +134,20 @@ def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int
         module = build(arch, num_classes=num_classes)
     except TypeError:
         module = build(arch)
-    result = module.load_state_dict(state, strict=False)
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
     problems = []
-    if result.missing_keys:
-        problems.append(f"missing keys {_short(result.missing_keys)}")
-    if result.unexpected_keys:
-        problems.append(f"unexpected keys {_short(result.unexpected_keys)}")
+    if missing:
+        problems.append(f"missing keys {_short(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_short(unexpected)}")
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if mismatched:
+        problems.append(f"shape mismatch {_short(mismatched, 3)}")
     if problems:
         raise UsageError(f"{str(file)!r} does not fit --arch {arch}: " + "; ".join(problems))
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        line = next((l.strip() for l in str(exc).splitlines() if "size mismatch" in l), "shape mismatch")
-        raise UsageError(f"{str(file)!r} does not fit --arch {arch}: {line}") from None
+    module.load_state_dict(state, strict=True)
     return LoadedModel(module.eval(), str(file), "checkpoint", arch=arch, record=record)
 
 

@@ -1,0 +1,102 @@
+import json
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from annsnn.analyzer import Analyzer
+from annsnn.energy import PRESETS, EnergyModel, break_even, get_energy_model, load_energy_model
+from annsnn.errors import UsageError
+from annsnn.io import load_model
+from annsnn.pipeline import ann_to_snn
+from annsnn.zoo import embedded_checkpoint
+
+
+def test_presets_have_the_documented_constants_and_citations():
+    table = {m.name: m for m in PRESETS}
+    assert (table["45nm-fp32"].e_mac_pj, table["45nm-fp32"].e_ac_pj) == (4.6, 0.9)
+    assert (table["45nm-fp16"].e_mac_pj, table["45nm-fp16"].e_ac_pj) == (1.5, 0.4)
+    assert (table["45nm-int8"].e_mac_pj, table["45nm-int8"].e_ac_pj) == (0.23, 0.03)
+    assert (table["12nm-t4"].e_mac_pj, table["12nm-t4"].e_ac_pj) == (1.6, 0.58) and not table["12nm-t4"].verified
+    assert table["loihi"].e_ac_pj == pytest.approx(23.6 + 3.5) and table["loihi"].e_neuron_pj == 81
+    assert (table["spinnaker2"].e_ac_pj, table["spinnaker2"].e_neuron_pj) == (450, 2190)
+    assert table["truenorth"].e_ac_pj == 26
+    assert all(m.citation for m in PRESETS)
+
+
+@pytest.fixture(scope="module")
+def analysis():
+    from annsnn.data import load_dataset
+
+    xtr, _ = load_dataset("digits", "train").tensors
+    xte, yte = load_dataset("digits", "test").tensors
+    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]))
+    with Analyzer(snn, [4, 16], energy_models=[m.name for m in PRESETS]) as a:
+        a.run(xte[:48], yte[:48])
+    return a.report()
+
+
+def test_energy_is_counts_times_constants_for_every_preset(analysis):
+    ann = analysis.ann
+    for model in PRESETS:
+        reference = model if model.kind == "digital" else get_energy_model(model.ann_reference)
+        assert ann.energy_pj[model.name] == pytest.approx(reference.e_mac_pj * ann.macs + reference.e_ac_pj * ann.bias_adds, rel=1e-12)
+        for row in analysis.rows:
+            if model.kind == "digital":
+                expected = model.e_mac_pj * row.macs + model.e_ac_pj * (row.synaptic_acs + row.bias_acs + row.neuron_updates)
+            else:
+                expected = model.e_ac_pj * (row.synaptic_acs + row.macs) + model.e_neuron_pj * row.neuron_updates
+            assert row.energy_pj[model.name] == pytest.approx(expected, rel=1e-12)
+            assert row.energy_ratio[model.name] == pytest.approx(expected / ann.energy_pj[model.name], rel=1e-12)
+
+
+def test_custom_model_file_round_trip(tmp_path):
+    model = EnergyModel("my-chip", 2.0, 0.5, 0.25, "my measurements, 2026")
+    json_path = tmp_path / "chip.json"
+    json_path.write_text(json.dumps(model.to_dict()))
+    assert load_energy_model(json_path) == model
+    toml_path = tmp_path / "chip.toml"
+    toml_path.write_text('name = "my-chip"\ne_mac_pj = 2.0\ne_ac_pj = 0.5\ne_neuron_pj = 0.25\ncitation = "my measurements, 2026"\n')
+    assert get_energy_model(str(toml_path)) == model
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"name": "x", "e_mac_pj": 1, "e_ac_pj": 1, "citation": "c"}', "lacks e_neuron_pj"),
+        ('{"name": "x", "e_mac_pj": -1, "e_ac_pj": 1, "e_neuron_pj": 1, "citation": "c"}', ">= 0"),
+        ('{"name": "x", "e_mac_pj": "a", "e_ac_pj": 1, "e_neuron_pj": 1, "citation": "c"}', ">= 0"),
+        ("not json", "not valid"),
+    ],
+)
+def test_bad_energy_model_files(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(UsageError, match=message):
+        get_energy_model(str(path))
+
+
+def test_unknown_energy_model_name():
+    with pytest.raises(UsageError, match="unknown energy model"):
+        get_energy_model("45nm-fp64")
+
+
+@given(st.lists(st.floats(0, 100, allow_nan=False), min_size=1, max_size=60), st.floats(0, 3000, allow_nan=False))
+def test_break_even_matches_brute_force(increments, ann):
+    cumulative = []
+    total = 0.0
+    for inc in increments:
+        total += inc
+        cumulative.append(total)
+    brute = None
+    for t, energy in enumerate(cumulative, start=1):
+        if energy < ann:
+            brute = t
+    result = break_even(cumulative, ann)
+    assert result.T == brute
+    assert result.beyond_simulated == (brute == len(cumulative))
+
+
+def test_break_even_in_report_is_consistent_with_rows(analysis):
+    value = analysis.break_even_T["45nm-fp32"]
+    assert value is not None

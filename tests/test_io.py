@@ -1,0 +1,105 @@
+"""Safe loading: weights_only by default; a malicious pickle runs nothing without --trust."""
+import os
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from annsnn.errors import UsageError
+from annsnn.io import load_model
+from annsnn.zoo import build
+
+
+class _Payload:
+    """Unpickling this creates the marker file (via a harmless builtin)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _write_malicious(path, marker):
+    torch.save({"state_dict": _Payload(str(marker))}, str(path))
+
+
+def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    _write_malicious(evil, marker)
+    assert not marker.exists()
+    with pytest.raises(UsageError, match="--trust"):
+        load_model(evil, "mlp_s")
+    assert not marker.exists()
+
+
+def test_whole_module_needs_trust(tmp_path):
+    path = tmp_path / "whole.pt"
+    torch.save(nn.Sequential(nn.Linear(2, 2)), str(path))
+    with pytest.raises(UsageError, match="--trust"):
+        load_model(path)
+    loaded = load_model(path, trust=True)
+    assert isinstance(loaded.module, nn.Sequential) and loaded.kind == "pickle"
+
+
+def test_state_dict_with_wrappers_and_prefixes(tmp_path):
+    model = build("mlp_s")
+    path = tmp_path / "dp.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "best_prec1": 1.0}, str(path))
+    loaded = load_model(path, "mlp_s")
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[key], value)
+
+
+def test_state_dict_needs_arch_and_must_fit(tmp_path):
+    path = tmp_path / "sd.pt"
+    torch.save(build("mlp_s").state_dict(), str(path))
+    with pytest.raises(UsageError, match="--arch"):
+        load_model(path)
+    with pytest.raises(UsageError, match="missing keys|unexpected keys") as info:
+        load_model(path, "mlp_m")
+    assert "\n" not in str(info.value)
+
+
+def test_torchscript_and_onnx(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    ts = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.script(model), str(ts))
+    assert load_model(ts).kind == "torchscript"
+    onnx_path = tmp_path / "m.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3),), str(onnx_path), dynamo=False)
+    loaded = load_model(onnx_path)
+    x = torch.randn(5, 3)
+    assert loaded.kind == "onnx" and torch.allclose(loaded.module(x), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "content, suffix, message",
+    [
+        (b"", ".pt", "empty"),
+        (b"this is text, not a checkpoint\n", ".pt", "not a valid checkpoint"),
+        (b"garbage", ".onnx", "not a valid ONNX"),
+        (b"x", ".h5", "unknown model file type"),
+    ],
+)
+def test_bad_files(tmp_path, content, suffix, message):
+    path = tmp_path / f"bad{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=message):
+        load_model(path, "mlp_s")
+
+
+def test_truncated_checkpoint(tmp_path):
+    path = tmp_path / "t.pt"
+    torch.save(build("mlp_s").state_dict(), str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UsageError, match="not a valid checkpoint"):
+        load_model(path, "mlp_s")
+
+
+def test_missing_file():
+    with pytest.raises(UsageError, match="does not exist"):
+        load_model("/nonexistent/model.pt")
