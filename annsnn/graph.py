@@ -34,6 +34,7 @@ __all__ = [
     "UNCONVERTIBLE_MODULES",
     "WEIGHT_LAYERS",
     "WithInputNormalization",
+    "check_runs",
 ]
 
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -182,16 +183,23 @@ def canonicalize(
     return _canonicalize_traced(gm, hybrid=hybrid, maxpool_to_avgpool=maxpool_to_avgpool)
 
 
+def check_runs(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """One-line error if ``model`` cannot take a batch of ``input_shape``."""
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *input_shape))
+    except Exception as exc:  # any shape/dtype failure inside the user's model
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"the model does not run on input shape {tuple(input_shape)} ({message}); pass --input-shape C,H,W") from None
+
+
 def _fold_static_sizes(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> None:
     """Replace ``size(d)`` / ``size()[d]`` / ``shape[d]`` for d != batch by constants."""
     from torch.fx.passes.shape_prop import ShapeProp
 
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros(2, *input_shape))
-    except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"the model does not run on input shape {tuple(input_shape)} ({message}); pass --input-shape") from None
+    check_runs(gm, input_shape)
+    with torch.no_grad():
+        ShapeProp(gm).propagate(torch.zeros(2, *input_shape))
     graph = gm.graph
     for node in list(graph.nodes):
         is_size = node.op == "call_method" and node.target == "size"

@@ -135,7 +135,8 @@ def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int
     except TypeError:
         module = build(arch)
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
+    # BatchNorm fills num_batches_tracked for checkpoints older than torch 0.4.1
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     problems = []
     if missing:
@@ -147,7 +148,7 @@ def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int
         problems.append(f"shape mismatch {_short(mismatched, 3)}")
     if problems:
         raise UsageError(f"{str(file)!r} does not fit --arch {arch}: " + "; ".join(problems))
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict({**{k: v for k, v in expected.items() if k.endswith("num_batches_tracked")}, **state}, strict=True)
     return LoadedModel(module.eval(), str(file), "checkpoint", arch=arch, record=record)
 
 

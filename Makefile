@@ -1,0 +1,44 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - create/reuse .venv, install, run the main job on the bundled digits data
+#   make test   - create/reuse .venv, install, run the test suite
+# Shared real data (../shared) is used when present; tests that need it skip otherwise.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+SHARED ?= $(abspath ../shared)
+
+.PHONY: setup demo test test-fast reports bench embedded clean
+
+$(BIN)/.annsnn-installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.annsnn-installed
+
+demo: setup
+	$(BIN)/annsnn demo --out-dir demo-out
+
+test: setup
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python -m pytest -q -m "not slow"
+
+# Retrain the bundled checkpoint (model_zoo/checkpoints/digits_cnn.pt), deterministically.
+embedded: setup
+	$(BIN)/annsnn zoo train digits_cnn --data digits --epochs 30 --lr 2e-3 --seed 0 --out model_zoo/checkpoints/digits_cnn.pt
+
+# Regenerate reports/ (not run by CI; needs ../shared).
+reports: setup
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python reports/generate.py
+
+bench: setup
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf demo-out .pytest_cache
