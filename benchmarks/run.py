@@ -1,0 +1,208 @@
+"""annsnn benchmarks: ratios measured side by side in one run (these machines are noisy).
+
+    python benchmarks/run.py speed        # issue 4: SNN vs T x ANN, T sweep, memory vs T (+ SpikingJelly)
+    python benchmarks/run.py overhead     # issue 5: analyzer counting overhead
+    python benchmarks/run.py calibration  # issue 3: calibration memory and time on VGG19 224
+    python benchmarks/run.py accuracy     # issue 3: ResNet-20 (shared) vs SpikingJelly 2.0 RateCodingRecipe
+    python benchmarks/run.py all
+
+Each writes benchmarks/results/<name>.json; benchmarks/README.md records the outputs.
+Memory is the peak resident-set growth of a fresh subprocess (VmHWM reset via
+/proc/self/clear_refs), so imports and the model's own weights are not counted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SHARED = Path(os.environ.get("ANNSNN_SHARED", ROOT.parent / "shared"))
+
+
+def machine() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform()}
+
+
+def timed(fn, repeats: int = 3) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def save(name: str, data: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data["machine"] = machine()
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    print(json.dumps(data, indent=2))
+
+
+# ---------------------------------------------------------------------------
+
+
+def _vgg11(batch: int):
+    from annsnn.convert import ConversionOptions
+    from annsnn.modes import parse_mode
+    from annsnn.pipeline import ann_to_snn
+    from annsnn.zoo import build
+
+    torch.manual_seed(0)
+    model = build("vgg11_cifar").eval()
+    x = torch.rand(batch, 3, 32, 32)
+    snn, _ = ann_to_snn(model, [x], input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("99.9")))
+    return model, snn, x
+
+
+def _spikingjelly(model, x):
+    from spikingjelly.activation_based import functional
+    from spikingjelly.activation_based.ann2snn import FXConverter, RateCodingRecipe
+
+    import copy
+
+    sj = FXConverter(RateCodingRecipe([(x, torch.zeros(len(x)))], mode="99.9%")).convert(copy.deepcopy(model)).eval()
+
+    def run(T: int):
+        functional.reset_net(sj)
+        out = 0
+        with torch.no_grad():
+            for _ in range(T):
+                out = out + sj(x)
+        return out
+
+    return run
+
+
+def speed() -> None:
+    from annsnn.simulate import simulate
+
+    batch, T = 64, 16
+    model, snn, x = _vgg11(batch)
+    with torch.no_grad():
+        ann = timed(lambda: snn.ann(x))
+        ours = timed(lambda: simulate(snn, x, [T]))
+        sj_run = _spikingjelly(model, x)
+        sj = timed(lambda: sj_run(T))
+        sweep = timed(lambda: simulate(snn, x, [5, 20, 50]), repeats=2)
+        single = timed(lambda: simulate(snn, x, [50]), repeats=2)
+    mem16 = _peak_subprocess("snn", 16)
+    mem256 = _peak_subprocess("snn", 256)
+    save("speed", {
+        "model": "vgg11_cifar (BN folded, AvgPool), random weights", "batch": batch, "T": T,
+        "ann_forward_s": ann, "annsnn_snn_s": ours, "spikingjelly_snn_s": sj,
+        "annsnn_ratio_vs_T_ann": ours / (T * ann), "spikingjelly_ratio_vs_T_ann": sj / (T * ann),
+        "sweep_5_20_50_s": sweep, "single_50_s": single, "sweep_ratio": sweep / single,
+        "peak_mb_T16": mem16, "peak_mb_T256": mem256, "memory_ratio_T256_vs_T16": mem256 / mem16,
+        "targets": {"annsnn_ratio_vs_T_ann": "<= 1.2", "sweep_ratio": "<= 1.05", "memory_ratio_T256_vs_T16": "<= 1.5"},
+    })
+
+
+def _peak_subprocess(kind: str, T: int) -> float:
+    code = f"""
+import gc, sys, torch
+sys.path.insert(0, {str(ROOT / 'benchmarks')!r})
+from run import _vgg11, _peak_mb
+from annsnn.simulate import simulate
+model, snn, x = _vgg11(64)
+with torch.no_grad():
+    print(_peak_mb(lambda: simulate(snn, x, [{T}])))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _status(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return float(line.split()[1]) / 1024  # MB
+    raise RuntimeError(field)
+
+
+def _peak_mb(fn) -> float:
+    """Peak RSS growth (MB) while running ``fn``."""
+    import gc
+
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status("VmRSS")
+    fn()
+    return _status("VmHWM") - before
+
+
+def overhead() -> None:
+    from annsnn.analyzer import Analyzer
+
+    batch, T = 64, 16
+    _, snn, x = _vgg11(batch)
+
+    def run(count: bool):
+        with Analyzer(snn, [T], count=count) as a:
+            a.run(x)
+
+    with torch.no_grad():
+        plain = timed(lambda: run(False))
+        counted = timed(lambda: run(True))
+    save("overhead", {"model": "vgg11_cifar", "batch": batch, "T": T, "without_counting_s": plain, "with_counting_s": counted, "ratio": counted / plain, "target": "<= 1.15"})
+
+
+def calibration() -> None:
+    code = """
+import sys, time, torch, torchvision
+sys.path.insert(0, {root!r})
+from run import _peak_mb
+from annsnn.graph import canonicalize
+from annsnn.convert import Calibrator
+torch.manual_seed(0)
+model = torchvision.models.vgg19().eval()
+batches = [torch.rand(16, 3, 224, 224) for _ in range(2)]
+kind = sys.argv[1]
+def ann():
+    with torch.no_grad():
+        for b in batches: model(b)
+if kind == "ann":
+    t = time.perf_counter(); mb = _peak_mb(ann); print(mb, time.perf_counter() - t)
+else:
+    cal = Calibrator(canonicalize(model, input_shape=(3, 224, 224)), channel_wise=False)
+    def observe():
+        for b in batches: cal.observe(b)
+    t = time.perf_counter(); mb = _peak_mb(observe); print(mb, time.perf_counter() - t)
+""".format(root=str(ROOT / "benchmarks"))
+    results = {}
+    for kind in ("ann", "calibration"):
+        out = subprocess.run([sys.executable, "-c", code, kind], capture_output=True, text=True, check=True)
+        mb, seconds = map(float, out.stdout.strip().splitlines()[-1].split())
+        results[kind] = {"peak_mb": mb, "seconds": seconds}
+    save("calibration", {
+        "model": "torchvision vgg19, 3x224x224, batch 16, 2 batches, percentile histograms", **results,
+        "memory_ratio": results["calibration"]["peak_mb"] / results["ann"]["peak_mb"],
+        "time_ratio": results["calibration"]["seconds"] / results["ann"]["seconds"],
+        "targets": {"memory_ratio": "<= 1.5", "time_ratio": "<= 2.5"},
+    })
+
+
+def accuracy() -> None:
+    import accuracy_vs_spikingjelly
+
+    save("accuracy", accuracy_vs_spikingjelly.main(SHARED))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "accuracy": accuracy}
+    names = sys.argv[1:] or ["speed", "overhead", "calibration"]
+    if names == ["all"]:
+        names = list(jobs)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    for name in names:
+        jobs[name]()
