@@ -76,7 +76,7 @@ class IFNeurons(TemporalModule):
         seq = x.reshape(self.steps, -1, *x.shape[1:])
         if self.v is None:
             self.v = torch.full(seq.shape[1:], self.v_init, dtype=torch.float32, device=x.device)
-        spikes, self.v = if_soft_reset(seq.float(), self.v)
+        spikes, self.v = if_soft_reset(seq if seq.dtype == torch.float32 else seq.float(), self.v)
         return spikes.to(x.dtype).reshape(x.shape)
 
     def config(self) -> dict:

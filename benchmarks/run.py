@@ -109,16 +109,27 @@ def speed() -> None:
 
 
 def _peak_subprocess(kind: str, T: int) -> float:
-    code = f"""
-import gc, sys, torch
+    """Peak RSS growth of simulating T steps in a fresh process that only loaded the SNN."""
+    import tempfile
+
+    from annsnn.artifact import save_snn
+
+    _, snn, _ = _vgg11(64)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/vgg11.snn.pt"
+        save_snn(snn, path)
+        code = f"""
+import sys, torch
 sys.path.insert(0, {str(ROOT / 'benchmarks')!r})
-from run import _vgg11, _peak_mb
+from run import _peak_mb
+from annsnn.artifact import load_snn
 from annsnn.simulate import simulate
-model, snn, x = _vgg11(64)
+snn = load_snn({path!r})
+x = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 with torch.no_grad():
     print(_peak_mb(lambda: simulate(snn, x, [{T}])))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 

@@ -1,7 +1,7 @@
 import torch
 from hypothesis import given, settings, strategies as st
 
-from annsnn.functional import count_max_pool2d, if_soft_reset
+from annsnn.functional import count_max_pool2d, if_soft_reset, if_soft_reset_reference
 from annsnn.layers import IFNeurons
 
 
@@ -45,3 +45,13 @@ def test_spiking_max_pool_count_equals_max_input_count_at_every_step():
     cumulative_out = out.cumsum(0).flatten()
     cumulative_max = spikes.cumsum(0).flatten(1).amax(1)
     assert torch.equal(cumulative_out, cumulative_max)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 50), st.floats(0, 1), st.integers(0, 2**31 - 1))
+def test_fast_kernel_is_bit_identical_to_spikingjelly(T, n, v0, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, n, generator=gen) * 0.8 + 0.3
+    ours, v_ours = if_soft_reset(x, torch.full((n,), v0))
+    ref, v_ref = if_soft_reset_reference(x, torch.full((n,), v0))
+    assert torch.equal(ours, ref) and torch.equal(v_ours, v_ref)
