@@ -29,6 +29,7 @@ from .snn import Encoding, SpikingNetwork
 __all__ = ["Analyzer", "AnalysisResult", "AnnSummary", "TimeStepRow", "LayerSummary", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
+_COUNT_FIELDS = ("synaptic_acs", "macs", "bias_acs", "neuron_updates", "spikes")
 
 
 @dataclass
@@ -122,7 +123,6 @@ class Analyzer:
         if encoding not in ("direct", "poisson"):
             raise UsageError(f"unknown encoding {encoding!r}: use direct or poisson")
         self.seed = int(seed)
-        self.generator = torch.Generator().manual_seed(self.seed)
         self.models = [m if isinstance(m, EnergyModel) else get_energy_model(m) for m in energy_models]
         if not self.models:
             raise UsageError("give at least one energy model")
@@ -130,11 +130,9 @@ class Analyzer:
         self.max_t = self.time_steps[-1]
         self.counter = SnnCounter(snn, encoding, self.max_t) if count else None
         self.samples = 0
-        self._labels: list[Tensor] = []
-        self._ann_pred: list[Tensor] = []
-        self._snn_pred: dict[int, list[Tensor]] = {t: [] for t in self.time_steps}
+        self._records: dict[int, dict] = {}  # batch index -> predictions and labels
         self._spikes: dict[str, Tensor] = {}
-        self._has_labels = True
+        self._next_index = 0
 
     def __enter__(self) -> "Analyzer":
         return self
@@ -144,39 +142,84 @@ class Analyzer:
             self.counter.detach()
 
     @torch.no_grad()
-    def run(self, inputs: Tensor, labels: Tensor | None = None) -> None:
-        """Score one batch with both networks (same tensors, same order)."""
+    def run(self, inputs: Tensor, labels: Tensor | None = None, batch_index: int | None = None) -> None:
+        """Score one batch with both networks (same tensors, same order).
+
+        ``batch_index`` orders the batches in the report (default: call order). Poisson
+        spikes are drawn from a generator seeded by (seed, batch_index), so a sharded or
+        resumed run gives exactly the numbers of an uninterrupted one.
+        """
         assert not any(m.training for m in self.snn.modules()), "networks must be in eval mode"
+        index = self._next_index if batch_index is None else int(batch_index)
+        if index in self._records:
+            raise UsageError(f"batch {index} was already analysed")
+        self._next_index = max(self._next_index, index + 1)
         batch = int(inputs.shape[0])
         ann_out = self.snn.ann(inputs)
+        generator = torch.Generator(device=inputs.device).manual_seed(self.seed * 1_000_003 + index)
         if self.counter is not None:
             self.counter.attach(batch)
         try:
             result = simulate(
-                self.snn, inputs, self.time_steps, encoding=self.encoding, generator=self.generator,
+                self.snn, inputs, self.time_steps, encoding=self.encoding, generator=generator,
                 chunk=self.chunk, record_spikes=True, on_chunk=self.counter.on_chunk if self.counter else None,
             )
         finally:
             if self.counter is not None:
                 self.counter.detach()
         self.samples += batch
-        self._ann_pred.append(ann_out.argmax(1).cpu())
-        for t in self.time_steps:
-            self._snn_pred[t].append(result.predictions(t).cpu())
-        if labels is None:
-            self._has_labels = False
-        else:
-            self._labels.append(labels.cpu().long())
+        self._records[index] = {
+            "ann": ann_out.argmax(1).cpu(),
+            "snn": {t: result.predictions(t).cpu() for t in self.time_steps},
+            "labels": None if labels is None else labels.cpu().long(),
+        }
         for name, counts in result.spike_counts.items():
             self._spikes[name] = self._spikes.get(name, torch.zeros_like(counts)) + counts
+
+    # --- state: resume and multi-process merge ---------------------------------
+    def state_dict(self) -> dict:
+        """Everything accumulated so far (tensors, ints and dicts only)."""
+        counter = {}
+        if self.counter is not None:
+            counter = {name: {attr: getattr(layer, attr).clone() for attr in _COUNT_FIELDS} for name, layer in self.counter.layers.items()}
+        return {
+            "samples": self.samples,
+            "records": {i: {"ann": r["ann"], "snn": {str(t): p for t, p in r["snn"].items()}, "labels": r["labels"]} for i, r in self._records.items()},
+            "spikes": dict(self._spikes),
+            "counter": counter,
+            "counter_samples": self.counter.samples if self.counter is not None else 0,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Add a saved state (from :meth:`state_dict`, e.g. another process's) to this one."""
+        for index, record in state["records"].items():
+            if int(index) in self._records:
+                raise UsageError(f"batch {index} appears twice")
+            self._records[int(index)] = {"ann": record["ann"], "snn": {int(t): p for t, p in record["snn"].items()}, "labels": record["labels"]}
+            self._next_index = max(self._next_index, int(index) + 1)
+        self.samples += int(state["samples"])
+        for name, counts in state["spikes"].items():
+            self._spikes[name] = self._spikes.get(name, torch.zeros_like(counts)) + counts
+        if self.counter is not None:
+            for name, fields in state["counter"].items():
+                layer = self.counter.layers[name]
+                for attr in _COUNT_FIELDS:
+                    getattr(layer, attr).add_(fields[attr])
+            self.counter.samples += int(state["counter_samples"])
+
+    def done_batches(self) -> set[int]:
+        return set(self._records)
 
     # --- summary -------------------------------------------------------------
     def report(self) -> AnalysisResult:
         if self.samples == 0:
             raise UsageError("no samples were analysed")
         n = self.samples
-        labels = torch.cat(self._labels) if self._has_labels and self._labels else None
-        ann_pred = torch.cat(self._ann_pred)
+        order = sorted(self._records)
+        records = [self._records[i] for i in order]
+        has_labels = all(r["labels"] is not None for r in records)
+        labels = torch.cat([r["labels"] for r in records]) if has_labels else None
+        ann_pred = torch.cat([r["ann"] for r in records])
         ann_top1, ann_recall, ann_f1 = _metrics(ann_pred, labels)
         ann_counts = count_ann(self.snn.ann, tuple(self.snn.meta["input_shape"]))
         reference = {m.name: get_energy_model(m.ann_reference) for m in self.models if m.kind != "digital"}
@@ -202,7 +245,7 @@ class Analyzer:
 
         rows = []
         for t in self.time_steps:
-            pred = torch.cat(self._snn_pred[t])
+            pred = torch.cat([r["snn"][t] for r in records])
             top1, recall, f1 = _metrics(pred, labels)
             i = t - 1
             energy = {name: curve[i] for name, curve in energy_curve.items()}

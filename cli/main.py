@@ -294,15 +294,50 @@ def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_siz
     return path, snn, name, loader
 
 
-def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool):
+def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False):
+    """One evaluation path. Progress is saved after every batch when ``progress_path`` is set;
+    ``resume`` continues from it. Under torchrun, batches are dealt round-robin to the ranks."""
     from annsnn.analyzer import Analyzer
+    from annsnn.distributed import gather_objects, init_from_env
+    from annsnn.files import atomic_path
 
-    with Analyzer(snn, T, encoding=encoding, seed=seed, energy_models=models, count=count, chunk=chunk) as analyzer, _progress() as progress:
-        for x, y in _batches(loader, progress, f"simulating T≤{max(T)}"):
-            if tuple(x.shape[1:]) != tuple(snn.meta["input_shape"]):
-                raise UsageError(f"the data has shape {tuple(x.shape[1:])}, the SNN expects {tuple(snn.meta['input_shape'])}")
-            analyzer.run(x, y)
-        return analyzer.report()
+    rank, size = init_from_env()
+    if size > 1 and resume:
+        raise UsageError("--resume works in a single process; rerun without torchrun or without --resume")
+    signature = {"snn": str(snn.meta.get("source", {})), "T": list(T), "encoding": encoding, "seed": seed, "models": [str(m) for m in models], "count": count, "batches": len(loader), "samples": len(loader.dataset)}
+    with Analyzer(snn, T, encoding=encoding, seed=seed, energy_models=models, count=count, chunk=chunk) as analyzer:
+        if resume and progress_path is not None and progress_path.is_file():
+            saved = torch.load(str(progress_path), weights_only=True)
+            if saved.get("signature") != signature:
+                raise UsageError(f"{progress_path} belongs to a different run; delete it or drop --resume")
+            analyzer.load_state_dict(saved["state"])
+            err.print(f"resuming: {len(analyzer.done_batches())} of {len(loader)} batches already done")
+        done = analyzer.done_batches()
+        with _progress() as progress:
+            for index, (x, y) in enumerate(_batches(loader, progress if rank == 0 else None, f"simulating T≤{max(T)}")):
+                if index % size != rank or index in done:
+                    continue
+                if tuple(x.shape[1:]) != tuple(snn.meta["input_shape"]):
+                    raise UsageError(f"the data has shape {tuple(x.shape[1:])}, the SNN expects {tuple(snn.meta['input_shape'])}")
+                analyzer.run(x, y, batch_index=index)
+                if progress_path is not None and size == 1:
+                    with atomic_path(progress_path) as tmp:
+                        torch.save({"signature": signature, "state": analyzer.state_dict()}, str(tmp))
+        if size > 1:
+            states = gather_objects(analyzer.state_dict())
+            merged = Analyzer(snn, T, encoding=encoding, seed=seed, energy_models=models, count=count, chunk=chunk)
+            for state in states:
+                merged.load_state_dict(state)  # type: ignore[arg-type]
+            analyzer = merged
+        result = analyzer.report()
+    if progress_path is not None and progress_path.is_file():
+        progress_path.unlink()
+    return result, rank
+
+
+def _progress_path(json_path: str | None, command: str, snn_path: Path) -> Path:
+    base = Path(json_path) if json_path else snn_path.with_name(snn_path.name + f".{command}")
+    return base.with_name(base.name + ".progress.pt")
 
 
 _data_options = [
@@ -329,7 +364,8 @@ def _with_data_options(fn):
 @click.option("--T", "T", type=TIME_STEPS, default=DEFAULT_T, show_default=True, help="Time steps to read out, e.g. 5,20,50 (one simulation of max(T)).")
 @_with_data_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results (schema_version 1; accuracies as fractions).")
-def evaluate(snn, T, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, json_path) -> None:
+@click.option("--resume", is_flag=True, help="Continue a killed run from its progress file (saved after every batch).")
+def evaluate(snn, T, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, json_path, resume) -> None:
     """Accuracy of SNN at every requested T, beside its ANN on the same samples.
 
     One simulation of max(T) steps reads out every T (prefix sums, not re-runs), and the ANN
@@ -342,7 +378,9 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
     if json_path:
         check_output_path(json_path, inputs=(snn or "",))
     path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    result = _analyze(network, loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False)
+    result, rank = _analyze(network, loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False, progress_path=_progress_path(json_path, "evaluate", path), resume=resume)
+    if rank != 0:
+        return
     out.print(evaluation_table(result))
     if json_path:
         data_out = _evaluation_json(result, path, name, split)
@@ -381,7 +419,8 @@ def _evaluation_json(result, path, dataset, split) -> dict:
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the trade-off table as CSV.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Write the trade-off table as Markdown.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write PNG plots into this folder.")
-def energy(snn, T, energy_models, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, ann_model, arch, input_shape, per_layer, json_path, csv_path, md_path, plot_dir) -> None:
+@click.option("--resume", is_flag=True, help="Continue a killed run from its progress file (saved after every batch).")
+def energy(snn, T, energy_models, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, ann_model, arch, input_shape, per_layer, json_path, csv_path, md_path, plot_dir, resume) -> None:
     """Operations and energy per inference of SNN at every T, against its ANN.
 
     Counts come from the real spikes of one simulation: synaptic ACs (SyOPs) are the exact
@@ -403,7 +442,9 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         _energy_ann_only(ann_model, arch, input_shape, models, json_path)
         return
     path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    result = _analyze(network, loader, T, encoding, seed, chunk, [m.name if m in _presets() else m for m in models], count=True)
+    result, rank = _analyze(network, loader, T, encoding, seed, chunk, [m.name if m in _presets() else m for m in models], count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume)
+    if rank != 0:
+        return
     out.print(energy_table(result))
     breaks = ", ".join(f"{k}: {'never cheaper' if v is None else v}" for k, v in result.break_even_T.items())
     out.print(f"break-even T (largest T with SNN energy below the ANN's): {breaks}")
@@ -546,7 +587,7 @@ def demo(out_dir: str, T) -> None:
     save_snn(snn, target)
     remember_last_snn(target)
     out.print(conversion_table(report))
-    result = _analyze(snn, make_loader(load_dataset("digits", "test"), 360), T, "direct", 0, None, ("45nm-fp32", "loihi"), count=True)
+    result, _ = _analyze(snn, make_loader(load_dataset("digits", "test"), 360), T, "direct", 0, None, ("45nm-fp32", "loihi"), count=True)
     out.print(energy_table(result))
     out.print(f"break-even T: " + ", ".join(f"{k}: {v}" for k, v in result.break_even_T.items()))
     data_out = result.to_dict()

@@ -69,7 +69,7 @@ def test_ann_and_snn_see_the_same_samples(trained):
     hook.remove()
     result = analyzer.report()
     assert result.samples == 96 and torch.equal(torch.cat(seen), x[:96])
-    assert torch.equal(torch.cat(analyzer._labels), y[:96])
+    assert torch.equal(torch.cat([analyzer._records[i]["labels"] for i in sorted(analyzer._records)]), y[:96])
     for row in result.rows:
         assert 0 <= row.top1 <= 1 and 0 <= row.agreement <= 1
 
