@@ -264,7 +264,7 @@ def _canonicalize_traced(gm: fx.GraphModule, *, hybrid: bool, maxpool_to_avgpool
                         name += "_"
                     gm.add_submodule(name, ReLUClip(ceiling))
             else:
-                name = _unique_name(gm, node.name)
+                name = _scoped_name(gm, node)
                 gm.add_submodule(name, ReLUClip(ceiling))
             with graph.inserting_after(node):
                 new = graph.call_module(name, (node.args[0],))
@@ -408,6 +408,19 @@ def _reorder_maxpool(gm: fx.GraphModule, result: CanonicalGraph) -> None:
         act.replace_input_with(node, source)
         node.prepend(act)  # the activation now runs before the pool
         result.reordered_pools.append(str(node.target))
+
+
+def _scoped_name(gm: fx.GraphModule, node: fx.Node) -> str:
+    """``layer1.0.relu`` for an ``F.relu`` called in ``layer1[0].forward`` (from fx's module stack)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    scope = next(reversed(stack.values()))[0] if stack else ""
+    base = getattr(node.target, "__name__", str(node.target)).rstrip("_") or "act"
+    name = f"{scope}.{base}" if scope else base
+    candidate, k = name, 1
+    while _has_path(gm, candidate):
+        k += 1
+        candidate = f"{name}_{k}"
+    return candidate
 
 
 def _has_path(gm: nn.Module, path: str) -> bool:

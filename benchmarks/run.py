@@ -3,6 +3,7 @@
     python benchmarks/run.py speed        # issue 4: SNN vs T x ANN, T sweep, memory vs T (+ SpikingJelly)
     python benchmarks/run.py overhead     # issue 5: analyzer counting overhead
     python benchmarks/run.py calibration  # issue 3: calibration memory and time on VGG19 224
+    python benchmarks/run.py distributed  # issue 7: torchrun 2 processes vs 1 (1 thread each)
     python benchmarks/run.py accuracy     # issue 3: ResNet-20 (shared) vs SpikingJelly 2.0 RateCodingRecipe
     python benchmarks/run.py all
 
@@ -202,6 +203,28 @@ else:
     })
 
 
+def distributed() -> None:
+    """2 processes vs 1 on the shared ResNet-20 (torch threads = 1 per process in both)."""
+    import tempfile
+
+    weights = SHARED / "models" / "cifar10-resnet" / "resnet20-12fca82f.th"
+    data = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        env["ANNSNN_HOME"] = tmp
+        snn = f"{tmp}/r20.snn.pt"
+        subprocess.run([sys.executable, "-m", "annsnn", "convert", str(weights), "--arch", "resnet20", "--data", data, "--calib-samples", "256", "--out", snn], check=True, capture_output=True, env=env)
+        args = ["evaluate", snn, "--T", "32", "--samples", "256", "--batch-size", "32", "--json"]
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "annsnn", *args, f"{tmp}/one.json"], check=True, capture_output=True, env=env)
+        one = time.perf_counter() - started
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "annsnn", *args, f"{tmp}/two.json"], check=True, capture_output=True, env=env)
+        two = time.perf_counter() - started
+        same = json.loads(Path(f"{tmp}/one.json").read_text())["rows"] == json.loads(Path(f"{tmp}/two.json").read_text())["rows"]
+    save("distributed", {"model": "shared ResNet-20 SNN, 256 CIFAR10-jpeg images, T=32, batch 32", "one_process_s": one, "two_processes_s": two, "speedup": one / two, "identical_results": same, "target": ">= 1.6", "note": "wall time of the whole command, start-up included"})
+
+
 def accuracy() -> None:
     import accuracy_vs_spikingjelly
 
@@ -210,7 +233,7 @@ def accuracy() -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "accuracy": accuracy}
+    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "distributed": distributed, "accuracy": accuracy}
     names = sys.argv[1:] or ["speed", "overhead", "calibration"]
     if names == ["all"]:
         names = list(jobs)

@@ -96,7 +96,7 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float, float], None]
             loss = loss_fn(out, y)
             loss.backward()
             opt.step()
-            total_loss += float(loss) * len(y)
+            total_loss += float(loss.detach()) * len(y)
             correct += float((out.argmax(1) == y).sum())
             seen += len(y)
             if on_step is not None:
