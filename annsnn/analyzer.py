@@ -116,8 +116,10 @@ class Analyzer:
         energy_models: Sequence[str | EnergyModel] = ("45nm-fp32",),
         count: bool = True,
         chunk: int | None = None,
+        device: str | torch.device = "cpu",
     ) -> None:
-        self.snn = snn.eval()
+        self.device = torch.device(device)
+        self.snn = snn.cpu().eval()
         self.time_steps = parse_time_steps(T if not isinstance(T, (list, tuple)) else list(T))
         self.encoding: Encoding = encoding
         if encoding not in ("direct", "poisson"):
@@ -128,7 +130,8 @@ class Analyzer:
             raise UsageError("give at least one energy model")
         self.chunk = chunk
         self.max_t = self.time_steps[-1]
-        self.counter = SnnCounter(snn, encoding, self.max_t) if count else None
+        self.counter = SnnCounter(self.snn, encoding, self.max_t) if count else None  # analysed on CPU
+        self.snn = self.snn.to(self.device)
         self.samples = 0
         self._records: dict[int, dict] = {}  # batch index -> predictions and labels
         self._spikes: dict[str, Tensor] = {}
@@ -155,6 +158,7 @@ class Analyzer:
             raise UsageError(f"batch {index} was already analysed")
         self._next_index = max(self._next_index, index + 1)
         batch = int(inputs.shape[0])
+        inputs = inputs.to(self.device)
         ann_out = self.snn.ann(inputs)
         generator = torch.Generator(device=inputs.device).manual_seed(self.seed * 1_000_003 + index)
         if self.counter is not None:

@@ -108,7 +108,8 @@ def count_ann(model: nn.Module, input_shape: tuple[int, ...]) -> AnnCounts:
     from fvcore.nn import FlopCountAnalysis
 
     model = model.eval()
-    example = torch.zeros(1, *input_shape)
+    first = next(iter(model.parameters()), None)
+    example = torch.zeros(1, *input_shape, device=first.device if first is not None else "cpu")
     shapes: dict[str, list[int]] = {}
     handles = []
     leaves = {name: m for name, m in model.named_modules() if name and not list(m.children())}
@@ -442,10 +443,13 @@ class SnnCounter:
             steps = module.steps  # type: ignore[attr-defined]
             per_step = out.reshape(steps, self._batch, -1).sum(1).to(torch.float64)
             span = slice(self._start, self._start + steps)
-            self.layers[name].spikes[span] += per_step.sum(1)
+            self.layers[name].spikes[span] += per_step.sum(1).cpu()
             if name in self.fanout:
                 sinks, matrix = self.fanout[name]
-                acs = per_step @ matrix  # [steps, sinks]
+                if matrix.device != per_step.device:
+                    matrix = matrix.to(per_step.device)
+                    self.fanout[name] = (sinks, matrix)
+                acs = (per_step @ matrix).cpu()  # [steps, sinks]
                 for j, sink in enumerate(sinks):
                     self.layers[sink].synaptic_acs[span] += acs[:, j]
 

@@ -78,7 +78,7 @@ def simulate(
             counts[name] = []
 
             def hook(mod, args, out, _name=name):
-                counts[_name].append(out.reshape(mod.steps, -1).sum(1, dtype=torch.float64).cpu())
+                counts[_name].append(out.reshape(mod.steps, -1).sum(1, dtype=torch.float64).cpu())  # noqa: B023
 
             handles.append(module.register_forward_hook(hook))
     wanted = set(steps)

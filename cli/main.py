@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import sys
 import time
 import warnings
@@ -294,18 +295,22 @@ def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_siz
     return path, snn, name, loader
 
 
-def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False):
+def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False, device: str = "cpu"):
     """One evaluation path. Progress is saved after every batch when ``progress_path`` is set;
     ``resume`` continues from it. Under torchrun, batches are dealt round-robin to the ranks."""
     from annsnn.analyzer import Analyzer
     from annsnn.distributed import gather_objects, init_from_env
     from annsnn.files import atomic_path
 
-    rank, size = init_from_env()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    rank, size = init_from_env(device)
+    if size > 1 and device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     if size > 1 and resume:
         raise UsageError("--resume works in a single process; rerun without torchrun or without --resume")
     signature = {"snn": str(snn.meta.get("source", {})), "T": list(T), "encoding": encoding, "seed": seed, "models": [str(m) for m in models], "count": count, "batches": len(loader), "samples": len(loader.dataset)}
-    with Analyzer(snn, T, encoding=encoding, seed=seed, energy_models=models, count=count, chunk=chunk) as analyzer:
+    with Analyzer(snn, T, encoding=encoding, seed=seed, energy_models=models, count=count, chunk=chunk, device=device) as analyzer:
         if resume and progress_path is not None and progress_path.is_file():
             saved = torch.load(str(progress_path), weights_only=True)
             if saved.get("signature") != signature:
@@ -325,7 +330,7 @@ def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progres
                         torch.save({"signature": signature, "state": analyzer.state_dict()}, str(tmp))
         if size > 1:
             states = gather_objects(analyzer.state_dict())
-            merged = Analyzer(snn, T, encoding=encoding, seed=seed, energy_models=models, count=count, chunk=chunk)
+            merged = Analyzer(snn.cpu(), T, encoding=encoding, seed=seed, energy_models=models, count=count, chunk=chunk)
             for state in states:
                 merged.load_state_dict(state)  # type: ignore[arg-type]
             analyzer = merged
@@ -350,6 +355,7 @@ _data_options = [
     click.option("--encoding", type=click.Choice(["direct", "poisson"]), default="direct", show_default=True, help="direct: the image every step; poisson: Bernoulli spikes with rate = pixel value."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Poisson encoder."),
     click.option("--chunk", type=click.IntRange(min=1), help="Time steps simulated at once (default: automatic, bounded memory)."),
+    click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (a GPU is optional)."),
 ]
 
 
@@ -365,7 +371,7 @@ def _with_data_options(fn):
 @_with_data_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results (schema_version 1; accuracies as fractions).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its progress file (saved after every batch).")
-def evaluate(snn, T, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, json_path, resume) -> None:
+def evaluate(snn, T, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, device, json_path, resume) -> None:
     """Accuracy of SNN at every requested T, beside its ANN on the same samples.
 
     One simulation of max(T) steps reads out every T (prefix sums, not re-runs), and the ANN
@@ -378,7 +384,7 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
     if json_path:
         check_output_path(json_path, inputs=(snn or "",))
     path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    result, rank = _analyze(network, loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False, progress_path=_progress_path(json_path, "evaluate", path), resume=resume)
+    result, rank = _analyze(network, loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False, progress_path=_progress_path(json_path, "evaluate", path), resume=resume, device=device)
     if rank != 0:
         return
     out.print(evaluation_table(result))
@@ -420,7 +426,7 @@ def _evaluation_json(result, path, dataset, split) -> dict:
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Write the trade-off table as Markdown.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write PNG plots into this folder.")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its progress file (saved after every batch).")
-def energy(snn, T, energy_models, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, ann_model, arch, input_shape, per_layer, json_path, csv_path, md_path, plot_dir, resume) -> None:
+def energy(snn, T, energy_models, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, device, ann_model, arch, input_shape, per_layer, json_path, csv_path, md_path, plot_dir, resume) -> None:
     """Operations and energy per inference of SNN at every T, against its ANN.
 
     Counts come from the real spikes of one simulation: synaptic ACs (SyOPs) are the exact
@@ -442,7 +448,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         _energy_ann_only(ann_model, arch, input_shape, models, json_path)
         return
     path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    result, rank = _analyze(network, loader, T, encoding, seed, chunk, [m.name if m in _presets() else m for m in models], count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume)
+    result, rank = _analyze(network, loader, T, encoding, seed, chunk, [m.name if m in _presets() else m for m in models], count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device)
     if rank != 0:
         return
     out.print(energy_table(result))

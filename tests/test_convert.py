@@ -139,3 +139,46 @@ def test_nan_weights_are_refused_before_calibration():
     with pytest.raises(UsageError, match="NaN"):
         ann_to_snn(model, batches(), input_shape=(1, 8, 8))
     assert not calls
+
+
+def _calibrate_bn(model, images):
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for batch in images.split(32):
+            model(batch)
+    return model.eval()
+
+
+def _vgg19_reduced():
+    import torchvision
+
+    cfg = [v if v == "M" else v // 8 for v in torchvision.models.vgg.cfgs["E"]]
+    features = torchvision.models.vgg.make_layers(cfg, batch_norm=True)
+    return nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
+def _mobilenet_v2():
+    import torchvision
+
+    return torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.5)
+
+
+@pytest.mark.parametrize("builder, activations", [(_mobilenet_v2, 35), (_vgg19_reduced, 16)])
+def test_torchvision_mobilenet_v2_and_vgg19_convert_and_converge(builder, activations):
+    """Real layer structure (ReLU6, functional pooling, residuals, depthwise; 16 conv + 5 max-pool),
+    random weights with BN statistics from the data. Untrained nets have tiny logit margins, so
+    this checks exact structure and monotone convergence, not a 99% agreement."""
+    torch.manual_seed(0)
+    images = torch.rand(96, 3, 32, 32)
+    model = _calibrate_bn(builder(), images)
+    snn, report = ann_to_snn(model, [images], input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("max")))
+    assert len(report.layers) == activations and all(layer.spiking for layer in report.layers)
+    assert sum(isinstance(m, IFNeurons) for m in snn.graph.modules()) == activations
+    with torch.no_grad():
+        assert torch.allclose(snn.ann(images[:8]), model(images[:8]), atol=1e-4)  # BN folding is exact
+    _, error = _agreement_and_error(snn, images[:16], [16, 128, 512])
+    assert error[512] < error[128] < error[16]
