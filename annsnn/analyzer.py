@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .counting import SnnCounter, count_ann
-from .energy import BreakEven, EnergyModel, break_even, get_energy_model
+from .energy import SRAM_LEMAIRE, BreakEven, EnergyModel, break_even, get_energy_model
 from .errors import UsageError
 from .modes import parse_time_steps
 from .simulate import simulate
@@ -125,7 +125,17 @@ class Analyzer:
         if encoding not in ("direct", "poisson"):
             raise UsageError(f"unknown encoding {encoding!r}: use direct or poisson")
         self.seed = int(seed)
-        self.models = [m if isinstance(m, EnergyModel) else get_energy_model(m) for m in energy_models]
+        self.sram: dict[str, EnergyModel] = {}  # "45nm-fp32+sram" -> its compute model
+        self.models = []
+        for m in energy_models:
+            if isinstance(m, str) and m.endswith("+sram"):
+                base = get_energy_model(m[: -len("+sram")])
+                if base.kind != "digital":
+                    raise UsageError(f"{m}: memory-aware energy is defined for digital models only")
+                self.sram[m] = base
+                self.models.append(EnergyModel(m, base.e_mac_pj, base.e_ac_pj, base.e_neuron_pj, base.citation + "; plus " + SRAM_LEMAIRE.citation, note="compute plus SRAM accesses"))
+            else:
+                self.models.append(m if isinstance(m, EnergyModel) else get_energy_model(m))
         if not self.models:
             raise UsageError("give at least one energy model")
         self.chunk = chunk
@@ -246,6 +256,13 @@ class Analyzer:
         else:
             syn = mac = bias = upd = torch.zeros(self.max_t, dtype=torch.float64)
         energy_curve = {m.name: [m.snn_energy_pj(float(mac[i]) / n, float(syn[i]) / n, float(bias[i]) / n, float(upd[i]) / n) for i in range(self.max_t)] for m in self.models}
+        if self.sram:
+            if self.counter is None:
+                raise UsageError("memory-aware energy needs counting")
+            snn_memory, ann_memory = self._memory_energy(ann_counts, n)
+            for name in self.sram:
+                energy_curve[name] = [e + m for e, m in zip(energy_curve[name], snn_memory)]
+                ann_energy[name] = (ann_energy[name] or 0.0) + ann_memory
 
         rows = []
         for t in self.time_steps:
@@ -277,7 +294,8 @@ class Analyzer:
             be = break_even(energy_curve[model.name], reference_energy) if reference_energy is not None else BreakEven(None, False)
             breaks[model.name] = be.to_json()
         notes = [
-            "counts are per inference; energies are compute-only estimates (no memory traffic)",
+            "counts are per inference; energies are compute-only estimates (no memory traffic)" if not self.sram
+            else "counts are per inference; NAME+sram models add SRAM accesses (Lemaire et al. 2022), the others are compute-only",
             "first-layer MACs are counted once per sample (constant direct input)" if self.encoding == "direct"
             else "first-layer MACs are counted at every step (Poisson input changes each step)",
         ]
@@ -295,6 +313,29 @@ class Analyzer:
             energy_models={m.name: m.to_dict() for m in self.models},
             unsupported=list(self.counter.unsupported) if self.counter else [], notes=notes,
         )
+
+    def _memory_energy(self, ann_counts, n: int) -> tuple[list[float], float]:
+        """Cumulative SNN SRAM energy per step and the ANN's, per inference (pJ)."""
+        assert self.counter is not None
+        access = SRAM_LEMAIRE.access_pj
+        ann_macs = {layer.name: layer.macs for layer in ann_counts.layers}
+        per_step = torch.zeros(self.max_t, dtype=torch.float64)
+        ann = 0.0
+        for name, layer in self.counter.layers.items():
+            if layer.role == "neurons" and layer.neurons:
+                per_step += layer.neuron_updates * 2 * access(layer.neurons * 4)
+            elif layer.weight_numel:
+                e_w, e_in, e_out = access(layer.weight_numel * 4), access(layer.input_numel * 4), access(layer.output_numel * 4)
+                dense = ann_macs.get(name, 0)
+                per_step += layer.synaptic_acs * (e_w + 2 * e_out) + layer.bias_acs * 2 * e_out
+                if dense:
+                    per_step += layer.macs * (e_w + e_in + e_out * layer.output_numel / dense)
+                    ann += dense * (e_w + e_in) + layer.output_numel * e_out
+            elif layer.role == "synaptic":  # identity synapse into a neuron layer
+                target = self.counter.layers.get(name.replace(" (identity synapse)", ""))
+                size = target.neurons if target is not None and target.neurons else 1
+                per_step += layer.synaptic_acs * 2 * access(size * 4)
+        return (torch.cumsum(per_step, 0) / n).tolist(), ann
 
     def _layer_rows(self, n: int) -> list[LayerSummary]:
         if self.counter is None:

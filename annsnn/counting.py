@@ -173,6 +173,9 @@ class SnnLayerCounts:
     spikes: Tensor
     neurons: int = 0
     static: bool = False  # MACs counted once per sample (direct-encoded constant input)
+    weight_numel: int = 0  # per layer, for memory-aware energy
+    input_numel: int = 0
+    output_numel: int = 0
 
 
 StructuralFn = Callable[[nn.Module, Tensor], Tensor]
@@ -287,15 +290,18 @@ class SnnCounter:
             if isinstance(module, _SYNAPTIC_TYPES):
                 out = _numel(node)
                 bias = out if module.bias is not None else 0
+                sizes = {"weight_numel": module.weight.numel(), "input_numel": _numel(node.args[0]), "output_numel": out}
                 if node in analog_reach:
                     is_static = node in self.static
                     self._mac_layers.append((name, dense_macs(module, (1, *_shape(node))), bias, is_static))
                     layer = self._layer(name, type(module).__name__, "mac")
                     layer.static = is_static
                 else:
-                    self._layer(name, type(module).__name__, "synaptic")
+                    layer = self._layer(name, type(module).__name__, "synaptic")
                     if bias:
                         self._bias_layers.append((name, bias))
+                for key, value in sizes.items():
+                    setattr(layer, key, value)
                 continue
             known = isinstance(module, _SINK_TYPES + (InputEncoder, Normalize, TemporalModule)) or type(module) in self.handlers
             if not known:

@@ -26,7 +26,7 @@ from typing import Literal, Sequence
 
 from .errors import UsageError
 
-__all__ = ["EnergyModel", "PRESETS", "preset_names", "get_energy_model", "load_energy_model", "BreakEven", "break_even"]
+__all__ = ["EnergyModel", "SramModel", "SRAM_LEMAIRE", "PRESETS", "preset_names", "get_energy_model", "load_energy_model", "BreakEven", "break_even"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,52 @@ PRESETS: tuple[EnergyModel, ...] = (
         kind="neuromorphic", note="26 pJ is the whole cost per synaptic event; neuron updates are not charged separately",
     ),
 )
+
+
+@dataclass(frozen=True)
+class SramModel:
+    """Memory-access energy in the manner of Lemaire et al. (2022).
+
+    An access to an SRAM of ``size`` bytes costs ``E(size)`` pJ per 64-bit word, linear
+    in log2(size) between the points (8 KB: 10 pJ, 32 KB: 20 pJ, 1 MB: 100 pJ) and
+    clamped outside them; a 32-bit value costs half a 64-bit access. Charged accesses:
+
+    * ANN MAC: read weight + read input; each output: write;
+    * SNN synaptic event: read weight + read and write the target potential;
+    * SNN analog MAC: as the ANN's; neuron update: read and write its potential.
+
+    Each layer's weights, inputs and potentials sit in their own memory, sized by the
+    layer. This is a simplified reading of the paper, enough to show how memory traffic
+    shrinks the SNN's advantage.
+    """
+
+    points: tuple[tuple[int, float], ...] = ((8 * 1024, 10.0), (32 * 1024, 20.0), (1024 * 1024, 100.0))
+    value_bytes: int = 4
+    citation: str = (
+        "E. Lemaire et al., 'An analytical estimation of spiking neural networks energy efficiency', "
+        "ICONIP 2022: SRAM cost per 64-bit access interpolated by memory size (8 KB 10 pJ, 32 KB 20 pJ, 1 MB 100 pJ)"
+    )
+
+    def access_pj(self, size_bytes: float) -> float:
+        """Energy of one value access to an SRAM holding ``size_bytes``."""
+        import math
+
+        size = max(float(size_bytes), 1.0)
+        (s0, e0) = self.points[0]
+        if size <= s0:
+            per64 = e0
+        elif size >= self.points[-1][0]:
+            per64 = self.points[-1][1]
+        else:
+            per64 = e0
+            for (a, ea), (b, eb) in zip(self.points[:-1], self.points[1:]):
+                if a <= size <= b:
+                    per64 = ea + (eb - ea) * (math.log2(size) - math.log2(a)) / (math.log2(b) - math.log2(a))
+                    break
+        return per64 * self.value_bytes / 8
+
+
+SRAM_LEMAIRE = SramModel()
 
 
 def preset_names() -> list[str]:

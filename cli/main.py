@@ -415,7 +415,7 @@ def _evaluation_json(result, path, dataset, split) -> dict:
 @cli.command()
 @click.argument("snn", required=False)
 @click.option("--T", "T", type=TIME_STEPS, default=DEFAULT_T, show_default=True, help="Time steps to report, e.g. 5,20,50.")
-@click.option("--energy-model", "energy_models", multiple=True, help="Preset name or a JSON/TOML file; repeat for several (default 45nm-fp32 and loihi). See 'annsnn energy-models'.")
+@click.option("--energy-model", "energy_models", multiple=True, help="Preset name, NAME+sram (compute plus SRAM traffic, Lemaire et al. 2022), or a JSON/TOML file; repeat for several (default 45nm-fp32, 45nm-fp32+sram, loihi). See 'annsnn energy-models'.")
 @_with_data_options
 @click.option("--ann", "ann_model", help="Analyze an ANN alone: MACs and energy only.")
 @click.option("--arch", help="With --ann: zoo architecture of a state_dict checkpoint.")
@@ -440,15 +440,18 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
 
     from .render import energy_table, layer_table
 
-    models = [get_energy_model(name) for name in (energy_models or ("45nm-fp32", "loihi"))]
+    names = energy_models or ("45nm-fp32", "45nm-fp32+sram", "loihi")
+    for name in names:
+        get_energy_model(name[: -len("+sram")] if name.endswith("+sram") else name)  # validate early
+    models = [name if name.endswith("+sram") else get_energy_model(name) for name in names]
     for path in (json_path, csv_path, md_path):
         if path:
             check_output_path(path, inputs=(snn or "", ann_model or ""))
     if ann_model:
-        _energy_ann_only(ann_model, arch, input_shape, models, json_path)
+        _energy_ann_only(ann_model, arch, input_shape, [m for m in models if not isinstance(m, str)], json_path)
         return
     path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    result, rank = _analyze(network, loader, T, encoding, seed, chunk, [m.name if m in _presets() else m for m in models], count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device)
+    result, rank = _analyze(network, loader, T, encoding, seed, chunk, [m if isinstance(m, str) else (m.name if m in _presets() else m) for m in models], count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device)
     if rank != 0:
         return
     out.print(energy_table(result))
@@ -548,6 +551,7 @@ def energy_models_cmd() -> None:
     for m in PRESETS:
         table.add_row(m.name, m.kind, f"{m.e_mac_pj:g}", f"{m.e_ac_pj:g}", f"{m.e_neuron_pj:g}", m.citation + ("" if m.verified else " [UNVERIFIED]"))
     out.print(table)
+    out.print("memory-aware: NAME+sram adds SRAM accesses (weights, inputs, potentials; cost by memory size) to a digital model")
     out.print('custom: a JSON/TOML file {"name", "e_mac_pj", "e_ac_pj", "e_neuron_pj", "citation"[, "kind"]} passed to --energy-model')
 
 
@@ -593,7 +597,7 @@ def demo(out_dir: str, T) -> None:
     save_snn(snn, target)
     remember_last_snn(target)
     out.print(conversion_table(report))
-    result, _ = _analyze(snn, make_loader(load_dataset("digits", "test"), 360), T, "direct", 0, None, ("45nm-fp32", "loihi"), count=True)
+    result, _ = _analyze(snn, make_loader(load_dataset("digits", "test"), 360), T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True)
     out.print(energy_table(result))
     out.print(f"break-even T: " + ", ".join(f"{k}: {v}" for k, v in result.break_even_T.items()))
     data_out = result.to_dict()

@@ -100,3 +100,45 @@ def test_break_even_matches_brute_force(increments, ann):
 def test_break_even_in_report_is_consistent_with_rows(analysis):
     value = analysis.break_even_T["45nm-fp32"]
     assert value is not None
+
+
+def test_sram_access_cost_interpolates_by_memory_size():
+    from annsnn.energy import SRAM_LEMAIRE
+
+    # per 32-bit value = half the 64-bit figure
+    assert SRAM_LEMAIRE.access_pj(8 * 1024) == pytest.approx(5.0)
+    assert SRAM_LEMAIRE.access_pj(32 * 1024) == pytest.approx(10.0)
+    assert SRAM_LEMAIRE.access_pj(1024 * 1024) == pytest.approx(50.0)
+    assert SRAM_LEMAIRE.access_pj(16 * 1024) == pytest.approx(7.5)  # log-linear midpoint
+    assert SRAM_LEMAIRE.access_pj(100) == 5.0 and SRAM_LEMAIRE.access_pj(1 << 30) == 50.0
+
+
+def test_memory_aware_energy_against_a_hand_count():
+    """Identity Linear(5,5) -> IF -> Linear(5,3, no bias), input pattern with 3 ones, T=2.
+    Every memory here is under 8 KB, so each 32-bit access costs 5 pJ."""
+    from torch import nn
+
+    pattern = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0]])
+    first = nn.Linear(5, 5)
+    with torch.no_grad():
+        first.weight.copy_(torch.eye(5))
+        first.bias.zero_()
+    model = nn.Sequential(first, nn.ReLU(), nn.Linear(5, 3, bias=False)).eval()
+    from annsnn.convert import ConversionOptions
+    from annsnn.modes import parse_mode
+
+    snn, _ = ann_to_snn(model, [pattern], input_shape=(5,), options=ConversionOptions(mode=parse_mode("max")))
+    with Analyzer(snn, [2], energy_models=["45nm-fp32", "45nm-fp32+sram"]) as a:
+        a.run(pattern)
+    r = a.report()
+    # SNN memory: first layer once: 25 MACs x (w 5 + in 5 + 5 outputs/25 MACs x 5) = 275, its 5 biases x 2 x 5 = 50;
+    # IF updates 2 steps x 5 x (read + write) x 5 = 100; 2 steps x 9 synaptic events x (w 5 + potential 2 x 5) = 270
+    snn_memory = 275 + 50 + 100 + 270
+    # ANN memory: layer 0: 25 x (5 + 5) + 5 x 5 = 275; layer 2: 15 x (5 + 5) + 3 x 5 = 165
+    ann_memory = 275 + 165
+    compute_snn = 4.6 * 25 + 0.9 * (18 + 5 + 10)
+    compute_ann = 4.6 * 40 + 0.9 * 5
+    row = r.rows[0]
+    assert row.energy_pj["45nm-fp32"] == pytest.approx(compute_snn)
+    assert row.energy_pj["45nm-fp32+sram"] == pytest.approx(compute_snn + snn_memory)
+    assert r.ann.energy_pj["45nm-fp32+sram"] == pytest.approx(compute_ann + ann_memory)
