@@ -111,6 +111,7 @@ def _bad_cases(tmp: Path):
         "unknown --arch": ["convert", str(tmp / "sd.pt"), "--arch", "resnet9000"],
         "unknown dataset": ["convert", ckpt, "--data", "imagenet-22k"],
         "dataset path missing": ["convert", ckpt, "--data", f"imagefolder:{tmp / 'no-such-dir'}"],
+        "named dataset not downloaded": ["convert", ckpt, "--data", "mnist", "--data-root", str(tmp / "no-data")],
         "imagefolder without images": ["convert", ckpt, "--data", f"imagefolder:{tmp / 'emptyfolder'}"],
         "input shape does not fit": ["convert", ckpt, "--input-shape", "1,5,5"],
         "mode 101": ["convert", ckpt, "--mode", "101"],
@@ -137,7 +138,7 @@ def _bad_cases(tmp: Path):
 
 CASE_NAMES = [
     "missing file", "empty file", "truncated checkpoint", "text file named .pt", "corrupt onnx", "state_dict without --arch",
-    "state_dict with wrong --arch", "pickled module without --trust", "unknown --arch", "unknown dataset", "dataset path missing",
+    "state_dict with wrong --arch", "pickled module without --trust", "unknown --arch", "unknown dataset", "dataset path missing", "named dataset not downloaded",
     "imagefolder without images", "input shape does not fit", "mode 101", "mode -1", "mode abc", "mode 0", "mode 1/0", "T 0", "T -3",
     "T x", "T empty", "T too large", "samples 0", "batch-size 0", "energy model with negative constant",
     "energy model with missing constants", "NaN weights", "unconvertible activation", "output in a missing folder", "out is the input",
@@ -162,6 +163,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(capsys, bad_dir, case, 
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
     assert {p: p.stat().st_mtime_ns for p in tmp.rglob("*")} == before
     assert not list(tmp_path.iterdir())  # nothing written in the working folder either
+    if case == "named dataset not downloaded":
+        assert "no-data" in err and "--data-root" in err
 
 
 def test_debug_shows_traceback(capsys, bad_dir):
