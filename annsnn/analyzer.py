@@ -58,6 +58,7 @@ class TimeStepRow:
     total_ops: float
     energy_pj: dict[str, float]
     energy_ratio: dict[str, float | None]  # SNN / ANN
+    seed_bound_pj: dict[str, list[float]] | None = None  # [low, high]; Poisson input only
 
 
 @dataclass
@@ -91,6 +92,17 @@ class AnalysisResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _dense_capacity(counter: SnnCounter, name: str) -> float:
+    """Synaptic events per step if every input of a spike-fed layer spiked (dense MACs)."""
+    from .counting import dense_macs
+
+    layer = counter.layers[name]
+    module = counter.modules.get(name)
+    if layer.role != "synaptic" or module is None or not hasattr(module, "weight") or not layer.output_numel:
+        return 0.0
+    return float(dense_macs(module, (1, layer.output_numel)) if isinstance(module, torch.nn.Linear) else layer.output_numel * (module.in_channels // module.groups) * int(torch.tensor(module.kernel_size).prod()))
 
 
 def _metrics(pred: Tensor, labels: Tensor | None) -> tuple[float | None, float | None, float | None]:
@@ -270,6 +282,7 @@ class Analyzer:
             top1, recall, f1 = _metrics(pred, labels)
             i = t - 1
             energy = {name: curve[i] for name, curve in energy_curve.items()}
+            bound = self._seed_bound(t) if self.encoding == "poisson" and self.counter is not None else None
             ratio = {name: (energy[name] / ann_energy[name] if ann_energy[name] else None) for name in energy}
             rows.append(
                 TimeStepRow(
@@ -279,7 +292,7 @@ class Analyzer:
                     synaptic_acs=float(syn[i]) / n, macs=float(mac[i]) / n, bias_acs=float(bias[i]) / n,
                     neuron_updates=float(upd[i]) / n,
                     total_ops=(float(syn[i]) + float(mac[i]) + float(bias[i]) + float(upd[i])) / n,
-                    energy_pj=energy, energy_ratio=ratio,
+                    energy_pj=energy, energy_ratio=ratio, seed_bound_pj=bound,
                 )
             )
         firing = {}
@@ -299,6 +312,8 @@ class Analyzer:
             "first-layer MACs are counted once per sample (constant direct input)" if self.encoding == "direct"
             else "first-layer MACs are counted at every step (Poisson input changes each step)",
         ]
+        if self.encoding == "poisson" and self.counter is not None:
+            notes.append("seed_bound_pj: the seed report's bound [T E_MAC O_MAC, T (E_AC O_AC + E_MAC O_MAC)] (O_AC = every spike-fed synapse active); shown for Poisson input only, where its first-layer term recurs every step")
         for model in self.models:
             if model.kind != "digital":
                 notes.append(f"{model.name}: ANN energy and ratio use {model.ann_reference} (an ANN does not run on {model.name})")
@@ -313,6 +328,19 @@ class Analyzer:
             energy_models={m.name: m.to_dict() for m in self.models},
             unsupported=list(self.counter.unsupported) if self.counter else [], notes=notes,
         )
+
+    def _seed_bound(self, T: int) -> dict[str, list[float]]:
+        """The seed report's E in [T E_MAC O_MAC, T (E_AC O_AC + E_MAC O_MAC)], with O_MAC the
+        analog (first-layer) MACs per step and O_AC the synaptic capacity per step (every
+        spike-fed synapse active). Defined for rate-coded input, where O_MAC recurs each step."""
+        assert self.counter is not None
+        o_mac = sum(macs for _, macs, _, _ in self.counter._mac_layers)
+        o_ac = sum(_dense_capacity(self.counter, name) for name in self.counter.layers)
+        out = {}
+        for model in self.models:
+            if model.kind == "digital" and model.name not in self.sram:
+                out[model.name] = [T * model.e_mac_pj * o_mac, T * (model.e_ac_pj * o_ac + model.e_mac_pj * o_mac)]
+        return out
 
     def _memory_energy(self, ann_counts, n: int) -> tuple[list[float], float]:
         """Cumulative SNN SRAM energy per step and the ANN's, per inference (pJ)."""

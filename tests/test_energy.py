@@ -142,3 +142,21 @@ def test_memory_aware_energy_against_a_hand_count():
     assert row.energy_pj["45nm-fp32"] == pytest.approx(compute_snn)
     assert row.energy_pj["45nm-fp32+sram"] == pytest.approx(compute_snn + snn_memory)
     assert r.ann.energy_pj["45nm-fp32+sram"] == pytest.approx(compute_ann + ann_memory)
+
+
+def test_seed_bound_only_for_poisson_and_brackets_the_estimate():
+    from annsnn.data import load_dataset
+
+    xtr, _ = load_dataset("digits", "train").tensors
+    xte, yte = load_dataset("digits", "test").tensors
+    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]))
+    with Analyzer(snn, [4, 16], encoding="poisson") as a:
+        a.run(xte[:32], yte[:32])
+    for row in a.report().rows:
+        low, high = row.seed_bound_pj["45nm-fp32"]
+        first_layer_macs = 16 * 9 * 64  # conv 1->16, 3x3, 8x8 outputs
+        assert low == pytest.approx(row.T * 4.6 * first_layer_macs)
+        assert low <= row.energy_pj["45nm-fp32"] and high > low
+    with Analyzer(snn, [4]) as a:
+        a.run(xte[:8], yte[:8])
+    assert a.report().rows[0].seed_bound_pj is None
