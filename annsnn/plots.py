@@ -22,7 +22,12 @@ def save_plots(result: AnalysisResult, directory: str | os.PathLike, prefix: str
     steps = [row.T for row in result.rows]
     written: list[Path] = []
 
+    from matplotlib.ticker import NullFormatter
+
     def save(fig, name: str) -> None:
+        for axis in fig.axes:
+            axis.xaxis.set_minor_formatter(NullFormatter())
+            axis.yaxis.set_minor_formatter(NullFormatter())
         path = out / f"{prefix}{name}.png"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")

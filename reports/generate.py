@@ -64,6 +64,13 @@ def analyze(snn, loader, steps):
     return a.report()
 
 
+def evaluate_only(snn, loader, steps):
+    with Analyzer(snn, steps, count=False) as a:
+        for x, y in loader:
+            a.run(x, y)
+    return a.report()
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -102,13 +109,13 @@ def cifar() -> None:
     train_set, test = load_dataset(root, "train"), load_dataset(root, "test")
     lines = [header("CIFAR-10 (JPEG): the shared ResNet-20, ANN vs SNN", "python reports/generate.py cifar", f"../shared/data/CIFAR10-jpeg: 1,024 evenly spaced training images for calibration, {samples} evenly spaced test images")]
     lines.append("**The test images are lossy JPEG (quality 75).** The ResNet-20 scores 91.78% on the original CIFAR-10 test set and about 81% on these; never compare these numbers with published CIFAR-10 results. They compare the ANN with its own SNN on the same images.\n\n")
-    configs = [("99.99", False, 0.0), ("99.99", False, 0.5), ("max", False, 0.0), ("max", False, 0.5), ("1/3", False, 0.5), ("99.99", True, 0.5)]
+    configs = [("99.99", False, 0.0), ("99.99", False, 0.5), ("max", False, 0.0), ("max", False, 0.5), ("1/3", False, 0.0), ("1/3", False, 0.5), ("99.99", True, 0.5)]
     lines.append("## Accuracy by mode\n\n| mode | channel-wise | v_init | ANN % | " + " | ".join(f"T={t}" for t in steps) + " |\n|" + "---|" * (4 + len(steps)) + "\n")
     best = None
     for mode, cw, v in configs:
         calib = (x for x, _ in make_loader(train_set, 128, 1024))
         snn, _ = ann_to_snn(net, calib, input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode(mode), channel_wise=cw, v_init=v), normalization=norm)
-        r = analyze(snn, make_loader(test, 125, samples), steps)
+        r = analyze(snn, make_loader(test, 125, samples), steps) if (mode, cw, v) == ("99.99", False, 0.5) else evaluate_only(snn, make_loader(test, 125, samples), steps)
         lines.append(f"| {mode} | {'yes' if cw else 'no'} | {v} | {pct(r.ann.top1)} | " + " | ".join(pct(row.top1) for row in r.rows) + " |\n")
         if (mode, cw, v) == ("99.99", False, 0.5):
             best = r
