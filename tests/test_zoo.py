@@ -53,3 +53,24 @@ def test_training_is_deterministic_with_a_seed():
     first, second = train(config), train(config)
     for (k, v), (_, w) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
         assert torch.equal(v, w), k
+
+
+LARGE = [name for name, spec in architectures().items() if spec.input_shape[-1] > 32]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LARGE)
+def test_imagenet_size_architectures_build_count_and_convert(name):
+    spec = architectures()[name]
+    model = build(name).eval()
+    x = torch.rand(2, *spec.input_shape)
+    counts = count_ann(model, spec.input_shape)
+    shapes = {}
+    hooks = [m.register_forward_hook(lambda mod, a, out, n=n: shapes.__setitem__(n, out.shape)) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        assert model(x[:1]).shape == (1, 1000)
+    for h in hooks:
+        h.remove()
+    assert counts.macs == sum(dense_macs(m, tuple(shapes[n])) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    snn, report = ann_to_snn(model, [x], input_shape=spec.input_shape, options=ConversionOptions())
+    assert report.neurons > 0 and len(report.layers) == sum(1 for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6)))
