@@ -95,14 +95,14 @@ class AnalysisResult:
 
 
 def _dense_capacity(counter: SnnCounter, name: str) -> float:
-    """Synaptic events per step if every input of a spike-fed layer spiked (dense MACs)."""
+    """Synaptic events per step if every input of a spike-fed layer spiked (its dense MACs)."""
     from .counting import dense_macs
 
     layer = counter.layers[name]
     module = counter.modules.get(name)
-    if layer.role != "synaptic" or module is None or not hasattr(module, "weight") or not layer.output_numel:
+    if layer.role != "synaptic" or module is None or not layer.output_numel:
         return 0.0
-    return float(dense_macs(module, (1, layer.output_numel)) if isinstance(module, torch.nn.Linear) else layer.output_numel * (module.in_channels // module.groups) * int(torch.tensor(module.kernel_size).prod()))
+    return float(dense_macs(module, (1, layer.output_numel)))
 
 
 def _metrics(pred: Tensor, labels: Tensor | None) -> tuple[float | None, float | None, float | None]:
@@ -188,7 +188,7 @@ class Analyzer:
         try:
             result = simulate(
                 self.snn, inputs, self.time_steps, encoding=self.encoding, generator=generator,
-                chunk=self.chunk, record_spikes=True, on_chunk=self.counter.on_chunk if self.counter else None,
+                chunk=self.chunk, record_spikes=self.counter is None, on_chunk=self.counter.on_chunk if self.counter else None,
             )
         finally:
             if self.counter is not None:
@@ -257,7 +257,8 @@ class Analyzer:
         total_neurons = sum(int(self.counter.layers[k].neurons) if self.counter and k in self.counter.layers else 0 for k in neuron_layers)
         if not total_neurons:
             total_neurons = int(self.snn.meta.get("report", {}).get("neurons", 0))
-        spikes_total = sum(self._spikes.values()) if self._spikes else torch.zeros(self.max_t, dtype=torch.float64)
+        spike_counts = self._neuron_spikes()
+        spikes_total = sum(spike_counts.values()) if spike_counts else torch.zeros(self.max_t, dtype=torch.float64)
         cum_spikes = torch.cumsum(spikes_total, 0)
 
         # cumulative per-step totals (over all samples)
@@ -296,7 +297,7 @@ class Analyzer:
                 )
             )
         firing = {}
-        for name, counts in self._spikes.items():
+        for name, counts in spike_counts.items():
             neurons = self.counter.layers[name].neurons if self.counter and name in self.counter.layers else 0
             cum = torch.cumsum(counts, 0)
             firing[name] = {str(t): (float(cum[t - 1]) / (neurons * t * n) if neurons else 0.0) for t in self.time_steps}
@@ -329,12 +330,19 @@ class Analyzer:
             unsupported=list(self.counter.unsupported) if self.counter else [], notes=notes,
         )
 
+    def _neuron_spikes(self) -> dict[str, Tensor]:
+        """Spikes per step of each IF layer (summed over samples): the counter's when it counts,
+        otherwise what the simulation recorded; never both, the hook runs once per step."""
+        if self.counter is None:
+            return self._spikes
+        return {name: self.counter.layers[name].spikes for name in self.snn.neuron_layers() if name in self.counter.layers}
+
     def _seed_bound(self, T: int) -> dict[str, list[float]]:
         """The seed report's E in [T E_MAC O_MAC, T (E_AC O_AC + E_MAC O_MAC)], with O_MAC the
         analog (first-layer) MACs per step and O_AC the synaptic capacity per step (every
         spike-fed synapse active). Defined for rate-coded input, where O_MAC recurs each step."""
         assert self.counter is not None
-        o_mac = sum(macs for _, macs, _, _ in self.counter._mac_layers)
+        o_mac = self.counter.analog_macs_per_step()
         o_ac = sum(_dense_capacity(self.counter, name) for name in self.counter.layers)
         out = {}
         for model in self.models:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import operator
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -262,7 +262,7 @@ def _h_neuron(ctx: _Context, node: fx.Node) -> None:
     if not _nan_equal(_full(ctx.scale[src], src), _full(lam, src)):
         ratio = _full(ctx.scale[src], src) / _full(lam, src)
         src = ctx.insert_rescale(node, src, ratio, "scale of the neuron it feeds")
-    _set_module(ctx.gm, name, IFNeurons(ctx.options.v_init))
+    ctx.gm.set_submodule(name, IFNeurons(ctx.options.v_init))
     ctx.scale[node] = lam.float()
     ctx.kind[node] = "spike"
 
@@ -291,7 +291,7 @@ def _h_maxpool(ctx: _Context, node: fx.Node) -> None:
     assert isinstance(src, fx.Node)
     _channel_vector(ctx.scale[src], src)  # a pool needs one scale per channel
     if ctx.kind[src] == "spike":
-        _set_module(ctx.gm, str(node.target), SpikingMaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode))
+        ctx.gm.set_submodule(str(node.target), SpikingMaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode))
     elif ctx.kind[src] == "current":
         raise UsageError(f"unsupported layer {node.target}: max-pool of membrane currents (not followed by a ReLU); try --maxpool avg")
     _h_commute(ctx, node)
@@ -444,12 +444,6 @@ def _push_demand(ctx_demand: dict[fx.Node, Tensor], conflicts: set[fx.Node], nod
         _push_demand(ctx_demand, conflicts, node.args[0], scale, modules)
     elif key in (nn.Flatten, torch.flatten, "flatten", "view", "reshape", torch.reshape) and scale.numel() == 1:
         _push_demand(ctx_demand, conflicts, node.args[0], scale, modules)
-
-
-def _set_module(gm: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, leaf = path.rpartition(".")
-    parent = gm.get_submodule(parent_path) if parent_path else gm
-    setattr(parent, leaf, module)
 
 
 def _layer_scale(observer: ActivationObserver, mode: ScaleMode, channel_wise: bool, ceiling: float | None, shape: tuple[int, ...]) -> tuple[Tensor, list[str]]:

@@ -231,10 +231,6 @@ _SYNAPTIC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _SINK_TYPES = (IFNeurons, SpikingMaxPool2d, ReLUClip) + UNCONVERTIBLE_MODULES
 
 
-def _sum_method(x: Tensor, *dims, **kwargs) -> Tensor:
-    return x.sum(*dims, **kwargs)
-
-
 class SnnCounter:
     """Counts operations of one SNN under one encoding, per layer and per step.
 
@@ -423,6 +419,10 @@ class SnnCounter:
             if is_static:
                 layer.macs[0] += macs * batch_size
                 layer.bias_acs[0] += bias * batch_size
+
+    def analog_macs_per_step(self) -> int:
+        """Dense MACs of the analog-input layers for one sample and one step."""
+        return sum(macs for _, macs, _, _ in self._mac_layers)
 
     def detach(self) -> None:
         for handle in self._handles:

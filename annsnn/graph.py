@@ -14,7 +14,6 @@ Canonical form:
 """
 from __future__ import annotations
 
-import inspect
 import operator
 from dataclasses import dataclass, field
 
@@ -257,7 +256,7 @@ def _canonicalize_traced(gm: fx.GraphModule, *, hybrid: bool, maxpool_to_avgpool
                 used_targets[base] = used_targets.get(base, 0) + 1
                 if used_targets[base] == 1:
                     name = base
-                    _set_submodule(gm, name, ReLUClip(ceiling))
+                    gm.set_submodule(name, ReLUClip(ceiling))
                 else:
                     name = f"{base}_{used_targets[base]}"
                     while _has_path(gm, name):
@@ -295,34 +294,36 @@ def _canonicalize_traced(gm: fx.GraphModule, *, hybrid: bool, maxpool_to_avgpool
     return result
 
 
-def _bind(fn, node: fx.Node, signature: str) -> dict:
-    namespace: dict = {}
-    exec(f"def stub{signature}: pass", namespace)  # constant source, no user input
-    bound = inspect.signature(namespace["stub"]).bind(*node.args, **node.kwargs)
-    bound.apply_defaults()
-    return dict(bound.arguments)
+def _adaptive_avg_pool2d_args(input, output_size):  # noqa: A002 - mirrors F's signature
+    return locals()
+
+
+def _avg_pool2d_args(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):  # noqa: A002
+    return locals()
+
+
+def _max_pool2d_args(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):  # noqa: A002
+    return locals()
 
 
 def _functional_pools_to_modules(gm: fx.GraphModule) -> None:
+    """``F.adaptive_avg_pool2d`` / ``F.avg_pool2d`` / ``F.max_pool2d`` become their modules."""
     graph = gm.graph
     for node in list(graph.nodes):
         if node.op != "call_function":
             continue
-        module: nn.Module | None = None
         if node.target is F.adaptive_avg_pool2d:
-            a = _bind(node.target, node, "(input, output_size)")
-            module = nn.AdaptiveAvgPool2d(a["output_size"])
+            a = _adaptive_avg_pool2d_args(*node.args, **node.kwargs)
+            module: nn.Module = nn.AdaptiveAvgPool2d(a["output_size"])
         elif node.target is F.avg_pool2d:
-            a = _bind(node.target, node, "(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None)")
+            a = _avg_pool2d_args(*node.args, **node.kwargs)
             module = nn.AvgPool2d(a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"], a["count_include_pad"], a["divisor_override"])
-        elif node.target is F.max_pool2d or getattr(node.target, "__name__", "") in ("max_pool2d", "_max_pool2d", "boolean_dispatch"):
-            if getattr(node.target, "__name__", "") not in ("max_pool2d", "_max_pool2d") and node.target is not F.max_pool2d:
-                continue
-            a = _bind(node.target, node, "(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)")
+        elif node.target is F.max_pool2d:
+            a = _max_pool2d_args(*node.args, **node.kwargs)
             if a["return_indices"]:
                 raise UsageError(f"unsupported op {node.name}: max_pool2d with return_indices")
             module = nn.MaxPool2d(a["kernel_size"], a["stride"], a["padding"], a["dilation"], ceil_mode=a["ceil_mode"])
-        if module is None:
+        else:
             continue
         if any(isinstance(v, fx.Node) for k, v in a.items() if k != "input"):
             raise UsageError(f"unsupported op {node.name}: pooling parameters computed at run time")
@@ -353,7 +354,7 @@ def _fold_batchnorm(gm: fx.GraphModule, result: CanonicalGraph) -> None:
             fused = fuse_linear_bn_eval(layer.eval(), bn.eval())
         else:
             continue
-        _set_submodule(gm, str(prev.target), fused)
+        gm.set_submodule(str(prev.target), fused)
         modules[str(prev.target)] = fused
         node.replace_all_uses_with(prev)
         graph.erase_node(node)
@@ -377,7 +378,7 @@ def _standalone_batchnorm(gm: fx.GraphModule) -> None:
         with torch.no_grad():
             conv.weight.copy_(scale.view(-1, 1, 1, 1))
             conv.bias.copy_(shift)
-        _set_submodule(gm, str(node.target), conv)
+        gm.set_submodule(str(node.target), conv)
 
 
 def _replace_maxpool(gm: fx.GraphModule) -> None:
@@ -385,7 +386,7 @@ def _replace_maxpool(gm: fx.GraphModule) -> None:
         if isinstance(mod, nn.MaxPool2d):
             if mod.dilation not in (1, (1, 1)):
                 raise UsageError(f"--maxpool avg cannot replace dilated max-pool {name}")
-            _set_submodule(gm, name, nn.AvgPool2d(mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode))
+            gm.set_submodule(name, nn.AvgPool2d(mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode))
 
 
 def _reorder_maxpool(gm: fx.GraphModule, result: CanonicalGraph) -> None:
@@ -429,9 +430,3 @@ def _has_path(gm: nn.Module, path: str) -> bool:
         return True
     except AttributeError:
         return False
-
-
-def _set_submodule(gm: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, leaf = path.rpartition(".")
-    parent = gm.get_submodule(parent_path) if parent_path else gm
-    setattr(parent, leaf, module)

@@ -25,7 +25,6 @@ __all__ = [
     "InputEncoder",
     "TimeExpand",
     "TemporalModule",
-    "temporal_modules",
 ]
 
 
@@ -196,8 +195,3 @@ class TimeExpand(TemporalModule):
 
     def config(self) -> dict:
         return {}
-
-
-def temporal_modules(model: nn.Module) -> list[TemporalModule]:
-    """All temporal modules of ``model``."""
-    return [m for m in model.modules() if isinstance(m, TemporalModule)]

@@ -17,7 +17,6 @@ from torch import nn
 
 from annsnn.convert import ConversionOptions
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
-from annsnn.graph import WithInputNormalization
 from annsnn.io import load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn

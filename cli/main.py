@@ -451,7 +451,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         _energy_ann_only(ann_model, arch, input_shape, [m for m in models if not isinstance(m, str)], json_path)
         return
     path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    result, rank = _analyze(network, loader, T, encoding, seed, chunk, [m if isinstance(m, str) else (m.name if m in _presets() else m) for m in models], count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device)
+    result, rank = _analyze(network, loader, T, encoding, seed, chunk, models, count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device)
     if rank != 0:
         return
     out.print(energy_table(result))
@@ -479,12 +479,6 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
 
         for written in save_plots(result, plot_dir):
             out.print(f"wrote {written}")
-
-
-def _presets():
-    from annsnn.energy import PRESETS
-
-    return PRESETS
 
 
 def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
@@ -565,7 +559,6 @@ def energy_models_cmd() -> None:
 def demo(out_dir: str, T) -> None:
     """The whole job on the bundled digits CNN, no download: convert (99.99), then the
     accuracy–energy trade-off at T = 5, 20, 50 with plots."""
-    from annsnn.analyzer import Analyzer
     from annsnn.artifact import save_snn
     from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset, make_loader
@@ -599,7 +592,7 @@ def demo(out_dir: str, T) -> None:
     out.print(conversion_table(report))
     result, _ = _analyze(snn, make_loader(load_dataset("digits", "test"), 360), T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True)
     out.print(energy_table(result))
-    out.print(f"break-even T: " + ", ".join(f"{k}: {v}" for k, v in result.break_even_T.items()))
+    out.print("break-even T: " + ", ".join(f"{k}: {v}" for k, v in result.break_even_T.items()))
     data_out = result.to_dict()
     data_out.update({"snn": str(target), "dataset": "digits", "split": "test", "conversion": report.to_dict()})
     write_json(directory / "demo.json", data_out)

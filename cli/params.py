@@ -1,6 +1,8 @@
 """Typed click parameters: each value is parsed once, with a one-line error."""
 from __future__ import annotations
 
+from typing import Callable
+
 import click
 
 from annsnn.errors import UsageError
@@ -9,26 +11,19 @@ from annsnn.modes import ScaleMode, parse_mode, parse_time_steps
 __all__ = ["TIME_STEPS", "MODE", "FLOAT_LIST", "SHAPE"]
 
 
-class _TimeSteps(click.ParamType):
-    name = "T[,T...]"
+class _Parsed(click.ParamType):
+    """A value parsed once by an annsnn parser; its UsageError becomes click's one-line error."""
 
-    def convert(self, value, param, ctx) -> tuple[int, ...]:
-        if isinstance(value, tuple):
+    def __init__(self, name: str, parser: Callable[[str], object], result_type: type) -> None:
+        self.name = name
+        self.parser = parser
+        self.result_type = result_type
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, self.result_type):
             return value
         try:
-            return parse_time_steps(str(value))
-        except UsageError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class _Mode(click.ParamType):
-    name = "MODE"
-
-    def convert(self, value, param, ctx) -> ScaleMode:
-        if isinstance(value, ScaleMode):
-            return value
-        try:
-            return parse_mode(str(value))
+            return self.parser(str(value))
         except UsageError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -60,7 +55,7 @@ class _Shape(click.ParamType):
         return shape
 
 
-TIME_STEPS = _TimeSteps()
-MODE = _Mode()
+TIME_STEPS = _Parsed("T[,T...]", parse_time_steps, tuple)
+MODE = _Parsed("MODE", parse_mode, ScaleMode)
 FLOAT_LIST = _FloatList()
 SHAPE = _Shape()

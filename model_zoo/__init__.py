@@ -16,7 +16,7 @@ from annsnn.errors import UsageError
 
 from . import architectures as arch
 
-__all__ = ["ArchSpec", "architectures", "build", "embedded_checkpoint", "EMBEDDED_ARCH"]
+__all__ = ["ArchSpec", "architectures", "build", "calibrate_batchnorm", "embedded_checkpoint", "EMBEDDED_ARCH"]
 
 EMBEDDED_ARCH = "digits_cnn"
 
@@ -97,6 +97,22 @@ def build(name: str, num_classes: int | None = None, weights: str | None = None)
             raise UsageError(f"--weights applies to torchvision ImageNet models only, not {name}")
         kwargs["weights"] = weights
     return spec.builder(**kwargs)
+
+
+def calibrate_batchnorm(model: nn.Module, images, batch_size: int = 64) -> nn.Module:
+    """Give an untrained model real BatchNorm statistics: the cumulative average over
+    ``images`` in batches of ``batch_size`` (``momentum=None``). Returns it in eval mode."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        for batch in images.split(batch_size):
+            model(batch)
+    return model.eval()
 
 
 def embedded_checkpoint() -> Path:

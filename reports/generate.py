@@ -28,7 +28,7 @@ from annsnn.io import load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.plots import save_plots
-from annsnn.zoo import build
+from annsnn.zoo import build, calibrate_batchnorm
 from annsnn.zoo.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,16 +140,7 @@ def structure() -> None:
     lines.append("**These networks are untrained** (random initialization; BatchNorm statistics computed on real images). MAC counts and the converted structure are exact and meaningful. Firing rates, SyOPs and the SNN/ANN operation ratio show what the converter and counter do on these graphs, but they are *not* predictions for trained networks, whose activity differs. Accuracy is meaningless here and is not shown.\n\n")
     for arch in ("vgg19_bn_cifar", "mobilenet_v2_cifar"):
         torch.manual_seed(0)
-        model = build(arch)
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                m.momentum = None
-        model.train()
-        with torch.no_grad():
-            for b in images.split(64):
-                model(b)
-        model.eval()
+        model = calibrate_batchnorm(build(arch), images, batch_size=64)
         counts = count_ann(model, (3, 32, 32))
         snn, report = ann_to_snn(model, images.split(128), input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("99.99")))
         with Analyzer(snn, steps, energy_models=MODELS) as a:

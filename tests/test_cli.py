@@ -1,6 +1,5 @@
 """The command line: end to end, and every bad input gets one line and the right exit code."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

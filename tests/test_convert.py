@@ -10,6 +10,7 @@ from annsnn.layers import SpikingMaxPool2d, IFNeurons, Rescale
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
+from annsnn.zoo import calibrate_batchnorm
 
 from conftest import train_quick
 
@@ -141,18 +142,6 @@ def test_nan_weights_are_refused_before_calibration():
     assert not calls
 
 
-def _calibrate_bn(model, images):
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for batch in images.split(32):
-            model(batch)
-    return model.eval()
-
-
 def _vgg19_reduced():
     import torchvision
 
@@ -174,7 +163,7 @@ def test_torchvision_mobilenet_v2_and_vgg19_convert_and_converge(builder, activa
     this checks exact structure and monotone convergence, not a 99% agreement."""
     torch.manual_seed(0)
     images = torch.rand(96, 3, 32, 32)
-    model = _calibrate_bn(builder(), images)
+    model = calibrate_batchnorm(builder(), images, batch_size=32)
     snn, report = ann_to_snn(model, [images], input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("max")))
     assert len(report.layers) == activations and all(layer.spiking for layer in report.layers)
     assert sum(isinstance(m, IFNeurons) for m in snn.graph.modules()) == activations

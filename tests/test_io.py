@@ -1,6 +1,4 @@
 """Safe loading: weights_only by default; a malicious pickle runs nothing without --trust."""
-import os
-import pickle
 
 import pytest
 import torch

@@ -41,21 +41,25 @@ def test_same_inputs_give_byte_identical_json(snn_file, tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
+def _long_energy(snn_file, out, env, *extra):
+    """Long enough (45 batches, 200 steps) that a kill lands mid-run."""
+    return ANNSNN + ["energy", str(snn_file), "--T", "5,200", "--batch-size", "8", "--encoding", "poisson", "--seed", "7", "--json", str(out), *extra]
+
+
 def test_killed_run_resumes_to_the_uninterrupted_numbers(snn_file, tmp_path):
     env = _env(tmp_path)
     reference = tmp_path / "ref.json"
-    subprocess.run(_energy(snn_file, reference, env), check=True, capture_output=True, env=env, timeout=300)
+    subprocess.run(_long_energy(snn_file, reference, env), check=True, capture_output=True, env=env, timeout=300)
     out = tmp_path / "run.json"
     progress = out.with_name(out.name + ".progress.pt")
-    proc = subprocess.Popen(_energy(snn_file, out, env), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_long_energy(snn_file, out, env), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not progress.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert progress.exists() and not out.exists(), "the run finished before it could be killed"
-    done = subprocess.run(_energy(snn_file, out, env, "--resume"), capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(_long_energy(snn_file, out, env, "--resume"), capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stderr
     assert json.loads(out.read_text()) == json.loads(reference.read_text())
