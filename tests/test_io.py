@@ -78,6 +78,7 @@ def test_torchscript_and_onnx(tmp_path):
     [
         (b"", ".pt", "empty"),
         (b"this is text, not a checkpoint\n", ".pt", "not a valid checkpoint"),
+        (b"garbage", ".pt", "not a valid checkpoint"),
         (b"garbage", ".onnx", "not a valid ONNX"),
         (b"x", ".h5", "unknown model file type"),
     ],
