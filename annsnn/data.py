@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .errors import UsageError
 
-__all__ = ["DatasetSpec", "dataset_spec", "load_dataset", "make_loader", "data_root", "DATASET_NAMES", "spread_indices", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["DatasetSpec", "dataset_spec", "load_dataset", "make_loader", "select_batches", "data_root", "DATASET_NAMES", "spread_indices", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 Split = Literal["train", "test"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -151,6 +152,14 @@ def spread_indices(length: int, samples: int) -> list[int]:
     if samples >= length:
         return list(range(length))
     return [int(i * length // samples) for i in range(samples)]
+
+
+def select_batches(loader: DataLoader, batch_indices: Sequence[int]) -> DataLoader:
+    """A loader that yields only batches ``batch_indices`` of ``loader`` (unshuffled), in that order,
+    loading nothing else."""
+    size, n = loader.batch_size or 1, len(loader.dataset)  # type: ignore[arg-type]
+    batches = [list(range(i * size, min((i + 1) * size, n))) for i in batch_indices]
+    return DataLoader(loader.dataset, batch_sampler=batches, num_workers=0)
 
 
 def make_loader(dataset: Dataset, batch_size: int, samples: int | None = None, *, shuffle: bool = False, seed: int = 0) -> DataLoader:

@@ -297,9 +297,10 @@ def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_siz
 
 def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False, device: str = "cpu"):
     """One evaluation path. Progress is saved after every batch when ``progress_path`` is set;
-    ``resume`` continues from it. Under torchrun, batches are dealt round-robin to the ranks."""
+    ``resume`` continues from it. Under torchrun, each rank loads and runs only its shard of the batches."""
     from annsnn.analyzer import Analyzer
-    from annsnn.distributed import gather_objects, init_from_env
+    from annsnn.data import select_batches
+    from annsnn.distributed import gather_objects, init_from_env, shard_batches
     from annsnn.files import atomic_path
 
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -318,10 +319,9 @@ def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progres
             analyzer.load_state_dict(saved["state"])
             err.print(f"resuming: {len(analyzer.done_batches())} of {len(loader)} batches already done")
         done = analyzer.done_batches()
+        mine = [index for index in shard_batches(len(loader), rank, size) if index not in done]
         with _progress() as progress:
-            for index, (x, y) in enumerate(_batches(loader, progress if rank == 0 else None, f"simulating T≤{max(T)}")):
-                if index % size != rank or index in done:
-                    continue
+            for index, (x, y) in zip(mine, _batches(select_batches(loader, mine), progress if rank == 0 else None, f"simulating T≤{max(T)}")):
                 if tuple(x.shape[1:]) != tuple(snn.meta["input_shape"]):
                     raise UsageError(f"the data has shape {tuple(x.shape[1:])}, the SNN expects {tuple(snn.meta['input_shape'])}")
                 analyzer.run(x, y, batch_index=index)

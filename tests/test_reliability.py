@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from annsnn.zoo import embedded_checkpoint
 
@@ -97,3 +99,25 @@ def test_two_processes_with_gloo_equal_one_process(snn_file, tmp_path):
     one, two = json.loads(single.read_text()), json.loads(double.read_text())
     assert one["samples"] == two["samples"] == 100
     assert one == two
+
+
+@given(num_batches=st.integers(0, 50), size=st.integers(1, 8))
+def test_shards_cover_every_batch_once(num_batches, size):
+    from annsnn.distributed import shard_batches
+
+    shards = [shard_batches(num_batches, rank, size) for rank in range(size)]
+    flat = sorted(index for shard in shards for index in shard)
+    assert flat == list(range(num_batches))  # no padding, no duplicates, nothing missing
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_select_batches_loads_exactly_those_batches():
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from annsnn.data import make_loader, select_batches
+
+    loader = make_loader(TensorDataset(torch.arange(10.0), torch.arange(10)), batch_size=3)
+    full = [x.tolist() for x, _ in loader]
+    chosen = [x.tolist() for x, _ in select_batches(loader, [3, 1])]
+    assert chosen == [full[3], full[1]] == [[9.0], [3.0, 4.0, 5.0]]
