@@ -27,7 +27,7 @@ from .errors import UsageError
 from .graph import WEIGHT_LAYERS, CanonicalGraph, UNCONVERTIBLE_MODULES
 from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale
 from .modes import ScaleMode
-from .observer import DEFAULT_BINS, ActivationObserver
+from .observer import DEFAULT_BINS, ActivationObserver, PercentileOf
 
 __all__ = [
     "ConversionOptions",
@@ -51,12 +51,15 @@ class ConversionOptions:
     v_init: float = 0.0
     maxpool: MaxPoolStrategy = "spiking"
     hybrid: bool = False
+    percentile_of: PercentileOf = "all"  # zeros count in percentiles (see observer)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.v_init < 1.0:
             raise UsageError(f"invalid --v-init {self.v_init}: use a fraction of the threshold in [0, 1)")
         if self.maxpool not in ("spiking", "avg"):
             raise UsageError(f"invalid --maxpool {self.maxpool!r}: use 'spiking' or 'avg'")
+        if self.percentile_of not in ("positive", "all"):
+            raise UsageError(f"invalid --percentile-of {self.percentile_of!r}: use 'positive' or 'all'")
 
     def to_dict(self) -> dict:
         return {
@@ -65,6 +68,7 @@ class ConversionOptions:
             "v_init": self.v_init,
             "maxpool": self.maxpool,
             "hybrid": self.hybrid,
+            "percentile_of": self.percentile_of,
         }
 
 
@@ -446,18 +450,26 @@ def _push_demand(ctx_demand: dict[fx.Node, Tensor], conflicts: set[fx.Node], nod
         _push_demand(ctx_demand, conflicts, node.args[0], scale, modules)
 
 
-def _layer_scale(observer: ActivationObserver, mode: ScaleMode, channel_wise: bool, ceiling: float | None, shape: tuple[int, ...]) -> tuple[Tensor, list[str]]:
+def _layer_scale(observer: ActivationObserver, options: ConversionOptions, ceiling: float | None, shape: tuple[int, ...]) -> tuple[Tensor, list[str]]:
     notes: list[str] = []
-    value = observer.scale(mode, channel_wise)
+    channel_wise = options.channel_wise
+    value = observer.scale(options.mode, channel_wise, options.percentile_of)
     fallback = float(observer.max_val) if float(observer.max_val) > 0 else 1.0
     if channel_wise:
-        dead = value <= 0
+        dead = observer.channel_max <= 0
+        rare = (value <= 0) & ~dead  # fired, but on fewer values than the percentile skips
         if bool(dead.any()):
             notes.append(f"{int(dead.sum())} channel(s) never fired in calibration; their scale is the layer max")
             value = torch.where(dead, torch.full_like(value, fallback), value)
-    elif float(value) <= 0:
+        if bool(rare.any()):
+            notes.append(f"{int(rare.sum())} channel(s) fired too rarely for the percentile; their scale is the channel max")
+            value = torch.where(rare, observer.channel_max.to(value), value)
+    elif float(observer.max_val) <= 0:
         notes.append("layer never fired in calibration; scale set to 1")
         value = torch.tensor(1.0, dtype=torch.float64)
+    elif float(value) <= 0:
+        notes.append("layer fired too rarely for the percentile; its scale is the layer max")
+        value = torch.tensor(float(observer.max_val), dtype=torch.float64)
     if ceiling is not None:
         value = value.clamp(max=ceiling)
     if channel_wise:
@@ -495,7 +507,7 @@ def convert(
         observer = calibrator.observers[name]
         clip = modules[name].ceiling  # type: ignore[union-attr]
         shape = _sample_shape(node)
-        value, notes = _layer_scale(observer, options.mode, options.channel_wise, clip, shape)
+        value, notes = _layer_scale(observer, options, clip, shape)
         lam[name] = value
         report.notes.extend(f"{name}: {n}" for n in notes)
         layer_scale = float(value.mean())

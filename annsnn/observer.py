@@ -12,15 +12,24 @@ arrives; doubling merges neighbouring bins exactly, so no count is ever
 re-interpolated. Hence ``max <= range < 2 * max`` and one bin is at most
 ``2 * max / bins`` wide: that is the resolution of every percentile.
 
-Zeros (ReLU's inactive outputs) are counted but are *not* part of the
-percentile, as in Rueckauer et al. (2017)'s snntoolbox: ``percentile(99.9)`` is
-the 99.9th percentile of the positive activations. ``fraction_above(s)`` counts
-over all values, zeros included.
+Zeros (ReLU's inactive outputs) are counted apart from the histogram, so a
+percentile can be read over either population without another pass:
+
+* ``of="all"`` (default): the q-th percentile of every recorded value, zeros
+  included: what ``numpy.percentile`` or ``torch.quantile`` of the ReLU output gives
+  (SpikingJelly's definition too). With a zero share z it is the positive
+  percentile at rank ``(q/100 - z) / (1 - z)``;
+* ``of="positive"``: the q-th percentile of the positive values only (as in
+  Rueckauer et al. (2017)'s snntoolbox). Never lower than ``of="all"``.
+
+``fraction_above(s)`` counts over all values, zeros included.
 
 Computing a scale is a separate call (:meth:`scale`), so one calibration pass
 serves every mode.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +37,9 @@ from torch import Tensor, nn
 from .errors import UsageError
 from .modes import ScaleMode
 
-__all__ = ["ActivationObserver", "DEFAULT_BINS"]
+__all__ = ["ActivationObserver", "DEFAULT_BINS", "PercentileOf"]
+
+PercentileOf = Literal["positive", "all"]
 
 DEFAULT_BINS = 2048
 _CHUNK = 1 << 22  # elements binned at a time, bounds the temporary index tensor
@@ -117,14 +128,23 @@ class ActivationObserver(nn.Module):
         """Resolution of percentiles: ``range / bins`` (at most ``2 * max / bins``)."""
         return float(self.range) / self.bins
 
-    def percentile(self, q: float, channel: int | None = None) -> float:
-        """The q-th percentile (0 < q <= 100) of positive values, linear within a bin."""
+    def percentile(self, q: float, channel: int | None = None, of: PercentileOf = "all") -> float:
+        """The q-th percentile (0 < q <= 100) of all values, zeros included (``of="all"``), or
+        of the positive values only (``of="positive"``); linear within a bin."""
         hist = self.histogram if channel is None else self._channel_hist(channel)
         top = float(self.max_val if channel is None else self.channel_max[channel])
         positives = float(hist.sum())
         if positives == 0:
             return 0.0
-        target = q / 100.0 * positives
+        if of == "positive":
+            target = q / 100.0 * positives
+        elif of == "all":
+            total = float(self.total) if channel is None else float(self.total) / self.channel_max.numel()
+            target = q / 100.0 * total - (total - positives)  # rank among the positives
+            if target <= 0:
+                return 0.0
+        else:
+            raise ValueError(f"percentile of {of!r}: use 'positive' or 'all'")
         cumulative = torch.cumsum(hist, 0)
         index = int(torch.searchsorted(cumulative, torch.tensor(target, dtype=torch.float64)).clamp(max=self.bins - 1))
         before = float(cumulative[index - 1]) if index > 0 else 0.0
@@ -138,20 +158,20 @@ class ActivationObserver(nn.Module):
             raise UsageError("per-channel percentiles need calibration with --channel-wise")
         return self.channel_histogram[channel]
 
-    def scale(self, mode: ScaleMode, channel_wise: bool = False) -> Tensor:
+    def scale(self, mode: ScaleMode, channel_wise: bool = False, percentile_of: PercentileOf = "all") -> Tensor:
         """The scale under ``mode``: a 0-d tensor, or one value per channel."""
         if not channel_wise:
-            return torch.tensor(self._scale_one(mode, None), dtype=torch.float64)
+            return torch.tensor(self._scale_one(mode, None, percentile_of), dtype=torch.float64)
         channels = self.channel_max.numel()
-        return torch.tensor([self._scale_one(mode, c) for c in range(channels)], dtype=torch.float64)
+        return torch.tensor([self._scale_one(mode, c, percentile_of) for c in range(channels)], dtype=torch.float64)
 
-    def _scale_one(self, mode: ScaleMode, channel: int | None) -> float:
+    def _scale_one(self, mode: ScaleMode, channel: int | None, percentile_of: PercentileOf) -> float:
         top = float(self.max_val if channel is None else self.channel_max[channel])
         if mode.kind == "max":
             return top
         if mode.kind == "fraction":
             return top * mode.value
-        return self.percentile(mode.value, channel)
+        return self.percentile(mode.value, channel, percentile_of)
 
     def fraction_above(self, threshold: float) -> float:
         """Fraction of all recorded values (zeros included) above ``threshold``."""

@@ -5,6 +5,8 @@ SpikingJelly cannot convert the shared ResNet-20 as written (it rejects ``F.relu
 SpikingJelly accepts (module ReLUs, a module AdaptiveAvgPool2d, the option-A shortcut as
 a fixed 1x1 stride-2 conv that copies channels); its ANN outputs are checked equal to
 the original's. Same 1,024 calibration images, same mode, same 1,000 test images.
+Both tools' per-layer scales are recorded: with equal scales the two simulations are the
+same IF dynamics, so any accuracy gap comes from the calibration statistic.
 """
 from __future__ import annotations
 
@@ -66,6 +68,16 @@ def _sj_convert(model, calib, mode, channel_wise=False, half_threshold=False):
 
     recipe = RateCodingRecipe(calib, mode=mode, channel_wise=channel_wise, half_threshold=half_threshold)
     return FXConverter(recipe).convert(copy.deepcopy(model)).eval()
+
+
+def _sj_scales(sj) -> list[float]:
+    """Per-neuron scale (mean over channels) of a converted SpikingJelly net, stem first."""
+    from spikingjelly.activation_based.ann2snn.modules import ChannelVoltageScaler, VoltageScaler
+
+    named = [(name, float(torch.as_tensor(m.scale).float().mean())) for name, m in sj.named_modules()
+             if isinstance(m, (VoltageScaler, ChannelVoltageScaler)) and name.endswith("scaler1")]
+    named.sort(key=lambda item: item[0].startswith("layers."))  # stable: the stem's neuron first
+    return [value for _, value in named]
 
 
 def _sj_eval(sj, batches):
@@ -131,13 +143,17 @@ def main(shared: Path) -> dict:
         sj_acc = _sj_eval(sj, test_norm)
         sj_time = time.perf_counter() - started
         started = time.perf_counter()
-        snn, _ = ann_to_snn(net, iter(calib_raw), input_shape=(3, 32, 32), options=options, normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
+        snn, report = ann_to_snn(net, iter(calib_raw), input_shape=(3, 32, 32), options=options, normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
+        ours_scales, sj_scales = [layer.scale for layer in report.layers], _sj_scales(sj)
+        ratios = [a / b for a, b in zip(ours_scales, sj_scales)] if len(ours_scales) == len(sj_scales) else []
         ours = _ours_eval(snn, test_raw)
         ours_time = time.perf_counter() - started
         result[name] = {
             "spikingjelly": {str(t): sj_acc[t] for t in STEPS}, "annsnn": {str(t): ours[t] for t in STEPS},
             "annsnn_at_least_spikingjelly_at_every_T": all(ours[t] >= sj_acc[t] for t in STEPS),
             "spikingjelly_seconds": sj_time, "annsnn_seconds": ours_time,
+            "scales": {"annsnn": ours_scales, "spikingjelly": sj_scales,
+                       "annsnn_over_spikingjelly_min": min(ratios, default=float("nan")), "annsnn_over_spikingjelly_max": max(ratios, default=float("nan"))},
             "spikingjelly_options": sj_kwargs, "annsnn_options": options.to_dict(),
         }
     return result

@@ -205,6 +205,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--arch", help="Zoo architecture of a state_dict checkpoint (see 'annsnn zoo list').")
 @click.option("--mode", type=MODE, default="99.99", show_default=True, help="Scale per layer: 'max', a percentile (99.9, 99.99%), or a fraction of the max (0.5, 1/3).")
 @click.option("--channel-wise", is_flag=True, help="One scale per channel instead of per layer.")
+@click.option("--percentile-of", type=click.Choice(["all", "positive"]), default="all", show_default=True, help="Population of a percentile mode: all: every activation, zeros included (numpy/torch.quantile, SpikingJelly); positive: only the non-zero ones (snntoolbox), which gives higher scales.")
 @click.option("--v-init", type=float, default=0.0, show_default=True, help="Initial membrane potential as a fraction of the threshold (0.5 helps at low T).")
 @click.option("--maxpool", type=click.Choice(["spiking", "avg"]), default="spiking", show_default=True, help="spiking: a max-pool that spikes when the largest input spike count grows (output rate = max input rate); avg: replace MaxPool by AvgPool (changes the ANN).")
 @click.option("--hybrid", is_flag=True, help="Keep unconvertible activations (GELU, SiLU, ...) analog instead of failing.")
@@ -219,7 +220,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="SNN file (default: next to MODEL, NAME.snn.pt).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the conversion report as JSON.")
 @click.option("--trust", is_flag=True, help="Allow unpickling a whole pickled nn.Module (runs code from the file).")
-def convert(model, arch, mode, channel_wise, v_init, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
+def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
 
     BatchNorm is folded, one calibration pass records each activation's exact max and a
@@ -241,7 +242,7 @@ def convert(model, arch, mode, channel_wise, v_init, maxpool, hybrid, data, data
 
     from .render import conversion_table
 
-    options = ConversionOptions(mode=mode, channel_wise=channel_wise, v_init=v_init, maxpool=maxpool, hybrid=hybrid)
+    options = ConversionOptions(mode=mode, channel_wise=channel_wise, percentile_of=percentile_of, v_init=v_init, maxpool=maxpool, hybrid=hybrid)
     loaded = _load(model, arch, trust)
     target = Path(out_path) if out_path else _default_out(model, loaded.arch or "model")
     check_output_path(target, inputs=(model or "",))

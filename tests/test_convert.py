@@ -1,4 +1,6 @@
 """Fidelity: the SNN's accumulated output / T approaches the ANN's, on trained models."""
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,6 @@ from annsnn.layers import SpikingMaxPool2d, IFNeurons, Rescale
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
-from annsnn.zoo import calibrate_batchnorm
 
 from conftest import train_quick
 
@@ -116,9 +117,14 @@ def test_percentile_scale_is_below_max_and_clips_a_little(digits):
     model = train_quick(_mlp(), xtr, ytr, epochs=3)
     _, by_max = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("max")))
     _, by_pct = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("99")))
-    for a, b in zip(by_max.layers, by_pct.layers):
-        assert b.scale < a.scale == pytest.approx(a.max)
-        assert a.clipped_fraction == 0.0 and 0 < b.clipped_fraction < 0.02
+    _, by_pos = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("99"), percentile_of="positive"))
+    for a, b, c in zip(by_max.layers, by_pct.layers, by_pos.layers):
+        assert b.scale < c.scale < a.scale == pytest.approx(a.max)
+        assert a.clipped_fraction == 0.0
+        # the 99th percentile of all activations clips 1% of them; of the positives, less
+        assert b.clipped_fraction == pytest.approx(0.01, abs=0.002)
+        assert 0 < c.clipped_fraction < b.clipped_fraction
+    assert by_pos.options["percentile_of"] == "positive" and by_pct.options["percentile_of"] == "all"
 
 
 def test_invalid_options():
@@ -126,6 +132,8 @@ def test_invalid_options():
         ConversionOptions(v_init=1.5)
     with pytest.raises(UsageError):
         ConversionOptions(maxpool="min")  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        ConversionOptions(percentile_of="nonzero")  # type: ignore[arg-type]
 
 
 def test_nan_weights_are_refused_before_calibration():
@@ -156,18 +164,77 @@ def _mobilenet_v2():
     return torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.5)
 
 
-@pytest.mark.parametrize("builder, activations", [(_mobilenet_v2, 35), (_vgg19_reduced, 16)])
-def test_torchvision_mobilenet_v2_and_vgg19_convert_and_converge(builder, activations):
-    """Real layer structure (ReLU6, functional pooling, residuals, depthwise; 16 conv + 5 max-pool),
-    random weights with BN statistics from the data. Untrained nets have tiny logit margins, so
-    this checks exact structure and monotone convergence, not a 99% agreement."""
+def _digits32(x: torch.Tensor) -> torch.Tensor:
+    """The 8x8 digits as 3x32x32 images, so torchvision's ImageNet-style nets keep every stage."""
+    return F.interpolate(x, size=32, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+
+
+def _train_digits32(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int) -> nn.Module:
+    """Deterministic Adam with a one-cycle schedule, batch 64."""
     torch.manual_seed(0)
-    images = torch.rand(96, 3, 32, 32)
-    model = calibrate_batchnorm(builder(), images, batch_size=32)
-    snn, report = ann_to_snn(model, [images], input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("max")))
+    batches = (len(x) + 63) // 64
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * batches)
+    order = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(x), generator=order).split(64):
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+            schedule.step()
+    return model.eval()
+
+
+def _structure_and_folding(model: nn.Module, snn, report, x: torch.Tensor, activations: int) -> None:
     assert len(report.layers) == activations and all(layer.spiking for layer in report.layers)
     assert sum(isinstance(m, IFNeurons) for m in snn.graph.modules()) == activations
     with torch.no_grad():
-        assert torch.allclose(snn.ann(images[:8]), model(images[:8]), atol=1e-4)  # BN folding is exact
-    _, error = _agreement_and_error(snn, images[:16], [16, 128, 512])
-    assert error[512] < error[128] < error[16]
+        assert torch.allclose(snn.ann(x[:16]), model(x[:16]), atol=1e-4)  # BN folding is exact
+
+
+@pytest.mark.slow
+def test_trained_torchvision_vgg19_reaches_99_percent_agreement_at_T512(digits):
+    """VGG19's real layer structure (torchvision make_layers, width/8, BN: 16 conv + 5 max-pool
+    as spiking max-pools), trained on digits at 3x32x32, converted with the defaults."""
+    (xtr, ytr), (xte, yte) = digits
+    model = _train_digits32(_vgg19_reduced(), _digits32(xtr), ytr, epochs=8)
+    x = _digits32(xte[:256])
+    with torch.no_grad():
+        assert float((model(x).argmax(1) == yte[:256]).float().mean()) > 0.85  # it learned
+    snn, report = ann_to_snn(model, [_digits32(xtr[:512])], input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("99.99")))
+    _structure_and_folding(model, snn, report, x, activations=16)
+    assert sum(isinstance(m, SpikingMaxPool2d) for m in snn.graph.modules()) == 5
+    agree, error = _agreement_and_error(snn, x, [32, 128, 512])
+    assert error[512] < error[128] < error[32]
+    assert agree[512] >= 0.99
+
+
+MOBILENET_V2_DIGITS32 = Path(__file__).parent / "data" / "mobilenet_v2_w05_digits32.pt"
+
+
+@pytest.mark.slow
+def test_trained_torchvision_mobilenet_v2_converges_as_1_over_T(digits):
+    """torchvision MobileNetV2 (width 0.5: ReLU6, depthwise convs, linear bottlenecks with
+    residual adds, functional adaptive_avg_pool2d), trained on digits at 3x32x32 by
+    tests/data/make_mobilenet_v2_digits32.py.
+
+    Its 35 IF layers lie in series, so at T=512 the output still carries about 10% relative
+    error and top-1 agreement is 96-99% depending on the training run (measured: not the
+    issue's 99%). The error halves with every doubling of T, and agreement reaches 99% by
+    T=2048. mode max (nothing clipped, so the error can go to 0) and v_init 0.5."""
+    (xtr, _), (xte, yte) = digits
+    model = _mobilenet_v2()
+    model.load_state_dict(torch.load(MOBILENET_V2_DIGITS32, weights_only=True)["state_dict"])
+    model.eval()
+    x = _digits32(xte[:128])
+    with torch.no_grad():
+        assert float((model(x).argmax(1) == yte[:128]).float().mean()) > 0.9
+    snn, report = ann_to_snn(model, [_digits32(xtr[:512])], input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("max"), v_init=0.5))
+    _structure_and_folding(model, snn, report, x, activations=35)
+    steps = [256, 512, 1024, 2048]
+    agree, error = _agreement_and_error(snn, x, steps)
+    for t in steps[1:]:
+        assert error[t] < 0.6 * error[t // 2]  # O(1/T)
+    assert agree[512] >= 0.95
+    assert agree[2048] >= 0.99

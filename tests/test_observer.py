@@ -27,12 +27,30 @@ def test_percentile_of_arange_within_one_bin():
     assert obs.bin_width <= 2 * float(obs.max_val) / 2048
 
 
-def test_zeros_are_counted_but_not_in_percentiles():
+def test_zeros_count_in_percentiles_by_default_and_can_be_left_out():
     obs = ActivationObserver()
     obs(torch.cat([torch.zeros(9000), torch.linspace(0.001, 1, 1000)]).view(-1, 1))
     assert float(obs.zeros) == 9000
-    assert obs.percentile(50) == pytest.approx(0.5, abs=2 * obs.bin_width)
+    # all 10,000 values: the 95th percentile is the 500th positive value, 0.5
+    assert obs.percentile(95) == pytest.approx(0.5, abs=2 * obs.bin_width)
+    assert obs.percentile(90) == 0.0 and obs.percentile(50) == 0.0
+    # positives only: their median is 0.5
+    assert obs.percentile(50, of="positive") == pytest.approx(0.5, abs=2 * obs.bin_width)
+    assert float(obs.scale(ScaleMode("percentile", 95))) == obs.percentile(95)
+    assert float(obs.scale(ScaleMode("percentile", 50), percentile_of="positive")) == obs.percentile(50, of="positive")
     assert obs.fraction_above(0.5) == pytest.approx(0.05, abs=0.002)
+    with pytest.raises(ValueError):
+        obs.percentile(50, of="nonzero")  # type: ignore[arg-type]
+
+
+def test_channel_percentile_of_all_counts_each_channels_zeros():
+    obs = ActivationObserver(channel_wise=True)
+    ones = torch.arange(1, 101).float()
+    x = torch.stack([ones, torch.cat([torch.zeros(90), ones[:10]])], dim=1)  # channel 1: 90% zeros
+    obs(x)
+    assert abs(obs.percentile(95, channel=0) - float(np.percentile(ones.numpy(), 95, method="inverted_cdf"))) <= obs.bin_width
+    assert abs(obs.percentile(95, channel=1) - 5.0) <= obs.bin_width  # the 5th of 1..10
+    assert obs.percentile(85, channel=1) == 0.0
 
 
 def test_fraction_scale_and_max_scale():
@@ -77,13 +95,17 @@ def test_percentile_matches_numpy_within_a_bin(values, q):
     obs = ActivationObserver(bins=512)
     tensor = torch.tensor(values, dtype=torch.float64).view(-1, 1).float()
     obs(tensor)
-    positives = tensor[tensor > 0].double().numpy()
+    everything = tensor.double().numpy().ravel()
+    positives = everything[everything > 0]
     if positives.size == 0:
-        assert obs.percentile(q) == 0.0
+        assert obs.percentile(q) == 0.0 == obs.percentile(q, of="positive")
         return
-    # nearest-rank percentile of the positives (the histogram's definition)
-    lower = float(np.percentile(positives, q, method="inverted_cdf"))
-    assert abs(obs.percentile(q) - lower) <= obs.bin_width + 1e-6 * lower
+    # nearest-rank percentiles (the histogram's definition), of all values and of the positives
+    lower_all = float(np.percentile(everything, q, method="inverted_cdf"))
+    lower_pos = float(np.percentile(positives, q, method="inverted_cdf"))
+    assert abs(obs.percentile(q) - lower_all) <= obs.bin_width + 1e-6 * lower_all
+    assert abs(obs.percentile(q, of="positive") - lower_pos) <= obs.bin_width + 1e-6 * lower_pos
+    assert obs.percentile(q) <= obs.percentile(q, of="positive")
 
 
 def test_channel_wise_percentiles():
