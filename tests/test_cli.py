@@ -75,6 +75,20 @@ def test_info_convert_and_ann_only_energy(capsys, tmp_path):
     assert json.loads((tmp_path / "ann.json").read_text())["ann"]["macs"] > 0
 
 
+def test_percentile_of_positive_gives_higher_scales_and_is_recorded(capsys, tmp_path):
+    scales = {}
+    for population in ("all", "positive"):
+        code, out, err = run(capsys, "convert", str(embedded_checkpoint()), "--mode", "99", "--percentile-of", population, "--calib-samples", "256",
+                             "--out", str(tmp_path / f"{population}.snn.pt"), "--json", str(tmp_path / f"{population}.json"))
+        assert code == 0, err
+        report = json.loads((tmp_path / f"{population}.json").read_text())["report"]
+        assert report["options"]["percentile_of"] == population
+        scales[population] = [layer["scale"] for layer in report["layers"]]
+    assert all(a < p for a, p in zip(scales["all"], scales["positive"]))
+    code, out, err = run(capsys, "convert", str(embedded_checkpoint()), "--percentile-of", "nonzero")
+    assert code == 2 and "nonzero" in err
+
+
 def _write(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     return path
