@@ -49,6 +49,11 @@ def header(title: str, command: str, data: str) -> str:
     )
 
 
+def be(v) -> str:
+    """Break-even T; None means the SNN never costs less than the ANN."""
+    return "never" if v is None else str(v)
+
+
 def pct(v) -> str:
     return "–" if v is None else f"{100 * v:.2f}"
 
@@ -93,7 +98,7 @@ def mnist() -> None:
             last = r.rows[-1]
             lines.append(
                 f"| {arch} | {mode} | {pct(r.ann.top1)} | " + " | ".join(pct(row.top1) for row in r.rows)
-                + f" | {r.ann.macs:,} | {last.synaptic_acs:,.0f} | {uj(r.ann.energy_pj['45nm-fp32'])} | {uj(last.energy_pj['45nm-fp32'])} | {last.energy_ratio['45nm-fp32']:.3f} | {uj(last.energy_pj['loihi'])} | {r.break_even_T['45nm-fp32']} / {r.break_even_T['loihi']} |\n"
+                + f" | {r.ann.macs:,} | {last.synaptic_acs:,.0f} | {uj(r.ann.energy_pj['45nm-fp32'])} | {uj(last.energy_pj['45nm-fp32'])} | {last.energy_ratio['45nm-fp32']:.3f} | {uj(last.energy_pj['loihi'])} | {be(r.break_even_T['45nm-fp32'])} / {be(r.break_even_T['loihi'])} |\n"
             )
             print(arch, mode, "done", flush=True)
     write_text(REPORTS / "mnist.md", "".join(lines))
@@ -128,7 +133,7 @@ def cifar() -> None:
     lines.append(f"| ANN | {pct(best.ann.top1)} | – | {best.ann.macs:,} | – | {uj(best.ann.energy_pj['45nm-fp32'])} | 1 | – | – |\n")
     for row in best.rows:
         lines.append(f"| {row.T} | {pct(row.top1)} | {row.synaptic_acs:,.0f} | {row.macs:,.0f} | {row.neuron_updates:,.0f} | {uj(row.energy_pj['45nm-fp32'])} | {row.energy_ratio['45nm-fp32']:.3f} | {uj(row.energy_pj['loihi'])} | {row.energy_ratio['loihi']:.3f} |\n")
-    lines.append(f"\nBreak-even T: 45nm-fp32 {best.break_even_T['45nm-fp32']}, Loihi {best.break_even_T['loihi']}. Compute-only estimates: memory traffic is not counted.\n\n")
+    lines.append(f"\nBreak-even T: 45nm-fp32 {be(best.break_even_T['45nm-fp32'])}, Loihi {be(best.break_even_T['loihi'])}. Compute-only estimates: memory traffic is not counted.\n\n")
     figures = save_plots(best, REPORTS / "figures", prefix="cifar_resnet20_")
     lines.append("".join(f"![{p.stem}](figures/{p.name})\n" for p in figures))
     write_text(REPORTS / "cifar10.md", "".join(lines))
