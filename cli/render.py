@@ -55,7 +55,10 @@ def info_table(counts: AnnCounts, support: dict[str, str], title: str) -> Table:
 
 def conversion_table(report: ConversionReport) -> Table:
     mode = report.options["mode"]["text"]
-    table = Table(title=f"Conversion ({mode}{', channel-wise' if report.options['channel_wise'] else ''}, v_init {report.options['v_init']:g}, {report.calibration_samples} calibration samples)", title_justify="left")
+    population = ""
+    if report.options["mode"]["kind"] == "percentile":
+        population = " of all values" if report.options.get("percentile_of", "all") == "all" else " of positive values"
+    table = Table(title=f"Conversion ({mode}{population}{', channel-wise' if report.options['channel_wise'] else ''}, v_init {report.options['v_init']:g}, {report.calibration_samples} calibration samples)", title_justify="left")
     for col in ("layer", "type", "neurons", "max", f"scale ({mode})", "clipped", "spiking"):
         table.add_column(col, justify="left" if col in ("layer", "type", "spiking") else "right")
     for layer in report.layers:
