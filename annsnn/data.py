@@ -155,11 +155,10 @@ def spread_indices(length: int, samples: int) -> list[int]:
 
 
 def select_batches(loader: DataLoader, batch_indices: Sequence[int]) -> DataLoader:
-    """A loader that yields only batches ``batch_indices`` of ``loader`` (unshuffled), in that order,
-    loading nothing else."""
-    size, n = loader.batch_size or 1, len(loader.dataset)  # type: ignore[arg-type]
-    batches = [list(range(i * size, min((i + 1) * size, n))) for i in batch_indices]
-    return DataLoader(loader.dataset, batch_sampler=batches, num_workers=0)
+    """A loader that yields only batches ``batch_indices`` of an unshuffled ``loader``, in that
+    order, loading nothing else. The batches are the loader's own (its batch sampler's)."""
+    batches = list(loader.batch_sampler)  # type: ignore[arg-type]
+    return DataLoader(loader.dataset, batch_sampler=[batches[i] for i in batch_indices], collate_fn=loader.collate_fn, num_workers=0)
 
 
 def make_loader(dataset: Dataset, batch_size: int, samples: int | None = None, *, shuffle: bool = False, seed: int = 0) -> DataLoader:

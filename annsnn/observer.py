@@ -131,20 +131,19 @@ class ActivationObserver(nn.Module):
     def percentile(self, q: float, channel: int | None = None, of: PercentileOf = "all") -> float:
         """The q-th percentile (0 < q <= 100) of all values, zeros included (``of="all"``), or
         of the positive values only (``of="positive"``); linear within a bin."""
+        if of not in ("positive", "all"):
+            raise ValueError(f"percentile of {of!r}: use 'positive' or 'all'")
         hist = self.histogram if channel is None else self._channel_hist(channel)
         top = float(self.max_val if channel is None else self.channel_max[channel])
         positives = float(hist.sum())
         if positives == 0:
             return 0.0
-        if of == "positive":
-            target = q / 100.0 * positives
-        elif of == "all":
+        target = q / 100.0 * positives
+        if of == "all":
             total = float(self.total) if channel is None else float(self.total) / self.channel_max.numel()
             target = q / 100.0 * total - (total - positives)  # rank among the positives
             if target <= 0:
                 return 0.0
-        else:
-            raise ValueError(f"percentile of {of!r}: use 'positive' or 'all'")
         cumulative = torch.cumsum(hist, 0)
         index = int(torch.searchsorted(cumulative, torch.tensor(target, dtype=torch.float64)).clamp(max=self.bins - 1))
         before = float(cumulative[index - 1]) if index > 0 else 0.0
