@@ -5,12 +5,24 @@ The file is a ``torch.save`` dict of strings and tensors only, so it loads with
 description -- nodes whose targets come from an allowlist of functions, methods
 and module types -- plus their state_dicts. Loading rebuilds the modules from
 that allowlist, so nothing in the file can name code to run.
+
+torch.fx turns a graph into Python source (node names become variables, placeholder
+targets become parameters, keyword names and module paths are pasted in as written),
+so before anything is built :func:`validate_spec` checks every string of the graph
+that reaches that source: names are plain identifiers (no keyword, no dunder, no
+builtin or name fx's generated code relies on), module paths are dotted identifiers
+or quote-free ONNX-style parts such as ``0/Conv``, targets come from the allowlists,
+and ``getattr`` reads only plain attribute names. A file that fails is refused with
+one line; nothing from it has run.
 """
 from __future__ import annotations
 
+import builtins
 import json
+import keyword
 import operator
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +36,7 @@ from .graph import UNCONVERTIBLE_MODULES
 from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale
 from .snn import SpikingNetwork
 
-__all__ = ["save_snn", "load_snn", "graph_to_spec", "graph_from_spec", "FORMAT"]
+__all__ = ["save_snn", "load_snn", "graph_to_spec", "graph_from_spec", "validate_spec", "FORMAT"]
 
 FORMAT = "annsnn-snn"
 VERSION = 1
@@ -143,6 +155,133 @@ def _decode(value: Any, nodes: dict[str, fx.Node]) -> Any:
     return value
 
 
+# Names the code fx generates refers to (besides builtins): a node may not shadow them.
+_RESERVED = frozenset({"self", "getattr", "torch", "operator", "builtins", "math", "fx_pytree", "pytree", "inf", "nan", "NoneType", "device", "wrap"})
+# A module-path part fx cannot write as ``.part`` goes inside ``getattr(obj, "part")``; these
+# characters cannot leave that string literal (onnx2torch names modules like ``11/Relu``).
+_QUOTED_PART = re.compile(r"[A-Za-z0-9_/\-]+")
+_OPS = frozenset({"placeholder", "output", "call_module", "call_method", "call_function"})
+
+
+def _bad(what: str) -> UsageError:
+    return UsageError(f"SNN file refused: {what} (crafted or damaged file; nothing from it was run)")
+
+
+def _is_identifier(name: object) -> bool:
+    """An ASCII Python identifier that is no keyword, no dunder name and none of the names
+    fx's generated code relies on."""
+    return (
+        isinstance(name, str) and name.isidentifier() and name.isascii() and not keyword.iskeyword(name)
+        and not name.startswith("__") and name not in _RESERVED
+    )
+
+
+def _is_plain_name(name: object) -> bool:
+    """An identifier that shadows no builtin either (fx itself never names a node so)."""
+    return _is_identifier(name) and not hasattr(builtins, str(name))
+
+
+def _check_module_path(path: object) -> str:
+    if not isinstance(path, str) or not path:
+        raise _bad(f"module path {path!r} is not a string")
+    for part in path.split("."):
+        if part.startswith("__") or keyword.iskeyword(part) or not (part.isidentifier() and part.isascii() or _QUOTED_PART.fullmatch(part)):
+            raise _bad(f"module path {path!r} has an illegal part {part!r}")
+    return path
+
+
+def _check_value(value: Any, known: set[str], where: str) -> None:
+    """Arguments: only the JSON shapes :func:`_encode` writes, node references to earlier nodes."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return
+    if isinstance(value, list):
+        for v in value:
+            _check_value(v, known, where)
+        return
+    if not isinstance(value, dict) or len(value) != 1:
+        raise _bad(f"{where} holds an argument annsnn cannot read")
+    (tag, inner), = value.items()
+    if tag == "node":
+        if not isinstance(inner, str) or inner not in known:
+            raise _bad(f"{where} refers to an unknown or later node {inner!r}")
+    elif tag in ("slice", "tuple"):
+        if not isinstance(inner, list) or (tag == "slice" and len(inner) != 3):
+            raise _bad(f"{where} holds a malformed {tag}")
+        _check_value(inner, known, where)
+    elif tag == "dict":
+        if not isinstance(inner, dict):
+            raise _bad(f"{where} holds a malformed dict")
+        for v in inner.values():
+            _check_value(v, known, where)
+    elif tag == "ellipsis":
+        if inner is not True:
+            raise _bad(f"{where} holds a malformed ellipsis")
+    elif tag == "dtype":
+        if not (isinstance(inner, str) and inner.isidentifier() and isinstance(getattr(torch, inner, None), torch.dtype)):
+            raise _bad(f"{where} names an unknown dtype {inner!r}")
+    else:
+        raise _bad(f"{where} holds an argument annsnn cannot read ({tag!r})")
+
+
+def validate_spec(spec: Any) -> None:
+    """Check a graph description before anything is built from it; raise ``UsageError`` if it
+    could put anything but allowlisted calls into the code fx generates."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("nodes"), list) or not isinstance(spec.get("modules"), dict):
+        raise _bad("the graph is not a {nodes, modules} description")
+    for path, info in spec["modules"].items():
+        _check_module_path(path)
+        if not isinstance(info, dict) or info.get("type") not in _MODULES or not isinstance(info.get("config", {}), dict):
+            raise _bad(f"module {path!r} has an unknown layer type")
+        for key in info.get("config", {}):
+            if not _is_identifier(key):
+                raise _bad(f"module {path!r} has an illegal option name {key!r}")
+    known: set[str] = set()
+    outputs = 0
+    for item in spec["nodes"]:
+        if not isinstance(item, dict):
+            raise _bad("a graph node is not an object")
+        name, op, target = item.get("name"), item.get("op"), item.get("target")
+        if not _is_plain_name(name):
+            raise _bad(f"illegal node name {name!r}")
+        if name in known:
+            raise _bad(f"node name {name!r} appears twice")
+        if op not in _OPS:
+            raise _bad(f"node {name} has an unknown graph op {op!r}")
+        where = f"node {name}"
+        if op == "placeholder":
+            if not _is_identifier(target):  # a parameter name of forward(); 'input' is fine here
+                raise _bad(f"illegal input name {target!r}")
+        elif op == "output":
+            outputs += 1
+            if target != "output":
+                raise _bad(f"output node {name} has target {target!r}")
+        elif op == "call_module":
+            if _check_module_path(target) not in spec["modules"]:
+                raise _bad(f"{where} calls a module {target!r} the file does not define")
+        elif op == "call_method":
+            if target not in _METHODS:
+                raise _bad(f"{where} names a method annsnn does not allow: {target!r}")
+        elif target not in _FUNCTIONS:
+            raise _bad(f"{where} names a function annsnn does not allow: {target!r}")
+        args, kwargs = item.get("args"), item.get("kwargs")
+        if not (isinstance(args, dict) and isinstance(args.get("tuple"), list) and len(args) == 1):
+            raise _bad(f"{where} has malformed arguments")
+        if not (isinstance(kwargs, dict) and isinstance(kwargs.get("dict"), dict) and len(kwargs) == 1):
+            raise _bad(f"{where} has malformed keyword arguments")
+        for key in kwargs["dict"]:
+            if not _is_identifier(key):
+                raise _bad(f"{where} has an illegal keyword name {key!r}")
+        _check_value(args, known, where)
+        _check_value(kwargs, known, where)
+        if target == "builtins.getattr":
+            attr = args["tuple"][1] if len(args["tuple"]) == 2 else None
+            if not _is_identifier(attr) and attr != "device":
+                raise _bad(f"{where} reads an attribute annsnn does not allow: {attr!r}")
+        known.add(name)
+    if outputs != 1 or spec["nodes"][-1].get("op") != "output":
+        raise _bad("the graph does not end in exactly one output")
+
+
 def graph_to_spec(gm: fx.GraphModule) -> dict:
     """A JSON-ready description of ``gm``'s graph and modules."""
     nodes, modules = [], {}
@@ -173,7 +312,12 @@ def graph_to_spec(gm: fx.GraphModule) -> dict:
 
 
 def graph_from_spec(spec: dict, state: dict[str, torch.Tensor]) -> fx.GraphModule:
-    """Rebuild a GraphModule from :func:`graph_to_spec` output and its state_dict."""
+    """Rebuild a GraphModule from :func:`graph_to_spec` output and its state_dict.
+
+    The description is validated first (:func:`validate_spec`); nodes are then named by fx's
+    own namespace, and a name it would have to change is refused.
+    """
+    validate_spec(spec)
     root = nn.Module()
     for path, info in spec["modules"].items():
         module = _make_module(info["type"], info.get("config", {}), state, path + ".")
@@ -190,23 +334,15 @@ def graph_from_spec(spec: dict, state: dict[str, torch.Tensor]) -> fx.GraphModul
         op, target = item["op"], item["target"]
         args = _decode(item["args"], nodes)
         kwargs = _decode(item["kwargs"], nodes)
-        if op == "placeholder":
-            node = graph.placeholder(target)
-        elif op == "output":
-            node = graph.output(args[0])
-        elif op == "call_module":
-            node = graph.call_module(target, tuple(args), kwargs)
-        elif op == "call_method":
-            if target not in _METHODS:
-                raise UsageError(f"SNN file names a method annsnn does not allow: {target}")
-            node = graph.call_method(target, tuple(args), kwargs)
-        elif op == "call_function":
-            if target not in _FUNCTIONS:
-                raise UsageError(f"SNN file names a function annsnn does not allow: {target}")
-            node = graph.call_function(_FUNCTIONS[target], tuple(args), kwargs)
-        else:
-            raise UsageError(f"SNN file holds an unknown graph op {op!r}")
-        node.name = item["name"]
+        if op == "call_function":
+            target = _FUNCTIONS[target]
+        if op == "output":
+            args = [args[0]]
+        # create_node names the node through fx's namespace, which renames anything that is not
+        # a fresh plain identifier; validate_spec already refused those, this is a second check.
+        node = graph.create_node(op, target, tuple(args), kwargs, name=item["name"])
+        if node.name != item["name"]:
+            raise _bad(f"node name {item['name']!r} is not usable")
         nodes[item["name"]] = node
     gm = fx.GraphModule(root, graph)
     missing, unexpected = gm.load_state_dict(state, strict=False)
