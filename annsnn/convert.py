@@ -79,7 +79,7 @@ class LayerReport:
     name: str
     kind: str  # "IF", "IF clip 6", or "analog <type>"
     neurons: int
-    max: float
+    max: float | None  # calibration max; None for an analog layer (not observed)
     scale: float  # the layer's scale (mean over channels when channel-wise)
     clipped_fraction: float  # share of calibration activations above the scale
     spiking: bool
@@ -524,7 +524,7 @@ def convert(
             )
         )
     for item in canonical.analog:
-        report.layers.append(LayerReport(name=item, kind="analog", neurons=0, max=float("nan"), scale=1.0, clipped_fraction=0.0, spiking=False))
+        report.layers.append(LayerReport(name=item, kind="analog", neurons=0, max=None, scale=1.0, clipped_fraction=0.0, spiking=False))
 
     demand: dict[fx.Node, Tensor] = {}
     conflicts: set[fx.Node] = set()

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from .errors import UsageError
 
-__all__ = ["atomic_path", "write_json", "write_text", "check_output_path"]
+__all__ = ["atomic_path", "write_json", "write_text", "json_dumps", "check_output_path"]
 
 
 def check_output_path(path: str | os.PathLike, *, inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
@@ -55,8 +55,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_dumps(data: Any) -> str:
+    """The JSON text :func:`write_json` writes (strict: NaN and infinities are refused)."""
+    return json.dumps(data, indent=2, sort_keys=False, allow_nan=False, default=_default) + "\n"
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False, default=_default) + "\n")
+    write_text(path, json_dumps(data))
 
 
 def _default(value: Any) -> Any:

@@ -236,7 +236,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
     from annsnn.artifact import save_snn
     from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset, make_loader
-    from annsnn.files import check_output_path, write_json
+    from annsnn.files import check_output_path, json_dumps, write_text
     from annsnn.pipeline import ann_to_snn
     from annsnn.workspace import remember_last_snn
 
@@ -247,7 +247,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
     target = Path(out_path) if out_path else _default_out(model, loaded.arch or "model")
     check_output_path(target, inputs=(model or "",))
     if json_path:
-        check_output_path(json_path, inputs=(model or "",))
+        check_output_path(json_path, inputs=(model or "", str(target)))
     spec, norm, norm_source, shape = _resolve(loaded, data, mean, std, input_shape, data_root)
     loader = make_loader(load_dataset(spec.name, "train", data_root, download), batch_size, calib_samples)
     meta = {
@@ -260,21 +260,30 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
     with _progress() as progress:
         calib = (x for x, _ in _batches(loader, progress, "calibrating"))
         snn, report = ann_to_snn(loaded.module, calib, input_shape=shape, options=options, normalization=norm, meta=meta)
-    save_snn(snn, target)
-    remember_last_snn(target)
-    out.print(conversion_table(report))
+    # everything that can fail runs before the first byte is written: the table, the notes and
+    # the JSON text (strict: no NaN); then the SNN and the JSON are written, then remembered
+    lines: list = [conversion_table(report)]
     if report.rescale_synapses:
-        out.print(f"{len(report.rescale_synapses)} rescale synapse(s) on residual/shortcut paths (listed in --json)")
+        lines.append(f"{len(report.rescale_synapses)} rescale synapse(s) on residual/shortcut paths (listed in --json)")
     if report.folded_batchnorm:
-        out.print(f"folded {len(report.folded_batchnorm)} BatchNorm layer(s)")
+        lines.append(f"folded {len(report.folded_batchnorm)} BatchNorm layer(s)")
     if options.maxpool == "avg":
-        out.print("[yellow]note:[/] MaxPool was replaced by AvgPool: the converted network approximates a changed ANN")
-    for note in report.notes:
-        out.print(f"note: {note}")
-    out.print(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s")
+        lines.append("[yellow]note:[/] MaxPool was replaced by AvgPool: the converted network approximates a changed ANN")
+    lines.extend(f"note: {note}" for note in report.notes)
+    lines.append(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s")
+    json_text = json_dumps({"schema_version": 1, "snn": str(target), **meta, "report": report.to_dict()}) if json_path else None
+    save_snn(snn, target)
+    if json_text is not None:
+        try:
+            write_text(json_path, json_text)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+    remember_last_snn(target)
+    for line in lines:
+        out.print(line)
     out.print(f"wrote {target}  (remembered: 'annsnn evaluate' and 'annsnn energy' now use it)")
     if json_path:
-        write_json(json_path, {"schema_version": 1, "snn": str(target), **meta, "report": report.to_dict()})
         out.print(f"wrote {json_path}")
 
 

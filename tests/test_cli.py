@@ -184,3 +184,84 @@ def test_debug_shows_traceback(capsys, bad_dir):
     tmp, cases = bad_dir
     with pytest.raises(Exception):
         main(["--debug"] + cases["missing file"])
+
+
+# ---------------------------------------------------------------------------
+# every convert flag the README and --help show, each with --json (issue 11, item 22)
+
+
+def _no_nan(text: str) -> dict:
+    def refuse(token):
+        raise AssertionError(f"JSON holds {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def flag_models(tmp_path_factory):
+    """Digits-sized models with a MaxPool, and with a MaxPool and a GELU (for --hybrid)."""
+    tmp = tmp_path_factory.mktemp("flagmodels")
+    torch.manual_seed(0)
+    pool = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 10)).eval()
+    gelu = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 16), nn.GELU(), nn.Linear(16, 10)).eval()
+    torch.save(pool, str(tmp / "pool.pt"))
+    torch.save(gelu, str(tmp / "gelu.pt"))
+    return {"digits": [str(embedded_checkpoint())], "pool": [str(tmp / "pool.pt"), "--trust", "--data", "digits"], "gelu": [str(tmp / "gelu.pt"), "--trust", "--data", "digits"]}
+
+
+CONVERT_FLAGS = {
+    "defaults": ("digits", []),
+    "mode max": ("digits", ["--mode", "max"]),
+    "mode 99.99": ("digits", ["--mode", "99.99"]),
+    "mode 99.99%": ("digits", ["--mode", "99.99%"]),
+    "mode 50 (percentile)": ("digits", ["--mode", "50"]),
+    "mode 0.5 (of max)": ("digits", ["--mode", "0.5"]),
+    "mode 1/3 channel-wise v-init": ("digits", ["--mode", "1/3", "--channel-wise", "--v-init", "0.5"]),
+    "mode max channel-wise v-init": ("digits", ["--mode", "max", "--channel-wise", "--v-init", "0.5"]),
+    "percentile-of positive": ("digits", ["--mode", "99", "--percentile-of", "positive"]),
+    "percentile-of positive channel-wise": ("digits", ["--percentile-of", "positive", "--channel-wise"]),
+    "hybrid without analog layers": ("digits", ["--hybrid"]),
+    "maxpool spiking": ("pool", ["--maxpool", "spiking"]),
+    "maxpool avg": ("pool", ["--maxpool", "avg"]),
+    "hybrid": ("gelu", ["--hybrid"]),
+    "hybrid channel-wise": ("gelu", ["--hybrid", "--channel-wise", "--mode", "max"]),
+    "hybrid maxpool avg v-init": ("gelu", ["--hybrid", "--maxpool", "avg", "--v-init", "0.5"]),
+    "everything": ("gelu", ["--hybrid", "--channel-wise", "--mode", "99.9", "--percentile-of", "positive", "--maxpool", "avg", "--v-init", "0.5", "--batch-size", "32"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CONVERT_FLAGS))
+def test_every_documented_convert_flag_combination_with_json(capsys, tmp_path, flag_models, case):
+    from annsnn.artifact import load_snn
+    from annsnn.workspace import last_snn
+
+    model, flags = CONVERT_FLAGS[case]
+    target, report_path = tmp_path / "m.snn.pt", tmp_path / "m.json"
+    code, out, err = run(capsys, "convert", *flag_models[model], *flags, "--calib-samples", "64", "--out", str(target), "--json", str(report_path))
+    assert code == 0, (case, err)
+    report = _no_nan(report_path.read_text())
+    options = report["report"]["options"]
+    assert options["channel_wise"] == ("--channel-wise" in flags)
+    assert options["hybrid"] == ("--hybrid" in flags)
+    assert options["maxpool"] == (flags[flags.index("--maxpool") + 1] if "--maxpool" in flags else "spiking")
+    assert options["v_init"] == (0.5 if "--v-init" in flags else 0.0)
+    analog = [layer for layer in report["report"]["layers"] if not layer["spiking"]]
+    assert len(analog) == (1 if model == "gelu" else 0)
+    assert all(layer["max"] is None for layer in analog)
+    assert load_snn(target).meta["options"] == options
+    assert last_snn() == target.resolve()
+
+
+def test_a_convert_that_fails_late_writes_no_snn_and_remembers_nothing(capsys, tmp_path, monkeypatch):
+    import annsnn.cli.render as render
+    from annsnn.workspace import state_dir
+
+    def broken(report):
+        raise RuntimeError("report cannot be rendered")
+
+    monkeypatch.setattr(render, "conversion_table", broken)
+    target = tmp_path / "m.snn.pt"
+    code, out, err = run(capsys, "convert", "--calib-samples", "64", "--out", str(target), "--json", str(tmp_path / "m.json"))
+    assert code == 1 and "report cannot be rendered" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert not (state_dir() / "last.json").exists()
