@@ -100,11 +100,24 @@ def _imagefolder_split(path: Path, split: Split) -> Path:
     return path
 
 
+def _open_image(path: str):
+    """Read one image as RGB; an unreadable file is a one-line error naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as handle:
+            image = Image.open(handle)
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # PIL raises all of these on damaged files
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot read image {path!r} ({reason}); remove or replace the file") from None
+
+
 def _image_dataset(folder: Path) -> Dataset:
     from torchvision import datasets, transforms
 
     try:
-        return datasets.ImageFolder(str(folder), transform=transforms.Compose([transforms.Lambda(lambda im: im.convert("RGB")), transforms.ToTensor()]))
+        return datasets.ImageFolder(str(folder), loader=_open_image, transform=transforms.ToTensor())
     except (FileNotFoundError, RuntimeError) as exc:
         raise UsageError(f"no images found under {str(folder)!r} ({str(exc).splitlines()[0]}); it needs one folder of images per class") from None
 

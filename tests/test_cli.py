@@ -104,6 +104,12 @@ def _bad_cases(tmp: Path):
     nan_model.classifier[1].weight.data[0, 0] = float("nan")
     torch.save(nan_model.state_dict(), str(tmp / "nan.pt"))
     (tmp / "emptyfolder" / "a").mkdir(parents=True, exist_ok=True)
+    for cls in ("a", "b"):
+        (tmp / "corrupt" / cls).mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+
+        Image.new("L", (8, 8), 128).save(tmp / "corrupt" / cls / "good.png")
+    _write(tmp / "corrupt" / "a" / "broken.jpg", b"\xff\xd8\xff\xe0 not really a jpeg")
     _write(tmp / "empty.pt", b"")
     _write(tmp / "text.pt", b"hello, I am not a checkpoint\n")
     _write(tmp / "bad.onnx", b"not onnx")
@@ -126,6 +132,7 @@ def _bad_cases(tmp: Path):
         "dataset path missing": ["convert", ckpt, "--data", f"imagefolder:{tmp / 'no-such-dir'}"],
         "named dataset not downloaded": ["convert", ckpt, "--data", "mnist", "--data-root", str(tmp / "no-data")],
         "imagefolder without images": ["convert", ckpt, "--data", f"imagefolder:{tmp / 'emptyfolder'}"],
+        "corrupt JPEG in an image folder": ["convert", ckpt, "--data", f"imagefolder:{tmp / 'corrupt'}", "--input-shape", "3,8,8", "--calib-samples", "3"],
         "input shape does not fit": ["convert", ckpt, "--input-shape", "1,5,5"],
         "mode 101": ["convert", ckpt, "--mode", "101"],
         "mode -1": ["convert", ckpt, "--mode", "-1"],
@@ -152,7 +159,7 @@ def _bad_cases(tmp: Path):
 CASE_NAMES = [
     "missing file", "empty file", "truncated checkpoint", "text file named .pt", "corrupt onnx", "state_dict without --arch",
     "state_dict with wrong --arch", "pickled module without --trust", "unknown --arch", "unknown dataset", "dataset path missing", "named dataset not downloaded",
-    "imagefolder without images", "input shape does not fit", "mode 101", "mode -1", "mode abc", "mode 0", "mode 1/0", "T 0", "T -3",
+    "imagefolder without images", "corrupt JPEG in an image folder", "input shape does not fit", "mode 101", "mode -1", "mode abc", "mode 0", "mode 1/0", "T 0", "T -3",
     "T x", "T empty", "T too large", "samples 0", "batch-size 0", "energy model with negative constant",
     "energy model with missing constants", "NaN weights", "unconvertible activation", "output in a missing folder", "out is the input",
     "no last conversion",
@@ -178,6 +185,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(capsys, bad_dir, case, 
     assert not list(tmp_path.iterdir())  # nothing written in the working folder either
     if case == "named dataset not downloaded":
         assert "no-data" in err and "--data-root" in err
+    if case == "corrupt JPEG in an image folder":
+        assert "broken.jpg" in err and "internal error" not in err
 
 
 def test_debug_shows_traceback(capsys, bad_dir):

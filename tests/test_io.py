@@ -102,3 +102,20 @@ def test_truncated_checkpoint(tmp_path):
 def test_missing_file():
     with pytest.raises(UsageError, match="does not exist"):
         load_model("/nonexistent/model.pt")
+
+
+def test_a_corrupt_image_in_a_folder_is_one_usage_error_naming_the_file(tmp_path):
+    from PIL import Image
+
+    from annsnn.data import load_dataset, make_loader
+    from annsnn.errors import UsageError
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (4, 4), (10, 20, 30)).save(tmp_path / cls / "ok.png")
+    (tmp_path / "b" / "zz.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    dataset = load_dataset(f"imagefolder:{tmp_path}", "test")
+    assert dataset[0][0].shape == (3, 4, 4)
+    with pytest.raises(UsageError, match=r"zz\.jpg"):
+        for _ in make_loader(dataset, 2):
+            pass
