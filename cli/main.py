@@ -152,6 +152,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     from annsnn.counting import count_ann
     from annsnn.files import check_output_path, write_json
     from annsnn.graph import classify_activation, trace
+    from annsnn.memory import check_fits
     from annsnn.zoo import architectures
 
     if json_path:
@@ -161,6 +162,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     shape = tuple(input_shape or loaded.record.get("input_shape") or (arch_spec.input_shape if arch_spec else ()))
     if not shape:
         raise UsageError("pass --input-shape C,H,W (this file records none)")
+    check_fits(loaded.module, shape, 1)
     counts = count_ann(loaded.module, shape)
     support: dict[str, str] = {}
     notes: list[str] = []
@@ -237,6 +239,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
     from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset, make_loader
     from annsnn.files import check_output_path, json_dumps, write_text
+    from annsnn.memory import check_fits
     from annsnn.pipeline import ann_to_snn
     from annsnn.workspace import remember_last_snn
 
@@ -249,6 +252,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
     if json_path:
         check_output_path(json_path, inputs=(model or "", str(target)))
     spec, norm, norm_source, shape = _resolve(loaded, data, mean, std, input_shape, data_root)
+    check_fits(loaded.module, shape, batch_size)
     loader = make_loader(load_dataset(spec.name, "train", data_root, download), batch_size, calib_samples)
     meta = {
         "source": {"path": str(Path(loaded.path).resolve()) if not loaded.path.startswith("zoo:") else loaded.path, "kind": loaded.kind, "arch": loaded.arch},
@@ -296,8 +300,11 @@ def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_siz
     from annsnn.data import load_dataset, make_loader
     from annsnn.workspace import last_snn
 
+    from annsnn.memory import check_fits
+
     path = Path(snn_path) if snn_path else last_snn()
     snn = load_snn(path)
+    check_fits(snn.ann, snn.meta["input_shape"], batch_size)
     name = data or snn.meta.get("dataset", {}).get("name")
     if not name:
         raise UsageError("the SNN records no dataset; pass --data NAME")
@@ -504,6 +511,9 @@ def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
     shape = tuple(input_shape or loaded.record.get("input_shape") or (spec.input_shape if spec else ()))
     if not shape:
         raise UsageError("pass --input-shape C,H,W")
+    from annsnn.memory import check_fits
+
+    check_fits(loaded.module, shape, 1)
     counts = count_ann(loaded.module, shape)
     energies = {}
     for m in models:

@@ -134,6 +134,9 @@ def _bad_cases(tmp: Path):
         "imagefolder without images": ["convert", ckpt, "--data", f"imagefolder:{tmp / 'emptyfolder'}"],
         "corrupt JPEG in an image folder": ["convert", ckpt, "--data", f"imagefolder:{tmp / 'corrupt'}", "--input-shape", "3,8,8", "--calib-samples", "3"],
         "input shape does not fit": ["convert", ckpt, "--input-shape", "1,5,5"],
+        "info: input shape too large for memory": ["info", "zoo:resnet20", "--input-shape", "3,60000,60000"],
+        "convert: input shape too large for memory": ["convert", "zoo:resnet20", "--input-shape", "3,60000,60000", "--data", "cifar10", "--data-root", str(tmp / "no-data")],
+        "energy --ann: input shape too large for memory": ["energy", "--ann", "zoo:resnet20", "--input-shape", "3,60000,60000"],
         "mode 101": ["convert", ckpt, "--mode", "101"],
         "mode -1": ["convert", ckpt, "--mode", "-1"],
         "mode abc": ["convert", ckpt, "--mode", "abc"],
@@ -159,7 +162,8 @@ def _bad_cases(tmp: Path):
 CASE_NAMES = [
     "missing file", "empty file", "truncated checkpoint", "text file named .pt", "corrupt onnx", "state_dict without --arch",
     "state_dict with wrong --arch", "pickled module without --trust", "unknown --arch", "unknown dataset", "dataset path missing", "named dataset not downloaded",
-    "imagefolder without images", "corrupt JPEG in an image folder", "input shape does not fit", "mode 101", "mode -1", "mode abc", "mode 0", "mode 1/0", "T 0", "T -3",
+    "imagefolder without images", "corrupt JPEG in an image folder", "input shape does not fit",
+    "info: input shape too large for memory", "convert: input shape too large for memory", "energy --ann: input shape too large for memory", "mode 101", "mode -1", "mode abc", "mode 0", "mode 1/0", "T 0", "T -3",
     "T x", "T empty", "T too large", "samples 0", "batch-size 0", "energy model with negative constant",
     "energy model with missing constants", "NaN weights", "unconvertible activation", "output in a missing folder", "out is the input",
     "no last conversion",
@@ -185,6 +189,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(capsys, bad_dir, case, 
     assert not list(tmp_path.iterdir())  # nothing written in the working folder either
     if case == "named dataset not downloaded":
         assert "no-data" in err and "--data-root" in err
+    if "too large for memory" in case:
+        assert "needs at least" in err and "GiB" in err
     if case == "corrupt JPEG in an image folder":
         assert "broken.jpg" in err and "internal error" not in err
 

@@ -119,3 +119,26 @@ def test_a_corrupt_image_in_a_folder_is_one_usage_error_naming_the_file(tmp_path
     with pytest.raises(UsageError, match=r"zz\.jpg"):
         for _ in make_loader(dataset, 2):
             pass
+
+
+def test_activation_memory_estimate_is_the_closed_form_largest_layer():
+    from annsnn.memory import check_fits, estimate_activation_memory
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10)).eval()
+    # conv: in 1·8·8·4 B + out 4·8·8·4 B = 1280; relu: 1024 + 1024 = 2048; flatten 2048; linear 1024 + 40
+    estimate = estimate_activation_memory(model, (1, 8, 8))
+    assert (estimate.bytes_per_sample, estimate.layer) == (2048, "1")
+    assert check_fits(model, (1, 8, 8), 1, available=2048) == estimate
+    with pytest.raises(UsageError, match="needs at least"):
+        check_fits(model, (1, 8, 8), 1, available=2047)
+    with pytest.raises(UsageError, match="batch-size"):
+        check_fits(model, (1, 8, 8), 2, available=4095)
+
+
+def test_huge_input_is_estimated_without_allocating():
+    from annsnn.memory import estimate_activation_memory
+    from annsnn.zoo import build
+
+    estimate = estimate_activation_memory(build("resnet20").eval(), (3, 60000, 60000))
+    # the first conv's output (16 channels) plus its BatchNorm's output: 2 · 16 · 60000² · 4 bytes
+    assert estimate.bytes_per_sample == 2 * 16 * 60000 * 60000 * 4
