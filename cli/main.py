@@ -205,7 +205,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @cli.command()
 @click.argument("model", required=False)
 @click.option("--arch", help="Zoo architecture of a state_dict checkpoint (see 'annsnn zoo list').")
-@click.option("--mode", type=MODE, default="99.99", show_default=True, help="Scale per layer: 'max', a percentile (99.9, 99.99%), or a fraction of the max (0.5, 1/3).")
+@click.option("--mode", type=MODE, default="99.99", show_default=True, help="Scale per layer: 'max', a percentile (99.9, 99.99%), or a fraction of the max (0.5, 1/3). A bare number above 1 is a percentile, one up to 1 a fraction: --mode 50 is the 50th percentile, --mode 0.5 is half the max (write 0.5% for the 0.5th percentile).")
 @click.option("--channel-wise", is_flag=True, help="One scale per channel instead of per layer.")
 @click.option("--percentile-of", type=click.Choice(["all", "positive"]), default="all", show_default=True, help="Population of a percentile mode: all: every activation, zeros included (numpy/torch.quantile, SpikingJelly); positive: only the non-zero ones (snntoolbox), which gives higher scales.")
 @click.option("--v-init", type=float, default=0.0, show_default=True, help="Initial membrane potential as a fraction of the threshold (0.5 helps at low T).")
@@ -367,7 +367,7 @@ _data_options = [
     click.option("--data-root", type=click.Path(file_okay=False), help="Folder with local datasets (default $ANNSNN_DATA_ROOT or ./data)."),
     click.option("--download", is_flag=True, help="Let torchvision download the dataset."),
     click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True),
-    click.option("--samples", type=click.IntRange(min=1), help="Use the first N samples (default: all)."),
+    click.option("--samples", type=click.IntRange(min=1), help="Use N samples evenly spaced over the split, in order, so every class is represented (default: all)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
     click.option("--encoding", type=click.Choice(["direct", "poisson"]), default="direct", show_default=True, help="direct: the image every step; poisson: Bernoulli spikes with rate = pixel value."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Poisson encoder."),

@@ -7,7 +7,7 @@ from annsnn.analyzer import AnalysisResult
 from annsnn.convert import ConversionReport
 from annsnn.counting import AnnCounts
 
-__all__ = ["info_table", "conversion_table", "evaluation_table", "energy_table", "layer_table", "si", "pct"]
+__all__ = ["info_table", "conversion_table", "mode_words", "evaluation_table", "energy_table", "layer_table", "si", "pct"]
 
 
 def si(value: float | None, unit: str = "") -> str:
@@ -53,8 +53,17 @@ def info_table(counts: AnnCounts, support: dict[str, str], title: str) -> Table:
     return table
 
 
+def mode_words(mode: dict) -> str:
+    """A scale mode in words: a bare 50 is the 50th percentile, a bare 0.5 is half the max."""
+    if mode["kind"] == "percentile":
+        return f"{mode['value']:g}th percentile"
+    if mode["kind"] == "fraction":
+        return f"{mode['value']:.4g} × max"
+    return "max"
+
+
 def conversion_table(report: ConversionReport) -> Table:
-    mode = report.options["mode"]["text"]
+    mode = mode_words(report.options["mode"])
     population = ""
     if report.options["mode"]["kind"] == "percentile":
         population = " of all values" if report.options.get("percentile_of", "all") == "all" else " of positive values"

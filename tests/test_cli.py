@@ -280,3 +280,27 @@ def test_a_convert_that_fails_late_writes_no_snn_and_remembers_nothing(capsys, t
     assert code == 1 and "report cannot be rendered" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     assert not (state_dir() / "last.json").exists()
+
+
+def test_help_says_what_samples_and_bare_mode_numbers_mean(capsys):
+    code, out, _ = run(capsys, "evaluate", "--help")
+    flat = " ".join(out.split())
+    assert code == 0 and "evenly spaced" in flat and "first N" not in flat
+    code, out, _ = run(capsys, "convert", "--help")
+    flat = " ".join(out.split())
+    assert "--mode 50 is the 50th percentile" in flat and "--mode 0.5 is half the max" in flat
+
+
+@pytest.mark.parametrize("mode, header", [("50", "50th percentile"), ("99.99%", "99.99th percentile"), ("0.5", "0.5 × max"), ("1/3", "0.3333 × max"), ("max", "max")])
+def test_conversion_table_header_says_percentile_or_fraction_of_max(mode, header):
+    from annsnn.cli.render import conversion_table
+    from annsnn.convert import ConversionOptions, ConversionReport, LayerReport
+    from annsnn.modes import parse_mode
+    from rich.console import Console
+
+    options = ConversionOptions(mode=parse_mode(mode)).to_dict()
+    report = ConversionReport(options=options, layers=[LayerReport("a", "IF", 4, 2.0, 1.0, 0.0, True)], calibration_samples=8)
+    console = Console(width=200, record=True)
+    console.print(conversion_table(report))
+    text = console.export_text()
+    assert f"scale ({header})" in text
