@@ -1,7 +1,13 @@
-"""Shared fixtures. Tests never touch the user's state: ANNSNN_HOME is a temp dir."""
+"""Shared fixtures. Tests never touch the user's state: ANNSNN_HOME is a temp dir.
+
+Real data: with ``ANNSNN_SHARED`` set (CI, ``make test``), a missing or incomplete folder
+fails the tests that need it; unset and without ``../shared``, they skip with a reason.
+"""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -10,8 +16,44 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shared_root() -> Path:
-    return Path(os.environ.get("ANNSNN_SHARED", REPO.parent / "shared"))
+@dataclass(frozen=True)
+class SharedLookup:
+    """Where a part of the shared data is; else why not, and whether that must fail the test."""
+
+    path: Path | None
+    problem: str = ""
+    strict: bool = False  # True: the data was promised (ANNSNN_SHARED set, or ../shared exists)
+
+
+def locate_shared(relative: str, *, env: Mapping[str, str] = os.environ, default: Path = REPO.parent / "shared") -> SharedLookup:
+    """Find ``relative`` (a folder if it ends in '/') under the shared data root.
+
+    ``ANNSNN_SHARED`` set (non-empty): the root is promised, so a missing root or part is a
+    failure. Unset: ``../shared`` is used when it exists (and is then held to the same rule);
+    when it does not exist the test is skipped with a reason.
+    """
+    explicit = env.get("ANNSNN_SHARED", "")
+    root = Path(explicit) if explicit else default
+    want_dir = relative.endswith("/")
+    target = root / relative.rstrip("/")
+    if (target.is_dir() if want_dir else target.is_file()):
+        return SharedLookup(target)
+    source = f"ANNSNN_SHARED={explicit}" if explicit else f"the default {root}"
+    if not explicit and not root.is_dir():
+        return SharedLookup(None, f"shared data not found at {root} (set ANNSNN_SHARED to run these tests)")
+    if not root.is_dir():
+        return SharedLookup(None, f"{source}: the folder does not exist", strict=True)
+    kind = "folder" if want_dir else "file"
+    return SharedLookup(None, f"{source} is incomplete: {kind} {target} is missing", strict=True)
+
+
+def _need_shared(relative: str) -> Path:
+    found = locate_shared(relative)
+    if found.path is not None:
+        return found.path
+    if found.strict:
+        pytest.fail(found.problem, pytrace=False)
+    pytest.skip(found.problem)
 
 
 @pytest.fixture(autouse=True)
@@ -22,26 +64,18 @@ def _isolated_state(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
-    root = shared_root()
-    if not (root / "data").is_dir():
-        pytest.skip(f"shared data not found at {root} (set ANNSNN_SHARED)")
-    return root
+    return _need_shared("data/").parent
 
 
 @pytest.fixture(scope="session")
 def cifar_jpeg(shared) -> Path:
-    path = shared / "data" / "CIFAR10-jpeg"
-    if not (path / "test").is_dir():
-        pytest.skip(f"CIFAR10-jpeg not found under {path}")
-    return path
+    _need_shared("data/CIFAR10-jpeg/train/")
+    return _need_shared("data/CIFAR10-jpeg/test/").parent
 
 
 @pytest.fixture(scope="session")
 def resnet20_weights(shared) -> Path:
-    path = shared / "models" / "cifar10-resnet" / "resnet20-12fca82f.th"
-    if not path.is_file():
-        pytest.skip(f"ResNet-20 weights not found at {path}")
-    return path
+    return _need_shared("models/cifar10-resnet/resnet20-12fca82f.th")
 
 
 @pytest.fixture(scope="session")
