@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .equivalence import Equivalence
 from .errors import UsageError
 from .graph import WEIGHT_LAYERS, CanonicalGraph, UNCONVERTIBLE_MODULES
 from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale
@@ -99,6 +100,9 @@ class ConversionReport:
     rescale_synapses: list[str] = field(default_factory=list)
     calibration_samples: int = 0
     notes: list[str] = field(default_factory=list)
+    # set by ann_to_snn: the canonical ANN (the SNN's reference, ``snn.ann``) was checked
+    # equal to the user's model on the first calibration batch
+    equivalence: Equivalence | None = None
 
     @property
     def neurons(self) -> int:
@@ -107,6 +111,8 @@ class ConversionReport:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["neurons"] = self.neurons
+        if self.equivalence is not None:
+            data["equivalence"]["relative_deviation"] = self.equivalence.relative_deviation
         return data
 
 
@@ -543,6 +549,8 @@ def convert(
     )
     if calibrator.samples == 0:
         raise UsageError("no calibration data was observed; calibrate before converting")
+    report.notes.extend(f"module called at several sites, one copy per site: {item}" for item in canonical.copied_modules)
+    report.notes.extend(f"{item}: parametrized weight (e.g. weight_norm) made a plain weight" for item in canonical.materialized)
     lam: dict[str, Scale] = {}
     act_nodes = {str(n.target): n for n in gm.graph.nodes if n.op == "call_module" and str(n.target) in canonical.activations}
     for name in canonical.activations:

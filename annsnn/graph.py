@@ -195,7 +195,7 @@ def canonicalize(
     if normalization is not None:
         model = WithInputNormalization(model, *normalization).eval()
     traced = trace(model)
-    gm = copy.deepcopy(traced)  # never modify the user's modules
+    gm = _private_copy(traced)  # never modify the user's modules
     for node in gm.graph.nodes:
         node.meta[ORIGIN] = node.name
     materialized = _materialize_parametrizations(gm)
@@ -210,6 +210,20 @@ def canonicalize(
     result.reference = model
     result.traced = traced
     return result
+
+
+def _private_copy(traced: fx.GraphModule) -> fx.GraphModule:
+    """A deep copy; old-style ``weight_norm`` keeps its weight as a non-leaf tensor, which
+    ``deepcopy`` refuses, so that tensor is copied detached (it is recomputed anyway)."""
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    memo: dict[int, object] = {}
+    for module in traced.modules():
+        for hook in module._forward_pre_hooks.values():
+            tensor = getattr(module, hook.name, None) if isinstance(hook, WeightNorm) else None
+            if isinstance(tensor, torch.Tensor) and not tensor.is_leaf:
+                memo[id(tensor)] = tensor.detach().clone()
+    return copy.deepcopy(traced, memo)
 
 
 def _plain_weight_layer(name: str, layer: nn.Module) -> nn.Module:

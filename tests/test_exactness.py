@@ -136,3 +136,43 @@ def test_weight_norm_layer_converts_to_the_original_model():
         assert torch.allclose(snn.ann(x), model(x), atol=1e-5)
     assert _relative_error(snn, model, x[:16]) < 0.01
     assert any(isinstance(p, torch.nn.utils.parametrize.ParametrizationList) for p in model.modules())  # user's model untouched
+
+
+def test_a_wrong_canonicalization_is_refused_naming_the_node(monkeypatch):
+    """Simulate a canonicalization bug: BatchNorm folding that gets the bias wrong."""
+    import annsnn.graph as graph
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    def wrong_fuse(conv, bn):
+        fused = fuse_conv_bn_eval(conv, bn)
+        fused.bias.data += 0.5
+        return fused
+
+    monkeypatch.setattr(graph, "fuse_conv_bn_eval", wrong_fuse)
+    model = _randomized(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3)))
+    calls = []
+
+    def batches():
+        for _ in range(3):
+            calls.append(1)
+            yield torch.rand(8, 1, 8, 8)
+
+    with pytest.raises(UsageError) as info:
+        ann_to_snn(model, batches(), input_shape=(1, 8, 8))
+    message = str(info.value)
+    assert "'_0'" in message and "'_1'" in message and "\n" not in message  # conv node, standing for the BN's output
+    assert len(calls) == 1  # stopped at the first batch
+
+
+def test_equivalence_is_recorded_in_report_and_meta():
+    model = _randomized(SharedConv())
+    x = torch.rand(16, 1, 8, 8)
+    snn, report = ann_to_snn(model, [x, x], input_shape=(1, 8, 8))
+    eq = report.equivalence
+    with torch.no_grad():
+        expected = float((snn.ann(x) - model(x)).abs().max())
+        scale = float(model(x).abs().max())
+    assert eq.samples == 16 and eq.max_abs_deviation == pytest.approx(expected, abs=1e-7)
+    assert eq.output_scale == pytest.approx(scale, rel=1e-6) and eq.relative_deviation <= eq.rtol == 1e-4
+    assert snn.meta["equivalence"]["max_abs_deviation"] == eq.max_abs_deviation
+    assert any("one copy per site" in note for note in report.notes)
