@@ -310,16 +310,18 @@ def _functionalize_inplace(gm: fx.GraphModule) -> None:
 
 def _one_module_per_call_site(gm: fx.GraphModule) -> list[str]:
     """A module called at several sites gets a copy per extra site (exact: same weights)."""
-    seen: set[str] = set()
+    sites: dict[str, int] = {}
     copied = []
     for node in gm.graph.nodes:
         if node.op != "call_module":
             continue
         target = str(node.target)
-        if target not in seen:
-            seen.add(target)
+        sites[target] = sites.get(target, 0) + 1
+        if sites[target] == 1:
             continue
-        name = _unique_name(gm, f"{target}_site")
+        name = f"{target}_{sites[target]}"  # beside the original: layer1.0.relu -> layer1.0.relu_2
+        while _has_path(gm, name):
+            name += "_"
         gm.add_submodule(name, copy.deepcopy(gm.get_submodule(target)))
         node.target = name
         copied.append(f"{target} -> {name}")

@@ -147,7 +147,7 @@ def test_every_call_site_owns_its_module_and_parameters():
     model = TiedWeights().eval()
     canon = canonicalize(model)
     targets = [n.target for n in canon.module.graph.nodes if n.op == "call_module" and isinstance(canon.module.get_submodule(n.target), nn.Linear)]
-    assert len(targets) == len(set(targets)) == 3 and canon.copied_modules == ["a -> a_site"]
+    assert len(targets) == len(set(targets)) == 3 and canon.copied_modules == ["a -> a_2"]
     weights = [canon.module.get_submodule(t).weight for t in targets]
     assert len({id(w) for w in weights}) == 3
     x = torch.randn(5, 4)
