@@ -23,11 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .equivalence import Equivalence
 from .errors import UsageError
 from .graph import WEIGHT_LAYERS, CanonicalGraph, UNCONVERTIBLE_MODULES
 from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale
 from .modes import ScaleMode
 from .observer import DEFAULT_BINS, ActivationObserver, PercentileOf
+from .scale import Scale, ScaleError
 
 __all__ = [
     "ConversionOptions",
@@ -39,7 +41,6 @@ __all__ = [
 ]
 
 MaxPoolStrategy = Literal["spiking", "avg"]
-_TOL = 1e-5
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class LayerReport:
     scale: float  # the layer's scale (mean over channels when channel-wise)
     clipped_fraction: float  # share of calibration activations above the scale
     spiking: bool
+    scales: list[float] = field(default_factory=list)  # one per channel when channel-wise, else [scale]
+    scale_rule: str = ""  # how the scale was chosen, fallbacks included (see _layer_scale)
 
 
 @dataclass
@@ -97,6 +100,9 @@ class ConversionReport:
     rescale_synapses: list[str] = field(default_factory=list)
     calibration_samples: int = 0
     notes: list[str] = field(default_factory=list)
+    # set by ann_to_snn: the canonical ANN (the SNN's reference, ``snn.ann``) was checked
+    # equal to the user's model on the first calibration batch
+    equivalence: Equivalence | None = None
 
     @property
     def neurons(self) -> int:
@@ -105,6 +111,8 @@ class ConversionReport:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["neurons"] = self.neurons
+        if self.equivalence is not None:
+            data["equivalence"]["relative_deviation"] = self.equivalence.relative_deviation
         return data
 
 
@@ -149,37 +157,21 @@ def _sample_shape(node: fx.Node) -> tuple[int, ...]:
     return tuple(meta.shape)
 
 
-def _full(scale: Tensor, node: fx.Node) -> Tensor:
-    """Scale expanded to the node's shape with batch 1 (a view)."""
-    shape = _sample_shape(node)
-    return scale.reshape(scale.shape).expand(shape) if scale.dim() == len(shape) else scale.expand(shape[1:]).unsqueeze(0).expand(shape)
+def _shape(node: fx.Node) -> tuple[int, ...]:
+    return _sample_shape(node)
 
 
-def _nan_equal(a: Tensor, b: Tensor) -> bool:
-    a, b = torch.broadcast_tensors(a, b)
-    mask = ~(torch.isnan(a) | torch.isnan(b))
-    if not bool(mask.any()):
-        return True
-    return bool(torch.allclose(a[mask], b[mask], rtol=_TOL, atol=0.0))
+def _channel_vector(scale: Scale, node: fx.Node, dim: int = 1) -> Tensor:
+    """One scale per channel along ``dim`` (dim -1 for Linear); error naming ``node`` if it
+    varies inside a channel. An always-zero (free) channel gets 1."""
+    try:
+        return scale.channel_values(_shape(node), dim)
+    except ScaleError:
+        raise UsageError(f"cannot fold scales into {node.name}: its input scale varies within a channel") from None
 
 
-def _channel_vector(scale: Tensor, node: fx.Node, dim: int = 1) -> Tensor:
-    """One scale per channel along ``dim`` (dim -1 for Linear); error if it varies inside a channel."""
-    full = _full(scale, node)
-    moved = full.movedim(dim, 0).reshape(full.shape[dim], -1)
-    hi = torch.nan_to_num(moved, nan=-float("inf")).amax(1)
-    lo = torch.nan_to_num(moved, nan=float("inf")).amin(1)
-    empty = torch.isinf(hi)
-    hi = torch.where(empty, torch.ones_like(hi), hi)
-    lo = torch.where(empty, torch.ones_like(lo), lo)
-    if not bool(torch.allclose(lo, hi, rtol=_TOL, atol=0.0)):
-        raise UsageError(f"cannot fold scales into {node.name}: its input scale varies within a channel")
-    return hi
-
-
-def _is_scalar(scale: Tensor) -> bool:
-    finite = scale[~torch.isnan(scale)]
-    return finite.numel() == 0 or bool(torch.allclose(finite, finite.flatten()[0].expand_as(finite), rtol=_TOL, atol=0))
+def _same(scale: Scale, other: Scale, node: fx.Node) -> bool:
+    return scale.equal(other, _shape(node))
 
 
 # ---------------------------------------------------------------------------
@@ -191,19 +183,20 @@ class _Context:
     gm: fx.GraphModule
     modules: dict[str, nn.Module]
     options: ConversionOptions
-    lam: dict[str, Tensor]  # activation module name -> scale (broadcast over a sample)
-    demand: dict[fx.Node, Tensor]
-    scale: dict[fx.Node, Tensor] = field(default_factory=dict)
+    lam: dict[str, Scale]  # activation module name -> its neurons' scale
+    demand: dict[fx.Node, Scale]
+    scale: dict[fx.Node, Scale] = field(default_factory=dict)
     kind: dict[fx.Node, str] = field(default_factory=dict)  # analog | current | spike
     report: ConversionReport | None = None
     rescale_count: int = 0
 
-    def insert_rescale(self, user: fx.Node, source: fx.Node, factor: Tensor, why: str) -> fx.Node:
-        factor = torch.nan_to_num(factor, nan=0.0)
-        if _is_scalar(factor):
-            factor = factor[~torch.isnan(factor)].flatten()[:1].reshape(()) if factor.numel() else torch.tensor(1.0)
-        else:
-            factor = factor.squeeze(0) if factor.dim() > 1 and factor.shape[0] == 1 else factor
+    def insert_rescale(self, user: fx.Node, source: fx.Node, target: Scale, why: str) -> fx.Node:
+        """Put a :class:`Rescale` between ``source`` and ``user`` that brings ``source``'s
+        value to scale ``target``: factor ``f = s_source / s_target`` (0-d when it is one
+        number on the positions that are not always zero)."""
+        shape = _shape(source)
+        current = self.scale[source]
+        factor = current.ratio(target, shape).to_factor(shape)
         self.rescale_count += 1
         name = f"rescale_{self.rescale_count}"
         self.gm.add_submodule(name, Rescale(factor))
@@ -212,7 +205,7 @@ class _Context:
         node.meta["tensor_meta"] = source.meta.get("tensor_meta")
         user.replace_input_with(source, node)
         self.kind[node] = self.kind[source]
-        self.scale[node] = self.scale[source] / torch.where(factor == 0, torch.ones_like(factor), factor)
+        self.scale[node] = target.with_free(current.free_full(shape), shape) if current.free is not None else target
         assert self.report is not None
         self.report.rescale_synapses.append(f"{name}: {_label(source)} -> {_label(user)} ({why})")
         return node
@@ -249,12 +242,7 @@ def _h_weight(ctx: _Context, node: fx.Node) -> None:
         layer.weight.copy_(w.to(layer.weight.dtype))
         if layer.bias is not None:
             layer.bias.copy_((layer.bias.double() / s_out).to(layer.bias.dtype))
-    shape = [1] * (len(_sample_shape(node)) - 1)
-    if linear:
-        shape[-1] = out_ch
-    else:
-        shape[0] = out_ch
-    ctx.scale[node] = s_out.float().view(shape)
+    ctx.scale[node] = Scale.channel(s_out, -1 if linear else 1).simplest(_shape(node))
     ctx.kind[node] = "current"
 
 
@@ -263,29 +251,28 @@ def _h_neuron(ctx: _Context, node: fx.Node) -> None:
     src = node.args[0]
     assert isinstance(src, fx.Node)
     lam = ctx.lam[name]
-    if not _nan_equal(_full(ctx.scale[src], src), _full(lam, src)):
-        ratio = _full(ctx.scale[src], src) / _full(lam, src)
-        src = ctx.insert_rescale(node, src, ratio, "scale of the neuron it feeds")
+    if not _same(ctx.scale[src], lam, src):
+        src = ctx.insert_rescale(node, src, lam, "scale of the neuron it feeds")
     ctx.gm.set_submodule(name, IFNeurons(ctx.options.v_init))
-    ctx.scale[node] = lam.float()
+    ctx.scale[node] = lam
     ctx.kind[node] = "spike"
 
 
 def _h_analog_activation(ctx: _Context, node: fx.Node) -> None:
     src = node.args[0]
     assert isinstance(src, fx.Node)
-    one = torch.ones(())
-    if not _nan_equal(_full(ctx.scale[src], src), one):
-        ctx.insert_rescale(node, src, _full(ctx.scale[src], src), "analog activation needs ANN units")
+    one = Scale.one()
+    if not _same(ctx.scale[src], one, src):
+        ctx.insert_rescale(node, src, one, "analog activation needs ANN units")
     ctx.scale[node] = one
     ctx.kind[node] = "analog"
 
 
 def _h_normalize(ctx: _Context, node: fx.Node) -> None:
     src = node.args[0]
-    if not isinstance(src, fx.Node) or ctx.kind.get(src) != "analog" or not _nan_equal(ctx.scale[src], torch.ones(())):
+    if not isinstance(src, fx.Node) or ctx.kind.get(src) != "analog" or not _same(ctx.scale[src], Scale.one(), src):
         raise UsageError(f"unsupported op {node.name}: input normalization inside the network")
-    ctx.scale[node] = torch.ones(())
+    ctx.scale[node] = Scale.one()
     ctx.kind[node] = "analog"
 
 
@@ -307,10 +294,8 @@ def _h_commute(ctx: _Context, node: fx.Node) -> None:
     if node.op == "call_module" and isinstance(ctx.modules[str(node.target)], (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.MaxPool2d, SpikingMaxPool2d)):
         # pool(s * x) = s * pool(x) for a per-channel s: the scale passes through
         src = tensor_inputs[0]
-        channels = _channel_vector(ctx.scale[src], src)
-        shape = [1] * (len(_sample_shape(node)) - 1)
-        shape[0] = -1
-        ctx.scale[node] = channels.float().view(shape)
+        _channel_vector(ctx.scale[src], src)  # error naming the node if not per channel
+        ctx.scale[node] = ctx.scale[src].per_channel(_shape(src), 1).simplest(_shape(node))
     else:
         ctx.scale[node] = _evaluate_on_scales(ctx, node)
     kinds = {ctx.kind[a] for a in tensor_inputs}
@@ -318,23 +303,41 @@ def _h_commute(ctx: _Context, node: fx.Node) -> None:
 
 
 def _h_mean(ctx: _Context, node: fx.Node) -> None:
+    """``mean(s * x) = s * mean(x)`` over dims where ``s`` is constant; across channels only
+    for one scale. Always-zero positions count in the mean like any zero."""
     src = node.args[0]
     assert isinstance(src, fx.Node)
+    shape = _shape(src)
     _channel_vector(ctx.scale[src], src)
-    _h_commute(ctx, node)
+    scale = ctx.scale[src].per_channel(shape, 1)
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    dims = list(range(len(shape))) if dims is None else [dims] if isinstance(dims, int) else list(dims)
+    if 1 % len(shape) in [d % len(shape) for d in dims] and len(shape) > 1:
+        if not scale.is_scalar(shape):
+            raise UsageError(f"unsupported op {node.name}: mean across channels that carry different scales")
+        ctx.scale[node] = Scale.tensor(scale.scalar(shape))
+    else:
+        ctx.scale[node] = _evaluate_on_scales(ctx, node, {src: scale})
+    ctx.kind[node] = ctx.kind[src]
 
 
 def _h_add(ctx: _Context, node: fx.Node) -> None:
     inputs = [a for a in node.args[:2] if isinstance(a, fx.Node)]
     if len(inputs) != 2 or node.kwargs.get("alpha", 1) != 1:
         raise UsageError(f"unsupported op {node.name}: only the sum of two tensors is supported")
-    target = ctx.demand.get(node)
-    target_full = _full(target, node) if target is not None else _full(ctx.scale[inputs[0]], inputs[0])
+    shape = _shape(node)
+    a, b = (ctx.scale[src] for src in inputs)
+    if any(tuple(_shape(src)) != tuple(shape) for src in inputs):
+        raise UsageError(f"unsupported op {node.name}: a sum that broadcasts its operands")
+    # the demanded scale, else the first operand's where it is not always zero, else the second's:
+    # never a scale taken from padding, whatever the order of the operands
+    demanded = ctx.demand.get(node)
+    target = demanded if demanded is not None else a.merge(b, shape)
     for src in inputs:
-        src_full = _full(ctx.scale[src], src)
-        if not _nan_equal(src_full, target_full):
-            ctx.insert_rescale(node, src, src_full / target_full, "residual branch rescaled to the add's scale")
-    ctx.scale[node] = target_full
+        if not _same(ctx.scale[src], target, node):
+            ctx.insert_rescale(node, src, target, "residual branch rescaled to the add's scale")
+    both_free = a.free_full(shape) & b.free_full(shape)
+    ctx.scale[node] = target.with_free(both_free, shape) if bool(both_free.any()) else target
     kinds = {ctx.kind[a] for a in node.all_input_nodes}
     ctx.kind[node] = "current" if "current" in kinds else ("analog" if "analog" in kinds else "spike")
 
@@ -352,32 +355,48 @@ def _h_passive(ctx: _Context, node: fx.Node) -> None:
     """Non-tensor helpers (``x.size(0)``): no scale."""
 
 
-def _evaluate_on_scales(ctx: _Context, node: fx.Node) -> Tensor:
-    def sub(a):
-        if isinstance(a, fx.Node):
-            if a in ctx.scale:
-                return _full(ctx.scale[a], a).clone()
-            return a.meta.get("value_on_scale")
-        return a
+def _evaluate_on_scales(ctx: _Context, node: fx.Node, override: dict[fx.Node, Scale] | None = None) -> Scale:
+    """The scale of an op that moves, copies or zero-pads values: run the op once on the
+    scale values and once on the always-zero (free) masks; zero padding adds free positions."""
+    scales = dict(ctx.scale)
+    scales.update(override or {})
 
-    args = fx.node.map_aggregate(node.args, sub)
-    kwargs = dict(fx.node.map_aggregate(node.kwargs, sub))
-    if node.op == "call_function" and node.target is F.pad:
-        mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
-        if mode != "constant":
-            raise UsageError(f"unsupported op {node.name}: pad mode {mode!r} (only zero padding)")
-        args = args[:2]
-        kwargs = {"value": float("nan")}
-    with torch.no_grad():
-        if node.op == "call_module":
-            out = ctx.modules[str(node.target)](*args, **kwargs)
-        elif node.op == "call_method":
-            out = getattr(args[0], str(node.target))(*args[1:], **kwargs)
-        else:
-            out = node.target(*args, **kwargs)  # type: ignore[operator]
-    if not isinstance(out, Tensor):
-        raise UsageError(f"unsupported op {node.name}: it does not return a tensor")
-    return out
+    def run(part: str):
+        def sub(a):
+            if isinstance(a, fx.Node):
+                if a in scales:
+                    shape = _shape(a)
+                    return scales[a].full(shape).clone() if part == "value" else scales[a].free_full(shape).float()
+                return a.meta.get("value_on_scale")
+            return a
+
+        args = fx.node.map_aggregate(node.args, sub)
+        kwargs = dict(fx.node.map_aggregate(node.kwargs, sub))
+        if node.op == "call_function" and node.target is F.pad:
+            mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
+            if mode != "constant":
+                raise UsageError(f"unsupported op {node.name}: pad mode {mode!r} (only zero padding)")
+            value = kwargs.get("value", args[3] if len(args) > 3 else 0.0)
+            if value not in (None, 0, 0.0):
+                raise UsageError(f"unsupported op {node.name}: padding with {value} (only zero padding)")
+            args = args[:2]
+            kwargs = {"value": 1.0}  # a placeholder scale; and in the mask: free
+        with torch.no_grad():
+            if node.op == "call_module":
+                out = ctx.modules[str(node.target)](*args, **kwargs)
+            elif node.op == "call_method":
+                out = getattr(args[0], str(node.target))(*args[1:], **kwargs)
+            else:
+                out = node.target(*args, **kwargs)  # type: ignore[operator]
+        if not isinstance(out, Tensor):
+            raise UsageError(f"unsupported op {node.name}: it does not return a tensor")
+        return out
+
+    value, free = run("value"), run("free")
+    try:
+        return Scale.element(value.float(), free > 0.5).simplest(tuple(value.shape))
+    except ScaleError as exc:
+        raise UsageError(f"unsupported op {node.name}: it does not only move values ({exc})") from None
 
 
 _COMMUTING_FUNCTIONS = {torch.flatten, torch.reshape, operator.getitem, F.pad, torch.cat, torch.squeeze, torch.unsqueeze, torch.transpose, torch.permute}
@@ -427,11 +446,11 @@ def _handler_key(node: fx.Node, modules: dict[str, nn.Module]) -> object:
     return node.target
 
 
-def _push_demand(ctx_demand: dict[fx.Node, Tensor], conflicts: set[fx.Node], node: object, scale: Tensor, modules: dict[str, nn.Module]) -> None:
+def _push_demand(ctx_demand: dict[fx.Node, Scale], conflicts: set[fx.Node], node: object, scale: Scale, modules: dict[str, nn.Module]) -> None:
     if not isinstance(node, fx.Node) or node in conflicts:
         return
     if node in ctx_demand:
-        if not _nan_equal(ctx_demand[node], scale):
+        if not _same(ctx_demand[node], scale, node):
             del ctx_demand[node]
             conflicts.add(node)
         return
@@ -446,30 +465,60 @@ def _push_demand(ctx_demand: dict[fx.Node, Tensor], conflicts: set[fx.Node], nod
             _push_demand(ctx_demand, conflicts, a, scale, modules)
     elif key in (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d):
         _push_demand(ctx_demand, conflicts, node.args[0], scale, modules)
-    elif key in (nn.Flatten, torch.flatten, "flatten", "view", "reshape", torch.reshape) and scale.numel() == 1:
+    elif key in (nn.Flatten, torch.flatten, "flatten", "view", "reshape", torch.reshape) and scale.granularity == "tensor":
         _push_demand(ctx_demand, conflicts, node.args[0], scale, modules)
 
 
 def _layer_scale(observer: ActivationObserver, options: ConversionOptions, ceiling: float | None, shape: tuple[int, ...]) -> tuple[Tensor, list[str]]:
+    """The neurons' scale (0-d, or one per channel shaped to broadcast over a sample) and notes.
+
+    Fallbacks, each reported in the notes (and the layer's ``scale_rule``):
+
+    * a layer that never fired in calibration gets scale 1;
+    * a percentile of all values that comes out 0 (more than q% of the values are zero,
+      e.g. a low percentile of a sparse layer) is replaced by the q-th percentile of the
+      POSITIVE values (the snntoolbox definition, Rueckauer et al. 2017). It keeps the
+      clipping the user asked for among the active neurons, and it is always in (0, max].
+      The layer max, the earlier fallback, would silently undo that request;
+    * channel-wise, a channel whose percentile of all values is 0 gets its own positive
+      percentile, likewise; a channel that never fired gets the layer-wise scale of the
+      same mode (its calibration says nothing about it).
+    """
     notes: list[str] = []
     channel_wise = options.channel_wise
-    value = observer.scale(options.mode, channel_wise, options.percentile_of)
-    fallback = float(observer.max_val) if float(observer.max_val) > 0 else 1.0
+    mode = options.mode
+    zero_share = float(observer.zeros) / float(observer.total) if float(observer.total) > 0 else 1.0
+
+    def layer_value() -> tuple[float, str | None]:
+        if float(observer.max_val) <= 0:
+            return 1.0, "layer never fired in calibration; scale set to 1"
+        value = float(observer.scale(mode, False, options.percentile_of))
+        if value > 0:
+            return value, None
+        positive = observer.percentile(mode.value, None, "positive")
+        if positive > 0:
+            return positive, (f"the {mode} percentile of all values is 0 ({zero_share:.1%} of the values are zero); "
+                              f"the scale is the {mode} percentile of the positive values instead")
+        return float(observer.max_val), "no positive percentile; the scale is the layer max"
+
     if channel_wise:
+        value = observer.scale(mode, True, options.percentile_of)
         dead = observer.channel_max <= 0
-        rare = (value <= 0) & ~dead  # fired, but on fewer values than the percentile skips
+        rare = (value <= 0) & ~dead  # fired, but more than q% of its values are zero
         if bool(dead.any()):
-            notes.append(f"{int(dead.sum())} channel(s) never fired in calibration; their scale is the layer max")
+            fallback, _ = layer_value()
+            notes.append(f"{int(dead.sum())} channel(s) never fired in calibration; their scale is the layer-wise scale {fallback:.4g}")
             value = torch.where(dead, torch.full_like(value, fallback), value)
         if bool(rare.any()):
-            notes.append(f"{int(rare.sum())} channel(s) fired too rarely for the percentile; their scale is the channel max")
-            value = torch.where(rare, observer.channel_max.to(value), value)
-    elif float(observer.max_val) <= 0:
-        notes.append("layer never fired in calibration; scale set to 1")
-        value = torch.tensor(1.0, dtype=torch.float64)
-    elif float(value) <= 0:
-        notes.append("layer fired too rarely for the percentile; its scale is the layer max")
-        value = torch.tensor(float(observer.max_val), dtype=torch.float64)
+            positive = torch.tensor([observer.percentile(mode.value, c, "positive") if bool(rare[c]) else 0.0 for c in range(value.numel())], dtype=value.dtype)
+            notes.append(f"{int(rare.sum())} channel(s) have a {mode} percentile of 0 over all values; their scale is the {mode} percentile of their positive values")
+            value = torch.where(rare, positive, value)
+            value = torch.where(value > 0, value, observer.channel_max.to(value))
+    else:
+        number, note = layer_value()
+        if note is not None:
+            notes.append(note)
+        value = torch.tensor(number, dtype=torch.float64)
     if ceiling is not None:
         value = value.clamp(max=ceiling)
     if channel_wise:
@@ -500,7 +549,9 @@ def convert(
     )
     if calibrator.samples == 0:
         raise UsageError("no calibration data was observed; calibrate before converting")
-    lam: dict[str, Tensor] = {}
+    report.notes.extend(f"module called at several sites, one copy per site: {item}" for item in canonical.copied_modules)
+    report.notes.extend(f"{item}: parametrized weight (e.g. weight_norm) made a plain weight" for item in canonical.materialized)
+    lam: dict[str, Scale] = {}
     act_nodes = {str(n.target): n for n in gm.graph.nodes if n.op == "call_module" and str(n.target) in canonical.activations}
     for name in canonical.activations:
         node = act_nodes[name]
@@ -508,10 +559,12 @@ def convert(
         clip = modules[name].ceiling  # type: ignore[union-attr]
         shape = _sample_shape(node)
         value, notes = _layer_scale(observer, options, clip, shape)
-        lam[name] = value
+        lam[name] = Scale.channel(value.flatten(), 1) if options.channel_wise else Scale.tensor(value)
         report.notes.extend(f"{name}: {n}" for n in notes)
         layer_scale = float(value.mean())
         clipped = observer.fraction_above(layer_scale) if not options.channel_wise else _channel_clipped(observer, value.flatten())
+        population = "" if options.mode.kind != "percentile" else f" of {options.percentile_of} values"
+        rule = f"{options.mode}{population}{' per channel' if options.channel_wise else ''}"
         report.layers.append(
             LayerReport(
                 name=name,
@@ -521,12 +574,14 @@ def convert(
                 scale=layer_scale,
                 clipped_fraction=clipped,
                 spiking=True,
+                scales=[float(v) for v in value.flatten()],
+                scale_rule="; ".join([rule] + notes),
             )
         )
     for item in canonical.analog:
         report.layers.append(LayerReport(name=item, kind="analog", neurons=0, max=None, scale=1.0, clipped_fraction=0.0, spiking=False))
 
-    demand: dict[fx.Node, Tensor] = {}
+    demand: dict[fx.Node, Scale] = {}
     conflicts: set[fx.Node] = set()
     output = next(n for n in gm.graph.nodes if n.op == "output")
     if not isinstance(output.args[0], fx.Node):
@@ -535,8 +590,8 @@ def convert(
         if node.op == "call_module" and str(node.target) in lam:
             _push_demand(demand, conflicts, node.args[0], lam[str(node.target)], modules)
         elif node.op == "call_module" and isinstance(modules[str(node.target)], UNCONVERTIBLE_MODULES):
-            _push_demand(demand, conflicts, node.args[0], torch.ones(()), modules)
-    _push_demand(demand, conflicts, output.args[0], torch.ones(()), modules)
+            _push_demand(demand, conflicts, node.args[0], Scale.one(), modules)
+    _push_demand(demand, conflicts, output.args[0], Scale.one(), modules)
     # an add that feeds no neuron takes the scale of a spiking input, so the other
     # branch's weight layer can absorb the rescale instead of a per-step multiply
     for node in gm.graph.nodes:
@@ -553,23 +608,23 @@ def convert(
     unsupported: list[str] = []
     for node in list(gm.graph.nodes):
         if node.op == "placeholder":
-            ctx.scale[node] = torch.ones(())
+            ctx.scale[node] = Scale.one()
             ctx.kind[node] = "analog"
             continue
         if node.op == "output":
             src = node.args[0]
-            if not _nan_equal(_full(ctx.scale[src], src), torch.ones(())):
-                ctx.insert_rescale(node, src, _full(ctx.scale[src], src), "output in ANN units")
+            if not _same(ctx.scale[src], Scale.one(), src):
+                ctx.insert_rescale(node, src, Scale.one(), "output in ANN units")
             continue
         if node.op == "get_attr":
             raise UsageError(f"unsupported op {node.name}: a stored tensor used inside forward ({node.target})")
         if node.op == "call_method" and node.target in _PASSIVE_METHODS:
             src = node.args[0]
-            node.meta["value_on_scale"] = getattr(_full(ctx.scale[src], src), str(node.target))(*node.args[1:])
+            node.meta["value_on_scale"] = getattr(ctx.scale[src].full(_shape(src)), str(node.target))(*node.args[1:])
             continue
         if node.op == "call_function" and node.target is getattr:
             src = node.args[0]
-            node.meta["value_on_scale"] = getattr(_full(ctx.scale[src], src), node.args[1])
+            node.meta["value_on_scale"] = getattr(ctx.scale[src].full(_shape(src)), node.args[1])
             continue
         if node.op == "call_function" and node.target is operator.getitem and node.args[0] not in ctx.scale:
             node.meta["value_on_scale"] = node.args[0].meta.get("value_on_scale")[node.args[1]]  # type: ignore[union-attr,index]
@@ -599,15 +654,11 @@ def convert(
 
 
 def _channel_clipped(observer: ActivationObserver, scales: Tensor) -> float:
-    total = float(observer.total)
-    if total == 0 or observer.channel_histogram.numel() == 0:
+    """Share of all calibration values above their channel's scale (channels hold equal counts)."""
+    if float(observer.total) == 0 or observer.channel_histogram.numel() == 0:
         return 0.0
-    width = observer.bin_width
-    above = 0.0
-    for c, s in enumerate(scales.tolist()):
-        index = min(int(s / width), observer.bins) if width > 0 else 0
-        above += float(observer.channel_histogram[c, index + 1 :].sum())
-    return above / total
+    fractions = [observer.fraction_above(s, channel=c) for c, s in enumerate(scales.tolist())]
+    return sum(fractions) / len(fractions)
 
 
 def _describe_key(node: fx.Node, key: object) -> str:

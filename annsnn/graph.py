@@ -10,10 +10,21 @@ Canonical form:
 * functional pools are modules; ``maxpool -> activation`` becomes
   ``activation -> maxpool`` (exact: a monotone activation commutes with max);
 * unconvertible activations (GELU, SiLU, ...) are listed; with ``hybrid`` they
-  stay analog.
+  stay analog;
+* every call site of a module has its own module (a module called twice is copied),
+  and no two modules share a parameter, so rescaling one site's weights never changes
+  another's; parametrized weights (``weight_norm``) become plain Conv/Linear weights;
+* an in-place op's later readers of its input read its result instead, so an
+  ``F.relu(y, inplace=True)`` whose result is discarded is kept.
+
+Canonicalization works on a copy: the user's model is never modified. Each canonical
+node records in ``node.meta["annsnn_origin"]`` the name of the traced node whose value
+it equals, so :mod:`annsnn.equivalence` can name the first node that diverges.
 """
 from __future__ import annotations
 
+import copy
+import inspect
 import operator
 from dataclasses import dataclass, field
 
@@ -62,6 +73,13 @@ class CanonicalGraph:
     analog: list[str] = field(default_factory=list)  # unconvertible activations kept analog (hybrid)
     folded_bn: list[str] = field(default_factory=list)
     reordered_pools: list[str] = field(default_factory=list)
+    copied_modules: list[str] = field(default_factory=list)  # "c -> c_2": one module per call site
+    materialized: list[str] = field(default_factory=list)  # parametrized layers made plain
+    reference: nn.Module | None = None  # the user's model (with normalization in front), eval mode
+    traced: fx.GraphModule | None = None  # its fx trace, before canonicalization (shares its modules)
+
+
+ORIGIN = "annsnn_origin"  # node.meta key: the traced node whose value this node equals
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
@@ -176,10 +194,153 @@ def canonicalize(
     model = model.eval()
     if normalization is not None:
         model = WithInputNormalization(model, *normalization).eval()
-    gm = trace(model)
+    traced = trace(model)
+    gm = _private_copy(traced)  # never modify the user's modules
+    for node in gm.graph.nodes:
+        node.meta[ORIGIN] = node.name
+    materialized = _materialize_parametrizations(gm)
     if input_shape is not None:
         _fold_static_sizes(gm, input_shape)
-    return _canonicalize_traced(gm, hybrid=hybrid, maxpool_to_avgpool=maxpool_to_avgpool)
+    _functionalize_inplace(gm)
+    copied = _one_module_per_call_site(gm)
+    _untie_parameters(gm)
+    result = _canonicalize_traced(gm, hybrid=hybrid, maxpool_to_avgpool=maxpool_to_avgpool)
+    result.copied_modules = copied
+    result.materialized = materialized
+    result.reference = model
+    result.traced = traced
+    return result
+
+
+def _private_copy(traced: fx.GraphModule) -> fx.GraphModule:
+    """A deep copy; old-style ``weight_norm`` keeps its weight as a non-leaf tensor, which
+    ``deepcopy`` refuses, so that tensor is copied detached (it is recomputed anyway)."""
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    memo: dict[int, object] = {}
+    for module in traced.modules():
+        for hook in module._forward_pre_hooks.values():
+            tensor = getattr(module, hook.name, None) if isinstance(hook, WeightNorm) else None
+            if isinstance(tensor, torch.Tensor) and not tensor.is_leaf:
+                memo[id(tensor)] = tensor.detach().clone()
+    return copy.deepcopy(traced, memo)
+
+
+def _plain_weight_layer(name: str, layer: nn.Module) -> nn.Module:
+    """A plain Conv/Linear holding ``layer``'s effective (parametrized) weight and bias."""
+    if isinstance(layer, nn.Linear):
+        plain: nn.Module = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+    elif isinstance(layer, (nn.Conv1d, nn.Conv2d)):
+        cls = nn.Conv2d if isinstance(layer, nn.Conv2d) else nn.Conv1d
+        plain = cls(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                    layer.dilation, layer.groups, layer.bias is not None, layer.padding_mode)
+    else:
+        raise UsageError(f"unsupported layer {name} ({type(layer).__name__}): a parametrized or hooked weight on a layer other than Conv1d/Conv2d/Linear")
+    with torch.no_grad():
+        plain.weight.copy_(layer.weight)
+        if layer.bias is not None:
+            plain.bias.copy_(layer.bias)
+    return plain.to(layer.weight.device, layer.weight.dtype).eval()
+
+
+def _materialize_parametrizations(gm: fx.GraphModule) -> list[str]:
+    """Parametrized (``torch.nn.utils.parametrizations.weight_norm``...) and old-style
+    ``weight_norm`` layers become plain layers with the weight they compute in eval mode.
+    (``remove_parametrizations`` is not used: it edits the class shared with the user's model.)"""
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    done = []
+    for name, module in list(gm.named_modules()):
+        hooks = list(module._forward_pre_hooks.values())
+        if parametrize.is_parametrized(module):
+            gm.set_submodule(name, _plain_weight_layer(name, module))
+            done.append(name)
+        elif hooks and all(isinstance(h, WeightNorm) for h in hooks):
+            for hook in hooks:
+                with torch.no_grad():
+                    setattr(module, hook.name, hook.compute_weight(module))
+            gm.set_submodule(name, _plain_weight_layer(name, module))
+            done.append(name)
+        elif isinstance(module, WEIGHT_LAYERS) and (hooks or module._forward_hooks):
+            raise UsageError(f"unsupported layer {name} ({type(module).__name__}): it has forward hooks, which conversion cannot keep")
+    return done
+
+
+_INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
+
+
+def _mutates_first_argument(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """True for an op that writes its result into its first argument."""
+    if node.op == "call_module":
+        return bool(getattr(modules.get(str(node.target)), "inplace", False))
+    if node.op == "call_method":
+        name = str(node.target)
+        return name.endswith("_") and not name.startswith("_")
+    if node.op != "call_function":
+        return False
+    if node.target in _INPLACE_OPERATORS:
+        return True
+    fn_name = getattr(node.target, "__name__", "")
+    if fn_name.endswith("_") and not fn_name.startswith("_"):
+        return True
+    try:
+        bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return bound.arguments.get("inplace") is True
+
+
+def _functionalize_inplace(gm: fx.GraphModule) -> None:
+    """After an in-place op ``n`` on ``y``, later readers of ``y`` read ``n`` instead.
+
+    So ``F.relu(y, inplace=True); return fc(y)`` becomes ``fc(relu(y))`` and survives
+    canonicalization, where every activation becomes an out-of-place module."""
+    graph = gm.graph
+    modules = dict(gm.named_modules())
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    for node in list(graph.nodes):
+        if not node.args or not isinstance(node.args[0], fx.Node) or not _mutates_first_argument(node, modules):
+            continue
+        mutated = node.args[0]
+        for user in list(mutated.users):
+            if user is not node and order[user] > order[node]:
+                user.replace_input_with(mutated, node)
+
+
+def _one_module_per_call_site(gm: fx.GraphModule) -> list[str]:
+    """A module called at several sites gets a copy per extra site (exact: same weights)."""
+    sites: dict[str, int] = {}
+    copied = []
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        target = str(node.target)
+        sites[target] = sites.get(target, 0) + 1
+        if sites[target] == 1:
+            continue
+        name = f"{target}_{sites[target]}"  # beside the original: layer1.0.relu -> layer1.0.relu_2
+        while _has_path(gm, name):
+            name += "_"
+        gm.add_submodule(name, copy.deepcopy(gm.get_submodule(target)))
+        node.target = name
+        copied.append(f"{target} -> {name}")
+    return copied
+
+
+def _untie_parameters(gm: fx.GraphModule) -> None:
+    """No two modules share a parameter or buffer (conversion rescales weights in place)."""
+    seen: set[int] = set()
+    for module in gm.modules():
+        for store in (module._parameters, module._buffers):
+            for key, tensor in list(store.items()):
+                if tensor is None:
+                    continue
+                if id(tensor) in seen:
+                    clone = tensor.detach().clone()
+                    store[key] = nn.Parameter(clone, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else clone
+                else:
+                    seen.add(id(tensor))
 
 
 def check_runs(model: nn.Module, input_shape: tuple[int, ...]) -> None:
@@ -267,6 +428,7 @@ def _canonicalize_traced(gm: fx.GraphModule, *, hybrid: bool, maxpool_to_avgpool
                 gm.add_submodule(name, ReLUClip(ceiling))
             with graph.inserting_after(node):
                 new = graph.call_module(name, (node.args[0],))
+            _keep_origin(node, new)
             node.replace_all_uses_with(new)
             graph.erase_node(node)
             result.activations.append(name)
@@ -331,6 +493,7 @@ def _functional_pools_to_modules(gm: fx.GraphModule) -> None:
         gm.add_submodule(name, module)
         with graph.inserting_after(node):
             new = graph.call_module(name, (a["input"],))
+        _keep_origin(node, new)
         node.replace_all_uses_with(new)
         graph.erase_node(node)
 
@@ -356,6 +519,7 @@ def _fold_batchnorm(gm: fx.GraphModule, result: CanonicalGraph) -> None:
             continue
         gm.set_submodule(str(prev.target), fused)
         modules[str(prev.target)] = fused
+        _keep_origin(node, prev)  # the layer's output is now the BatchNorm's
         node.replace_all_uses_with(prev)
         graph.erase_node(node)
         result.folded_bn.append(str(node.target))
@@ -404,11 +568,21 @@ def _reorder_maxpool(gm: fx.GraphModule, result: CanonicalGraph) -> None:
         source = node.args[0]
         if isinstance(source, fx.Node) and source.op == "call_module" and isinstance(modules.get(str(source.target)), ReLUClip):
             continue
+        _keep_origin(act, node)  # the pool now outputs what the activation did
+        act.meta.pop(ORIGIN, None)
         act.replace_all_uses_with(node)
         node.replace_input_with(source, act)
         act.replace_input_with(node, source)
         node.prepend(act)  # the activation now runs before the pool
         result.reordered_pools.append(str(node.target))
+
+
+def _keep_origin(old: fx.Node, new: fx.Node) -> None:
+    """``new`` carries the value ``old`` carried."""
+    if ORIGIN in old.meta:
+        new.meta[ORIGIN] = old.meta[ORIGIN]
+    else:
+        new.meta.pop(ORIGIN, None)
 
 
 def _scoped_name(gm: fx.GraphModule, node: fx.Node) -> str:

@@ -5,12 +5,19 @@ bounded memory,
 
 * the exact maximum, per layer and per channel (channel = dim 1);
 * the number of zeros and the number of positive values;
-* a histogram of the positive values with ``bins`` equal bins over ``[0, range)``.
+* a histogram of the positive values with ``bins`` equal bins over ``[0, range)``;
+  with ``channel_wise=True``, one more histogram per channel over the channel's OWN
+  range, so a channel 1000x smaller than its layer keeps the full resolution.
 
-The range starts at the first batch's maximum and doubles when a larger value
-arrives; doubling merges neighbouring bins exactly, so no count is ever
-re-interpolated. Hence ``max <= range < 2 * max`` and one bin is at most
-``2 * max / bins`` wide: that is the resolution of every percentile.
+Every range is a power of two: the smallest ``2**k`` strictly above the max seen so
+far (``max < range <= 2 * max``), and it doubles when a larger value arrives, which
+merges neighbouring bins exactly (no count is ever re-interpolated). Bin ``j`` at
+range ``R`` holds ``[j R / bins, (j + 1) R / bins)``, and dividing by a power of two
+is exact in floating point, so merging two bins gives exactly the bin that the value
+would have gone to at the larger range. The histograms therefore depend only on the
+set of values, not on how they were split into batches or in what order (a test
+checks buffer equality). One bin is at most ``2 * max / bins`` wide: that is the
+resolution of every percentile, per channel for per-channel percentiles.
 
 Zeros (ReLU's inactive outputs) are counted apart from the histogram, so a
 percentile can be read over either population without another pass:
@@ -48,9 +55,9 @@ _CHUNK = 1 << 22  # elements binned at a time, bounds the temporary index tensor
 class ActivationObserver(nn.Module):
     """Record max and a histogram of positive values; ``forward`` is the identity.
 
-    With ``channel_wise=True`` one histogram per channel is kept as well, so
-    per-channel percentiles are available. Every channel shares the layer's
-    range, so the resolution is the layer's.
+    With ``channel_wise=True`` one histogram per channel is kept as well, each over
+    its own power-of-two range (``channel_range``), so per-channel percentiles have
+    the channel's resolution ``channel_range[c] / bins``, not the layer's.
     """
 
     def __init__(self, bins: int = DEFAULT_BINS, channel_wise: bool = False) -> None:
@@ -64,11 +71,12 @@ class ActivationObserver(nn.Module):
         self.register_buffer("range", torch.tensor(0.0, dtype=torch.float64))
         self.register_buffer("histogram", torch.zeros(bins, dtype=torch.float64))
         self.register_buffer("channel_histogram", torch.zeros(0, bins, dtype=torch.float64))
+        self.register_buffer("channel_range", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("zeros", torch.tensor(0.0, dtype=torch.float64))
         self.register_buffer("total", torch.tensor(0.0, dtype=torch.float64))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
-        for name in ("channel_max", "channel_histogram"):
+        for name in ("channel_max", "channel_histogram", "channel_range"):
             key = prefix + name
             if key in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[key]))
@@ -86,6 +94,7 @@ class ActivationObserver(nn.Module):
             self.channel_max = torch.zeros(channels, dtype=torch.float64, device=cmax.device)
             if self.channel_wise:
                 self.channel_histogram = torch.zeros(channels, self.bins, dtype=torch.float64, device=cmax.device)
+                self.channel_range = torch.zeros(channels, dtype=torch.float64, device=cmax.device)
         self.channel_max = torch.maximum(self.channel_max, cmax)
         batch_max = float(cmax.max())
         self.max_val.fill_(max(float(self.max_val), batch_max))
@@ -93,40 +102,36 @@ class ActivationObserver(nn.Module):
         self.zeros += float((values == 0).sum())
         if batch_max <= 0:
             return x
-        if float(self.range) == 0.0:
-            self.range.fill_(batch_max)
-        while batch_max > float(self.range):
-            self._double_range()
+        layer_hist, layer_range = _grow(self.histogram.unsqueeze(0), self.range.view(1), cmax.max().view(1))
+        self.histogram = layer_hist.squeeze(0)
+        self.range.fill_(float(layer_range[0]))
+        if self.channel_wise:
+            self.channel_histogram, self.channel_range = _grow(self.channel_histogram, self.channel_range, cmax)
         width = float(self.range) / self.bins
-        flat = per_channel
-        for start in range(0, flat.shape[1], max(1, _CHUNK // channels)):
-            block = flat[:, start : start + max(1, _CHUNK // channels)]
+        step = max(1, _CHUNK // channels)
+        for start in range(0, per_channel.shape[1], step):
+            block = per_channel[:, start : start + step].to(torch.float64)
             positive = block > 0
-            idx = (block / width).floor().clamp_(0, self.bins - 1).to(torch.int64)
+            idx = (block / width).floor_().clamp_(0, self.bins - 1).to(torch.int64)
+            self.histogram += torch.bincount(idx[positive], minlength=self.bins).to(torch.float64)
             if self.channel_wise:
-                offsets = torch.arange(channels, device=idx.device).unsqueeze(1) * self.bins
-                counts = torch.bincount((idx + offsets)[positive], minlength=channels * self.bins)
-                counts = counts.view(channels, self.bins).to(torch.float64)
-                self.channel_histogram += counts
-                self.histogram += counts.sum(0)
-            else:
-                self.histogram += torch.bincount(idx[positive], minlength=self.bins).to(torch.float64)
+                widths = (self.channel_range / self.bins).clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)
+                cidx = (block / widths).floor_().clamp_(0, self.bins - 1).to(torch.int64)
+                offsets = torch.arange(channels, device=cidx.device).unsqueeze(1) * self.bins
+                counts = torch.bincount((cidx + offsets)[positive], minlength=channels * self.bins)
+                self.channel_histogram += counts.view(channels, self.bins).to(torch.float64)
         return x
-
-    def _double_range(self) -> None:
-        half = self.bins // 2
-        merged = self.histogram.view(half, 2).sum(1)
-        self.histogram = torch.cat([merged, torch.zeros_like(merged)])
-        if self.channel_wise and self.channel_histogram.numel():
-            cm = self.channel_histogram.view(-1, half, 2).sum(2)
-            self.channel_histogram = torch.cat([cm, torch.zeros_like(cm)], dim=1)
-        self.range *= 2
 
     # ----- reading statistics -------------------------------------------------
     @property
     def bin_width(self) -> float:
-        """Resolution of percentiles: ``range / bins`` (at most ``2 * max / bins``)."""
+        """Resolution of layer percentiles: ``range / bins`` (at most ``2 * max / bins``)."""
         return float(self.range) / self.bins
+
+    def channel_bin_width(self, channel: int) -> float:
+        """Resolution of channel ``channel``'s percentiles (at most ``2 * channel max / bins``)."""
+        self._channel_hist(channel)
+        return float(self.channel_range[channel]) / self.bins
 
     def percentile(self, q: float, channel: int | None = None, of: PercentileOf = "all") -> float:
         """The q-th percentile (0 < q <= 100) of all values, zeros included (``of="all"``), or
@@ -149,7 +154,8 @@ class ActivationObserver(nn.Module):
         before = float(cumulative[index - 1]) if index > 0 else 0.0
         inside = float(hist[index])
         frac = 0.0 if inside == 0 else (target - before) / inside
-        value = (index + min(max(frac, 0.0), 1.0)) * self.bin_width
+        width = self.bin_width if channel is None else self.channel_bin_width(channel)
+        value = (index + min(max(frac, 0.0), 1.0)) * width
         return min(value, top)
 
     def _channel_hist(self, channel: int) -> Tensor:
@@ -172,19 +178,47 @@ class ActivationObserver(nn.Module):
             return top * mode.value
         return self.percentile(mode.value, channel, percentile_of)
 
-    def fraction_above(self, threshold: float) -> float:
-        """Fraction of all recorded values (zeros included) above ``threshold``."""
-        total = float(self.total)
-        if total == 0:
+    def fraction_above(self, threshold: float, channel: int | None = None) -> float:
+        """Fraction of all recorded values (zeros included) above ``threshold``; with
+        ``channel``, of that channel's values (linear within a bin)."""
+        total = float(self.total) if channel is None else float(self.total) / max(1, self.channel_max.numel())
+        top = float(self.max_val if channel is None else self.channel_max[channel])
+        if total == 0 or threshold >= top:
             return 0.0
-        if threshold >= float(self.max_val):
-            return 0.0
-        position = threshold / self.bin_width if self.bin_width > 0 else 0.0
+        hist = self.histogram if channel is None else self._channel_hist(channel)
+        width = self.bin_width if channel is None else self.channel_bin_width(channel)
+        position = max(threshold, 0.0) / width if width > 0 else 0.0
         index = int(position)
-        above = float(self.histogram[index + 1 :].sum()) if index + 1 < self.bins else 0.0
+        above = float(hist[index + 1 :].sum()) if index + 1 < self.bins else 0.0
         if index < self.bins:
-            above += float(self.histogram[index]) * (1.0 - (position - index))
+            above += float(hist[index]) * (1.0 - (position - index))
         return above / total
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}, channel_wise={self.channel_wise}, max={float(self.max_val):.4g}"
+
+
+def _power_of_two_above(values: Tensor) -> Tensor:
+    """The smallest ``2**k`` strictly above each positive value (0 stays 0)."""
+    _, exponent = torch.frexp(values)  # values = m * 2**exponent with 0.5 <= m < 1
+    return torch.where(values > 0, torch.ldexp(torch.ones_like(values), exponent), torch.zeros_like(values))
+
+
+def _grow(histograms: Tensor, ranges: Tensor, maxima: Tensor) -> tuple[Tensor, Tensor]:
+    """Raise each row's range to cover ``maxima`` strictly, merging bin pairs once per doubling.
+
+    ``histograms`` is ``[rows, bins]``; ``ranges`` and ``maxima`` are ``[rows]``. An empty
+    row (range 0) takes its range directly.
+    """
+    target = torch.maximum(ranges, _power_of_two_above(maxima))
+    ranges = torch.where(ranges == 0, target, ranges)
+    bins = histograms.shape[1]
+    while True:
+        grow = ranges < target
+        if not bool(grow.any()):
+            return histograms, ranges
+        rows = histograms[grow]
+        merged = rows.view(rows.shape[0], bins // 2, 2).sum(2)
+        histograms = histograms.clone()
+        histograms[grow] = torch.cat([merged, torch.zeros_like(merged)], dim=1)
+        ranges = torch.where(grow, ranges * 2, ranges)

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from .convert import Calibrator, ConversionOptions, ConversionReport, convert
+from .equivalence import Equivalence, check_equivalence
 from .errors import UsageError
 from .graph import canonicalize
 from .snn import SpikingNetwork
@@ -35,17 +36,27 @@ def ann_to_snn(
 
     ``calibration`` yields input batches ``[B, *input_shape]`` as the data loader
     gives them (before normalization, which ``normalization`` adds in front).
+
+    The first batch also runs through the user's model: the canonical ANN must give the
+    same output within a float tolerance (:func:`~annsnn.equivalence.check_equivalence`),
+    or conversion stops with one line naming the first diverging node. The check is
+    recorded in ``report.equivalence`` and ``meta["equivalence"]``; the SNN's reference
+    ANN (``snn.ann``) is that verified canonical graph.
     """
     check_finite_weights(model)
     canonical = canonicalize(model, normalization=normalization, hybrid=options.hybrid, maxpool_to_avgpool=options.maxpool == "avg", input_shape=input_shape)
     calibrator = Calibrator(canonical, channel_wise=options.channel_wise)
+    equivalence: Equivalence | None = None
     for batch in calibration:
         if tuple(batch.shape[1:]) != tuple(input_shape):
             raise UsageError(f"calibration batch has shape {tuple(batch.shape[1:])}, the model expects {tuple(input_shape)}")
+        if equivalence is None:
+            equivalence = check_equivalence(canonical, batch)
         calibrator.observe(batch)
         if on_batch is not None:
             on_batch(int(batch.shape[0]))
     graph, report = convert(calibrator, options, input_shape)
+    report.equivalence = equivalence
     sizes = _activation_sizes(canonical.module, input_shape)
     info = dict(meta or {})
     info.update(
@@ -55,6 +66,7 @@ def ann_to_snn(
             "max_activation_numel": max(sizes) if sizes else 1,
             "scales": {layer.name: layer.scale for layer in report.layers if layer.spiking},
             "report": report.to_dict(),
+            "equivalence": report.to_dict()["equivalence"],
         }
     )
     return SpikingNetwork(graph, canonical.module, info), report

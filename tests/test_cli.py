@@ -70,9 +70,23 @@ def test_info_convert_and_ann_only_energy(capsys, tmp_path):
     assert code == 0, err
     report = json.loads((tmp_path / "c.json").read_text())
     assert report["report"]["options"]["channel_wise"] and report["dataset"]["name"] == "digits"
+    _assert_channel_scales_are_used(target, report["report"]["layers"][0])
     code, out, err = run(capsys, "energy", "--ann", str(embedded_checkpoint()), "--json", str(tmp_path / "ann.json"))
     assert code == 0, err
     assert json.loads((tmp_path / "ann.json").read_text())["ann"]["macs"] > 0
+
+
+def _assert_channel_scales_are_used(snn_path: Path, layer: dict) -> None:
+    """Channel-wise: the first layer's scales differ by channel, and the SNN's first weight
+    layer is the ANN's divided by each output channel's scale (W' = W / lambda_c)."""
+    from annsnn.artifact import load_snn
+
+    snn = load_snn(snn_path)
+    first = next(n.target for n in snn.ann.graph.nodes if n.op == "call_module" and isinstance(snn.ann.get_submodule(n.target), (nn.Conv2d, nn.Linear)))
+    ratio = (snn.ann.get_submodule(first).weight / snn.graph.get_submodule(first).weight).flatten(1)
+    scales = torch.tensor(layer["scales"])
+    assert scales.numel() == ratio.shape[0] and float(scales.std()) > 0.05 * float(scales.mean())
+    assert torch.allclose(ratio, scales.view(-1, 1).expand_as(ratio), rtol=1e-4)
 
 
 def test_percentile_of_positive_gives_higher_scales_and_is_recorded(capsys, tmp_path):

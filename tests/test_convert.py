@@ -238,3 +238,54 @@ def test_trained_torchvision_mobilenet_v2_converges_as_1_over_T(digits):
         assert error[t] < 0.6 * error[t // 2]  # O(1/T)
     assert agree[512] >= 0.95
     assert agree[2048] >= 0.99
+
+
+def _relu_outputs(model, x):
+    """Each nn.ReLU's output on ``x``, from the user's model (independent of annsnn)."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, a, out: seen.append(out.detach().clone())) for m in model.modules() if isinstance(m, nn.ReLU)]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["99", "1/3"])
+def test_channel_wise_scales_match_an_independent_per_channel_statistic(digits, mode):
+    import numpy as np
+
+    (xtr, ytr), _ = digits
+    model = train_quick(_cnn_avg(), xtr, ytr, epochs=3)
+    calib = xtr[:256]
+    snn, report = ann_to_snn(model, [calib[:100], calib[100:]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode(mode), channel_wise=True))
+    outputs = _relu_outputs(model, calib)
+    assert len(outputs) == len(report.layers) == 2
+    for layer, acts in zip(report.layers, outputs):
+        per_channel = acts.transpose(0, 1).reshape(acts.shape[1], -1).double().numpy()
+        assert len(layer.scales) == per_channel.shape[0]
+        for c, values in enumerate(per_channel):
+            top = float(values.max())
+            if mode == "1/3":
+                assert layer.scales[c] == pytest.approx(top / 3, rel=1e-6)
+            else:
+                expected = float(np.percentile(values, 99, method="inverted_cdf"))
+                assert abs(layer.scales[c] - expected) <= 2 * top / 2048 + 1e-6 * top
+        assert float(np.std(layer.scales)) > 0.05 * float(np.mean(layer.scales))  # the channels do differ
+    # and the SNN uses them: the first conv's weights are divided by each output channel's scale
+    ann_conv, snn_conv = snn.ann.get_submodule("0"), snn.graph.get_submodule("0")
+    ratio = (ann_conv.weight / snn_conv.weight).flatten(1)
+    assert torch.allclose(ratio, torch.tensor(report.layers[0].scales).view(-1, 1).expand_as(ratio), rtol=1e-4)
+
+
+def test_a_percentile_of_zero_falls_back_to_the_positive_percentile_and_says_so():
+    model = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1)).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].bias.zero_()
+    x = torch.cat([-torch.ones(900), torch.linspace(0.01, 1, 100)]).view(-1, 1)  # 90% zeros after the ReLU
+    _, report = ann_to_snn(model, [x], input_shape=(1,), options=ConversionOptions(mode=parse_mode("50")))
+    layer = report.layers[0]
+    assert layer.scale == pytest.approx(0.5, abs=2 / 1024)  # median of the positives, not the max (1.0)
+    assert "percentile of all values is 0" in layer.scale_rule and "90.0%" in layer.scale_rule
+    assert any("positive values instead" in note for note in report.notes)

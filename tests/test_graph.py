@@ -119,3 +119,77 @@ def test_sizes_read_in_forward_become_constants():
     x = torch.randn(3, 1, 4, 4)
     assert torch.allclose(canon.module(x), model(x), atol=1e-6)
     assert canon.module(torch.randn(5, 1, 4, 4)).shape == (5, 2)  # batch size stays dynamic
+
+
+def test_canonicalization_never_modifies_the_users_model():
+    model = _randomize_bn(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(8, 2)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    canon = canonicalize(model)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert isinstance(model[1], nn.BatchNorm2d) and isinstance(model[2], nn.ReLU)
+    assert not any(p is q for p in canon.module.parameters() for q in model.parameters())
+
+
+class TiedWeights(nn.Module):
+    """Two Linear modules sharing one weight tensor, and one module called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.b(F.relu(self.a(F.relu(self.a(x)))))
+
+
+def test_every_call_site_owns_its_module_and_parameters():
+    model = TiedWeights().eval()
+    canon = canonicalize(model)
+    targets = [n.target for n in canon.module.graph.nodes if n.op == "call_module" and isinstance(canon.module.get_submodule(n.target), nn.Linear)]
+    assert len(targets) == len(set(targets)) == 3 and canon.copied_modules == ["a -> a_2"]
+    weights = [canon.module.get_submodule(t).weight for t in targets]
+    assert len({id(w) for w in weights}) == 3
+    x = torch.randn(5, 4)
+    assert torch.allclose(canon.module(x), model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("inplace_form", ["functional", "method", "module"])
+def test_inplace_relu_whose_result_is_discarded_still_rectifies(inplace_form):
+    class Discard(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.act = nn.Linear(3, 3), nn.Linear(3, 2), nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            y = self.a(x)
+            if inplace_form == "functional":
+                F.relu(y, inplace=True)
+            elif inplace_form == "method":
+                y.relu_()
+            else:
+                self.act(y)
+            return self.b(y)
+
+    model = Discard().eval()
+    canon = canonicalize(model)
+    assert len(canon.activations) == 1
+    x = torch.randn(9, 3)
+    assert torch.allclose(canon.module(x), model(x), atol=1e-6)
+
+
+def test_old_style_weight_norm_is_materialized_and_a_hooked_layer_is_one_line():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = nn.Sequential(torch.nn.utils.weight_norm(nn.Linear(3, 4)), nn.ReLU(), nn.Linear(4, 2)).eval()
+    canon = canonicalize(model)
+    assert canon.materialized == ["0"] and type(canon.module.get_submodule("0")) is nn.Linear
+    x = torch.randn(6, 3)
+    assert torch.allclose(canon.module(x), model(x), atol=1e-6)
+    hooked = nn.Sequential(nn.Linear(3, 4), nn.ReLU()).eval()
+    hooked[0].register_forward_hook(lambda m, a, out: out * 2)
+    with pytest.raises(UsageError) as info:
+        canonicalize(hooked)
+    assert "forward hooks" in str(info.value) and "\n" not in str(info.value)

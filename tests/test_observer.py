@@ -116,3 +116,61 @@ def test_channel_wise_percentiles():
     assert abs(obs.percentile(50, channel=1) - 5000) <= obs.bin_width
     scales = obs.scale(ScaleMode("max"), channel_wise=True)
     assert scales.tolist() == [1000.0, 10000.0]
+
+
+def _nearest_rank_bounds(values: np.ndarray, q: float) -> tuple[float, float]:
+    """The order statistics bracketing the nearest-rank q-th percentile (float rounding of q*n/100)."""
+    ordered = np.sort(values)
+    rank = q / 100.0 * len(ordered)
+    lo = max(int(np.floor(rank - 1e-9)), 1)
+    hi = min(max(int(np.ceil(rank + 1e-9)), 1), len(ordered))
+    return float(ordered[lo - 1]), float(ordered[hi - 1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.floats(0, 1, allow_nan=False), min_size=20, max_size=300),
+    st.floats(1e-4, 1e-2),
+    st.floats(1, 100),
+    st.integers(1, 4),
+)
+def test_each_channel_percentile_has_its_own_resolution(unit, small, q, batches):
+    """Channel 1 is ~1000x smaller than channel 0; each channel's percentile is within ITS OWN
+    bin (at most 2 * channel max / bins) of numpy's nearest-rank percentile of that channel."""
+    base = torch.tensor(unit, dtype=torch.float32)
+    x = torch.stack([base * 10.0, base * small], dim=1)  # [N, 2]
+    obs = ActivationObserver(bins=256, channel_wise=True)
+    for chunk in x.chunk(batches):
+        obs(chunk)
+    for c in range(2):
+        column = x[:, c].double().numpy()
+        top = float(column.max())
+        for of, population in (("all", column), ("positive", column[column > 0])):
+            got = obs.percentile(q, channel=c, of=of)
+            if population.size == 0:
+                assert got == 0.0
+                continue
+            lo, hi = _nearest_rank_bounds(population, q)
+            width = 2 * top / 256
+            assert lo - width - 1e-12 <= got <= hi + width + 1e-12, (c, of, got, lo, hi, width)
+
+
+def test_small_channel_percentile_is_not_quantized_to_the_layer():
+    ramp = torch.linspace(0, 1, 1001, dtype=torch.float64)
+    x = torch.stack([ramp, ramp**4 * 1e-3], dim=1).float()  # channel 1: skewed, 1000x smaller
+    obs = ActivationObserver(bins=2048, channel_wise=True)
+    obs(x)
+    resolution = 2 * 1e-3 / 2048
+    assert abs(obs.percentile(50, channel=1) - 0.5**4 * 1e-3) <= resolution
+    assert abs(float(obs.scale(ScaleMode("percentile", 90), channel_wise=True)[1]) - 0.9**4 * 1e-3) <= resolution
+
+
+def test_histograms_are_identical_whatever_the_batch_order():
+    data = torch.rand(10, 64, 3) ** 3 * torch.linspace(0.1, 9, 10).view(10, 1, 1) * torch.tensor([1.0, 1e-3, 5.0])
+    a, b = ActivationObserver(channel_wise=True), ActivationObserver(channel_wise=True)
+    for batch in data:
+        a(batch)
+    for batch in data.flip(0):
+        b(batch)
+    for name, buffer in a.state_dict().items():
+        assert torch.equal(buffer, b.state_dict()[name]), name
