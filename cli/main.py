@@ -186,7 +186,9 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     out.print(info_table(counts, support, f"{loaded.path} — input {'×'.join(map(str, shape))}"))
     conv = sum(l.macs for l in counts.layers if l.type.startswith("Conv"))
     lin = sum(l.macs for l in counts.layers if l.type == "Linear")
-    out.print(f"conv+linear MACs: [bold]{counts.macs / 1e9:.4f} G[/] (conv {conv / 1e9:.4f} G, linear {lin / 1e9:.4f} G); parameters {counts.params:,}")
+    out.print(f"MACs (padded positions excluded): [bold]{counts.macs / 1e9:.4f} G[/] (conv {conv / 1e9:.4f} G, linear {lin / 1e9:.4f} G, other {(counts.macs - conv - lin) / 1e9:.4f} G); fvcore's count with padding {counts.macs_with_padding / 1e9:.4f} G; parameters {counts.params:,}")
+    if counts.unsupported:
+        out.print("note: ops without a count: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.unsupported.items())))
     for note in notes:
         out.print(f"note: {note}")
     if json_path:
@@ -505,7 +507,7 @@ def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
         out.print(f"{m.name}: {energy_str(energies[m.name])} per inference" + ("" if m.kind == "digital" else f" (ANN under {m.ann_reference})"))
     out.print(f"MACs {si(counts.macs)}, bias adds {si(counts.bias_adds)}")
     if json_path:
-        write_json(json_path, {"schema_version": 1, "ann": {"macs": counts.macs, "bias_adds": counts.bias_adds, "energy_pj": energies}, "energy_models": {m.name: m.to_dict() for m in models}})
+        write_json(json_path, {"schema_version": 1, "ann": {"macs": counts.macs, "macs_with_padding": counts.macs_with_padding, "unsupported": counts.unsupported, "bias_adds": counts.bias_adds, "energy_pj": energies}, "energy_models": {m.name: m.to_dict() for m in models}})
         out.print(f"wrote {json_path}")
 
 

@@ -97,7 +97,7 @@ def energy_table(result: AnalysisResult) -> Table:
 
 def layer_table(result: AnalysisResult) -> Table:
     names = list(result.energy_models)
-    table = Table(title=f"SNN per layer at T={result.time_steps[-1]} (per inference; absolute energy under every model)", title_justify="left")
+    table = Table(title=f"Per layer (SNN) at T={result.time_steps[-1]} (per inference; absolute energy under every model)", title_justify="left")
     for col in ["layer", "type", "role", "neurons", "firing rate", "SyOPs", "MACs", "comparisons"] + [f"E {n}" for n in names]:
         table.add_column(col, justify="left" if col in ("layer", "type", "role") else "right")
     for layer in result.layers:
@@ -111,7 +111,7 @@ def layer_table(result: AnalysisResult) -> Table:
 
 def ann_layer_table(result: AnalysisResult) -> Table:
     names = list(result.energy_models)
-    table = Table(title="ANN per layer (per inference; MACs exclude padding; neuromorphic columns use their ANN reference)", title_justify="left")
+    table = Table(title="Per layer (ANN, per inference; MACs exclude padding; neuromorphic columns use their ANN reference)", title_justify="left")
     for col in ["layer", "type", "MACs", "MACs incl. padding (fvcore)"] + [f"E {n}" for n in names]:
         table.add_column(col, justify="left" if col in ("layer", "type") else "right")
     for layer in result.ann_layers:
