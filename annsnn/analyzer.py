@@ -19,17 +19,17 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .counting import SnnCounter, count_ann
-from .energy import SRAM_LEMAIRE, BreakEven, EnergyModel, break_even, get_energy_model
+from .counting import AnnCounts, SnnCounter, count_ann, dense_macs
+from .energy import BreakEven, EnergyModel, break_even, get_energy_model
 from .errors import UsageError
 from .modes import parse_time_steps
 from .simulate import simulate
 from .snn import Encoding, SpikingNetwork
 
-__all__ = ["Analyzer", "AnalysisResult", "AnnSummary", "TimeStepRow", "LayerSummary", "SCHEMA_VERSION"]
+__all__ = ["Analyzer", "AnalysisResult", "AnnSummary", "AnnLayerSummary", "TimeStepRow", "LayerSummary", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
-_COUNT_FIELDS = ("synaptic_acs", "macs", "bias_acs", "neuron_updates", "spikes")
+_COUNT_FIELDS = ("synaptic_acs", "macs", "bias_acs", "neuron_updates", "spikes", "active_updates", "comparisons")
 
 
 @dataclass
@@ -37,9 +37,24 @@ class AnnSummary:
     top1: float | None
     recall_macro: float | None
     f1_macro: float | None
-    macs: int
+    macs: int  # padded positions excluded, as the SNN's SyOPs
     bias_adds: int
     energy_pj: dict[str, float | None]
+    macs_with_padding: int = 0  # fvcore's raw count, multiplications by padded zeros included
+    unsupported: dict[str, int] = field(default_factory=dict)  # ops fvcore has no count for
+
+
+@dataclass
+class AnnLayerSummary:
+    """One ANN module's own ops and their energy per inference (memory included for
+    ``NAME+sram``; a neuromorphic model's column is its ``ann_reference``'s)."""
+
+    name: str
+    type: str
+    macs: int
+    macs_with_padding: int
+    bias_adds: int
+    energy_pj: dict[str, float]
 
 
 @dataclass
@@ -55,6 +70,8 @@ class TimeStepRow:
     macs: float
     bias_acs: float
     neuron_updates: float
+    active_updates: float  # neuron updates with input or a spike (Loihi's active updates)
+    comparisons: float  # spiking max-pool comparisons
     total_ops: float
     energy_pj: dict[str, float]
     energy_ratio: dict[str, float | None]  # SNN / ANN
@@ -70,7 +87,8 @@ class LayerSummary:
     firing_rate: float  # at max T
     synaptic_acs: float  # per inference at max T
     macs: float
-    energy_share: float  # of the SNN energy at max T under the first energy model
+    comparisons: float
+    energy_pj: dict[str, float]  # per inference at max T, under every model (memory included for NAME+sram)
 
 
 @dataclass
@@ -84,6 +102,7 @@ class AnalysisResult:
     ann: AnnSummary
     rows: list[TimeStepRow]
     layers: list[LayerSummary]
+    ann_layers: list[AnnLayerSummary]
     firing_rates: dict[str, dict[str, float]]  # layer -> {T: rate}
     break_even_T: dict[str, int | str | None]
     energy_models: dict[str, dict]
@@ -96,13 +115,11 @@ class AnalysisResult:
 
 def _dense_capacity(counter: SnnCounter, name: str) -> float:
     """Synaptic events per step if every input of a spike-fed layer spiked (its dense MACs)."""
-    from .counting import dense_macs
-
     layer = counter.layers[name]
     module = counter.modules.get(name)
     if layer.role != "synaptic" or module is None or not layer.output_numel:
         return 0.0
-    return float(dense_macs(module, (1, layer.output_numel)))
+    return float(dense_macs(module, layer.input_shape))
 
 
 def _metrics(pred: Tensor, labels: Tensor | None) -> tuple[float | None, float | None, float | None]:
@@ -137,22 +154,16 @@ class Analyzer:
         if encoding not in ("direct", "poisson"):
             raise UsageError(f"unknown encoding {encoding!r}: use direct or poisson")
         self.seed = int(seed)
-        self.sram: dict[str, EnergyModel] = {}  # "45nm-fp32+sram" -> its compute model
-        self.models = []
-        for m in energy_models:
-            if isinstance(m, str) and m.endswith("+sram"):
-                base = get_energy_model(m[: -len("+sram")])
-                if base.kind != "digital":
-                    raise UsageError(f"{m}: memory-aware energy is defined for digital models only")
-                self.sram[m] = base
-                self.models.append(EnergyModel(m, base.e_mac_pj, base.e_ac_pj, base.e_neuron_pj, base.citation + "; plus " + SRAM_LEMAIRE.citation, note="compute plus SRAM accesses"))
-            else:
-                self.models.append(m if isinstance(m, EnergyModel) else get_energy_model(m))
+        self.models = [m if isinstance(m, EnergyModel) else get_energy_model(m) for m in energy_models]
         if not self.models:
             raise UsageError("give at least one energy model")
+        if any(m.memory is not None for m in self.models) and not count:
+            raise UsageError("memory-aware energy needs counting")
         self.chunk = chunk
         self.max_t = self.time_steps[-1]
         self.counter = SnnCounter(self.snn, encoding, self.max_t) if count else None  # analysed on CPU
+        # counted before anything is simulated, so a model fvcore cannot count fails first
+        self.ann_counts: AnnCounts = count_ann(self.snn.ann, tuple(self.snn.meta["input_shape"]))
         self.snn = self.snn.to(self.device)
         self.samples = 0
         self._records: dict[int, dict] = {}  # batch index -> predictions and labels
@@ -247,12 +258,9 @@ class Analyzer:
         labels = torch.cat([r["labels"] for r in records]) if has_labels else None
         ann_pred = torch.cat([r["ann"] for r in records])
         ann_top1, ann_recall, ann_f1 = _metrics(ann_pred, labels)
-        ann_counts = count_ann(self.snn.ann, tuple(self.snn.meta["input_shape"]))
-        reference = {m.name: get_energy_model(m.ann_reference) for m in self.models if m.kind != "digital"}
-        ann_energy: dict[str, float | None] = {}
-        for model in self.models:
-            ref = model if model.kind == "digital" else reference[model.name]
-            ann_energy[model.name] = ref.ann_energy_pj(ann_counts.macs, ann_counts.bias_adds)
+        ann_counts = self.ann_counts
+        ann_layer_energy = self._ann_layer_energy(ann_counts)
+        ann_energy: dict[str, float | None] = {m.name: sum(e[m.name] for e in ann_layer_energy.values()) for m in self.models}
         neuron_layers = self.snn.neuron_layers()
         total_neurons = sum(int(self.counter.layers[k].neurons) if self.counter and k in self.counter.layers else 0 for k in neuron_layers)
         if not total_neurons:
@@ -262,20 +270,20 @@ class Analyzer:
         cum_spikes = torch.cumsum(spikes_total, 0)
 
         # cumulative per-step totals (over all samples)
-        if self.counter is not None:
-            layers = self.counter.layers.values()
-            stack = lambda attr: torch.stack([getattr(l, attr) for l in layers]).sum(0) if layers else torch.zeros(self.max_t, dtype=torch.float64)  # noqa: E731
-            syn, mac, bias, upd = (torch.cumsum(stack(a), 0) for a in ("synaptic_acs", "macs", "bias_acs", "neuron_updates"))
+        fields = ("synaptic_acs", "macs", "bias_acs", "neuron_updates", "active_updates", "comparisons")
+        if self.counter is not None and self.counter.layers:
+            layers = list(self.counter.layers.values())
+            cum = {a: torch.cumsum(torch.stack([getattr(l, a) for l in layers]).sum(0), 0) / n for a in fields}
         else:
-            syn = mac = bias = upd = torch.zeros(self.max_t, dtype=torch.float64)
-        energy_curve = {m.name: [m.snn_energy_pj(float(mac[i]) / n, float(syn[i]) / n, float(bias[i]) / n, float(upd[i]) / n) for i in range(self.max_t)] for m in self.models}
-        if self.sram:
-            if self.counter is None:
-                raise UsageError("memory-aware energy needs counting")
-            snn_memory, ann_memory = self._memory_energy(ann_counts, n)
-            for name in self.sram:
-                energy_curve[name] = [e + m for e, m in zip(energy_curve[name], snn_memory)]
-                ann_energy[name] = (ann_energy[name] or 0.0) + ann_memory
+            cum = {a: torch.zeros(self.max_t, dtype=torch.float64) for a in fields}
+        memory = {m.name: self._memory_energy(m, n) for m in self.models if m.memory is not None}
+        energy_curve = {}
+        for m in self.models:
+            curve = [m.snn_energy_pj(**{a: float(cum[a][i]) for a in fields}) for i in range(self.max_t)]
+            if m.name in memory:
+                mem_cum = torch.cumsum(sum(memory[m.name].values(), torch.zeros(self.max_t, dtype=torch.float64)), 0)
+                curve = [e + float(mem_cum[i]) for i, e in enumerate(curve)]
+            energy_curve[m.name] = curve
 
         rows = []
         for t in self.time_steps:
@@ -285,47 +293,56 @@ class Analyzer:
             energy = {name: curve[i] for name, curve in energy_curve.items()}
             bound = self._seed_bound(t) if self.encoding == "poisson" and self.counter is not None else None
             ratio = {name: (energy[name] / ann_energy[name] if ann_energy[name] else None) for name in energy}
+            c = {a: float(cum[a][i]) for a in fields}
             rows.append(
                 TimeStepRow(
                     T=t, top1=top1, gap=(top1 - ann_top1) if top1 is not None and ann_top1 is not None else None,
                     agreement=float((pred == ann_pred).float().mean()), recall_macro=recall, f1_macro=f1,
                     firing_rate=float(cum_spikes[i]) / (total_neurons * t * n) if total_neurons else 0.0,
-                    synaptic_acs=float(syn[i]) / n, macs=float(mac[i]) / n, bias_acs=float(bias[i]) / n,
-                    neuron_updates=float(upd[i]) / n,
-                    total_ops=(float(syn[i]) + float(mac[i]) + float(bias[i]) + float(upd[i])) / n,
+                    synaptic_acs=c["synaptic_acs"], macs=c["macs"], bias_acs=c["bias_acs"],
+                    neuron_updates=c["neuron_updates"], active_updates=c["active_updates"], comparisons=c["comparisons"],
+                    total_ops=c["synaptic_acs"] + c["macs"] + c["bias_acs"] + c["neuron_updates"] + c["comparisons"],
                     energy_pj=energy, energy_ratio=ratio, seed_bound_pj=bound,
                 )
             )
         firing = {}
         for name, counts in spike_counts.items():
             neurons = self.counter.layers[name].neurons if self.counter and name in self.counter.layers else 0
-            cum = torch.cumsum(counts, 0)
-            firing[name] = {str(t): (float(cum[t - 1]) / (neurons * t * n) if neurons else 0.0) for t in self.time_steps}
-        layer_rows = self._layer_rows(n)
+            cum_layer = torch.cumsum(counts, 0)
+            firing[name] = {str(t): (float(cum_layer[t - 1]) / (neurons * t * n) if neurons else 0.0) for t in self.time_steps}
+        layer_rows = self._layer_rows(n, memory)
         breaks: dict[str, int | str | None] = {}
         for model in self.models:
             reference_energy = ann_energy[model.name]
             be = break_even(energy_curve[model.name], reference_energy) if reference_energy is not None else BreakEven(None, False)
             breaks[model.name] = be.to_json()
+        has_memory = bool(memory)
         notes = [
-            "counts are per inference; energies are compute-only estimates (no memory traffic)" if not self.sram
-            else "counts are per inference; NAME+sram models add SRAM accesses (Lemaire et al. 2022), the others are compute-only",
+            "counts are per inference; energies are compute-only estimates (no memory traffic)" if not has_memory
+            else "counts are per inference; NAME+sram models add memory accesses (SRAM by size after Lemaire et al. 2022, DRAM beyond the on-chip capacity), the others are compute-only",
+            "ANN MACs and SyOPs exclude padded positions (real work); ann.macs_with_padding is fvcore's raw count",
             "first-layer MACs are counted once per sample (constant direct input)" if self.encoding == "direct"
-            else "first-layer MACs are counted at every step (Poisson input changes each step)",
+            else "Poisson input spikes drive the first layer with ACs (SyOPs), one bias AC per output per step",
         ]
         if self.encoding == "poisson" and self.counter is not None:
-            notes.append("seed_bound_pj: the seed report's bound [T E_MAC O_MAC, T (E_AC O_AC + E_MAC O_MAC)] (O_AC = every spike-fed synapse active); shown for Poisson input only, where its first-layer term recurs every step")
+            notes.append("seed_bound_pj: the seed report's bound [T E_MAC O_MAC, T (E_AC O_AC + E_MAC O_MAC)] (O_MAC = the input layer's dense MACs, O_AC = every other spike-fed synapse active); shown for Poisson input only")
+        if ann_counts.unsupported:
+            notes.append("ANN ops without a count (fvcore): " + ", ".join(f"{k} x{v}" for k, v in sorted(ann_counts.unsupported.items())))
         for model in self.models:
             if model.kind != "digital":
                 notes.append(f"{model.name}: ANN energy and ratio use {model.ann_reference} (an ANN does not run on {model.name})")
             if not model.verified:
-                notes.append(f"{model.name}: {model.note}")
+                notes.append(f"{model.name}: UNVERIFIED: {model.note}")
+        ann_layers = [
+            AnnLayerSummary(layer.name, layer.type, layer.macs, layer.macs_with_padding, layer.bias_adds, ann_layer_energy[layer.name])
+            for layer in ann_counts.layers
+        ]
         return AnalysisResult(
             schema_version=SCHEMA_VERSION, samples=n, encoding=self.encoding,
-            mac_counting="once per sample" if self.encoding == "direct" else "every step",
+            mac_counting="once per sample" if self.encoding == "direct" else "none (Poisson spikes: ACs)",
             seed=self.seed, time_steps=list(self.time_steps),
-            ann=AnnSummary(ann_top1, ann_recall, ann_f1, ann_counts.macs, ann_counts.bias_adds, ann_energy),
-            rows=rows, layers=layer_rows, firing_rates=firing, break_even_T=breaks,
+            ann=AnnSummary(ann_top1, ann_recall, ann_f1, ann_counts.macs, ann_counts.bias_adds, ann_energy, ann_counts.macs_with_padding, dict(ann_counts.unsupported)),
+            rows=rows, layers=layer_rows, ann_layers=ann_layers, firing_rates=firing, break_even_T=breaks,
             energy_models={m.name: m.to_dict() for m in self.models},
             unsupported=list(self.counter.unsupported) if self.counter else [], notes=notes,
         )
@@ -339,50 +356,96 @@ class Analyzer:
 
     def _seed_bound(self, T: int) -> dict[str, list[float]]:
         """The seed report's E in [T E_MAC O_MAC, T (E_AC O_AC + E_MAC O_MAC)], with O_MAC the
-        analog (first-layer) MACs per step and O_AC the synaptic capacity per step (every
-        spike-fed synapse active). Defined for rate-coded input, where O_MAC recurs each step."""
+        dense MACs of the layers fed by the input and O_AC the synaptic capacity per step of
+        the other spike-fed layers (every synapse active)."""
         assert self.counter is not None
-        o_mac = self.counter.analog_macs_per_step()
-        o_ac = sum(_dense_capacity(self.counter, name) for name in self.counter.layers)
+        o_mac = self.counter.input_layer_macs()
+        inputs = {name for name, _ in self.counter._input_layers}
+        o_ac = sum(_dense_capacity(self.counter, name) for name in self.counter.layers if name not in inputs)
         out = {}
         for model in self.models:
-            if model.kind == "digital" and model.name not in self.sram:
+            if model.kind == "digital" and model.memory is None:
+                assert model.e_mac_pj is not None
                 out[model.name] = [T * model.e_mac_pj * o_mac, T * (model.e_ac_pj * o_ac + model.e_mac_pj * o_mac)]
         return out
 
-    def _memory_energy(self, ann_counts, n: int) -> tuple[list[float], float]:
-        """Cumulative SNN SRAM energy per step and the ANN's, per inference (pJ)."""
+    def _sizes(self) -> dict[str, tuple[int, int, int, int]]:
+        """Weight layers of the SNN graph: name -> (weights, inputs, outputs, dense MACs) per sample."""
         assert self.counter is not None
-        access = SRAM_LEMAIRE.access_pj
-        ann_macs = {layer.name: layer.macs for layer in ann_counts.layers}
-        per_step = torch.zeros(self.max_t, dtype=torch.float64)
-        ann = 0.0
+        out = {}
         for name, layer in self.counter.layers.items():
+            module = self.counter.modules.get(name)
+            if layer.weight_numel and module is not None:
+                out[name] = (layer.weight_numel, layer.input_numel, layer.output_numel, dense_macs(module, layer.input_shape))
+        return out
+
+    def _memory_energy(self, model: EnergyModel, n: int) -> dict[str, Tensor]:
+        """SNN memory energy per layer and per step, per inference (pJ), under ``model.memory``.
+
+        Accesses of ``w = model.value_bytes`` bytes, each priced by the size of the tensor it
+        lives in (``access(numel * w, w)``): a synaptic event reads a weight and reads and
+        writes the target potential; a bias AC reads and writes a potential; an analog MAC
+        reads a weight and an input, each full evaluation writes its outputs; a neuron update
+        reads and writes its potential. Max-pool comparisons are charged compute only.
+        """
+        assert self.counter is not None and model.memory is not None
+        memory, width = model.memory, model.value_bytes
+
+        def access(numel: float) -> float:
+            return memory.access_pj(numel * width, width)
+
+        sizes = self._sizes()
+        out: dict[str, Tensor] = {}
+        for name, layer in self.counter.layers.items():
+            per_step = torch.zeros(self.max_t, dtype=torch.float64)
             if layer.role == "neurons" and layer.neurons:
-                per_step += layer.neuron_updates * 2 * access(layer.neurons * 4)
-            elif layer.weight_numel:
-                e_w, e_in, e_out = access(layer.weight_numel * 4), access(layer.input_numel * 4), access(layer.output_numel * 4)
-                dense = ann_macs.get(name, 0)
+                per_step += layer.neuron_updates * 2 * access(layer.neurons)
+            elif name in sizes:
+                weights, inputs, outputs, dense = sizes[name]
+                e_w, e_in, e_out = access(weights), access(inputs), access(outputs)
                 per_step += layer.synaptic_acs * (e_w + 2 * e_out) + layer.bias_acs * 2 * e_out
                 if dense:
-                    per_step += layer.macs * (e_w + e_in + e_out * layer.output_numel / dense)
-                    ann += dense * (e_w + e_in) + layer.output_numel * e_out
+                    per_step += layer.macs * (e_w + e_in + e_out * outputs / dense)
             elif layer.role == "synaptic":  # identity synapse into a neuron layer
                 target = self.counter.layers.get(name.replace(" (identity synapse)", ""))
                 size = target.neurons if target is not None and target.neurons else 1
-                per_step += layer.synaptic_acs * 2 * access(size * 4)
-        return (torch.cumsum(per_step, 0) / n).tolist(), ann
+                per_step += layer.synaptic_acs * 2 * access(size)
+            out[name] = per_step / n
+        return out
 
-    def _layer_rows(self, n: int) -> list[LayerSummary]:
+    def _ann_layer_energy(self, counts: AnnCounts) -> dict[str, dict[str, float]]:
+        """Each ANN row's energy per inference under every model: compute under the model
+        (a neuromorphic model's ``ann_reference``), plus, for ``NAME+sram``, every MAC reading
+        a weight and an input and every output written once."""
+        sizes = self._sizes() if self.counter is not None else {}
+        out: dict[str, dict[str, float]] = {}
+        for layer in counts.layers:
+            energies = {}
+            for model in self.models:
+                ref = model if model.kind == "digital" else get_energy_model(model.ann_reference)
+                energy = ref.ann_energy_pj(layer.macs, layer.bias_adds)
+                assert energy is not None, f"{model.ann_reference} is not a digital model"
+                if model.memory is not None and layer.name in sizes:
+                    weights, inputs, outputs, _ = sizes[layer.name]
+                    w = model.value_bytes
+                    access = lambda numel: model.memory.access_pj(numel * w, w)  # noqa: E731
+                    energy += layer.macs * (access(weights) + access(inputs)) + outputs * access(outputs)
+                energies[model.name] = energy
+            out[layer.name] = energies
+        return out
+
+    def _layer_rows(self, n: int, memory: dict[str, dict[str, Tensor]]) -> list[LayerSummary]:
         if self.counter is None:
             return []
-        model = self.models[0]
         rows = []
-        energies = {}
         for name, layer in self.counter.layers.items():
-            energies[name] = model.snn_energy_pj(float(layer.macs.sum()) / n, float(layer.synaptic_acs.sum()) / n, float(layer.bias_acs.sum()) / n, float(layer.neuron_updates.sum()) / n)
-        total = sum(energies.values()) or 1.0
-        for name, layer in self.counter.layers.items():
+            counts = {a: float(getattr(layer, a).sum()) / n for a in ("macs", "synaptic_acs", "bias_acs", "neuron_updates", "active_updates", "comparisons")}
+            energies = {}
+            for model in self.models:
+                energy = model.snn_energy_pj(**counts)
+                if model.name in memory:
+                    energy += float(memory[model.name][name].sum())
+                energies[model.name] = energy
             rate = float(layer.spikes.sum()) / (layer.neurons * self.max_t * n) if layer.neurons else 0.0
-            rows.append(LayerSummary(name, layer.type, layer.role, int(layer.neurons), rate, float(layer.synaptic_acs.sum()) / n, float(layer.macs.sum()) / n, energies[name] / total))
+            rows.append(LayerSummary(name, layer.type, layer.role, int(layer.neurons), rate, counts["synaptic_acs"], counts["macs"], counts["comparisons"], energies))
         return rows

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -39,6 +40,7 @@ __all__ = [
     "AnnCounts",
     "count_ann",
     "dense_macs",
+    "valid_taps",
     "SnnCounter",
     "SnnLayerCounts",
     "default_structural_handlers",
@@ -49,23 +51,31 @@ _MAC_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum", "mm")
 
 @dataclass
 class AnnLayerCount:
+    """Counts of one module's own ops (its children's are in their own rows)."""
+
     name: str
     type: str
     output_shape: list[int]
     params: int
-    macs: int  # conv/linear multiply-accumulates
+    macs: int  # conv/linear/matmul multiply-accumulates, padded positions excluded
     bias_adds: int
     other_ops: dict[str, int] = field(default_factory=dict)  # batch_norm, pooling, ...
+    macs_with_padding: int = 0  # fvcore's own count: multiplications by padded zeros included
 
 
 @dataclass
 class AnnCounts:
     layers: list[AnnLayerCount]
     input_shape: list[int]
+    unsupported: dict[str, int] = field(default_factory=dict)  # op -> calls fvcore has no count for
 
     @property
     def macs(self) -> int:
         return sum(layer.macs for layer in self.layers)
+
+    @property
+    def macs_with_padding(self) -> int:
+        return sum(layer.macs_with_padding for layer in self.layers)
 
     @property
     def bias_adds(self) -> int:
@@ -86,34 +96,105 @@ class AnnCounts:
         return {
             "input_shape": self.input_shape,
             "macs": self.macs,
+            "macs_with_padding": self.macs_with_padding,
             "bias_adds": self.bias_adds,
             "params": self.params,
             "other_ops": self.other_ops(),
+            "unsupported": dict(self.unsupported),
             "layers": [asdict(layer) for layer in self.layers],
         }
 
 
-def dense_macs(module: nn.Module, output_shape: tuple[int, ...]) -> int:
-    """Closed form per sample: conv ``out_numel * C_in/groups * prod(kernel)``; linear ``out_numel * in``."""
-    out = math.prod(output_shape[1:])
+def valid_taps(spatial: tuple[int, ...], kernel: tuple[int, ...], stride, padding, dilation) -> int:
+    """Kernel taps that land on real (unpadded) inputs, summed over all output positions:
+    a convolution of an all-ones input with an all-ones kernel, ``sum(conv(1, 1))``."""
+    dims = len(spatial)
+    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims]
+    ones = torch.ones(1, 1, *spatial, dtype=torch.float64)
+    return int(fn(ones, torch.ones(1, 1, *kernel, dtype=torch.float64), None, stride, padding, dilation).sum())
+
+
+def dense_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """MACs per sample of a Conv/Linear on an input of ``input_shape`` (no batch), padding excluded::
+
+        conv:   C_out * C_in/groups * sum over outputs of the taps on real inputs
+        linear: prod(input_shape[:-1]) * in_features * out_features
+    """
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        return out * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+        if module.padding_mode != "zeros":
+            raise UsageError(f"cannot count {type(module).__name__} with padding_mode={module.padding_mode!r}")
+        spatial = tuple(input_shape[1:])
+        padding = module.padding if not isinstance(module.padding, str) else _same_padding(module)
+        taps = valid_taps(spatial, tuple(module.kernel_size), module.stride, padding, module.dilation)
+        return module.out_channels * (module.in_channels // module.groups) * taps
     if isinstance(module, nn.Linear):
-        return out * module.in_features
+        return math.prod(input_shape[:-1]) * module.in_features * module.out_features
     raise TypeError(f"no closed form for {type(module).__name__}")
 
 
+def _same_padding(module: nn.Module) -> tuple[int, ...]:
+    if module.padding == "valid":
+        return (0,) * len(module.kernel_size)
+    raise UsageError(f"cannot count {type(module).__name__} with padding={module.padding!r}; give explicit padding")
+
+
+def _conv_macs_jit(inputs: list, outputs: list) -> Counter:
+    """fvcore handle for ``aten::_convolution``: MACs on real inputs (padding excluded) as
+    ``conv``, and fvcore's own count (padding included) as ``conv_with_padding``."""
+    from fvcore.nn.jit_handles import conv_flop_jit, get_shape
+
+    with_padding = int(conv_flop_jit(inputs, outputs)["conv"])
+    x_shape, w_shape = get_shape(inputs[0]), get_shape(inputs[1])
+    transposed = bool(inputs[6].toIValue())
+    if transposed:  # a transposed conv's padding crops its output; fvcore counts input-side work
+        return Counter({"conv": with_padding, "conv_with_padding": with_padding})
+    stride, padding, dilation = (_int_list(inputs[i]) for i in (3, 4, 5))
+    groups = int(inputs[8].toIValue())
+    taps = valid_taps(tuple(x_shape[2:]), tuple(w_shape[2:]), stride, padding, dilation)
+    real = int(x_shape[0]) * int(w_shape[0]) * (int(x_shape[1]) // groups) * taps
+    return Counter({"conv": real, "conv_with_padding": with_padding})
+
+
+def _int_list(value) -> tuple[int, ...]:
+    """A constant int list of a jit graph (a constant, or a ``prim::ListConstruct`` of constants)."""
+    constant = value.toIValue()
+    if constant is None and value.node().kind() == "prim::ListConstruct":
+        constant = [item.toIValue() for item in value.node().inputs()]
+    if constant is None or any(item is None for item in constant):
+        raise UsageError("cannot count a convolution whose stride, padding or dilation is computed at run time")
+    return tuple(int(item) for item in constant)
+
+
+def _safe_scope(name: str) -> str:
+    return name.replace("/", "\u2215")
+
+
 def count_ann(model: nn.Module, input_shape: tuple[int, ...]) -> AnnCounts:
-    """Per-layer MACs of ``model`` for one sample of ``input_shape`` (fvcore)."""
+    """Per-module MACs of ``model`` for one sample of ``input_shape`` (fvcore).
+
+    Every op fvcore counts is counted, functional calls in a ``forward`` included: a row
+    holds the ops of a module's own ``forward`` (its children have their own rows), so
+    the rows add up to fvcore's total. Convolution MACs exclude padded positions, as the
+    SNN's SyOPs do; fvcore's raw count is kept as ``macs_with_padding``. Ops fvcore has
+    no count for are returned in ``unsupported`` (never printed). Module names need not
+    be identifiers (onnx2torch's ``11/Relu`` works).
+    """
     from fvcore.nn import FlopCountAnalysis
+
+    class _Analysis(FlopCountAnalysis):
+        # fvcore splits jit scope names on '/', so give every module a '/'-free alias
+        def _get_aliases(self, m: nn.Module):
+            aliases = {k: _safe_scope(v) for k, v in super()._get_aliases(m).items()}
+            aliases.update({v: v for v in list(aliases.values())})  # scopes name modules by alias
+            return aliases
 
     model = model.eval()
     first = next(iter(model.parameters()), None)
     example = torch.zeros(1, *input_shape, device=first.device if first is not None else "cpu")
     shapes: dict[str, list[int]] = {}
     handles = []
-    leaves = {name: m for name, m in model.named_modules() if name and not list(m.children())}
-    for name, module in leaves.items():
+    modules = dict(model.named_modules())
+    for name, module in modules.items():
         def hook(mod, args, out, _name=name):
             if isinstance(out, Tensor):
                 shapes[_name] = list(out.shape)
@@ -129,30 +210,46 @@ def count_ann(model: nn.Module, input_shape: tuple[int, ...]) -> AnnCounts:
             handle.remove()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        analysis = FlopCountAnalysis(model, example)
+        analysis = _Analysis(model, example)
+        analysis.set_op_handle("aten::_convolution", _conv_macs_jit)
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")
         by_module = analysis.by_module_and_operator()
+        unsupported = {str(k): int(v) for k, v in analysis.unsupported_ops().items()}
     rows = []
-    for name, module in leaves.items():
-        ops = dict(by_module.get(name, {}))
-        macs = sum(int(ops.pop(op, 0)) for op in _MAC_OPS)
+    for name, module in modules.items():
+        alias = analysis.canonical_module_name(name)
+        if alias != _safe_scope(name):
+            continue  # a shared module: counted under its first name
+        own = Counter(by_module.get(alias, {}))
+        for child_name, child in module.named_children():
+            full = f"{name}.{child_name}" if name else child_name
+            if analysis.canonical_module_name(full) == _safe_scope(full):
+                own.subtract(by_module.get(_safe_scope(full), {}))
+        ops = {k: int(v) for k, v in own.items() if v}
+        is_leaf = not list(module.children())
+        if not ops and not (is_leaf and name):
+            continue
+        with_padding = ops.pop("conv_with_padding", 0)
+        macs = sum(ops.pop(op, 0) for op in _MAC_OPS)
+        with_padding += macs - own.get("conv", 0)  # non-conv MAC ops have no padding
         bias = getattr(module, "bias", None)
         out_shape = shapes.get(name, [])
-        bias_adds = math.prod(out_shape[1:]) if isinstance(bias, Tensor) and out_shape and isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)) else 0
+        bias_adds = math.prod(out_shape[1:]) if isinstance(bias, Tensor) and out_shape and isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) else 0
         rows.append(
             AnnLayerCount(
-                name=name,
+                name=name or "(model)",
                 type=type(module).__name__,
                 output_shape=out_shape,
                 params=sum(p.numel() for p in module.parameters(recurse=False)),
                 macs=macs,
                 bias_adds=bias_adds,
-                other_ops={k: int(v) for k, v in ops.items() if v},
+                other_ops=ops,
+                macs_with_padding=with_padding,
             )
         )
-    return AnnCounts(layers=rows, input_shape=list(input_shape))
+    return AnnCounts(layers=rows, input_shape=list(input_shape), unsupported=unsupported)
 
 
 # ---------------------------------------------------------------------------
@@ -171,11 +268,14 @@ class SnnLayerCounts:
     bias_acs: Tensor
     neuron_updates: Tensor
     spikes: Tensor
+    active_updates: Tensor  # neuron updates with a non-zero input current or a spike
+    comparisons: Tensor  # spiking max-pool: one per input event per window holding it
     neurons: int = 0
     static: bool = False  # MACs counted once per sample (direct-encoded constant input)
     weight_numel: int = 0  # per layer, for memory-aware energy
     input_numel: int = 0
     output_numel: int = 0
+    input_shape: tuple[int, ...] = ()
 
 
 StructuralFn = Callable[[nn.Module, Tensor], Tensor]
@@ -213,6 +313,16 @@ def _same(module: nn.Module, x: Tensor) -> Tensor:
     return module(x)
 
 
+def _pool_windows_structure(module: nn.Module, x: Tensor) -> Tensor:
+    """Spiking max-pool comparisons: one per pooling window that holds the spiking input,
+    so the structural map is a sum pool over the pool's windows (padding excluded)."""
+    if module.ceil_mode:
+        if tuple(module.dilation) != (1, 1):
+            raise UsageError(f"cannot count a spiking max-pool with ceil_mode and dilation {tuple(module.dilation)}")
+        return F.avg_pool2d(x, module.kernel_size, module.stride, module.padding, True, False, divisor_override=1)
+    return F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride).sum()
+
+
 def default_structural_handlers() -> dict[type, StructuralFn]:
     """Layer type -> its structural (all-ones, sum-pool) map for fan-out counting."""
     return {
@@ -224,6 +334,8 @@ def default_structural_handlers() -> dict[type, StructuralFn]:
         nn.AdaptiveAvgPool1d: _adaptive_avgpool_structure,
         nn.Flatten: _same,
         Rescale: _identity_structure,
+        Normalize: _identity_structure,  # Poisson spikes into (s - mean)/std: one event per spike
+        SpikingMaxPool2d: _pool_windows_structure,
     }
 
 
@@ -236,6 +348,18 @@ class SnnCounter:
 
     Attach with :meth:`attach` before :func:`~annsnn.simulate.simulate` runs; use the
     ``on_chunk`` callback :meth:`on_chunk`. Totals accumulate over batches.
+
+    Spike sources are IF layers, spiking max-pools and, under Poisson encoding, the
+    input encoder: its {0, 1} spikes drive the first layer with ACs like any other
+    spike (the ``(s - mean)/std`` normalization folds into the weights, its constant
+    into one bias AC per output per step). Events are counted as non-zero outputs.
+
+    *Active* neuron update (for chips that charge it apart, e.g. Loihi): a neuron whose
+    input current in that step is non-zero (a synaptic event or a bias) or that spikes.
+
+    Spiking max-pool comparisons, event-driven: each input spike is compared with the
+    running maximum of every pooling window that holds it, so
+    ``comparisons(t) = sum_i s_t[i] W[i]`` with ``W[i]`` the number of windows holding i.
     """
 
     def __init__(
@@ -258,9 +382,11 @@ class SnnCounter:
         self._batch = 0
         self._start = 0
         self.layers: dict[str, SnnLayerCounts] = {}
-        self.fanout: dict[str, tuple[list[str], Tensor]] = {}  # source -> (sink names, [N, sinks])
+        self.fanout: dict[str, tuple[list[str], list[str], Tensor]] = {}  # source -> (sinks, count fields, [N, sinks])
+        self._sources: list[str] = []
         self._mac_layers: list[tuple[str, int, int, bool]] = []  # name, macs/sample, bias/sample, static
         self._bias_layers: list[tuple[str, int]] = []
+        self._input_layers: list[tuple[str, int]] = []  # layers fed by the input: name, dense MACs/sample
         self._analyse()
         self._handles: list = []
 
@@ -268,12 +394,17 @@ class SnnCounter:
     def _layer(self, name: str, type_name: str, role: str) -> SnnLayerCounts:
         if name not in self.layers:
             zeros = lambda: torch.zeros(self.max_steps, dtype=torch.float64)  # noqa: E731
-            self.layers[name] = SnnLayerCounts(name, type_name, role, zeros(), zeros(), zeros(), zeros(), zeros())
+            self.layers[name] = SnnLayerCounts(name, type_name, role, zeros(), zeros(), zeros(), zeros(), zeros(), zeros(), zeros())
         return self.layers[name]
+
+    def _is_source(self, module: nn.Module) -> bool:
+        return isinstance(module, (IFNeurons, SpikingMaxPool2d)) or (isinstance(module, InputEncoder) and self.encoding == "poisson")
 
     def _analyse(self) -> None:
         graph = self.snn.graph.graph
         analog_reach = self._analog_reach(graph)
+        input_fed = self._input_fed(graph)
+        normalized = any(isinstance(m, Normalize) and bool((m.mean != 0).any()) for m in self.modules.values())
         for node in graph.nodes:
             if node.op != "call_module":
                 continue
@@ -283,13 +414,22 @@ class SnnCounter:
                 layer = self._layer(name, "IFNeurons", "neurons")
                 layer.neurons = _numel(node)
                 continue
+            if isinstance(module, SpikingMaxPool2d):
+                self._layer(name, "SpikingMaxPool2d", "pool")
+                continue
+            if isinstance(module, InputEncoder) and self.encoding == "poisson":
+                self._layer(name, "InputEncoder", "input")
+                continue
             if isinstance(module, _SYNAPTIC_TYPES):
                 out = _numel(node)
-                bias = out if module.bias is not None else 0
-                sizes = {"weight_numel": module.weight.numel(), "input_numel": _numel(node.args[0]), "output_numel": out}
+                in_shape = _shape(node.args[0])
+                bias = out if module.bias is not None or (node in input_fed and self.encoding == "poisson" and normalized) else 0
+                sizes = {"weight_numel": module.weight.numel(), "input_numel": _numel(node.args[0]), "output_numel": out, "input_shape": in_shape}
+                if node in input_fed:
+                    self._input_layers.append((name, dense_macs(module, in_shape)))
                 if node in analog_reach:
                     is_static = node in self.static
-                    self._mac_layers.append((name, dense_macs(module, (1, *_shape(node))), bias, is_static))
+                    self._mac_layers.append((name, dense_macs(module, in_shape), bias, is_static))
                     layer = self._layer(name, type(module).__name__, "mac")
                     layer.static = is_static
                 else:
@@ -306,8 +446,26 @@ class SnnCounter:
                 if has_params:
                     warnings.warn(f"annsnn cannot count layer {name} ({type(module).__name__}); it is listed as unsupported")
         for node in graph.nodes:
-            if node.op == "call_module" and isinstance(self.modules[str(node.target)], (IFNeurons, SpikingMaxPool2d)):
+            if node.op == "call_module" and self._is_source(self.modules[str(node.target)]):
+                self._sources.append(str(node.target))
                 self._fanout_maps(node)
+
+    def _input_fed(self, graph: fx.Graph) -> set[fx.Node]:
+        """Weight layers whose input comes from the network input with no weight layer between."""
+        reach: set[fx.Node] = set()
+        fed: set[fx.Node] = set()
+        for node in graph.nodes:
+            if node.op == "placeholder":
+                reach.add(node)
+                continue
+            if not any(a in reach for a in node.all_input_nodes):
+                continue
+            module = self.modules.get(str(node.target)) if node.op == "call_module" else None
+            if isinstance(module, _SYNAPTIC_TYPES):
+                fed.add(node)
+            elif not isinstance(module, (IFNeurons, SpikingMaxPool2d)):
+                reach.add(node)
+        return fed
 
     def _analog_reach(self, graph: fx.Graph) -> set[fx.Node]:
         """Weight layers whose input carries analog (non-spike) values."""
@@ -324,7 +482,9 @@ class SnnCounter:
             module = self.modules[str(node.target)]
             feeds_analog = any(a in analog for a in node.all_input_nodes)
             if isinstance(module, InputEncoder):
-                analog.add(node)  # Poisson spikes are normalized into analog values
+                if self.encoding == "direct":
+                    analog.add(node)  # the analog image itself
+                continue  # Poisson: {0, 1} spikes, a spike source
             elif isinstance(module, (IFNeurons, SpikingMaxPool2d)):
                 continue
             elif isinstance(module, _SYNAPTIC_TYPES):
@@ -339,7 +499,7 @@ class SnnCounter:
         shape = _shape(source)
         x = torch.zeros(1, *shape, dtype=torch.float64, requires_grad=True)
         values: dict[fx.Node, Tensor] = {source: x}
-        sinks: list[tuple[str, Tensor]] = []
+        sinks: list[tuple[str, str, Tensor]] = []  # name, count field, structural output
         graph = self.snn.graph.graph
         reached = {source}
         for node in graph.nodes:
@@ -349,18 +509,24 @@ class SnnCounter:
             if not any(a in reached for a in inputs):
                 continue
             if node.op == "output":
-                sinks.append(("output", _arg_value(node.args[0], values)))
+                sinks.append(("output", "synaptic_acs", _arg_value(node.args[0], values)))
                 continue
             if node.op == "call_module":
                 module = self.modules[str(node.target)]
                 name = str(node.target)
                 routed = _arg_value(node.args[0], values)
                 if isinstance(module, _SYNAPTIC_TYPES):
-                    sinks.append((name, self.handlers[type(module)](module, routed)))
+                    sinks.append((name, "synaptic_acs", self.handlers[type(module)](module, routed)))
+                    continue
+                if isinstance(module, SpikingMaxPool2d):
+                    handler = self.handlers.get(SpikingMaxPool2d)
+                    if handler is None:
+                        self.unsupported.append(f"{name} (SpikingMaxPool2d comparisons)")
+                    else:
+                        sinks.append((name, "comparisons", handler(module, routed)))
                     continue
                 if isinstance(module, _SINK_TYPES):
-                    if not isinstance(module, SpikingMaxPool2d):
-                        sinks.append((f"{name} (identity synapse)", routed))
+                    sinks.append((f"{name} (identity synapse)", "synaptic_acs", routed))
                     continue
                 handler = self.handlers.get(type(module))
                 if handler is None:
@@ -387,17 +553,18 @@ class SnnCounter:
             else:
                 values[node] = target(*args, **kwargs)  # type: ignore[operator]
             reached.add(node)
-        names, columns = [], []
-        for sink_name, y in sinks:
+        names, fields, columns = [], [], []
+        for sink_name, count_field, y in sinks:
             if not isinstance(y, Tensor) or not y.requires_grad:
                 continue
             (grad,) = torch.autograd.grad(y.sum(), x, retain_graph=True)
             names.append(sink_name)
+            fields.append(count_field)
             columns.append(grad.reshape(-1))
-            self._layer(sink_name, "identity synapse" if "identity" in sink_name or sink_name == "output" else self._type_of(sink_name), "synaptic")
+            if count_field == "synaptic_acs":
+                self._layer(sink_name, "identity synapse" if "identity" in sink_name or sink_name == "output" else self._type_of(sink_name), "synaptic")
         if columns:
-            self.fanout[str(source.target)] = (names, torch.stack(columns, dim=1).detach())
-        self._layer(str(source.target), type(self.modules[str(source.target)]).__name__, "neurons")
+            self.fanout[str(source.target)] = (names, fields, torch.stack(columns, dim=1).detach())
 
     def _type_of(self, name: str) -> str:
         module = self.modules.get(name)
@@ -408,12 +575,8 @@ class SnnCounter:
         """Install hooks for one batch of ``batch_size`` samples."""
         self._batch = batch_size
         self.samples += batch_size
-        for name in self.fanout:
-            module = self.modules[name]
-            self._handles.append(module.register_forward_hook(self._make_hook(name)))
-        for name, layer in self.layers.items():
-            if layer.role == "neurons" and isinstance(self.modules.get(name), (IFNeurons, SpikingMaxPool2d)) and name not in self.fanout:
-                self._handles.append(self.modules[name].register_forward_hook(self._make_hook(name)))
+        for name in self._sources:
+            self._handles.append(self.modules[name].register_forward_hook(self._make_hook(name)))
         for name, macs, bias, is_static in self._mac_layers:
             layer = self.layers[name]
             if is_static:
@@ -423,6 +586,10 @@ class SnnCounter:
     def analog_macs_per_step(self) -> int:
         """Dense MACs of the analog-input layers for one sample and one step."""
         return sum(macs for _, macs, _, _ in self._mac_layers)
+
+    def input_layer_macs(self) -> int:
+        """Dense MACs (padding excluded) of the layers fed by the input, for one sample and one step."""
+        return sum(macs for _, macs in self._input_layers)
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -447,17 +614,22 @@ class SnnCounter:
     def _make_hook(self, name: str):
         def hook(module: nn.Module, args, out: Tensor) -> None:
             steps = module.steps  # type: ignore[attr-defined]
-            per_step = out.reshape(steps, self._batch, -1).sum(1).to(torch.float64)
+            events = (out != 0).reshape(steps, self._batch, -1)
+            per_step = events.sum(1).to(torch.float64)
             span = slice(self._start, self._start + steps)
-            self.layers[name].spikes[span] += per_step.sum(1).cpu()
+            layer = self.layers[name]
+            layer.spikes[span] += per_step.sum(1).cpu()
+            if isinstance(module, IFNeurons):
+                current = args[0].reshape(steps, self._batch, -1)
+                layer.active_updates[span] += ((current != 0) | events).sum((1, 2)).to(torch.float64).cpu()
             if name in self.fanout:
-                sinks, matrix = self.fanout[name]
+                sinks, fields, matrix = self.fanout[name]
                 if matrix.device != per_step.device:
                     matrix = matrix.to(per_step.device)
-                    self.fanout[name] = (sinks, matrix)
+                    self.fanout[name] = (sinks, fields, matrix)
                 acs = (per_step @ matrix).cpu()  # [steps, sinks]
-                for j, sink in enumerate(sinks):
-                    self.layers[sink].synaptic_acs[span] += acs[:, j]
+                for j, (sink, count_field) in enumerate(zip(sinks, fields)):
+                    getattr(self.layers[sink], count_field)[span] += acs[:, j]
 
         return hook
 

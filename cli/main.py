@@ -188,7 +188,9 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     out.print(info_table(counts, support, f"{loaded.path} — input {'×'.join(map(str, shape))}"))
     conv = sum(l.macs for l in counts.layers if l.type.startswith("Conv"))
     lin = sum(l.macs for l in counts.layers if l.type == "Linear")
-    out.print(f"conv+linear MACs: [bold]{counts.macs / 1e9:.4f} G[/] (conv {conv / 1e9:.4f} G, linear {lin / 1e9:.4f} G); parameters {counts.params:,}")
+    out.print(f"MACs (padded positions excluded): [bold]{counts.macs / 1e9:.4f} G[/] (conv {conv / 1e9:.4f} G, linear {lin / 1e9:.4f} G, other {(counts.macs - conv - lin) / 1e9:.4f} G); fvcore's count with padding {counts.macs_with_padding / 1e9:.4f} G; parameters {counts.params:,}")
+    if counts.unsupported:
+        out.print("note: ops without a count: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.unsupported.items())))
     for note in notes:
         out.print(f"note: {note}")
     if json_path:
@@ -437,7 +439,7 @@ def _evaluation_json(result, path, dataset, split) -> dict:
 @click.option("--ann", "ann_model", help="Analyze an ANN alone: MACs and energy only.")
 @click.option("--arch", help="With --ann: zoo architecture of a state_dict checkpoint.")
 @click.option("--input-shape", type=SHAPE, help="With --ann: input shape C,H,W.")
-@click.option("--per-layer", is_flag=True, help="Also show firing rate, ACs and energy share per layer.")
+@click.option("--per-layer", is_flag=True, help="Also show, per layer, firing rate, SyOPs, MACs and absolute energy under every model, for the SNN and the ANN.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write everything (schema_version 1).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the trade-off table as CSV.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Write the trade-off table as Markdown.")
@@ -447,25 +449,26 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     """Operations and energy per inference of SNN at every T, against its ANN.
 
     Counts come from the real spikes of one simulation: synaptic ACs (SyOPs) are the exact
-    fan-out of every spike (borders and padding included), first-layer MACs are counted once
-    for direct input, each neuron costs one update per step. Energy = counts × the per-op
+    fan-out of every spike (padded positions excluded, as in the ANN's MACs), first-layer
+    MACs are counted once for direct input (Poisson spikes drive it with ACs), each neuron
+    costs one update per step, a spiking max-pool one comparison per input spike and window. Energy = counts × the per-op
     constants of each named, cited model. Break-even T is the largest T at which the SNN
     is still cheaper than the ANN. Without SNN: the last conversion.
     """
     from annsnn.energy import get_energy_model
     from annsnn.files import check_output_path, write_json, write_text
 
-    from .render import energy_table, layer_table
+    from .render import ann_layer_table, energy_table, layer_table
 
     names = energy_models or ("45nm-fp32", "45nm-fp32+sram", "loihi")
     for name in names:
         get_energy_model(name[: -len("+sram")] if name.endswith("+sram") else name)  # validate early
-    models = [name if name.endswith("+sram") else get_energy_model(name) for name in names]
+    models = [get_energy_model(name) for name in names]
     for path in (json_path, csv_path, md_path):
         if path:
             check_output_path(path, inputs=(snn or "", ann_model or ""))
     if ann_model:
-        _energy_ann_only(ann_model, arch, input_shape, [m for m in models if not isinstance(m, str)], json_path)
+        _energy_ann_only(ann_model, arch, input_shape, [m for m in models if m.memory is None], json_path)  # memory needs the SNN's layers
         return
     path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
     result, rank = _analyze(network, loader, T, encoding, seed, chunk, models, count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device)
@@ -480,6 +483,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         err.print(f"[yellow]warning:[/] not counted (unsupported layers): {', '.join(result.unsupported)}")
     if per_layer:
         out.print(layer_table(result))
+        out.print(ann_layer_table(result))
     data_out = result.to_dict()
     data_out.update({"snn": str(path), "dataset": name, "split": split})
     if json_path:
@@ -522,7 +526,7 @@ def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
         out.print(f"{m.name}: {energy_str(energies[m.name])} per inference" + ("" if m.kind == "digital" else f" (ANN under {m.ann_reference})"))
     out.print(f"MACs {si(counts.macs)}, bias adds {si(counts.bias_adds)}")
     if json_path:
-        write_json(json_path, {"schema_version": 1, "ann": {"macs": counts.macs, "bias_adds": counts.bias_adds, "energy_pj": energies}, "energy_models": {m.name: m.to_dict() for m in models}})
+        write_json(json_path, {"schema_version": 1, "ann": {"macs": counts.macs, "macs_with_padding": counts.macs_with_padding, "unsupported": counts.unsupported, "bias_adds": counts.bias_adds, "energy_pj": energies}, "energy_models": {m.name: m.to_dict() for m in models}})
         out.print(f"wrote {json_path}")
 
 
@@ -530,10 +534,10 @@ def _csv(result) -> str:
     buffer = io.StringIO()
     names = list(result.energy_models)
     writer = csv.writer(buffer)
-    writer.writerow(["T", "top1", "gap", "agreement", "synaptic_acs", "macs", "bias_acs", "neuron_updates", "total_ops"] + [f"energy_pj_{n}" for n in names] + [f"energy_ratio_{n}" for n in names])
-    writer.writerow(["ANN", result.ann.top1, "", 1.0, 0, result.ann.macs, result.ann.bias_adds, 0, result.ann.macs + result.ann.bias_adds] + [result.ann.energy_pj[n] for n in names] + [1.0 for _ in names])
+    writer.writerow(["T", "top1", "gap", "agreement", "synaptic_acs", "macs", "bias_acs", "neuron_updates", "active_updates", "comparisons", "total_ops"] + [f"energy_pj_{n}" for n in names] + [f"energy_ratio_{n}" for n in names])
+    writer.writerow(["ANN", result.ann.top1, "", 1.0, 0, result.ann.macs, result.ann.bias_adds, 0, 0, 0, result.ann.macs + result.ann.bias_adds] + [result.ann.energy_pj[n] for n in names] + [1.0 for _ in names])
     for r in result.rows:
-        writer.writerow([r.T, r.top1, r.gap, r.agreement, r.synaptic_acs, r.macs, r.bias_acs, r.neuron_updates, r.total_ops] + [r.energy_pj[n] for n in names] + [r.energy_ratio[n] for n in names])
+        writer.writerow([r.T, r.top1, r.gap, r.agreement, r.synaptic_acs, r.macs, r.bias_acs, r.neuron_updates, r.active_updates, r.comparisons, r.total_ops] + [r.energy_pj[n] for n in names] + [r.energy_ratio[n] for n in names])
     return buffer.getvalue()
 
 
@@ -560,12 +564,14 @@ def energy_models_cmd() -> None:
     from annsnn.energy import PRESETS
 
     table = Table(title="Energy models (pJ per operation)", title_justify="left")
-    for col in ("name", "kind", "E_MAC", "E_AC / synop", "E_neuron", "source"):
+    for col in ("name", "kind", "E_MAC", "E_AC / synop", "E_neuron", "value bytes", "source"):
         table.add_column(col, overflow="fold")
     for m in PRESETS:
-        table.add_row(m.name, m.kind, f"{m.e_mac_pj:g}", f"{m.e_ac_pj:g}", f"{m.e_neuron_pj:g}", m.citation + ("" if m.verified else " [UNVERIFIED]"))
+        neuron = f"{m.e_neuron_pj:g}" if m.e_neuron_inactive_pj is None else f"{m.e_neuron_pj:g} active / {m.e_neuron_inactive_pj:g} inactive"
+        table.add_row(m.name, m.kind, "–" if m.e_mac_pj is None else f"{m.e_mac_pj:g}", f"{m.e_ac_pj:g}", neuron, "" if m.kind != "digital" else str(m.value_bytes), m.citation + ("" if m.verified else " [UNVERIFIED]"))
     out.print(table)
-    out.print("memory-aware: NAME+sram adds SRAM accesses (weights, inputs, potentials; cost by memory size) to a digital model")
+    out.print("E_MAC –: a neuromorphic chip has no MACs; its ANN comparison uses the ann_reference digital model")
+    out.print("memory-aware: NAME+sram adds memory accesses (weights, inputs, potentials) to a digital model: SRAM priced by tensor size, DRAM for tensors over 1 MiB; values as wide as the model's precision")
     out.print('custom: a JSON/TOML file {"name", "e_mac_pj", "e_ac_pj", "e_neuron_pj", "citation"[, "kind"]} passed to --energy-model')
 
 

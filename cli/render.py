@@ -7,7 +7,7 @@ from annsnn.analyzer import AnalysisResult
 from annsnn.convert import ConversionReport
 from annsnn.counting import AnnCounts
 
-__all__ = ["info_table", "conversion_table", "mode_words", "evaluation_table", "energy_table", "layer_table", "si", "pct"]
+__all__ = ["info_table", "conversion_table", "mode_words", "evaluation_table", "energy_table", "layer_table", "ann_layer_table", "si", "pct"]
 
 
 def si(value: float | None, unit: str = "") -> str:
@@ -105,9 +105,26 @@ def energy_table(result: AnalysisResult) -> Table:
 
 
 def layer_table(result: AnalysisResult) -> Table:
-    table = Table(title=f"Per layer at T={result.time_steps[-1]} (per inference; energy share under {next(iter(result.energy_models))})", title_justify="left")
-    for col in ("layer", "type", "role", "neurons", "firing rate", "SyOPs", "MACs", "energy share"):
+    names = list(result.energy_models)
+    table = Table(title=f"Per layer (SNN) at T={result.time_steps[-1]} (per inference; absolute energy under every model)", title_justify="left")
+    for col in ["layer", "type", "role", "neurons", "firing rate", "SyOPs", "MACs", "comparisons"] + [f"E {n}" for n in names]:
         table.add_column(col, justify="left" if col in ("layer", "type", "role") else "right")
     for layer in result.layers:
-        table.add_row(_short(layer.name), layer.type, layer.role, f"{layer.neurons:,}" if layer.neurons else "", f"{layer.firing_rate:.4f}" if layer.neurons else "", si(layer.synaptic_acs) if layer.synaptic_acs else "", si(layer.macs) if layer.macs else "", f"{100 * layer.energy_share:.1f}%")
+        table.add_row(
+            _short(layer.name), layer.type, layer.role, f"{layer.neurons:,}" if layer.neurons else "", f"{layer.firing_rate:.4f}" if layer.neurons else "",
+            si(layer.synaptic_acs) if layer.synaptic_acs else "", si(layer.macs) if layer.macs else "", si(layer.comparisons) if layer.comparisons else "",
+            *[energy_str(layer.energy_pj[n]) for n in names],
+        )
+    return table
+
+
+def ann_layer_table(result: AnalysisResult) -> Table:
+    names = list(result.energy_models)
+    table = Table(title="Per layer (ANN, per inference; MACs exclude padding; neuromorphic columns use their ANN reference)", title_justify="left")
+    for col in ["layer", "type", "MACs", "MACs incl. padding (fvcore)"] + [f"E {n}" for n in names]:
+        table.add_column(col, justify="left" if col in ("layer", "type") else "right")
+    for layer in result.ann_layers:
+        if not layer.macs and not layer.bias_adds:
+            continue
+        table.add_row(_short(layer.name), layer.type, si(layer.macs), si(layer.macs_with_padding), *[energy_str(layer.energy_pj[n]) for n in names])
     return table

@@ -58,6 +58,27 @@ def test_demo_then_evaluate_and_energy_without_arguments(capsys, tmp_path, monke
     assert energy["ann"]["macs"] > 0 and energy["rows"][0]["synaptic_acs"] > 0
     assert "break-even" in out and "Per layer" in out
     assert (tmp_path / "e.csv").read_text().startswith("T,top1") and "| T |" in (tmp_path / "e.md").read_text()
+    # the CSV and Markdown outputs say what the JSON says
+    import csv as csv_module
+
+    from annsnn.cli.render import energy_str, si
+
+    table = list(csv_module.DictReader((tmp_path / "e.csv").read_text().splitlines()))
+    assert [row["T"] for row in table] == ["ANN", "5", "20"] and int(table[0]["macs"]) == energy["ann"]["macs"]
+    for row, expected in zip(table[1:], energy["rows"]):
+        for key in ("synaptic_acs", "macs", "bias_acs", "neuron_updates", "active_updates", "comparisons", "total_ops"):
+            assert float(row[key]) == expected[key]
+        assert float(row["energy_pj_truenorth"]) == expected["energy_pj"]["truenorth"]
+    markdown = (tmp_path / "e.md").read_text()
+    for expected in energy["rows"]:
+        assert f"| {expected['T']} |" in markdown and si(expected["synaptic_acs"]) in markdown and energy_str(expected["energy_pj"]["45nm-fp32"]) in markdown
+    # one MAC count everywhere: info, energy --ann and energy agree exactly
+    code, out, err = run(capsys, "info", "--json", "info.json")
+    assert code == 0, err
+    code, out, err = run(capsys, "energy", "--ann", str(embedded_checkpoint()), "--json", "ann.json")
+    assert code == 0, err
+    info_macs = json.loads((tmp_path / "info.json").read_text())["macs"]
+    assert info_macs == json.loads((tmp_path / "ann.json").read_text())["ann"]["macs"] == energy["ann"]["macs"] == demo["ann"]["macs"]
 
 
 def test_info_convert_and_ann_only_energy(capsys, tmp_path):

@@ -20,7 +20,7 @@ def test_every_small_architecture_builds_runs_counts_and_converts(name):
         assert model(x).shape == (2, 10)
     counts = count_ann(model, spec.input_shape)
     shapes = {}
-    hooks = [m.register_forward_hook(lambda mod, a, out, n=n: shapes.__setitem__(n, out.shape)) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [m.register_forward_hook(lambda mod, a, out, n=n: shapes.__setitem__(n, a[0].shape[1:])) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]  # input shapes
     with torch.no_grad():
         model(x[:1])
     for h in hooks:
@@ -65,7 +65,7 @@ def test_imagenet_size_architectures_build_count_and_convert(name):
     x = torch.rand(2, *spec.input_shape)
     counts = count_ann(model, spec.input_shape)
     shapes = {}
-    hooks = [m.register_forward_hook(lambda mod, a, out, n=n: shapes.__setitem__(n, out.shape)) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [m.register_forward_hook(lambda mod, a, out, n=n: shapes.__setitem__(n, a[0].shape[1:])) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]  # input shapes
     with torch.no_grad():
         assert model(x[:1]).shape == (1, 1000)
     for h in hooks:
