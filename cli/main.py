@@ -64,8 +64,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 # shared resolution of models, data and normalization
 
 
-def _load(model: str | None, arch: str | None, trust: bool, weights: str | None = None):
+def _load(model: str | None, arch: str | None, trust: bool, weights: str | None = None, input_shape: tuple[int, ...] | None = None):
     from annsnn.io import LoadedModel, load_model
+    from annsnn.library import is_library_arch
     from annsnn.zoo import architectures, build, embedded_checkpoint
 
     if model is None:
@@ -75,9 +76,9 @@ def _load(model: str | None, arch: str | None, trust: bool, weights: str | None 
         return LoadedModel(build(name, weights=weights).eval(), model, "zoo", arch=name)
     if weights is not None:
         raise UsageError("--weights applies to zoo:NAME models only")
-    if arch is not None and arch not in architectures():
-        raise UsageError(f"unknown --arch {arch!r}: run 'annsnn zoo list' to see the names")
-    return load_model(model, arch, trust=trust)
+    if arch is not None and arch not in architectures() and not is_library_arch(arch):
+        raise UsageError(f"unknown --arch {arch!r}: run 'annsnn zoo list' to see the names, or use torchvision:NAME / timm:NAME")
+    return load_model(model, arch, trust=trust, input_shape=input_shape)
 
 
 def _resolve(loaded, data: str | None, mean: list[float] | None, std: list[float] | None, input_shape: tuple[int, ...] | None, data_root: str | None):
@@ -156,11 +157,14 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 
     if json_path:
         check_output_path(json_path, inputs=(model or "",))
-    loaded = _load(model, arch, trust, weights)
+    from annsnn.io import convertible_module
+
+    loaded = _load(model, arch, trust, weights, input_shape)
     arch_spec = architectures().get(loaded.arch) if loaded.arch else None
     shape = tuple(input_shape or loaded.record.get("input_shape") or (arch_spec.input_shape if arch_spec else ()))
     if not shape:
         raise UsageError("pass --input-shape C,H,W (this file records none)")
+    convertible_module(loaded, shape)
     counts = count_ann(loaded.module, shape)
     support: dict[str, str] = {}
     notes: list[str] = []
@@ -242,13 +246,16 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
 
     from .render import conversion_table
 
+    from annsnn.io import convertible_module
+
     options = ConversionOptions(mode=mode, channel_wise=channel_wise, percentile_of=percentile_of, v_init=v_init, maxpool=maxpool, hybrid=hybrid)
-    loaded = _load(model, arch, trust)
+    loaded = _load(model, arch, trust, input_shape=input_shape)
     target = Path(out_path) if out_path else _default_out(model, loaded.arch or "model")
     check_output_path(target, inputs=(model or "",))
     if json_path:
         check_output_path(json_path, inputs=(model or "",))
     spec, norm, norm_source, shape = _resolve(loaded, data, mean, std, input_shape, data_root)
+    convertible_module(loaded, shape)
     loader = make_loader(load_dataset(spec.name, "train", data_root, download), batch_size, calib_samples)
     meta = {
         "source": {"path": str(Path(loaded.path).resolve()) if not loaded.path.startswith("zoo:") else loaded.path, "kind": loaded.kind, "arch": loaded.arch},
