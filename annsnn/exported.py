@@ -28,7 +28,7 @@ from torch import fx
 from .errors import UsageError
 from .lift import lift_aten
 
-__all__ = ["torchscript_to_module", "load_pt2", "check_pt2", "is_pt2"]
+__all__ = ["torchscript_to_module", "export_to_module", "load_pt2", "check_pt2", "is_pt2"]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -49,6 +49,21 @@ def torchscript_to_module(script: torch.jit.ScriptModule, input_shape: tuple[int
     except Exception as exc:  # the converter raises many kinds; name the cause in one line
         raise UsageError(f"cannot convert the TorchScript model to a graph on input shape {tuple(input_shape)} ({_first_line(exc)})") from None
     return lift_aten(gm, name=type(script).__name__.split(".")[-1] or "TorchScript")
+
+
+def export_to_module(module: torch.nn.Module, input_shape: tuple[int, ...]) -> fx.GraphModule:
+    """``module`` re-expressed in standard modules through ``torch.export`` (e.g. timm's
+    ``BatchNormAct2d``, which calls ``F.batch_norm`` on its own weights, becomes
+    ``BatchNorm2d`` + ``ReLU``)."""
+    example = torch.zeros(2, *input_shape)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(module.eval(), (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=2)},))
+            gm = program.module()
+    except Exception as exc:  # export raises many kinds; name the cause in one line
+        raise UsageError(f"cannot export the model to a graph on input shape {tuple(input_shape)} ({_first_line(exc)})") from None
+    return lift_aten(gm, name=type(module).__name__)
 
 
 def is_pt2(path: str | os.PathLike) -> bool:

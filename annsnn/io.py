@@ -52,11 +52,20 @@ def strip_prefix(state: dict, prefix: str = "module.") -> dict:
 
 
 def convertible_module(loaded: LoadedModel, input_shape: tuple[int, ...]) -> nn.Module:
-    """``loaded.module`` in a form torch.fx can trace: TorchScript is lifted on ``input_shape``."""
+    """``loaded.module`` in a form torch.fx can trace and annsnn can convert.
+
+    TorchScript is lifted on ``input_shape``; a timm architecture goes through
+    ``torch.export`` and the same lifting, since timm's fused layers (``BatchNormAct2d``)
+    read their weights inside ``forward``.
+    """
     if isinstance(loaded.module, torch.jit.ScriptModule):
         from .exported import torchscript_to_module
 
         loaded.module = torchscript_to_module(loaded.module, tuple(input_shape))
+    elif loaded.arch is not None and loaded.arch.startswith("timm:") and not isinstance(loaded.module, torch.fx.GraphModule):
+        from .exported import export_to_module
+
+        loaded.module = export_to_module(loaded.module, tuple(input_shape))
     return loaded.module
 
 
@@ -182,13 +191,11 @@ def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int
             record["normalization"] = {"mean": library.normalization[0], "std": library.normalization[1]}
         return _fill(module, state, file, arch, record, kind)
     if num_classes is None:
-        for key in ("linear.bias", "fc.bias", "classifier.6.bias", "classifier.1.bias"):
-            if key in state:
-                num_classes = int(state[key].shape[0])
-                break
-        else:
-            biases = [k for k in state if k.endswith(".bias") and state[k].dim() == 1]
-            num_classes = int(state[biases[-1]].shape[0]) if biases else None
+        # the architecture's last bias/weight, in its own module order, is the classifier's
+        # (safetensors stores keys sorted by name, so the file's order says nothing)
+        default = build(arch).state_dict()
+        last = [k for k in default if k.endswith((".bias", ".weight")) and k in state and state[k].dim() >= 1]
+        num_classes = int(state[last[-1]].shape[0]) if last else None
     try:
         module = build(arch, num_classes=num_classes)
     except TypeError:
