@@ -21,6 +21,7 @@ import math
 import operator
 import os
 import re
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -32,6 +33,14 @@ from .errors import UsageError
 from .lift import sanitize_path
 
 __all__ = ["load_onnx", "import_onnx"]
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """The value of ``Shape(x)`` (or a piece of it): static sizes, ``"batch"`` for dim 0."""
+
+    values: tuple[int | str, ...]
+    scalar: bool = False
 
 
 class _Graph:
@@ -245,7 +254,13 @@ def _flatten(g: _Graph, node: Any, a: dict) -> fx.Node:
 def _reshape(g: _Graph, node: Any, a: dict) -> fx.Node:
     """A reshape that keeps the batch dimension: ``reshape(x, (-1, *rest))``."""
     x = _tensor(g, node)
-    shape = [int(v) for v in _const(g, node, 1, "shape")]  # type: ignore[union-attr]
+    given = g.values[node.input[1]]
+    if isinstance(given, _Shape):  # Shape -> Gather -> Concat chains of a dynamic batch
+        shape = [-1 if v == "batch" else int(v) for v in given.values]
+        if any(v == "batch" for v in given.values[1:]) or given.values[:1] != ("batch",):
+            raise UsageError(f"unsupported ONNX node {node.name} (Reshape): the batch size moves to another axis")
+    else:
+        shape = [int(v) for v in _const(g, node, 1, "shape")]  # type: ignore[union-attr]
     in_dims = g.shapes.get(node.input[0])
     if not in_dims or any(not isinstance(d, int) for d in in_dims[1:]):
         raise UsageError(f"unsupported ONNX node {node.name} (Reshape): input shape unknown")
@@ -406,6 +421,50 @@ def _fold(g: _Graph, node: Any) -> list[np.ndarray]:
         raise UsageError(f"cannot fold constant ONNX node {node.name or node.op_type} ({node.op_type}: {type(exc).__name__})") from None
 
 
+def _shape_arith(g: _Graph, node: Any, a: dict) -> bool:
+    """Shape arithmetic on ``Shape(x)``: the batch stays symbolic, other sizes are static.
+
+    Returns True when ``node`` was such an op and its value is stored.
+    """
+    inputs = [g.values.get(name) for name in node.input if name]
+    if node.op_type == "Shape":
+        dims = g.shapes.get(node.input[0])
+        if not dims or any(not isinstance(d, int) or d <= 0 for d in dims[1:]):
+            return False
+        values: tuple[int | str, ...] = ("batch", *dims[1:])
+        start, end = int(a.get("start", 0)), a.get("end")
+        g.values[node.output[0]] = _Shape(values[start: None if end is None else int(end)])
+        return True
+    if not inputs or not any(isinstance(v, _Shape) for v in inputs):
+        return False
+    first = inputs[0]
+    if node.op_type == "Cast" and isinstance(first, _Shape):
+        g.values[node.output[0]] = first
+    elif node.op_type == "Gather" and isinstance(first, _Shape) and isinstance(inputs[1], np.ndarray) and inputs[1].ndim == 0:
+        g.values[node.output[0]] = _Shape((first.values[int(inputs[1])],), scalar=True)
+    elif node.op_type == "Unsqueeze" and isinstance(first, _Shape) and first.scalar:
+        g.values[node.output[0]] = _Shape(first.values)
+    elif node.op_type == "Squeeze" and isinstance(first, _Shape) and len(first.values) == 1:
+        g.values[node.output[0]] = _Shape(first.values, scalar=True)
+    elif node.op_type == "Slice" and isinstance(first, _Shape) and all(isinstance(v, np.ndarray) for v in inputs[1:]):
+        start, end = int(inputs[1].reshape(-1)[0]), int(inputs[2].reshape(-1)[0])
+        step = int(inputs[4].reshape(-1)[0]) if len(inputs) > 4 else 1
+        g.values[node.output[0]] = _Shape(first.values[start: end if end < 2**62 else None: step])
+    elif node.op_type == "Concat":
+        parts: list[int | str] = []
+        for value in inputs:
+            if isinstance(value, _Shape) and not value.scalar:
+                parts.extend(value.values)
+            elif isinstance(value, np.ndarray) and value.ndim == 1:
+                parts.extend(int(v) for v in value)
+            else:
+                return False
+        g.values[node.output[0]] = _Shape(tuple(parts))
+    else:
+        return False
+    return True
+
+
 def import_onnx(proto: Any) -> tuple[fx.GraphModule, tuple[int, ...] | None]:
     """Build standard modules from ``proto``; also return the input's per-sample shape."""
     import onnx
@@ -448,12 +507,10 @@ def import_onnx(proto: Any) -> tuple[fx.GraphModule, tuple[int, ...] | None]:
             for name, value in zip(node.output, _fold(g, node)):
                 g.values[name] = value
             continue
+        if node.op_type in ("Shape", "Gather", "Unsqueeze", "Concat", "Slice", "Squeeze", "Cast") and _shape_arith(g, node, a):
+            continue
         if node.op_type == "Shape":
-            dims = g.shapes.get(node.input[0])
-            if dims and all(isinstance(d, int) and d > 0 for d in dims[1:]):
-                unsupported.append(f"{node.name} (Shape of a tensor with a dynamic batch; export with a fixed batch or use Flatten)")
-            else:
-                unsupported.append(f"{node.name} (Shape)")
+            unsupported.append(f"{node.name} (Shape of a tensor whose non-batch sizes are not static)")
             continue
         handler = _HANDLERS.get(node.op_type)
         if handler is None:

@@ -277,3 +277,39 @@ def test_cli_info_and_convert_accept_new_formats(trained, tmp_path, capsys):
         out, err = capsys.readouterr()
         assert code == 0, err
     assert (tmp_path / "t.snn.pt").is_file()
+
+
+class _Residual(nn.Module):
+    """A residual block, functional ReLU, adaptive pool and ``x.view(x.size(0), -1)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.b1(self.c1(x)))
+        y = torch.relu(y + self.b2(self.c2(y)))
+        y = nn.functional.adaptive_avg_pool2d(y, 4)
+        return self.fc(y.view(y.size(0), -1))
+
+
+@pytest.mark.parametrize("kind", ["traced", "scripted", "pt2", "onnx-ts-default", pytest.param("onnx-dynamo-default", marks=_SLOW)])
+def test_residual_net_with_dynamic_view_loads_and_converts(digits, tmp_path, kind):
+    """The dynamic-batch ``view`` arrives as sym_size (export) or Shape->Gather->Concat (ONNX)."""
+    torch.manual_seed(0)
+    model = _Residual().eval()
+    path = tmp_path / f"model{_SUFFIX.get(kind, '.onnx')}"
+    _save(model, kind, path)
+    module = convertible_module(load_model(path), SHAPE)
+    x = digits[1][0][:50]
+    with torch.no_grad():
+        assert torch.allclose(module(x), model(x), rtol=1e-5, atol=1e-5)
+    snn, report = ann_to_snn(module, [digits[0][0][:256]], input_shape=SHAPE, options=ConversionOptions(mode=parse_mode("max")))
+    assert len(report.layers) == 2
+    with torch.no_grad():
+        reference = model(x)
+    result = simulate(snn, x, [16, 256])
+    error = {t: float((result.outputs[t] / t - reference).norm() / reference.norm()) for t in (16, 256)}
+    assert error[256] < error[16] / 4
