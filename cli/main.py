@@ -132,7 +132,7 @@ def _default_out(model: str | None, name: str) -> Path:
 
 @cli.command()
 @click.argument("model", required=False)
-@click.option("--arch", help="Zoo architecture of a state_dict checkpoint (see 'annsnn zoo list').")
+@click.option("--arch", help="Architecture of a state_dict (.pt/.safetensors): a zoo name ('annsnn zoo list'), torchvision:NAME or timm:NAME (classes read from the checkpoint).")
 @click.option("--input-shape", type=SHAPE, help="Input shape C,H,W (default: recorded, or the dataset's).")
 @click.option("--weights", help="For zoo:NAME ImageNet models: torchvision weights, e.g. DEFAULT (needs internet once).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the table as JSON.")
@@ -140,8 +140,10 @@ def _default_out(model: str | None, name: str) -> Path:
 def info(model: str | None, arch: str | None, input_shape, weights: str | None, json_path: str | None, trust: bool) -> None:
     """Layers, output shapes, parameters and MACs of MODEL, and whether each activation converts.
 
-    MODEL is a checkpoint (.pt/.pth/.th, with --arch for a bare state_dict), a TorchScript file,
-    an .onnx file, or zoo:NAME for an untrained zoo architecture. Without MODEL: the bundled
+    MODEL is a checkpoint (.pt/.pth/.th, with --arch for a bare state_dict), a .safetensors
+    state_dict (with --arch), a TorchScript file (traced or scripted; needs --input-shape), a
+    torch.export .pt2 file, an .onnx file, or zoo:NAME for an untrained zoo architecture.
+    --arch also takes torchvision:NAME and timm:NAME. Without MODEL: the bundled
     digits CNN. MACs come from fvcore (one fused multiply-add = one MAC); BatchNorm, pooling
     and other ops are listed apart and kept out of the MAC total.
 
@@ -149,6 +151,9 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     Examples:
       annsnn info zoo:vgg19 --input-shape 3,224,224
       annsnn info ../shared/models/cifar10-resnet/resnet20-12fca82f.th --arch resnet20
+      annsnn info model.pt2                          # torch.export.save: shape recorded
+      annsnn info traced.pt --input-shape 3,32,32    # torch.jit.trace / script
+      annsnn info finetuned.safetensors --arch timm:resnet18
     """
     from annsnn.counting import count_ann
     from annsnn.files import check_output_path, write_json
@@ -206,7 +211,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 
 @cli.command()
 @click.argument("model", required=False)
-@click.option("--arch", help="Zoo architecture of a state_dict checkpoint (see 'annsnn zoo list').")
+@click.option("--arch", help="Architecture of a state_dict (.pt/.safetensors): a zoo name ('annsnn zoo list'), torchvision:NAME or timm:NAME (classes read from the checkpoint).")
 @click.option("--mode", type=MODE, default="99.99", show_default=True, help="Scale per layer: 'max', a percentile (99.9, 99.99%), or a fraction of the max (0.5, 1/3).")
 @click.option("--channel-wise", is_flag=True, help="One scale per channel instead of per layer.")
 @click.option("--percentile-of", type=click.Choice(["all", "positive"]), default="all", show_default=True, help="Population of a percentile mode: all: every activation, zeros included (numpy/torch.quantile, SpikingJelly); positive: only the non-zero ones (snntoolbox), which gives higher scales.")
@@ -232,10 +237,15 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
     that every threshold is 1 and neurons emit real 0/1 spikes. The SNN file loads without
     unpickling code. Without MODEL: the bundled digits CNN.
 
+    MODEL may be any format 'annsnn info' reads: checkpoint or .safetensors with --arch
+    (zoo, torchvision:NAME, timm:NAME), TorchScript, torch.export .pt2, or ONNX.
+
     \b
     Examples:
       annsnn convert model.pt --arch resnet20 --mode 99.99 --data imagefolder:../shared/data/CIFAR10-jpeg
       annsnn convert model.pt --arch vgg16_cifar --mode 1/3 --channel-wise --v-init 0.5
+      annsnn convert model.onnx --data cifar10
+      annsnn convert ft.safetensors --arch torchvision:resnet18 --data imagefolder:DIR --input-shape 3,64,64
     """
     from annsnn.artifact import save_snn
     from annsnn.convert import ConversionOptions
@@ -502,7 +512,9 @@ def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
     shape = tuple(input_shape or loaded.record.get("input_shape") or (spec.input_shape if spec else ()))
     if not shape:
         raise UsageError("pass --input-shape C,H,W")
-    counts = count_ann(loaded.module, shape)
+    from annsnn.io import convertible_module
+
+    counts = count_ann(convertible_module(loaded, shape), shape)
     energies = {}
     for m in models:
         ref = m if m.kind == "digital" else get_energy_model(m.ann_reference)
