@@ -134,9 +134,9 @@ def _conv(g: _Graph, node: Any, a: dict) -> fx.Node:
     layer = cls(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride=tuple(a.get("strides", [1] * dims)),  # type: ignore[union-attr]
                 padding=_symmetric(a.get("pads", [0] * 2 * dims), dims, node), dilation=tuple(a.get("dilations", [1] * dims)), groups=groups, bias=b is not None)
     with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+        layer.weight.copy_(torch.from_numpy(np.array(w, dtype=np.float32)))
         if b is not None:
-            layer.bias.copy_(torch.from_numpy(np.ascontiguousarray(b)))
+            layer.bias.copy_(torch.from_numpy(np.array(b, dtype=np.float32)))
     return g.add(_layer_name(node, node.input[1]), layer, (_tensor(g, node),))
 
 
@@ -151,9 +151,9 @@ def _gemm(g: _Graph, node: Any, a: dict) -> fx.Node:
         c = np.broadcast_to(c * float(a.get("beta", 1.0)), (w.shape[0],))
     layer = nn.Linear(w.shape[1], w.shape[0], bias=c is not None)
     with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+        layer.weight.copy_(torch.from_numpy(np.array(w, dtype=np.float32)))
         if c is not None:
-            layer.bias.copy_(torch.from_numpy(np.ascontiguousarray(c)))
+            layer.bias.copy_(torch.from_numpy(np.array(c, dtype=np.float32)))
     return g.add(_layer_name(node, node.input[1]), layer, (_tensor(g, node),))
 
 
@@ -163,7 +163,7 @@ def _matmul(g: _Graph, node: Any, a: dict) -> fx.Node:
         raise UsageError(f"unsupported ONNX node {node.name} (MatMul): only a product with a stored 2-d weight")
     layer = nn.Linear(w.shape[0], w.shape[1], bias=False)
     with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T)))
+        layer.weight.copy_(torch.from_numpy(np.array(w.T, dtype=np.float32)))
     new = g.add(_layer_name(node, node.input[1]), layer, (_tensor(g, node),))
     g.linear_of[node.output[0]] = layer
     return new
@@ -183,7 +183,7 @@ def _batch_norm(g: _Graph, node: Any, a: dict) -> fx.Node:
     layer = cls(mean.shape[0], eps=float(a.get("epsilon", 1e-5)))  # type: ignore[union-attr]
     with torch.no_grad():
         for target, value in ((layer.weight, scale), (layer.bias, bias), (layer.running_mean, mean), (layer.running_var, var)):
-            target.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+            target.copy_(torch.from_numpy(np.array(value, dtype=np.float32)))
     return g.add(_layer_name(node, node.input[3]), layer, (_tensor(g, node),))
 
 
@@ -287,7 +287,7 @@ def _binary(fn: Callable) -> Callable[[_Graph, Any, dict], fx.Node]:
                 if isinstance(tensor, fx.Node) and isinstance(const, np.ndarray) and node.input[0 if tensor is left else 1] in g.linear_of:
                     layer = g.linear_of[node.input[0 if tensor is left else 1]]
                     if layer.bias is None and g.users.get(node.input[0 if tensor is left else 1]) == 1 and const.size == layer.out_features:
-                        layer.bias = nn.Parameter(torch.from_numpy(np.ascontiguousarray(const.reshape(-1))).float())
+                        layer.bias = nn.Parameter(torch.from_numpy(np.array(const.reshape(-1), dtype=np.float32)))
                         return tensor  # MatMul + Add -> Linear with a bias
         args = []
         for value in (left, right):

@@ -82,12 +82,12 @@ FORMATS = ["traced", "scripted", "pt2", "onnx-ts-13", pytest.param("onnx-ts-17",
 
 def _convert_and_check(module: nn.Module, original: nn.Module, digits, tmp_path) -> dict[int, float]:
     (xtr, _), (xte, _) = digits
-    snn, report = ann_to_snn(module, [xtr[:512]], input_shape=SHAPE, options=ConversionOptions(mode=parse_mode("max")))
+    snn, report = ann_to_snn(module, [xtr[:256]], input_shape=SHAPE, options=ConversionOptions(mode=parse_mode("max")))
     assert [layer.kind for layer in report.layers] == ["IF clip 6", "IF", "IF"]
     path = tmp_path / "m.snn.pt"
     save_snn(snn, path)
     snn = load_snn(path)
-    x = xte[:64]
+    x = xte[:32]
     with torch.no_grad():
         reference = original(x)
     result = simulate(snn, x, [16, 256])
@@ -313,3 +313,20 @@ def test_residual_net_with_dynamic_view_loads_and_converts(digits, tmp_path, kin
     result = simulate(snn, x, [16, 256])
     error = {t: float((result.outputs[t] / t - reference).norm() / reference.norm()) for t in (16, 256)}
     assert error[256] < error[16] / 4
+
+
+def test_onnx_matmul_add_becomes_one_linear(tmp_path):
+    """A Linear on a 3-d tensor exports as MatMul + Add; it imports as one nn.Linear with a bias."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(2), nn.Linear(64, 16), nn.ReLU(), nn.Flatten(), nn.Linear(16, 10)).eval()
+    path = tmp_path / "mm.onnx"
+    _quiet(torch.onnx.export, model, (torch.zeros(2, *SHAPE),), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "b"}})
+    import onnx
+
+    assert {"MatMul", "Add"} <= {n.op_type for n in onnx.load(str(path)).graph.node}
+    module = load_model(path).module
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 2 and all(m.bias is not None for m in linears)
+    x = torch.rand(5, *SHAPE)
+    with torch.no_grad():
+        assert torch.allclose(module(x), model(x), rtol=1e-5, atol=1e-5)
