@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import warnings
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import fx
@@ -29,6 +32,22 @@ from .errors import UsageError
 from .lift import lift_aten
 
 __all__ = ["torchscript_to_module", "export_to_module", "load_pt2", "check_pt2", "is_pt2"]
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """torch's converters warn through ``warnings`` and ``logging``; the library never prints."""
+    loggers = [logging.getLogger(name) for name in ("torch._export", "torch.export", "torch._dynamo", "torch.fx.experimental.symbolic_shapes")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -42,13 +61,12 @@ def torchscript_to_module(script: torch.jit.ScriptModule, input_shape: tuple[int
 
     example = torch.zeros(2, *input_shape)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
+        with _quiet(), torch.no_grad():
             program = TS2EPConverter(script.eval(), (example,)).convert()
             gm = program.module()
     except Exception as exc:  # the converter raises many kinds; name the cause in one line
         raise UsageError(f"cannot convert the TorchScript model to a graph on input shape {tuple(input_shape)} ({_first_line(exc)})") from None
-    return lift_aten(gm, name=type(script).__name__.split(".")[-1] or "TorchScript")
+    return lift_aten(gm, name=str(getattr(script, "original_name", "") or "TorchScript"))
 
 
 def export_to_module(module: torch.nn.Module, input_shape: tuple[int, ...]) -> fx.GraphModule:
@@ -57,8 +75,7 @@ def export_to_module(module: torch.nn.Module, input_shape: tuple[int, ...]) -> f
     ``BatchNorm2d`` + ``ReLU``)."""
     example = torch.zeros(2, *input_shape)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
+        with _quiet(), torch.no_grad():
             program = torch.export.export(module.eval(), (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=2)},))
             gm = program.module()
     except Exception as exc:  # export raises many kinds; name the cause in one line
@@ -111,8 +128,7 @@ def load_pt2(path: str | os.PathLike, *, trust: bool = False) -> tuple[fx.GraphM
     try:
         if not trust:
             check_pt2(file)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet():
             program = torch.export.load(str(file))
     except UsageError:
         raise

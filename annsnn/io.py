@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +116,9 @@ def load_model(
         return LoadedModel(module, str(file), "pt2", record={"input_shape": list(shape)} if shape else {})
     if _is_torchscript(file):
         try:
-            script = torch.jit.load(str(file), map_location="cpu")
+            with warnings.catch_warnings():  # torch.jit.load's deprecation notice
+                warnings.simplefilter("ignore")
+                script = torch.jit.load(str(file), map_location="cpu")
         except Exception as exc:
             raise UsageError(f"TorchScript file {str(file)!r} could not be loaded ({type(exc).__name__})") from None
         loaded = LoadedModel(script.eval(), str(file), "torchscript")
