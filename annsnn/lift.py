@@ -194,7 +194,10 @@ def _transposed(b: _Builder, node: fx.Node, a: dict) -> Any:
     """``aten.t`` / ``permute(1, 0)`` of a stored 2-d weight stays a marker (for ``addmm``)."""
     src = _x(a)
     if isinstance(src, _Stored):
-        if src.tensor.dim() != 2:
+        name = _opname(node)
+        swaps = name == "aten::t" or (name == "aten::permute" and [int(d) % 2 for d in a["dims"]] == [1, 0]) or (
+            name == "aten::transpose" and {int(a["dim0"]) % 2, int(a["dim1"]) % 2} == {0, 1})
+        if src.tensor.dim() != 2 or not swaps:
             raise UsageError(f"unsupported op {node.name}: a stored tensor used inside forward ({src.path})")
         return _Stored(src.path + ".T", src.tensor.t())
     if _opname(node) == "aten::t":  # type: ignore[union-attr]

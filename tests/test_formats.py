@@ -58,9 +58,12 @@ def _save(model: nn.Module, kind: str, path) -> None:
         _quiet(torch.jit.save, _quiet(torch.jit.trace, model, x), str(path))
     elif kind == "scripted":
         _quiet(torch.jit.save, _quiet(torch.jit.script, model), str(path))
-    elif kind == "pt2":
+    elif kind in ("pt2", "pt2-decomposed"):
         batch = torch.export.Dim("batch", min=2)
-        torch.export.save(_quiet(torch.export.export, model, (x,), dynamic_shapes=({0: batch},)), str(path))
+        program = _quiet(torch.export.export, model, (x,), dynamic_shapes=({0: batch},))
+        if kind == "pt2-decomposed":  # core ATen: convolution, addmm(permute(W)), _native_batch_norm_legit_no_training
+            program = _quiet(program.run_decompositions)
+        torch.export.save(program, str(path))
     elif kind.startswith("onnx-ts"):
         opset = kind.split("-")[-1]
         kwargs = {} if opset == "default" else {"opset_version": int(opset)}
@@ -74,7 +77,7 @@ def _save(model: nn.Module, kind: str, path) -> None:
         raise ValueError(kind)
 
 
-_SUFFIX = {"traced": ".pt", "scripted": ".pt", "pt2": ".pt2"}
+_SUFFIX = {"traced": ".pt", "scripted": ".pt", "pt2": ".pt2", "pt2-decomposed": ".pt2"}
 _SLOW = pytest.mark.slow
 FORMATS = ["traced", "scripted", "pt2", "onnx-ts-13", pytest.param("onnx-ts-17", marks=_SLOW), pytest.param("onnx-ts-18", marks=_SLOW),
            "onnx-ts-default", pytest.param("onnx-dynamo-18", marks=_SLOW), "onnx-dynamo-default"]
@@ -295,7 +298,7 @@ class _Residual(nn.Module):
         return self.fc(y.view(y.size(0), -1))
 
 
-@pytest.mark.parametrize("kind", ["traced", "scripted", "pt2", "onnx-ts-default", pytest.param("onnx-dynamo-default", marks=_SLOW)])
+@pytest.mark.parametrize("kind", ["traced", "scripted", "pt2", "pt2-decomposed", "onnx-ts-default", pytest.param("onnx-dynamo-default", marks=_SLOW)])
 def test_residual_net_with_dynamic_view_loads_and_converts(digits, tmp_path, kind):
     """The dynamic-batch ``view`` arrives as sym_size (export) or Shape->Gather->Concat (ONNX)."""
     torch.manual_seed(0)
