@@ -269,7 +269,7 @@ def test_cli_info_and_convert_accept_new_formats(trained, tmp_path, capsys):
     path = tmp_path / "traced.pt"
     _save(trained, "traced", path)
     onnx_path = tmp_path / "m.onnx"
-    _save(trained, "onnx-dynamo-default", onnx_path)
+    _save(trained, "onnx-ts-default", onnx_path)
     for args in (["info", str(path), "--input-shape", "1,8,8"], ["info", str(onnx_path)],
                  ["convert", str(path), "--data", "digits", "--calib-samples", "128", "--out", str(tmp_path / "t.snn.pt")]):
         try:
