@@ -333,3 +333,14 @@ def test_onnx_matmul_add_becomes_one_linear(tmp_path):
     x = torch.rand(5, *SHAPE)
     with torch.no_grad():
         assert torch.allclose(module(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_bare_state_dict_class_count_comes_from_the_last_layer(tmp_path):
+    """digits_cnn has a hidden ``classifier.1`` (64); the old guess took it for the classifier."""
+    from annsnn.zoo import build
+
+    model = build("digits_cnn", num_classes=7)
+    path = tmp_path / "sd.pt"
+    torch.save(model.state_dict(), str(path))
+    loaded = load_model(path, "digits_cnn")
+    assert loaded.module(torch.rand(2, *SHAPE)).shape == (2, 7)
