@@ -86,8 +86,8 @@ def trace(model: nn.Module) -> fx.GraphModule:
     """Symbolically trace ``model``; an untraceable one gives a one-line error."""
     if isinstance(model, torch.jit.ScriptModule):
         raise UsageError(
-            "TorchScript models cannot be converted (torch.fx cannot trace them); "
-            "load a state_dict with --arch, or an ONNX export, instead"
+            "a TorchScript module must be lifted to standard modules first: "
+            "annsnn.io.load_model(path, input_shape=...) or annsnn.io.convertible_module(loaded, input_shape)"
         )
     try:
         tracer = _Tracer()

@@ -6,14 +6,20 @@ Accepted ``MODEL`` files:
    wrappers and DataParallel ``module.`` prefixes) plus ``--arch`` -- loaded with
    ``torch.load(weights_only=True)``, which never runs pickled code;
    annsnn's own checkpoints name their arch, dataset and normalization;
-2. a TorchScript archive (``torch.jit.load``);
-3. an ONNX file (``.onnx``), imported with onnx2torch;
-4. a whole pickled ``nn.Module`` -- only with ``trust=True`` (``--trust``).
+2. a ``.safetensors`` state_dict plus ``--arch`` (read with safetensors, no pickle);
+   ``--arch`` is a zoo name, ``torchvision:NAME`` or ``timm:NAME`` (:mod:`annsnn.library`);
+3. a TorchScript archive, traced or scripted (``torch.jit.load``), lifted to standard
+   modules through torch's TorchScript -> ExportedProgram converter; it needs the input
+   shape (:mod:`annsnn.exported`);
+4. a ``torch.export`` archive (``.pt2``), lifted the same way; it records its input shape;
+5. an ONNX file (``.onnx``), imported from an allowlist of ops (:mod:`annsnn.onnx_import`);
+6. a whole pickled ``nn.Module`` -- only with ``trust=True`` (``--trust``).
 """
 from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +29,9 @@ from torch import nn
 
 from .errors import UsageError
 
-__all__ = ["LoadedModel", "load_model", "strip_prefix"]
+__all__ = ["LoadedModel", "load_model", "strip_prefix", "convertible_module"]
 
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".th", ".ckpt", ".bin")
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".th", ".ckpt", ".bin", ".pt2", ".ts", ".jit")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 
 
@@ -35,7 +41,7 @@ class LoadedModel:
 
     module: nn.Module
     path: str
-    kind: str  # checkpoint | torchscript | onnx | pickle | zoo
+    kind: str  # checkpoint | safetensors | torchscript | pt2 | onnx | pickle | zoo
     arch: str | None = None
     record: dict = field(default_factory=dict)  # dataset, normalization, input_shape from the file
 
@@ -44,6 +50,24 @@ def strip_prefix(state: dict, prefix: str = "module.") -> dict:
     if state and all(k.startswith(prefix) for k in state):
         return {k[len(prefix):]: v for k, v in state.items()}
     return state
+
+
+def convertible_module(loaded: LoadedModel, input_shape: tuple[int, ...]) -> nn.Module:
+    """``loaded.module`` in a form torch.fx can trace and annsnn can convert.
+
+    TorchScript is lifted on ``input_shape``; a timm architecture goes through
+    ``torch.export`` and the same lifting, since timm's fused layers (``BatchNormAct2d``)
+    read their weights inside ``forward``.
+    """
+    if isinstance(loaded.module, torch.jit.ScriptModule):
+        from .exported import torchscript_to_module
+
+        loaded.module = torchscript_to_module(loaded.module, tuple(input_shape))
+    elif loaded.arch is not None and loaded.arch.startswith("timm:") and not isinstance(loaded.module, torch.fx.GraphModule):
+        from .exported import export_to_module
+
+        loaded.module = export_to_module(loaded.module, tuple(input_shape))
+    return loaded.module
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -55,8 +79,19 @@ def _is_torchscript(path: Path) -> bool:
     return any(n.endswith("constants.pkl") or "/code/" in n for n in names)
 
 
-def load_model(path: str | os.PathLike, arch: str | None = None, *, trust: bool = False, num_classes: int | None = None) -> LoadedModel:
-    """Load ``path``; every failure is a one-line :class:`UsageError`."""
+def load_model(
+    path: str | os.PathLike,
+    arch: str | None = None,
+    *,
+    trust: bool = False,
+    num_classes: int | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> LoadedModel:
+    """Load ``path``; every failure is a one-line :class:`UsageError`.
+
+    A TorchScript file is lifted to standard modules when ``input_shape`` is given;
+    otherwise :func:`convertible_module` lifts it once the shape is known.
+    """
     file = Path(path)
     if not file.exists():
         raise UsageError(f"model file {str(file)!r} does not exist")
@@ -67,14 +102,29 @@ def load_model(path: str | os.PathLike, arch: str | None = None, *, trust: bool 
     suffix = file.suffix.lower()
     if suffix == ".onnx":
         return _load_onnx(file)
+    if suffix == ".safetensors":
+        return _from_checkpoint(_read_safetensors(file), file, arch, num_classes, kind="safetensors")
     if suffix not in _CHECKPOINT_SUFFIXES:
-        raise UsageError(f"unknown model file type {suffix or '(none)'!r} for {str(file)!r}: use .pt/.pth/.th, TorchScript, or .onnx")
+        raise UsageError(
+            f"unknown model file type {suffix or '(none)'!r} for {str(file)!r}: "
+            "use .pt/.pth/.th (checkpoint or TorchScript), .pt2 (torch.export), .onnx or .safetensors"
+        )
+    from .exported import is_pt2, load_pt2
+
+    if suffix == ".pt2" or is_pt2(file):
+        module, shape = load_pt2(file, trust=trust)
+        return LoadedModel(module, str(file), "pt2", record={"input_shape": list(shape)} if shape else {})
     if _is_torchscript(file):
         try:
-            module = torch.jit.load(str(file), map_location="cpu")
+            with warnings.catch_warnings():  # torch.jit.load's deprecation notice
+                warnings.simplefilter("ignore")
+                script = torch.jit.load(str(file), map_location="cpu")
         except Exception as exc:
             raise UsageError(f"TorchScript file {str(file)!r} could not be loaded ({type(exc).__name__})") from None
-        return LoadedModel(module.eval(), str(file), "torchscript")
+        loaded = LoadedModel(script.eval(), str(file), "torchscript")
+        if input_shape is not None:
+            convertible_module(loaded, input_shape)
+        return loaded
     try:
         obj = torch.load(str(file), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -101,8 +151,21 @@ def _load_trusted(file: Path) -> LoadedModel:
     return LoadedModel(obj.eval(), str(file), "pickle")
 
 
-def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int | None) -> LoadedModel:
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:  # pragma: no cover - optional dependency
+        raise UsageError("reading .safetensors needs the safetensors package (pip install 'annsnn[formats]')") from None
+    try:
+        return load_file(str(file), device="cpu")
+    except Exception as exc:  # SafetensorError, OSError, ...
+        raise UsageError(f"{str(file)!r} is not a valid safetensors file (corrupt, truncated or another format; {type(exc).__name__})") from None
+
+
+def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int | None, kind: str = "checkpoint") -> LoadedModel:
     from annsnn.zoo import build
+
+    from .library import build_library_arch, is_library_arch
 
     record: dict = {}
     if isinstance(obj, dict) and obj.get("format") == "annsnn-checkpoint":
@@ -121,19 +184,30 @@ def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int
         raise UsageError(f"{str(file)!r} holds no state_dict of tensors")
     state = strip_prefix(state)
     if arch is None:
-        raise UsageError(f"{str(file)!r} is a state_dict; pass --arch NAME (see 'annsnn zoo list') to say which network it belongs to")
+        raise UsageError(f"{str(file)!r} is a state_dict; pass --arch NAME (see 'annsnn zoo list', or torchvision:NAME, timm:NAME) to say which network it belongs to")
+    if is_library_arch(arch):
+        library = build_library_arch(arch, state, num_classes)
+        module = library.module
+        if library.input_shape is not None and "input_shape" not in record:
+            record["input_shape"] = list(library.input_shape)
+        if library.normalization is not None and "normalization" not in record:
+            record["normalization"] = {"mean": library.normalization[0], "std": library.normalization[1]}
+        return _fill(module, state, file, arch, record, kind)
     if num_classes is None:
-        for key in ("linear.bias", "fc.bias", "classifier.6.bias", "classifier.1.bias"):
-            if key in state:
-                num_classes = int(state[key].shape[0])
-                break
-        else:
-            biases = [k for k in state if k.endswith(".bias") and state[k].dim() == 1]
-            num_classes = int(state[biases[-1]].shape[0]) if biases else None
+        # the architecture's last bias/weight, in its own module order, is the classifier's
+        # (safetensors stores keys sorted by name, so the file's order says nothing)
+        default = build(arch).state_dict()
+        last = [k for k in default if k.endswith((".bias", ".weight")) and k in state and state[k].dim() >= 1]
+        num_classes = int(state[last[-1]].shape[0]) if last else None
     try:
         module = build(arch, num_classes=num_classes)
     except TypeError:
         module = build(arch)
+    return _fill(module, state, file, arch, record, kind)
+
+
+def _fill(module: nn.Module, state: dict, file: Path, arch: str, record: dict, kind: str) -> LoadedModel:
+    """Load ``state`` into ``module`` strictly; a mismatch names the keys in one line."""
     expected = module.state_dict()
     # BatchNorm fills num_batches_tracked for checkpoints older than torch 0.4.1
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
@@ -149,7 +223,7 @@ def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int
     if problems:
         raise UsageError(f"{str(file)!r} does not fit --arch {arch}: " + "; ".join(problems))
     module.load_state_dict({**{k: v for k, v in expected.items() if k.endswith("num_batches_tracked")}, **state}, strict=True)
-    return LoadedModel(module.eval(), str(file), "checkpoint", arch=arch, record=record)
+    return LoadedModel(module.eval(), str(file), kind, arch=arch, record=record)
 
 
 def _short(keys: list[str], limit: int = 5) -> str:
@@ -158,19 +232,7 @@ def _short(keys: list[str], limit: int = 5) -> str:
 
 
 def _load_onnx(file: Path) -> LoadedModel:
-    import onnx
+    from .onnx_import import load_onnx
 
-    try:
-        proto = onnx.load(str(file))
-        onnx.checker.check_model(proto)
-    except Exception as exc:
-        raise UsageError(f"{str(file)!r} is not a valid ONNX model ({type(exc).__name__})") from None
-    try:
-        from onnx2torch import convert
-    except ImportError:  # pragma: no cover - declared dependency
-        raise UsageError("ONNX import needs the onnx2torch package") from None
-    try:
-        module = convert(proto)
-    except Exception as exc:
-        raise UsageError(f"ONNX model {str(file)!r} could not be imported ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    return LoadedModel(module.eval(), str(file), "onnx")
+    module, shape = load_onnx(file)
+    return LoadedModel(module, str(file), "onnx", record={"input_shape": list(shape)} if shape else {})

@@ -64,8 +64,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 # shared resolution of models, data and normalization
 
 
-def _load(model: str | None, arch: str | None, trust: bool, weights: str | None = None):
+def _load(model: str | None, arch: str | None, trust: bool, weights: str | None = None, input_shape: tuple[int, ...] | None = None):
     from annsnn.io import LoadedModel, load_model
+    from annsnn.library import is_library_arch
     from annsnn.zoo import architectures, build, embedded_checkpoint
 
     if model is None:
@@ -75,9 +76,9 @@ def _load(model: str | None, arch: str | None, trust: bool, weights: str | None 
         return LoadedModel(build(name, weights=weights).eval(), model, "zoo", arch=name)
     if weights is not None:
         raise UsageError("--weights applies to zoo:NAME models only")
-    if arch is not None and arch not in architectures():
-        raise UsageError(f"unknown --arch {arch!r}: run 'annsnn zoo list' to see the names")
-    return load_model(model, arch, trust=trust)
+    if arch is not None and arch not in architectures() and not is_library_arch(arch):
+        raise UsageError(f"unknown --arch {arch!r}: run 'annsnn zoo list' to see the names, or use torchvision:NAME / timm:NAME")
+    return load_model(model, arch, trust=trust, input_shape=input_shape)
 
 
 def _resolve(loaded, data: str | None, mean: list[float] | None, std: list[float] | None, input_shape: tuple[int, ...] | None, data_root: str | None):
@@ -131,7 +132,7 @@ def _default_out(model: str | None, name: str) -> Path:
 
 @cli.command()
 @click.argument("model", required=False)
-@click.option("--arch", help="Zoo architecture of a state_dict checkpoint (see 'annsnn zoo list').")
+@click.option("--arch", help="Architecture of a state_dict (.pt/.safetensors): a zoo name ('annsnn zoo list'), torchvision:NAME or timm:NAME (classes read from the checkpoint).")
 @click.option("--input-shape", type=SHAPE, help="Input shape C,H,W (default: recorded, or the dataset's).")
 @click.option("--weights", help="For zoo:NAME ImageNet models: torchvision weights, e.g. DEFAULT (needs internet once).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the table as JSON.")
@@ -139,8 +140,10 @@ def _default_out(model: str | None, name: str) -> Path:
 def info(model: str | None, arch: str | None, input_shape, weights: str | None, json_path: str | None, trust: bool) -> None:
     """Layers, output shapes, parameters and MACs of MODEL, and whether each activation converts.
 
-    MODEL is a checkpoint (.pt/.pth/.th, with --arch for a bare state_dict), a TorchScript file,
-    an .onnx file, or zoo:NAME for an untrained zoo architecture. Without MODEL: the bundled
+    MODEL is a checkpoint (.pt/.pth/.th, with --arch for a bare state_dict), a .safetensors
+    state_dict (with --arch), a TorchScript file (traced or scripted; needs --input-shape), a
+    torch.export .pt2 file, an .onnx file, or zoo:NAME for an untrained zoo architecture.
+    --arch also takes torchvision:NAME and timm:NAME. Without MODEL: the bundled
     digits CNN. MACs come from fvcore (one fused multiply-add = one MAC); BatchNorm, pooling
     and other ops are listed apart and kept out of the MAC total.
 
@@ -148,6 +151,9 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     Examples:
       annsnn info zoo:vgg19 --input-shape 3,224,224
       annsnn info ../shared/models/cifar10-resnet/resnet20-12fca82f.th --arch resnet20
+      annsnn info model.pt2                          # torch.export.save: shape recorded
+      annsnn info traced.pt --input-shape 3,32,32    # torch.jit.trace / script
+      annsnn info finetuned.safetensors --arch timm:resnet18
     """
     from annsnn.counting import count_ann
     from annsnn.files import check_output_path, write_json
@@ -157,11 +163,14 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 
     if json_path:
         check_output_path(json_path, inputs=(model or "",))
-    loaded = _load(model, arch, trust, weights)
+    from annsnn.io import convertible_module
+
+    loaded = _load(model, arch, trust, weights, input_shape)
     arch_spec = architectures().get(loaded.arch) if loaded.arch else None
     shape = tuple(input_shape or loaded.record.get("input_shape") or (arch_spec.input_shape if arch_spec else ()))
     if not shape:
         raise UsageError("pass --input-shape C,H,W (this file records none)")
+    convertible_module(loaded, shape)
     check_fits(loaded.module, shape, 1)
     counts = count_ann(loaded.module, shape)
     support: dict[str, str] = {}
@@ -206,7 +215,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 
 @cli.command()
 @click.argument("model", required=False)
-@click.option("--arch", help="Zoo architecture of a state_dict checkpoint (see 'annsnn zoo list').")
+@click.option("--arch", help="Architecture of a state_dict (.pt/.safetensors): a zoo name ('annsnn zoo list'), torchvision:NAME or timm:NAME (classes read from the checkpoint).")
 @click.option("--mode", type=MODE, default="99.99", show_default=True, help="Scale per layer: 'max', a percentile (99.9, 99.99%), or a fraction of the max (0.5, 1/3). A bare number above 1 is a percentile, one up to 1 a fraction: --mode 50 is the 50th percentile, --mode 0.5 is half the max (write 0.5% for the 0.5th percentile).")
 @click.option("--channel-wise", is_flag=True, help="One scale per channel instead of per layer.")
 @click.option("--percentile-of", type=click.Choice(["all", "positive"]), default="all", show_default=True, help="Population of a percentile mode: all: every activation, zeros included (numpy/torch.quantile, SpikingJelly); positive: only the non-zero ones (snntoolbox), which gives higher scales.")
@@ -232,10 +241,15 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
     that every threshold is 1 and neurons emit real 0/1 spikes. The SNN file loads without
     unpickling code. Without MODEL: the bundled digits CNN.
 
+    MODEL may be any format 'annsnn info' reads: checkpoint or .safetensors with --arch
+    (zoo, torchvision:NAME, timm:NAME), TorchScript, torch.export .pt2, or ONNX.
+
     \b
     Examples:
       annsnn convert model.pt --arch resnet20 --mode 99.99 --data imagefolder:../shared/data/CIFAR10-jpeg
       annsnn convert model.pt --arch vgg16_cifar --mode 1/3 --channel-wise --v-init 0.5
+      annsnn convert model.onnx --data cifar10
+      annsnn convert ft.safetensors --arch torchvision:resnet18 --data imagefolder:DIR --input-shape 3,64,64
     """
     from annsnn.artifact import save_snn
     from annsnn.convert import ConversionOptions
@@ -247,13 +261,16 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
 
     from .render import conversion_table
 
+    from annsnn.io import convertible_module
+
     options = ConversionOptions(mode=mode, channel_wise=channel_wise, percentile_of=percentile_of, v_init=v_init, maxpool=maxpool, hybrid=hybrid)
-    loaded = _load(model, arch, trust)
+    loaded = _load(model, arch, trust, input_shape=input_shape)
     target = Path(out_path) if out_path else _default_out(model, loaded.arch or "model")
     check_output_path(target, inputs=(model or "",))
     if json_path:
         check_output_path(json_path, inputs=(model or "", str(target)))
     spec, norm, norm_source, shape = _resolve(loaded, data, mean, std, input_shape, data_root)
+    convertible_module(loaded, shape)
     check_fits(loaded.module, shape, batch_size)
     loader = make_loader(load_dataset(spec.name, "train", data_root, download), batch_size, calib_samples)
     meta = {
@@ -515,10 +532,12 @@ def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
     shape = tuple(input_shape or loaded.record.get("input_shape") or (spec.input_shape if spec else ()))
     if not shape:
         raise UsageError("pass --input-shape C,H,W")
+    from annsnn.io import convertible_module
     from annsnn.memory import check_fits
 
-    check_fits(loaded.module, shape, 1)
-    counts = count_ann(loaded.module, shape)
+    module = convertible_module(loaded, shape)
+    check_fits(module, shape, 1)
+    counts = count_ann(module, shape)
     energies = {}
     for m in models:
         ref = m if m.kind == "digital" else get_energy_model(m.ann_reference)
