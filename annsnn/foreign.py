@@ -46,6 +46,10 @@ __all__ = [
     "network_from_graph",
     "from_spikingjelly",
     "SUPPORTED_SPIKINGJELLY_NEURONS",
+    "spikingjelly_neuron_spec",
+    "as_spiking",
+    "network_from_direct",
+    "load_foreign",
 ]
 
 Reset = Literal["subtract", "hard"]
@@ -63,6 +67,8 @@ class NeuronSpec:
     v_reset: float = 0.0
     strict: bool = False  # fire at h > theta instead of h >= theta
     v_init: float = 0.0  # absolute initial potential
+    sj_tau: float | None = None  # SpikingJelly's own arithmetic (divide by tau), for bit equality with its LIFNode
+    sj_decay_input: bool = True
 
     def __post_init__(self) -> None:
         for name in ("leak", "gain", "v_leak", "threshold", "v_reset", "v_init"):
@@ -95,7 +101,12 @@ class GenericNeurons(IFNeurons):
         v = self.v
         spikes = torch.empty_like(seq)
         for t in range(seq.shape[0]):
-            h = v + p.leak * (p.v_leak - v) + p.gain * seq[t] if p.leak else v + p.gain * seq[t]
+            if p.sj_tau is not None:  # SpikingJelly 2.0 neuronal_charge, same operation order
+                h = v + (seq[t] - (v - p.v_leak)) / p.sj_tau if p.sj_decay_input else v - (v - p.v_leak) / p.sj_tau + seq[t]
+            elif p.leak:
+                h = v + p.leak * (p.v_leak - v) + p.gain * seq[t]
+            else:
+                h = v + p.gain * seq[t]
             s = (h > p.threshold) if p.strict else (h >= p.threshold)
             spikes[t] = s
             if p.reset == "subtract":
@@ -176,7 +187,7 @@ def spikingjelly_neuron_spec(node: nn.Module) -> NeuronSpec:
     else:
         tau = float(node.tau)
     decay_input = bool(node.decay_input)
-    return NeuronSpec(1.0 / tau, 1.0 / tau if decay_input else 1.0, v_reset if hard else 0.0, v_th, reset, v_reset, False, v_init)
+    return NeuronSpec(1.0 / tau, 1.0 / tau if decay_input else 1.0, v_reset if hard else 0.0, v_th, reset, v_reset, False, v_init, tau, decay_input)
 
 
 def _flatten_chain(module: nn.Module) -> list[nn.Module]:
@@ -276,3 +287,67 @@ def as_spiking(canonical: fx.GraphModule, spec: NeuronSpec, meta: dict, input_sh
     return network_from_graph(gm, input_shape, meta)
 
 
+
+
+def network_from_direct(payload: dict) -> SpikingNetwork:
+    """A directly trained checkpoint (``annsnn zoo train --snn``) in annsnn's form: the
+    architecture canonicalized (BatchNorm folded, as in eval) with its LIF neurons."""
+    from .graph import canonicalize
+    from .zoo import build
+    from .zoo.direct import DIRECT_FORMAT
+
+    if payload.get("format") != DIRECT_FORMAT:
+        raise UsageError("not a directly trained SNN checkpoint")
+    try:
+        cfg = payload["neuron"]
+        if cfg.get("type") != "LIFNode":
+            raise UsageError(f"unknown neuron type {cfg.get('type')!r} in the checkpoint (annsnn reads LIFNode)")
+        tau = float(cfg["tau"])
+        v_reset = cfg.get("v_reset")
+        spec = NeuronSpec(1.0 / tau, 1.0 / tau if cfg.get("decay_input", True) else 1.0, float(v_reset or 0.0), float(cfg["v_threshold"]),
+                          "hard" if v_reset is not None else "subtract", float(v_reset or 0.0), False, float(v_reset or 0.0), tau, bool(cfg.get("decay_input", True)))
+        model = build(payload["arch"], num_classes=int(payload["num_classes"]))
+        model.load_state_dict(payload["state_dict"])
+        shape = tuple(int(s) for s in payload["input_shape"])
+        norm = (list(payload["normalization"]["mean"]), list(payload["normalization"]["std"]))
+    except UsageError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"damaged directly trained SNN checkpoint ({type(exc).__name__})") from None
+    canonical = canonicalize(model, normalization=norm, input_shape=shape)
+    meta = {"source": "annsnn-direct-snn", "arch": payload["arch"], "trained_T": int(payload["T"]), "neuron": cfg,
+            "dataset": {"name": payload.get("dataset")}, "normalization": {"mean": norm[0], "std": norm[1]}}
+    return as_spiking(canonical.module, spec, meta, shape)
+
+
+def load_foreign(path: str, *, trust: bool = False, dt: float = 1.0, input_shape: tuple[int, ...] | None = None) -> SpikingNetwork:
+    """An SNN that annsnn did not convert: a ``.nir`` file, a directly trained checkpoint
+    (weights only), or, with ``trust``, a pickled SpikingJelly ``nn.Sequential``."""
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"model file {str(file)!r} does not exist")
+    if file.suffix.lower() == ".nir":
+        from .nir_io import load_nir
+
+        return load_nir(file, dt=dt, input_shape=input_shape)
+    try:
+        payload = torch.load(str(file), map_location="cpu", weights_only=True)
+    except Exception:
+        payload = None
+    if isinstance(payload, dict) and payload.get("format") == "annsnn-direct-snn":
+        return network_from_direct(payload)
+    if payload is not None:
+        raise UsageError(f"{str(file)!r} is neither a NIR file, a directly trained SNN checkpoint nor a pickled SpikingJelly network")
+    if not trust:
+        raise UsageError(f"{str(file)!r} is a pickled module; loading it runs code from the file: pass --trust if you trust it")
+    try:
+        module = torch.load(str(file), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise UsageError(f"cannot unpickle {str(file)!r} ({type(exc).__name__})") from None
+    if not isinstance(module, nn.Module):
+        raise UsageError(f"{str(file)!r} holds a {type(module).__name__}, not an nn.Module")
+    if input_shape is None:
+        raise UsageError("a pickled network records no input shape; pass --input-shape C,H,W")
+    return from_spikingjelly(module, tuple(input_shape), {"source": "spikingjelly", "path": str(file)})
