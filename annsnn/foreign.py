@@ -50,6 +50,7 @@ __all__ = [
     "as_spiking",
     "network_from_direct",
     "load_foreign",
+    "without_stand_in_accuracy",
 ]
 
 Reset = Literal["subtract", "hard"]
@@ -351,3 +352,17 @@ def load_foreign(path: str, *, trust: bool = False, dt: float = 1.0, input_shape
     if input_shape is None:
         raise UsageError("a pickled network records no input shape; pass --input-shape C,H,W")
     return from_spikingjelly(module, tuple(input_shape), {"source": "spikingjelly", "path": str(file)})
+
+
+def without_stand_in_accuracy(result):
+    """An :class:`~annsnn.analyzer.AnalysisResult` of a foreign SNN with the stand-in ANN's
+    accuracy and the SNN-vs-ANN gap removed (they compare with an untrained dense copy);
+    its MACs and energy stay, labelled, as the dense reference of the same layers."""
+    import dataclasses
+
+    ann = dataclasses.replace(result.ann, top1=None, recall_macro=None, f1_macro=None)
+    rows = [dataclasses.replace(r, gap=None) for r in result.rows]
+    notes = list(result.notes) + [
+        "foreign SNN: the 'ANN' row is the same layers with ReLU in place of the neurons, a dense MAC reference; it is not a trained ANN and has no accuracy; 'agreement' compares with it and means nothing"
+    ]
+    return dataclasses.replace(result, ann=ann, rows=rows, notes=notes)
