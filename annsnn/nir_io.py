@@ -281,6 +281,9 @@ def read_nir(path: str | os.PathLike) -> "nir.NIRGraph":  # noqa: F821
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"NIR file {str(file)!r} does not exist")
+    unknown = _unknown_node_types(file)
+    if unknown:
+        raise UsageError(f"{str(file)!r} names a node type NIR (and annsnn) does not know: {', '.join(unknown)}")
     try:
         return nir.read(str(file))
     except ValueError as exc:
@@ -290,6 +293,35 @@ def read_nir(path: str | os.PathLike) -> "nir.NIRGraph":  # noqa: F821
         raise UsageError(f"{str(file)!r} is not a valid NIR graph ({message})") from None
     except Exception as exc:  # h5py raises OSError/KeyError for truncated or non-HDF5 files
         raise UsageError(f"{str(file)!r} is not a readable NIR file (truncated, corrupt, or another format: {type(exc).__name__})") from None
+
+
+def _unknown_node_types(file: Path) -> list[str]:
+    """``type (node)`` for every node whose type the ``nir`` package does not define;
+    [] when the file cannot be scanned (then :func:`nir.read` reports the problem)."""
+    import h5py
+    import nir
+
+    known = set(nir.ir.__all__)
+    found: list[str] = []
+
+    def scan(group, prefix: str) -> None:
+        nodes = group.get("nodes") if "nodes" in group else None
+        if nodes is None:
+            return
+        for name, node in nodes.items():
+            kind = node["type"][()] if "type" in node else b"?"
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            if kind not in known:
+                found.append(f"{kind} ({prefix}{name})")
+            elif kind == "NIRGraph":
+                scan(node, f"{prefix}{name}.")
+
+    try:
+        with h5py.File(file, "r") as f:
+            scan(f["node"], "")
+    except Exception:  # unreadable: nir.read gives the one-line error
+        return []
+    return found
 
 
 def _meta_str(value) -> str:
