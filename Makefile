@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 SHARED ?= $(abspath ../shared)
 
-.PHONY: setup demo test test-fast reports bench embedded clean
+.PHONY: setup demo test test-fast reports bench embedded clean threeway
 
 $(BIN)/.annsnn-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,7 @@ bench: setup
 
 clean:
 	rm -rf demo-out .pytest_cache
+
+# The three-way table in reports/mnist.md: ANN, converted SNN, directly trained SNN (issue 15; needs ../shared).
+threeway: setup
+	ANNSNN_SHARED=$(SHARED) OMP_NUM_THREADS=1 nice $(BIN)/python reports/threeway.py

@@ -68,6 +68,14 @@ class NirExport:
     notes: list[str] = field(default_factory=list)
 
 
+def _require_nir():
+    try:
+        import nir
+    except ImportError:
+        raise UsageError("NIR support needs the 'nir' package: pip install 'annsnn[nir]'") from None
+    return nir
+
+
 def _propagate(snn: SpikingNetwork) -> None:
     for module in snn.graph.modules():
         if isinstance(module, TemporalModule):
@@ -155,7 +163,7 @@ def _flatten(in_shape: tuple[int, ...], start_dim: int, end_dim: int, label: str
 
 def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
     """The NIR graph of ``snn``; raises :class:`UsageError` listing every layer NIR cannot express."""
-    import nir
+    nir = _require_nir()
 
     _propagate(snn)
     gm = snn.graph
@@ -257,7 +265,7 @@ def _is_view_flatten(node: fx.Node) -> bool:
 
 def export_nir(snn: SpikingNetwork, path: str | os.PathLike) -> NirExport:
     """Write ``snn`` as a NIR file (atomically); nothing is written if NIR cannot express it."""
-    import nir
+    nir = _require_nir()
 
     graph = to_nir(snn)
     with atomic_path(path) as tmp:
@@ -276,7 +284,7 @@ def export_nir(snn: SpikingNetwork, path: str | os.PathLike) -> NirExport:
 
 def read_nir(path: str | os.PathLike) -> "nir.NIRGraph":  # noqa: F821
     """Read a NIR file; a missing, truncated or foreign file, or an unknown node type, is a one-line error."""
-    import nir
+    nir = _require_nir()
 
     file = Path(path)
     if not file.is_file():
