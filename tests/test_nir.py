@@ -322,3 +322,25 @@ def test_export_cli_writes_a_nir_file_energy_reads_it(capsys, tmp_path, digits_s
 
     data = json.loads((tmp_path / "e.json").read_text())
     assert data["ann"]["top1"] is None and data["rows"][0]["synaptic_acs"] > 0
+
+
+@pytest.mark.parametrize("kind, expected", [("IF", 5), ("LIF", 3)])
+def test_foreign_nir_neurons_follow_nir_equations(kind, expected):
+    """A constant current 0.6 into one neuron, 10 steps of dt=1 (forward Euler).
+    IF (dv/dt = R I, strict threshold 1, reset to 0): v = 0.6, 1.2 -> spike, 0 ... : 5 spikes
+    (annsnn's own subtracting IF would give floor(6) = 6). LIF (tau=2, R=2, v_leak=0):
+    v = 0.6, 0.9, 1.05 -> spike, 0, ...: one spike every 3 steps, 3 spikes."""
+    import nir
+
+    one = np.ones(1, dtype=np.float32)
+    neuron = nir.IF(r=one, v_threshold=one) if kind == "IF" else nir.LIF(tau=2 * one, r=2 * one, v_leak=0 * one, v_threshold=one)
+    graph = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([1])}), "w": nir.Affine(weight=np.ones((1, 1), dtype=np.float32), bias=np.zeros(1, dtype=np.float32)),
+               "n": neuron, "output": nir.Output(output_type={"output": np.array([1])})},
+        edges=[("input", "w"), ("w", "n"), ("n", "output")],
+    )
+    from annsnn.nir_io import from_nir
+
+    snn = from_nir(graph)
+    result = simulate(snn, torch.full((1, 1), 0.6), 10)
+    assert float(result.outputs[10]) == expected
