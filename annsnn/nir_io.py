@@ -212,9 +212,11 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
             result = _flatten(_shape(node.args[0]), int(start), int(end), label)
         elif _is_view_flatten(node):
             result = _flatten(_shape(node.args[0]), 1, -1, label)
+        elif not hasattr(node.meta.get("tensor_meta"), "shape"):
+            continue  # sizes and other non-tensor values feed shapes only
         else:
             target = getattr(node.target, "__name__", str(node.target))
-            problems.append(f"{label} ({target})")
+            problems.append(f"{label} ({_DESCRIBE.get(target, target)})")
             sources[node] = [s for a in ins for s in sources.get(a, [])]
             continue
         if isinstance(result, str):
@@ -227,7 +229,8 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
         edges += [(s, name) for s in src]
         sources[node] = [name]
     if problems:
-        raise UsageError("NIR cannot express: " + "; ".join(problems))
+        hint = " (the zero-padded option-A shortcut of CIFAR ResNets)" if any("F.pad" in p for p in problems) and any("slicing" in p for p in problems) else ""
+        raise UsageError("NIR cannot express: " + "; ".join(problems) + hint)
     info = {
         "format": _FORMAT,
         "time_step_dt": 1.0,
@@ -247,6 +250,9 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
         "dt": 1.0,
     }
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+_DESCRIBE = {"getitem": "slicing x[...]", "pad": "F.pad", "cat": "torch.cat", "mul": "multiplication by a tensor", "mean": "mean"}
 
 
 def _is_add(node: fx.Node) -> bool:

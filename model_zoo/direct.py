@@ -51,6 +51,7 @@ class DirectConfig:
     data_root: str | None = None
     download: bool = False
     train_samples: int | None = None
+    test_samples: int | None = None  # evenly spaced test images scored after each epoch (None: all)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def train_direct(config: DirectConfig, on_event: Callable[[EpochEvent], None] | 
     mean, std = (list(spec.normalization[0]), list(spec.normalization[1])) if spec.normalization else (list(ds.mean), list(ds.std))
     model = DirectSNN(config.arch, ds.num_classes, config.T, config.tau, mean, std)
     train_loader = make_loader(load_dataset(config.dataset, "train", config.data_root, config.download), config.batch_size, config.train_samples, shuffle=True, seed=config.seed)
-    test_loader = make_loader(load_dataset(config.dataset, "test", config.data_root, config.download), 256)
+    test_loader = make_loader(load_dataset(config.dataset, "test", config.data_root, config.download), 256, config.test_samples)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     loss_fn = nn.CrossEntropyLoss()
     result = DirectResult(model=model)
