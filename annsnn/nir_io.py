@@ -107,6 +107,7 @@ def _module_to_nir(module: nn.Module, node: fx.Node, label: str):
         if type(module) is not IFNeurons:
             return f"{label} ({type(module).__name__})"
         extra = [n for n, _ in module.named_parameters()] + [n for n, _ in module.named_buffers()]
+        extra += [k for k, v in vars(module).items() if isinstance(v, torch.Tensor) and k != "v"]
         if extra:
             return f"{label} (IF neurons with per-step corrections {', '.join(extra)}: NIR's IF has no time-varying bias)"
         ones = np.ones(out_shape, dtype=np.float32)
@@ -371,7 +372,7 @@ def _neuron(node, label: str, dt: float) -> nn.Module:
     return GenericNeurons(NeuronSpec(dt / tau, r * dt / tau, v_leak, theta, "hard", v_reset, True, 0.0))
 
 
-def _nir_module(node, label: str, dt: float, in_shape: tuple[int, ...] | None) -> nn.Module:
+def _nir_module(node, label: str, dt: float) -> nn.Module:
     import nir
 
     if isinstance(node, (nir.IF, nir.LIF)):
@@ -466,7 +467,7 @@ def from_nir(graph, *, dt: float = 1.0, input_shape: tuple[int, ...] | None = No
         if isinstance(node, nir.Output):
             fxg.output(summed)
             continue
-        module = _nir_module(node, name, dt, None)
+        module = _nir_module(node, name, dt)
         attr = re.sub(r"\W", "_", name)
         if not attr or attr[0].isdigit() or attr in used:
             attr = f"n_{attr}_{len(used)}"

@@ -344,3 +344,13 @@ def test_foreign_nir_neurons_follow_nir_equations(kind, expected):
     snn = from_nir(graph)
     result = simulate(snn, torch.full((1, 1), 0.6), 10)
     assert float(result.outputs[10]) == expected
+
+
+def test_per_step_corrections_as_plain_attributes_are_refused_too(digits_snn):
+    import copy
+
+    snn = copy.deepcopy(digits_snn)
+    first = next(iter(snn.neuron_layers().values()))
+    first.step_bias = torch.zeros(3)
+    with pytest.raises(UsageError, match="per-step corrections step_bias"):
+        to_nir(snn)
