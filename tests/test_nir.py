@@ -254,7 +254,7 @@ def test_per_step_corrections_are_refused(digits_snn):
         to_nir(snn)
 
 
-def test_residual_add_becomes_two_edges_and_round_trips(digits):
+def test_residual_add_becomes_two_edges_and_rescale_a_scale_node(digits):
     (x_train, _), (x_test, _) = digits
 
     class Res(nn.Module):
@@ -275,6 +275,7 @@ def test_residual_add_becomes_two_edges_and_round_trips(digits):
     for src, dst in graph.edges:
         into.setdefault(dst, []).append(src)
     assert max(len(v) for v in into.values()) == 2
+    assert "Scale" in {type(n).__name__ for n in graph.nodes.values()}  # the Rescale synapse on the identity branch
     back = __import__("annsnn.nir_io", fromlist=["from_nir"]).from_nir(graph)
     assert torch.equal(simulate(snn, x_test[:16], 12).outputs[12], simulate(back, x_test[:16], 12).outputs[12])
 
