@@ -196,8 +196,8 @@ def test_lif_leak_and_hard_reset_follow_spikingjelly(digits_snn, digits):
     from spikingjelly.activation_based import functional, neuron
 
     _, (x_test, _) = digits
-    xn = digits_snn.graph.normalize(x_test[:24])
-    T = 10
+    xn = digits_snn.graph.normalize(x_test[:12])
+    T = 8
     for factory in (lambda: neuron.LIFNode(tau=2.0, step_mode="m"), lambda: neuron.ParametricLIFNode(init_tau=3.0, decay_input=False, v_reset=None, step_mode="m")):
         chain = _sj_chain(digits_snn, factory).eval()
         recorded = []
@@ -217,7 +217,7 @@ def test_direct_training_checkpoint_is_weights_only_and_counts_its_own_spikes(tm
     from annsnn.zoo.direct import DirectConfig, direct_checkpoint, train_direct
 
     events = []
-    config = DirectConfig(arch="digits_cnn", dataset="digits", T=3, epochs=1, train_samples=128, batch_size=64)
+    config = DirectConfig(arch="digits_cnn", dataset="digits", T=3, epochs=1, train_samples=128, batch_size=64, test_samples=64)
     result = train_direct(config, events.append)
     assert [e.epoch_done for e in events] == [False, False, True] and events[-1].test_top1 == result.test_top1
     path = tmp_path / "direct.pt"
