@@ -11,7 +11,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 # a missing or incomplete folder fails them (tests/conftest.py).
 SHARED ?= $(wildcard $(abspath ../shared))
 
-.PHONY: setup demo test test-fast reports bench embedded clean
+.PHONY: setup demo test test-fast reports bench embedded clean threeway
 
 $(BIN)/.annsnn-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,3 +44,7 @@ bench: setup
 
 clean:
 	rm -rf demo-out .pytest_cache
+
+# The three-way table in reports/mnist.md: ANN, converted SNN, directly trained SNN (issue 15; needs ../shared).
+threeway: setup
+	ANNSNN_SHARED=$(SHARED) OMP_NUM_THREADS=1 nice $(BIN)/python reports/threeway.py

@@ -16,10 +16,12 @@ from .analyzer import AnalysisResult, Analyzer
 from .artifact import load_snn, save_snn
 from .convert import Calibrator, ConversionOptions, ConversionReport, convert
 from .counting import AnnCounts, SnnCounter, count_ann
+from .foreign import GenericNeurons, NeuronSpec, load_foreign
 from .energy import PRESETS, EnergyModel, break_even, get_energy_model
 from .errors import AnnsnnError, RunFailure, UsageError
 from .graph import canonicalize
 from .io import LoadedModel, load_model
+from .nir_io import export_nir, from_nir, load_nir, to_nir
 from .modes import ScaleMode, parse_mode, parse_time_steps
 from .observer import ActivationObserver
 from .pipeline import ann_to_snn
@@ -59,4 +61,11 @@ __all__ = [
     "parse_time_steps",
     "save_snn",
     "simulate",
+    "GenericNeurons",
+    "NeuronSpec",
+    "load_foreign",
+    "export_nir",
+    "from_nir",
+    "load_nir",
+    "to_nir",
 ]

@@ -331,6 +331,18 @@ def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_siz
     return path, snn, name, loader
 
 
+def _foreign_and_data(model_path, trust, dt, input_shape, data, data_root, download, split, samples, batch_size):
+    from annsnn.data import load_dataset, make_loader
+    from annsnn.foreign import load_foreign
+
+    network = load_foreign(model_path, trust=trust, dt=dt, input_shape=input_shape)
+    name = data or (network.meta.get("dataset") or {}).get("name")
+    if not name:
+        raise UsageError("the model records no dataset; pass --data NAME")
+    loader = make_loader(load_dataset(name, split, data_root, download), batch_size, samples)
+    return Path(model_path), network, name, loader
+
+
 def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False, device: str = "cpu"):
     """One evaluation path. Progress is saved after every batch when ``progress_path`` is set;
     ``resume`` continues from it. Under torchrun, each rank loads and runs only its shard of the batches."""
@@ -455,14 +467,17 @@ def _evaluation_json(result, path, dataset, split) -> dict:
 @_with_data_options
 @click.option("--ann", "ann_model", help="Analyze an ANN alone: MACs and energy only.")
 @click.option("--arch", help="With --ann: zoo architecture of a state_dict checkpoint.")
-@click.option("--input-shape", type=SHAPE, help="With --ann: input shape C,H,W.")
+@click.option("--input-shape", type=SHAPE, help="With --ann or --model: input shape C,H,W (a pickled network records none).")
 @click.option("--per-layer", is_flag=True, help="Also show, per layer, firing rate, SyOPs, MACs and absolute energy under every model, for the SNN and the ANN.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write everything (schema_version 1).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the trade-off table as CSV.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Write the trade-off table as Markdown.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write PNG plots into this folder.")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its progress file (saved after every batch).")
-def energy(snn, T, energy_models, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, device, ann_model, arch, input_shape, per_layer, json_path, csv_path, md_path, plot_dir, resume) -> None:
+@click.option("--model", "foreign_model", help="Analyze an SNN annsnn did not convert: a .nir file, a directly trained checkpoint ('annsnn zoo train --snn'), or with --trust a pickled SpikingJelly nn.Sequential (IF/LIF/PLIF nodes). Needs --data unless recorded.")
+@click.option("--trust", is_flag=True, help="With --model: allow unpickling a whole pickled network (runs code from the file).")
+@click.option("--dt", type=float, default=1.0, show_default=True, help="With --model X.nir: the step that discretises NIR's continuous-time neurons (forward Euler).")
+def energy(snn, T, energy_models, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, device, ann_model, arch, input_shape, per_layer, json_path, csv_path, md_path, plot_dir, resume, foreign_model, trust, dt) -> None:
     """Operations and energy per inference of SNN at every T, against its ANN.
 
     Counts come from the real spikes of one simulation: synaptic ACs (SyOPs) are the exact
@@ -487,10 +502,19 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     if ann_model:
         _energy_ann_only(ann_model, arch, input_shape, [m for m in models if m.memory is None], json_path)  # memory needs the SNN's layers
         return
-    path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
+    if foreign_model and snn:
+        raise UsageError("give either SNN or --model, not both")
+    if foreign_model:
+        path, network, name, loader = _foreign_and_data(foreign_model, trust, dt, input_shape, data, data_root, download, split, samples, batch_size)
+    else:
+        path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
     result, rank = _analyze(network, loader, T, encoding, seed, chunk, models, count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device)
     if rank != 0:
         return
+    if foreign_model:
+        from annsnn.foreign import without_stand_in_accuracy
+
+        result = without_stand_in_accuracy(result)
     out.print(energy_table(result))
     breaks = ", ".join(f"{k}: {'never cheaper' if v is None else v}" for k, v in result.break_even_T.items())
     out.print(f"break-even T (largest T with SNN energy below the ANN's): {breaks}")
@@ -647,6 +671,67 @@ def demo(out_dir: str, T) -> None:
 
 
 # ---------------------------------------------------------------------------
+# NIR
+
+
+@cli.command("export")
+@click.argument("snn", required=False)
+@click.option("--nir", "nir_path", required=True, type=click.Path(dir_okay=False), help="Write the SNN as a NIR graph (HDF5) to this file.")
+def export_cmd(snn: str | None, nir_path: str) -> None:
+    """Write a converted SNN in the Neuromorphic Intermediate Representation (NIR), which
+    snnTorch, Norse, sinabs, Rockpool, Lava/Loihi 2, SpiNNaker 2 and Speck/Xylo read.
+
+    \b
+    annsnn export model.snn.pt --nir model.nir
+    Nodes: Conv, Affine/Linear, IF (r=1, v_threshold=1, dt=1), AvgPool2d, Flatten, Scale,
+    residual adds as edges. Reset by subtraction, firing at v >= 1 and v_init go into each
+    IF node's metadata (NIR 1.0 has no fields for them); the input normalization and the
+    analog first-layer input into the graph's metadata. A layer NIR cannot express (spiking
+    max-pool, hybrid analog activation, padding/slicing shortcut) stops the export with one
+    line listing all of them, and nothing is written. Without SNN: the last conversion.
+    """
+    from annsnn.artifact import load_snn
+    from annsnn.files import check_output_path
+    from annsnn.nir_io import export_nir
+    from annsnn.workspace import last_snn
+
+    path = Path(snn) if snn else last_snn()
+    check_output_path(nir_path, inputs=(str(path),))
+    result = export_nir(load_snn(path), nir_path)
+    kinds: dict[str, int] = {}
+    for kind in result.nodes.values():
+        kinds[kind] = kinds.get(kind, 0) + 1
+    out.print(f"wrote {result.path}: {len(result.nodes)} nodes ({', '.join(f'{v} {k}' for k, v in kinds.items())}), {result.edges} edges")
+    for note in result.notes:
+        out.print(f"note: {note}")
+
+
+@cli.command("import-nir")
+@click.argument("nir_file")
+@click.option("--dt", type=float, default=1.0, show_default=True, help="Step that discretises NIR's continuous-time neurons (forward Euler).")
+@click.option("--input-shape", type=SHAPE, help="Input shape C,H,W if the graph does not give it.")
+def import_nir_cmd(nir_file: str, dt: float, input_shape) -> None:
+    """Read a NIR graph and show how annsnn runs it: layers, neurons and their discrete-time
+    update. 'annsnn energy --model FILE.nir --data NAME' then counts SyOPs and energy.
+
+    IF/LIF nodes written by others follow NIR's equations with forward Euler at --dt:
+    a strict threshold and reset to v_reset. Unknown node types, recurrent edges and
+    per-neuron parameter arrays are refused in one line.
+    """
+    from rich.table import Table
+
+    from annsnn.nir_io import load_nir
+
+    network = load_nir(nir_file, dt=dt, input_shape=input_shape)
+    table = Table(title=f"{nir_file}: input {tuple(network.meta['input_shape'])}, dt={dt:g}", title_justify="left")
+    for col in ("layer", "type", "details"):
+        table.add_column(col)
+    for name, module in network.graph.named_children():
+        table.add_row(name, type(module).__name__, module.extra_repr())
+    out.print(table)
+
+
+# ---------------------------------------------------------------------------
 # zoo
 
 
@@ -688,16 +773,30 @@ def zoo_list(macs: bool) -> None:
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--samples", type=click.IntRange(min=1), help="Train on the first N training samples only.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Checkpoint file (default ARCH-DATA.pt).")
-def zoo_train(arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, out_path) -> None:
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Checkpoint file (default ARCH-DATA.pt, or ARCH-DATA-snnT.pt with --snn).")
+@click.option("--snn", "direct_snn", is_flag=True, help="Train a spiking network directly (surrogate gradients, SpikingJelly LIF neurons in place of the ReLUs, direct encoding) instead of an ANN.")
+@click.option("--T", "T", type=click.IntRange(min=1), default=5, show_default=True, help="With --snn: time steps per sample.")
+@click.option("--tau", type=click.FloatRange(min=1.0), default=2.0, show_default=True, help="With --snn: LIF membrane time constant in steps.")
+def zoo_train(arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, out_path, direct_snn, T, tau) -> None:
     """Train ARCH on a dataset; the checkpoint records arch, dataset and normalization,
-    so 'annsnn convert FILE' needs no other flag."""
+    so 'annsnn convert FILE' needs no other flag.
+
+    \b
+    With --snn: a directly trained SNN baseline, e.g.
+      annsnn zoo train lenet5 --data mnist --snn --T 5 --epochs 2
+    Its checkpoint (weights and JSON config; loads weights-only) is analysed with
+      annsnn energy --model lenet5-mnist-snn5.pt --T 5,20,50
+    """
     from annsnn.files import atomic_path, check_output_path
     from annsnn.zoo.train import TrainConfig, checkpoint_dict, train
 
-    target = Path(out_path or f"{arch}-{data.replace(':', '_').replace('/', '_')}.pt")
+    suffix = f"-snn{T}" if direct_snn else ""
+    target = Path(out_path or f"{arch}-{data.replace(':', '_').replace('/', '_')}{suffix}.pt")
     check_output_path(target)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    if direct_snn:
+        _train_direct(arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, T, tau, target)
+        return
     config = TrainConfig(arch=arch, dataset=data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, optimizer=optimizer, data_root=data_root, download=download, train_samples=samples)
     with _progress() as progress:
         task = progress.add_task(f"training {arch}", total=None, status="")
@@ -711,6 +810,30 @@ def zoo_train(arch, data, data_root, download, epochs, lr, batch_size, optimizer
     for row in result.history:
         out.print(f"epoch {row['epoch']}: loss {row['loss']:.4f}  train {100 * row['train_top1']:.2f}%  test {100 * row['test_top1']:.2f}%")
     out.print(f"wrote {target} (test top-1 {100 * result.test_top1:.2f}%)")
+
+
+def _train_direct(arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, T, tau, target: Path) -> None:
+    from annsnn.files import atomic_path
+    from annsnn.zoo.direct import DirectConfig, EpochEvent, direct_checkpoint, train_direct
+
+    if optimizer != "adam":
+        raise UsageError("--snn trains with adam")
+    config = DirectConfig(arch=arch, dataset=data, T=T, tau=tau, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, data_root=data_root, download=download, train_samples=samples)
+    with _progress() as progress:
+        task = progress.add_task(f"training {arch} as an SNN (T={T})", total=None, status="")
+
+        def on_event(event: EpochEvent) -> None:
+            status = f"epoch {event.epoch}/{epochs} loss {event.loss:.4f} acc {100 * event.train_top1:.2f}%"
+            if event.epoch_done and event.test_top1 is not None:
+                status += f" test {100 * event.test_top1:.2f}%"
+            progress.update(task, completed=event.step, total=event.total_steps, status=status)
+
+        result = train_direct(config, on_event)
+    with atomic_path(target) as tmp:
+        torch.save(direct_checkpoint(config, result), str(tmp))
+    for row in result.history:
+        out.print(f"epoch {row['epoch']}: loss {row['loss']:.4f}  train {100 * row['train_top1']:.2f}%  test {100 * row['test_top1']:.2f}%")
+    out.print(f"wrote {target} (test top-1 {100 * result.test_top1:.2f}% at T={T}, trained in {result.train_time_s:.1f} s); analyse it with 'annsnn energy --model {target}'")
 
 
 # ---------------------------------------------------------------------------
