@@ -309,3 +309,25 @@ def test_unsupported_layer_is_reported_not_counted_as_zero():
     del handlers[nn.AvgPool2d]
     counter = SnnCounter(snn, "direct", 3, handlers=handlers)
     assert any("AvgPool2d" in item for item in counter.unsupported)
+
+
+def test_spiking_max_pool_of_non_binary_spikes_is_refused():
+    """Item 14: max-pool of a sum of two spike trains (one rescaled) gets graded values; a
+    spiking pool there would pass them on as if they were spikes. Conversion refuses it."""
+    import torch.nn.functional as F
+
+    from annsnn.errors import UsageError
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 3, padding=1)
+            self.pool, self.fc = nn.MaxPool2d(2), nn.Linear(32, 3)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.pool(F.relu(self.c1(x)) + F.relu(self.c2(x))), 1))
+
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 8, 8)
+    with pytest.raises(UsageError, match="max-pool of non-binary spike input"):
+        ann_to_snn(Net().eval(), [x], input_shape=(1, 8, 8))
