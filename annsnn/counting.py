@@ -588,6 +588,10 @@ class SnnCounter:
         """Dense MACs of the analog-input layers for one sample and one step."""
         return sum(macs for _, macs, _, _ in self._mac_layers)
 
+    def input_layers(self) -> list[str]:
+        """Names of the weight layers fed by the network input."""
+        return [name for name, _ in self._input_layers]
+
     def input_layer_macs(self) -> int:
         """Dense MACs (padding excluded) of the layers fed by the input, for one sample and one step."""
         return sum(macs for _, macs in self._input_layers)

@@ -231,8 +231,7 @@ def test_poisson_input_drives_the_first_layer_with_acs():
     handle.remove()
     spikes = torch.cat([s.reshape(-1, 5, 6) for s in seen])  # [T, B, 6]
     assert spikes.shape[0] == T and set(spikes.unique().tolist()) <= {0.0, 1.0}
-    (first,) = [name for name, _ in counter._input_layers]
-    layer = counter.layers[first]
+    layer = counter.layers["0"]  # Linear(6, 4), fed by the encoder
     assert layer.role == "synaptic" and float(layer.macs.sum()) == 0
     assert layer.synaptic_acs.tolist() == (spikes.sum((1, 2)) * 4).tolist()  # fan-out 4
     assert layer.bias_acs.tolist() == [5.0 * 4] * T  # one bias AC per output per step
