@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from hypothesis import assume, given, settings, strategies as st
 from torch import nn
 
 from annsnn.analyzer import Analyzer
@@ -330,3 +331,14 @@ def test_spiking_max_pool_of_non_binary_spikes_is_refused():
     x = torch.rand(8, 1, 8, 8)
     with pytest.raises(UsageError, match="max-pool of non-binary spike input"):
         ann_to_snn(Net().eval(), [x], input_shape=(1, 8, 8))
+
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 9), st.integers(1, 9), st.integers(1, 4), st.integers(1, 3), st.integers(0, 3), st.integers(1, 2),
+)
+def test_padding_excluded_macs_match_the_loop_for_any_conv(h, w, k, stride, pad, dilation):
+    assume(h + 2 * pad >= dilation * (k - 1) + 1 and w + 2 * pad >= dilation * (k - 1) + 1)
+    layer = nn.Conv2d(2, 3, k, stride=stride, padding=pad, dilation=dilation)
+    assert dense_macs(layer, (2, h, w)) == _numpy_real_macs(layer, (2, h, w))
