@@ -360,7 +360,7 @@ class Analyzer:
         the other spike-fed layers (every synapse active)."""
         assert self.counter is not None
         o_mac = self.counter.input_layer_macs()
-        inputs = {name for name, _ in self.counter._input_layers}
+        inputs = set(self.counter.input_layers())
         o_ac = sum(_dense_capacity(self.counter, name) for name in self.counter.layers if name not in inputs)
         out = {}
         for model in self.models:

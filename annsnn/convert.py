@@ -282,10 +282,28 @@ def _h_maxpool(ctx: _Context, node: fx.Node) -> None:
     assert isinstance(src, fx.Node)
     _channel_vector(ctx.scale[src], src)  # a pool needs one scale per channel
     if ctx.kind[src] == "spike":
+        if not _binary_spikes(ctx, src):
+            raise UsageError(f"unsupported layer {node.target}: max-pool of non-binary spike input (a sum or rescaling of spike trains); try --maxpool avg")
         ctx.gm.set_submodule(str(node.target), SpikingMaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode))
     elif ctx.kind[src] == "current":
         raise UsageError(f"unsupported layer {node.target}: max-pool of membrane currents (not followed by a ReLU); try --maxpool avg")
     _h_commute(ctx, node)
+
+
+def _binary_spikes(ctx: _Context, node: fx.Node) -> bool:
+    """Whether ``node`` carries {0, 1} spikes: a neuron's output moved only by ops that
+    copy values (reshape, pad, cat, flatten, spiking max-pool). A sum or a rescaling of
+    spike trains is not binary, and a spiking max-pool on it would be counted wrongly."""
+    if node.op == "call_module":
+        module = ctx.gm.get_submodule(str(node.target))
+        if isinstance(module, IFNeurons):
+            return True
+        if not isinstance(module, (nn.Flatten, SpikingMaxPool2d)):
+            return False
+    elif not ((node.op == "call_function" and node.target in _COMMUTING_FUNCTIONS) or (node.op == "call_method" and node.target in _COMMUTING_METHODS)):
+        return False
+    sources = [a for a in node.all_input_nodes if a in ctx.kind]
+    return bool(sources) and all(_binary_spikes(ctx, a) for a in sources)
 
 
 def _h_commute(ctx: _Context, node: fx.Node) -> None:

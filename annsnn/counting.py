@@ -352,7 +352,8 @@ class SnnCounter:
     Spike sources are IF layers, spiking max-pools and, under Poisson encoding, the
     input encoder: its {0, 1} spikes drive the first layer with ACs like any other
     spike (the ``(s - mean)/std`` normalization folds into the weights, its constant
-    into one bias AC per output per step). Events are counted as non-zero outputs.
+    into one bias AC per output per step). Every source emits {0, 1} spikes: conversion
+    refuses a spiking max-pool on graded (summed or rescaled) spike input.
 
     *Active* neuron update (for chips that charge it apart, e.g. Loihi): a neuron whose
     input current in that step is non-zero (a synaptic event or a bias) or that spikes.
@@ -587,6 +588,10 @@ class SnnCounter:
         """Dense MACs of the analog-input layers for one sample and one step."""
         return sum(macs for _, macs, _, _ in self._mac_layers)
 
+    def input_layers(self) -> list[str]:
+        """Names of the weight layers fed by the network input."""
+        return [name for name, _ in self._input_layers]
+
     def input_layer_macs(self) -> int:
         """Dense MACs (padding excluded) of the layers fed by the input, for one sample and one step."""
         return sum(macs for _, macs in self._input_layers)
@@ -614,14 +619,16 @@ class SnnCounter:
     def _make_hook(self, name: str):
         def hook(module: nn.Module, args, out: Tensor) -> None:
             steps = module.steps  # type: ignore[attr-defined]
-            events = (out != 0).reshape(steps, self._batch, -1)
-            per_step = events.sum(1).to(torch.float64)
+            spikes = out.reshape(steps, self._batch, -1)  # {0, 1}: conversion refuses graded pool inputs
+            per_step = spikes.sum(1).to(torch.float64)
             span = slice(self._start, self._start + steps)
             layer = self.layers[name]
             layer.spikes[span] += per_step.sum(1).cpu()
             if isinstance(module, IFNeurons):
                 current = args[0].reshape(steps, self._batch, -1)
-                layer.active_updates[span] += ((current != 0) | events).sum((1, 2)).to(torch.float64).cpu()
+                # step by step: small temporaries (full-size boolean tensors cost more than the simulation)
+                active = [torch.count_nonzero(torch.logical_or(current[s], spikes[s])) for s in range(steps)]
+                layer.active_updates[span] += torch.stack(active).to(torch.float64).cpu()
             if name in self.fanout:
                 sinks, fields, matrix = self.fanout[name]
                 if matrix.device != per_step.device:

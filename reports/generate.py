@@ -158,7 +158,7 @@ def structure() -> None:
         with Analyzer(snn, steps, energy_models=MODELS) as a:
             a.run(images[:64])
         r = a.report()
-        lines.append(f"## {arch}\n\nANN: {counts.macs:,} conv+linear MACs, {counts.params:,} parameters; BatchNorm (folded by the converter) would add {counts.other_ops().get('batch_norm', 0):,} ops. {len(report.layers)} IF layers, {report.neurons:,} neurons, {len(report.rescale_synapses)} rescale synapses.\n\n")
+        lines.append(f"## {arch}\n\nANN: {counts.macs:,} MACs, padded positions excluded ({counts.macs_with_padding:,} as fvcore counts them, padding included), {counts.params:,} parameters; BatchNorm (folded by the converter) would add {counts.other_ops().get('batch_norm', 0):,} ops. {len(report.layers)} IF layers, {report.neurons:,} neurons, {len(report.rescale_synapses)} rescale synapses.\n\n")
         lines.append("| layer | type | MACs |\n|---|---|---|\n" + "".join(f"| {l.name} | {l.type} | {l.macs:,} |\n" for l in counts.layers if l.macs))
         lines.append("\n| T | SyOPs | MACs (analog-input layers) | neuron updates | total ops | total ops / ANN MACs | E SNN/ANN (45nm) |\n|---|---|---|---|---|---|---|\n")
         for row in r.rows:

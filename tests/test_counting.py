@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from hypothesis import assume, given, settings, strategies as st
 from torch import nn
 
 from annsnn.analyzer import Analyzer
@@ -231,8 +232,7 @@ def test_poisson_input_drives_the_first_layer_with_acs():
     handle.remove()
     spikes = torch.cat([s.reshape(-1, 5, 6) for s in seen])  # [T, B, 6]
     assert spikes.shape[0] == T and set(spikes.unique().tolist()) <= {0.0, 1.0}
-    (first,) = [name for name, _ in counter._input_layers]
-    layer = counter.layers[first]
+    layer = counter.layers["0"]  # Linear(6, 4), fed by the encoder
     assert layer.role == "synaptic" and float(layer.macs.sum()) == 0
     assert layer.synaptic_acs.tolist() == (spikes.sum((1, 2)) * 4).tolist()  # fan-out 4
     assert layer.bias_acs.tolist() == [5.0 * 4] * T  # one bias AC per output per step
@@ -309,3 +309,36 @@ def test_unsupported_layer_is_reported_not_counted_as_zero():
     del handlers[nn.AvgPool2d]
     counter = SnnCounter(snn, "direct", 3, handlers=handlers)
     assert any("AvgPool2d" in item for item in counter.unsupported)
+
+
+def test_spiking_max_pool_of_non_binary_spikes_is_refused():
+    """Item 14: max-pool of a sum of two spike trains (one rescaled) gets graded values; a
+    spiking pool there would pass them on as if they were spikes. Conversion refuses it."""
+    import torch.nn.functional as F
+
+    from annsnn.errors import UsageError
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 3, padding=1)
+            self.pool, self.fc = nn.MaxPool2d(2), nn.Linear(32, 3)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.pool(F.relu(self.c1(x)) + F.relu(self.c2(x))), 1))
+
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 8, 8)
+    with pytest.raises(UsageError, match="max-pool of non-binary spike input"):
+        ann_to_snn(Net().eval(), [x], input_shape=(1, 8, 8))
+
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 9), st.integers(1, 9), st.integers(1, 4), st.integers(1, 3), st.integers(0, 3), st.integers(1, 2),
+)
+def test_padding_excluded_macs_match_the_loop_for_any_conv(h, w, k, stride, pad, dilation):
+    assume(h + 2 * pad >= dilation * (k - 1) + 1 and w + 2 * pad >= dilation * (k - 1) + 1)
+    layer = nn.Conv2d(2, 3, k, stride=stride, padding=pad, dilation=dilation)
+    assert dense_macs(layer, (2, h, w)) == _numpy_real_macs(layer, (2, h, w))
