@@ -551,6 +551,106 @@ def energy_models_cmd() -> None:
 
 
 # ---------------------------------------------------------------------------
+# robustness
+
+
+class _Strengths(click.ParamType):
+    name = "S[,S...]|START:STOP:STEP"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from annsnn.robustness import parse_strengths
+
+        try:
+            return parse_strengths(value, f"--{param.name.replace('_', '-')}" if param is not None and param.name else "strengths")
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+STRENGTHS = _Strengths()
+
+
+@cli.command()
+@click.argument("snn", required=False)
+@click.option("--T", "T", type=TIME_STEPS, default="8,32", show_default=True, help="Time steps to read out (one simulation of max(T) per perturbed batch).")
+@click.option("--noise", type=STRENGTHS, help="Gaussian noise σ in pixel units ([0,1] images), e.g. 0,0.05,0.1,0.2; clipped to [0, 1].")
+@click.option("--salt-pepper", type=STRENGTHS, help="Salt-and-pepper: fraction of values set to 0 or 1, e.g. 0,0.05,0.1.")
+@click.option("--fgsm", type=STRENGTHS, help="FGSM ε in [0, 1], e.g. 0,0.05,0.1 or 0:1:0.05 (start:stop:step, inclusive).")
+@click.option("--pgd", type=STRENGTHS, help="PGD (torchattacks, L∞, random start) ε in [0, 1].")
+@click.option("--attack-on", type=click.Choice(["ann", "snn", "both"]), default="ann", show_default=True, help="Where attacks are crafted: ann (white-box on the ANN, transfer to the SNN), snn (directly on the SNN through its IF dynamics, surrogate gradient, BPTT), or both.")
+@click.option("--attack-T", "attack_T", type=click.IntRange(min=1), help="Time steps of the SNN used to craft direct attacks (default max T).")
+@click.option("--pgd-steps", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--surrogate", type=click.Choice(["atan", "sigmoid", "erf", "piecewise-quadratic"]), default="atan", show_default=True, help="spikingjelly surrogate spike gradient for direct SNN attacks.")
+@click.option("--data", help="Dataset (default: the one the SNN was calibrated on).")
+@click.option("--data-root", type=click.Path(file_okay=False), help="Folder with local datasets.")
+@click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--samples", type=click.IntRange(min=1), help="Use N evenly spaced samples (default: all).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise and of PGD's random start.")
+@click.option("--chunk", type=click.IntRange(min=1), help="Time steps simulated at once (default: automatic).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every score (with confusion matrices) as JSON.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write one line per network, T and strength as CSV.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write accuracy-vs-strength PNGs (ANN and one curve per T) into this folder.")
+def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_steps, surrogate, data, data_root, download, split, samples, batch_size, seed, chunk, device, json_path, csv_path, plot_dir) -> None:
+    """Accuracy of SNN and its ANN under noise and adversarial attacks.
+
+    Each perturbed batch goes, as the same tensor, to the ANN and to the SNN; the SNN is
+    simulated once for max(T) steps and read out at every T. Every row says where its attack
+    was crafted: on the ANN (white-box; a transfer attack for the SNN) or on the SNN itself
+    (gradients through the IF dynamics with a surrogate spike gradient, BPTT over --attack-T).
+    Without SNN: the last conversion.
+
+    \b
+    Examples:
+      annsnn robustness --T 8,32 --noise 0,0.05,0.1,0.2 --fgsm 0:1:0.05 --samples 500 --plot plots/
+      annsnn robustness m.snn.pt --fgsm 0,0.02,0.05 --pgd 0.02 --attack-on both --attack-T 8 --json r.json
+    """
+    from annsnn.data import select_batches
+    from annsnn.files import check_output_path, write_json, write_text
+    from annsnn.robustness import Robustness, RobustnessSpec
+
+    from .render import robustness_csv, robustness_table
+
+    spec = RobustnessSpec(time_steps=tuple(T), gaussian=noise or (), salt_pepper=salt_pepper or (), fgsm=fgsm or (), pgd=pgd or (),
+                          attack_on=attack_on, attack_T=attack_T, pgd_steps=pgd_steps, surrogate=surrogate, seed=seed)
+    if not (noise or salt_pepper or fgsm or pgd):
+        raise UsageError("give at least one of --noise, --salt-pepper, --fgsm, --pgd")
+    for path in (json_path, csv_path):
+        if path:
+            check_output_path(path, inputs=(snn or "",))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
+    classes = network.meta.get("dataset", {}).get("num_classes")
+    study = Robustness(network, spec, num_classes=int(classes) if classes else None, chunk=chunk, device=device)
+    with _progress() as progress:
+        for index, (x, y) in enumerate(_batches(loader, progress, f"perturbing, simulating T≤{max(T)}")):
+            if tuple(x.shape[1:]) != tuple(network.meta["input_shape"]):
+                raise UsageError(f"the data has shape {tuple(x.shape[1:])}, the SNN expects {tuple(network.meta['input_shape'])}")
+            study.run(x, y, batch_index=index)
+    result = study.report()
+    out.print(robustness_table(result))
+    for note in result.notes:
+        out.print(f"note: {note}")
+    if json_path:
+        data_out = result.to_dict()
+        data_out.update({"snn": str(path), "dataset": name, "split": split})
+        write_json(json_path, data_out)
+        out.print(f"wrote {json_path}")
+    if csv_path:
+        write_text(csv_path, robustness_csv(result))
+        out.print(f"wrote {csv_path}")
+    if plot_dir:
+        from annsnn.plots import save_robustness_plots
+
+        for written in save_robustness_plots(result, plot_dir):
+            out.print(f"wrote {written}")
+
+
+# ---------------------------------------------------------------------------
 # demo
 
 

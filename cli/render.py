@@ -102,3 +102,36 @@ def layer_table(result: AnalysisResult) -> Table:
     for layer in result.layers:
         table.add_row(_short(layer.name), layer.type, layer.role, f"{layer.neurons:,}" if layer.neurons else "", f"{layer.firing_rate:.4f}" if layer.neurons else "", si(layer.synaptic_acs) if layer.synaptic_acs else "", si(layer.macs) if layer.macs else "", f"{100 * layer.energy_share:.1f}%")
     return table
+
+
+def robustness_table(result) -> Table:
+    """One row per perturbation and strength: ANN and SNN top-1 (and agreement) at every T."""
+    table = Table(title=f"Robustness on {result.samples} samples (top-1 %, macro F1 %, agreement with the ANN %)", title_justify="left")
+    for col in ("perturbation", "strength", "crafted on", "ANN top-1", "ANN F1"):
+        table.add_column(col, justify="left" if col in ("perturbation", "crafted on") else "right")
+    for t in result.time_steps:
+        table.add_column(f"SNN T={t}", justify="right")
+        table.add_column(f"F1 T={t}", justify="right")
+        table.add_column(f"agree T={t}", justify="right")
+    where = {"none": "–", "ann": "ANN (transfer→SNN)", "snn": "SNN (direct, BPTT)"}
+    for row in result.rows:
+        cells = [row.perturbation, f"{row.strength:g}", where[row.crafted_on], pct(row.ann.top1), pct(row.ann.f1_macro)]
+        for t in result.time_steps:
+            cells += [pct(row.snn[t].top1), pct(row.snn[t].f1_macro), pct(row.agreement[t])]
+        table.add_row(*cells)
+    return table
+
+
+def robustness_csv(result) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["perturbation", "strength", "crafted_on", "network", "T", "top1", "recall_macro", "f1_macro", "top5", "agreement"])
+    for row in result.rows:
+        writer.writerow([row.perturbation, row.strength, row.crafted_on, "ann", "", row.ann.top1, row.ann.recall_macro, row.ann.f1_macro, row.ann.top5, 1.0])
+        for t in result.time_steps:
+            m = row.snn[t]
+            writer.writerow([row.perturbation, row.strength, row.crafted_on, "snn", t, m.top1, m.recall_macro, m.f1_macro, m.top5, row.agreement[t]])
+    return buffer.getvalue()
