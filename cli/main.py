@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
@@ -427,7 +428,10 @@ def _evaluation_json(result, path, dataset, split) -> dict:
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Write the trade-off table as Markdown.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write PNG plots into this folder.")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its progress file (saved after every batch).")
-def energy(snn, T, energy_models, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, device, ann_model, arch, input_shape, per_layer, json_path, csv_path, md_path, plot_dir, resume) -> None:
+@click.option("--measure", is_flag=True, help="Also run the ANN and the SNN (each T on its own) on this machine over the same samples: measured wall time, peak memory, and energy where a RAPL/NVML sensor is readable (pip install annsnn[measure]).")
+@click.option("--per-dataset", is_flag=True, help="Also give the energy of the whole sample set (per inference × samples) in J and kWh, with CO2.")
+@click.option("--grid-intensity", type=click.FloatRange(min=0), default=480.0, show_default=True, help="Grid carbon intensity in gCO2/kWh for the CO2 figures (default: world average 2023, Ember Global Electricity Review 2024).")
+def energy(snn, T, energy_models, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, device, ann_model, arch, input_shape, per_layer, json_path, csv_path, md_path, plot_dir, resume, measure, per_dataset, grid_intensity) -> None:
     """Operations and energy per inference of SNN at every T, against its ANN.
 
     Counts come from the real spikes of one simulation: synaptic ACs (SyOPs) are the exact
@@ -466,6 +470,8 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         out.print(layer_table(result))
     data_out = result.to_dict()
     data_out.update({"snn": str(path), "dataset": name, "split": split})
+    if measure or per_dataset:
+        data_out.update(_measured_and_dataset(result, network, loader, T, chunk, device, grid_intensity, measure, per_dataset))
     if json_path:
         write_json(json_path, data_out)
         out.print(f"wrote {json_path}")
@@ -480,6 +486,36 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
 
         for written in save_plots(result, plot_dir):
             out.print(f"wrote {written}")
+
+
+def _measured_and_dataset(result, network, loader, T, chunk, device, grid, measure: bool, per_dataset: bool) -> dict:
+    """--measure and --per-dataset: print the three kinds of figures apart; return their JSON."""
+    from annsnn.measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy, measure_inference
+
+    from .render import dataset_energy_table, measured_table
+
+    source = GRID_INTENSITY_SOURCE if grid == GRID_INTENSITY_G_PER_KWH else "--grid-intensity"
+    extra: dict = {}
+    if measure:
+        measured = measure_inference(network, [x for x, _ in loader], T, device=device, chunk=chunk, grid_g_per_kwh=grid, grid_source=source)
+        if measured.sensors.notice:
+            out.print(f"note: {measured.sensors.notice}")
+        out.print(measured_table(measured, result))
+        for note in measured.notes:
+            out.print(f"note: {note}")
+        extra["measured"] = measured.to_dict()
+    if per_dataset:
+        rows = {}
+        for model in result.energy_models:
+            ann_pj = result.ann.energy_pj[model]
+            rows[model] = {} if ann_pj is None else {"ANN": dataset_energy(ann_pj * 1e-12, result.samples, grid)}
+            for r in result.rows:
+                rows[model][f"SNN T={r.T}"] = dataset_energy(r.energy_pj[model] * 1e-12, result.samples, grid)
+        references = {m: d.get("ann_reference") for m, d in result.energy_models.items() if d.get("kind", "digital") != "digital"}
+        out.print(dataset_energy_table(rows, result.samples, grid, source, references))
+        extra["per_dataset"] = {"samples": result.samples, "grid_g_per_kwh": grid, "grid_source": source, "kind": "estimated",
+                                "energy": {m: {k: asdict(v) for k, v in r.items()} for m, r in rows.items()}}
+    return extra
 
 
 def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:

@@ -135,3 +135,54 @@ def robustness_csv(result) -> str:
             m = row.snn[t]
             writer.writerow([row.perturbation, row.strength, row.crafted_on, "snn", t, m.top1, m.recall_macro, m.f1_macro, m.top5, row.agreement[t]])
     return buffer.getvalue()
+
+
+def _joules(j: float | None) -> str:
+    if j is None:
+        return "–"
+    for factor, unit in ((1.0, "J"), (1e-3, "mJ"), (1e-6, "µJ"), (1e-9, "nJ")):
+        if abs(j) >= factor:
+            return f"{j / factor:.4g} {unit}"
+    return f"{j * 1e12:.4g} pJ"
+
+
+def _mib(b: int | None) -> str:
+    return "–" if b is None else f"{b / 2**20:.1f} MiB"
+
+
+def measured_table(measured, result) -> Table:
+    """Per inference: MEASURED time, memory, energy beside the two kinds of ESTIMATES."""
+    compute = next((m for m, d in result.energy_models.items() if not m.endswith("+sram") and d.get("kind", "digital") == "digital"), None)
+    memory = next((m for m in result.energy_models if m.endswith("+sram")), None)
+    energy_label = "measured\nenergy/inf" if measured.sensors.readable else "measured\nenergy/inf\n(no sensor)"
+    table = Table(title=f"Measured on this machine ({measured.device}, {measured.threads} threads, {measured.samples} samples) vs estimated, per inference", title_justify="left")
+    cols = ["network", "measured\ntime/inf", "measured\nhost peak", "measured\nGPU peak", energy_label]
+    if compute:
+        cols.append(f"estimated\ncompute-only\n{compute}")
+    if memory:
+        cols.append(f"estimated\nwith memory\n{memory}")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "network" else "right")
+    by_t = {r.T: r for r in result.rows}
+    for run in measured.runs:
+        cells = [run.network, f"{1e3 * run.wall_s_per_inference:.4g} ms", _mib(run.host_peak_bytes), _mib(run.gpu_peak_bytes), _joules(run.energy_j_per_inference)]
+        for name in (compute, memory):
+            if name:
+                pj = result.ann.energy_pj.get(name) if run.T is None else by_t[run.T].energy_pj.get(name)
+                cells.append(_joules(None if pj is None else pj * 1e-12))
+        table.add_row(*cells)
+    return table
+
+
+def dataset_energy_table(rows: dict, samples: int, grid: float, source: str, references: dict[str, str]) -> Table:
+    """ESTIMATED energy of the whole sample set: per inference × samples, in J and kWh, with CO2."""
+    table = Table(title=f"Estimated energy for {samples:,} samples (per inference × {samples:,}); CO2 at {grid:g} g/kWh ({source})", title_justify="left")
+    for col in ("energy model", "network", "per inference", "total J", "total kWh", "CO2 g"):
+        table.add_column(col, justify="left" if col in ("energy model", "network") else "right")
+    for model, entries in rows.items():
+        for network, e in entries.items():
+            reference = references.get(model)
+            if network == "ANN" and reference:
+                network = f"ANN (under {reference})"
+            table.add_row(model, network, _joules(e.joules_per_inference), f"{e.joules:.4g}", f"{e.kwh:.4g}", f"{e.co2_g:.4g}")
+    return table
