@@ -329,6 +329,11 @@ class Robustness:
         self.conditions = spec.conditions()
         self.num_classes = num_classes
         self.ann = _frozen_ann(self.snn).to(self.device)
+        if spec.pgd:
+            try:
+                import torchattacks  # noqa: F401
+            except ImportError:
+                raise UsageError("PGD uses torchattacks: pip install 'annsnn[robustness]'") from None
         self._twin: SurrogateSNN | None = None
         self._records: dict[int, dict[Condition, dict]] = {}
         self._labels: dict[int, Tensor] = {}
