@@ -405,9 +405,9 @@ def _evaluation_json(result, path, dataset, split) -> dict:
         "samples": result.samples,
         "encoding": result.encoding,
         "seed": result.seed,
-        "ann": {"top1": result.ann.top1, "recall_macro": result.ann.recall_macro, "f1_macro": result.ann.f1_macro},
+        "ann": {"top1": result.ann.top1, "recall_macro": result.ann.recall_macro, "f1_macro": result.ann.f1_macro, "top5": result.ann.top5, "confusion": result.ann.confusion},
         "rows": [
-            {"T": r.T, "top1": r.top1, "gap": r.gap, "agreement": r.agreement, "recall_macro": r.recall_macro, "f1_macro": r.f1_macro, "firing_rate": r.firing_rate}
+            {"T": r.T, "top1": r.top1, "gap": r.gap, "agreement": r.agreement, "recall_macro": r.recall_macro, "f1_macro": r.f1_macro, "top5": r.top5, "confusion": r.confusion, "firing_rate": r.firing_rate}
             for r in result.rows
         ],
         "firing_rates": result.firing_rates,

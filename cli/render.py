@@ -70,11 +70,15 @@ def conversion_table(report: ConversionReport) -> Table:
 
 def evaluation_table(result: AnalysisResult) -> Table:
     ann = result.ann
+    top5 = ann.top5 is not None
     table = Table(title=f"SNN vs ANN on {result.samples} samples ({result.encoding} input) — ANN top-1 {pct(ann.top1)}%", title_justify="left")
-    for col in ("T", "SNN top-1 %", "gap (pts)", "agreement %", "F1 macro", "firing rate"):
+    f4 = lambda v: f"{v:.4f}" if v is not None else "–"  # noqa: E731
+    for col in ("T", "top-1 %") + (("top-5 %",) if top5 else ()) + ("gap (pts)", "agreement %", "recall macro", "F1 macro", "firing rate"):
         table.add_column(col, justify="right")
+    table.add_row("ANN", pct(ann.top1), *((pct(ann.top5),) if top5 else ()), "", "", f4(ann.recall_macro), f4(ann.f1_macro), "")
+    table.add_section()
     for row in result.rows:
-        table.add_row(str(row.T), pct(row.top1), pct(row.gap, signed=True), pct(row.agreement), f"{row.f1_macro:.4f}" if row.f1_macro is not None else "–", f"{row.firing_rate:.4f}")
+        table.add_row(str(row.T), pct(row.top1), *((pct(row.top5),) if top5 else ()), pct(row.gap, signed=True), pct(row.agreement), f4(row.recall_macro), f4(row.f1_macro), f"{row.firing_rate:.4f}")
     return table
 
 

@@ -178,3 +178,19 @@ def test_cli_robustness_json_csv_plots(tmp_path, capsys, monkeypatch, digits_snn
     assert "SNN (direct, BPTT)" in stdout and "ANN (transfer→SNN)" in stdout
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["robustness_fgsm_ann.png", "robustness_fgsm_snn.png", "robustness_gaussian.png"]
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 1 + 6 * 3
+
+
+def test_evaluate_json_has_confusion_and_top5(tmp_path, capsys, monkeypatch, digits_snn):
+    from annsnn.artifact import save_snn
+
+    snn, x, y = digits_snn
+    save_snn(snn, tmp_path / "d.snn.pt")
+    code, stdout, stderr = _cli(capsys, monkeypatch, tmp_path, "evaluate", "d.snn.pt", "--data", "digits", "--samples", "90", "--T", "4,16", "--json", "e.json")
+    assert code == 0, stderr
+    data = json.loads((tmp_path / "e.json").read_text())
+    for block in [data["ann"]] + data["rows"]:
+        confusion = np.array(block["confusion"])
+        assert confusion.shape == (10, 10) and confusion.sum() == 90
+        assert np.trace(confusion) / 90 == pytest.approx(block["top1"], abs=1e-7)  # top-1 is a float32 mean
+        assert block["top5"] is not None and block["top5"] >= block["top1"]
+    assert "recall macro" in stdout and "top-5 %" in stdout
