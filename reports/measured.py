@@ -85,14 +85,14 @@ def resnet20() -> str:
     data = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
     calib = (x for x, _ in make_loader(load_dataset(data, "train"), 128, 1024))
     snn, _ = ann_to_snn(load_model(weights, "resnet20").module, calib, input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("99.99"), v_init=0.5), normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
-    text, _ = study("CIFAR-10 (JPEG) ResNet-20 (shared weights, mode 99.99, v_init 0.5)", snn, make_loader(load_dataset(data, "test"), 50, 200), [8, 32])
+    text, _ = study("CIFAR-10 (JPEG) ResNet-20 (shared weights, mode 99.99, v_init 0.5)", snn, make_loader(load_dataset(data, "test"), 50, 100), [8, 32])
     return text
 
 
 def main() -> None:
     jobs = sys.argv[1:] or ["demo", "resnet20"]
     status, _ = probe_sensors("cpu")
-    lines = [header("Measured time, memory and energy beside the estimates", COMMAND, "bundled digits (360 test images); CIFAR-10 JPEG (200 evenly spaced test images)")]
+    lines = [header("Measured time, memory and energy beside the estimates", COMMAND, "bundled digits (360 test images); CIFAR-10 JPEG (100 evenly spaced test images)")]
     lines.append(
         "Three kinds of figures, never mixed: **measured** on this machine (wall time, peak host memory above the start of the run, and energy "
         "from CPU RAPL / GPU NVML counters read through zeus where readable), **estimated compute-only** (op counts × 45 nm energies, Horowitz 2014) "
