@@ -25,6 +25,9 @@ from .observer import ActivationObserver
 from .pipeline import ann_to_snn
 from .simulate import SimulationResult, simulate
 from .snn import SpikingNetwork
+from .metrics import ClassificationMetrics, classification_metrics
+from .robustness import Robustness, RobustnessResult, RobustnessSpec
+from .measure import MeasuredResult, measure_inference
 
 __version__ = "0.1.0"
 
@@ -59,4 +62,11 @@ __all__ = [
     "parse_time_steps",
     "save_snn",
     "simulate",
+    "ClassificationMetrics",
+    "classification_metrics",
+    "Robustness",
+    "RobustnessResult",
+    "RobustnessSpec",
+    "MeasuredResult",
+    "measure_inference",
 ]

@@ -194,3 +194,14 @@ def test_evaluate_json_has_confusion_and_top5(tmp_path, capsys, monkeypatch, dig
         assert np.trace(confusion) / 90 == pytest.approx(block["top1"], abs=1e-7)  # top-1 is a float32 mean
         assert block["top5"] is not None and block["top5"] >= block["top1"]
     assert "recall macro" in stdout and "top-5 %" in stdout
+
+
+def test_pgd_through_torchattacks_is_seeded_and_at_least_as_strong_as_fgsm(digits_snn):
+    pytest.importorskip("torchattacks")
+    snn, x, y = digits_snn
+    spec = RobustnessSpec(time_steps=(16,), fgsm=(0.1,), pgd=(0.1,), pgd_steps=5, seed=1)
+    first, second = _study(snn, x[:120], y[:120], spec), _study(snn, x[:120], y[:120], spec)
+    pgd = [r for r in first.rows if r.perturbation == "pgd"][0]
+    assert pgd.ann.confusion == [r for r in second.rows if r.perturbation == "pgd"][0].ann.confusion  # seeded
+    fgsm_row = [r for r in first.rows if r.perturbation == "fgsm"][0]
+    assert pgd.ann.top1 <= fgsm_row.ann.top1 < first.rows[0].ann.top1
