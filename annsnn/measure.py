@@ -15,9 +15,10 @@ Three kinds of figures never mix:
 Where no sensor is readable, :class:`SensorStatus` says so in one line and every measured
 energy is ``None``; time and memory are still measured.
 
-Host memory: the peak resident set size during the run minus the RSS before it, read
-from ``/proc/self/status`` (``VmHWM`` reset through ``/proc/self/clear_refs``, Linux ≥ 4.0;
-no psutil). It includes allocator caches and is per process. GPU memory:
+Host memory: the peak resident set size during the run, and its growth above the RSS before
+it, read from ``/proc/self/status`` (``VmHWM`` reset through ``/proc/self/clear_refs``, Linux
+≥ 4.0; no psutil). Free heap is returned to the OS first (glibc ``malloc_trim``), so memory
+freed by an earlier run is not reused unseen. It is per process. GPU memory:
 ``torch.cuda.max_memory_allocated``.
 
 Energy: ``E = Σ_packages ΔE_RAPL(+DRAM) + Σ_gpus ΔE_NVML`` over the run, in J; kWh = J / 3.6e6;
@@ -129,6 +130,7 @@ class RunMeasurement:
     wall_s: float
     wall_s_per_inference: float
     host_peak_bytes: int | None  # peak RSS during the run minus RSS before it; None where /proc is not readable
+    host_peak_rss_bytes: int | None  # the process's peak RSS during the run (weights, data and libraries included)
     gpu_peak_bytes: int | None  # torch.cuda.max_memory_allocated; None on CPU
     energy_j: float | None  # measured by a sensor; None when none is readable
     energy_j_per_inference: float | None
@@ -192,18 +194,34 @@ def _reset_peak() -> bool:
         return False
 
 
+def _release_free_heap() -> bool:
+    """Return freed heap pages to the OS (glibc ``malloc_trim(0)``), so that memory freed by an
+    earlier run is not silently reused and hidden from the next run's RSS growth."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
 class _HostPeak:
-    """Peak RSS above the starting RSS, from VmHWM after a reset (Linux)."""
+    """Peak RSS during the run (VmHWM after a reset, Linux) and its growth above the start."""
 
     def __enter__(self) -> "_HostPeak":
+        _release_free_heap()
         self.ok = _reset_peak() and _status_kb("VmHWM") is not None
         self.start = _status_kb("VmRSS") or 0
         self.peak_bytes: int | None = None  # None: not readable here
+        self.absolute_bytes: int | None = None
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.ok:
-            self.peak_bytes = max(0, ((_status_kb("VmHWM") or 0) - self.start) * 1024)
+            peak = _status_kb("VmHWM") or 0
+            self.absolute_bytes = peak * 1024
+            self.peak_bytes = max(0, (peak - self.start) * 1024)
 
 
 def _sync(device: torch.device) -> None:
@@ -229,7 +247,7 @@ def _measure(label: str, T: int | None, fn, batches: Sequence[Tensor], device: t
     gpu_peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     per = joules / samples if joules is not None else None
     kwh = joules / J_PER_KWH if joules is not None else None
-    return RunMeasurement(label, T, samples, wall, wall / samples, host.peak_bytes, gpu_peak, joules, per, kwh, kwh * grid if kwh is not None else None)
+    return RunMeasurement(label, T, samples, wall, wall / samples, host.peak_bytes, host.absolute_bytes, gpu_peak, joules, per, kwh, kwh * grid if kwh is not None else None)
 
 
 @torch.no_grad()
@@ -268,6 +286,6 @@ def measure_inference(
     return MeasuredResult(
         device=str(dev), threads=torch.get_num_threads(), samples=runs[0].samples, sensors=status,
         grid_g_per_kwh=grid_g_per_kwh, grid_source=grid_source, runs=runs,
-        memory_method="host: peak RSS (VmHWM after /proc/self/clear_refs) minus RSS before the run" + ("; GPU: torch.cuda.max_memory_allocated" if dev.type == "cuda" else ""),
+        memory_method="host: peak RSS (VmHWM after /proc/self/clear_refs), and its growth above the RSS before the run (free heap returned to the OS first with malloc_trim)" + ("; GPU: torch.cuda.max_memory_allocated" if dev.type == "cuda" else ""),
         notes=notes,
     )

@@ -160,7 +160,7 @@ def measured_table(measured, result) -> Table:
     memory = next((m for m in result.energy_models if m.endswith("+sram")), None)
     energy_label = "measured\nenergy/inf" if measured.sensors.readable else "measured\nenergy/inf\n(no sensor)"
     table = Table(title=f"Measured on this machine ({measured.device}, {measured.threads} threads, {measured.samples} samples) vs estimated, per inference", title_justify="left")
-    cols = ["network", "measured\ntime/inf", "measured\nhost peak", "measured\nGPU peak", energy_label]
+    cols = ["network", "measured\ntime/inf", "measured\nhost peak\ngrowth", "measured\nprocess\npeak RSS", "measured\nGPU peak", energy_label]
     if compute:
         cols.append(f"estimated\ncompute-only\n{compute}")
     if memory:
@@ -169,7 +169,7 @@ def measured_table(measured, result) -> Table:
         table.add_column(col, justify="left" if col == "network" else "right")
     by_t = {r.T: r for r in result.rows}
     for run in measured.runs:
-        cells = [run.network, f"{1e3 * run.wall_s_per_inference:.4g} ms", _mib(run.host_peak_bytes), _mib(run.gpu_peak_bytes), _joules(run.energy_j_per_inference)]
+        cells = [run.network, f"{1e3 * run.wall_s_per_inference:.4g} ms", _mib(run.host_peak_bytes), _mib(run.host_peak_rss_bytes), _mib(run.gpu_peak_bytes), _joules(run.energy_j_per_inference)]
         for name in (compute, memory):
             if name:
                 pj = result.ann.energy_pj.get(name) if run.T is None else by_t[run.T].energy_pj.get(name)

@@ -38,10 +38,12 @@ def study(name: str, snn, loader, steps) -> tuple[str, dict]:
     measured = measure_inference(snn, [x for x, _ in batches], steps)
     ann_run = measured.runs[0]
     by_t = {r.T: r for r in est.rows}
-    lines = [f"\n## {name}\n\n{measured.samples} test images, batches of {batches[0][0].shape[0]}, {measured.device}, {measured.threads} torch thread(s).\n\n"]
+    import os
+
+    lines = [f"\n## {name}\n\n{measured.samples} test images, batches of {batches[0][0].shape[0]}, {measured.device}, {measured.threads} torch thread(s); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores when it started (the machine is shared: absolute times are noisy, ratios are measured side by side).\n\n"]
     if measured.sensors.notice:
         lines.append(f"**{measured.sensors.notice}.**\n\n")
-    head = ["network", "top-1 %", "measured time / inference (ms)", "measured time vs ANN", "measured host peak (MiB)", "measured energy / inference (J)",
+    head = ["network", "top-1 %", "measured time / inference (ms)", "measured time vs ANN", "measured host peak RSS growth / process peak RSS (MiB)", "measured energy / inference (J)",
             "estimated compute-only (45nm-fp32) µJ", "estimated compute-only vs ANN", "estimated with memory (45nm-fp32+sram) µJ", "estimated with memory vs ANN"]
     lines.append("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
     summary = {}
@@ -56,7 +58,7 @@ def study(name: str, snn, loader, steps) -> tuple[str, dict]:
         mem_ratio = mem / est.ann.energy_pj["45nm-fp32+sram"]
         summary[run.network] = (time_ratio, comp_ratio, mem_ratio)
         energy = "no sensor" if run.energy_j_per_inference is None else f"{run.energy_j_per_inference:.4g}"
-        host = "–" if run.host_peak_bytes is None else f"{run.host_peak_bytes / 2**20:.1f}"
+        host = "–" if run.host_peak_bytes is None else f"{run.host_peak_bytes / 2**20:.1f} / {run.host_peak_rss_bytes / 2**20:.0f}"
         lines.append(f"| {run.network} | {pct(top1)} | {1e3 * run.wall_s_per_inference:.4g} | {time_ratio:.1f}× | {host} | {energy} | {comp / 1e6:.4g} | {comp_ratio:.3f} | {mem / 1e6:.4g} | {mem_ratio:.3f} |\n")
     last = measured.runs[-1]
     t_ratio, c_ratio, m_ratio = summary[last.network]
