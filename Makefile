@@ -11,7 +11,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 # a missing or incomplete folder fails them (tests/conftest.py).
 SHARED ?= $(wildcard $(abspath ../shared))
 
-.PHONY: setup demo test test-fast reports bench embedded clean threeway
+.PHONY: setup demo test test-fast reports bench embedded clean threeway report-robustness report-measured
 
 $(BIN)/.annsnn-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ embedded: setup
 # Regenerate reports/ (not run by CI; needs ../shared).
 reports: setup
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python reports/generate.py
+
+# Robustness (noise, FGSM crafted on the ANN and on the SNN) and measured time/memory/energy
+# beside the estimates; CPU only, 1 thread, niced (tens of minutes on 2 shared cores).
+report-robustness: setup
+	ANNSNN_SHARED=$(SHARED) nice -n 10 env OMP_NUM_THREADS=1 $(BIN)/python reports/robustness.py
+
+report-measured: setup
+	ANNSNN_SHARED=$(SHARED) nice -n 10 env OMP_NUM_THREADS=1 $(BIN)/python reports/measured.py
 
 bench: setup
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/run.py

@@ -27,6 +27,9 @@ from .observer import ActivationObserver
 from .pipeline import ann_to_snn
 from .simulate import SimulationResult, simulate
 from .snn import SpikingNetwork
+from .metrics import ClassificationMetrics, classification_metrics
+from .robustness import Robustness, RobustnessResult, RobustnessSpec
+from .measure import MeasuredResult, measure_inference
 
 __version__ = "0.1.0"
 
@@ -68,4 +71,11 @@ __all__ = [
     "from_nir",
     "load_nir",
     "to_nir",
+    "ClassificationMetrics",
+    "classification_metrics",
+    "Robustness",
+    "RobustnessResult",
+    "RobustnessSpec",
+    "MeasuredResult",
+    "measure_inference",
 ]

@@ -22,6 +22,7 @@ from torch import Tensor
 from .counting import AnnCounts, SnnCounter, count_ann, dense_macs
 from .energy import BreakEven, EnergyModel, break_even, get_energy_model
 from .errors import UsageError
+from .metrics import classification_metrics, ranked_classes
 from .modes import parse_time_steps
 from .simulate import simulate
 from .snn import Encoding, SpikingNetwork
@@ -42,6 +43,8 @@ class AnnSummary:
     energy_pj: dict[str, float | None]
     macs_with_padding: int = 0  # fvcore's raw count, multiplications by padded zeros included
     unsupported: dict[str, int] = field(default_factory=dict)  # ops fvcore has no count for
+    top5: float | None = None  # with >= 10 classes
+    confusion: list[list[int]] | None = None  # [label][prediction]
 
 
 @dataclass
@@ -76,6 +79,8 @@ class TimeStepRow:
     energy_pj: dict[str, float]
     energy_ratio: dict[str, float | None]  # SNN / ANN
     seed_bound_pj: dict[str, list[float]] | None = None  # [low, high]; Poisson input only
+    top5: float | None = None  # with >= 10 classes
+    confusion: list[list[int]] | None = None  # [label][prediction]
 
 
 @dataclass
@@ -132,6 +137,14 @@ def _metrics(pred: Tensor, labels: Tensor | None) -> tuple[float | None, float |
     return top1, float(recall_score(y, p, average="macro", zero_division=0)), float(f1_score(y, p, average="macro", zero_division=0))
 
 
+def _extra_metrics(pred: Tensor, labels: Tensor | None, classes: int, top5: Tensor) -> tuple[float | None, list[list[int]] | None]:
+    """Top-5 (with >= 10 classes) and the confusion matrix, from :mod:`annsnn.metrics`."""
+    if labels is None:
+        return None, None
+    m = classification_metrics(pred, labels, classes, top5)
+    return m.top5, m.confusion
+
+
 class Analyzer:
     """Accumulates predictions and op counts over batches; :meth:`report` summarises."""
 
@@ -166,6 +179,7 @@ class Analyzer:
         self.ann_counts: AnnCounts = count_ann(self.snn.ann, tuple(self.snn.meta["input_shape"]))
         self.snn = self.snn.to(self.device)
         self.samples = 0
+        self.num_classes = 0  # outputs of the network, set by run()
         self._records: dict[int, dict] = {}  # batch index -> predictions and labels
         self._spikes: dict[str, Tensor] = {}
         self._next_index = 0
@@ -205,10 +219,13 @@ class Analyzer:
             if self.counter is not None:
                 self.counter.detach()
         self.samples += batch
+        self.num_classes = int(ann_out.shape[1])
         self._records[index] = {
             "ann": ann_out.argmax(1).cpu(),
             "snn": {t: result.predictions(t).cpu() for t in self.time_steps},
             "labels": None if labels is None else labels.cpu().long(),
+            "ann_top5": ranked_classes(ann_out).cpu(),
+            "snn_top5": {t: ranked_classes(result.outputs[t]).cpu() for t in self.time_steps},
         }
         for name, counts in result.spike_counts.items():
             self._spikes[name] = self._spikes.get(name, torch.zeros_like(counts)) + counts
@@ -221,7 +238,8 @@ class Analyzer:
             counter = {name: {attr: getattr(layer, attr).clone() for attr in _COUNT_FIELDS} for name, layer in self.counter.layers.items()}
         return {
             "samples": self.samples,
-            "records": {i: {"ann": r["ann"], "snn": {str(t): p for t, p in r["snn"].items()}, "labels": r["labels"]} for i, r in self._records.items()},
+            "records": {i: {"ann": r["ann"], "snn": {str(t): p for t, p in r["snn"].items()}, "labels": r["labels"],
+                            "ann_top5": r["ann_top5"], "snn_top5": {str(t): p for t, p in r["snn_top5"].items()}} for i, r in self._records.items()},
             "spikes": dict(self._spikes),
             "counter": counter,
             "counter_samples": self.counter.samples if self.counter is not None else 0,
@@ -232,7 +250,9 @@ class Analyzer:
         for index, record in state["records"].items():
             if int(index) in self._records:
                 raise UsageError(f"batch {index} appears twice")
-            self._records[int(index)] = {"ann": record["ann"], "snn": {int(t): p for t, p in record["snn"].items()}, "labels": record["labels"]}
+            self._records[int(index)] = {"ann": record["ann"], "snn": {int(t): p for t, p in record["snn"].items()}, "labels": record["labels"],
+                                         "ann_top5": record["ann_top5"], "snn_top5": {int(t): p for t, p in record["snn_top5"].items()}}
+            self.num_classes = max(self.num_classes, int(record["ann_top5"].max()) + 1 if record["ann_top5"].numel() else 0)
             self._next_index = max(self._next_index, int(index) + 1)
         self.samples += int(state["samples"])
         for name, counts in state["spikes"].items():
@@ -258,6 +278,8 @@ class Analyzer:
         labels = torch.cat([r["labels"] for r in records]) if has_labels else None
         ann_pred = torch.cat([r["ann"] for r in records])
         ann_top1, ann_recall, ann_f1 = _metrics(ann_pred, labels)
+        classes = max(self.num_classes, int(labels.max()) + 1) if labels is not None else 0
+        ann_extra = _extra_metrics(ann_pred, labels, classes, torch.cat([r["ann_top5"] for r in records]))
         ann_counts = self.ann_counts
         ann_layer_energy = self._ann_layer_energy(ann_counts)
         ann_energy: dict[str, float | None] = {m.name: sum(e[m.name] for e in ann_layer_energy.values()) for m in self.models}
@@ -294,6 +316,7 @@ class Analyzer:
             bound = self._seed_bound(t) if self.encoding == "poisson" and self.counter is not None else None
             ratio = {name: (energy[name] / ann_energy[name] if ann_energy[name] else None) for name in energy}
             c = {a: float(cum[a][i]) for a in fields}
+            extra = _extra_metrics(pred, labels, classes, torch.cat([r["snn_top5"][t] for r in records]))
             rows.append(
                 TimeStepRow(
                     T=t, top1=top1, gap=(top1 - ann_top1) if top1 is not None and ann_top1 is not None else None,
@@ -302,7 +325,7 @@ class Analyzer:
                     synaptic_acs=c["synaptic_acs"], macs=c["macs"], bias_acs=c["bias_acs"],
                     neuron_updates=c["neuron_updates"], active_updates=c["active_updates"], comparisons=c["comparisons"],
                     total_ops=c["synaptic_acs"] + c["macs"] + c["bias_acs"] + c["neuron_updates"] + c["comparisons"],
-                    energy_pj=energy, energy_ratio=ratio, seed_bound_pj=bound,
+                    energy_pj=energy, energy_ratio=ratio, seed_bound_pj=bound, top5=extra[0], confusion=extra[1],
                 )
             )
         firing = {}
@@ -341,7 +364,7 @@ class Analyzer:
             schema_version=SCHEMA_VERSION, samples=n, encoding=self.encoding,
             mac_counting="once per sample" if self.encoding == "direct" else "none (Poisson spikes: ACs)",
             seed=self.seed, time_steps=list(self.time_steps),
-            ann=AnnSummary(ann_top1, ann_recall, ann_f1, ann_counts.macs, ann_counts.bias_adds, ann_energy, ann_counts.macs_with_padding, dict(ann_counts.unsupported)),
+            ann=AnnSummary(ann_top1, ann_recall, ann_f1, ann_counts.macs, ann_counts.bias_adds, ann_energy, ann_counts.macs_with_padding, dict(ann_counts.unsupported), top5=ann_extra[0], confusion=ann_extra[1]),
             rows=rows, layers=layer_rows, ann_layers=ann_layers, firing_rates=firing, break_even_T=breaks,
             energy_models={m.name: m.to_dict() for m in self.models},
             unsupported=list(self.counter.unsupported) if self.counter else [], notes=notes,

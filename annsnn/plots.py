@@ -7,7 +7,7 @@ from pathlib import Path
 from .analyzer import AnalysisResult
 from .files import atomic_path
 
-__all__ = ["save_plots"]
+__all__ = ["save_plots", "save_robustness_plots"]
 
 
 def save_plots(result: AnalysisResult, directory: str | os.PathLike, prefix: str = "") -> list[Path]:
@@ -87,4 +87,41 @@ def save_plots(result: AnalysisResult, directory: str | os.PathLike, prefix: str
         ax.set_ylabel(f"spikes / neuron / step (T={steps[-1]})")
         ax.set_title("Per-layer firing rates")
         save(fig, "firing_rates")
+    return written
+
+
+def save_robustness_plots(result, directory: str | os.PathLike, prefix: str = "") -> list[Path]:
+    """Top-1 vs strength for each perturbation (and where an attack was crafted): one
+    curve for the ANN and one per T. ``result`` is a :class:`~annsnn.robustness.RobustnessResult`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    titles = {"none": "", "ann": " crafted on the ANN (transfer to SNN)", "snn": " crafted on the SNN (direct, BPTT)"}
+    groups: dict[tuple[str, str], list] = {}
+    for row in result.rows:
+        if row.perturbation != "clean":
+            groups.setdefault((row.perturbation, row.crafted_on), []).append(row)
+    written: list[Path] = []
+    for (kind, source), rows in groups.items():
+        rows = sorted(rows, key=lambda r: r.strength)
+        xs = [r.strength for r in rows]
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot(xs, [100 * r.ann.top1 for r in rows], "ko-", label="ANN")
+        for t in result.time_steps:
+            ax.plot(xs, [100 * r.snn[t].top1 for r in rows], "s--", label=f"SNN T={t}")
+        ax.set_xlabel({"gaussian": "noise σ", "salt-pepper": "corrupted fraction", "fgsm": "ε", "pgd": "ε"}.get(kind, "strength"))
+        ax.set_ylabel("top-1 %")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{kind}{titles[source]}", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        path = out / f"{prefix}robustness_{kind}{'' if source == 'none' else '_' + source}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
     return written

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
@@ -451,9 +452,9 @@ def _evaluation_json(result, path, dataset, split) -> dict:
         "samples": result.samples,
         "encoding": result.encoding,
         "seed": result.seed,
-        "ann": {"top1": result.ann.top1, "recall_macro": result.ann.recall_macro, "f1_macro": result.ann.f1_macro},
+        "ann": {"top1": result.ann.top1, "recall_macro": result.ann.recall_macro, "f1_macro": result.ann.f1_macro, "top5": result.ann.top5, "confusion": result.ann.confusion},
         "rows": [
-            {"T": r.T, "top1": r.top1, "gap": r.gap, "agreement": r.agreement, "recall_macro": r.recall_macro, "f1_macro": r.f1_macro, "firing_rate": r.firing_rate}
+            {"T": r.T, "top1": r.top1, "gap": r.gap, "agreement": r.agreement, "recall_macro": r.recall_macro, "f1_macro": r.f1_macro, "top5": r.top5, "confusion": r.confusion, "firing_rate": r.firing_rate}
             for r in result.rows
         ],
         "firing_rates": result.firing_rates,
@@ -477,7 +478,10 @@ def _evaluation_json(result, path, dataset, split) -> dict:
 @click.option("--model", "foreign_model", help="Analyze an SNN annsnn did not convert: a .nir file, a directly trained checkpoint ('annsnn zoo train --snn'), or with --trust a pickled SpikingJelly nn.Sequential (IF/LIF/PLIF nodes). Needs --data unless recorded.")
 @click.option("--trust", is_flag=True, help="With --model: allow unpickling a whole pickled network (runs code from the file).")
 @click.option("--dt", type=float, default=1.0, show_default=True, help="With --model X.nir: the step that discretises NIR's continuous-time neurons (forward Euler).")
-def energy(snn, T, energy_models, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, device, ann_model, arch, input_shape, per_layer, json_path, csv_path, md_path, plot_dir, resume, foreign_model, trust, dt) -> None:
+@click.option("--measure", is_flag=True, help="Also run the ANN and the SNN (each T on its own) on this machine over the same samples: measured wall time, peak memory, and energy where a RAPL/NVML sensor is readable (pip install annsnn[measure]).")
+@click.option("--per-dataset", is_flag=True, help="Also give the energy of the whole sample set (per inference × samples) in J and kWh, with CO2.")
+@click.option("--grid-intensity", type=click.FloatRange(min=0), default=480.0, show_default=True, help="Grid carbon intensity in gCO2/kWh for the CO2 figures (default: world average 2023, Ember Global Electricity Review 2024).")
+def energy(snn, T, energy_models, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, device, ann_model, arch, input_shape, per_layer, json_path, csv_path, md_path, plot_dir, resume, foreign_model, trust, dt, measure, per_dataset, grid_intensity) -> None:
     """Operations and energy per inference of SNN at every T, against its ANN.
 
     Counts come from the real spikes of one simulation: synaptic ACs (SyOPs) are the exact
@@ -527,6 +531,8 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         out.print(ann_layer_table(result))
     data_out = result.to_dict()
     data_out.update({"snn": str(path), "dataset": name, "split": split})
+    if measure or per_dataset:
+        data_out.update(_measured_and_dataset(result, network, loader, T, chunk, device, grid_intensity, measure, per_dataset))
     if json_path:
         write_json(json_path, data_out)
         out.print(f"wrote {json_path}")
@@ -541,6 +547,36 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
 
         for written in save_plots(result, plot_dir):
             out.print(f"wrote {written}")
+
+
+def _measured_and_dataset(result, network, loader, T, chunk, device, grid, measure: bool, per_dataset: bool) -> dict:
+    """--measure and --per-dataset: print the three kinds of figures apart; return their JSON."""
+    from annsnn.measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy, measure_inference
+
+    from .render import dataset_energy_table, measured_table
+
+    source = GRID_INTENSITY_SOURCE if grid == GRID_INTENSITY_G_PER_KWH else "--grid-intensity"
+    extra: dict = {}
+    if measure:
+        measured = measure_inference(network, [x for x, _ in loader], T, device=device, chunk=chunk, grid_g_per_kwh=grid, grid_source=source)
+        if measured.sensors.notice:
+            out.print(f"note: {measured.sensors.notice}")
+        out.print(measured_table(measured, result))
+        for note in measured.notes:
+            out.print(f"note: {note}")
+        extra["measured"] = measured.to_dict()
+    if per_dataset:
+        rows = {}
+        for model in result.energy_models:
+            ann_pj = result.ann.energy_pj[model]
+            rows[model] = {} if ann_pj is None else {"ANN": dataset_energy(ann_pj * 1e-12, result.samples, grid)}
+            for r in result.rows:
+                rows[model][f"SNN T={r.T}"] = dataset_energy(r.energy_pj[model] * 1e-12, result.samples, grid)
+        references = {m: d.get("ann_reference") for m, d in result.energy_models.items() if d.get("kind", "digital") != "digital"}
+        out.print(dataset_energy_table(rows, result.samples, grid, source, references))
+        extra["per_dataset"] = {"samples": result.samples, "grid_g_per_kwh": grid, "grid_source": source, "kind": "estimated",
+                                "energy": {m: {k: asdict(v) for k, v in r.items()} for m, r in rows.items()}}
+    return extra
 
 
 def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
@@ -616,6 +652,106 @@ def energy_models_cmd() -> None:
     out.print("E_MAC –: a neuromorphic chip has no MACs; its ANN comparison uses the ann_reference digital model")
     out.print("memory-aware: NAME+sram adds memory accesses (weights, inputs, potentials) to a digital model: SRAM priced by tensor size, DRAM for tensors over 1 MiB; values as wide as the model's precision")
     out.print('custom: a JSON/TOML file {"name", "e_mac_pj", "e_ac_pj", "e_neuron_pj", "citation"[, "kind"]} passed to --energy-model')
+
+
+# ---------------------------------------------------------------------------
+# robustness
+
+
+class _Strengths(click.ParamType):
+    name = "S[,S...]|START:STOP:STEP"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from annsnn.robustness import parse_strengths
+
+        try:
+            return parse_strengths(value, f"--{param.name.replace('_', '-')}" if param is not None and param.name else "strengths")
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+STRENGTHS = _Strengths()
+
+
+@cli.command()
+@click.argument("snn", required=False)
+@click.option("--T", "T", type=TIME_STEPS, default="8,32", show_default=True, help="Time steps to read out (one simulation of max(T) per perturbed batch).")
+@click.option("--noise", type=STRENGTHS, help="Gaussian noise σ in pixel units ([0,1] images), e.g. 0,0.05,0.1,0.2; clipped to [0, 1].")
+@click.option("--salt-pepper", type=STRENGTHS, help="Salt-and-pepper: fraction of values set to 0 or 1, e.g. 0,0.05,0.1.")
+@click.option("--fgsm", type=STRENGTHS, help="FGSM ε in [0, 1], e.g. 0,0.05,0.1 or 0:1:0.05 (start:stop:step, inclusive).")
+@click.option("--pgd", type=STRENGTHS, help="PGD (torchattacks, L∞, random start) ε in [0, 1].")
+@click.option("--attack-on", type=click.Choice(["ann", "snn", "both"]), default="ann", show_default=True, help="Where attacks are crafted: ann (white-box on the ANN, transfer to the SNN), snn (directly on the SNN through its IF dynamics, surrogate gradient, BPTT), or both.")
+@click.option("--attack-T", "attack_T", type=click.IntRange(min=1), help="Time steps of the SNN used to craft direct attacks (default max T).")
+@click.option("--pgd-steps", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--surrogate", type=click.Choice(["atan", "sigmoid", "erf", "piecewise-quadratic"]), default="atan", show_default=True, help="spikingjelly surrogate spike gradient for direct SNN attacks.")
+@click.option("--data", help="Dataset (default: the one the SNN was calibrated on).")
+@click.option("--data-root", type=click.Path(file_okay=False), help="Folder with local datasets.")
+@click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--samples", type=click.IntRange(min=1), help="Use N evenly spaced samples (default: all).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise and of PGD's random start.")
+@click.option("--chunk", type=click.IntRange(min=1), help="Time steps simulated at once (default: automatic).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every score (with confusion matrices) as JSON.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write one line per network, T and strength as CSV.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write accuracy-vs-strength PNGs (ANN and one curve per T) into this folder.")
+def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_steps, surrogate, data, data_root, download, split, samples, batch_size, seed, chunk, device, json_path, csv_path, plot_dir) -> None:
+    """Accuracy of SNN and its ANN under noise and adversarial attacks.
+
+    Each perturbed batch goes, as the same tensor, to the ANN and to the SNN; the SNN is
+    simulated once for max(T) steps and read out at every T. Every row says where its attack
+    was crafted: on the ANN (white-box; a transfer attack for the SNN) or on the SNN itself
+    (gradients through the IF dynamics with a surrogate spike gradient, BPTT over --attack-T).
+    Without SNN: the last conversion.
+
+    \b
+    Examples:
+      annsnn robustness --T 8,32 --noise 0,0.05,0.1,0.2 --fgsm 0:1:0.05 --samples 500 --plot plots/
+      annsnn robustness m.snn.pt --fgsm 0,0.02,0.05 --pgd 0.02 --attack-on both --attack-T 8 --json r.json
+    """
+    from annsnn.data import select_batches
+    from annsnn.files import check_output_path, write_json, write_text
+    from annsnn.robustness import Robustness, RobustnessSpec
+
+    from .render import robustness_csv, robustness_table
+
+    spec = RobustnessSpec(time_steps=tuple(T), gaussian=noise or (), salt_pepper=salt_pepper or (), fgsm=fgsm or (), pgd=pgd or (),
+                          attack_on=attack_on, attack_T=attack_T, pgd_steps=pgd_steps, surrogate=surrogate, seed=seed)
+    if not (noise or salt_pepper or fgsm or pgd):
+        raise UsageError("give at least one of --noise, --salt-pepper, --fgsm, --pgd")
+    for path in (json_path, csv_path):
+        if path:
+            check_output_path(path, inputs=(snn or "",))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
+    classes = network.meta.get("dataset", {}).get("num_classes")
+    study = Robustness(network, spec, num_classes=int(classes) if classes else None, chunk=chunk, device=device)
+    with _progress() as progress:
+        for index, (x, y) in enumerate(_batches(loader, progress, f"perturbing, simulating T≤{max(T)}")):
+            if tuple(x.shape[1:]) != tuple(network.meta["input_shape"]):
+                raise UsageError(f"the data has shape {tuple(x.shape[1:])}, the SNN expects {tuple(network.meta['input_shape'])}")
+            study.run(x, y, batch_index=index)
+    result = study.report()
+    out.print(robustness_table(result))
+    for note in result.notes:
+        out.print(f"note: {note}")
+    if json_path:
+        data_out = result.to_dict()
+        data_out.update({"snn": str(path), "dataset": name, "split": split})
+        write_json(json_path, data_out)
+        out.print(f"wrote {json_path}")
+    if csv_path:
+        write_text(csv_path, robustness_csv(result))
+        out.print(f"wrote {csv_path}")
+    if plot_dir:
+        from annsnn.plots import save_robustness_plots
+
+        for written in save_robustness_plots(result, plot_dir):
+            out.print(f"wrote {written}")
 
 
 # ---------------------------------------------------------------------------

@@ -79,11 +79,15 @@ def conversion_table(report: ConversionReport) -> Table:
 
 def evaluation_table(result: AnalysisResult) -> Table:
     ann = result.ann
+    top5 = ann.top5 is not None
     table = Table(title=f"SNN vs ANN on {result.samples} samples ({result.encoding} input) — ANN top-1 {pct(ann.top1)}%", title_justify="left")
-    for col in ("T", "SNN top-1 %", "gap (pts)", "agreement %", "F1 macro", "firing rate"):
+    f4 = lambda v: f"{v:.4f}" if v is not None else "–"  # noqa: E731
+    for col in ("T", "top-1 %") + (("top-5 %",) if top5 else ()) + ("gap (pts)", "agreement %", "recall macro", "F1 macro", "firing rate"):
         table.add_column(col, justify="right")
+    table.add_row("ANN", pct(ann.top1), *((pct(ann.top5),) if top5 else ()), "", "", f4(ann.recall_macro), f4(ann.f1_macro), "")
+    table.add_section()
     for row in result.rows:
-        table.add_row(str(row.T), pct(row.top1), pct(row.gap, signed=True), pct(row.agreement), f"{row.f1_macro:.4f}" if row.f1_macro is not None else "–", f"{row.firing_rate:.4f}")
+        table.add_row(str(row.T), pct(row.top1), *((pct(row.top5),) if top5 else ()), pct(row.gap, signed=True), pct(row.agreement), f4(row.recall_macro), f4(row.f1_macro), f"{row.firing_rate:.4f}")
     return table
 
 
@@ -127,4 +131,88 @@ def ann_layer_table(result: AnalysisResult) -> Table:
         if not layer.macs and not layer.bias_adds:
             continue
         table.add_row(_short(layer.name), layer.type, si(layer.macs), si(layer.macs_with_padding), *[energy_str(layer.energy_pj[n]) for n in names])
+    return table
+
+
+def robustness_table(result) -> Table:
+    """One row per perturbation and strength: ANN and SNN top-1 (and agreement) at every T."""
+    table = Table(title=f"Robustness on {result.samples} samples (top-1 %, macro F1 %, agreement with the ANN %)", title_justify="left")
+    for col in ("perturbation", "strength", "crafted on", "ANN top-1", "ANN F1"):
+        table.add_column(col, justify="left" if col in ("perturbation", "crafted on") else "right")
+    for t in result.time_steps:
+        table.add_column(f"SNN T={t}", justify="right")
+        table.add_column(f"F1 T={t}", justify="right")
+        table.add_column(f"agree T={t}", justify="right")
+    where = {"none": "–", "ann": "ANN (transfer→SNN)", "snn": "SNN (direct, BPTT)"}
+    for row in result.rows:
+        cells = [row.perturbation, f"{row.strength:g}", where[row.crafted_on], pct(row.ann.top1), pct(row.ann.f1_macro)]
+        for t in result.time_steps:
+            cells += [pct(row.snn[t].top1), pct(row.snn[t].f1_macro), pct(row.agreement[t])]
+        table.add_row(*cells)
+    return table
+
+
+def robustness_csv(result) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["perturbation", "strength", "crafted_on", "network", "T", "top1", "recall_macro", "f1_macro", "top5", "agreement"])
+    for row in result.rows:
+        writer.writerow([row.perturbation, row.strength, row.crafted_on, "ann", "", row.ann.top1, row.ann.recall_macro, row.ann.f1_macro, row.ann.top5, 1.0])
+        for t in result.time_steps:
+            m = row.snn[t]
+            writer.writerow([row.perturbation, row.strength, row.crafted_on, "snn", t, m.top1, m.recall_macro, m.f1_macro, m.top5, row.agreement[t]])
+    return buffer.getvalue()
+
+
+def _joules(j: float | None) -> str:
+    if j is None:
+        return "–"
+    for factor, unit in ((1.0, "J"), (1e-3, "mJ"), (1e-6, "µJ"), (1e-9, "nJ")):
+        if abs(j) >= factor:
+            return f"{j / factor:.4g} {unit}"
+    return f"{j * 1e12:.4g} pJ"
+
+
+def _mib(b: int | None) -> str:
+    return "–" if b is None else f"{b / 2**20:.1f} MiB"
+
+
+def measured_table(measured, result) -> Table:
+    """Per inference: MEASURED time, memory, energy beside the two kinds of ESTIMATES."""
+    compute = next((m for m, d in result.energy_models.items() if not m.endswith("+sram") and d.get("kind", "digital") == "digital"), None)
+    memory = next((m for m in result.energy_models if m.endswith("+sram")), None)
+    energy_label = "measured\nenergy/inf" if measured.sensors.readable else "measured\nenergy/inf\n(no sensor)"
+    table = Table(title=f"Measured on this machine ({measured.device}, {measured.threads} threads, {measured.samples} samples) vs estimated, per inference", title_justify="left")
+    cols = ["network", "measured\ntime/inf", "measured\nhost peak\ngrowth", "measured\nprocess\npeak RSS", "measured\nGPU peak", energy_label]
+    if compute:
+        cols.append(f"estimated\ncompute-only\n{compute}")
+    if memory:
+        cols.append(f"estimated\nwith memory\n{memory}")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "network" else "right")
+    by_t = {r.T: r for r in result.rows}
+    for run in measured.runs:
+        cells = [run.network, f"{1e3 * run.wall_s_per_inference:.4g} ms", _mib(run.host_peak_bytes), _mib(run.host_peak_rss_bytes), _mib(run.gpu_peak_bytes), _joules(run.energy_j_per_inference)]
+        for name in (compute, memory):
+            if name:
+                pj = result.ann.energy_pj.get(name) if run.T is None else by_t[run.T].energy_pj.get(name)
+                cells.append(_joules(None if pj is None else pj * 1e-12))
+        table.add_row(*cells)
+    return table
+
+
+def dataset_energy_table(rows: dict, samples: int, grid: float, source: str, references: dict[str, str]) -> Table:
+    """ESTIMATED energy of the whole sample set: per inference × samples, in J and kWh, with CO2."""
+    table = Table(title=f"Estimated energy for {samples:,} samples (per inference × {samples:,}); CO2 at {grid:g} g/kWh ({source})", title_justify="left")
+    for col in ("energy model", "network", "per inference", "total J", "total kWh", "CO2 g"):
+        table.add_column(col, justify="left" if col in ("energy model", "network") else "right")
+    for model, entries in rows.items():
+        for network, e in entries.items():
+            reference = references.get(model)
+            if network == "ANN" and reference:
+                network = f"ANN (under {reference})"
+            table.add_row(model, network, _joules(e.joules_per_inference), f"{e.joules:.4g}", f"{e.kwh:.4g}", f"{e.co2_g:.4g}")
     return table

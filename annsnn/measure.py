@@ -1,0 +1,291 @@
+"""Measured wall time, peak memory and (where a sensor is readable) energy of the ANN and
+the simulated SNN on this machine, kept apart from the op-count *estimates*.
+
+Three kinds of figures never mix:
+
+* **measured** on this hardware (this module): wall time, peak memory, and energy read from
+  hardware counters, CPU RAPL (``/sys/class/powercap``) and GPU NVML, through the ``zeus``
+  library (``pip install annsnn[measure]``; You et al., NSDI 2023, "Zeus: Understanding and
+  Optimizing GPU Energy Consumption of DNN Training"). zeus only reads counters: it has no
+  TDP model, so a figure it returns is a reading, never an estimate. (codecarbon was not
+  chosen because it silently falls back to a TDP-based estimate when RAPL is hidden.)
+* **estimated, compute-only**: op counts × per-op energies (:mod:`annsnn.energy`).
+* **estimated, with memory**: the same plus SRAM accesses (``NAME+sram``).
+
+Where no sensor is readable, :class:`SensorStatus` says so in one line and every measured
+energy is ``None``; time and memory are still measured.
+
+Host memory: the peak resident set size during the run, and its growth above the RSS before
+it, read from ``/proc/self/status`` (``VmHWM`` reset through ``/proc/self/clear_refs``, Linux
+≥ 4.0; no psutil). Free heap is returned to the OS first (glibc ``malloc_trim``), so memory
+freed by an earlier run is not reused unseen. It is per process. GPU memory:
+``torch.cuda.max_memory_allocated``.
+
+Energy: ``E = Σ_packages ΔE_RAPL(+DRAM) + Σ_gpus ΔE_NVML`` over the run, in J; kWh = J / 3.6e6;
+CO₂ = kWh × grid intensity (g/kWh). RAPL counts the whole CPU package, other processes
+included, so on a shared machine it is an upper bound for this run.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import torch
+from torch import Tensor
+
+from .errors import UsageError
+from .simulate import simulate
+from .snn import SpikingNetwork
+
+__all__ = [
+    "GRID_INTENSITY_G_PER_KWH",
+    "GRID_INTENSITY_SOURCE",
+    "J_PER_KWH",
+    "EnergySensor",
+    "SensorStatus",
+    "RunMeasurement",
+    "MeasuredResult",
+    "DatasetEnergy",
+    "probe_sensors",
+    "measure_inference",
+    "dataset_energy",
+]
+
+J_PER_KWH = 3.6e6
+GRID_INTENSITY_G_PER_KWH = 480.0
+GRID_INTENSITY_SOURCE = "world average 2023 (Ember, Global Electricity Review 2024)"
+
+
+class EnergySensor(Protocol):
+    """A hardware energy counter: ``begin()``, then ``end()`` returns joules since ``begin``."""
+
+    name: str
+
+    def begin(self) -> None: ...
+
+    def end(self) -> float: ...
+
+
+@dataclass
+class SensorStatus:
+    readable: bool
+    sensors: list[str]  # e.g. ["CPU RAPL (2 packages)", "GPU NVML (1)"]
+    notice: str | None  # one line when nothing is readable
+
+
+class _ZeusSensor:
+    def __init__(self, monitor, names: list[str], gpu: bool) -> None:
+        self.monitor = monitor
+        self.name = ", ".join(names)
+        self.gpu = gpu
+        self._key = "annsnn"
+
+    def begin(self) -> None:
+        self.monitor.begin_window(self._key, sync_execution=self.gpu)
+
+    def end(self) -> float:
+        m = self.monitor.end_window(self._key, sync_execution=self.gpu)
+        total = sum(m.gpu_energy.values())
+        total += sum((m.cpu_energy or {}).values())
+        total += sum((m.dram_energy or {}).values())
+        return float(total)
+
+
+def probe_sensors(device: str | torch.device = "cpu") -> tuple[SensorStatus, EnergySensor | None]:
+    """Which energy counters are readable here, through zeus; never a TDP-based stand-in."""
+    try:
+        import logging
+
+        logging.getLogger("zeus").setLevel(logging.ERROR)
+        from zeus.monitor import ZeusMonitor
+    except ImportError:
+        return SensorStatus(False, [], "no energy sensor: the optional zeus library is missing (pip install annsnn[measure]); reporting time and memory only"), None
+    gpu = torch.device(device).type == "cuda"
+    try:
+        monitor = ZeusMonitor(gpu_indices=[torch.device(device).index or 0] if gpu else [], approx_instant_energy=False)
+    except Exception as exc:  # noqa: BLE001 - zeus raises several kinds; any means "not readable"
+        return SensorStatus(False, [], f"no energy sensor readable ({type(exc).__name__}); reporting time and memory only"), None
+    names = []
+    if monitor.cpu_indices:
+        names.append(f"CPU RAPL ({len(monitor.cpu_indices)} package(s))")
+    if monitor.gpu_indices:
+        names.append(f"GPU NVML ({len(monitor.gpu_indices)})")
+    if not names:
+        powercap = Path("/sys/class/powercap")
+        why = "no /sys/class/powercap (RAPL hidden)" if not powercap.exists() else "RAPL not readable"
+        return SensorStatus(False, [], f"no energy sensor readable here ({why}; no NVML GPU): reporting time and memory only"), None
+    return SensorStatus(True, names, None), _ZeusSensor(monitor, names, gpu)
+
+
+@dataclass
+class RunMeasurement:
+    """One network over the whole sample set, measured on this machine."""
+
+    network: str  # "ANN" or "SNN T=..."
+    T: int | None
+    samples: int
+    wall_s: float
+    wall_s_per_inference: float
+    host_peak_bytes: int | None  # peak RSS during the run minus RSS before it; None where /proc is not readable
+    host_peak_rss_bytes: int | None  # the process's peak RSS during the run (weights, data and libraries included)
+    gpu_peak_bytes: int | None  # torch.cuda.max_memory_allocated; None on CPU
+    energy_j: float | None  # measured by a sensor; None when none is readable
+    energy_j_per_inference: float | None
+    energy_kwh: float | None
+    co2_g: float | None
+
+
+@dataclass
+class MeasuredResult:
+    device: str
+    threads: int
+    samples: int
+    sensors: SensorStatus
+    grid_g_per_kwh: float
+    grid_source: str
+    runs: list[RunMeasurement]
+    memory_method: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DatasetEnergy:
+    """Per-inference energy × samples: J, kWh (= J_per_inference / 3.6e6 × samples) and g CO₂."""
+
+    samples: int
+    joules_per_inference: float
+    joules: float
+    kwh: float
+    co2_g: float
+
+
+def dataset_energy(joules_per_inference: float, samples: int, grid_g_per_kwh: float = GRID_INTENSITY_G_PER_KWH) -> DatasetEnergy:
+    if samples < 1:
+        raise UsageError("the sample count must be at least 1")
+    if grid_g_per_kwh < 0:
+        raise UsageError("grid intensity must be ≥ 0 g/kWh")
+    kwh = joules_per_inference / J_PER_KWH * samples
+    return DatasetEnergy(samples, joules_per_inference, joules_per_inference * samples, kwh, kwh * grid_g_per_kwh)
+
+
+# --- host memory -----------------------------------------------------------------------
+
+
+def _status_kb(field_name: str) -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    match = re.search(rf"^{field_name}:\s+(\d+)\s+kB", text, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _release_free_heap() -> bool:
+    """Return freed heap pages to the OS (glibc ``malloc_trim(0)``), so that memory freed by an
+    earlier run is not silently reused and hidden from the next run's RSS growth."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+class _HostPeak:
+    """Peak RSS during the run (VmHWM after a reset, Linux) and its growth above the start."""
+
+    def __enter__(self) -> "_HostPeak":
+        _release_free_heap()
+        self.ok = _reset_peak() and _status_kb("VmHWM") is not None
+        self.start = _status_kb("VmRSS") or 0
+        self.peak_bytes: int | None = None  # None: not readable here
+        self.absolute_bytes: int | None = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.ok:
+            peak = _status_kb("VmHWM") or 0
+            self.absolute_bytes = peak * 1024
+            self.peak_bytes = max(0, (peak - self.start) * 1024)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _measure(label: str, T: int | None, fn, batches: Sequence[Tensor], device: torch.device, sensor: EnergySensor | None, grid: float) -> RunMeasurement:
+    fn(batches[0])  # warm-up (graph building, allocator); not timed
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    samples = sum(int(b.shape[0]) for b in batches)
+    with _HostPeak() as host:
+        if sensor is not None:
+            sensor.begin()
+        start = time.perf_counter()
+        for batch in batches:
+            fn(batch)
+        _sync(device)
+        wall = time.perf_counter() - start
+        joules = sensor.end() if sensor is not None else None
+    gpu_peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    per = joules / samples if joules is not None else None
+    kwh = joules / J_PER_KWH if joules is not None else None
+    return RunMeasurement(label, T, samples, wall, wall / samples, host.peak_bytes, host.absolute_bytes, gpu_peak, joules, per, kwh, kwh * grid if kwh is not None else None)
+
+
+@torch.no_grad()
+def measure_inference(
+    snn: SpikingNetwork,
+    batches: Sequence[Tensor],
+    time_steps: Sequence[int],
+    *,
+    device: str | torch.device = "cpu",
+    chunk: int | None = None,
+    sensor: EnergySensor | None = None,
+    status: SensorStatus | None = None,
+    grid_g_per_kwh: float = GRID_INTENSITY_G_PER_KWH,
+    grid_source: str = GRID_INTENSITY_SOURCE,
+) -> MeasuredResult:
+    """Time, memory and (with a sensor) energy of the ANN, then of the SNN simulated for each T
+    on its own (one inference at T costs T steps), over the same ``batches`` held in memory.
+
+    ``sensor``/``status`` default to :func:`probe_sensors`; pass ``status`` with ``sensor=None``
+    to measure time and memory only."""
+    if not batches:
+        raise UsageError("no samples to measure")
+    if grid_g_per_kwh < 0:
+        raise UsageError("grid intensity must be ≥ 0 g/kWh")
+    dev = torch.device(device)
+    if status is None:
+        status, sensor = probe_sensors(dev)
+    snn = snn.to(dev).eval()
+    data = [b.to(dev) for b in batches]
+    runs = [_measure("ANN", None, snn.ann, data, dev, sensor, grid_g_per_kwh)]
+    for t in sorted(set(int(t) for t in time_steps)):
+        runs.append(_measure(f"SNN T={t}", t, lambda x, _t=t: simulate(snn, x, _t, chunk=chunk), data, dev, sensor, grid_g_per_kwh))
+    notes = ["one warm-up batch per network is run before timing and not counted", "the SNN is simulated for each T on its own: an inference at T costs T steps"]
+    if status.readable:
+        notes.append("RAPL counts the whole CPU package (other processes included): an upper bound for this run on a shared machine")
+    return MeasuredResult(
+        device=str(dev), threads=torch.get_num_threads(), samples=runs[0].samples, sensors=status,
+        grid_g_per_kwh=grid_g_per_kwh, grid_source=grid_source, runs=runs,
+        memory_method="host: peak RSS (VmHWM after /proc/self/clear_refs), and its growth above the RSS before the run (free heap returned to the OS first with malloc_trim)" + ("; GPU: torch.cuda.max_memory_allocated" if dev.type == "cuda" else ""),
+        notes=notes,
+    )
