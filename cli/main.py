@@ -298,9 +298,9 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
 def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_size):
     from annsnn.artifact import load_snn
     from annsnn.data import load_dataset, make_loader
-    from annsnn.workspace import last_snn
-
+    from annsnn.evaluation import data_spec_for
     from annsnn.memory import check_fits
+    from annsnn.workspace import last_snn
 
     path = Path(snn_path) if snn_path else last_snn()
     snn = load_snn(path)
@@ -309,52 +309,34 @@ def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_siz
     if not name:
         raise UsageError("the SNN records no dataset; pass --data NAME")
     loader = make_loader(load_dataset(name, split, data_root, download), batch_size, samples)
-    return path, snn, name, loader
+    return path, snn, name, loader, data_spec_for(name, split, samples, batch_size, data_root)
 
 
-def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False, device: str = "cpu"):
-    """One evaluation path. Progress is saved after every batch when ``progress_path`` is set;
-    ``resume`` continues from it. Under torchrun, each rank loads and runs only its shard of the batches."""
-    from annsnn.analyzer import Analyzer
-    from annsnn.data import select_batches
-    from annsnn.distributed import gather_objects, init_from_env, shard_batches
-    from annsnn.files import atomic_path
+def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False, device: str = "cpu", data=None):
+    """Run :func:`annsnn.evaluation.evaluate` and draw its progress events as a bar on stderr."""
+    from annsnn.evaluation import BatchDone, DataSpec, EvalSpec, Planned, ProgressDiscarded, ProgressStore, Resumed, evaluate
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
-    rank, size = init_from_env(device)
-    if size > 1 and device == "cuda":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-    if size > 1 and resume:
-        raise UsageError("--resume works in a single process; rerun without torchrun or without --resume")
-    signature = {"snn": str(snn.meta.get("source", {})), "T": list(T), "encoding": encoding, "seed": seed, "models": [str(m) for m in models], "count": count, "batches": len(loader), "samples": len(loader.dataset)}
-    with Analyzer(snn, T, encoding=encoding, seed=seed, energy_models=models, count=count, chunk=chunk, device=device) as analyzer:
-        if resume and progress_path is not None and progress_path.is_file():
-            saved = torch.load(str(progress_path), weights_only=True)
-            if saved.get("signature") != signature:
-                raise UsageError(f"{progress_path} belongs to a different run; delete it or drop --resume")
-            analyzer.load_state_dict(saved["state"])
-            err.print(f"resuming: {len(analyzer.done_batches())} of {len(loader)} batches already done")
-        done = analyzer.done_batches()
-        mine = [index for index in shard_batches(len(loader), rank, size) if index not in done]
-        with _progress() as progress:
-            for index, (x, y) in zip(mine, _batches(select_batches(loader, mine), progress if rank == 0 else None, f"simulating T≤{max(T)}")):
-                if tuple(x.shape[1:]) != tuple(snn.meta["input_shape"]):
-                    raise UsageError(f"the data has shape {tuple(x.shape[1:])}, the SNN expects {tuple(snn.meta['input_shape'])}")
-                analyzer.run(x, y, batch_index=index)
-                if progress_path is not None and size == 1:
-                    with atomic_path(progress_path) as tmp:
-                        torch.save({"signature": signature, "state": analyzer.state_dict()}, str(tmp))
-        if size > 1:
-            states = gather_objects(analyzer.state_dict())
-            merged = Analyzer(snn.cpu(), T, encoding=encoding, seed=seed, energy_models=models, count=count, chunk=chunk)
-            for state in states:
-                merged.load_state_dict(state)  # type: ignore[arg-type]
-            analyzer = merged
-        result = analyzer.report()
-    if progress_path is not None and progress_path.is_file():
-        progress_path.unlink()
-    return result, rank
+    spec = EvalSpec(tuple(T), encoding, seed, tuple(models), count, chunk, device)
+    data = data or DataSpec("unknown", "test", None, loader.batch_size or 1)
+    store = ProgressStore(progress_path) if progress_path is not None else None
+    with _progress() as progress:
+        state: dict = {}
+
+        def on_event(event) -> None:
+            if isinstance(event, ProgressDiscarded):
+                err.print(f"[yellow]note:[/] {event.path} belongs to a different run ({', '.join(event.changed)} changed); starting afresh")
+            elif isinstance(event, Resumed):
+                err.print(f"resuming: {event.done} of {event.total} batches already done")
+            elif isinstance(event, Planned) and state.get("rank", 0) == 0:
+                state["task"] = progress.add_task(f"simulating T≤{event.max_T}", total=event.todo, status="")
+            elif isinstance(event, BatchDone) and "task" in state:
+                progress.advance(state["task"])
+
+        from annsnn.distributed import world
+
+        state["rank"] = world()[0]
+        outcome = evaluate(snn, loader, data, spec, store=store, resume=resume, on_event=on_event)
+    return outcome.result, outcome.rank
 
 
 def _progress_path(json_path: str | None, command: str, snn_path: Path) -> Path:
@@ -400,8 +382,8 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
 
     if json_path:
         check_output_path(json_path, inputs=(snn or "",))
-    path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    result, rank = _analyze(network, loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False, progress_path=_progress_path(json_path, "evaluate", path), resume=resume, device=device)
+    path, network, name, loader, data_spec = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
+    result, rank = _analyze(network, loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False, progress_path=_progress_path(json_path, "evaluate", path), resume=resume, device=device, data=data_spec)
     if rank != 0:
         return
     out.print(evaluation_table(result))
@@ -467,8 +449,8 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     if ann_model:
         _energy_ann_only(ann_model, arch, input_shape, [m for m in models if not isinstance(m, str)], json_path)
         return
-    path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    result, rank = _analyze(network, loader, T, encoding, seed, chunk, models, count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device)
+    path, network, name, loader, data_spec = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
+    result, rank = _analyze(network, loader, T, encoding, seed, chunk, models, count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device, data=data_spec)
     if rank != 0:
         return
     out.print(energy_table(result))
