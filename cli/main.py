@@ -304,7 +304,10 @@ def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_siz
 
     path = Path(snn_path) if snn_path else last_snn()
     snn = load_snn(path)
-    check_fits(snn.ann, snn.meta["input_shape"], batch_size)
+    shape = snn.meta.get("input_shape")
+    if not (isinstance(shape, list) and shape and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise UsageError(f"{str(path)!r} records no valid input shape (damaged SNN file)")
+    check_fits(snn.ann, shape, batch_size)
     name = data or snn.meta.get("dataset", {}).get("name")
     if not name:
         raise UsageError("the SNN records no dataset; pass --data NAME")
