@@ -315,12 +315,11 @@ def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_siz
     return path, snn, name, loader, data_spec_for(name, split, samples, batch_size, data_root)
 
 
-def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False, device: str = "cpu", data=None):
+def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False, device: str = "cpu", *, data):
     """Run :func:`annsnn.evaluation.evaluate` and draw its progress events as a bar on stderr."""
-    from annsnn.evaluation import BatchDone, DataSpec, EvalSpec, Planned, ProgressDiscarded, ProgressStore, Resumed, evaluate
+    from annsnn.evaluation import BatchDone, EvalSpec, Planned, ProgressDiscarded, ProgressStore, Resumed, evaluate
 
     spec = EvalSpec(tuple(T), encoding, seed, tuple(models), count, chunk, device)
-    data = data or DataSpec("unknown", "test", None, loader.batch_size or 1)
     store = ProgressStore(progress_path) if progress_path is not None else None
     with _progress() as progress:
         state: dict = {}
@@ -438,7 +437,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     is still cheaper than the ANN. Without SNN: the last conversion.
     """
     from annsnn.energy import get_energy_model
-    from annsnn.files import check_output_path, write_json, write_text
+    from annsnn.files import check_output_path, json_dumps, write_text
 
     from .render import energy_table, layer_table
 
@@ -467,15 +466,11 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         out.print(layer_table(result))
     data_out = result.to_dict()
     data_out.update({"snn": str(path), "dataset": name, "split": split})
-    if json_path:
-        write_json(json_path, data_out)
-        out.print(f"wrote {json_path}")
-    if csv_path:
-        write_text(csv_path, _csv(result))
-        out.print(f"wrote {csv_path}")
-    if md_path:
-        write_text(md_path, _markdown(result))
-        out.print(f"wrote {md_path}")
+    # every text is made (and can fail) before the first one is written
+    texts = [(p, make()) for p, make in ((json_path, lambda: json_dumps(data_out)), (csv_path, lambda: _csv(result)), (md_path, lambda: _markdown(result))) if p]
+    for target, text in texts:
+        write_text(target, text)
+        out.print(f"wrote {target}")
     if plot_dir:
         from annsnn.plots import save_plots
 
@@ -595,7 +590,9 @@ def demo(out_dir: str, T) -> None:
     save_snn(snn, target)
     remember_last_snn(target)
     out.print(conversion_table(report))
-    result, _ = _analyze(snn, make_loader(load_dataset("digits", "test"), 360), T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True)
+    from annsnn.evaluation import data_spec_for
+
+    result, _ = _analyze(snn, make_loader(load_dataset("digits", "test"), 360), T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True, data=data_spec_for("digits", "test", None, 360, None))
     out.print(energy_table(result))
     out.print("break-even T: " + ", ".join(f"{k}: {v}" for k, v in result.break_even_T.items()))
     data_out = result.to_dict()
