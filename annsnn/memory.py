@@ -9,6 +9,7 @@ memory available is the request refused, so a run that could fit is never refuse
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -56,6 +57,8 @@ def estimate_activation_memory(model: nn.Module, input_shape: Sequence[int]) -> 
             best[0], best[1] = size, names.get(id(module), type(module).__name__)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    fake_log = logging.getLogger("torch._subclasses.fake_tensor")  # logs a traceback for a shape error
+    was_disabled, fake_log.disabled = fake_log.disabled, True
     try:
         with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
             x = torch.empty((1, *map(int, input_shape)))
@@ -64,6 +67,7 @@ def estimate_activation_memory(model: nn.Module, input_shape: Sequence[int]) -> 
     except Exception as exc:  # noqa: BLE001 - any failure means "no estimate"; the real run reports it
         raise EstimateUnavailable(f"{type(exc).__name__}: {exc}") from None
     finally:
+        fake_log.disabled = was_disabled
         for handle in handles:
             handle.remove()
     return ActivationEstimate(int(best[0]), str(best[1]) or "input")

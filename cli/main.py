@@ -318,22 +318,26 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
 def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_size):
     from annsnn.artifact import load_snn
     from annsnn.data import load_dataset, make_loader
-    from annsnn.workspace import last_snn
-
+    from annsnn.evaluation import data_spec_for
     from annsnn.memory import check_fits
+    from annsnn.workspace import last_snn
 
     path = Path(snn_path) if snn_path else last_snn()
     snn = load_snn(path)
-    check_fits(snn.ann, snn.meta["input_shape"], batch_size)
+    shape = snn.meta.get("input_shape")
+    if not (isinstance(shape, list) and shape and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise UsageError(f"{str(path)!r} records no valid input shape (damaged SNN file)")
+    check_fits(snn.ann, shape, batch_size)
     name = data or snn.meta.get("dataset", {}).get("name")
     if not name:
         raise UsageError("the SNN records no dataset; pass --data NAME")
     loader = make_loader(load_dataset(name, split, data_root, download), batch_size, samples)
-    return path, snn, name, loader
+    return path, snn, name, loader, data_spec_for(name, split, samples, batch_size, data_root)
 
 
 def _foreign_and_data(model_path, trust, dt, input_shape, data, data_root, download, split, samples, batch_size):
     from annsnn.data import load_dataset, make_loader
+    from annsnn.evaluation import data_spec_for
     from annsnn.foreign import load_foreign
 
     network = load_foreign(model_path, trust=trust, dt=dt, input_shape=input_shape)
@@ -341,52 +345,33 @@ def _foreign_and_data(model_path, trust, dt, input_shape, data, data_root, downl
     if not name:
         raise UsageError("the model records no dataset; pass --data NAME")
     loader = make_loader(load_dataset(name, split, data_root, download), batch_size, samples)
-    return Path(model_path), network, name, loader
+    return Path(model_path), network, name, loader, data_spec_for(name, split, samples, batch_size, data_root)
 
 
-def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False, device: str = "cpu"):
-    """One evaluation path. Progress is saved after every batch when ``progress_path`` is set;
-    ``resume`` continues from it. Under torchrun, each rank loads and runs only its shard of the batches."""
-    from annsnn.analyzer import Analyzer
-    from annsnn.data import select_batches
-    from annsnn.distributed import gather_objects, init_from_env, shard_batches
-    from annsnn.files import atomic_path
+def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False, device: str = "cpu", *, data):
+    """Run :func:`annsnn.evaluation.evaluate` and draw its progress events as a bar on stderr."""
+    from annsnn.evaluation import BatchDone, EvalSpec, Planned, ProgressDiscarded, ProgressStore, Resumed, evaluate
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
-    rank, size = init_from_env(device)
-    if size > 1 and device == "cuda":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-    if size > 1 and resume:
-        raise UsageError("--resume works in a single process; rerun without torchrun or without --resume")
-    signature = {"snn": str(snn.meta.get("source", {})), "T": list(T), "encoding": encoding, "seed": seed, "models": [str(m) for m in models], "count": count, "batches": len(loader), "samples": len(loader.dataset)}
-    with Analyzer(snn, T, encoding=encoding, seed=seed, energy_models=models, count=count, chunk=chunk, device=device) as analyzer:
-        if resume and progress_path is not None and progress_path.is_file():
-            saved = torch.load(str(progress_path), weights_only=True)
-            if saved.get("signature") != signature:
-                raise UsageError(f"{progress_path} belongs to a different run; delete it or drop --resume")
-            analyzer.load_state_dict(saved["state"])
-            err.print(f"resuming: {len(analyzer.done_batches())} of {len(loader)} batches already done")
-        done = analyzer.done_batches()
-        mine = [index for index in shard_batches(len(loader), rank, size) if index not in done]
-        with _progress() as progress:
-            for index, (x, y) in zip(mine, _batches(select_batches(loader, mine), progress if rank == 0 else None, f"simulating T≤{max(T)}")):
-                if tuple(x.shape[1:]) != tuple(snn.meta["input_shape"]):
-                    raise UsageError(f"the data has shape {tuple(x.shape[1:])}, the SNN expects {tuple(snn.meta['input_shape'])}")
-                analyzer.run(x, y, batch_index=index)
-                if progress_path is not None and size == 1:
-                    with atomic_path(progress_path) as tmp:
-                        torch.save({"signature": signature, "state": analyzer.state_dict()}, str(tmp))
-        if size > 1:
-            states = gather_objects(analyzer.state_dict())
-            merged = Analyzer(snn.cpu(), T, encoding=encoding, seed=seed, energy_models=models, count=count, chunk=chunk)
-            for state in states:
-                merged.load_state_dict(state)  # type: ignore[arg-type]
-            analyzer = merged
-        result = analyzer.report()
-    if progress_path is not None and progress_path.is_file():
-        progress_path.unlink()
-    return result, rank
+    spec = EvalSpec(tuple(T), encoding, seed, tuple(models), count, chunk, device)
+    store = ProgressStore(progress_path) if progress_path is not None else None
+    with _progress() as progress:
+        state: dict = {}
+
+        def on_event(event) -> None:
+            if isinstance(event, ProgressDiscarded):
+                err.print(f"[yellow]note:[/] {event.path} belongs to a different run ({', '.join(event.changed)} changed); starting afresh")
+            elif isinstance(event, Resumed):
+                err.print(f"resuming: {event.done} of {event.total} batches already done")
+            elif isinstance(event, Planned) and state.get("rank", 0) == 0:
+                state["task"] = progress.add_task(f"simulating T≤{event.max_T}", total=event.todo, status="")
+            elif isinstance(event, BatchDone) and "task" in state:
+                progress.advance(state["task"])
+
+        from annsnn.distributed import world
+
+        state["rank"] = world()[0]
+        outcome = evaluate(snn, loader, data, spec, store=store, resume=resume, on_event=on_event)
+    return outcome.result, outcome.rank
 
 
 def _progress_path(json_path: str | None, command: str, snn_path: Path) -> Path:
@@ -432,8 +417,8 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
 
     if json_path:
         check_output_path(json_path, inputs=(snn or "",))
-    path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    result, rank = _analyze(network, loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False, progress_path=_progress_path(json_path, "evaluate", path), resume=resume, device=device)
+    path, network, name, loader, data_spec = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
+    result, rank = _analyze(network, loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False, progress_path=_progress_path(json_path, "evaluate", path), resume=resume, device=device, data=data_spec)
     if rank != 0:
         return
     out.print(evaluation_table(result))
@@ -492,7 +477,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     is still cheaper than the ANN. Without SNN: the last conversion.
     """
     from annsnn.energy import get_energy_model
-    from annsnn.files import check_output_path, write_json, write_text
+    from annsnn.files import check_output_path, json_dumps, write_text
 
     from .render import ann_layer_table, energy_table, layer_table
 
@@ -509,10 +494,10 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     if foreign_model and snn:
         raise UsageError("give either SNN or --model, not both")
     if foreign_model:
-        path, network, name, loader = _foreign_and_data(foreign_model, trust, dt, input_shape, data, data_root, download, split, samples, batch_size)
+        path, network, name, loader, data_spec = _foreign_and_data(foreign_model, trust, dt, input_shape, data, data_root, download, split, samples, batch_size)
     else:
-        path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    result, rank = _analyze(network, loader, T, encoding, seed, chunk, models, count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device)
+        path, network, name, loader, data_spec = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
+    result, rank = _analyze(network, loader, T, encoding, seed, chunk, models, count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device, data=data_spec)
     if rank != 0:
         return
     if foreign_model:
@@ -533,15 +518,11 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     data_out.update({"snn": str(path), "dataset": name, "split": split})
     if measure or per_dataset:
         data_out.update(_measured_and_dataset(result, network, loader, T, chunk, device, grid_intensity, measure, per_dataset))
-    if json_path:
-        write_json(json_path, data_out)
-        out.print(f"wrote {json_path}")
-    if csv_path:
-        write_text(csv_path, _csv(result))
-        out.print(f"wrote {csv_path}")
-    if md_path:
-        write_text(md_path, _markdown(result))
-        out.print(f"wrote {md_path}")
+    # every text is made (and can fail) before the first one is written
+    texts = [(p, make()) for p, make in ((json_path, lambda: json_dumps(data_out)), (csv_path, lambda: _csv(result)), (md_path, lambda: _markdown(result))) if p]
+    for target, text in texts:
+        write_text(target, text)
+        out.print(f"wrote {target}")
     if plot_dir:
         from annsnn.plots import save_plots
 
@@ -727,7 +708,7 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
             check_output_path(path, inputs=(snn or "",))
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
-    path, network, name, loader = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
+    path, network, name, loader, _ = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
     classes = network.meta.get("dataset", {}).get("num_classes")
     study = Robustness(network, spec, num_classes=int(classes) if classes else None, chunk=chunk, device=device)
     with _progress() as progress:
@@ -795,7 +776,9 @@ def demo(out_dir: str, T) -> None:
     save_snn(snn, target)
     remember_last_snn(target)
     out.print(conversion_table(report))
-    result, _ = _analyze(snn, make_loader(load_dataset("digits", "test"), 360), T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True)
+    from annsnn.evaluation import data_spec_for
+
+    result, _ = _analyze(snn, make_loader(load_dataset("digits", "test"), 360), T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True, data=data_spec_for("digits", "test", None, 360, None))
     out.print(energy_table(result))
     out.print("break-even T: " + ", ".join(f"{k}: {v}" for k, v in result.break_even_T.items()))
     data_out = result.to_dict()

@@ -160,17 +160,29 @@ def test_a_crafted_graph_is_refused_before_anything_runs(tmp_path, converted, ca
 
 
 @pytest.mark.parametrize("case", ["placeholder target", "node name", "module path with a quote", "kwargs key"])
-def test_cli_refuses_a_crafted_file_in_one_line(tmp_path, converted, case):
+def test_cli_refuses_a_crafted_file_in_one_line(tmp_path, converted, case, capsys):
+    from annsnn.cli.main import main
+
+    path, marker = _craft(converted, tmp_path, case)
+    with pytest.raises(SystemExit) as exited:
+        main(["evaluate", str(path), "--T", "2", "--samples", "4"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exited.value.code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "SNN file" in lines[0], lines
+    assert not marker.exists()
+
+
+def test_annsnn_evaluate_of_a_crafted_file_in_a_fresh_process(tmp_path, converted):
+    """The issue's reproduction: ``annsnn evaluate evil.snn.pt`` as a command."""
     import os
     import subprocess
     import sys
 
-    path, marker = _craft(converted, tmp_path, case)
+    path, marker = _craft(converted, tmp_path, "placeholder target")
     env = dict(os.environ, ANNSNN_HOME=str(tmp_path / "home"))
     done = subprocess.run([sys.executable, "-m", "annsnn", "evaluate", str(path), "--T", "2", "--samples", "4"], capture_output=True, text=True, env=env, timeout=120)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2, done.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "SNN file" in lines[0], done.stderr
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert not marker.exists()
 
 

@@ -78,7 +78,7 @@ def small_snn_file(tmp_path_factory):
     from annsnn.pipeline import ann_to_snn
 
     torch.manual_seed(0)
-    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [torch.rand(32, 1, 8, 8)], input_shape=(1, 8, 8))
+    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [torch.rand(32, 1, 8, 8)], input_shape=(1, 8, 8), meta={"dataset": {"name": "digits"}})
     target = tmp_path_factory.mktemp("small") / "small.snn.pt"
     save_snn(snn, target)
     return target
@@ -219,3 +219,64 @@ def test_select_batches_loads_exactly_those_batches():
     full = [x.tolist() for x, _ in loader]
     chosen = [x.tolist() for x, _ in select_batches(loader, [3, 1])]
     assert chosen == [full[3], full[1]] == [[9.0], [3.0, 4.0, 5.0]]
+
+
+@pytest.mark.parametrize("change", ["split", "snn file replaced", "chunk"])
+def test_cli_resume_never_merges_two_different_runs(small_snn_file, tmp_path, monkeypatch, capsys, change):
+    """A run killed after one batch, resumed with something that changes the numbers: the CLI
+    starts afresh (one note) and gives exactly the numbers of a fresh run."""
+    import json as _json
+
+    import torch
+
+    import annsnn.analyzer as analyzer_module
+    from annsnn.artifact import save_snn
+    from annsnn.cli.main import main
+    from annsnn.io import load_model
+    from annsnn.modes import parse_mode
+    from annsnn.convert import ConversionOptions
+    from annsnn.pipeline import ann_to_snn
+
+    def cli(*args):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        return code, capsys.readouterr().err
+
+    snn_path = tmp_path / "m.snn.pt"
+    snn_path.write_bytes(small_snn_file.read_bytes())
+    out = tmp_path / "r.json"
+    common = ["evaluate", str(snn_path), "--T", "2,3", "--samples", "24", "--batch-size", "8", "--json", str(out)]
+    real_run = analyzer_module.Analyzer.run
+    calls = []
+
+    def run_then_die(self, *args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(analyzer_module.Analyzer, "run", run_then_die)
+    code, err = cli(*common)
+    assert code == 130 and out.with_name(out.name + ".progress.pt").is_file(), err
+    monkeypatch.setattr(analyzer_module.Analyzer, "run", real_run)
+    extra = []
+    if change == "split":
+        extra = ["--split", "train"]
+    elif change == "chunk":
+        extra = ["--chunk", "1"]
+    else:
+        torch.manual_seed(1)
+        other, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [torch.rand(32, 1, 8, 8)], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("max")), meta={"dataset": {"name": "digits"}})
+        save_snn(other, snn_path)
+    code, err = cli(*common, *extra, "--resume")
+    assert code == 0, err
+    assert "resuming" not in err and "different run" in err
+    resumed = _json.loads(out.read_text())
+    fresh_out = tmp_path / "fresh.json"
+    code, err = cli(*common[:-1], str(fresh_out), *extra)
+    assert code == 0, err
+    fresh = _json.loads(fresh_out.read_text())
+    assert {k: v for k, v in resumed.items() if k != "snn"} == {k: v for k, v in fresh.items() if k != "snn"}

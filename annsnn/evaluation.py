@@ -1,0 +1,286 @@
+"""Evaluate an SNN over a data set: sharding, resume and merging, as a library call.
+
+:func:`evaluate` owns the loop that ``annsnn evaluate`` and ``annsnn energy`` run. It never
+prints; progress is reported as typed events to ``on_event`` (the CLI draws a bar from
+them), and the result is a typed :class:`EvalOutcome`.
+
+**Resume.** With a :class:`ProgressStore`, the accumulated state is saved after every
+batch together with a *run key*: a dict of everything that changes the numbers -- the
+SNN's content hash (graph, every tensor, and its metadata, so the conversion options and
+the scales are covered), the data identity (dataset, resolved root, split, samples, batch
+size, number of batches and samples), and the evaluation spec (T list, encoding, seed,
+energy models, counting, chunk, device). A saved state whose key differs in any field is
+discarded (a :class:`ProgressDiscarded` event names the fields) and the run starts afresh,
+so two different runs are never merged.
+
+**Nothing that can fail runs after the simulation.** Before the first batch is simulated,
+the ANN's op counts (fvcore) are computed once and the input shape is checked, so an
+unsupported model fails in seconds, not after the expensive part.
+
+Under ``torchrun``, each rank simulates only its shard of the batches
+(:func:`annsnn.distributed.shard_batches`); the states are gathered and merged by batch
+index, so the result equals a single-process run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Union
+
+import torch
+from torch.utils.data import DataLoader
+
+from .analyzer import AnalysisResult, Analyzer
+from .energy import EnergyModel
+from .errors import UsageError
+from .snn import SpikingNetwork
+
+__all__ = [
+    "DataSpec", "EvalSpec", "EvalOutcome", "ProgressStore", "evaluate", "run_key", "snn_fingerprint",
+    "Event", "Planned", "Resumed", "ProgressDiscarded", "BatchDone", "data_spec_for",
+]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which samples are evaluated: part of the resume key."""
+
+    dataset: str
+    split: str
+    samples: int | None  # None: the whole split
+    batch_size: int
+    root: str | None = None  # resolved data root (None for bundled data)
+
+    def key(self, loader: DataLoader) -> dict:
+        data = asdict(self)
+        data["num_samples"] = len(loader.dataset)  # type: ignore[arg-type]
+        data["num_batches"] = len(loader)
+        return data
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How the SNN is simulated and counted: part of the resume key."""
+
+    T: tuple[int, ...]
+    encoding: str = "direct"
+    seed: int = 0
+    energy_models: tuple[Union[str, EnergyModel], ...] = ("45nm-fp32",)
+    count: bool = True
+    chunk: int | None = None
+    device: str = "cpu"
+
+    def key(self) -> dict:
+        return {
+            "T": [int(t) for t in self.T], "encoding": self.encoding, "seed": int(self.seed),
+            "energy_models": [m if isinstance(m, str) else json.dumps(asdict(m), sort_keys=True, default=str) for m in self.energy_models],
+            "count": bool(self.count), "chunk": self.chunk, "device": self.device,
+        }
+
+
+# --- events ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Planned:
+    """Simulation is about to start: ``todo`` of ``total`` batches run in this process."""
+
+    todo: int
+    total: int
+    max_T: int
+
+
+@dataclass(frozen=True)
+class Resumed:
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class ProgressDiscarded:
+    """A saved state belonged to another run (``changed`` lists the differing key fields)."""
+
+    path: str
+    changed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    index: int
+    done: int  # batches finished in this process
+    todo: int
+
+
+Event = Union[Planned, Resumed, ProgressDiscarded, BatchDone]
+
+
+def _ignore(event: Event) -> None:
+    return None
+
+
+@dataclass
+class EvalOutcome:
+    """The merged result, and how it was obtained."""
+
+    result: AnalysisResult
+    rank: int
+    world_size: int
+    resumed_batches: int
+    discarded: tuple[str, ...] = field(default_factory=tuple)  # key fields that forced a fresh start
+
+
+# --- resume -------------------------------------------------------------------
+
+
+def snn_fingerprint(snn: SpikingNetwork) -> str:
+    """SHA-256 of everything an SNN file holds: both graphs, every tensor, and the metadata
+    (conversion options, scales, calibration data). Two SNNs that can give different
+    numbers have different fingerprints."""
+    from .artifact import graph_to_spec
+
+    digest = hashlib.sha256()
+    for part in (graph_to_spec(snn.graph), graph_to_spec(snn.ann)):
+        digest.update(json.dumps(part, sort_keys=True).encode())
+    digest.update(json.dumps(snn.meta, sort_keys=True, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)).encode())
+    for module in (snn.graph, snn.ann):
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(str((tensor.dtype, tuple(tensor.shape))).encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def run_key(snn: SpikingNetwork, loader: DataLoader, data: DataSpec, spec: EvalSpec) -> dict:
+    """Everything that changes the numbers of a run (see the module docstring)."""
+    return {"snn_sha256": snn_fingerprint(snn), "data": data.key(loader), "eval": spec.key()}
+
+
+def _changed(saved: Any, current: dict) -> tuple[str, ...]:
+    if not isinstance(saved, dict):
+        return ("format",)
+    changed = []
+    for group, value in current.items():
+        old = saved.get(group)
+        if isinstance(value, dict) and isinstance(old, dict):
+            changed += [f"{group}.{k}" for k in sorted(set(value) | set(old)) if value.get(k) != old.get(k)]
+        elif old != value:
+            changed.append(group)
+    return tuple(changed)
+
+
+@dataclass(frozen=True)
+class ProgressStore:
+    """A progress file, written atomically after every batch and removed when the run ends."""
+
+    path: Path
+
+    def load(self) -> dict | None:
+        if not self.path.is_file():
+            return None
+        try:
+            saved = torch.load(str(self.path), weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged progress file is just not resumable
+            return {"key": None, "state": None}
+        return saved if isinstance(saved, dict) else {"key": None, "state": None}
+
+    def save(self, key: dict, state: dict) -> None:
+        from .files import atomic_path
+
+        with atomic_path(self.path) as tmp:
+            torch.save({"key": json.dumps(key, sort_keys=True), "state": state}, str(tmp))
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+# --- the loop -----------------------------------------------------------------
+
+
+def _preflight(snn: SpikingNetwork, spec: EvalSpec) -> None:
+    """Everything after the simulation that could fail, run once before it."""
+    from .counting import count_ann
+
+    if spec.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {spec.device}: no CUDA GPU is available here; use --device cpu")
+    count_ann(snn.ann, tuple(snn.meta["input_shape"]))
+
+
+def evaluate(
+    snn: SpikingNetwork,
+    loader: DataLoader,
+    data: DataSpec,
+    spec: EvalSpec,
+    *,
+    store: ProgressStore | None = None,
+    resume: bool = False,
+    on_event: Callable[[Event], None] = _ignore,
+) -> EvalOutcome:
+    """Simulate ``snn`` on every batch of the unshuffled ``loader`` and score it beside its ANN.
+
+    ``store`` saves progress after every batch (single process only); ``resume`` continues
+    from it when its run key matches, else starts afresh. Under torchrun each rank runs its
+    shard and every rank returns the merged result.
+    """
+    from .data import select_batches
+    from .distributed import gather_objects, init_from_env, shard_batches
+
+    _preflight(snn, spec)
+    device = spec.device
+    rank, size = init_from_env(device)
+    if size > 1 and device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    if size > 1 and resume:
+        raise UsageError("--resume works in a single process; rerun without torchrun or without --resume")
+    key = run_key(snn, loader, data, spec)
+    expected = tuple(snn.meta["input_shape"])
+    options = dict(encoding=spec.encoding, seed=spec.seed, energy_models=spec.energy_models, count=spec.count, chunk=spec.chunk)
+    resumed, discarded = 0, ()
+    with Analyzer(snn, list(spec.T), device=device, **options) as analyzer:  # type: ignore[arg-type]
+        saved = store.load() if (store is not None and resume) else None
+        if saved is not None:
+            saved_key = json.loads(saved["key"]) if isinstance(saved.get("key"), str) else None
+            discarded = _changed(saved_key, key)
+            if discarded:
+                on_event(ProgressDiscarded(str(store.path), discarded))  # type: ignore[union-attr]
+            else:
+                analyzer.load_state_dict(saved["state"])
+                resumed = len(analyzer.done_batches())
+                on_event(Resumed(resumed, len(loader)))
+        done = analyzer.done_batches()
+        mine = [index for index in shard_batches(len(loader), rank, size) if index not in done]
+        on_event(Planned(len(mine), len(loader), max(spec.T)))
+        for count, (index, (x, y)) in enumerate(zip(mine, select_batches(loader, mine)), start=1):
+            if tuple(x.shape[1:]) != expected:
+                raise UsageError(f"the data has shape {tuple(x.shape[1:])}, the SNN expects {expected}")
+            analyzer.run(x, y, batch_index=index)
+            if store is not None and size == 1:
+                store.save(key, analyzer.state_dict())
+            on_event(BatchDone(index, count, len(mine)))
+        if size > 1:
+            states = gather_objects(analyzer.state_dict())
+            merged = Analyzer(snn.cpu(), list(spec.T), **options)  # type: ignore[arg-type]
+            for state in states:
+                merged.load_state_dict(state)  # type: ignore[arg-type]
+            analyzer = merged
+        result = analyzer.report()
+    if store is not None:
+        store.clear()
+    return EvalOutcome(result, rank, size, resumed, discarded)
+
+
+def data_spec_for(name: str, split: str, samples: int | None, batch_size: int, root: str | os.PathLike | None) -> DataSpec:
+    """A :class:`DataSpec` with the data root resolved (the same name under another root is
+    other data)."""
+    from .data import data_root
+
+    if name == "digits":
+        resolved = None
+    elif name.startswith("imagefolder:"):
+        resolved = str(Path(name.split(":", 1)[1]).resolve())
+    else:
+        resolved = str(data_root(root).resolve())
+    return DataSpec(name, split, samples, batch_size, resolved)
+

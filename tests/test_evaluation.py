@@ -1,0 +1,129 @@
+"""annsnn.evaluation: the library loop behind evaluate/energy, its events and its resume key."""
+import dataclasses
+
+import pytest
+import torch
+
+from annsnn.data import load_dataset, make_loader
+from annsnn.evaluation import BatchDone, DataSpec, EvalSpec, Planned, ProgressDiscarded, ProgressStore, Resumed, evaluate
+from annsnn.io import load_model
+from annsnn.modes import parse_mode
+from annsnn.pipeline import ann_to_snn
+from annsnn.convert import ConversionOptions
+from annsnn.zoo import embedded_checkpoint
+
+
+@pytest.fixture(scope="module")
+def snns(digits):
+    (xtr, _), _ = digits
+    model = load_model(embedded_checkpoint()).module
+    out = {}
+    for mode in ("99.99", "max"):
+        out[mode], _ = ann_to_snn(model, [xtr[:128]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode(mode)), normalization=([0.3054], [0.3761]))
+    return out
+
+
+BASE_DATA = DataSpec("digits", "test", 16, 8)
+BASE_SPEC = EvalSpec((2, 3), "direct", 0, ("45nm-fp32",), False, None, "cpu")
+
+
+def _loader(data: DataSpec):
+    return make_loader(load_dataset(data.dataset, data.split), data.batch_size, data.samples)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _interrupted(snn, store, data=BASE_DATA, spec=BASE_SPEC):
+    """A run stopped after its first batch: the store then holds one batch of progress."""
+
+    def stop(event):
+        if isinstance(event, BatchDone):
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        evaluate(snn, _loader(data), data, spec, store=store, on_event=stop)
+    assert store.path.is_file()
+
+
+def test_events_and_an_interrupted_run_resumes_to_the_same_numbers(snns, tmp_path):
+    snn = snns["99.99"]
+    events = []
+    whole = evaluate(snn, _loader(BASE_DATA), BASE_DATA, BASE_SPEC, on_event=events.append)
+    assert events == [Planned(2, 2, 3), BatchDone(0, 1, 2), BatchDone(1, 2, 2)]
+    store = ProgressStore(tmp_path / "p.pt")
+    _interrupted(snn, store)
+    events = []
+    resumed = evaluate(snn, _loader(BASE_DATA), BASE_DATA, BASE_SPEC, store=store, resume=True, on_event=events.append)
+    assert events[:2] == [Resumed(1, 2), Planned(1, 2, 3)] and resumed.resumed_batches == 1 and resumed.discarded == ()
+    assert resumed.result.to_dict() == whole.result.to_dict()
+    assert not store.path.exists()
+
+
+CHANGES = {
+    "snn (other conversion options and scales)": ("snn_sha256", lambda d, s: ("max", d, s)),
+    "dataset": ("data.dataset", lambda d, s: ("99.99", dataclasses.replace(d, dataset="mnist"), s)),
+    "split": ("data.split", lambda d, s: ("99.99", dataclasses.replace(d, split="train"), s)),
+    "samples": ("data.samples", lambda d, s: ("99.99", dataclasses.replace(d, samples=24), s)),
+    "batch size": ("data.batch_size", lambda d, s: ("99.99", dataclasses.replace(d, batch_size=12), s)),
+    "T list": ("eval.T", lambda d, s: ("99.99", d, dataclasses.replace(s, T=(2, 4)))),
+    "encoding": ("eval.encoding", lambda d, s: ("99.99", d, dataclasses.replace(s, encoding="poisson"))),
+    "seed": ("eval.seed", lambda d, s: ("99.99", d, dataclasses.replace(s, seed=1))),
+    "chunk": ("eval.chunk", lambda d, s: ("99.99", d, dataclasses.replace(s, chunk=1))),
+    "energy models": ("eval.energy_models", lambda d, s: ("99.99", d, dataclasses.replace(s, energy_models=("loihi",)))),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_resume_after_any_change_starts_afresh(snns, tmp_path, change):
+    field, make = CHANGES[change]
+    store = ProgressStore(tmp_path / "p.pt")
+    _interrupted(snns["99.99"], store)
+    mode, data, spec = make(BASE_DATA, BASE_SPEC)
+    loader_data = data if data.dataset == "digits" else dataclasses.replace(data, dataset="digits")  # same tensors, other name
+    events = []
+    outcome = evaluate(snns[mode], _loader(loader_data), data, spec, store=store, resume=True, on_event=events.append)
+    assert field in outcome.discarded and outcome.resumed_batches == 0
+    assert isinstance(events[0], ProgressDiscarded) and not any(isinstance(e, Resumed) for e in events)
+    fresh = evaluate(snns[mode], _loader(loader_data), data, spec)
+    assert outcome.result.to_dict() == fresh.result.to_dict()
+
+
+def test_ann_counts_fail_before_any_batch_is_simulated(snns, monkeypatch):
+    import annsnn.counting as counting
+
+    def broken(*args, **kwargs):
+        raise KeyError("Requested module name is not among the descendants of the analyzed model.")
+
+    monkeypatch.setattr(counting, "count_ann", broken)
+    simulated = []
+    monkeypatch.setattr("annsnn.analyzer.simulate", lambda *a, **k: simulated.append(1))
+    with pytest.raises(KeyError):
+        evaluate(snns["99.99"], _loader(BASE_DATA), BASE_DATA, BASE_SPEC)
+    assert simulated == []
+
+
+def test_an_onnx_model_evaluates_or_fails_before_simulating(tmp_path):
+    from torch import nn
+
+    from annsnn.artifact import load_snn, save_snn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10)).eval()
+    torch.onnx.export(model, (torch.zeros(1, 1, 8, 8),), str(tmp_path / "m.onnx"), dynamo=False)
+    loaded = load_model(tmp_path / "m.onnx")
+    assert any("/" in name for name, _ in loaded.module.named_modules())  # onnx2torch names such as '0/Conv'
+    snn, _ = ann_to_snn(loaded.module, [torch.rand(32, 1, 8, 8)], input_shape=(1, 8, 8))
+    save_snn(snn, tmp_path / "m.snn.pt")
+    snn = load_snn(tmp_path / "m.snn.pt")
+    events = []
+    spec = dataclasses.replace(BASE_SPEC, count=True)
+    try:
+        outcome = evaluate(snn, _loader(BASE_DATA), BASE_DATA, spec, on_event=events.append)
+    except Exception:
+        assert not any(isinstance(e, (Planned, BatchDone)) for e in events), "failed after simulating"
+    else:
+        from annsnn.counting import count_ann
+
+        assert outcome.result.samples == 16 and outcome.result.ann.macs == count_ann(model, (1, 8, 8)).macs  # names do not matter
