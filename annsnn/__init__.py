@@ -25,6 +25,8 @@ from .observer import ActivationObserver
 from .pipeline import ann_to_snn
 from .simulate import SimulationResult, simulate
 from .snn import SpikingNetwork
+from .scale import Scale
+from .equivalence import Equivalence, check_equivalence
 
 __version__ = "0.1.0"
 
@@ -59,4 +61,7 @@ __all__ = [
     "parse_time_steps",
     "save_snn",
     "simulate",
+    "Scale",
+    "Equivalence",
+    "check_equivalence",
 ]
