@@ -30,6 +30,8 @@ from .snn import SpikingNetwork
 from .metrics import ClassificationMetrics, classification_metrics
 from .robustness import Robustness, RobustnessResult, RobustnessSpec
 from .measure import MeasuredResult, measure_inference
+from .scale import Scale
+from .equivalence import Equivalence, check_equivalence
 
 __version__ = "0.1.0"
 
@@ -78,4 +80,7 @@ __all__ = [
     "RobustnessSpec",
     "MeasuredResult",
     "measure_inference",
+    "Scale",
+    "Equivalence",
+    "check_equivalence",
 ]

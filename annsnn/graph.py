@@ -73,7 +73,7 @@ class CanonicalGraph:
     analog: list[str] = field(default_factory=list)  # unconvertible activations kept analog (hybrid)
     folded_bn: list[str] = field(default_factory=list)
     reordered_pools: list[str] = field(default_factory=list)
-    copied_modules: list[str] = field(default_factory=list)  # "c -> c_2": one module per call site
+    copied_modules: list[str] = field(default_factory=list)  # "c -> c_2": a weighted module's extra call sites
     materialized: list[str] = field(default_factory=list)  # parametrized layers made plain
     reference: nn.Module | None = None  # the user's model (with normalization in front), eval mode
     traced: fx.GraphModule | None = None  # its fx trace, before canonicalization (shares its modules)
@@ -322,9 +322,11 @@ def _one_module_per_call_site(gm: fx.GraphModule) -> list[str]:
         name = f"{target}_{sites[target]}"  # beside the original: layer1.0.relu -> layer1.0.relu_2
         while _has_path(gm, name):
             name += "_"
-        gm.add_submodule(name, copy.deepcopy(gm.get_submodule(target)))
+        module = gm.get_submodule(target)
+        gm.add_submodule(name, copy.deepcopy(module))
         node.target = name
-        copied.append(f"{target} -> {name}")
+        if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
+            copied.append(f"{target} -> {name}")  # shared weights (a parameter-free module is not worth a note)
     return copied
 
 

@@ -251,12 +251,18 @@ def _relu_outputs(model, x):
     return seen
 
 
+@pytest.fixture(scope="module")
+def cnn_avg_3_epochs(digits):
+    (xtr, ytr), _ = digits
+    return train_quick(_cnn_avg(), xtr, ytr, epochs=3)
+
+
 @pytest.mark.parametrize("mode", ["99", "1/3"])
-def test_channel_wise_scales_match_an_independent_per_channel_statistic(digits, mode):
+def test_channel_wise_scales_match_an_independent_per_channel_statistic(digits, cnn_avg_3_epochs, mode):
     import numpy as np
 
     (xtr, ytr), _ = digits
-    model = train_quick(_cnn_avg(), xtr, ytr, epochs=3)
+    model = cnn_avg_3_epochs
     calib = xtr[:256]
     snn, report = ann_to_snn(model, [calib[:100], calib[100:]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode(mode), channel_wise=True))
     outputs = _relu_outputs(model, calib)
