@@ -209,6 +209,15 @@ def canonicalize(
     result.materialized = materialized
     result.reference = model
     result.traced = traced
+    if maxpool_to_avgpool:
+        # --maxpool avg asks for a different ANN: the equivalence check compares against the
+        # user's model with exactly that replacement, and nothing else changed
+        requested = _private_copy(traced)
+        _functional_pools_to_modules(requested)
+        _replace_maxpool(requested)
+        requested.recompile()
+        result.reference = requested.eval()
+        result.traced = requested
     return result
 
 

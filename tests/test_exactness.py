@@ -176,3 +176,30 @@ def test_equivalence_is_recorded_in_report_and_meta():
     assert eq.output_scale == pytest.approx(scale, rel=1e-6) and eq.relative_deviation <= eq.rtol == 1e-4
     assert snn.meta["equivalence"]["max_abs_deviation"] == eq.max_abs_deviation
     assert any("one copy per site" in note for note in report.notes)
+
+
+def test_maxpool_avg_is_checked_against_the_model_with_exactly_that_replacement():
+    """--maxpool avg changes the ANN on purpose: the equivalence reference is the user's model
+    with its max-pools (module and functional) replaced by average pools, nothing else."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.pool = nn.MaxPool2d(2)
+            self.fc = nn.Linear(4 * 2 * 2, 3)
+
+        def forward(self, x):
+            h = self.pool(torch.relu(self.conv(x)))
+            return self.fc(F.max_pool2d(h, 2).flatten(1))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = torch.rand(16, 1, 8, 8)
+    snn, report = ann_to_snn(net, [x], input_shape=(1, 8, 8), options=ConversionOptions(maxpool="avg"))
+    with torch.no_grad():
+        h = F.avg_pool2d(torch.relu(net.conv(x)), 2)
+        expected = net.fc(F.avg_pool2d(h, 2).flatten(1))
+        assert torch.allclose(snn.ann(x), expected, atol=1e-5)
+        assert not torch.allclose(net(x), expected, atol=1e-3)  # the replacement does change the ANN
+    assert report.equivalence is not None and report.equivalence.relative_deviation < 1e-5
