@@ -21,8 +21,9 @@ from typing import Callable, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
+from .analog import AnalogOp, analog_call, is_analog
 from .errors import UsageError
 from .graph import WEIGHT_LAYERS, CanonicalGraph, UNCONVERTIBLE_MODULES
 from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale
@@ -271,14 +272,72 @@ def _h_neuron(ctx: _Context, node: fx.Node) -> None:
     ctx.kind[node] = "spike"
 
 
-def _h_analog_activation(ctx: _Context, node: fx.Node) -> None:
-    src = node.args[0]
-    assert isinstance(src, fx.Node)
-    one = torch.ones(())
-    if not _nan_equal(_full(ctx.scale[src], src), one):
-        ctx.insert_rescale(node, src, _full(ctx.scale[src], src), "analog activation needs ANN units")
-    ctx.scale[node] = one
-    ctx.kind[node] = "analog"
+def _h_analog(ctx: _Context, node: fx.Node, constants: set[fx.Node]) -> None:
+    """Keep ``node`` analog (hybrid): an :class:`~annsnn.analog.AnalogOp` on the running rates
+    of its inputs; each time-varying input carries its scale into the op, whose output is in
+    ANN units (scale 1). A tuple-valued op becomes one AnalogOp per element used."""
+    call = analog_call(node, ctx.modules, constants)
+    streams = [a in ctx.scale for a in call.inputs]
+    scales: list[Tensor | None] = []
+    for a, is_stream in zip(call.inputs, streams):
+        if not is_stream:
+            scales.append(None)
+            continue
+        scale = torch.nan_to_num(ctx.scale[a].float(), nan=1.0)  # NaN marks zero padding: any factor
+        scales.append(None if bool((scale == 1).all()) else scale)
+    consts = [_fetch_attr(ctx.gm, str(c.target)) for c in call.consts]
+    meta = node.meta.get("tensor_meta")
+    if isinstance(meta, (tuple, list)) and not isinstance(meta, TensorMetadata):
+        users = list(node.users)
+        if not all(u.op == "call_function" and u.target is operator.getitem and isinstance(u.args[1], int) for u in users):
+            raise UsageError(f"unsupported op {node.name}: a tuple-valued analog op whose result is used whole")
+        targets = [(u, u.args[1]) for u in users]
+    else:
+        targets = [(node, None)]
+    single_use = node.op == "call_module" and len(targets) == 1 and sum(
+        1 for n in ctx.gm.graph.nodes if n.op == "call_module" and n.target == node.target
+    ) == 1
+    for target, select in targets:
+        op = call.op
+        if single_use:
+            name = str(node.target)
+        else:
+            name = _unique_name(ctx.gm, f"analog_{target.name}")
+            op = copy.deepcopy(op) if isinstance(op, nn.Module) else op
+        module = AnalogOp(op, call.kind, call.template, streams, scales, consts, select)
+        if single_use:
+            ctx.gm.set_submodule(name, module)
+        else:
+            ctx.gm.add_submodule(name, module)
+        with ctx.gm.graph.inserting_before(target):
+            new = ctx.gm.graph.call_module(name, tuple(call.inputs))
+        new.meta["tensor_meta"] = target.meta.get("tensor_meta")
+        target.replace_all_uses_with(new)
+        if target is not node:
+            ctx.gm.graph.erase_node(target)
+        ctx.scale[new] = torch.ones(())
+        ctx.kind[new] = "analog"
+        assert ctx.report is not None
+        ctx.report.analog.append(f"{name} ({module.target})")
+    ctx.gm.graph.erase_node(node)
+
+
+def _fetch_attr(gm: fx.GraphModule, target: str) -> Tensor:
+    value: object = gm
+    for part in target.split("."):
+        value = getattr(value, part)
+    if not isinstance(value, Tensor):
+        raise UsageError(f"unsupported op: stored attribute {target} is not a tensor")
+    return value.detach()
+
+
+def _unique_name(gm: fx.GraphModule, base: str) -> str:
+    name, k = base.replace(".", "_"), 1
+    candidate = name
+    while hasattr(gm, candidate):
+        k += 1
+        candidate = f"{name}_{k}"
+    return candidate
 
 
 def _h_normalize(ctx: _Context, node: fx.Node) -> None:
@@ -352,6 +411,20 @@ def _h_passive(ctx: _Context, node: fx.Node) -> None:
     """Non-tensor helpers (``x.size(0)``): no scale."""
 
 
+def _h_value(node: fx.Node) -> None:
+    """A node computed from sizes only: its value (at batch 1) is kept for the ops that read it."""
+
+    def value(a: fx.Node) -> object:
+        return a.meta.get("value_on_scale")
+
+    args = fx.node.map_arg(node.args, value)
+    kwargs = fx.node.map_arg(node.kwargs, value)
+    if node.op == "call_method":
+        node.meta["value_on_scale"] = getattr(args[0], str(node.target))(*args[1:], **kwargs)
+    else:
+        node.meta["value_on_scale"] = node.target(*args, **kwargs)  # type: ignore[operator]
+
+
 def _evaluate_on_scales(ctx: _Context, node: fx.Node) -> Tensor:
     def sub(a):
         if isinstance(a, fx.Node):
@@ -410,8 +483,6 @@ def default_handlers() -> dict[object, Handler]:
         "mean": _h_mean,
         getattr: _h_passive,
     }
-    for cls in UNCONVERTIBLE_MODULES:
-        handlers[cls] = _h_analog_activation
     for fn in _COMMUTING_FUNCTIONS:
         handlers[fn] = _h_commute
     for name in _COMMUTING_METHODS:
@@ -493,7 +564,7 @@ def convert(
     modules = dict(gm.named_modules())
     report = ConversionReport(
         options=options.to_dict(),
-        analog=list(canonical.analog),
+        analog=[],
         folded_batchnorm=list(canonical.folded_bn),
         reordered_maxpool=list(canonical.reordered_pools),
         calibration_samples=calibrator.samples,
@@ -551,7 +622,10 @@ def convert(
 
     ctx = _Context(gm=gm, modules=modules, options=options, lam=lam, demand=demand, report=report)
     unsupported: list[str] = []
+    constants: set[fx.Node] = set()  # stored tensors used in forward (hybrid: analog-op inputs)
     for node in list(gm.graph.nodes):
+        if getattr(node, "_erased", False):
+            continue  # replaced by an analog op
         if node.op == "placeholder":
             ctx.scale[node] = torch.ones(())
             ctx.kind[node] = "analog"
@@ -562,7 +636,10 @@ def convert(
                 ctx.insert_rescale(node, src, _full(ctx.scale[src], src), "output in ANN units")
             continue
         if node.op == "get_attr":
-            raise UsageError(f"unsupported op {node.name}: a stored tensor used inside forward ({node.target})")
+            if not options.hybrid:
+                raise UsageError(f"unsupported op {node.name}: a stored tensor used inside forward ({node.target}); pass --hybrid to keep the ops that use it analog")
+            constants.add(node)
+            continue
         if node.op == "call_method" and node.target in _PASSIVE_METHODS:
             src = node.args[0]
             node.meta["value_on_scale"] = getattr(_full(ctx.scale[src], src), str(node.target))(*node.args[1:])
@@ -574,6 +651,12 @@ def convert(
         if node.op == "call_function" and node.target is operator.getitem and node.args[0] not in ctx.scale:
             node.meta["value_on_scale"] = node.args[0].meta.get("value_on_scale")[node.args[1]]  # type: ignore[union-attr,index]
             continue
+        if options.hybrid and is_analog(node, modules, set(ctx.scale), constants):
+            _h_analog(ctx, node, constants)
+            continue
+        if node.op in ("call_function", "call_method") and not any(a in ctx.scale or a in constants for a in node.all_input_nodes):
+            _h_value(node)  # arithmetic on sizes (``n * heads``): no tensor, no scale
+            continue
         key = _handler_key(node, modules)
         handler = handlers.get(key)
         if handler is None:
@@ -582,6 +665,13 @@ def convert(
         handler(ctx, node)
     if unsupported:
         raise UsageError("unsupported op(s) for conversion: " + ", ".join(unsupported))
+    for node in list(gm.graph.nodes):
+        if node.op == "get_attr":
+            if node.users:
+                users = ", ".join(u.name for u in node.users)
+                raise UsageError(f"unsupported op(s) {users}: use the stored tensor {node.target} without an analog form")
+            gm.graph.erase_node(node)
+    gm.delete_all_unused_submodules()
 
     neurons = sum(1 for m in gm.modules() if isinstance(m, IFNeurons))
     if neurons != len(canonical.activations):
