@@ -47,11 +47,14 @@ _FUNCTIONS: dict[str, Callable] = {
     "operator.getitem": operator.getitem,
     "builtins.getattr": getattr,
     "F.pad": F.pad,
+    "torch.chunk": torch.chunk,
+    "torch.split": torch.split,
+    "torch.unbind": torch.unbind,
 }
 for _name, _fn in ANALOG_FUNCTIONS.items():  # the ANN graph of a hybrid SNN keeps its analog ops
     _FUNCTIONS.setdefault(_name, _fn)
 _FUNCTION_NAMES = {id(fn): name for name, fn in reversed(list(_FUNCTIONS.items()))}
-_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute", "transpose", "expand", "clone", "size", "dim", "mean", "add", "add_"} | set(ANALOG_METHODS)
+_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute", "transpose", "expand", "clone", "size", "dim", "mean", "add", "add_", "chunk", "split", "unbind"} | set(ANALOG_METHODS)
 
 
 def _conv_config(m: nn.Module) -> dict:

@@ -198,6 +198,7 @@ class _Context:
     kind: dict[fx.Node, str] = field(default_factory=dict)  # analog | current | spike
     report: ConversionReport | None = None
     rescale_count: int = 0
+    parts: dict[fx.Node, tuple[Tensor, ...]] = field(default_factory=dict)  # scales of chunk/split outputs
 
     def insert_rescale(self, user: fx.Node, source: fx.Node, factor: Tensor, why: str) -> fx.Node:
         factor = torch.nan_to_num(factor, nan=0.0)
@@ -409,6 +410,22 @@ def _h_scalar_mul(ctx: _Context, node: fx.Node) -> None:
 
 def _h_passive(ctx: _Context, node: fx.Node) -> None:
     """Non-tensor helpers (``x.size(0)``): no scale."""
+
+
+_SPLITTING = {"chunk", "split", "unbind", "tensor_split", torch.chunk, torch.split, torch.unbind, torch.tensor_split}
+
+
+def _h_split(ctx: _Context, node: fx.Node) -> None:
+    """``x.chunk(2, dim)`` and friends: a tuple of views, each with its part of the scale."""
+    src = node.args[0]
+    assert isinstance(src, fx.Node)
+    full = _full(ctx.scale[src], src).clone()
+    rest = fx.node.map_arg(node.args[1:], lambda a: a.meta.get("value_on_scale"))
+    kwargs = fx.node.map_arg(node.kwargs, lambda a: a.meta.get("value_on_scale"))
+    with torch.no_grad():
+        out = getattr(full, str(node.target))(*rest, **kwargs) if node.op == "call_method" else node.target(full, *rest, **kwargs)  # type: ignore[operator]
+    ctx.parts[node] = tuple(out)
+    ctx.kind[node] = ctx.kind[src]
 
 
 def _h_value(node: fx.Node) -> None:
@@ -647,6 +664,14 @@ def convert(
         if node.op == "call_function" and node.target is getattr:
             src = node.args[0]
             node.meta["value_on_scale"] = getattr(_full(ctx.scale[src], src), node.args[1])
+            continue
+        if node.op == "call_function" and node.target is operator.getitem and node.args[0] in ctx.parts:
+            src = node.args[0]
+            ctx.scale[node] = ctx.parts[src][node.args[1]]  # type: ignore[index]
+            ctx.kind[node] = ctx.kind[src]  # type: ignore[index]
+            continue
+        if _handler_key(node, modules) in _SPLITTING and isinstance(node.args[0], fx.Node) and node.args[0] in ctx.scale:
+            _h_split(ctx, node)
             continue
         if node.op == "call_function" and node.target is operator.getitem and node.args[0] not in ctx.scale:
             node.meta["value_on_scale"] = node.args[0].meta.get("value_on_scale")[node.args[1]]  # type: ignore[union-attr,index]
