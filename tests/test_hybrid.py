@@ -90,3 +90,27 @@ def test_hybrid_save_load_is_bit_identical_and_keeps_configuration(tmp_path, act
     for module in reloaded:
         for key in getattr(type(act), "__constants__", []):
             assert getattr(module, key) == getattr(act, key), key
+
+
+def test_analog_ops_are_counted_as_macs_per_step_closed_form():
+    """GELU on 12 values: 12 ops per step; an SE multiply x * gate on [4, 3, 3]: 36 per step;
+    the Linear after the analog op is fed analog values: 12 * 4 dense MACs per step."""
+    from annsnn.counting import SnnCounter
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 12), nn.GELU(), nn.Linear(12, 4)).eval()
+    x = torch.randn(8, 6)
+    snn, _ = _convert(model, x)
+    counter = SnnCounter(snn, "direct", 5)
+    analog = [n for n, layer in counter.layers.items() if layer.type.startswith("analog")]
+    assert len(analog) == 1
+    counter.attach(8)
+    res = simulate(snn, x, 5, on_chunk=counter.on_chunk)
+    counter.detach()
+    assert res.outputs[5].shape == (8, 4)
+    assert [float(v) for v in counter.layers[analog[0]].macs] == [12 * 8] * 5
+    assert [float(v) for v in counter.layers["4"].macs] == [12 * 4 * 8] * 5
+    split = counter.work_split()
+    assert split.spike_driven_macs == 16 * 12  # layer 2 is driven by the IF layer's spikes
+    assert split.analog_macs == 6 * 16 + 12 + 12 * 4  # first layer (analog input), GELU, analog-fed last layer
+    assert split.analog_share == pytest.approx(156 / (156 + 192))
