@@ -231,7 +231,7 @@ def graph_from_spec(spec: dict, state: dict[str, torch.Tensor]) -> fx.GraphModul
 def _attr_path(target: str) -> str:
     """A stored tensor's dotted path: identifiers only, no dunder names."""
     parts = target.split(".")
-    if not all(p.isidentifier() and not p.startswith("__") for p in parts):
+    if not all((p.isidentifier() and not p.startswith("__")) or p.isdigit() for p in parts):
         raise UsageError(f"SNN file holds a bad attribute path {target!r}")
     return target
 

@@ -332,6 +332,15 @@ def _fetch_attr(gm: fx.GraphModule, target: str) -> Tensor:
     return value.detach()
 
 
+def _delete_attr(gm: fx.GraphModule, target: str) -> None:
+    *path, last = target.split(".")
+    owner: nn.Module = gm.get_submodule(".".join(path)) if path else gm
+    if last in owner._parameters:
+        del owner._parameters[last]
+    elif last in owner._buffers:
+        del owner._buffers[last]
+
+
 def _unique_name(gm: fx.GraphModule, base: str) -> str:
     name, k = base.replace(".", "_"), 1
     candidate = name
@@ -696,15 +705,17 @@ def convert(
                 users = ", ".join(u.name for u in node.users)
                 raise UsageError(f"unsupported op(s) {users}: use the stored tensor {node.target} without an analog form")
             gm.graph.erase_node(node)
+            _delete_attr(gm, str(node.target))  # it lives on inside the analog ops that use it
     gm.delete_all_unused_submodules()
 
     neurons = sum(1 for m in gm.modules() if isinstance(m, IFNeurons))
     if neurons != len(canonical.activations):
         raise UsageError(f"conversion produced {neurons} neuron layers for {len(canonical.activations)} activations")
     placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
-    gm.add_submodule("encoder", InputEncoder())
+    encoder_name = _unique_name(gm, "encoder")  # a model may have its own "encoder" (ViT)
+    gm.add_submodule(encoder_name, InputEncoder())
     with gm.graph.inserting_after(placeholder):
-        enc = gm.graph.call_module("encoder", (placeholder,))
+        enc = gm.graph.call_module(encoder_name, (placeholder,))
     placeholder.replace_all_uses_with(enc, delete_user_cb=lambda user: user is not enc)
     for node in gm.graph.nodes:
         node.meta.pop("value_on_scale", None)

@@ -211,6 +211,12 @@ def _fold_static_sizes(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> None
         ShapeProp(gm).propagate(torch.zeros(2, *input_shape))
     graph = gm.graph
     for node in list(graph.nodes):
+        if node.op == "call_method" and node.target == "dim" and isinstance(node.args[0], fx.Node):
+            meta = node.args[0].meta.get("tensor_meta")
+            if meta is not None and hasattr(meta, "shape"):
+                node.replace_all_uses_with(len(meta.shape))  # type: ignore[arg-type]
+                graph.erase_node(node)
+            continue
         is_size = node.op == "call_method" and node.target == "size"
         is_shape = node.op == "call_function" and node.target is getattr and len(node.args) > 1 and node.args[1] == "shape"
         if not (is_size or is_shape):

@@ -37,9 +37,9 @@ class SpikingNetwork(nn.Module):
 
     @property
     def encoder(self) -> InputEncoder:
-        enc = self.graph.get_submodule("encoder")
-        assert isinstance(enc, InputEncoder)
-        return enc
+        encoders = [m for m in self.graph.modules() if isinstance(m, InputEncoder)]
+        assert len(encoders) == 1
+        return encoders[0]
 
     def runner(self, encoding: Encoding) -> fx.GraphModule:
         """The graph prepared for ``encoding``: for ``direct``, everything computed from the

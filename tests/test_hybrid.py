@@ -114,3 +114,70 @@ def test_analog_ops_are_counted_as_macs_per_step_closed_form():
     assert split.spike_driven_macs == 16 * 12  # layer 2 is driven by the IF layer's spikes
     assert split.analog_macs == 6 * 16 + 12 + 12 * 4  # first layer (analog input), GELU, analog-fed last layer
     assert split.analog_share == pytest.approx(156 / (156 + 192))
+
+
+class _SEBlock(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.fc1, self.fc2 = nn.Conv2d(c, c // 2, 1), nn.Conv2d(c // 2, c, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        gate = torch.sigmoid(self.fc2(torch.relu(self.fc1(h.mean((2, 3), keepdim=True)))))
+        return h * gate  # squeeze-excitation multiply: two time-varying operands
+
+
+def _se_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), _SEBlock(8), nn.Conv2d(8, 8, 3, stride=2), nn.SiLU(), nn.Flatten(), nn.Linear(8 * 7 * 7, 5))
+
+
+class _ConvNeXtBlock(nn.Module):
+    """torchvision's CNBlock pattern: depthwise conv, LayerNorm (channels last), Linear, GELU,
+    Linear, layer scale (a stored Parameter), stochastic depth, residual."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        from torchvision.ops import StochasticDepth
+
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c, eps=1e-6)
+        self.pw1, self.pw2 = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+        self.layer_scale = nn.Parameter(torch.full((c, 1, 1), 0.5))
+        self.drop = StochasticDepth(0.1, "row")
+
+    def forward(self, x):
+        y = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        y = self.pw2(nn.functional.gelu(self.pw1(y))).permute(0, 3, 1, 2)
+        return x + self.drop(self.layer_scale * y)
+
+
+def _convnext() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 2, stride=2), nn.ReLU(), _ConvNeXtBlock(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+
+
+def _vit() -> nn.Module:
+    from torchvision.models import VisionTransformer
+
+    vit = VisionTransformer(image_size=16, patch_size=4, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5)
+    for block in vit.encoder.layers:
+        block.mlp[1] = nn.ReLU()  # spiking MLP; LayerNorm, attention, GELU-free residual stream stay analog
+    nn.init.normal_(vit.heads.head.weight)  # torchvision zero-initialises the head
+    return vit
+
+
+@pytest.mark.parametrize("make, kinds", [(_se_cnn, {"mul", "sigmoid", "SiLU"}), (_convnext, {"LayerNorm", "gelu", "mul"}), (_vit, {"MultiheadAttention", "LayerNorm", "add", "expand"})], ids=["se-cnn", "convnext-block", "vit"])
+def test_networks_with_analog_ops_converge_to_their_ann(tmp_path, make, kinds):
+    torch.manual_seed(4)
+    model = make().eval()
+    x = torch.rand(16, 3, 16, 16)
+    snn, report = _convert(model, x, mode="99.9")
+    kept = {item.split("(")[-1].rstrip(")").split(".")[-1] for item in report.analog}
+    assert kinds <= kept, kept
+    errors, ann = _errors(snn, model, x, [8, 64, 512])
+    scale = float(ann.abs().max())
+    assert errors[64] < errors[8] and errors[512] < errors[64], errors
+    assert errors[512] < 0.05 * scale, (errors, scale)
+    path = tmp_path / "m.snn.pt"
+    save_snn(snn, path)
+    assert torch.equal(simulate(load_snn(path), x, 9).outputs[9], simulate(snn, x, 9).outputs[9])
