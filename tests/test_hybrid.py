@@ -181,3 +181,30 @@ def test_networks_with_analog_ops_converge_to_their_ann(tmp_path, make, kinds):
     path = tmp_path / "m.snn.pt"
     save_snn(snn, path)
     assert torch.equal(simulate(load_snn(path), x, 9).outputs[9], simulate(snn, x, 9).outputs[9])
+
+
+def _digits_vit() -> nn.Module:
+    from torchvision.models import VisionTransformer
+
+    vit = VisionTransformer(image_size=8, patch_size=2, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10, dropout=0.0)
+    vit.conv_proj = nn.Conv2d(1, 32, 2, 2)  # 8x8 grey digits: 16 patches
+    for block in vit.encoder.layers:
+        block.mlp[1] = nn.ReLU()  # spiking MLP; LayerNorm and attention stay analog
+    return vit
+
+
+def test_tiny_vit_trained_on_digits_is_within_one_point_of_its_ann(digits):
+    from conftest import train_quick
+
+    (x_train, y_train), (x_test, y_test) = digits
+    torch.manual_seed(0)
+    model = train_quick(_digits_vit(), x_train, y_train, epochs=40, lr=3e-3)
+    with torch.no_grad():
+        ann_acc = float((model(x_test).argmax(1) == y_test).float().mean())
+    assert ann_acc > 0.85
+    options = ConversionOptions(mode=parse_mode("99.99"), hybrid=True)
+    snn, report = ann_to_snn(model, [x_train], input_shape=(1, 8, 8), options=options)
+    assert len(snn.neuron_layers()) == 1 and any("MultiheadAttention" in a for a in report.analog)
+    T = 64
+    snn_acc = float((simulate(snn, x_test, T).predictions(T) == y_test).float().mean())
+    assert abs(snn_acc - ann_acc) <= 0.01, (ann_acc, snn_acc)
