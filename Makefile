@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 SHARED ?= $(abspath ../shared)
 
-.PHONY: setup demo test test-fast reports bench embedded clean
+.PHONY: setup demo test test-fast reports bench embedded clean coverage
 
 $(BIN)/.annsnn-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ embedded: setup
 # Regenerate reports/ (not run by CI; needs ../shared).
 reports: setup
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python reports/generate.py
+
+# Every torchvision classifier through convert/simulate/count/save (slow: one process per model).
+coverage: setup
+	nice $(BIN)/python reports/coverage.py
 
 bench: setup
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/run.py

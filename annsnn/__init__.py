@@ -22,6 +22,8 @@ from .graph import canonicalize
 from .io import LoadedModel, load_model
 from .modes import ScaleMode, parse_mode, parse_time_steps
 from .observer import ActivationObserver
+from .analog import AnalogModuleSpec, AnalogOp, register_analog_function, register_analog_module
+from .coverage import CoverageResult, check_model
 from .pipeline import ann_to_snn
 from .simulate import SimulationResult, simulate
 from .snn import SpikingNetwork
@@ -59,4 +61,10 @@ __all__ = [
     "parse_time_steps",
     "save_snn",
     "simulate",
+    "AnalogOp",
+    "AnalogModuleSpec",
+    "register_analog_module",
+    "register_analog_function",
+    "CoverageResult",
+    "check_model",
 ]

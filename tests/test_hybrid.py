@@ -170,7 +170,7 @@ def _vit() -> nn.Module:
 def test_networks_with_analog_ops_converge_to_their_ann(tmp_path, make, kinds):
     torch.manual_seed(4)
     model = make().eval()
-    x = torch.rand(16, 3, 16, 16)
+    x = torch.rand(8, 3, 16, 16)
     snn, report = _convert(model, x, mode="99.9")
     kept = {item.split("(")[-1].rstrip(")").split(".")[-1] for item in report.analog}
     assert kinds <= kept, kept
@@ -193,6 +193,7 @@ def _digits_vit() -> nn.Module:
     return vit
 
 
+@pytest.mark.slow
 def test_tiny_vit_trained_on_digits_is_within_one_point_of_its_ann(digits):
     from conftest import train_quick
 
