@@ -78,9 +78,9 @@ class LayerReport:
     """One converted activation."""
 
     name: str
-    kind: str  # "IF", "IF clip 6", or "analog <type>"
+    kind: str  # "IF", "IF clip 6", or "analog <op>"
     neurons: int
-    max: float
+    max: float | None  # None for an analog op (nothing is calibrated)
     scale: float  # the layer's scale (mean over channels when channel-wise)
     clipped_fraction: float  # share of calibration activations above the scale
     spiking: bool
@@ -620,8 +620,6 @@ def convert(
                 spiking=True,
             )
         )
-    for item in canonical.analog:
-        report.layers.append(LayerReport(name=item, kind="analog", neurons=0, max=float("nan"), scale=1.0, clipped_fraction=0.0, spiking=False))
 
     demand: dict[fx.Node, Tensor] = {}
     conflicts: set[fx.Node] = set()
@@ -708,6 +706,10 @@ def convert(
             _delete_attr(gm, str(node.target))  # it lives on inside the analog ops that use it
     gm.delete_all_unused_submodules()
 
+    for node in gm.graph.nodes:  # one row per analog op kept (hybrid): no neurons, no max, ANN units
+        module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        if isinstance(module, AnalogOp):
+            report.layers.append(LayerReport(name=str(node.target), kind=f"analog {module.target}", neurons=0, max=None, scale=1.0, clipped_fraction=0.0, spiking=False))
     neurons = sum(1 for m in gm.modules() if isinstance(m, IFNeurons))
     if neurons != len(canonical.activations):
         raise UsageError(f"conversion produced {neurons} neuron layers for {len(canonical.activations)} activations")
