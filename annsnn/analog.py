@@ -194,7 +194,7 @@ LINEAR_FUNCTIONS: dict[str, Callable] = {
     "torch.reshape": torch.reshape, "torch.permute": torch.permute, "torch.transpose": torch.transpose,
     "torch.squeeze": torch.squeeze, "torch.unsqueeze": torch.unsqueeze, "operator.getitem": operator.getitem,
     "F.pad": F.pad, "F.linear": F.linear, "F.conv2d": F.conv2d, "torch.roll": torch.roll,
-    "F.interpolate": F.interpolate,
+    "F.interpolate": F.interpolate, "torch.swapaxes": torch.swapaxes, "torch.movedim": torch.movedim,
 }
 ANALOG_FUNCTIONS: dict[str, Callable] = {**NONLINEAR_FUNCTIONS, **PRODUCT_FUNCTIONS, **LINEAR_FUNCTIONS}
 
@@ -202,7 +202,7 @@ NONLINEAR_METHODS = frozenset({"sigmoid", "sigmoid_", "tanh", "tanh_", "softmax"
 PRODUCT_METHODS = frozenset({"mul", "mul_", "div", "div_", "matmul", "bmm"})
 ANALOG_METHODS = NONLINEAR_METHODS | PRODUCT_METHODS | frozenset({
     "add", "add_", "sub", "sub_", "expand", "expand_as", "repeat", "view", "reshape", "flatten", "permute",
-    "transpose", "contiguous", "squeeze", "unsqueeze", "clone", "neg", "roll",
+    "transpose", "contiguous", "squeeze", "unsqueeze", "clone", "neg", "roll", "swapaxes", "movedim",
 })
 
 

@@ -48,13 +48,15 @@ _FUNCTIONS: dict[str, Callable] = {
     "builtins.getattr": getattr,
     "F.pad": F.pad,
     "torch.chunk": torch.chunk,
+    "torch.swapaxes": torch.swapaxes,
+    "torch.movedim": torch.movedim,
     "torch.split": torch.split,
     "torch.unbind": torch.unbind,
 }
 for _name, _fn in ANALOG_FUNCTIONS.items():  # the ANN graph of a hybrid SNN keeps its analog ops
     _FUNCTIONS.setdefault(_name, _fn)
 _FUNCTION_NAMES = {id(fn): name for name, fn in reversed(list(_FUNCTIONS.items()))}
-_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute", "transpose", "expand", "clone", "size", "dim", "mean", "add", "add_", "chunk", "split", "unbind"} | set(ANALOG_METHODS)
+_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute", "transpose", "expand", "clone", "size", "dim", "mean", "add", "add_", "chunk", "split", "unbind", "swapaxes", "movedim"} | set(ANALOG_METHODS)
 
 
 def _conv_config(m: nn.Module) -> dict:

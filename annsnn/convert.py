@@ -479,8 +479,8 @@ def _evaluate_on_scales(ctx: _Context, node: fx.Node) -> Tensor:
     return out
 
 
-_COMMUTING_FUNCTIONS = {torch.flatten, torch.reshape, operator.getitem, F.pad, torch.cat, torch.squeeze, torch.unsqueeze, torch.transpose, torch.permute}
-_COMMUTING_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute", "transpose", "expand", "clone"}
+_COMMUTING_FUNCTIONS = {torch.flatten, torch.reshape, operator.getitem, F.pad, torch.cat, torch.squeeze, torch.unsqueeze, torch.transpose, torch.permute, torch.swapaxes, torch.movedim}
+_COMMUTING_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute", "transpose", "expand", "clone", "swapaxes", "movedim"}
 _PASSIVE_METHODS = {"size", "dim"}
 
 
@@ -680,7 +680,7 @@ def convert(
         if _handler_key(node, modules) in _SPLITTING and isinstance(node.args[0], fx.Node) and node.args[0] in ctx.scale:
             _h_split(ctx, node)
             continue
-        if node.op == "call_function" and node.target is operator.getitem and node.args[0] not in ctx.scale:
+        if node.op == "call_function" and node.target is operator.getitem and node.args[0] not in ctx.scale and node.args[0] not in constants:
             node.meta["value_on_scale"] = node.args[0].meta.get("value_on_scale")[node.args[1]]  # type: ignore[union-attr,index]
             continue
         if options.hybrid and is_analog(node, modules, set(ctx.scale), constants):
