@@ -209,3 +209,31 @@ def test_tiny_vit_trained_on_digits_is_within_one_point_of_its_ann(digits):
     T = 64
     snn_acc = float((simulate(snn, x_test, T).predictions(T) == y_test).float().mean())
     assert abs(snn_acc - ann_acc) <= 0.01, (ann_acc, snn_acc)
+
+
+@pytest.mark.parametrize("target", ["__class__", "a.__init__.__globals__", "x=__import__('os')", "missing"])
+def test_snn_file_reading_a_bad_stored_tensor_is_refused(target):
+    from annsnn.artifact import graph_from_spec
+    from annsnn.errors import UsageError
+
+    spec = {
+        "modules": {},
+        "nodes": [
+            {"name": "x", "op": "placeholder", "target": "x", "args": [], "kwargs": {}},
+            {"name": "a", "op": "get_attr", "target": target, "args": [], "kwargs": {}},
+            {"name": "output", "op": "output", "target": "output", "args": [{"node": "a"}], "kwargs": {}},
+        ],
+    }
+    with pytest.raises(UsageError):
+        graph_from_spec(spec, {})
+
+
+@pytest.mark.parametrize("kind, target", [("function", "os.system"), ("method", "__reduce__"), ("module", "Conv2d"), ("other", "F.gelu")])
+def test_analog_op_from_a_file_names_only_allowlisted_ops(kind, target):
+    from annsnn.analog import AnalogOp
+    from annsnn.errors import UsageError
+
+    config = {"kind": kind, "target": target, "template": {"tuple": [{"tuple": [{"slot": ["input", 0]}]}, {"dict": {}}]},
+              "streams": [True], "unit": [True], "n_consts": 0, "select": None, "module": {}}
+    with pytest.raises(UsageError):
+        AnalogOp.from_config(config, {}, "")
