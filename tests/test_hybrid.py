@@ -237,3 +237,27 @@ def test_analog_op_from_a_file_names_only_allowlisted_ops(kind, target):
               "streams": [True], "unit": [True], "n_consts": 0, "select": None, "module": {}}
     with pytest.raises(UsageError):
         AnalogOp.from_config(config, {}, "")
+
+
+def test_cli_convert_hybrid_json_lists_analog_ops_without_nan(capsys, tmp_path):
+    """Issue 11 item 22: `convert --hybrid --json` exited 1 on a NaN max of the analog row."""
+    import json
+
+    from annsnn.cli.main import main
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.LeakyReLU(0.3), nn.Linear(32, 10)).eval()
+    torch.save(model, tmp_path / "m.pt")
+    args = ["convert", str(tmp_path / "m.pt"), "--trust", "--hybrid", "--data", "digits", "--input-shape", "1,8,8",
+            "--calib-samples", "64", "--out", str(tmp_path / "m.snn.pt"), "--json", str(tmp_path / "c.json")]
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    assert code == 0, capsys.readouterr().err
+    layers = json.loads((tmp_path / "c.json").read_text())["report"]["layers"]
+    analog = [layer for layer in layers if not layer["spiking"]]
+    assert [(a["kind"], a["max"]) for a in analog] == [("analog LeakyReLU", None)]
+    loaded = load_snn(tmp_path / "m.snn.pt")
+    assert [m.op.negative_slope for m in loaded.graph.modules() if type(m).__name__ == "AnalogOp"] == [0.3]
