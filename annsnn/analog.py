@@ -15,9 +15,8 @@ and emits per step the increment that makes its cumulative output ``t * f(r_t)``
 Downstream layers are linear in their input and accumulate ``y``, so the network's rate is
 ``f(r_t)``; with IF rates converging like O(1/t) (Rueckauer et al. 2017, Front. Neurosci.,
 doi:10.3389/fnins.2017.00682), an L-Lipschitz ``f`` converges like ``L * O(1/t)``. This is
-the rate-estimate reading of hybrid ANN-SNN operators used for spiking transformers (e.g.
-"Spikeformer"/"SpikeZIP-TF", You et al., ICML 2024, arXiv:2406.03470, who accumulate
-inputs and emit output differences). The output's scale is 1 (ANN units).
+close to the accumulate-then-difference operators of converted spiking transformers
+(SpikeZIP-TF, You et al., ICML 2024, arXiv:2406.03470). The output's scale is 1 (ANN units).
 
 Sums and the previous cumulative output are kept in float64 so that the differences stay
 exact to float32 precision at large t. An op whose inputs are all constant over time (static
@@ -63,6 +62,10 @@ __all__ = [
     "build_module",
     "function_name",
     "analog_macs",
+    "is_analog",
+    "analog_call",
+    "AnalogCall",
+    "LINEAR_FUNCTIONS",
 ]
 
 
@@ -479,10 +482,6 @@ def analog_macs(module: AnalogOp, values: tuple) -> int:
 
 # ---------------------------------------------------------------------------
 # classification and building from an fx node
-
-
-def _tensor_args(node: fx.Node) -> list[fx.Node]:
-    return [a for a in node.all_input_nodes]
 
 
 def is_analog(node: fx.Node, modules: dict[str, nn.Module], streams: set[fx.Node], constants: set[fx.Node]) -> bool:
