@@ -11,7 +11,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 # a missing or incomplete folder fails them (tests/conftest.py).
 SHARED ?= $(wildcard $(abspath ../shared))
 
-.PHONY: setup demo test test-fast reports bench embedded clean threeway report-robustness report-measured
+.PHONY: setup demo test test-fast reports bench embedded clean threeway report-robustness report-measured coverage
 
 $(BIN)/.annsnn-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ report-robustness: setup
 
 report-measured: setup
 	ANNSNN_SHARED=$(SHARED) nice -n 10 env OMP_NUM_THREADS=1 $(BIN)/python reports/measured.py
+# Every torchvision classifier through convert/simulate/count/save (slow: one process per model).
+coverage: setup
+	nice $(BIN)/python reports/coverage.py
 
 bench: setup
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/run.py

@@ -24,6 +24,8 @@ from .io import LoadedModel, load_model
 from .nir_io import export_nir, from_nir, load_nir, to_nir
 from .modes import ScaleMode, parse_mode, parse_time_steps
 from .observer import ActivationObserver
+from .analog import AnalogModuleSpec, AnalogOp, register_analog_function, register_analog_module
+from .coverage import CoverageResult, check_model
 from .pipeline import ann_to_snn
 from .simulate import SimulationResult, simulate
 from .snn import SpikingNetwork
@@ -83,4 +85,10 @@ __all__ = [
     "Scale",
     "Equivalence",
     "check_equivalence",
+    "AnalogOp",
+    "AnalogModuleSpec",
+    "register_analog_module",
+    "register_analog_function",
+    "CoverageResult",
+    "check_model",
 ]

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .analog import ANALOG_FUNCTIONS, ANALOG_METHODS, ANALOG_MODULES, AnalogOp, build_module, module_config
 from .errors import UsageError
 from .files import atomic_path
-from .graph import UNCONVERTIBLE_MODULES
 from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale
 from .snn import SpikingNetwork
 
@@ -59,9 +59,16 @@ _FUNCTIONS: dict[str, Callable] = {
     "operator.getitem": operator.getitem,
     "builtins.getattr": getattr,
     "F.pad": F.pad,
+    "torch.chunk": torch.chunk,
+    "torch.swapaxes": torch.swapaxes,
+    "torch.movedim": torch.movedim,
+    "torch.split": torch.split,
+    "torch.unbind": torch.unbind,
 }
-_FUNCTION_NAMES = {id(fn): name for name, fn in _FUNCTIONS.items()}
-_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute", "transpose", "expand", "clone", "size", "dim", "mean", "add", "add_"}
+for _name, _fn in ANALOG_FUNCTIONS.items():  # the ANN graph of a hybrid SNN keeps its analog ops
+    _FUNCTIONS.setdefault(_name, _fn)
+_FUNCTION_NAMES = {id(fn): name for name, fn in reversed(list(_FUNCTIONS.items()))}
+_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute", "transpose", "expand", "clone", "size", "dim", "mean", "add", "add_", "chunk", "split", "unbind", "swapaxes", "movedim"} | set(ANALOG_METHODS)
 
 
 def _conv_config(m: nn.Module) -> dict:
@@ -94,8 +101,9 @@ _MODULES: dict[str, tuple[type[nn.Module], Callable[[nn.Module], dict]]] = {
     "Normalize": (Normalize, lambda m: {}),
     "InputEncoder": (InputEncoder, lambda m: {}),
 }
-for _cls in UNCONVERTIBLE_MODULES:
-    _MODULES.setdefault(_cls.__name__, (_cls, lambda m: {}))
+_MODULES["AnalogOp"] = (AnalogOp, lambda m: m.config())
+for _cls in ANALOG_MODULES:  # constructor arguments through the analog registry (LeakyReLU(0.2) stays 0.2)
+    _MODULES.setdefault(_cls.__name__, (_cls, module_config))
 
 
 def _make_module(type_name: str, config: dict, state: dict[str, torch.Tensor], prefix: str) -> nn.Module:
@@ -106,8 +114,10 @@ def _make_module(type_name: str, config: dict, state: dict[str, torch.Tensor], p
         return Rescale(state[prefix + "factor"])
     if cls is Normalize:
         return Normalize(state[prefix + "mean"], state[prefix + "std"])
-    if cls in UNCONVERTIBLE_MODULES:
-        return cls()
+    if cls is AnalogOp:
+        return AnalogOp.from_config(config, state, prefix)
+    if cls in ANALOG_MODULES:
+        return build_module(type_name, config)
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()}
     return cls(**kwargs)
 
@@ -160,7 +170,7 @@ _RESERVED = frozenset({"self", "getattr", "torch", "operator", "builtins", "math
 # A module-path part fx cannot write as ``.part`` goes inside ``getattr(obj, "part")``; these
 # characters cannot leave that string literal (onnx2torch names modules like ``11/Relu``).
 _QUOTED_PART = re.compile(r"[A-Za-z0-9_/\-]+")
-_OPS = frozenset({"placeholder", "output", "call_module", "call_method", "call_function"})
+_OPS = frozenset({"placeholder", "output", "call_module", "call_method", "call_function", "get_attr"})
 
 
 def _bad(what: str) -> UsageError:
@@ -261,6 +271,10 @@ def validate_spec(spec: Any) -> None:
         elif op == "call_method":
             if target not in _METHODS:
                 raise _bad(f"{where} names a method annsnn does not allow: {target!r}")
+        elif op == "get_attr":
+            parts = target.split(".") if isinstance(target, str) else [""]
+            if not all(p.isdigit() or (p.isidentifier() and p.isascii() and not keyword.iskeyword(p) and not p.startswith("__")) for p in parts):
+                raise _bad(f"{where} reads a stored tensor with a bad attribute path {target!r}")
         elif target not in _FUNCTIONS:
             raise _bad(f"{where} names a function annsnn does not allow: {target!r}")
         args, kwargs = item.get("args"), item.get("kwargs")
@@ -305,6 +319,8 @@ def graph_to_spec(gm: fx.GraphModule) -> dict:
             target = str(node.target)
         elif node.op in ("placeholder", "output"):
             target = str(node.target)
+        elif node.op == "get_attr":
+            target = _attr_path(str(node.target))
         else:
             raise UsageError(f"cannot save graph op {node.op} in an SNN file")
         nodes.append({"name": node.name, "op": node.op, "target": target, "args": _encode(node.args), "kwargs": _encode(dict(node.kwargs))})
@@ -338,6 +354,9 @@ def graph_from_spec(spec: dict, state: dict[str, torch.Tensor]) -> fx.GraphModul
             target = _FUNCTIONS[target]
         if op == "output":
             args = [args[0]]
+        if op == "get_attr":  # a stored tensor read by an analog op (validated by validate_spec)
+            target = _attr_path(str(target))
+            _attach_attr(root, target, state)
         # create_node names the node through fx's namespace, which renames anything that is not
         # a fresh plain identifier; validate_spec already refused those, this is a second check.
         node = graph.create_node(op, target, tuple(args), kwargs, name=item["name"])
@@ -349,6 +368,30 @@ def graph_from_spec(spec: dict, state: dict[str, torch.Tensor]) -> fx.GraphModul
     if unexpected or missing:
         raise UsageError("SNN file's tensors do not match its graph (corrupt file)")
     return gm.eval()
+
+
+def _attr_path(target: str) -> str:
+    """A stored tensor's dotted path: identifiers only, no dunder names."""
+    parts = target.split(".")
+    if not all((p.isidentifier() and not p.startswith("__")) or p.isdigit() for p in parts):
+        raise UsageError(f"SNN file holds a bad attribute path {target!r}")
+    return target
+
+
+def _attach_attr(root: nn.Module, target: str, state: dict[str, torch.Tensor]) -> None:
+    """Give ``root`` the stored tensor ``target`` (a ``get_attr`` of the ANN graph), from the state."""
+    if target not in state:
+        raise UsageError(f"SNN file's graph reads a stored tensor {target!r} it does not hold")
+    parent = root
+    parts = target.split(".")
+    for part in parts[:-1]:
+        if not hasattr(parent, part):
+            parent.add_module(part, nn.Module())
+        parent = getattr(parent, part)
+        if not isinstance(parent, nn.Module):
+            raise UsageError(f"SNN file holds a bad attribute path {target!r}")
+    if not hasattr(parent, parts[-1]):
+        parent.register_buffer(parts[-1], state[target].clone())
 
 
 def save_snn(snn: SpikingNetwork, path: str | os.PathLike) -> None:

@@ -21,9 +21,10 @@ from typing import Callable, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from .equivalence import Equivalence
+from .analog import AnalogOp, analog_call, is_analog
 from .errors import UsageError
 from .graph import WEIGHT_LAYERS, CanonicalGraph, UNCONVERTIBLE_MODULES
 from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale
@@ -78,7 +79,7 @@ class LayerReport:
     """One converted activation."""
 
     name: str
-    kind: str  # "IF", "IF clip 6", or "analog <type>"
+    kind: str  # "IF", "IF clip 6", or "analog <op>"
     neurons: int
     max: float | None  # calibration max; None for an analog layer (not observed)
     scale: float  # the layer's scale (mean over channels when channel-wise)
@@ -189,6 +190,7 @@ class _Context:
     kind: dict[fx.Node, str] = field(default_factory=dict)  # analog | current | spike
     report: ConversionReport | None = None
     rescale_count: int = 0
+    parts: dict[fx.Node, tuple[Scale, ...]] = field(default_factory=dict)  # scales of chunk/split outputs
 
     def insert_rescale(self, user: fx.Node, source: fx.Node, target: Scale, why: str) -> fx.Node:
         """Put a :class:`Rescale` between ``source`` and ``user`` that brings ``source``'s
@@ -258,14 +260,82 @@ def _h_neuron(ctx: _Context, node: fx.Node) -> None:
     ctx.kind[node] = "spike"
 
 
-def _h_analog_activation(ctx: _Context, node: fx.Node) -> None:
-    src = node.args[0]
-    assert isinstance(src, fx.Node)
-    one = Scale.one()
-    if not _same(ctx.scale[src], one, src):
-        ctx.insert_rescale(node, src, one, "analog activation needs ANN units")
-    ctx.scale[node] = one
-    ctx.kind[node] = "analog"
+def _h_analog(ctx: _Context, node: fx.Node, constants: set[fx.Node]) -> None:
+    """Keep ``node`` analog (hybrid): an :class:`~annsnn.analog.AnalogOp` on the running rates
+    of its inputs; each time-varying input carries its scale into the op, whose output is in
+    ANN units (scale 1). A tuple-valued op becomes one AnalogOp per element used."""
+    call = analog_call(node, ctx.modules, constants)
+    streams = [a in ctx.scale for a in call.inputs]
+    scales: list[Tensor | None] = []
+    for a, is_stream in zip(call.inputs, streams):
+        if not is_stream:
+            scales.append(None)
+            continue
+        shape = _shape(a)
+        scale = ctx.scale[a]  # free (always-zero) positions get factor 1: their value is 0 anyway
+        scales.append(None if _same(scale, Scale.one(), a) else scale.to_factor(shape))
+    consts = [_fetch_attr(ctx.gm, str(c.target)) for c in call.consts]
+    meta = node.meta.get("tensor_meta")
+    if isinstance(meta, (tuple, list)) and not isinstance(meta, TensorMetadata):
+        users = list(node.users)
+        if not all(u.op == "call_function" and u.target is operator.getitem and isinstance(u.args[1], int) for u in users):
+            raise UsageError(f"unsupported op {node.name}: a tuple-valued analog op whose result is used whole")
+        targets = [(u, u.args[1]) for u in users]
+    else:
+        targets = [(node, None)]
+    single_use = node.op == "call_module" and len(targets) == 1 and sum(
+        1 for n in ctx.gm.graph.nodes if n.op == "call_module" and n.target == node.target
+    ) == 1
+    for target, select in targets:
+        op = call.op
+        if single_use:
+            name = str(node.target)
+        else:
+            name = _unique_name(ctx.gm, f"analog_{target.name}")
+            op = copy.deepcopy(op) if isinstance(op, nn.Module) else op
+        module = AnalogOp(op, call.kind, call.template, streams, scales, consts, select)
+        if single_use:
+            ctx.gm.set_submodule(name, module)
+        else:
+            ctx.gm.add_submodule(name, module)
+        with ctx.gm.graph.inserting_before(target):
+            new = ctx.gm.graph.call_module(name, tuple(call.inputs))
+        new.meta["tensor_meta"] = target.meta.get("tensor_meta")
+        target.replace_all_uses_with(new)
+        if target is not node:
+            ctx.gm.graph.erase_node(target)
+        ctx.scale[new] = Scale.one()
+        ctx.kind[new] = "analog"
+        assert ctx.report is not None
+        ctx.report.analog.append(f"{name} ({module.target})")
+    ctx.gm.graph.erase_node(node)
+
+
+def _fetch_attr(gm: fx.GraphModule, target: str) -> Tensor:
+    value: object = gm
+    for part in target.split("."):
+        value = getattr(value, part)
+    if not isinstance(value, Tensor):
+        raise UsageError(f"unsupported op: stored attribute {target} is not a tensor")
+    return value.detach()
+
+
+def _delete_attr(gm: fx.GraphModule, target: str) -> None:
+    *path, last = target.split(".")
+    owner: nn.Module = gm.get_submodule(".".join(path)) if path else gm
+    if last in owner._parameters:
+        del owner._parameters[last]
+    elif last in owner._buffers:
+        del owner._buffers[last]
+
+
+def _unique_name(gm: fx.GraphModule, base: str) -> str:
+    name, k = base.replace(".", "_"), 1
+    candidate = name
+    while hasattr(gm, candidate):
+        k += 1
+        candidate = f"{name}_{k}"
+    return candidate
 
 
 def _h_normalize(ctx: _Context, node: fx.Node) -> None:
@@ -373,6 +443,41 @@ def _h_passive(ctx: _Context, node: fx.Node) -> None:
     """Non-tensor helpers (``x.size(0)``): no scale."""
 
 
+_SPLITTING = {"chunk", "split", "unbind", "tensor_split", torch.chunk, torch.split, torch.unbind, torch.tensor_split}
+
+
+def _h_split(ctx: _Context, node: fx.Node) -> None:
+    """``x.chunk(2, dim)`` and friends: a tuple of views, each with its part of the scale."""
+    src = node.args[0]
+    assert isinstance(src, fx.Node)
+    shape = _shape(src)
+    rest = fx.node.map_arg(node.args[1:], lambda a: a.meta.get("value_on_scale"))
+    kwargs = fx.node.map_arg(node.kwargs, lambda a: a.meta.get("value_on_scale"))
+
+    def split(full: Tensor) -> tuple[Tensor, ...]:
+        with torch.no_grad():
+            return tuple(getattr(full, str(node.target))(*rest, **kwargs) if node.op == "call_method" else node.target(full, *rest, **kwargs))  # type: ignore[operator]
+
+    values = split(ctx.scale[src].full(shape).clone())
+    frees = split(ctx.scale[src].free_full(shape).float())
+    ctx.parts[node] = tuple(Scale.element(v, f > 0.5).simplest(tuple(v.shape)) for v, f in zip(values, frees))
+    ctx.kind[node] = ctx.kind[src]
+
+
+def _h_value(node: fx.Node) -> None:
+    """A node computed from sizes only: its value (at batch 1) is kept for the ops that read it."""
+
+    def value(a: fx.Node) -> object:
+        return a.meta.get("value_on_scale")
+
+    args = fx.node.map_arg(node.args, value)
+    kwargs = fx.node.map_arg(node.kwargs, value)
+    if node.op == "call_method":
+        node.meta["value_on_scale"] = getattr(args[0], str(node.target))(*args[1:], **kwargs)
+    else:
+        node.meta["value_on_scale"] = node.target(*args, **kwargs)  # type: ignore[operator]
+
+
 def _evaluate_on_scales(ctx: _Context, node: fx.Node, override: dict[fx.Node, Scale] | None = None) -> Scale:
     """The scale of an op that moves, copies or zero-pads values: run the op once on the
     scale values and once on the always-zero (free) masks; zero padding adds free positions."""
@@ -417,8 +522,8 @@ def _evaluate_on_scales(ctx: _Context, node: fx.Node, override: dict[fx.Node, Sc
         raise UsageError(f"unsupported op {node.name}: it does not only move values ({exc})") from None
 
 
-_COMMUTING_FUNCTIONS = {torch.flatten, torch.reshape, operator.getitem, F.pad, torch.cat, torch.squeeze, torch.unsqueeze, torch.transpose, torch.permute}
-_COMMUTING_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute", "transpose", "expand", "clone"}
+_COMMUTING_FUNCTIONS = {torch.flatten, torch.reshape, operator.getitem, F.pad, torch.cat, torch.squeeze, torch.unsqueeze, torch.transpose, torch.permute, torch.swapaxes, torch.movedim}
+_COMMUTING_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute", "transpose", "expand", "clone", "swapaxes", "movedim"}
 _PASSIVE_METHODS = {"size", "dim"}
 
 
@@ -447,8 +552,6 @@ def default_handlers() -> dict[object, Handler]:
         "mean": _h_mean,
         getattr: _h_passive,
     }
-    for cls in UNCONVERTIBLE_MODULES:
-        handlers[cls] = _h_analog_activation
     for fn in _COMMUTING_FUNCTIONS:
         handlers[fn] = _h_commute
     for name in _COMMUTING_METHODS:
@@ -560,7 +663,7 @@ def convert(
     modules = dict(gm.named_modules())
     report = ConversionReport(
         options=options.to_dict(),
-        analog=list(canonical.analog),
+        analog=[],
         folded_batchnorm=list(canonical.folded_bn),
         reordered_maxpool=list(canonical.reordered_pools),
         calibration_samples=calibrator.samples,
@@ -596,8 +699,6 @@ def convert(
                 scale_rule="; ".join([rule] + notes),
             )
         )
-    for item in canonical.analog:
-        report.layers.append(LayerReport(name=item, kind="analog", neurons=0, max=None, scale=1.0, clipped_fraction=0.0, spiking=False))
 
     demand: dict[fx.Node, Scale] = {}
     conflicts: set[fx.Node] = set()
@@ -624,7 +725,10 @@ def convert(
 
     ctx = _Context(gm=gm, modules=modules, options=options, lam=lam, demand=demand, report=report)
     unsupported: list[str] = []
+    constants: set[fx.Node] = set()  # stored tensors used in forward (hybrid: analog-op inputs)
     for node in list(gm.graph.nodes):
+        if getattr(node, "_erased", False):
+            continue  # replaced by an analog op
         if node.op == "placeholder":
             ctx.scale[node] = Scale.one()
             ctx.kind[node] = "analog"
@@ -635,7 +739,10 @@ def convert(
                 ctx.insert_rescale(node, src, Scale.one(), "output in ANN units")
             continue
         if node.op == "get_attr":
-            raise UsageError(f"unsupported op {node.name}: a stored tensor used inside forward ({node.target})")
+            if not options.hybrid:
+                raise UsageError(f"unsupported op {node.name}: a stored tensor used inside forward ({node.target}); pass --hybrid to keep the ops that use it analog")
+            constants.add(node)
+            continue
         if node.op == "call_method" and node.target in _PASSIVE_METHODS:
             src = node.args[0]
             node.meta["value_on_scale"] = getattr(ctx.scale[src].full(_shape(src)), str(node.target))(*node.args[1:])
@@ -644,8 +751,22 @@ def convert(
             src = node.args[0]
             node.meta["value_on_scale"] = getattr(ctx.scale[src].full(_shape(src)), node.args[1])
             continue
-        if node.op == "call_function" and node.target is operator.getitem and node.args[0] not in ctx.scale:
+        if node.op == "call_function" and node.target is operator.getitem and node.args[0] in ctx.parts:
+            src = node.args[0]
+            ctx.scale[node] = ctx.parts[src][node.args[1]]  # type: ignore[index]
+            ctx.kind[node] = ctx.kind[src]  # type: ignore[index]
+            continue
+        if _handler_key(node, modules) in _SPLITTING and isinstance(node.args[0], fx.Node) and node.args[0] in ctx.scale:
+            _h_split(ctx, node)
+            continue
+        if node.op == "call_function" and node.target is operator.getitem and node.args[0] not in ctx.scale and node.args[0] not in constants:
             node.meta["value_on_scale"] = node.args[0].meta.get("value_on_scale")[node.args[1]]  # type: ignore[union-attr,index]
+            continue
+        if options.hybrid and is_analog(node, modules, set(ctx.scale), constants):
+            _h_analog(ctx, node, constants)
+            continue
+        if node.op in ("call_function", "call_method") and not any(a in ctx.scale or a in constants for a in node.all_input_nodes):
+            _h_value(node)  # arithmetic on sizes (``n * heads``): no tensor, no scale
             continue
         key = _handler_key(node, modules)
         handler = handlers.get(key)
@@ -655,14 +776,27 @@ def convert(
         handler(ctx, node)
     if unsupported:
         raise UsageError("unsupported op(s) for conversion: " + ", ".join(unsupported))
+    for node in list(gm.graph.nodes):
+        if node.op == "get_attr":
+            if node.users:
+                users = ", ".join(u.name for u in node.users)
+                raise UsageError(f"unsupported op(s) {users}: use the stored tensor {node.target} without an analog form")
+            gm.graph.erase_node(node)
+            _delete_attr(gm, str(node.target))  # it lives on inside the analog ops that use it
+    gm.delete_all_unused_submodules()
 
+    for node in gm.graph.nodes:  # one row per analog op kept (hybrid): no neurons, no max, ANN units
+        module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        if isinstance(module, AnalogOp):
+            report.layers.append(LayerReport(name=str(node.target), kind=f"analog {module.target}", neurons=0, max=None, scale=1.0, clipped_fraction=0.0, spiking=False))
     neurons = sum(1 for m in gm.modules() if isinstance(m, IFNeurons))
     if neurons != len(canonical.activations):
         raise UsageError(f"conversion produced {neurons} neuron layers for {len(canonical.activations)} activations")
     placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
-    gm.add_submodule("encoder", InputEncoder())
+    encoder_name = _unique_name(gm, "encoder")  # a model may have its own "encoder" (ViT)
+    gm.add_submodule(encoder_name, InputEncoder())
     with gm.graph.inserting_after(placeholder):
-        enc = gm.graph.call_module("encoder", (placeholder,))
+        enc = gm.graph.call_module(encoder_name, (placeholder,))
     placeholder.replace_all_uses_with(enc, delete_user_cb=lambda user: user is not enc)
     for node in gm.graph.nodes:
         node.meta.pop("value_on_scale", None)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .analog import AnalogOp, analog_macs
 from .errors import UsageError
 from .graph import UNCONVERTIBLE_MODULES
 from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale, TemporalModule
@@ -44,6 +45,7 @@ __all__ = [
     "SnnCounter",
     "SnnLayerCounts",
     "default_structural_handlers",
+    "WorkSplit",
 ]
 
 _MAC_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum", "mm")
@@ -340,7 +342,22 @@ def default_structural_handlers() -> dict[type, StructuralFn]:
 
 
 _SYNAPTIC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
-_SINK_TYPES = (IFNeurons, SpikingMaxPool2d, ReLUClip) + UNCONVERTIBLE_MODULES
+_SINK_TYPES = (IFNeurons, SpikingMaxPool2d, ReLUClip, AnalogOp) + UNCONVERTIBLE_MODULES
+
+
+@dataclass(frozen=True)
+class WorkSplit:
+    """Dense work of one step for one sample, as the ANN would do it: weight layers driven by
+    spikes (their dense MACs, which the SNN replaces by ACs on spikes) against analog work
+    (weight layers fed analog values, static ones included, and analog ops)."""
+
+    spike_driven_macs: int
+    analog_macs: int
+
+    @property
+    def analog_share(self) -> float:
+        total = self.spike_driven_macs + self.analog_macs
+        return self.analog_macs / total if total else 0.0
 
 
 class SnnCounter:
@@ -378,7 +395,7 @@ class SnnCounter:
         self.unsupported: list[str] = []
         graph_module = snn.graph
         self.modules = dict(graph_module.named_modules())
-        _shape_prop(snn)
+        self.analog_costs = _shape_prop(snn)  # AnalogOp name -> ops per sample and step
         self.static = static_nodes(graph_module.graph, self.modules, encoding)
         self._batch = 0
         self._start = 0
@@ -420,6 +437,13 @@ class SnnCounter:
                 continue
             if isinstance(module, InputEncoder) and self.encoding == "poisson":
                 self._layer(name, "InputEncoder", "input")
+                continue
+            if isinstance(module, AnalogOp):
+                is_static = node in self.static
+                self._mac_layers.append((name, self.analog_costs[name], 0, is_static))
+                layer = self._layer(name, f"analog {module.target}", "mac")
+                layer.static = is_static
+                layer.output_numel = _numel(node)
                 continue
             if isinstance(module, _SYNAPTIC_TYPES):
                 out = _numel(node)
@@ -488,6 +512,10 @@ class SnnCounter:
                 continue  # Poisson: {0, 1} spikes, a spike source
             elif isinstance(module, (IFNeurons, SpikingMaxPool2d)):
                 continue
+            elif isinstance(module, AnalogOp):
+                if feeds_analog:
+                    reached.add(node)
+                analog.add(node)  # an analog op's output is analog, whatever its inputs
             elif isinstance(module, _SYNAPTIC_TYPES):
                 if feeds_analog:
                     reached.add(node)
@@ -525,6 +553,11 @@ class SnnCounter:
                         self.unsupported.append(f"{name} (SpikingMaxPool2d comparisons)")
                     else:
                         sinks.append((name, "comparisons", handler(module, routed)))
+                    continue
+                if isinstance(module, AnalogOp):  # each spike is one add into its input's running sum
+                    parts = [values[a] for a in node.all_input_nodes if isinstance(values.get(a), Tensor) and values[a].requires_grad]
+                    if parts:
+                        sinks.append((f"{name} (analog input)", "synaptic_acs", sum(p.sum() for p in parts)))
                     continue
                 if isinstance(module, _SINK_TYPES):
                     sinks.append((f"{name} (identity synapse)", "synaptic_acs", routed))
@@ -595,6 +628,14 @@ class SnnCounter:
     def input_layer_macs(self) -> int:
         """Dense MACs (padding excluded) of the layers fed by the input, for one sample and one step."""
         return sum(macs for _, macs in self._input_layers)
+    def work_split(self) -> WorkSplit:
+        """Spike-driven vs analog dense work per sample and step (see :class:`WorkSplit`)."""
+        spike = 0
+        for name, layer in self.layers.items():
+            module = self.modules.get(name)
+            if layer.role == "synaptic" and isinstance(module, _SYNAPTIC_TYPES) and layer.output_numel:
+                spike += dense_macs(module, (1, layer.output_numel))
+        return WorkSplit(spike, self.analog_macs_per_step())
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -652,7 +693,8 @@ def _arg_value(arg, values: dict[fx.Node, Tensor]):
     return arg
 
 
-def _shape_prop(snn: SpikingNetwork) -> None:
+def _shape_prop(snn: SpikingNetwork) -> dict[str, int]:
+    """Shapes on every node (batch 1); returns each AnalogOp's ops per sample and step."""
     graph_module = snn.graph
     temporal = [m for m in graph_module.modules() if isinstance(m, TemporalModule)]
     for module in temporal:
@@ -660,14 +702,25 @@ def _shape_prop(snn: SpikingNetwork) -> None:
         module.reset_state()
     snn.encoder.encoding = "direct"
     shape = tuple(snn.meta["input_shape"])
-    with torch.no_grad():
-        ShapeProp(graph_module).propagate(torch.zeros(1, *shape))
+    captured: dict[str, tuple] = {}
+    handles = []
+    for name, module in graph_module.named_modules():
+        if isinstance(module, AnalogOp):
+            handles.append(module.register_forward_pre_hook(lambda mod, args, _name=name: captured.__setitem__(_name, args)))
+    try:
+        with torch.no_grad():
+            ShapeProp(graph_module).propagate(torch.zeros(1, *shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    costs = {name: analog_macs(graph_module.get_submodule(name), args) for name, args in captured.items()}
     for node in graph_module.graph.nodes:
         if node.op == "call_method" and node.target in ("size", "dim"):
             src = node.args[0]
             node.meta["annsnn_value"] = getattr(torch.zeros(tuple(src.meta["tensor_meta"].shape)), str(node.target))(*node.args[1:])
     for module in temporal:
         module.reset_state()
+    return costs
 
 
 def _shape(node: fx.Node) -> tuple[int, ...]:

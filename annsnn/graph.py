@@ -140,6 +140,8 @@ def classify_activation(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[s
             return "other", None
         if fn in _DROPOUT_FUNCTIONS:
             return "dropout", None
+        if fn is _stochastic_depth() and _arg(node, 3, "training", True) is False:
+            return "dropout", None  # torchvision.ops.stochastic_depth is the identity in eval
         if fn in _UNCONVERTIBLE_FUNCTIONS:
             return "analog", None
         return "other", None
@@ -153,6 +155,14 @@ def classify_activation(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[s
         if node.target in _UNCONVERTIBLE_METHODS:
             return "analog", None
     return "other", None
+
+
+def _stochastic_depth():
+    try:
+        from torchvision.ops import stochastic_depth
+    except Exception:  # pragma: no cover - torchvision is optional here
+        return None
+    return stochastic_depth
 
 
 def _arg(node: fx.Node, index: int, name: str, default):
@@ -373,6 +383,12 @@ def _fold_static_sizes(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> None
         ShapeProp(gm).propagate(torch.zeros(2, *input_shape))
     graph = gm.graph
     for node in list(graph.nodes):
+        if node.op == "call_method" and node.target == "dim" and isinstance(node.args[0], fx.Node):
+            meta = node.args[0].meta.get("tensor_meta")
+            if meta is not None and hasattr(meta, "shape"):
+                node.replace_all_uses_with(len(meta.shape))  # type: ignore[arg-type]
+                graph.erase_node(node)
+            continue
         is_size = node.op == "call_method" and node.target == "size"
         is_shape = node.op == "call_function" and node.target is getattr and len(node.args) > 1 and node.args[1] == "shape"
         if not (is_size or is_shape):
@@ -394,8 +410,31 @@ def _fold_static_sizes(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> None
                 graph.erase_node(user)
         if not node.users:
             graph.erase_node(node)
+    _fold_constant_arithmetic(graph)
     graph.lint()
     gm.recompile()
+
+
+_PURE_FUNCTIONS = {
+    operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.mod, operator.pow,
+    operator.neg, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, operator.getitem,
+}
+
+
+def _fold_constant_arithmetic(graph: fx.Graph) -> None:
+    """Evaluate arithmetic on folded sizes (``c // groups``, ``h == 224``) so that ops such as
+    ``view(b, groups, c // groups, h, w)`` get plain ints; drop ``torch._assert`` on constants
+    (it raises here if the assertion is false)."""
+    for node in list(graph.nodes):
+        if node.op != "call_function" or any(isinstance(a, fx.Node) for a in node.all_input_nodes):
+            continue
+        if node.target is torch._assert:
+            torch._assert(*node.args, **node.kwargs)
+            graph.erase_node(node)
+        elif node.target in _PURE_FUNCTIONS and not any(isinstance(a, torch.Tensor) for a in node.args):
+            value = node.target(*node.args, **node.kwargs)  # type: ignore[operator]
+            node.replace_all_uses_with(value)  # type: ignore[arg-type]
+            graph.erase_node(node)
 
 
 class WithInputNormalization(nn.Module):

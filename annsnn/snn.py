@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import fx, nn
 
+from .analog import AnalogOp, StaticAnalog
 from .layers import IFNeurons, InputEncoder, TemporalModule, TimeExpand, SpikingMaxPool2d
 
 __all__ = ["SpikingNetwork", "Encoding", "static_nodes"]
@@ -36,9 +37,9 @@ class SpikingNetwork(nn.Module):
 
     @property
     def encoder(self) -> InputEncoder:
-        enc = self.graph.get_submodule("encoder")
-        assert isinstance(enc, InputEncoder)
-        return enc
+        encoders = [m for m in self.graph.modules() if isinstance(m, InputEncoder)]
+        assert len(encoders) == 1
+        return encoders[0]
 
     def runner(self, encoding: Encoding) -> fx.GraphModule:
         """The graph prepared for ``encoding``: for ``direct``, everything computed from the
@@ -72,8 +73,8 @@ def static_nodes(graph: fx.Graph, modules: dict[str, nn.Module], encoding: Encod
                 if encoding == "direct":
                     static.add(node)
                 continue
-            if isinstance(mod, TemporalModule):
-                continue
+            if isinstance(mod, TemporalModule) and not isinstance(mod, AnalogOp):
+                continue  # an analog op on constant inputs is constant itself
         if all(a in static for a in node.all_input_nodes):
             static.add(node)
     return static
@@ -90,6 +91,10 @@ def _build_runner(graph_module: fx.GraphModule, encoding: Encoding) -> fx.GraphM
     count = 0
     for node in list(graph.nodes):
         if node in static:
+            if node.op == "call_module" and isinstance(modules[str(node.target)], AnalogOp):
+                name = f"static_{str(node.target).replace('.', '_')}"
+                runner.add_submodule(name, StaticAnalog(modules[str(node.target)]))  # f once per batch
+                node.target = name
             continue
         if node.op == "call_module" and isinstance(modules[str(node.target)], InputEncoder):
             continue  # the encoder makes its own time axis

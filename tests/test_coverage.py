@@ -1,0 +1,48 @@
+"""torchvision classifiers through every stage (issue 13 item 3); the full sweep is `make coverage`."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from annsnn.coverage import check_model
+
+
+def _count(model: nn.Module, cls: type) -> int:
+    return sum(1 for m in model.modules() if type(m) is cls)
+
+
+def test_shufflenet_channel_shuffle_converts_fully_spiking():
+    """``x.view(b, groups, c // groups, h, w)`` used to fail: view(): argument 'size' failed to unpack."""
+    torch.manual_seed(0)
+    model = torchvision.models.shufflenet_v2_x0_5(num_classes=10)
+    result = check_model("shufflenet_v2_x0_5", model, (3, 32, 32))
+    assert result.status == {"convert": "ok", "simulate": "ok", "count": "ok", "save": "ok"}, result.error
+    assert not result.hybrid and result.analog_ops == {}
+    assert result.if_layers == _count(model, nn.ReLU)  # every ReLU module is called once
+
+
+def test_mobilenet_v3_small_converts_with_hybrid_and_keeps_exactly_its_non_relu_ops_analog():
+    from torchvision.ops.misc import SqueezeExcitation
+
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v3_small(num_classes=10)
+    result = check_model("mobilenet_v3_small", model, (3, 32, 32))
+    assert result.status == {"convert": "ok", "simulate": "ok", "count": "ok", "save": "ok"}, result.error
+    assert result.hybrid and "Hardswish" in result.spiking_error
+    assert result.if_layers == _count(model, nn.ReLU)
+    assert result.analog_ops == {
+        "Hardswish": _count(model, nn.Hardswish),
+        "Hardsigmoid": _count(model, nn.Hardsigmoid),
+        "operator.mul": _count(model, SqueezeExcitation),  # scale * input
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["efficientnet_b0", "regnet_y_400mf", "convnext_tiny", "swin_t"])
+def test_more_architectures_go_through_every_stage(name):
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, num_classes=10)
+    result = check_model(name, model, (3, 64, 64))
+    assert result.ok, result.error
