@@ -28,6 +28,7 @@ from .graph import WEIGHT_LAYERS, CanonicalGraph, UNCONVERTIBLE_MODULES
 from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale
 from .modes import ScaleMode
 from .observer import DEFAULT_BINS, ActivationObserver, PercentileOf
+from .thresholds import if_thresholds
 
 __all__ = [
     "ConversionOptions",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 MaxPoolStrategy = Literal["spiking", "avg"]
+ThresholdMethod = Literal["mode", "if-search"]
+BiasMethod = Literal["none", "layer", "step"]
 _TOL = 1e-5
 
 
@@ -52,8 +55,21 @@ class ConversionOptions:
     maxpool: MaxPoolStrategy = "spiking"
     hybrid: bool = False
     percentile_of: PercentileOf = "all"  # zeros count in percentiles (see observer)
+    # post-training calibration for a latency T (annsnn.calibration); defaults = plain normalization
+    T: int | None = None  # steps the SNN is calibrated for (needed by "if-search" and bias)
+    threshold: ThresholdMethod = "mode"  # "mode": read --mode; "if-search": annsnn.thresholds
+    bias: BiasMethod = "none"  # "layer": Li et al. 2021; "step": per-step (FTBC, Wu et al. 2024)
+    bias_samples: int = 256  # calibration images the bias passes simulate
 
     def __post_init__(self) -> None:
+        if self.threshold not in ("mode", "if-search"):
+            raise UsageError(f"invalid threshold method {self.threshold!r}: use 'mode' or 'if-search'")
+        if self.bias not in ("none", "layer", "step"):
+            raise UsageError(f"invalid bias method {self.bias!r}: use 'none', 'layer' or 'step'")
+        if (self.threshold != "mode" or self.bias != "none") and (self.T is None or self.T < 1):
+            raise UsageError("calibration for a latency needs --T N with N >= 1")
+        if self.bias_samples < 1:
+            raise UsageError(f"invalid bias samples {self.bias_samples}: use at least 1")
         if not 0.0 <= self.v_init < 1.0:
             raise UsageError(f"invalid --v-init {self.v_init}: use a fraction of the threshold in [0, 1)")
         if self.maxpool not in ("spiking", "avg"):
@@ -69,6 +85,10 @@ class ConversionOptions:
             "maxpool": self.maxpool,
             "hybrid": self.hybrid,
             "percentile_of": self.percentile_of,
+            "T": self.T,
+            "threshold": self.threshold,
+            "bias": self.bias,
+            "bias_samples": self.bias_samples,
         }
 
 
@@ -453,7 +473,11 @@ def _push_demand(ctx_demand: dict[fx.Node, Tensor], conflicts: set[fx.Node], nod
 def _layer_scale(observer: ActivationObserver, options: ConversionOptions, ceiling: float | None, shape: tuple[int, ...]) -> tuple[Tensor, list[str]]:
     notes: list[str] = []
     channel_wise = options.channel_wise
-    value = observer.scale(options.mode, channel_wise, options.percentile_of)
+    if options.threshold == "if-search":
+        assert options.T is not None
+        value = if_thresholds(observer, options.T, channel_wise, ceiling)
+    else:
+        value = observer.scale(options.mode, channel_wise, options.percentile_of)
     fallback = float(observer.max_val) if float(observer.max_val) > 0 else 1.0
     if channel_wise:
         dead = observer.channel_max <= 0
@@ -595,6 +619,7 @@ def convert(
         node.meta.pop("value_on_scale", None)
     gm.graph.lint()
     gm.recompile()
+    gm.meta["annsnn_thresholds"] = lam  # per-neuron scale (ANN units per spike), for calibration passes
     return gm, report
 
 

@@ -22,6 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from annsnn import __version__
 from annsnn.errors import AnnsnnError, UsageError
 
+from annsnn.calibration import CALIBRATIONS
+
 from .params import FLOAT_LIST, MODE, SHAPE, TIME_STEPS
 
 __all__ = ["cli", "main"]
@@ -30,6 +32,8 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 DEFAULT_T = "5,20,50"
+DEFAULT_CALIB_T = 32  # latency the default conversion is calibrated for (see README: low-latency calibration)
+CALIBRATION_NAMES = tuple(CALIBRATIONS)  # the first is the default pipeline
 
 
 def _progress() -> Progress:
@@ -204,9 +208,12 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.argument("model", required=False)
 @click.option("--arch", help="Zoo architecture of a state_dict checkpoint (see 'annsnn zoo list').")
 @click.option("--mode", type=MODE, default="99.99", show_default=True, help="Scale per layer: 'max', a percentile (99.9, 99.99%), or a fraction of the max (0.5, 1/3).")
-@click.option("--channel-wise", is_flag=True, help="One scale per channel instead of per layer.")
+@click.option("--channel-wise/--layer-wise", "channel_wise", default=None, help="One scale per channel or per layer (default: per channel with a T-aware threshold search, else per layer).")
 @click.option("--percentile-of", type=click.Choice(["all", "positive"]), default="all", show_default=True, help="Population of a percentile mode: all: every activation, zeros included (numpy/torch.quantile, SpikingJelly); positive: only the non-zero ones (snntoolbox), which gives higher scales.")
-@click.option("--v-init", type=float, default=0.0, show_default=True, help="Initial membrane potential as a fraction of the threshold (0.5 helps at low T).")
+@click.option("--v-init", type=float, default=0.5, show_default=True, help="Initial membrane potential as a fraction of the threshold (0.5: the IF neuron rounds instead of flooring).")
+@click.option("--T", "calib_T", type=click.IntRange(min=1), default=DEFAULT_CALIB_T, show_default=True, help="Latency N the SNN is calibrated for; valid for every T <= N (beyond N the last step's bias repeats).")
+@click.option("--calibration", type=click.Choice(list(CALIBRATION_NAMES)), default=CALIBRATION_NAMES[0], show_default=True, help="threshold: per-channel thresholds minimising the IF quantisation error at T=N (Li et al. ICML 2021); bias: constant per-channel bias correction (Li et al. 2021); step-bias: a bias per step and channel (after FTBC, Wu et al. ECCV 2024); none: plain --mode normalization.")
+@click.option("--bias-samples", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration images (the first of --calib-samples) the bias passes simulate.")
 @click.option("--maxpool", type=click.Choice(["spiking", "avg"]), default="spiking", show_default=True, help="spiking: a max-pool that spikes when the largest input spike count grows (output rate = max input rate); avg: replace MaxPool by AvgPool (changes the ANN).")
 @click.option("--hybrid", is_flag=True, help="Keep unconvertible activations (GELU, SiLU, ...) analog instead of failing.")
 @click.option("--data", help="Calibration dataset (default: recorded in the model, or the architecture's).")
@@ -220,7 +227,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="SNN file (default: next to MODEL, NAME.snn.pt).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the conversion report as JSON.")
 @click.option("--trust", is_flag=True, help="Allow unpickling a whole pickled nn.Module (runs code from the file).")
-def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
+def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
 
     BatchNorm is folded, one calibration pass records each activation's exact max and a
@@ -242,7 +249,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
 
     from .render import conversion_table
 
-    options = ConversionOptions(mode=mode, channel_wise=channel_wise, percentile_of=percentile_of, v_init=v_init, maxpool=maxpool, hybrid=hybrid)
+    options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid)
     loaded = _load(model, arch, trust)
     target = Path(out_path) if out_path else _default_out(model, loaded.arch or "model")
     check_output_path(target, inputs=(model or "",))
@@ -272,10 +279,23 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
     for note in report.notes:
         out.print(f"note: {note}")
     out.print(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s")
+    out.print(f"calibration: {calibration} for T={calib_T} (valid for every T <= {calib_T})" if calibration != "none" else "calibration: none (plain normalization)")
     out.print(f"wrote {target}  (remembered: 'annsnn evaluate' and 'annsnn energy' now use it)")
     if json_path:
         write_json(json_path, {"schema_version": 1, "snn": str(target), **meta, "report": report.to_dict()})
         out.print(f"wrote {json_path}")
+
+
+def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid):
+    from annsnn.calibration import calibration_options
+    from annsnn.convert import ConversionOptions
+
+    threshold, bias = calibration_options(calibration)
+    if channel_wise is None:
+        channel_wise = threshold == "if-search"
+    calibrated = calibration != "none"
+    return ConversionOptions(mode=mode, channel_wise=channel_wise, percentile_of=percentile_of, v_init=v_init, maxpool=maxpool, hybrid=hybrid,
+                             T=calib_T if calibrated else None, threshold=threshold, bias=bias, bias_samples=bias_samples)
 
 
 # ---------------------------------------------------------------------------
