@@ -600,22 +600,30 @@ def demo(out_dir: str, T) -> None:
     check_output_path(directory / "digits_cnn.snn.pt")
     loaded = load_model(embedded_checkpoint())
     spec, norm, norm_source, shape = _resolve(loaded, None, None, None, None, None)
-    options = ConversionOptions(mode=parse_mode("99.99"))
+    steps = sorted(T) if not isinstance(T, int) else [T]
+    plain_options = ConversionOptions(mode=parse_mode("99.99"))
+    options = _calibrated_options(parse_mode("99.99"), None, "all", 0.5, max(steps), CALIBRATION_NAMES[0], 256, "spiking", False)
     started = time.perf_counter()
     meta = {"source": {"path": str(embedded_checkpoint()), "kind": "checkpoint", "arch": loaded.arch}, "dataset": spec.to_dict(),
             "normalization": {"mean": norm[0], "std": norm[1], "source": norm_source}, "annsnn_version": __version__}
     with _progress() as progress:
-        calib = (x for x, _ in _batches(make_loader(load_dataset("digits", "train"), 256), progress, "calibrating"))
-        snn, report = ann_to_snn(loaded.module, calib, input_shape=shape, options=options, normalization=norm, meta=meta)
+        images = [x for x, _ in _batches(make_loader(load_dataset("digits", "train"), 256), progress, "calibrating")]
+    plain, _ = ann_to_snn(loaded.module, iter(images), input_shape=shape, options=plain_options, normalization=norm, meta=meta)
+    snn, report = ann_to_snn(loaded.module, iter(images), input_shape=shape, options=options, normalization=norm, meta=meta)
     target = directory / "digits_cnn.snn.pt"
     save_snn(snn, target)
     remember_last_snn(target)
     out.print(conversion_table(report))
-    result, _ = _analyze(snn, make_loader(load_dataset("digits", "test"), 360), T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True)
+    test_loader = make_loader(load_dataset("digits", "test"), 360)
+    plain_result, _ = _analyze(plain, test_loader, T, "direct", 0, None, ("45nm-fp32",), count=False)
+    out.print("plain normalization (--calibration none --v-init 0): top-1 " + ", ".join(f"T={row.T}: {100 * (row.top1 or 0.0):.1f}%" for row in plain_result.rows))
+    out.print(f"calibrated ({CALIBRATION_NAMES[0]}, calibrated for T={max(steps)}, valid for every T <= {max(steps)}):")
+    result, _ = _analyze(snn, test_loader, T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True)
     out.print(energy_table(result))
     out.print("break-even T: " + ", ".join(f"{k}: {v}" for k, v in result.break_even_T.items()))
     data_out = result.to_dict()
-    data_out.update({"snn": str(target), "dataset": "digits", "split": "test", "conversion": report.to_dict()})
+    data_out.update({"snn": str(target), "dataset": "digits", "split": "test", "conversion": report.to_dict(),
+                     "plain_top1": {str(row.T): row.top1 for row in plain_result.rows}})
     write_json(directory / "demo.json", data_out)
     plots = save_plots(result, directory / "plots")
     out.print(f"wrote {target}, {directory / 'demo.json'} and plots: " + ", ".join(str(p) for p in plots))

@@ -229,3 +229,30 @@ def test_targets_use_recorded_thresholds(cnn_and_data):
     assert set(targets) == set(snn.neuron_layers())
     for mean, active, _ in targets.values():
         assert bool(((active >= 0) & (active <= 1)).all()) and bool((mean >= 0).all())
+
+
+def test_per_step_bias_adds_are_counted_as_acs(cnn_and_data):
+    """One AC per neuron and step for a layer with a step bias; none without."""
+    from annsnn.counting import SnnCounter
+
+    model, calib, held = cnn_and_data
+    snn = _convert(model, calib, 4, "threshold+step-bias")
+    x = held[:8]
+    T = 6
+    counter = SnnCounter(snn, "direct", T)
+    counter.attach(len(x))
+    try:
+        simulate(snn, x, T, on_chunk=counter.on_chunk)
+    finally:
+        counter.detach()
+    for name, module in snn.neuron_layers().items():
+        layer = counter.layers[name]
+        assert layer.bias_acs.tolist() == [float(layer.neurons * len(x))] * T
+    plain = _convert(model, calib, 4, "none")
+    counter = SnnCounter(plain, "direct", T)
+    counter.attach(len(x))
+    try:
+        simulate(plain, x, T, on_chunk=counter.on_chunk)
+    finally:
+        counter.detach()
+    assert all(float(counter.layers[n].bias_acs.sum()) == 0.0 for n in plain.neuron_layers())
