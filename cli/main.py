@@ -279,7 +279,9 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     for note in report.notes:
         out.print(f"note: {note}")
     out.print(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s")
-    out.print(f"calibration: {calibration} for T={calib_T} (valid for every T <= {calib_T})" if calibration != "none" else "calibration: none (plain normalization)")
+    out.print(f"calibration: {calibration} for T={calib_T} (valid for every T <= {calib_T}; beyond it the last step's bias repeats)" if calibration != "none" else "calibration: none (plain normalization)")
+    if options.threshold == "if-search":
+        out.print(f"note: thresholds come from the IF error search at T={calib_T}; --mode/--percentile-of apply with --calibration none, bias or step-bias")
     out.print(f"wrote {target}  (remembered: 'annsnn evaluate' and 'annsnn energy' now use it)")
     if json_path:
         write_json(json_path, {"schema_version": 1, "snn": str(target), **meta, "report": report.to_dict()})

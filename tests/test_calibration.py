@@ -95,7 +95,7 @@ def cnn_and_data():
     """The bundled, trained digits CNN (no training in the test) and training images."""
     from annsnn.data import load_dataset
     from annsnn.io import load_model
-    from model_zoo import embedded_checkpoint
+    from annsnn.zoo import embedded_checkpoint
 
     loaded = load_model(embedded_checkpoint())
     norm = loaded.record["normalization"]
@@ -256,3 +256,55 @@ def test_per_step_bias_adds_are_counted_as_acs(cnn_and_data):
     finally:
         counter.detach()
     assert all(float(counter.layers[n].bias_acs.sum()) == 0.0 for n in plain.neuron_layers())
+
+
+# ----- CLI: defaults, recorded settings, training data only ----------------------------------
+
+
+def test_cli_default_convert_calibrates_on_train_only_and_records_it(capsys, tmp_path, monkeypatch):
+    """`annsnn convert` with no calibration flag runs the default pipeline for T=32, never
+    opens the test split (the loader raises if asked), and records method and N."""
+    import json
+
+    import annsnn.data
+    from annsnn.cli.main import main
+    from annsnn.zoo import embedded_checkpoint
+
+    real = annsnn.data.load_dataset
+    opened = []
+
+    def guarded(name, split, *args, **kwargs):
+        opened.append(split)
+        if split != "train":
+            raise AssertionError(f"calibration opened the {split} split")
+        return real(name, split, *args, **kwargs)
+
+    monkeypatch.setattr(annsnn.data, "load_dataset", guarded)
+    target = tmp_path / "d.snn.pt"
+    try:
+        main(["convert", str(embedded_checkpoint()), "--calib-samples", "256", "--out", str(target), "--json", str(tmp_path / "c.json")])
+    except SystemExit as exc:
+        assert exc.code in (0, None), capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert opened == ["train"]
+    assert "for T=32" in out
+    options = json.loads((tmp_path / "c.json").read_text())["report"]["options"]
+    assert (options["T"], options["threshold"], options["bias"], options["channel_wise"], options["v_init"]) == (32, "if-search", "step", True, 0.5)
+    snn = load_snn(target)
+    assert snn.meta["calibrated_T"] == 32
+    assert all(m.bias_steps == 32 for m in snn.neuron_layers().values())
+
+
+def test_cli_calibration_none_v_init_0_is_plain_normalization(capsys, tmp_path):
+    import json
+
+    from annsnn.cli.main import main
+    from annsnn.zoo import embedded_checkpoint
+
+    try:
+        main(["convert", str(embedded_checkpoint()), "--calibration", "none", "--v-init", "0", "--calib-samples", "256", "--out", str(tmp_path / "p.snn.pt"), "--json", str(tmp_path / "p.json")])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    options = json.loads((tmp_path / "p.json").read_text())["report"]["options"]
+    assert options == ConversionOptions(mode=parse_mode("99.99")).to_dict()
+    assert all(m.step_bias is None for m in load_snn(tmp_path / "p.snn.pt").neuron_layers().values())
