@@ -6,7 +6,7 @@ only; never edit them by hand. Not run by CI (it takes tens of minutes on 2 core
     python reports/generate.py [mnist] [cifar] [structure] [comparison] [lowlat]
 
 ``lowlat`` regenerates only the low-latency section of cifar10.md (also part of ``cifar``);
-LOWLAT_SAMPLES / LOWLAT_STEPS / LOWLAT_METHODS shrink it for a quick check.
+LOWLAT_SAMPLES / LOWLAT_CALIB / LOWLAT_STEPS / LOWLAT_METHODS shrink it for a quick check.
 """
 from __future__ import annotations
 
@@ -158,9 +158,10 @@ def low_latency_section(net, train_set, test, norm) -> str:
     from annsnn.calibration import CALIBRATIONS
 
     samples = int(os.environ.get("LOWLAT_SAMPLES", 1000))
+    calib_images = int(os.environ.get("LOWLAT_CALIB", 1024))
     steps = [int(t) for t in os.environ.get("LOWLAT_STEPS", "8,16,32,64").split(",")]
     methods = os.environ.get("LOWLAT_METHODS", ",".join([next(iter(CALIBRATIONS)), "threshold+bias", "threshold", "best-flags", "none"])).split(",")
-    out = [_LOWLAT_BEGIN, f"## Low-latency calibration: method × T\n\nEach row converts once for N = T with 1,024 training images (bias passes: the first 256) and evaluates at T = N on {samples} evenly spaced test images. `best-flags`: `--calibration none --mode 99.99 --channel-wise --v-init 0.5`; `none`: `--calibration none --v-init 0` (plain normalization). Energy per inference, 45nm-fp32 (Horowitz 2014), with the per-step bias adds as ACs.\n\n"]
+    out = [_LOWLAT_BEGIN, f"## Low-latency calibration: method × T\n\nEach row converts once for N = T with {calib_images:,} training images (bias passes: the first 256) and evaluates at T = N on {samples} evenly spaced test images. `best-flags`: `--calibration none --mode 99.99 --channel-wise --v-init 0.5`; `none`: `--calibration none --v-init 0` (plain normalization). Energy per inference, 45nm-fp32 (Horowitz 2014), with the per-step bias adds as ACs.\n\n"]
     out.append("| method | T | top-1 % | gap (points) | SyOPs | bias ACs | E 45nm-fp32 µJ | SNN/ANN |\n|---|---|---|---|---|---|---|---|\n")
     curves: dict[str, list[tuple[float, float]]] = {}
     ann_energy = None
@@ -173,7 +174,7 @@ def low_latency_section(net, train_set, test, norm) -> str:
             else:
                 threshold, bias = CALIBRATIONS[method]
                 options = ConversionOptions(mode=parse_mode("99.99"), channel_wise=threshold == "if-search", v_init=0.5, T=T, threshold=threshold, bias=bias)
-            calib = (x for x, _ in make_loader(train_set, 128, 1024))
+            calib = (x for x, _ in make_loader(train_set, 128, calib_images))
             snn, _ = ann_to_snn(net, calib, input_shape=(3, 32, 32), options=options, normalization=norm)
             r = analyze(snn, make_loader(test, 125, samples), [T])
             row = r.rows[0]
