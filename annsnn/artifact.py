@@ -114,6 +114,10 @@ def _make_module(type_name: str, config: dict, state: dict[str, torch.Tensor], p
         return Rescale(state[prefix + "factor"])
     if cls is Normalize:
         return Normalize(state[prefix + "mean"], state[prefix + "std"])
+    if cls is IFNeurons:  # the per-step bias is a tensor of the state, not a config value
+        if bool(config.get("bias_steps", 0)) != (prefix + "step_bias" in state):
+            raise UsageError("SNN file's neuron bias does not match its graph (corrupt file)")
+        return IFNeurons(float(config.get("v_init", 0.0)), step_bias=state.get(prefix + "step_bias"))
     if cls is AnalogOp:
         return AnalogOp.from_config(config, state, prefix)
     if cls in ANALOG_MODULES:

@@ -31,6 +31,7 @@ from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUCl
 from .modes import ScaleMode
 from .observer import DEFAULT_BINS, ActivationObserver, PercentileOf
 from .scale import Scale, ScaleError
+from .thresholds import if_thresholds
 
 __all__ = [
     "ConversionOptions",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 MaxPoolStrategy = Literal["spiking", "avg"]
+ThresholdMethod = Literal["mode", "if-search"]
+BiasMethod = Literal["none", "layer", "step"]
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,21 @@ class ConversionOptions:
     maxpool: MaxPoolStrategy = "spiking"
     hybrid: bool = False
     percentile_of: PercentileOf = "all"  # zeros count in percentiles (see observer)
+    # post-training calibration for a latency T (annsnn.calibration); defaults = plain normalization
+    T: int | None = None  # steps the SNN is calibrated for (needed by "if-search" and bias)
+    threshold: ThresholdMethod = "mode"  # "mode": read --mode; "if-search": annsnn.thresholds
+    bias: BiasMethod = "none"  # "layer": Li et al. 2021; "step": per-step (FTBC, Wu et al. 2024)
+    bias_samples: int = 256  # calibration images the bias passes simulate
 
     def __post_init__(self) -> None:
+        if self.threshold not in ("mode", "if-search"):
+            raise UsageError(f"invalid threshold method {self.threshold!r}: use 'mode' or 'if-search'")
+        if self.bias not in ("none", "layer", "step"):
+            raise UsageError(f"invalid bias method {self.bias!r}: use 'none', 'layer' or 'step'")
+        if (self.threshold != "mode" or self.bias != "none") and (self.T is None or self.T < 1):
+            raise UsageError("calibration for a latency needs --T N with N >= 1")
+        if self.bias_samples < 1:
+            raise UsageError(f"invalid bias samples {self.bias_samples}: use at least 1")
         if not 0.0 <= self.v_init < 1.0:
             raise UsageError(f"invalid --v-init {self.v_init}: use a fraction of the threshold in [0, 1)")
         if self.maxpool not in ("spiking", "avg"):
@@ -71,6 +87,10 @@ class ConversionOptions:
             "maxpool": self.maxpool,
             "hybrid": self.hybrid,
             "percentile_of": self.percentile_of,
+            "T": self.T,
+            "threshold": self.threshold,
+            "bias": self.bias,
+            "bias_samples": self.bias_samples,
         }
 
 
@@ -622,7 +642,21 @@ def _layer_scale(observer: ActivationObserver, options: ConversionOptions, ceili
                               f"the scale is the {mode} percentile of the positive values instead")
         return float(observer.max_val), "no positive percentile; the scale is the layer max"
 
-    if channel_wise:
+    if options.threshold == "if-search":
+        # T-aware threshold (annsnn.thresholds): a silent layer gets 1, a silent channel the
+        # layer's own T-aware threshold (its calibration says nothing about it)
+        assert options.T is not None
+        value = if_thresholds(observer, options.T, channel_wise, ceiling)
+        layer_theta = float(if_thresholds(observer, options.T, False, ceiling)) if float(observer.max_val) > 0 else 1.0
+        if channel_wise:
+            dead = value <= 0
+            if bool(dead.any()):
+                notes.append(f"{int(dead.sum())} channel(s) never fired in calibration; their threshold is the layer's {layer_theta:.4g}")
+                value = torch.where(dead, torch.full_like(value, layer_theta), value)
+        elif float(value) <= 0:
+            notes.append("layer never fired in calibration; scale set to 1")
+            value = torch.tensor(1.0, dtype=torch.float64)
+    elif channel_wise:
         value = observer.scale(mode, True, options.percentile_of)
         dead = observer.channel_max <= 0
         rare = (value <= 0) & ~dead  # fired, but more than q% of its values are zero
@@ -685,7 +719,8 @@ def convert(
         layer_scale = float(value.mean())
         clipped = observer.fraction_above(layer_scale) if not options.channel_wise else _channel_clipped(observer, value.flatten())
         population = "" if options.mode.kind != "percentile" else f" of {options.percentile_of} values"
-        rule = f"{options.mode}{population}{' per channel' if options.channel_wise else ''}"
+        chosen = f"IF error search at T={options.T}" if options.threshold == "if-search" else f"{options.mode}{population}"
+        rule = f"{chosen}{' per channel' if options.channel_wise else ''}"
         report.layers.append(
             LayerReport(
                 name=name,
@@ -802,6 +837,7 @@ def convert(
         node.meta.pop("value_on_scale", None)
     gm.graph.lint()
     gm.recompile()
+    gm.meta["annsnn_thresholds"] = lam  # per-neuron scale (ANN units per spike), for calibration passes
     return gm, report
 
 

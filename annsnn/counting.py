@@ -431,6 +431,10 @@ class SnnCounter:
             if isinstance(module, IFNeurons):
                 layer = self._layer(name, "IFNeurons", "neurons")
                 layer.neurons = _numel(node)
+                # --- calibration hook (issue 12, helper "lowlat"): a per-step bias
+                # (annsnn.calibration) adds one current per neuron and step: one AC each.
+                if getattr(module, "step_bias", None) is not None:
+                    self._bias_layers.append((name, layer.neurons))
                 continue
             if isinstance(module, SpikingMaxPool2d):
                 self._layer(name, "SpikingMaxPool2d", "pool")

@@ -61,28 +61,64 @@ class IFNeurons(TemporalModule):
 
     ``v_init`` is the initial membrane potential as a fraction of the threshold.
     Input: currents ``[K*B, ...]``; output: spikes of the same shape.
+
+    ``step_bias`` (optional, shape ``[S, *channel_shape]``, from post-training
+    calibration, see :mod:`annsnn.calibration`) adds a current at every step:
+    step ``t`` (0-based, counted from :meth:`reset_state`) integrates
+    ``x[t] + step_bias[min(t, S - 1)]``. The bias at step t never depends on later
+    steps, so a network calibrated for S steps is *prefix-consistent*: its readout
+    at any k <= S equals a k-step run. Beyond S the last step's bias repeats
+    (S = 1 is a constant bias). Each add is one accumulate (AC) per neuron and step.
     """
 
-    def __init__(self, v_init: float = 0.0) -> None:
+    def __init__(self, v_init: float = 0.0, step_bias: Tensor | None = None) -> None:
         super().__init__()
         self.v_init = float(v_init)
         self.v: Tensor | None = None
+        self.t = 0
+        if step_bias is not None:
+            if step_bias.dim() < 1 or step_bias.shape[0] < 1 or not bool(torch.isfinite(step_bias).all()):
+                raise UsageError("IF step bias must be a finite tensor [steps, ...]")
+            self.register_buffer("step_bias", step_bias.detach().to(torch.float32).clone())
+        else:
+            self.step_bias: Tensor | None = None
+
+    def set_step_bias(self, step_bias: Tensor | None) -> None:
+        """Install (or remove, with None) the per-step bias ``[S, *channel_shape]``."""
+        self._buffers.pop("step_bias", None)
+        self.__dict__.pop("step_bias", None)
+        if step_bias is None:
+            self.step_bias = None
+        else:
+            self.register_buffer("step_bias", step_bias.detach().to(torch.float32).clone())
+
+    @property
+    def bias_steps(self) -> int:
+        """S, the steps the bias was calibrated for (0 = no bias)."""
+        return 0 if self.step_bias is None else int(self.step_bias.shape[0])
 
     def reset_state(self) -> None:
         self.v = None
+        self.t = 0
 
     def forward(self, x: Tensor) -> Tensor:
         seq = x.reshape(self.steps, -1, *x.shape[1:])
         if self.v is None:
             self.v = torch.full(seq.shape[1:], self.v_init, dtype=torch.float32, device=x.device)
-        spikes, self.v = if_soft_reset(seq if seq.dtype == torch.float32 else seq.float(), self.v)
+        seq = seq if seq.dtype == torch.float32 else seq.float()
+        if self.step_bias is not None:
+            index = torch.arange(self.t, self.t + self.steps, device=x.device).clamp_(max=self.step_bias.shape[0] - 1)
+            seq = seq + self.step_bias.to(seq.device)[index].unsqueeze(1)
+        self.t += self.steps
+        spikes, self.v = if_soft_reset(seq, self.v)
         return spikes.to(x.dtype).reshape(x.shape)
 
     def config(self) -> dict:
-        return {"v_init": self.v_init}
+        return {"v_init": self.v_init, "bias_steps": self.bias_steps}
 
     def extra_repr(self) -> str:
-        return f"threshold=1, reset=subtract, v_init={self.v_init:g}"
+        extra = f", step_bias={self.bias_steps} step(s)" if self.step_bias is not None else ""
+        return f"threshold=1, reset=subtract, v_init={self.v_init:g}{extra}"
 
 
 class SpikingMaxPool2d(TemporalModule):

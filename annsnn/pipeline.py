@@ -47,12 +47,17 @@ def ann_to_snn(
     canonical = canonicalize(model, normalization=normalization, hybrid=options.hybrid, maxpool_to_avgpool=options.maxpool == "avg", input_shape=input_shape)
     calibrator = Calibrator(canonical, channel_wise=options.channel_wise)
     equivalence: Equivalence | None = None
+    kept: list[Tensor] = []  # the first bias_samples images, for the bias passes
+    held = 0
     for batch in calibration:
         if tuple(batch.shape[1:]) != tuple(input_shape):
             raise UsageError(f"calibration batch has shape {tuple(batch.shape[1:])}, the model expects {tuple(input_shape)}")
         if equivalence is None:
             equivalence = check_equivalence(canonical, batch)
         calibrator.observe(batch)
+        if options.bias != "none" and held < options.bias_samples:
+            kept.append(batch[: options.bias_samples - held])
+            held += int(kept[-1].shape[0])
         if on_batch is not None:
             on_batch(int(batch.shape[0]))
     graph, report = convert(calibrator, options, input_shape)
@@ -69,7 +74,19 @@ def ann_to_snn(
             "equivalence": report.to_dict()["equivalence"],
         }
     )
-    return SpikingNetwork(graph, canonical.module, info), report
+    snn = SpikingNetwork(graph, canonical.module, info)
+    if options.bias != "none":
+        from .calibration import fit_layer_bias, fit_step_bias
+
+        assert options.T is not None
+        images = torch.cat(kept)
+        fit = fit_step_bias(snn, images, options.T) if options.bias == "step" else fit_layer_bias(snn, images, options.T)
+        report.notes.append(f"{options.bias} bias fitted for T={options.T} on {fit.samples} calibration images")
+        info["bias_fit"] = fit.to_dict()
+        info["report"] = report.to_dict()
+    if options.T is not None:
+        info["calibrated_T"] = options.T
+    return snn, report
 
 
 def _activation_sizes(module: nn.Module, input_shape: tuple[int, ...]) -> list[int]:

@@ -377,6 +377,18 @@ def summary() -> None:
             if "scales" in block and name == "default":  # channel-wise means are not comparable (dead channels)
                 text += f"; scale ratio annsnn/SJ {block['scales']['annsnn_over_spikingjelly_min']:.3f}..{block['scales']['annsnn_over_spikingjelly_max']:.3f}"
             rows.append((f"ResNet-20 top-1, annsnn vs SpikingJelly ({name})", str(block["annsnn_at_least_spikingjelly_at_every_T"]), "annsnn >= SJ at every T", text, "accuracy"))
+        if (c := r.get("calibrated")):
+            ltb = c["spikingjelly_local_threshold_balancing"]
+            text = ", ".join(f"T={t}: {100 * c['annsnn'][str(t)]:.1f} vs RC {100 * c['spikingjelly_rate_coding_best'][str(t)]:.1f} / LTB " + (f"{100 * ltb[str(t)]:.1f}" if isinstance(ltb, dict) else "failed") for t in c["steps"])
+            rows.append((f"ResNet-20 top-1, annsnn {c['method']} (per N) vs SJ RateCoding best flags / LocalThresholdBalancing", str(c["annsnn_beats_both_at_every_T"]), "annsnn > both at every T", text, "accuracy"))
+    if (r := load("low_latency")):  # issue 12: python benchmarks/low_latency.py
+        targets = {8: 10.0, 16: 3.0, 32: 1.0, 64: 0.3}
+        for arch, block in r.items():
+            for key, row in sorted(block.get("rows", {}).items(), key=lambda kv: (kv[1]["method"], kv[1]["T"])):
+                target = f"gap <= {targets[row['T']]}" if row["method"] == "threshold+step-bias" and row["T"] in targets else "–"
+                rows.append((f"{arch} {row['method']} at T={row['T']}: gap to ANN (points)", f"{row['gap_points']:.1f}", target,
+                             f"top-1 {100 * row['top1']:.1f} vs ANN {100 * block['ann_top1']:.1f}; {block['test_images']} test / {block['calibration_images']} calib images; conversion {row['conversion_over_ann_pass']:.1f} ANN passes; commit {block['commit']}",
+                             f"summary  # rows from: python benchmarks/low_latency.py --arch {arch} --calib {block['calibration_images']} --test {block['test_images']}"))
     if (r := load("nir")):
         v = r["vgg11_cifar"]
         rows.append(("NIR export + re-import / one evaluate pass (T=8, 100 images), VGG-11 CIFAR", f"{v['ratio']:.3f}", "< 1", f"{v['export_import_s']:.2f} s vs {v['evaluate_T8_100_s']:.2f} s; ResNet-20 is refused ({r['resnet20']['refused']}) in {r['resnet20']['refusal_s']:.2f} s; its evaluate pass takes {r['resnet20_evaluate_T8_100_s']:.2f} s", "nir"))
@@ -392,7 +404,7 @@ def summary() -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "distributed": distributed, "accuracy": accuracy, "nir": nir_roundtrip, "robustness": robustness}
+    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "distributed": distributed, "accuracy": accuracy, "nir": nir_roundtrip, "robustness": robustness, "summary": lambda: None}
     names = sys.argv[1:] or ["speed", "overhead", "calibration"]
     if names == ["all"]:
         names = list(jobs)

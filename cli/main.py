@@ -23,6 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from annsnn import __version__
 from annsnn.errors import AnnsnnError, UsageError
 
+from annsnn.calibration import CALIBRATIONS
+
 from .params import FLOAT_LIST, MODE, SHAPE, TIME_STEPS
 
 __all__ = ["cli", "main"]
@@ -31,6 +33,8 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 DEFAULT_T = "5,20,50"
+DEFAULT_CALIB_T = 32  # latency the default conversion is calibrated for (see README: low-latency calibration)
+CALIBRATION_NAMES = tuple(CALIBRATIONS)  # the first is the default pipeline
 
 
 def _progress() -> Progress:
@@ -218,9 +222,12 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.argument("model", required=False)
 @click.option("--arch", help="Architecture of a state_dict (.pt/.safetensors): a zoo name ('annsnn zoo list'), torchvision:NAME or timm:NAME (classes read from the checkpoint).")
 @click.option("--mode", type=MODE, default="99.99", show_default=True, help="Scale per layer: 'max', a percentile (99.9, 99.99%), or a fraction of the max (0.5, 1/3). A bare number above 1 is a percentile, one up to 1 a fraction: --mode 50 is the 50th percentile, --mode 0.5 is half the max (write 0.5% for the 0.5th percentile).")
-@click.option("--channel-wise", is_flag=True, help="One scale per channel instead of per layer.")
+@click.option("--channel-wise/--layer-wise", "channel_wise", default=None, help="One scale per channel or per layer (default: per channel with a T-aware threshold search, else per layer).")
 @click.option("--percentile-of", type=click.Choice(["all", "positive"]), default="all", show_default=True, help="Population of a percentile mode: all: every activation, zeros included (numpy/torch.quantile, SpikingJelly); positive: only the non-zero ones (snntoolbox), which gives higher scales.")
-@click.option("--v-init", type=float, default=0.0, show_default=True, help="Initial membrane potential as a fraction of the threshold (0.5 helps at low T).")
+@click.option("--v-init", type=float, default=0.5, show_default=True, help="Initial membrane potential as a fraction of the threshold (0.5: the IF neuron rounds instead of flooring).")
+@click.option("--T", "calib_T", type=click.IntRange(min=1), default=DEFAULT_CALIB_T, show_default=True, help="Latency N the SNN is calibrated for; valid for every T <= N (beyond N the last step's bias repeats).")
+@click.option("--calibration", type=click.Choice(list(CALIBRATION_NAMES)), default=CALIBRATION_NAMES[0], show_default=True, help="threshold: per-channel thresholds minimising the IF quantisation error at T=N (Li et al. ICML 2021); bias: constant per-channel bias correction (Li et al. 2021); step-bias: a bias per step and channel (after FTBC, Wu et al. ECCV 2024); none: plain --mode normalization.")
+@click.option("--bias-samples", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration images (the first of --calib-samples) the bias passes simulate.")
 @click.option("--maxpool", type=click.Choice(["spiking", "avg"]), default="spiking", show_default=True, help="spiking: a max-pool that spikes when the largest input spike count grows (output rate = max input rate); avg: replace MaxPool by AvgPool (changes the ANN).")
 @click.option("--hybrid", is_flag=True, help="Keep unconvertible activations (GELU, SiLU, ...) analog instead of failing.")
 @click.option("--data", help="Calibration dataset (default: recorded in the model, or the architecture's).")
@@ -234,7 +241,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="SNN file (default: next to MODEL, NAME.snn.pt).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the conversion report as JSON.")
 @click.option("--trust", is_flag=True, help="Allow unpickling a whole pickled nn.Module (runs code from the file).")
-def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
+def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
 
     BatchNorm is folded, one calibration pass records each activation's exact max and a
@@ -264,7 +271,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
 
     from annsnn.io import convertible_module
 
-    options = ConversionOptions(mode=mode, channel_wise=channel_wise, percentile_of=percentile_of, v_init=v_init, maxpool=maxpool, hybrid=hybrid)
+    options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid)
     loaded = _load(model, arch, trust, input_shape=input_shape)
     target = Path(out_path) if out_path else _default_out(model, loaded.arch or "model")
     check_output_path(target, inputs=(model or "",))
@@ -295,6 +302,9 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
         lines.append("[yellow]note:[/] MaxPool was replaced by AvgPool: the converted network approximates a changed ANN")
     lines.extend(f"note: {note}" for note in report.notes)
     lines.append(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s")
+    lines.append(f"calibration: {calibration} for T={calib_T} (valid for every T <= {calib_T}; beyond it the last step's bias repeats)" if calibration != "none" else "calibration: none (plain normalization)")
+    if options.threshold == "if-search":
+        lines.append(f"note: thresholds come from the IF error search at T={calib_T}; --mode/--percentile-of apply with --calibration none, bias or step-bias")
     json_text = json_dumps({"schema_version": 1, "snn": str(target), **meta, "report": report.to_dict()}) if json_path else None
     save_snn(snn, target)
     if json_text is not None:
@@ -309,6 +319,18 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, maxpool, hyb
     out.print(f"wrote {target}  (remembered: 'annsnn evaluate' and 'annsnn energy' now use it)")
     if json_path:
         out.print(f"wrote {json_path}")
+
+
+def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid):
+    from annsnn.calibration import calibration_options
+    from annsnn.convert import ConversionOptions
+
+    threshold, bias = calibration_options(calibration)
+    if channel_wise is None:
+        channel_wise = threshold == "if-search"
+    calibrated = calibration != "none"
+    return ConversionOptions(mode=mode, channel_wise=channel_wise, percentile_of=percentile_of, v_init=v_init, maxpool=maxpool, hybrid=hybrid,
+                             T=calib_T if calibrated else None, threshold=threshold, bias=bias, bias_samples=bias_samples)
 
 
 # ---------------------------------------------------------------------------
@@ -765,24 +787,33 @@ def demo(out_dir: str, T) -> None:
     check_output_path(directory / "digits_cnn.snn.pt")
     loaded = load_model(embedded_checkpoint())
     spec, norm, norm_source, shape = _resolve(loaded, None, None, None, None, None)
-    options = ConversionOptions(mode=parse_mode("99.99"))
+    steps = sorted(T) if not isinstance(T, int) else [T]
+    plain_options = ConversionOptions(mode=parse_mode("99.99"))
+    options = _calibrated_options(parse_mode("99.99"), None, "all", 0.5, max(steps), CALIBRATION_NAMES[0], 256, "spiking", False)
     started = time.perf_counter()
     meta = {"source": {"path": str(embedded_checkpoint()), "kind": "checkpoint", "arch": loaded.arch}, "dataset": spec.to_dict(),
             "normalization": {"mean": norm[0], "std": norm[1], "source": norm_source}, "annsnn_version": __version__}
     with _progress() as progress:
-        calib = (x for x, _ in _batches(make_loader(load_dataset("digits", "train"), 256), progress, "calibrating"))
-        snn, report = ann_to_snn(loaded.module, calib, input_shape=shape, options=options, normalization=norm, meta=meta)
+        images = [x for x, _ in _batches(make_loader(load_dataset("digits", "train"), 256), progress, "calibrating")]
+    plain, _ = ann_to_snn(loaded.module, iter(images), input_shape=shape, options=plain_options, normalization=norm, meta=meta)
+    snn, report = ann_to_snn(loaded.module, iter(images), input_shape=shape, options=options, normalization=norm, meta=meta)
     target = directory / "digits_cnn.snn.pt"
     save_snn(snn, target)
     remember_last_snn(target)
     out.print(conversion_table(report))
     from annsnn.evaluation import data_spec_for
 
-    result, _ = _analyze(snn, make_loader(load_dataset("digits", "test"), 360), T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True, data=data_spec_for("digits", "test", None, 360, None))
+    test_loader = make_loader(load_dataset("digits", "test"), 360)
+    test_spec = data_spec_for("digits", "test", None, 360, None)
+    plain_result, _ = _analyze(plain, test_loader, T, "direct", 0, None, ("45nm-fp32",), count=False, data=test_spec)
+    out.print("plain normalization (--calibration none --v-init 0): top-1 " + ", ".join(f"T={row.T}: {100 * (row.top1 or 0.0):.1f}%" for row in plain_result.rows))
+    out.print(f"calibrated ({CALIBRATION_NAMES[0]}, calibrated for T={max(steps)}, valid for every T <= {max(steps)}):")
+    result, _ = _analyze(snn, test_loader, T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True, data=test_spec)
     out.print(energy_table(result))
     out.print("break-even T: " + ", ".join(f"{k}: {v}" for k, v in result.break_even_T.items()))
     data_out = result.to_dict()
-    data_out.update({"snn": str(target), "dataset": "digits", "split": "test", "conversion": report.to_dict()})
+    data_out.update({"snn": str(target), "dataset": "digits", "split": "test", "conversion": report.to_dict(),
+                     "plain_top1": {str(row.T): row.top1 for row in plain_result.rows}})
     write_json(directory / "demo.json", data_out)
     plots = save_plots(result, directory / "plots")
     out.print(f"wrote {target}, {directory / 'demo.json'} and plots: " + ", ".join(str(p) for p in plots))

@@ -3,7 +3,10 @@
 Needs ../shared (or $ANNSNN_SHARED). Numbers in the Markdown come from this script
 only; never edit them by hand. Not run by CI (it takes tens of minutes on 2 cores).
 
-    python reports/generate.py [mnist] [cifar] [structure] [comparison]
+    python reports/generate.py [mnist] [cifar] [structure] [comparison] [lowlat]
+
+``lowlat`` regenerates only the low-latency section of cifar10.md (also part of ``cifar``);
+LOWLAT_SAMPLES / LOWLAT_CALIB / LOWLAT_STEPS / LOWLAT_METHODS shrink it for a quick check.
 """
 from __future__ import annotations
 
@@ -140,7 +143,93 @@ def cifar() -> None:
     lines.append(f"\nBreak-even T: 45nm-fp32 {be(best.break_even_T['45nm-fp32'])}, Loihi {be(best.break_even_T['loihi'])}. Compute-only estimates: memory traffic is not counted.\n\n")
     figures = save_plots(best, REPORTS / "figures", prefix="cifar_resnet20_")
     lines.append("".join(f"![{p.stem}](figures/{p.name})\n" for p in figures))
+    lines.append(low_latency_section(net, train_set, test, norm))
     write_text(REPORTS / "cifar10.md", "".join(lines))
+
+
+_LOWLAT_BEGIN, _LOWLAT_END = "<!-- low-latency: begin -->\n", "<!-- low-latency: end -->\n"
+
+
+def low_latency_section(net, train_set, test, norm) -> str:
+    """Issue 12: method x T table (top-1, gap, energy; converted once per N, evaluated at
+    T = N) and an accuracy-energy Pareto plot with one curve per method, beside
+    SpikingJelly's recipes (from benchmarks/results/accuracy.json when present)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from annsnn.calibration import CALIBRATIONS
+
+    samples = int(os.environ.get("LOWLAT_SAMPLES", 1000))
+    calib_images = int(os.environ.get("LOWLAT_CALIB", 1024))
+    steps = [int(t) for t in os.environ.get("LOWLAT_STEPS", "8,16,32,64").split(",")]
+    methods = os.environ.get("LOWLAT_METHODS", ",".join([next(iter(CALIBRATIONS)), "threshold+bias", "threshold", "best-flags", "none"])).split(",")
+    out = [_LOWLAT_BEGIN, f"## Low-latency calibration: method × T\n\nEach row converts once for N = T with {calib_images:,} training images (bias passes: the first 256) and evaluates at T = N on {samples} evenly spaced test images. `best-flags`: `--calibration none --mode 99.99 --channel-wise --v-init 0.5`; `none`: `--calibration none --v-init 0` (plain normalization). Energy per inference, 45nm-fp32 (Horowitz 2014), with the per-step bias adds as ACs.\n\n"]
+    out.append("| method | T | top-1 % | gap (points) | SyOPs | bias ACs | E 45nm-fp32 µJ | SNN/ANN |\n|---|---|---|---|---|---|---|---|\n")
+    curves: dict[str, list[tuple[float, float]]] = {}
+    ann_energy = None
+    for method in methods:
+        for T in steps:
+            if method == "none":
+                options = ConversionOptions(mode=parse_mode("99.99"))
+            elif method == "best-flags":
+                options = ConversionOptions(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5)
+            else:
+                threshold, bias = CALIBRATIONS[method]
+                options = ConversionOptions(mode=parse_mode("99.99"), channel_wise=threshold == "if-search", v_init=0.5, T=T, threshold=threshold, bias=bias)
+            calib = (x for x, _ in make_loader(train_set, 128, calib_images))
+            snn, _ = ann_to_snn(net, calib, input_shape=(3, 32, 32), options=options, normalization=norm)
+            r = analyze(snn, make_loader(test, 125, samples), [T])
+            row = r.rows[0]
+            ann_energy = r.ann.energy_pj["45nm-fp32"]
+            gap = 100 * ((r.ann.top1 or 0) - (row.top1 or 0))
+            out.append(f"| {method} | {T} | {pct(row.top1)} | {gap:.1f} | {row.synaptic_acs:,.0f} | {row.bias_acs:,.0f} | {uj(row.energy_pj['45nm-fp32'])} | {row.energy_ratio['45nm-fp32']:.3f} |\n")
+            curves.setdefault(method, []).append((row.energy_pj["45nm-fp32"] / 1e6, 100 * (row.top1 or 0)))
+            print("lowlat", method, T, flush=True)
+    sj_file = ROOT / "benchmarks" / "results" / "accuracy.json"
+    sj = json.loads(sj_file.read_text()).get("calibrated") if sj_file.is_file() else None
+    if sj:
+        out.append("\nSpikingJelly 2.0 on the equivalent module form (same 1,024 calibration and 1,000 test images; `python benchmarks/run.py accuracy`), top-1 %:\n\n| recipe | " + " | ".join(f"T={t}" for t in sj["steps"]) + " |\n|" + "---|" * (1 + len(sj["steps"])) + "\n")
+        for label, key in (("annsnn " + sj["method"], "annsnn"), ("SJ RateCodingRecipe (99.99%, channel-wise, half threshold)", "spikingjelly_rate_coding_best"), ("SJ LocalThresholdBalancingRecipe", "spikingjelly_local_threshold_balancing")):
+            values = sj[key]
+            out.append(f"| {label} | " + (" | ".join(f"{100 * values[str(t)]:.1f}" for t in sj["steps"]) if isinstance(values, dict) else values) + " |\n")
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for method, points in curves.items():
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=method)
+    if sj and ann_energy is not None:  # SJ runs the same IF dynamics: the SyOPs of annsnn's best-flags rows are the closest energy proxy
+        proxy = dict(zip(steps, [p[0] for p in curves.get("best-flags", [])]))
+        for label, key, style in (("SJ rate coding", "spikingjelly_rate_coding_best", "s--"), ("SJ LTB", "spikingjelly_local_threshold_balancing", "x--")):
+            values = sj[key]
+            if isinstance(values, dict) and proxy:
+                ax.plot([proxy[t] for t in sj["steps"] if t in proxy], [100 * values[str(t)] for t in sj["steps"] if t in proxy], style, label=label + " (energy: best-flags proxy)")
+    if ann_energy is not None:
+        ax.axvline(ann_energy / 1e6, color="grey", linestyle=":", label="ANN energy")
+    ax.set_xlabel("energy per inference, 45nm-fp32 (µJ)")
+    ax.set_ylabel("top-1 %")
+    ax.legend(fontsize=7)
+    path = REPORTS / "figures" / "cifar_resnet20_low_latency_pareto.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    out.append(f"\n![low-latency Pareto](figures/{path.name})\n")
+    out.append(_LOWLAT_END)
+    return "".join(out)
+
+
+def lowlat() -> None:
+    """Regenerate only the low-latency section of cifar10.md."""
+    weights = SHARED / "models" / "cifar10-resnet" / "resnet20-12fca82f.th"
+    root = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
+    net = load_model(weights, "resnet20").module
+    section = low_latency_section(net, load_dataset(root, "train"), load_dataset(root, "test"), (list(IMAGENET_MEAN), list(IMAGENET_STD)))
+    path = REPORTS / "cifar10.md"
+    text = path.read_text() if path.is_file() else ""
+    if _LOWLAT_BEGIN in text and _LOWLAT_END in text:
+        text = text[: text.index(_LOWLAT_BEGIN)] + section + text[text.index(_LOWLAT_END) + len(_LOWLAT_END) :]
+    else:
+        text = text + ("\n" if text and not text.endswith("\n") else "") + section
+    write_text(path, text)
 
 
 def structure() -> None:
@@ -205,7 +294,7 @@ def comparison() -> None:
 
 
 if __name__ == "__main__":
-    jobs = {"mnist": mnist, "cifar": cifar, "structure": structure, "comparison": comparison}
+    jobs = {"mnist": mnist, "cifar": cifar, "structure": structure, "comparison": comparison, "lowlat": lowlat}
     names = sys.argv[1:] or list(jobs)
     for name in names:
         started = time.time()

@@ -113,7 +113,7 @@ def _assert_channel_scales_are_used(snn_path: Path, layer: dict) -> None:
 def test_percentile_of_positive_gives_higher_scales_and_is_recorded(capsys, tmp_path):
     scales = {}
     for population in ("all", "positive"):
-        code, out, err = run(capsys, "convert", str(embedded_checkpoint()), "--mode", "99", "--percentile-of", population, "--calib-samples", "256",
+        code, out, err = run(capsys, "convert", str(embedded_checkpoint()), "--mode", "99", "--percentile-of", population, "--calibration", "none", "--calib-samples", "256",
                              "--out", str(tmp_path / f"{population}.snn.pt"), "--json", str(tmp_path / f"{population}.json"))
         assert code == 0, err
         report = json.loads((tmp_path / f"{population}.json").read_text())["report"]

@@ -1,0 +1,209 @@
+"""Post-training calibration passes for a latency of N steps (bias / potential correction).
+
+After conversion (thresholds from :mod:`annsnn.thresholds` or a --mode), the SNN's mean
+output per channel still drifts from the ANN's: the quantisation and clipping errors of
+one layer shift the next layer's mean input, and the shifts add up with depth. These
+passes simulate the SNN on calibration images (training split) and correct each neuron
+layer's input current per channel, in topological order, so that its mean output
+``rate * theta`` matches the ANN's mean activation. All sums are float64.
+
+* ``layer`` (Li, Deng, Dong, Gu, ICML 2021, arXiv:2106.06984, "light calibration"; journal
+  version Li et al. 2022, arXiv:2205.10121): one constant bias per channel,
+  ``b_c += (mean_ann_c / theta_c - rate_c) / p_c``, where ``rate_c`` is the mean spike rate
+  over N steps and ``p_c`` the share of the channel's ANN activations that are positive (a
+  bias moves only neurons that integrate). Repeated ``iterations`` times over the whole
+  network (each pass corrects every layer for the upstream corrections of the previous one).
+* ``step`` (after FTBC, Wu, Chua, Zhang, Li, Tan, ECCV 2024, arXiv:2403.18388): a bias
+  ``b[t]`` per layer, step and channel, fitted step by step in one simulation of N
+  steps. At step t, when the layer is reached (its inputs at step t are final because
+  upstream layers ran first), the bias is set so that its cumulative spike count meets
+  the ANN's: ``b_c[t] = ((t+1) mean_ann_c / theta_c - count_c[t-1] - fired_c(b=0)) / p_c``,
+  where ``fired_c(b=0)`` is the share of neurons that would fire at step t without the
+  bias. The cumulative target makes the fit a feedback loop: a step's rounding error is
+  corrected at the next step. b[t] depends only on steps <= t, so the SNN is valid for
+  every T <= N (prefix-consistent); beyond N the last step's bias repeats
+  (:class:`~annsnn.layers.IFNeurons`). The fit costs N network steps in total, not per
+  layer. FTBC fits b[t] by gradient descent on the same cumulative error; the closed form
+  here is annsnn's.
+
+Each bias add is one accumulate per neuron and step; the counters include it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .errors import UsageError
+from .layers import IFNeurons
+from .simulate import simulate
+from .snn import SpikingNetwork
+
+__all__ = ["CalibrationMethod", "CALIBRATIONS", "BiasFit", "ann_channel_targets", "fit_layer_bias", "fit_step_bias", "calibration_options"]
+
+CalibrationMethod = Literal["none", "threshold", "bias", "step-bias", "threshold+bias", "threshold+step-bias"]
+
+# --calibration NAME -> (threshold method, bias method); the first is the default pipeline
+CALIBRATIONS: dict[str, tuple[str, str]] = {
+    "threshold+step-bias": ("if-search", "step"),
+    "threshold+bias": ("if-search", "layer"),
+    "threshold": ("if-search", "none"),
+    "step-bias": ("mode", "step"),
+    "bias": ("mode", "layer"),
+    "none": ("mode", "none"),
+}
+
+_MIN_ACTIVE = 0.05  # floor of p_c: a channel that is almost never positive gets a bounded step
+_MAX_BIAS = 1.0  # |bias| per step, in thresholds
+
+
+def calibration_options(name: str) -> tuple[str, str]:
+    """(threshold method, bias method) of a ``--calibration`` name."""
+    if name not in CALIBRATIONS:
+        raise UsageError(f"invalid --calibration {name!r}: use one of {', '.join(CALIBRATIONS)}")
+    return CALIBRATIONS[name]
+
+
+@dataclass
+class BiasFit:
+    """What a bias pass did: per layer, the mean |output error| per channel (spikes per
+    step) before and after, on the calibration images."""
+
+    method: str
+    steps: int
+    samples: int
+    error_before: dict[str, float] = field(default_factory=dict)
+    error_after: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "steps": self.steps, "samples": self.samples,
+                "error_before": self.error_before, "error_after": self.error_after}
+
+
+def _channel_view(x: Tensor) -> Tensor:
+    """``[B, C, ...]`` -> ``[C, B * ...]``."""
+    return x.transpose(0, 1).reshape(x.shape[1], -1)
+
+
+def _channel_shape(sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (sample_shape[0],) + (1,) * (len(sample_shape) - 1)
+
+
+@torch.no_grad()
+def ann_channel_targets(snn: SpikingNetwork, images: Tensor) -> dict[str, tuple[Tensor, Tensor, tuple[int, ...]]]:
+    """Per neuron layer: (mean ANN activation / theta per channel, share of positive
+    activations per channel, sample shape), float64, from one ANN pass over ``images``."""
+    thresholds: dict[str, Tensor] = snn.graph.meta.get("annsnn_thresholds", {})
+    neurons = snn.neuron_layers()
+    if set(neurons) - set(thresholds):
+        raise UsageError("the SNN has no recorded thresholds; bias calibration runs right after convert")
+    modules = dict(snn.ann.named_modules())
+    sums: dict[str, list] = {}
+    handles = []
+    for name in neurons:
+        theta = thresholds[name].to(torch.float64)
+
+        def hook(mod, args, out, _name=name, _theta=theta):
+            scaled = out.to(torch.float64) / _theta.unsqueeze(0) if _theta.dim() else out.to(torch.float64) / _theta
+            part = sums.setdefault(_name, [0.0, 0.0, 0, tuple(out.shape[1:])])
+            view = _channel_view(scaled)
+            part[0] = part[0] + view.sum(1)
+            part[1] = part[1] + (view > 0).sum(1, dtype=torch.float64)
+            part[2] += view.shape[1]
+
+        handles.append(modules[name].register_forward_hook(hook))
+    try:
+        snn.ann(images)
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: (s / n, active / n, shape) for name, (s, active, n, shape) in sums.items()}
+
+
+def _counts_hooks(neurons: dict[str, IFNeurons], store: dict[str, Tensor]):
+    handles = []
+    for name, module in neurons.items():
+
+        def hook(mod, args, out, _name=name):
+            steps = mod.steps
+            spikes = out.reshape(steps, -1, *out.shape[1:])
+            total = sum(_channel_view(spikes[i]).sum(1, dtype=torch.float64) for i in range(steps))
+            store[_name] = store.get(_name, 0.0) + total  # type: ignore[operator]
+
+        handles.append(module.register_forward_hook(hook))
+    return handles
+
+
+@torch.no_grad()
+def fit_layer_bias(snn: SpikingNetwork, images: Tensor, steps: int, iterations: int = 2) -> BiasFit:
+    """Constant per-channel bias (Li et al. 2021): ``iterations`` simulations of ``steps``."""
+    targets = ann_channel_targets(snn, images)
+    neurons = snn.neuron_layers()
+    bias = {name: torch.zeros(_channel_shape(targets[name][2]), dtype=torch.float64) for name in neurons}
+    fit = BiasFit("layer", steps, int(images.shape[0]))
+    for it in range(iterations + 1):
+        for name, module in neurons.items():
+            module.set_step_bias(bias[name].unsqueeze(0) if it else None)
+        counts: dict[str, Tensor] = {}
+        handles = _counts_hooks(neurons, counts)
+        try:
+            simulate(snn, images, steps)
+        finally:
+            for h in handles:
+                h.remove()
+        for name in neurons:
+            target, active, shape = targets[name]
+            rate = counts[name] / (steps * _channel_view(torch.zeros(1, *shape)).shape[1] * images.shape[0])
+            error = target.clamp(max=1.0) - rate
+            (fit.error_after if it else fit.error_before)[name] = float(error.abs().mean())
+            if it < iterations:
+                step = (error / active.clamp(min=_MIN_ACTIVE)).view(bias[name].shape)
+                bias[name] = (bias[name] + step).clamp(-_MAX_BIAS, _MAX_BIAS)
+    for name, module in neurons.items():
+        module.set_step_bias(bias[name].unsqueeze(0))
+    return fit
+
+
+@torch.no_grad()
+def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int) -> BiasFit:
+    """Per-step, per-channel bias (after FTBC, Wu et al. 2024), fitted in one simulation."""
+    targets = ann_channel_targets(snn, images)
+    neurons = snn.neuron_layers()
+    fit = BiasFit("step", steps, int(images.shape[0]))
+    bias = {name: torch.zeros((steps,) + _channel_shape(targets[name][2]), dtype=torch.float32) for name in neurons}
+    counts: dict[str, Tensor] = {}
+    plain: dict[str, Tensor] = {}
+    handles = []
+    for name, module in neurons.items():
+        module.set_step_bias(bias[name])
+
+        def pre(mod, args, _name=name):
+            x = args[0]
+            t = mod.t
+            v = mod.v if mod.v is not None else torch.full(x.shape, mod.v_init, dtype=torch.float32)
+            target, active, _ = targets[_name]
+            fired = _channel_view((v + x) >= 1.0).sum(1, dtype=torch.float64) / (x.numel() / x.shape[1])
+            before = counts.get(_name, torch.zeros_like(target))
+            plain[_name] = plain.get(_name, torch.zeros_like(target)) + fired
+            want = (target * (t + 1) - before).clamp(0.0, 1.0)
+            b = ((want - fired) / active.clamp(min=_MIN_ACTIVE)).clamp(-_MAX_BIAS, _MAX_BIAS)
+            mod.step_bias[t] = b.to(torch.float32).view(mod.step_bias.shape[1:])
+
+        def post(mod, args, out, _name=name):
+            per_sample = out.numel() / out.shape[1]
+            counts[_name] = counts.get(_name, 0.0) + _channel_view(out).sum(1, dtype=torch.float64) / per_sample  # type: ignore[operator]
+
+        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_hook(post))
+    try:
+        simulate(snn, images, steps, chunk=1)
+    finally:
+        for h in handles:
+            h.remove()
+    for name in neurons:
+        target = targets[name][0].clamp(max=1.0)
+        fit.error_before[name] = float((target - plain[name] / steps).abs().mean())  # without this layer's bias
+        fit.error_after[name] = float((target - counts[name] / steps).abs().mean())
+    return fit

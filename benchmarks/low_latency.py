@@ -1,0 +1,91 @@
+"""Issue 12: low-latency calibration on the shared CIFAR-10 ResNets, method x T.
+
+Per architecture: the same calibration images (the first ``--calib`` of train/) and the
+same evenly spaced test images (``--test`` of test/). For every calibration method and
+every N in ``--T``, convert once for N and evaluate at T = N; record top-1, gap to the ANN,
+conversion wall time as a ratio to one ANN pass over the calibration images, and peak
+traced memory (tracemalloc covers Python allocations only, so it is recorded but not a
+target check). Writes benchmarks/results/low_latency.json after every row, so a killed
+run keeps what it measured.
+
+    python benchmarks/low_latency.py --arch resnet20 --T 8,16,32,64 --test 1000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from annsnn.calibration import CALIBRATIONS
+from annsnn.convert import ConversionOptions
+from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
+from annsnn.io import load_model
+from annsnn.modes import parse_mode
+from annsnn.pipeline import ann_to_snn
+from annsnn.simulate import simulate
+
+SHARED = Path(os.environ.get("ANNSNN_SHARED", "/work/shared"))
+WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th"}
+OUT = Path(__file__).parent / "results" / "low_latency.json"
+
+
+def _options(method: str, T: int) -> ConversionOptions:
+    threshold, bias = CALIBRATIONS[method]
+    if method == "none":  # today's plain normalization
+        return ConversionOptions(mode=parse_mode("99.99"))
+    if method == "best-flags":  # the issue's "best flags today"
+        return ConversionOptions(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5)
+    return ConversionOptions(mode=parse_mode("99.99"), channel_wise=threshold == "if-search", v_init=0.5, T=T, threshold=threshold, bias=bias)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--arch", default="resnet20")
+    parser.add_argument("--methods", default=",".join([next(iter(CALIBRATIONS)), "threshold+bias", "threshold", "best-flags", "none"]))
+    parser.add_argument("--T", default="8,16,32,64")
+    parser.add_argument("--calib", type=int, default=1024)
+    parser.add_argument("--test", type=int, default=1000)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    root = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
+    net = load_model(SHARED / "models" / "cifar10-resnet" / WEIGHTS[args.arch], args.arch).module.eval()
+    train, test = load_dataset(root, "train"), load_dataset(root, "test")
+    calib = [x for x, _ in make_loader(train, 128, args.calib)]
+    test_batches = list(make_loader(test, 200, args.test))
+    norm = (list(IMAGENET_MEAN), list(IMAGENET_STD))
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        started = time.perf_counter()
+        for x in calib:
+            net((x - mean) / std)
+        ann_pass = time.perf_counter() - started
+        ann_top1 = sum(int((net((x - mean) / std).argmax(1) == y).sum()) for x, y in test_batches) / args.test
+    data = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    block = data.setdefault(args.arch, {})
+    block.update({"ann_top1": ann_top1, "calibration_images": args.calib, "test_images": args.test, "ann_pass_seconds": ann_pass, "commit": commit})
+    rows = block.setdefault("rows", {})
+    for method in args.methods.split(","):
+        for T in [int(t) for t in args.T.split(",")]:
+            options = _options(method, T)
+            started = time.perf_counter()
+            snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=options, normalization=norm)
+            seconds = time.perf_counter() - started
+            correct = 0
+            for x, y in test_batches:
+                correct += int((simulate(snn, x, T).predictions(T) == y).sum())
+            top1 = correct / args.test
+            rows[f"{method}@{T}"] = {"method": method, "T": T, "top1": top1, "gap_points": 100 * (ann_top1 - top1),
+                                     "conversion_seconds": seconds, "conversion_over_ann_pass": seconds / ann_pass, "options": options.to_dict()}
+            OUT.parent.mkdir(parents=True, exist_ok=True)
+            OUT.write_text(json.dumps(data, indent=1))
+            print(f"{args.arch} {method} T={T}: top-1 {100 * top1:.1f}% gap {100 * (ann_top1 - top1):.1f} conv {seconds:.0f}s ({seconds / ann_pass:.1f} ANN passes)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""Low-latency calibration (issue 12): T-aware thresholds, bias passes, per-step bias."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from annsnn.artifact import load_snn, save_snn
+from annsnn.calibration import CALIBRATIONS, ann_channel_targets
+from annsnn.convert import ConversionOptions
+from annsnn.errors import UsageError
+from annsnn.layers import IFNeurons, Normalize
+from annsnn.modes import parse_mode
+from annsnn.pipeline import ann_to_snn
+from annsnn.simulate import simulate
+from annsnn.thresholds import if_quantization_errors, if_quantize, search_if_threshold
+
+
+
+# ----- (a) threshold search -------------------------------------------------------------
+
+
+def _brute_force(hist: np.ndarray, width: float, T: int) -> np.ndarray:
+    centres = (np.arange(len(hist)) + 0.5) * width
+    out = []
+    for j in range(len(hist)):
+        theta = (j + 1) * width
+        q = np.clip(np.floor(centres * T / theta + 0.5), 0, T) * theta / T
+        out.append(float((hist * (centres - q) ** 2).sum()))
+    return np.array(out)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 1000), min_size=2, max_size=80), st.integers(1, 40), st.floats(0.01, 10.0))
+def test_threshold_search_equals_brute_force_numpy(counts, T, width):
+    hist = np.array(counts, dtype=np.float64)
+    expected = _brute_force(hist, width, T)
+    errors = if_quantization_errors(torch.tensor(hist), width, T).numpy()
+    assert np.allclose(errors, expected, rtol=1e-9, atol=1e-9 * max(1.0, float((hist * ((np.arange(len(hist)) + 0.5) * width) ** 2).sum())))
+    theta, err = search_if_threshold(torch.tensor(hist), width, T)
+    if hist.sum() > 0:
+        best = int(np.argmin(expected))
+        assert expected[best] == pytest.approx(float(err), rel=1e-9, abs=1e-9 * (1 + expected.max()))
+        assert float(err) <= expected.min() * (1 + 1e-9) + 1e-9 * (1 + expected.max())
+
+
+def test_threshold_search_is_global_not_greedy():
+    """A dense cluster and a thin far tail: the error has a local minimum near the cluster,
+    rises, and falls lower later. A greedy stop at the first rise (torch.ao
+    HistogramObserver's search) keeps theta = 52 with error 243,845; the global argmin
+    is theta = 124 with error 104,385 (values of this histogram, bin width 1, T = 8)."""
+    hist = torch.zeros(200, dtype=torch.float64)
+    hist[10:20] = 1000.0
+    hist[150:160] = 2.0
+    errors = if_quantization_errors(hist, 1.0, 8)
+    greedy = next(j for j in range(1, 200) if errors[j] > errors[j - 1]) - 1
+    theta, err = search_if_threshold(hist, 1.0, 8)
+    assert (greedy + 1, float(errors[greedy])) == (52, 243845.0)
+    assert (float(theta), float(err)) == (124.0, 104385.0)
+
+
+@pytest.mark.parametrize("T", [1, 4, 16])
+def test_if_error_closed_form_on_uniform_distribution(T):
+    """x ~ U[0, a], theta <= a: E = (theta/T)^2 / 12 * theta/a (rounding, T levels, the first
+    half-level rounds to 0 with the same error) + (a - theta)^3 / (3a) (clipping), per value.
+    A fine uniform histogram matches it, and the argmin matches the closed form's."""
+    bins, a = 4096, 1.0
+    width = a / bins
+    hist = torch.ones(bins, dtype=torch.float64)
+    errors = if_quantization_errors(hist, width, T) / bins
+    theta = torch.arange(1, bins + 1, dtype=torch.float64) * width
+    closed = (theta / T) ** 2 / 12 * theta / a + (a - theta) ** 3 / (3 * a)
+    assert torch.allclose(errors, closed, rtol=2e-3, atol=1e-7)
+    assert float(theta[errors.argmin()]) == pytest.approx(float(theta[closed.argmin()]), abs=3 * width)
+
+
+def test_if_quantize_is_the_if_neuron_rate():
+    """The IF neuron with v_init 1/2 and constant input x/theta emits Q_T(x)/theta*T spikes."""
+    x = torch.linspace(0, 2.0, 101)
+    theta, T = 1.3, 7
+    neuron = IFNeurons(0.5)
+    neuron.steps = T
+    spikes = neuron((x / theta).unsqueeze(0).expand(T, -1).reshape(T, -1))
+    assert torch.allclose(spikes.sum(0) * theta / T, if_quantize(x, theta, T), atol=1e-6)
+
+
+# ----- helpers: a small trained CNN -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cnn_and_data():
+    """The bundled, trained digits CNN (no training in the test) and training images."""
+    from annsnn.data import load_dataset
+    from annsnn.io import load_model
+    from annsnn.zoo import embedded_checkpoint
+
+    loaded = load_model(embedded_checkpoint())
+    norm = loaded.record["normalization"]
+    model = nn.Sequential(Normalize(norm["mean"], norm["std"]), loaded.module.eval())
+    (xtr, _) = load_dataset("digits", "train").tensors  # type: ignore[attr-defined]
+    return model.eval(), xtr[:512], xtr[512:768]
+
+
+def _convert(model, calib, T, name, v_init=0.5):
+    threshold, bias = CALIBRATIONS[name]
+    options = ConversionOptions(mode=parse_mode("99.99"), channel_wise=threshold == "if-search", v_init=v_init,
+                                T=T if name != "none" else None, threshold=threshold, bias=bias, bias_samples=256)
+    return ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=options)[0]
+
+
+def _layer_errors(snn, x, T) -> dict[str, tuple[float, float]]:
+    """Per neuron layer at T steps, with e = rate * theta - ANN activation: (mean |e| over
+    every neuron, mean |mean of e over a channel| over channels)."""
+    thresholds = snn.graph.meta["annsnn_thresholds"]
+    ann_out: dict[str, torch.Tensor] = {}
+    snn_out: dict[str, torch.Tensor] = {}
+    modules = dict(snn.ann.named_modules())
+    handles = [modules[n].register_forward_hook(lambda m, a, o, _n=n: ann_out.__setitem__(_n, o)) for n in snn.neuron_layers()]
+    with torch.no_grad():
+        snn.ann(x)
+    for h in handles:
+        h.remove()
+    handles = []
+    for name, module in snn.neuron_layers().items():
+        handles.append(module.register_forward_hook(lambda m, a, o, _n=name: snn_out.__setitem__(_n, snn_out.get(_n, 0) + o.reshape(m.steps, -1, *o.shape[1:]).sum(0))))
+    simulate(snn, x, T)
+    for h in handles:
+        h.remove()
+    out = {}
+    for n in snn.neuron_layers():
+        e = (snn_out[n] / T * thresholds[n] - ann_out[n]).double()
+        out[n] = (float(e.abs().mean()), float(e.transpose(0, 1).reshape(e.shape[1], -1).mean(1).abs().mean()))
+    return out
+
+
+# ----- each method reduces the per-layer error at T = N ---------------------------------
+
+
+@pytest.mark.parametrize("name, which", [("threshold", 0), ("bias", 1), ("step-bias", 1), ("threshold+bias", 1), ("threshold+step-bias", 0)])
+def test_each_method_reduces_per_layer_error_at_T(cnn_and_data, name, which):
+    """On held-out training images: the T-aware threshold reduces the per-neuron error
+    (which = 0); the bias passes reduce the per-channel mean error they fit (which = 1),
+    in every layer after the first (the first layer's input is exact)."""
+    model, calib, held = cnn_and_data
+    T = 8
+    plain = _layer_errors(_convert(model, calib, T, "none"), held, T)
+    method = _layer_errors(_convert(model, calib, T, name), held, T)
+    total_plain = sum(v[which] for v in plain.values())
+    total = sum(v[which] for v in method.values())
+    assert total < 0.8 * total_plain, (plain, method)
+    last = list(plain)[-1]
+    assert method[last][which] < plain[last][which]
+
+
+def test_default_pipeline_beats_plain_on_accuracy_at_low_T(cnn_and_data):
+    from annsnn.data import load_dataset
+
+    model, calib, _ = cnn_and_data
+    x, y = load_dataset("digits", "test").tensors  # type: ignore[attr-defined]
+    x, y = x[:360], y[:360]
+    with torch.no_grad():
+        ann = float((model(x).argmax(1) == y).float().mean())
+    T = 5
+    plain = float((simulate(_convert(model, calib, T, "none", v_init=0.0), x, T).predictions(T) == y).float().mean())
+    ours = float((simulate(_convert(model, calib, T, next(iter(CALIBRATIONS))), x, T).predictions(T) == y).float().mean())
+    assert ours > plain + 0.2
+    assert ours > ann - 0.05
+
+
+# ----- prefix consistency and T > N ------------------------------------------------------
+
+
+def test_step_bias_is_prefix_consistent(cnn_and_data):
+    model, calib, held = cnn_and_data
+    N = 8
+    snn = _convert(model, calib, N, "threshold+step-bias")
+    assert all(m.bias_steps == N for m in snn.neuron_layers().values())
+    x = held[:64]
+    full = simulate(snn, x, [3, 5, N, 12])
+    for k in (3, 5, N, 12):
+        alone = simulate(snn, x, k)
+        assert torch.equal(alone.outputs[k], full.outputs[k])
+    chunked = simulate(snn, x, [N, 12], chunk=3)
+    assert torch.equal(chunked.outputs[12], full.outputs[12])
+
+
+def test_beyond_N_the_last_step_bias_repeats():
+    bias = torch.tensor([[0.25], [0.5]])
+    neuron = IFNeurons(0.0, step_bias=bias)
+    neuron.steps = 4
+    x = torch.zeros(4, 1)
+    out = neuron(x)
+    # v: 0.25, 0.75, 1.25 -> spike (0.25), 0.75
+    assert out.flatten().tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
+# ----- artifact round trip -----------------------------------------------------------------
+
+
+def test_save_load_round_trip_keeps_calibration_bit_identical(cnn_and_data, tmp_path):
+    model, calib, held = cnn_and_data
+    snn = _convert(model, calib, 6, "threshold+step-bias")
+    path = tmp_path / "m.snn.pt"
+    save_snn(snn, path)
+    back = load_snn(path)
+    for name, module in snn.neuron_layers().items():
+        other = back.neuron_layers()[name]
+        assert module.step_bias is not None and torch.equal(module.step_bias, other.step_bias)
+        assert module.step_bias.dtype == other.step_bias.dtype
+    assert back.meta["options"]["T"] == 6 and back.meta["options"]["bias"] == "step" and back.meta["options"]["threshold"] == "if-search"
+    assert back.meta["calibrated_T"] == 6 and back.meta["bias_fit"]["samples"] == 256
+    assert torch.equal(simulate(back, held[:32], 9).outputs[9], simulate(snn, held[:32], 9).outputs[9])
+
+
+def test_options_need_T_for_calibration():
+    with pytest.raises(UsageError, match="--T"):
+        ConversionOptions(threshold="if-search")
+    with pytest.raises(UsageError, match="bias method"):
+        ConversionOptions(bias="sometimes", T=4)  # type: ignore[arg-type]
+
+
+def test_targets_use_recorded_thresholds(cnn_and_data):
+    model, calib, _ = cnn_and_data
+    snn = _convert(model, calib, 4, "threshold")
+    targets = ann_channel_targets(snn, calib[:64])
+    assert set(targets) == set(snn.neuron_layers())
+    for mean, active, _ in targets.values():
+        assert bool(((active >= 0) & (active <= 1)).all()) and bool((mean >= 0).all())
+
+
+def test_per_step_bias_adds_are_counted_as_acs(cnn_and_data):
+    """One AC per neuron and step for a layer with a step bias; none without."""
+    from annsnn.counting import SnnCounter
+
+    model, calib, held = cnn_and_data
+    snn = _convert(model, calib, 4, "threshold+step-bias")
+    x = held[:8]
+    T = 6
+    counter = SnnCounter(snn, "direct", T)
+    counter.attach(len(x))
+    try:
+        simulate(snn, x, T, on_chunk=counter.on_chunk)
+    finally:
+        counter.detach()
+    for name, module in snn.neuron_layers().items():
+        layer = counter.layers[name]
+        assert layer.bias_acs.tolist() == [float(layer.neurons * len(x))] * T
+    plain = _convert(model, calib, 4, "none")
+    counter = SnnCounter(plain, "direct", T)
+    counter.attach(len(x))
+    try:
+        simulate(plain, x, T, on_chunk=counter.on_chunk)
+    finally:
+        counter.detach()
+    assert all(float(counter.layers[n].bias_acs.sum()) == 0.0 for n in plain.neuron_layers())
+
+
+# ----- CLI: defaults, recorded settings, training data only ----------------------------------
+
+
+def test_cli_default_convert_calibrates_on_train_only_and_records_it(capsys, tmp_path, monkeypatch):
+    """`annsnn convert` with no calibration flag runs the default pipeline for T=32, never
+    opens the test split (the loader raises if asked), and records method and N."""
+    import json
+
+    import annsnn.data
+    from annsnn.cli.main import main
+    from annsnn.zoo import embedded_checkpoint
+
+    real = annsnn.data.load_dataset
+    opened = []
+
+    def guarded(name, split, *args, **kwargs):
+        opened.append(split)
+        if split != "train":
+            raise AssertionError(f"calibration opened the {split} split")
+        return real(name, split, *args, **kwargs)
+
+    monkeypatch.setattr(annsnn.data, "load_dataset", guarded)
+    target = tmp_path / "d.snn.pt"
+    try:
+        main(["convert", str(embedded_checkpoint()), "--calib-samples", "256", "--out", str(target), "--json", str(tmp_path / "c.json")])
+    except SystemExit as exc:
+        assert exc.code in (0, None), capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert opened == ["train"]
+    assert "for T=32" in out
+    options = json.loads((tmp_path / "c.json").read_text())["report"]["options"]
+    assert (options["T"], options["threshold"], options["bias"], options["channel_wise"], options["v_init"]) == (32, "if-search", "step", True, 0.5)
+    snn = load_snn(target)
+    assert snn.meta["calibrated_T"] == 32
+    assert all(m.bias_steps == 32 for m in snn.neuron_layers().values())
+
+
+def test_cli_calibration_none_v_init_0_is_plain_normalization(capsys, tmp_path):
+    import json
+
+    from annsnn.cli.main import main
+    from annsnn.zoo import embedded_checkpoint
+
+    try:
+        main(["convert", str(embedded_checkpoint()), "--calibration", "none", "--v-init", "0", "--calib-samples", "256", "--out", str(tmp_path / "p.snn.pt"), "--json", str(tmp_path / "p.json")])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    options = json.loads((tmp_path / "p.json").read_text())["report"]["options"]
+    assert options == ConversionOptions(mode=parse_mode("99.99")).to_dict()
+    assert all(m.step_bias is None for m in load_snn(tmp_path / "p.snn.pt").neuron_layers().values())
