@@ -707,6 +707,7 @@ def convert(
     report.notes.extend(f"module called at several sites, one copy per site: {item}" for item in canonical.copied_modules)
     report.notes.extend(f"{item}: parametrized weight (e.g. weight_norm) made a plain weight" for item in canonical.materialized)
     lam: dict[str, Scale] = {}
+    thresholds: dict[str, Tensor] = {}  # the same scales as plain tensors, for the calibration passes
     act_nodes = {str(n.target): n for n in gm.graph.nodes if n.op == "call_module" and str(n.target) in canonical.activations}
     for name in canonical.activations:
         node = act_nodes[name]
@@ -715,6 +716,7 @@ def convert(
         shape = _sample_shape(node)
         value, notes = _layer_scale(observer, options, clip, shape)
         lam[name] = Scale.channel(value.flatten(), 1) if options.channel_wise else Scale.tensor(value)
+        thresholds[name] = value  # 0-d, or [C, 1, ...] broadcasting over a sample
         report.notes.extend(f"{name}: {n}" for n in notes)
         layer_scale = float(value.mean())
         clipped = observer.fraction_above(layer_scale) if not options.channel_wise else _channel_clipped(observer, value.flatten())
@@ -837,7 +839,7 @@ def convert(
         node.meta.pop("value_on_scale", None)
     gm.graph.lint()
     gm.recompile()
-    gm.meta["annsnn_thresholds"] = lam  # per-neuron scale (ANN units per spike), for calibration passes
+    gm.meta["annsnn_thresholds"] = thresholds  # per-neuron scale (ANN units per spike), for calibration passes
     return gm, report
 
 

@@ -65,8 +65,12 @@ def mode_words(mode: dict) -> str:
 def conversion_table(report: ConversionReport) -> Table:
     mode = mode_words(report.options["mode"])
     population = ""
-    if report.options["mode"]["kind"] == "percentile":
+    if report.options.get("threshold") == "if-search":
+        mode = f"IF error search, T={report.options['T']}"
+    elif report.options["mode"]["kind"] == "percentile":
         population = " of all values" if report.options.get("percentile_of", "all") == "all" else " of positive values"
+    if report.options.get("bias", "none") != "none":
+        population += f", {report.options['bias']} bias"
     table = Table(title=f"Conversion ({mode}{population}{', channel-wise' if report.options['channel_wise'] else ''}, v_init {report.options['v_init']:g}, {report.calibration_samples} calibration samples)", title_justify="left")
     for col in ("layer", "type", "neurons", "max", f"scale ({mode})", "clipped", "spiking"):
         table.add_column(col, justify="left" if col in ("layer", "type", "spiking") else "right")
