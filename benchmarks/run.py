@@ -3,7 +3,7 @@
     python benchmarks/run.py speed        # issue 4: SNN vs T x ANN, T sweep, memory vs T (+ SpikingJelly)
     python benchmarks/run.py overhead     # issue 5: analyzer counting overhead
     python benchmarks/run.py calibration  # issue 3: calibration memory and time on VGG19 224
-    python benchmarks/run.py distributed  # issue 7: torchrun 2 processes vs 1 (1 thread each)
+    python benchmarks/run.py distributed  # issue 7: torchrun 2 processes x 1 thread vs 1 process x 2 threads
     python benchmarks/run.py accuracy     # issue 3: ResNet-20 (shared) vs SpikingJelly 2.0 RateCodingRecipe
     python benchmarks/run.py nir          # issue 15: NIR export + re-import vs one evaluate pass (T=8, 100 images)
     python benchmarks/run.py robustness   # issue 14: 21 FGSM eps at T=32 vs 21 evaluates + the gradient pass (ROBUSTNESS_IMAGES=100)
@@ -45,9 +45,34 @@ def timed(fn, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def commit() -> str:
+    """The commit these numbers come from (``+dirty`` if the tree has changes)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def interleaved(fns: dict, repeats: int = 5) -> dict[str, float]:
+    """Median wall time of each ``fns[name]()`` over ``repeats`` rounds; every round runs
+    every function once, in turn, so slow drifts of a noisy machine hit all of them alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def save(name: str, data: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     data["machine"] = machine()
+    data["commit"] = commit()
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(data, indent=2))
 
@@ -69,14 +94,17 @@ def _vgg11(batch: int):
 
 
 def _spikingjelly(model, x):
-    from spikingjelly.activation_based import functional
+    """SpikingJelly 2.0's conversion of ``model`` (RateCodingRecipe, same mode), run two ways:
+    single-step (``T`` calls, its default) and multi-step (its IF nodes in step mode 'm', every
+    stateless layer over the merged ``[T*B, ...]`` batch, as ``SeqToANNContainer`` does)."""
+    from spikingjelly.activation_based import functional, neuron
     from spikingjelly.activation_based.ann2snn import FXConverter, RateCodingRecipe
 
     import copy
 
     sj = FXConverter(RateCodingRecipe([(x, torch.zeros(len(x)))], mode="99.9%")).convert(copy.deepcopy(model)).eval()
 
-    def run(T: int):
+    def single(T: int):
         functional.reset_net(sj)
         out = 0
         with torch.no_grad():
@@ -84,7 +112,30 @@ def _spikingjelly(model, x):
                 out = out + sj(x)
         return out
 
-    return run
+    class _Merged(torch.nn.Module):  # [T*B, ...] -> the node's multi-step [T, B, ...] -> [T*B, ...]
+        def __init__(self, node, T: int) -> None:
+            super().__init__()
+            self.node, self.T = node, T
+
+        def forward(self, z):
+            return self.node(z.reshape(self.T, -1, *z.shape[1:])).reshape(z.shape)
+
+    multi_nets: dict = {}
+
+    def multi(T: int):
+        if T not in multi_nets:
+            net = copy.deepcopy(sj)
+            for name, module in list(net.named_modules()):
+                if isinstance(module, neuron.BaseNode):
+                    module.step_mode = "m"
+                    net.set_submodule(name, _Merged(module, T))
+            multi_nets[T] = net
+        net = multi_nets[T]
+        functional.reset_net(net)
+        with torch.no_grad():
+            return net(x.repeat(T, *([1] * (x.dim() - 1)))).reshape(T, len(x), -1).sum(0)
+
+    return single, multi
 
 
 def speed() -> None:
@@ -92,20 +143,26 @@ def speed() -> None:
 
     batch, T = 64, 16
     model, snn, x = _vgg11(batch)
+    sj_single, sj_multi = _spikingjelly(model, x)
     with torch.no_grad():
-        ann = timed(lambda: snn.ann(x))
-        ours = timed(lambda: simulate(snn, x, [T]))
-        sj_run = _spikingjelly(model, x)
-        sj = timed(lambda: sj_run(T))
-        sweep = timed(lambda: simulate(snn, x, [5, 20, 50]), repeats=2)
-        single = timed(lambda: simulate(snn, x, [50]), repeats=2)
+        t = interleaved({
+            "ann": lambda: snn.ann(x),
+            "annsnn": lambda: simulate(snn, x, [T]),
+            "sj_single": lambda: sj_single(T),
+            "sj_multi": lambda: sj_multi(T),
+        }, repeats=5)
+        sweep = interleaved({"sweep": lambda: simulate(snn, x, [5, 20, 50]), "single": lambda: simulate(snn, x, [50])}, repeats=5)
     mem16 = _peak_subprocess("snn", 16)
     mem256 = _peak_subprocess("snn", 256)
+    ann = t["ann"]
     save("speed", {
-        "model": "vgg11_cifar (BN folded, AvgPool), random weights", "batch": batch, "T": T,
-        "ann_forward_s": ann, "annsnn_snn_s": ours, "spikingjelly_snn_s": sj,
-        "annsnn_ratio_vs_T_ann": ours / (T * ann), "spikingjelly_ratio_vs_T_ann": sj / (T * ann),
-        "sweep_5_20_50_s": sweep, "single_50_s": single, "sweep_ratio": sweep / single,
+        "model": "vgg11_cifar, RANDOM weights (untrained), BN folded, AvgPool (no max-pool), mode 99.9", "batch": batch, "T": T,
+        "method": "interleaved rounds (ANN, annsnn, SJ single-step, SJ multi-step), median of 5 after one warm-up",
+        "ann_forward_s": ann, "annsnn_snn_s": t["annsnn"], "spikingjelly_single_step_s": t["sj_single"], "spikingjelly_multi_step_s": t["sj_multi"],
+        "annsnn_ratio_vs_T_ann": t["annsnn"] / (T * ann),
+        "spikingjelly_single_step_ratio_vs_T_ann": t["sj_single"] / (T * ann),
+        "spikingjelly_multi_step_ratio_vs_T_ann": t["sj_multi"] / (T * ann),
+        "sweep_5_20_50_s": sweep["sweep"], "single_50_s": sweep["single"], "sweep_ratio": sweep["sweep"] / sweep["single"],
         "peak_mb_T16": mem16, "peak_mb_T256": mem256, "memory_ratio_T256_vs_T16": mem256 / mem16,
         "targets": {"annsnn_ratio_vs_T_ann": "<= 1.2", "sweep_ratio": "<= 1.05", "memory_ratio_T256_vs_T16": "<= 1.5"},
     })
@@ -165,8 +222,8 @@ def overhead() -> None:
             a.run(x)
 
     with torch.no_grad():
-        plain = timed(lambda: run(False))
-        counted = timed(lambda: run(True))
+        t = interleaved({"plain": lambda: run(False), "counted": lambda: run(True)}, repeats=5)
+    plain, counted = t["plain"], t["counted"]
     save("overhead", {"model": "vgg11_cifar", "batch": batch, "T": T, "without_counting_s": plain, "with_counting_s": counted, "ratio": counted / plain, "target": "<= 1.15"})
 
 
@@ -206,25 +263,29 @@ else:
 
 
 def distributed() -> None:
-    """2 processes vs 1 on the shared ResNet-20 (torch threads = 1 per process in both)."""
+    """2 processes x 1 thread vs the fair baseline, 1 process x 2 threads (the same 2 cores),
+    on the shared ResNet-20; repeats interleaved, median of 3 (each run is a whole command)."""
     import tempfile
 
     weights = SHARED / "models" / "cifar10-resnet" / "resnet20-12fca82f.th"
     data = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    one_thread = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    two_threads = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
     with tempfile.TemporaryDirectory() as tmp:
-        env["ANNSNN_HOME"] = tmp
+        for env in (one_thread, two_threads):
+            env["ANNSNN_HOME"] = tmp
         snn = f"{tmp}/r20.snn.pt"
-        subprocess.run([sys.executable, "-m", "annsnn", "convert", str(weights), "--arch", "resnet20", "--data", data, "--calib-samples", "256", "--out", snn], check=True, capture_output=True, env=env)
+        subprocess.run([sys.executable, "-m", "annsnn", "convert", str(weights), "--arch", "resnet20", "--data", data, "--calib-samples", "256", "--out", snn], check=True, capture_output=True, env=two_threads)
         args = ["evaluate", snn, "--T", "64", "--samples", "512", "--batch-size", "32", "--json"]
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "annsnn", *args, f"{tmp}/one.json"], check=True, capture_output=True, env=env)
-        one = time.perf_counter() - started
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "annsnn", *args, f"{tmp}/two.json"], check=True, capture_output=True, env=env)
-        two = time.perf_counter() - started
+        t = interleaved({
+            "one_process_two_threads": lambda: subprocess.run([sys.executable, "-m", "annsnn", *args, f"{tmp}/one.json"], check=True, capture_output=True, env=two_threads),
+            "two_processes_one_thread": lambda: subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "annsnn", *args, f"{tmp}/two.json"], check=True, capture_output=True, env=one_thread),
+        }, repeats=3)
         same = json.loads(Path(f"{tmp}/one.json").read_text())["rows"] == json.loads(Path(f"{tmp}/two.json").read_text())["rows"]
-    save("distributed", {"model": "shared ResNet-20 SNN, 512 CIFAR10-jpeg images, T=64, batch 32", "one_process_s": one, "two_processes_s": two, "speedup": one / two, "identical_results": same, "target": ">= 1.6", "note": "wall time of the whole command, start-up included"})
+    one, two = t["one_process_two_threads"], t["two_processes_one_thread"]
+    save("distributed", {"model": "shared ResNet-20 SNN (trained weights, default conversion), 512 CIFAR10-jpeg images, T=64, batch 32",
+                         "one_process_two_threads_s": one, "two_processes_one_thread_s": two, "speedup": one / two, "identical_results": same,
+                         "target": ">= 1.6", "note": "wall time of the whole command, start-up included; baseline 1 process x 2 threads on the same 2 cores"})
 
 
 def accuracy() -> None:
@@ -357,19 +418,20 @@ def summary() -> None:
     rows = []
     if (r := load("speed")):
         rows += [
-            ("SNN wall time / (T x ANN forward), VGG-11 CIFAR, batch 64, T=16", f"{r['annsnn_ratio_vs_T_ann']:.3f}", "<= 1.2", f"SpikingJelly 2.0 in the same run: {r['spikingjelly_ratio_vs_T_ann']:.3f}", "speed"),
+            ("SNN wall time / (T x ANN forward), VGG-11 CIFAR, random weights, AvgPool, batch 64, T=16", f"{r['annsnn_ratio_vs_T_ann']:.3f}", "<= 1.2",
+             f"SpikingJelly 2.0 in the same run: single-step {r['spikingjelly_single_step_ratio_vs_T_ann']:.3f}, multi-step {r['spikingjelly_multi_step_ratio_vs_T_ann']:.3f}; interleaved, median of 5; commit {r.get('commit', '?')}", "speed"),
             ("T sweep {5,20,50} / one 50-step run", f"{r['sweep_ratio']:.3f}", "<= 1.05", "re-running per T would cost 1.5", "speed"),
             ("peak memory T=256 / T=16 (chunked)", f"{r['memory_ratio_T256_vs_T16']:.3f}", "<= 1.5", f"{r['peak_mb_T16']:.0f} MB vs {r['peak_mb_T256']:.0f} MB growth", "speed"),
         ]
     if (r := load("overhead")):
-        rows.append(("analyzer: with counting / without, VGG-11, T=16", f"{r['ratio']:.3f}", "<= 1.15", "", "overhead"))
+        rows.append(("analyzer: with counting / without, VGG-11 (random weights), T=16", f"{r['ratio']:.3f}", "<= 1.15", f"interleaved, median of 5; commit {r.get('commit', '?')}", "overhead"))
     if (r := load("calibration")):
         rows += [
             ("calibration peak memory / ANN inference peak, VGG19 224, batch 16", f"{r['memory_ratio']:.3f}", "<= 1.5", f"{r['calibration']['peak_mb']:.0f} vs {r['ann']['peak_mb']:.0f} MB", "calibration"),
             ("calibration time / ANN pass over the same batches", f"{r['time_ratio']:.3f}", "<= 2.5", f"{r['calibration']['seconds']:.1f} vs {r['ann']['seconds']:.1f} s", "calibration"),
         ]
     if (r := load("distributed")):
-        rows.append(("torchrun 2 processes / 1 process speed-up (1 thread each)", f"{r['speedup']:.2f}x", ">= 1.6x", f"identical results: {r['identical_results']}", "distributed"))
+        rows.append(("torchrun 2 processes x 1 thread / 1 process x 2 threads speed-up", f"{r['speedup']:.2f}x", ">= 1.6x", f"identical results: {r['identical_results']}; commit {r.get('commit', '?')}", "distributed"))
     if (r := load("accuracy")):
         for name in ("default", "channel_wise_half"):
             block = r[name]
@@ -397,7 +459,10 @@ def summary() -> None:
                      f"{r['robustness_T32_s']:.1f} s vs {r['budget_s']:.1f} s", "robustness"))
     machine = next((load(n)["machine"] for n in ("speed", "overhead", "calibration", "accuracy", "distributed", "nir", "robustness") if load(n)), {})
     lines = ["# Benchmark results\n\n", "Generated by `python benchmarks/run.py ...` from `benchmarks/results/*.json`; do not edit.\n",
-             f"Machine: {machine}\n\n", "| measure | result | target | notes | command |\n|---|---|---|---|---|\n"]
+             f"Machine: {machine}\n\n",
+             "Commit of each results file (rows from different commits are not one run; see the notes column): "
+             + ", ".join(f"{p.stem} {json.loads(p.read_text()).get('commit', 'not recorded')}" for p in sorted(RESULTS.glob("*.json"))) + "\n\n",
+             "| measure | result | target | notes | command |\n|---|---|---|---|---|\n"]
     lines += [f"| {a} | {b} | {c} | {d} | `python benchmarks/run.py {e}` |\n" for a, b, c, d, e in rows]
     (ROOT / "benchmarks" / "RESULTS.md").write_text("".join(lines))
 

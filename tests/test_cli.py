@@ -277,6 +277,13 @@ CONVERT_FLAGS = {
     "hybrid channel-wise": ("gelu", ["--hybrid", "--channel-wise", "--mode", "max"]),
     "hybrid maxpool avg v-init": ("gelu", ["--hybrid", "--maxpool", "avg", "--v-init", "0.5"]),
     "everything": ("gelu", ["--hybrid", "--channel-wise", "--mode", "99.9", "--percentile-of", "positive", "--maxpool", "avg", "--v-init", "0.5", "--batch-size", "32"]),
+    "T 8": ("digits", ["--T", "8"]),
+    "layer-wise": ("digits", ["--layer-wise"]),
+    "calibration none v-init 0 (plain)": ("digits", ["--calibration", "none", "--v-init", "0"]),
+    "calibration none channel-wise": ("digits", ["--calibration", "none", "--channel-wise"]),
+    "calibration threshold+bias": ("digits", ["--calibration", "threshold+bias", "--T", "16"]),
+    "calibration step-bias mode 99.9": ("digits", ["--calibration", "step-bias", "--mode", "99.9"]),
+    "hybrid calibration none": ("gelu", ["--hybrid", "--calibration", "none"]),
 }
 
 
@@ -291,10 +298,16 @@ def test_every_documented_convert_flag_combination_with_json(capsys, tmp_path, f
     assert code == 0, (case, err)
     report = _no_nan(report_path.read_text())
     options = report["report"]["options"]
-    assert options["channel_wise"] == ("--channel-wise" in flags)
+    calibration = flags[flags.index("--calibration") + 1] if "--calibration" in flags else "threshold+step-bias"
+    searched = calibration.startswith("threshold")
+    # the default pipeline searches per-channel T-aware thresholds; --layer-wise/--channel-wise override
+    assert options["channel_wise"] == ("--channel-wise" in flags or (searched and "--layer-wise" not in flags))
+    assert options["threshold"] == ("if-search" if searched else "mode")
+    assert options["bias"] == {"threshold+step-bias": "step", "step-bias": "step", "threshold+bias": "layer", "bias": "layer"}.get(calibration, "none")
+    assert options["T"] == (None if calibration == "none" else int(flags[flags.index("--T") + 1]) if "--T" in flags else 32)
     assert options["hybrid"] == ("--hybrid" in flags)
     assert options["maxpool"] == (flags[flags.index("--maxpool") + 1] if "--maxpool" in flags else "spiking")
-    assert options["v_init"] == (0.5 if "--v-init" in flags else 0.0)
+    assert options["v_init"] == (float(flags[flags.index("--v-init") + 1]) if "--v-init" in flags else 0.5)
     analog = [layer for layer in report["report"]["layers"] if not layer["spiking"]]
     assert len(analog) == (1 if model == "gelu" else 0)
     assert all(layer["max"] is None for layer in analog)
