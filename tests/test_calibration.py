@@ -308,3 +308,14 @@ def test_cli_calibration_none_v_init_0_is_plain_normalization(capsys, tmp_path):
     options = json.loads((tmp_path / "p.json").read_text())["report"]["options"]
     assert options == ConversionOptions(mode=parse_mode("99.99")).to_dict()
     assert all(m.step_bias is None for m in load_snn(tmp_path / "p.snn.pt").neuron_layers().values())
+
+
+def test_low_latency_options_are_the_cli_default():
+    """The library's named pipeline is exactly what `annsnn convert` builds with no flags."""
+    from annsnn.cli.main import _calibrated_options
+    from annsnn.convert import ConversionOptions
+    from annsnn.modes import parse_mode
+
+    cli = _calibrated_options(parse_mode("99.99"), None, "all", 0.5, 32, "threshold+step-bias", 256, "spiking", False)
+    assert ConversionOptions.low_latency(32) == cli
+    assert ConversionOptions.low_latency(8, hybrid=True).hybrid and ConversionOptions.low_latency(8).T == 8
