@@ -637,8 +637,8 @@ class SnnCounter:
         spike = 0
         for name, layer in self.layers.items():
             module = self.modules.get(name)
-            if layer.role == "synaptic" and isinstance(module, _SYNAPTIC_TYPES) and layer.output_numel:
-                spike += dense_macs(module, (1, layer.output_numel))
+            if layer.role == "synaptic" and isinstance(module, _SYNAPTIC_TYPES) and layer.input_shape:
+                spike += dense_macs(module, tuple(layer.input_shape))
         return WorkSplit(spike, self.analog_macs_per_step())
 
     def detach(self) -> None:

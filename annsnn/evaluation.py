@@ -140,9 +140,16 @@ def snn_fingerprint(snn: SpikingNetwork) -> str:
     (conversion options, scales, calibration data). Two SNNs that can give different
     numbers have different fingerprints."""
     from .artifact import graph_to_spec
+    from .errors import UsageError
+
+    def structure(gm) -> object:
+        try:
+            return graph_to_spec(gm)
+        except UsageError:  # not an annsnn file (a foreign SNN): its generated code and module configurations
+            return {"code": gm.code, "modules": {name: repr(m) for name, m in gm.named_modules()}}
 
     digest = hashlib.sha256()
-    for part in (graph_to_spec(snn.graph), graph_to_spec(snn.ann)):
+    for part in (structure(snn.graph), structure(snn.ann)):
         digest.update(json.dumps(part, sort_keys=True).encode())
     digest.update(json.dumps(snn.meta, sort_keys=True, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)).encode())
     for module in (snn.graph, snn.ann):

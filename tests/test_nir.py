@@ -244,12 +244,12 @@ def test_export_refuses_what_nir_cannot_express_in_one_line(digits):
     assert "SpikingMaxPool2d" in message and "GELU" in message
 
 
-def test_per_step_corrections_are_refused(digits_snn):
-    import copy
-
-    snn = copy.deepcopy(digits_snn)
-    first = next(iter(snn.neuron_layers().values()))
-    first.register_buffer("step_bias", torch.zeros(3))
+def test_per_step_corrections_are_refused(digits):
+    """The default low-latency calibration adds a per-step bias to every IF layer: NIR's IF has none."""
+    (x_train, _), _ = digits
+    loaded = load_model(embedded_checkpoint())
+    snn, _ = ann_to_snn(loaded.module, [x_train[:128]], input_shape=(1, 8, 8), options=ConversionOptions.low_latency(T=4))
+    assert all(layer.step_bias is not None for layer in snn.neuron_layers().values())
     with pytest.raises(UsageError, match="per-step corrections step_bias"):
         to_nir(snn)
 
