@@ -284,7 +284,7 @@ def comparison() -> None:
             elif "scales" in block:
                 lines.append("Channel-wise scales are not compared one to one: a channel that never fires, or fires more rarely than the percentile skips, gets SpikingJelly's floor `eps` (it is silenced), but the layer max or its own max in annsnn.\n\n")
     if speed:
-        lines.append(f"## Simulation speed ({speed['model']}, batch {speed['batch']}, T={speed['T']})\n\nWall time / (T × ANN forward): annsnn {speed['annsnn_ratio_vs_T_ann']:.3f}, SpikingJelly {speed['spikingjelly_ratio_vs_T_ann']:.3f} (same run).\n\n")
+        lines.append(f"## Simulation speed ({speed['model']}, batch {speed['batch']}, T={speed['T']}, commit {speed.get('commit', 'not recorded')})\n\nWall time / (T × ANN forward), {speed.get('method', 'same run')}: annsnn {speed['annsnn_ratio_vs_T_ann']:.3f}, SpikingJelly single-step {speed['spikingjelly_single_step_ratio_vs_T_ann']:.3f}, SpikingJelly multi-step {speed['spikingjelly_multi_step_ratio_vs_T_ann']:.3f}.\n\n")
     if calib:
         lines.append(f"## Calibration memory and time ({calib['model']})\n\nPeak memory / ANN inference peak: {calib['memory_ratio']:.2f}; time / ANN pass: {calib['time_ratio']:.2f}. SpikingJelly's VoltageHook keeps a per-batch moving average instead of a histogram over the whole set, so its scales depend on batch order.\n\n")
     probe = subprocess.run([sys.executable, "-c", "import syops"], capture_output=True, text=True)
