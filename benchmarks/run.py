@@ -55,11 +55,11 @@ def commit() -> str:
         return "unknown"
 
 
-def interleaved(fns: dict, repeats: int = 5) -> dict[str, float]:
+def interleaved(fns: dict, repeats: int = 5, warmup: bool = True) -> dict[str, float]:
     """Median wall time of each ``fns[name]()`` over ``repeats`` rounds; every round runs
     every function once, in turn, so slow drifts of a noisy machine hit all of them alike."""
-    for fn in fns.values():
-        fn()  # warm-up
+    for fn in fns.values() if warmup else ():
+        fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
@@ -280,7 +280,7 @@ def distributed() -> None:
         t = interleaved({
             "one_process_two_threads": lambda: subprocess.run([sys.executable, "-m", "annsnn", *args, f"{tmp}/one.json"], check=True, capture_output=True, env=two_threads),
             "two_processes_one_thread": lambda: subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "annsnn", *args, f"{tmp}/two.json"], check=True, capture_output=True, env=one_thread),
-        }, repeats=3)
+        }, repeats=3, warmup=False)  # whole commands: start-up is part of what is measured
         same = json.loads(Path(f"{tmp}/one.json").read_text())["rows"] == json.loads(Path(f"{tmp}/two.json").read_text())["rows"]
     one, two = t["one_process_two_threads"], t["two_processes_one_thread"]
     save("distributed", {"model": "shared ResNet-20 SNN (trained weights, default conversion), 512 CIFAR10-jpeg images, T=64, batch 32",
