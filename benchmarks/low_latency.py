@@ -67,8 +67,9 @@ def main() -> None:
         ann_top1 = sum(int((net((x - mean) / std).argmax(1) == y).sum()) for x, y in test_batches) / args.test
     data = json.loads(OUT.read_text()) if OUT.is_file() else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-    block = data.setdefault(args.arch, {})
-    block.update({"ann_top1": ann_top1, "calibration_images": args.calib, "test_images": args.test, "ann_pass_seconds": ann_pass, "commit": commit})
+    # a run replaces the architecture's block: rows of another run (other images, another
+    # commit) must never sit under this run's settings
+    block = data[args.arch] = {"ann_top1": ann_top1, "calibration_images": args.calib, "test_images": args.test, "ann_pass_seconds": ann_pass, "commit": commit}
     rows = block.setdefault("rows", {})
     for method in args.methods.split(","):
         for T in [int(t) for t in args.T.split(",")]:
