@@ -810,7 +810,7 @@ def demo(out_dir: str, T) -> None:
     out.print(f"calibrated ({CALIBRATION_NAMES[0]}, calibrated for T={max(steps)}, valid for every T <= {max(steps)}):")
     result, _ = _analyze(snn, test_loader, T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True, data=test_spec)
     out.print(energy_table(result))
-    out.print("break-even T: " + ", ".join(f"{k}: {v}" for k, v in result.break_even_T.items()))
+    out.print("break-even T: " + ", ".join(f"{k}: {'never' if v is None else v}" for k, v in result.break_even_T.items()))
     data_out = result.to_dict()
     data_out.update({"snn": str(target), "dataset": "digits", "split": "test", "conversion": report.to_dict(),
                      "plain_top1": {str(row.T): row.top1 for row in plain_result.rows}})
