@@ -99,3 +99,16 @@ def train_quick(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs
             loss.backward()
             opt.step()
     return model.eval()
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """Run ``annsnn ARGS`` in-process: (exit code, stdout, stderr)."""
+    from annsnn.cli.main import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

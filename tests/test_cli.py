@@ -9,17 +9,11 @@ import torch
 from torch import nn
 
 from annsnn.cli.main import main
+from conftest import run_cli
 from annsnn.zoo import build, embedded_checkpoint
 
 
-def run(capsys, *args):
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run = run_cli
 
 
 @pytest.fixture(scope="module")

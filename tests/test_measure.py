@@ -89,16 +89,10 @@ def test_this_container_has_no_readable_sensor_or_zeus_says_which():
 
 
 def _run(capsys, monkeypatch, cwd, *args):
-    from annsnn.cli.main import main
+    from conftest import run_cli
 
     monkeypatch.chdir(cwd)
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(capsys, *args)
 
 
 def test_cli_measure_without_sensor_one_line_notice_and_per_dataset(tmp_path, capsys, monkeypatch, digits_snn):

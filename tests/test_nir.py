@@ -14,16 +14,10 @@ from annsnn.foreign import from_spikingjelly, network_from_direct
 from annsnn.layers import IFNeurons
 from annsnn.nir_io import export_nir, load_nir, read_nir, to_nir
 from annsnn.zoo import embedded_checkpoint
+from conftest import run_cli
 
 
-def run(capsys, *args):
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run = run_cli
 
 
 @pytest.fixture(scope="module")

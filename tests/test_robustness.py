@@ -142,16 +142,10 @@ def test_top5_with_ten_classes():
 
 
 def _cli(capsys, monkeypatch, cwd, *args):
-    from annsnn.cli.main import main
+    from conftest import run_cli
 
     monkeypatch.chdir(cwd)
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(capsys, *args)
 
 
 @pytest.mark.parametrize("args", [["--fgsm", "-0.1"], ["--fgsm", "1.01"], ["--noise", "-0.1"], ["--fgsm", "0.1", "--attack-on", "deepfool"], ["--pgd", "abc"]])
