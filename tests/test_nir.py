@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from annsnn import Analyzer, ConversionOptions, ann_to_snn, load_model, parse_mode, simulate
-from annsnn.cli.main import main
 from annsnn.errors import UsageError
 from annsnn.foreign import from_spikingjelly, network_from_direct
 from annsnn.layers import IFNeurons
