@@ -299,12 +299,25 @@ def _avgpool2d_structure(module: nn.Module, x: Tensor) -> Tensor:
     return F.avg_pool2d(x, module.kernel_size, module.stride, module.padding, module.ceil_mode, module.count_include_pad, divisor_override=1)
 
 
+def _adaptive_windows(n_in: int, n_out: int, dtype: torch.dtype) -> Tensor:
+    """``[n_out, n_in]`` 0/1 matrix: output i of an adaptive pool reads inputs
+    ``floor(i * n_in / n_out) <= k < ceil((i + 1) * n_in / n_out)`` (windows may overlap)."""
+    windows = torch.zeros(n_out, n_in, dtype=dtype)
+    for i in range(n_out):
+        windows[i, (i * n_in) // n_out : -((-(i + 1) * n_in) // n_out)] = 1
+    return windows
+
+
 def _adaptive_avgpool_structure(module: nn.Module, x: Tensor) -> Tensor:
-    out = module(x)
-    in_sizes, out_sizes = x.shape[2:], out.shape[2:]
-    if any(i % o for i, o in zip(in_sizes, out_sizes)):
-        raise UsageError(f"cannot count adaptive pooling from {tuple(in_sizes)} to {tuple(out_sizes)} (uneven windows)")
-    return out * math.prod(i // o for i, o in zip(in_sizes, out_sizes))
+    """Sum over each output's window, even or uneven: ``y[i, j] = sum_{h in H_i, w in W_j} x[h, w]``."""
+    out_sizes = module(x[:1]).shape[2:]
+    in_sizes = x.shape[2:]
+    if all(i % o == 0 for i, o in zip(in_sizes, out_sizes)):
+        return module(x) * math.prod(i // o for i, o in zip(in_sizes, out_sizes))
+    mats = [_adaptive_windows(i, o, x.dtype) for i, o in zip(in_sizes, out_sizes)]
+    if len(mats) == 1:
+        return torch.einsum("...l,ol->...o", x, mats[0])
+    return torch.einsum("...hw,oh,pw->...op", x, mats[0], mats[1])
 
 
 def _identity_structure(module: nn.Module, x: Tensor) -> Tensor:

@@ -14,6 +14,8 @@ Canonical form:
 * every call site of a module has its own module (a module called twice is copied),
   and no two modules share a parameter, so rescaling one site's weights never changes
   another's; parametrized weights (``weight_norm``) become plain Conv/Linear weights;
+* a subgraph that does not depend on the input (Swin V2's position-bias MLP on a stored
+  table) is evaluated once and becomes one stored tensor;
 * an in-place op's later readers of its input read its result instead, so an
   ``F.relu(y, inplace=True)`` whose result is discarded is kept.
 
@@ -212,6 +214,7 @@ def canonicalize(
     if input_shape is not None:
         _fold_static_sizes(gm, input_shape)
     _functionalize_inplace(gm)
+    _fold_input_independent(gm)
     copied = _one_module_per_call_site(gm)
     _untie_parameters(gm)
     result = _canonicalize_traced(gm, hybrid=hybrid, maxpool_to_avgpool=maxpool_to_avgpool)
@@ -435,6 +438,71 @@ def _fold_constant_arithmetic(graph: fx.Graph) -> None:
             value = node.target(*node.args, **node.kwargs)  # type: ignore[operator]
             node.replace_all_uses_with(value)  # type: ignore[arg-type]
             graph.erase_node(node)
+
+
+_RANDOM_FUNCTIONS = {
+    torch.rand, torch.randn, torch.randint, torch.rand_like, torch.randn_like, torch.randint_like, torch.randperm,
+    torch.bernoulli, torch.normal, torch.poisson, torch.multinomial,
+}
+_RANDOM_METHODS = {"uniform_", "normal_", "bernoulli", "bernoulli_", "random_", "exponential_", "geometric_", "cauchy_", "log_normal_"}
+
+
+def _is_random(node: fx.Node) -> bool:
+    if node.op == "call_function":
+        return node.target in _RANDOM_FUNCTIONS or node.target in _DROPOUT_FUNCTIONS
+    return node.op == "call_method" and node.target in _RANDOM_METHODS
+
+
+def _fold_input_independent(gm: fx.GraphModule) -> None:
+    """Evaluate every tensor computed from stored tensors and constants alone (no path from
+    the input) once, and store it: ``y = f(buffers)`` becomes ``get_attr``. Swin V2's
+    continuous position bias, ``16 * sigmoid(mlp(table))`` (Liu et al., "Swin Transformer
+    V2", CVPR 2022, arXiv:2111.09883), is such a subgraph: it is a constant of the trained
+    model, not a layer to convert. Random ops are never folded."""
+    constant: dict[fx.Node, object] = {}
+    modules = dict(gm.named_modules())
+    with torch.no_grad():
+        for node in gm.graph.nodes:
+            if node.op == "get_attr":
+                constant[node] = _fetch_attr(gm, str(node.target))
+                continue
+            if node.op not in ("call_function", "call_method", "call_module") or _is_random(node):
+                continue
+            if not all(a in constant for a in node.all_input_nodes):
+                continue
+            if not node.all_input_nodes:
+                continue  # sizes and literals: _fold_constant_arithmetic's job
+            args = fx.node.map_arg(node.args, lambda a: constant[a])
+            kwargs = fx.node.map_arg(node.kwargs, lambda a: constant[a])
+            if node.op == "call_function":
+                constant[node] = node.target(*args, **kwargs)  # type: ignore[operator]
+            elif node.op == "call_method":
+                constant[node] = getattr(args[0], str(node.target))(*args[1:], **kwargs)
+            else:
+                constant[node] = modules[str(node.target)](*args, **kwargs)
+    for node in list(gm.graph.nodes):
+        value = constant.get(node)
+        if node.op == "get_attr" or not isinstance(value, torch.Tensor):
+            continue
+        if all(user in constant for user in node.users):
+            continue  # only read by other folded nodes
+        name = _unique_name(gm, f"{node.name}_folded")
+        gm.register_buffer(name, value.detach().clone().contiguous())
+        with gm.graph.inserting_before(node):
+            new = gm.graph.get_attr(name)
+        _keep_origin(node, new)
+        node.replace_all_uses_with(new, delete_user_cb=lambda user: user not in constant)
+    gm.graph.eliminate_dead_code()
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+
+
+def _fetch_attr(gm: nn.Module, path: str) -> object:
+    value: object = gm
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
 
 
 class WithInputNormalization(nn.Module):

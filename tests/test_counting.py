@@ -343,3 +343,25 @@ def test_padding_excluded_macs_match_the_loop_for_any_conv(h, w, k, stride, pad,
     assume(h + 2 * pad >= dilation * (k - 1) + 1 and w + 2 * pad >= dilation * (k - 1) + 1)
     layer = nn.Conv2d(2, 3, k, stride=stride, padding=pad, dilation=dilation)
     assert dense_macs(layer, (2, h, w)) == _numpy_real_macs(layer, (2, h, w))
+
+
+def test_uneven_adaptive_average_pool_fan_out_counts_every_window():
+    """AdaptiveAvgPool2d(5 -> 3) has overlapping windows [floor(i*5/3), ceil((i+1)*5/3)):
+    rows {0,1}, {1,2,3}, {3,4}, so row/column 0..4 lies in 1, 2, 1, 2, 1 windows."""
+    windows = [1, 2, 1, 2, 1]
+    pattern = torch.zeros(1, 1, 5, 5)
+    spikes = [(1, 3), (0, 2), (4, 1), (3, 3)]
+    for h, w in spikes:
+        pattern[0, 0, h, w] = 1
+    model = nn.Sequential(_identity_conv(1), nn.ReLU(), nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(9, 4, bias=False))
+    counter = _count(model, pattern, T=3)
+    fan_in = sum(windows[h] * windows[w] for h, w in spikes)  # 4 + 1 + 2 + 4
+    assert counter.layers["4"].synaptic_acs.tolist() == [4.0 * fan_in] * 3
+
+
+def test_adaptive_average_pool_up_from_one_pixel_counts_each_copy():
+    """AlexNet at 64x64: 1x1 -> 6x6, every output window holds the one input pixel."""
+    pattern = torch.ones(1, 2, 1, 1)
+    model = nn.Sequential(_identity_conv(2), nn.ReLU(), nn.AdaptiveAvgPool2d(6), nn.Flatten(), nn.Linear(72, 3, bias=False))
+    counter = _count(model, pattern, T=2)
+    assert counter.layers["4"].synaptic_acs.tolist() == [2 * 36 * 3.0] * 2

@@ -193,3 +193,41 @@ def test_old_style_weight_norm_is_materialized_and_a_hooked_layer_is_one_line():
     with pytest.raises(UsageError) as info:
         canonicalize(hooked)
     assert "forward hooks" in str(info.value) and "\n" not in str(info.value)
+
+
+class _StoredTableBias(nn.Module):
+    """Swin V2's continuous position bias in small: an MLP with a ReLU applied to a stored
+    table, a view and a sigmoid; none of it depends on the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.randn(6, 2))
+        self.mlp = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 1))
+        self.fc = nn.Linear(6, 6)
+
+    def forward(self, x):
+        bias = 16 * torch.sigmoid(self.mlp(self.table).view(-1))
+        return self.fc(x) + bias
+
+
+def test_input_independent_subgraph_is_folded_to_one_stored_tensor():
+    torch.manual_seed(0)
+    model = _StoredTableBias().eval()
+    canon = canonicalize(model, hybrid=True, input_shape=(6,))
+    assert canon.activations == [] and canon.analog == []  # the MLP's ReLU and the sigmoid are gone
+    stored = [n for n in canon.module.graph.nodes if n.op == "get_attr"]
+    assert len(stored) == 1
+    expected = 16 * torch.sigmoid(model.mlp(model.table).view(-1))
+    assert torch.equal(getattr(canon.module, str(stored[0].target)), expected)
+    assert not any(isinstance(m, nn.Linear) and m.in_features == 2 for m in canon.module.modules())
+    x = torch.randn(4, 6)
+    assert torch.equal(canon.module(x), model(x))
+
+
+def test_random_ops_without_input_are_not_folded():
+    class Noisy(nn.Module):
+        def forward(self, x):
+            return x + torch.randn(x.shape[1])  # randn(3) once sizes fold: no input, not constant
+
+    canon = canonicalize(Noisy(), input_shape=(3,))
+    assert torch.randn in [n.target for n in canon.module.graph.nodes]
