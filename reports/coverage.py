@@ -1,12 +1,17 @@
 """Coverage of torchvision's classifiers: convert, simulate, count, save/reload each one.
 
-    python reports/coverage.py [--timeout 300] [--only NAME,...] [--fresh]
+    python reports/coverage.py                 # run every architecture not yet recorded for this code
+    python reports/coverage.py --only swin_b,vit_h_14   # (re)run these, keep the other rows
+    python reports/coverage.py --fresh         # forget every stored row and run all
+    python reports/coverage.py --report        # only rewrite coverage.md from coverage.json
 
 Every classification architecture of ``torchvision.models`` (random weights, 10 classes,
-64x64 input; larger where the architecture needs it) runs in its own process, smallest
-first, with a per-model time limit. Results accumulate in ``reports/coverage.json`` (a
-re-run skips models already recorded, unless ``--fresh``), and ``reports/coverage.md`` is
-written from it after every model.
+a small input: see :data:`SETUPS`) runs in its own process, smallest first, with a
+per-model time limit. Each row of ``reports/coverage.json`` records the code it ran on
+(the last commit touching ``annsnn/`` or this script, ``+dirty`` with uncommitted edits
+there), so a sweep can be completed in parts: a plain run skips rows recorded for the
+current code and reruns the others, and ``reports/coverage.md`` is written from the stored
+rows after every model, naming every code version its rows come from.
 """
 from __future__ import annotations
 
@@ -15,16 +20,57 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 JSON_PATH = HERE / "coverage.json"
 MD_PATH = HERE / "coverage.md"
+T = 4  # simulation steps; the reload is checked at T = 2
 
-# Input sizes where 64x64 does not work: Inception needs >= 75 px; MaxViT's window/grid
-# partitions need 224; ViTs take image_size as an argument (a multiple of their patch).
-SIZES = {"inception_v3": 96, "maxvit_t": 224}
-VIT_SIZE = 64
+
+@dataclass(frozen=True)
+class Setup:
+    """How one architecture is run: square input side, batch, time limit (s)."""
+
+    size: int = 64
+    batch: int = 2
+    timeout: int = 300
+    why: str = ""
+
+
+# 64x64 unless an architecture needs more; the largest get a batch of 1 and more time.
+# ViTs are built with image_size = 2 patches (torchvision's ``image_size=`` argument):
+# 4 patch tokens + the class token.
+SETUPS: dict[str, Setup] = {
+    "inception_v3": Setup(96, why="needs >= 75 px"),
+    "maxvit_t": Setup(224, why="window and grid partitions of 7 at stride 32"),
+    "vit_b_16": Setup(32, why="image_size=32 (2x2 patches)"),
+    "vit_b_32": Setup(64, why="image_size=64 (2x2 patches)"),
+    "vit_l_16": Setup(32, batch=1, why="image_size=32 (2x2 patches)"),
+    "vit_l_32": Setup(64, batch=1, why="image_size=64 (2x2 patches)"),
+    "vit_h_14": Setup(28, batch=1, timeout=600, why="image_size=28 (2x2 patches)"),
+    "regnet_y_128gf": Setup(32, batch=1, timeout=600, why="smallest input (stride 32)"),
+    "regnet_y_32gf": Setup(64, batch=1),
+    "regnet_x_32gf": Setup(64, batch=1),
+    "convnext_large": Setup(64, batch=1),
+    "efficientnet_v2_l": Setup(64, batch=1),
+    "wide_resnet101_2": Setup(64, batch=1),
+}
+
+
+def setup_for(name: str) -> Setup:
+    return SETUPS.get(name, Setup())
+
+
+def code_version() -> str:
+    """Short hash of the last commit touching the library or this script; ``+dirty`` if
+    either has uncommitted changes (such rows are never reused)."""
+    paths = ["annsnn", "reports/coverage.py"]
+    commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", *paths], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return (commit or "unknown") + ("+dirty" if dirty else "")
 
 
 def architectures() -> list[tuple[str, int]]:
@@ -47,10 +93,9 @@ def build(name: str):
     import torchvision
 
     kwargs: dict = {"weights": None, "num_classes": 10}
-    size = SIZES.get(name, 64)
+    size = setup_for(name).size
     if name.startswith("vit_"):
-        kwargs["image_size"] = VIT_SIZE
-        size = VIT_SIZE
+        kwargs["image_size"] = size
     if name in ("inception_v3", "googlenet"):
         kwargs["aux_logits"] = False
         kwargs["init_weights"] = True
@@ -58,64 +103,109 @@ def build(name: str):
 
 
 def run_one(name: str) -> dict:
+    import resource
+
     import torch
 
     from annsnn.coverage import check_model
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    start = time.time()
-    model, shape = build(name)
-    result = check_model(name, model, shape).to_dict()
+    start, cpu = time.time(), time.process_time()
+    result = check_model(name, *build(name), T=T, batch=setup_for(name).batch).to_dict()  # no reference kept: freed after conversion
     result["seconds"] = round(time.time() - start, 1)
+    result["cpu_seconds"] = round(time.process_time() - cpu, 1)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["batch"] = setup_for(name).batch
     return result
 
 
-def render(results: dict[str, dict], total: int, pending: list[str]) -> str:
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render(results: dict[str, dict], order: dict[str, int], current: str) -> str:
     from annsnn.coverage import STAGES
 
-    rows = sorted(results.values(), key=lambda r: r.get("order", 0))
+    total = len(order)
+    rows = sorted((r for r in results.values() if r["name"] in order), key=lambda r: order[r["name"]])
+    pending = [n for n in order if n not in results]
     counts = {s: sum(1 for r in rows if r.get("status", {}).get(s) == "ok") for s in STAGES}
     full = sum(1 for r in rows if r.get("ok"))
+    versions: dict[str, list[str]] = {}
+    for r in rows:
+        versions.setdefault(r.get("code", "unknown"), []).append(r["name"])
+    if len(versions) == 1:
+        provenance = f"All {len(rows)} rows ran on code `{next(iter(versions))}` (last commit touching `annsnn/` or the sweep script)."
+    else:
+        provenance = "**Rows come from different code versions** (last commit touching `annsnn/` or the sweep script): " + "; ".join(
+            f"`{v}`: {len(names)} rows" + (f" ({', '.join(names)})" if len(names) <= 12 else "") for v, names in sorted(versions.items(), key=lambda kv: -len(kv[1]))
+        ) + "."
+    if current not in versions or len(versions) > 1:
+        provenance += f" The current code is `{current}`."
+    failing = [r for r in rows if not r.get("ok")]
     lines = [
         "# torchvision classifier coverage",
         "",
-        "Generated by `make coverage` (`python reports/coverage.py`). Random weights, 10 classes, 2 random",
-        "inputs, 64x64 unless stated; mode 99.9, T = 4 for the simulation, bit-identical reload checked at T = 2.",
-        "A model is converted fully spiking first; `--hybrid` is used only when that is refused.",
+        "Generated by `make coverage` (`python reports/coverage.py`; `--only NAME,...` reruns some rows, `--report` only",
+        "rewrites this file from `coverage.json`). Random weights, 10 classes, random inputs in [0, 1); mode 99.9,",
+        f"T = {T} for the simulation, bit-identical reload checked at T = 2. Each model runs alone in its own process",
+        "with one thread. A model is converted fully spiking first; `--hybrid` is used only when that is refused.",
+        "*input*: square side in pixels (64 unless the architecture needs more; ViTs are built with `image_size` = 2",
+        "patches, as noted); *batch*: samples simulated (1 for the largest models, to save time and memory).",
         "*Spike-driven share*: of the dense work per step (weight layers + analog ops, as the ANN would do it),",
         "the part done by weight layers driven by spikes (ACs on spikes instead of MACs).",
-        "*max |err|* is |SNN(T)/T - ANN| at T = 4 with random weights; it is information, not a test.",
+        f"*max |err|* is |SNN(T)/T - ANN| at T = {T} with random weights; it is information, not a test.",
+        "*s*: wall-clock seconds of the model's process (the machine is shared, so it varies); *MB*: its peak resident memory.",
+        "",
+        provenance,
         "",
         f"**{full} / {total}** architectures pass every stage. "
         + ", ".join(f"{s}: {counts[s]}/{total}" for s in STAGES)
-        + (f". Not run (time limit of the sweep or per-model timeout): {len(pending)}." if pending else "."),
+        + (f". Not run yet: {len(pending)} ({', '.join(pending)})." if pending else "."),
         "",
-        "| # | architecture | input | mode | IF layers | analog ops kept | spike-driven share | convert | simulate | count | save/reload | max \\|err\\| | s | error |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| # | architecture | input | batch | mode | IF layers | analog ops kept | spike-driven share | convert | simulate | count | save/reload | max \\|err\\| | s | MB | error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(rows, 1):
         st = r.get("status", {})
         analog = ", ".join(f"{k}×{v}" for k, v in sorted(r.get("analog_ops", {}).items())) or "–"
         share = r.get("spike_driven_share")
         err = r.get("max_abs_error")
-        mode = "hybrid" if r.get("hybrid") else "spiking"
-        error = (r.get("error") or "").replace("|", "\\|")
+        mode = ("hybrid" if r.get("hybrid") else "spiking") if st.get("convert") == "ok" else "–"
+        setup = setup_for(r["name"])
+        size = str(r.get("input_shape", ["?"])[-1]) + (f" ({setup.why})" if setup.why else "")
         lines.append(
-            f"| {i} | {r['name']} | {r.get('input_shape', ['?'])[-1]} | {mode} | {r.get('if_layers', 0)} | {analog} | "
+            f"| {i} | {r['name']} | {size} | {r.get('batch', '–')} | {mode} | {r.get('if_layers', 0)} | {analog} | "
             f"{'–' if share is None else f'{100 * share:.1f}%'} | {st.get('convert', '–')} | {st.get('simulate', '–')} | "
-            f"{st.get('count', '–')} | {st.get('save', '–')} | {'–' if err is None else f'{err:.2g}'} | {r.get('seconds', '–')} | {error} |"
+            f"{st.get('count', '–')} | {st.get('save', '–')} | {'–' if err is None else f'{err:.2g}'} | {r.get('seconds', '–')} | "
+            f"{r.get('peak_rss_mb', '–')} | {_cell(r.get('error') or '')} |"
         )
-    if pending:
-        lines += ["", "Not run: " + ", ".join(pending) + "."]
+    lines += ["", "## Note", ""]
+    if failing or pending:
+        lines.append("Still failing: " + ("; ".join(f"**{r['name']}**: {r.get('error') or 'failed'}" for r in failing) or "none") + ".")
+        if pending:
+            lines.append(f"Not run yet: {', '.join(pending)}.")
+    else:
+        lines.append(f"All {total} architectures pass every stage; none fails.")
     return "\n".join(lines) + "\n"
+
+
+def _load() -> dict[str, dict]:
+    return json.loads(JSON_PATH.read_text())["results"] if JSON_PATH.exists() else {}
+
+
+def _write(results: dict[str, dict], order: dict[str, int], current: str) -> None:
+    JSON_PATH.write_text(json.dumps({"results": results}, indent=1) + "\n")
+    MD_PATH.write_text(render(results, order, current))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--timeout", type=int, default=300, help="seconds per model")
-    parser.add_argument("--only", default="", help="comma-separated architectures")
-    parser.add_argument("--fresh", action="store_true", help="forget earlier results")
+    parser.add_argument("--timeout", type=int, default=0, help="seconds per model (default: each architecture's own, 300 or 600)")
+    parser.add_argument("--only", default="", help="comma-separated architectures to (re)run")
+    parser.add_argument("--fresh", action="store_true", help="forget every stored row")
+    parser.add_argument("--report", action="store_true", help="only rewrite coverage.md from coverage.json")
     parser.add_argument("--one", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -123,28 +213,35 @@ def main() -> None:
         return
     archs = architectures()
     order = {name: i for i, (name, _) in enumerate(archs)}
-    wanted = [n for n, _ in archs if not args.only or n in args.only.split(",")]
-    results: dict[str, dict] = {} if args.fresh or not JSON_PATH.exists() else json.loads(JSON_PATH.read_text())["results"]
-    pending = [n for n in order if n not in results]
+    only = [n for n in args.only.split(",") if n]
+    unknown = [n for n in only if n not in order]
+    if unknown:
+        sys.exit(f"error: not a torchvision classifier: {', '.join(unknown)}")
+    current = code_version()
+    results = {} if args.fresh else _load()
+    if args.report:
+        _write(results, order, current)
+        return
+    if only:
+        wanted = only
+    else:
+        wanted = [n for n in order if current.endswith("+dirty") or results.get(n, {}).get("code") != current]
     for name in wanted:
-        if name in results and not args.only:
-            continue
+        timeout = args.timeout or setup_for(name).timeout
         try:
-            proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, timeout=args.timeout)
+            proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, timeout=timeout)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             if proc.returncode == 0 and lines:
                 result = json.loads(lines[-1])
             else:
-                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                tail = (proc.stderr.strip().splitlines() or [f"no output (exit status {proc.returncode})"])[-1]
                 result = {"name": name, "status": {}, "error": f"crashed: {tail[:300]}"}
         except subprocess.TimeoutExpired:
-            result = {"name": name, "status": {}, "error": f"timeout after {args.timeout} s"}
-        result["order"] = order[name]
+            result = {"name": name, "status": {}, "error": f"timeout after {timeout} s"}
+        result["code"] = current
         results[name] = result
-        pending = [n for n in order if n not in results]
-        JSON_PATH.write_text(json.dumps({"results": results}, indent=1) + "\n")
-        MD_PATH.write_text(render(results, len(order), pending))
-    MD_PATH.write_text(render(results, len(order), [n for n in order if n not in results]))
+        _write(results, order, current)
+    _write(results, order, current)
 
 
 if __name__ == "__main__":
