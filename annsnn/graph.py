@@ -492,8 +492,18 @@ def _fold_input_independent(gm: fx.GraphModule) -> None:
             new = gm.graph.get_attr(name)
         _keep_origin(node, new)
         node.replace_all_uses_with(new, delete_user_cb=lambda user: user not in constant)
+    read = {str(n.target) for n in gm.graph.nodes if n.op == "get_attr"}
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
+    still_read = {str(n.target) for n in gm.graph.nodes if n.op == "get_attr"}
+    called = [str(n.target) for n in gm.graph.nodes if n.op == "call_module"]
+    for target in sorted(read - still_read):  # a stored tensor only the folded part read
+        owner_path, _, last = target.rpartition(".")
+        if any(owner_path == c or owner_path.startswith(c + ".") for c in called):
+            continue  # its module still runs and uses it
+        owner = gm.get_submodule(owner_path) if owner_path else gm
+        owner._parameters.pop(last, None)
+        owner._buffers.pop(last, None)
     gm.delete_all_unused_submodules()
     gm.recompile()
 

@@ -39,8 +39,19 @@ def test_mobilenet_v3_small_converts_with_hybrid_and_keeps_exactly_its_non_relu_
     }
 
 
+def test_input_independent_position_bias_mlp_is_folded_and_goes_through_every_stage():
+    """Swin V2's continuous position bias (an MLP with a ReLU on a stored table) used to
+    reach the converter as a spiking layer: KeyError: features_1_0_attn_relative_coords_table."""
+    from test_graph import _StoredTableBias
+
+    torch.manual_seed(0)
+    result = check_model("stored_table", _StoredTableBias(), (6,))
+    assert result.status == {"convert": "ok", "simulate": "ok", "count": "ok", "save": "ok"}, result.error
+    assert result.hybrid and result.if_layers == 0 and result.analog_ops == {"operator.add": 1}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["efficientnet_b0", "regnet_y_400mf", "convnext_tiny", "swin_t"])
+@pytest.mark.parametrize("name", ["efficientnet_b0", "regnet_y_400mf", "convnext_tiny", "swin_t", "swin_v2_t", "alexnet"])
 def test_more_architectures_go_through_every_stage(name):
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, num_classes=10)

@@ -220,6 +220,7 @@ def test_input_independent_subgraph_is_folded_to_one_stored_tensor():
     expected = 16 * torch.sigmoid(model.mlp(model.table).view(-1))
     assert torch.equal(getattr(canon.module, str(stored[0].target)), expected)
     assert not any(isinstance(m, nn.Linear) and m.in_features == 2 for m in canon.module.modules())
+    assert "table" not in dict(canon.module.named_buffers())  # only the folded value is stored
     x = torch.randn(4, 6)
     assert torch.equal(canon.module(x), model(x))
 
