@@ -368,7 +368,7 @@ def graph_from_spec(spec: dict, state: dict[str, torch.Tensor]) -> fx.GraphModul
             raise _bad(f"node name {item['name']!r} is not usable")
         nodes[item["name"]] = node
     gm = fx.GraphModule(root, graph)
-    missing, unexpected = gm.load_state_dict(state, strict=False)
+    missing, unexpected = gm.load_state_dict(state, strict=False, assign=True)  # the file's tensors, not a second copy
     if unexpected or missing:
         raise UsageError("SNN file's tensors do not match its graph (corrupt file)")
     return gm.eval()
@@ -406,8 +406,8 @@ def save_snn(snn: SpikingNetwork, path: str | os.PathLike) -> None:
         "meta": json.dumps(snn.meta, default=_jsonable),
         "snn_graph": json.dumps(graph_to_spec(snn.graph)),
         "ann_graph": json.dumps(graph_to_spec(snn.ann)),
-        "snn_state": {k: v.detach().clone() for k, v in snn.graph.state_dict().items()},
-        "ann_state": {k: v.detach().clone() for k, v in snn.ann.state_dict().items()},
+        "snn_state": {k: _own_storage(v) for k, v in snn.graph.state_dict().items()},
+        "ann_state": {k: _own_storage(v) for k, v in snn.ann.state_dict().items()},
     }
     with atomic_path(path) as tmp:
         torch.save(payload, str(tmp))
@@ -417,6 +417,15 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(type(value).__name__)
+
+
+def _own_storage(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` itself when it fills its storage (written as is, no copy: the largest
+    models hold GBs); a compact copy when it is a view into a larger storage, which
+    ``torch.save`` would otherwise write whole."""
+    tensor = tensor.detach()
+    fills = tensor.is_contiguous() and tensor.storage_offset() == 0 and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+    return tensor if fills else tensor.clone()
 
 
 def load_snn(path: str | os.PathLike) -> SpikingNetwork:

@@ -156,7 +156,9 @@ class Calibrator:
 
     def __init__(self, canonical: CanonicalGraph, *, channel_wise: bool = False, bins: int = DEFAULT_BINS) -> None:
         self.canonical = canonical
-        self.module = copy.deepcopy(canonical.module).eval()
+        # a new graph over the same layers (fx builds fresh parent containers for the observers):
+        # observing needs no copy of the weights
+        self.module = fx.GraphModule(canonical.module, copy.deepcopy(canonical.module.graph)).eval()
         self.observers: dict[str, ActivationObserver] = {}
         self.samples = 0
         graph = self.module.graph

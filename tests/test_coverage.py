@@ -6,7 +6,11 @@ import torch
 import torchvision
 from torch import nn
 
+from annsnn.convert import ConversionOptions
 from annsnn.coverage import check_model
+from annsnn.modes import parse_mode
+from annsnn.pipeline import ann_to_snn
+from annsnn.simulate import simulate
 
 
 def _count(model: nn.Module, cls: type) -> int:
@@ -57,3 +61,40 @@ def test_more_architectures_go_through_every_stage(name):
     model = torchvision.models.get_model(name, num_classes=10)
     result = check_model(name, model, (3, 64, 64))
     assert result.ok, result.error
+
+
+def _storages(module: nn.Module) -> set[int]:
+    return {t.untyped_storage().data_ptr() for t in list(module.parameters()) + list(module.buffers()) if t.numel()}
+
+
+def test_calibration_observes_the_canonical_ann_without_copying_its_weights():
+    """The largest classifiers (600M parameters) must fit a few GB: the observed ANN shares
+    the canonical ANN's weights and leaves its module tree unchanged."""
+    from annsnn.convert import Calibrator
+    from annsnn.graph import canonicalize
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    canonical = canonicalize(model, input_shape=(3, 6, 6))
+    before = dict(canonical.module.named_modules()).keys()
+    calibrator = Calibrator(canonical)
+    assert _storages(canonical.module) <= _storages(calibrator.module)
+    assert dict(canonical.module.named_modules()).keys() == before
+    x = torch.rand(3, 3, 6, 6)
+    assert torch.equal(calibrator.observe(x), canonical.module(x))
+    assert set(calibrator.observers) == set(canonical.activations) and all(o.total > 0 for o in calibrator.observers.values())
+
+
+def test_saving_an_snn_writes_its_tensors_without_copying_them(tmp_path, monkeypatch):
+    from annsnn import artifact
+
+    model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    x = torch.rand(4, 5)
+    snn, _ = ann_to_snn(model, [x], input_shape=(5,), options=ConversionOptions(mode=parse_mode("max")))
+    written = {}
+    real_save = torch.save
+    monkeypatch.setattr(artifact.torch, "save", lambda payload, path: (written.update(payload), real_save(payload, path)))
+    artifact.save_snn(snn, tmp_path / "m.snn.pt")
+    saved = {t.untyped_storage().data_ptr() for key in ("snn_state", "ann_state") for t in written[key].values() if t.numel()}
+    assert saved <= _storages(snn.graph) | _storages(snn.ann)
+    loaded = artifact.load_snn(tmp_path / "m.snn.pt")
+    assert torch.equal(simulate(loaded, x, 3).outputs[3], simulate(snn, x, 3).outputs[3])
