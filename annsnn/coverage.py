@@ -90,6 +90,7 @@ def check_model(name: str, model: nn.Module, input_shape: tuple[int, ...], *, T:
                 result.spiking_error = _one_line(exc)
             else:
                 result.error = _one_line(exc)
+        gc.collect()  # a refused attempt's graph copy sits in reference cycles (fx graph <-> module)
     del model
     gc.collect()
     if snn is None:
