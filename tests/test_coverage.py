@@ -13,6 +13,16 @@ from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Whole torchvision models on small inputs: one thread is fastest, and on a busy 2-core
+    machine two threads were 10x slower (shufflenet 76 s against 2 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _count(model: nn.Module, cls: type) -> int:
     return sum(1 for m in model.modules() if type(m) is cls)
 
