@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from annsnn.artifact import load_snn, save_snn
+from annsnn.artifact import graph_to_spec, load_snn, save_snn
 from annsnn.convert import ConversionOptions
 from annsnn.counting import SnnCounter
 from annsnn.errors import UsageError
@@ -224,11 +224,6 @@ EXAMPLES: dict[str, Example] = {
 }
 
 
-def _frozen_index(module: nn.Module) -> None:
-    for p in module.parameters():
-        p.requires_grad_(False)
-
-
 def _run(example: Example, tmp_path, registry=None):
     torch.manual_seed(0)
     model = Probe(example.body()).eval()
@@ -303,6 +298,9 @@ def test_every_registry_entry_round_trips(name, tmp_path):
         held = [m for m in snn.graph.modules() if type(m) in spec.modules] + [m.op for m in snn.graph.modules() if isinstance(m, AnalogOp) and m.kind == "module"]
         assert any(type(m) in spec.modules for m in held) or spec.role is Role.POOL, name
     assert torch.equal(result.outputs[T], again.outputs[T])
+    loaded = load_snn(tmp_path / "net.snn")
+    for built, reloaded in ((snn.graph, loaded.graph), (snn.ann, loaded.ann)):  # every module's arguments survive
+        assert graph_to_spec(reloaded) == graph_to_spec(built)
     _check_counts(name, example, model, snn, counter, head_inputs, x.shape[0])
     assert not torch.isnan(result.outputs[T]).any()
 
