@@ -24,7 +24,8 @@ from .io import LoadedModel, load_model
 from .nir_io import export_nir, from_nir, load_nir, to_nir
 from .modes import ScaleMode, parse_mode, parse_time_steps
 from .observer import ActivationObserver
-from .analog import AnalogModuleSpec, AnalogOp, register_analog_function, register_analog_module
+from .analog import AnalogOp
+from .ops import AnalogUse, Demand, OpRegistry, OpSpec, Role, default_registry
 from .coverage import CoverageResult, check_model
 from .pipeline import ann_to_snn
 from .simulate import SimulationResult, simulate
@@ -86,9 +87,12 @@ __all__ = [
     "Equivalence",
     "check_equivalence",
     "AnalogOp",
-    "AnalogModuleSpec",
-    "register_analog_module",
-    "register_analog_function",
+    "OpSpec",
+    "OpRegistry",
+    "Role",
+    "AnalogUse",
+    "Demand",
+    "default_registry",
     "CoverageResult",
     "check_model",
 ]

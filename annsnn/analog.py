@@ -22,11 +22,10 @@ Sums and the previous cumulative output are kept in float64 so that the differen
 exact to float32 precision at large t. An op whose inputs are all constant over time (static
 under ``direct`` encoding) is evaluated once per batch by :class:`StaticAnalog` instead.
 
-**Registry.** :data:`ANALOG_MODULES` (module type -> :class:`AnalogModuleSpec`: how its
-constructor arguments are read from an instance and rebuilt), :data:`ANALOG_FUNCTIONS` and
-:data:`ANALOG_METHODS` (allowlisted names) are the only place an analog op is declared; the
-converter, the counter and the SNN file all read them. :func:`register_analog_module` and
-:func:`register_analog_function` extend them.
+**Registry.** Which ops may stay analog, and when, is the ``analog`` field
+(:class:`~annsnn.ops.AnalogUse`) of their entry in the op registry (:mod:`annsnn.ops`);
+a module's constructor arguments are saved and rebuilt by the same entry. To keep a new op
+analog, register an :class:`~annsnn.ops.OpSpec` with ``analog=AnalogUse.NONLINEAR``.
 
 **Cost.** Per sample and step an analog op costs the multiply-accumulates torch's
 ``FlopCounterMode`` finds in ``f`` (matmul, bmm, linear, attention: flops / 2) plus one op per
@@ -34,209 +33,24 @@ output element (the elementwise evaluation), see :func:`analog_macs`.
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from .errors import UsageError
 from .layers import TemporalModule
+from .ops import AnalogUse, OpRegistry, default_registry
 
 __all__ = [
     "AnalogOp",
     "StaticAnalog",
-    "AnalogModuleSpec",
-    "ANALOG_MODULES",
-    "ANALOG_FUNCTIONS",
-    "ANALOG_METHODS",
-    "NONLINEAR_FUNCTIONS",
-    "NONLINEAR_METHODS",
-    "PRODUCT_FUNCTIONS",
-    "PRODUCT_METHODS",
-    "register_analog_module",
-    "register_analog_function",
-    "module_config",
-    "build_module",
-    "function_name",
     "analog_macs",
     "is_analog",
     "analog_call",
     "AnalogCall",
-    "LINEAR_FUNCTIONS",
 ]
-
-
-# ---------------------------------------------------------------------------
-# registry
-
-
-@dataclass(frozen=True)
-class AnalogModuleSpec:
-    """How an analog module type is saved and rebuilt: ``cls(**config)``, then its state_dict.
-
-    ``fields`` are constructor arguments stored as attributes of the same name; ``extra``
-    reads constructor arguments that are not (e.g. LayerNorm's ``bias``).
-    """
-
-    cls: type[nn.Module]
-    fields: tuple[str, ...] = ()
-    extra: Callable[[nn.Module], dict] | None = None
-    extra_keys: tuple[str, ...] = ()
-
-
-def _bias_flag(m: nn.Module) -> dict:
-    return {"bias": getattr(m, "bias", None) is not None}
-
-
-def _mha_extra(m: nn.Module) -> dict:
-    return {"bias": m.in_proj_bias is not None, "add_bias_kv": m.bias_k is not None}
-
-
-ANALOG_MODULES: dict[type[nn.Module], AnalogModuleSpec] = {}
-
-
-def register_analog_module(spec: AnalogModuleSpec) -> None:
-    """Declare a module type that may stay analog (and can be saved) in a hybrid SNN."""
-    ANALOG_MODULES[spec.cls] = spec
-
-
-for _spec in (
-    AnalogModuleSpec(nn.GELU, ("approximate",)),
-    AnalogModuleSpec(nn.SiLU, ("inplace",)),
-    AnalogModuleSpec(nn.Hardswish, ("inplace",)),
-    AnalogModuleSpec(nn.Hardsigmoid, ("inplace",)),
-    AnalogModuleSpec(nn.Mish, ("inplace",)),
-    AnalogModuleSpec(nn.LeakyReLU, ("negative_slope", "inplace")),
-    AnalogModuleSpec(nn.ELU, ("alpha", "inplace")),
-    AnalogModuleSpec(nn.CELU, ("alpha", "inplace")),
-    AnalogModuleSpec(nn.SELU, ("inplace",)),
-    AnalogModuleSpec(nn.Sigmoid),
-    AnalogModuleSpec(nn.Tanh),
-    AnalogModuleSpec(nn.Softsign),
-    AnalogModuleSpec(nn.LogSigmoid),
-    AnalogModuleSpec(nn.Tanhshrink),
-    AnalogModuleSpec(nn.Softplus, ("beta", "threshold")),
-    AnalogModuleSpec(nn.PReLU, ("num_parameters",)),
-    AnalogModuleSpec(nn.RReLU, ("lower", "upper", "inplace")),
-    AnalogModuleSpec(nn.GLU, ("dim",)),
-    AnalogModuleSpec(nn.Hardshrink, ("lambd",)),
-    AnalogModuleSpec(nn.Softshrink, ("lambd",)),
-    AnalogModuleSpec(nn.Threshold, ("threshold", "value", "inplace")),
-    AnalogModuleSpec(nn.Hardtanh, ("min_val", "max_val", "inplace")),
-    AnalogModuleSpec(nn.Softmax, ("dim",)),
-    AnalogModuleSpec(nn.LogSoftmax, ("dim",)),
-    AnalogModuleSpec(nn.Softmax2d),
-    AnalogModuleSpec(nn.LayerNorm, ("normalized_shape", "eps", "elementwise_affine"), _bias_flag, ("bias",)),
-    AnalogModuleSpec(nn.GroupNorm, ("num_groups", "num_channels", "eps", "affine")),
-    AnalogModuleSpec(nn.LocalResponseNorm, ("size", "alpha", "beta", "k")),
-    AnalogModuleSpec(
-        nn.MultiheadAttention,
-        ("embed_dim", "num_heads", "dropout", "add_zero_attn", "kdim", "vdim", "batch_first"),
-        _mha_extra,
-        ("bias", "add_bias_kv"),
-    ),
-):
-    register_analog_module(_spec)
-
-
-def module_config(module: nn.Module) -> dict:
-    """The JSON-ready constructor arguments of a registered analog module."""
-    spec = ANALOG_MODULES.get(type(module))
-    if spec is None:
-        raise UsageError(f"cannot save layer type {type(module).__name__}: it is not a registered analog op")
-    config = {name: getattr(module, name) for name in spec.fields}
-    if spec.extra is not None:
-        config.update(spec.extra(module))
-    return {k: (list(v) if isinstance(v, (tuple, torch.Size)) else v) for k, v in config.items()}
-
-
-def build_module(type_name: str, config: dict) -> nn.Module:
-    """Rebuild a registered analog module from :func:`module_config` output (no code from the file)."""
-    spec = next((s for cls, s in ANALOG_MODULES.items() if cls.__name__ == type_name), None)
-    if spec is None:
-        raise UsageError(f"SNN file names an unknown analog layer type {type_name!r}")
-    if not set(config) <= set(spec.fields) | set(spec.extra_keys):
-        raise UsageError(f"SNN file holds unknown arguments for {type_name}")
-    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()}
-    if not all(isinstance(v, (bool, int, float, str, tuple, type(None))) for v in kwargs.values()):
-        raise UsageError(f"SNN file holds a bad configuration for {type_name}")
-    try:
-        return spec.cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"SNN file holds a bad configuration for {type_name} ({exc})") from None
-
-
-# Functions (by their saved name). NONLINEAR ones are analog wherever they appear in --hybrid;
-# PRODUCT ones are analog when two of their operands vary over time (x * gate, q @ k);
-# the rest are linear ops that become analog only when they touch a stored tensor
-# (``x + pos_embedding``, ``class_token.expand(n, -1, -1)``, ``layer_scale * x``).
-NONLINEAR_FUNCTIONS: dict[str, Callable] = {
-    "F.gelu": F.gelu, "F.silu": F.silu, "F.hardswish": F.hardswish, "F.hardsigmoid": F.hardsigmoid,
-    "F.leaky_relu": F.leaky_relu, "F.elu": F.elu, "F.selu": F.selu, "F.celu": F.celu,
-    "F.softplus": F.softplus, "F.mish": F.mish, "F.prelu": F.prelu, "F.softsign": F.softsign,
-    "F.glu": F.glu, "F.logsigmoid": F.logsigmoid, "F.sigmoid": F.sigmoid, "F.tanh": F.tanh,
-    "torch.sigmoid": torch.sigmoid, "torch.tanh": torch.tanh, "F.hardtanh": F.hardtanh,
-    "F.softmax": F.softmax, "F.log_softmax": F.log_softmax, "torch.softmax": torch.softmax,
-    "torch.log_softmax": torch.log_softmax, "F.layer_norm": F.layer_norm, "F.group_norm": F.group_norm,
-    "F.normalize": F.normalize, "F.scaled_dot_product_attention": F.scaled_dot_product_attention,
-    "torch.exp": torch.exp, "torch.sqrt": torch.sqrt, "torch.rsqrt": torch.rsqrt, "torch.erf": torch.erf,
-    "operator.pow": operator.pow, "torch.pow": torch.pow,
-}
-PRODUCT_FUNCTIONS: dict[str, Callable] = {
-    "operator.mul": operator.mul, "operator.imul": operator.imul, "torch.mul": torch.mul,
-    "operator.truediv": operator.truediv, "torch.div": torch.div, "operator.matmul": operator.matmul,
-    "torch.matmul": torch.matmul, "torch.bmm": torch.bmm, "torch.mm": torch.mm, "torch.einsum": torch.einsum,
-}
-LINEAR_FUNCTIONS: dict[str, Callable] = {
-    "operator.add": operator.add, "operator.iadd": operator.iadd, "torch.add": torch.add,
-    "operator.sub": operator.sub, "torch.sub": torch.sub, "operator.neg": operator.neg,
-    "torch.cat": torch.cat, "torch.stack": torch.stack, "torch.flatten": torch.flatten,
-    "torch.reshape": torch.reshape, "torch.permute": torch.permute, "torch.transpose": torch.transpose,
-    "torch.squeeze": torch.squeeze, "torch.unsqueeze": torch.unsqueeze, "operator.getitem": operator.getitem,
-    "F.pad": F.pad, "F.linear": F.linear, "F.conv2d": F.conv2d, "torch.roll": torch.roll,
-    "F.interpolate": F.interpolate, "torch.swapaxes": torch.swapaxes, "torch.movedim": torch.movedim,
-}
-ANALOG_FUNCTIONS: dict[str, Callable] = {**NONLINEAR_FUNCTIONS, **PRODUCT_FUNCTIONS, **LINEAR_FUNCTIONS}
-
-NONLINEAR_METHODS = frozenset({"sigmoid", "sigmoid_", "tanh", "tanh_", "softmax", "log_softmax", "exp", "sqrt", "rsqrt", "pow"})
-PRODUCT_METHODS = frozenset({"mul", "mul_", "div", "div_", "matmul", "bmm"})
-ANALOG_METHODS = NONLINEAR_METHODS | PRODUCT_METHODS | frozenset({
-    "add", "add_", "sub", "sub_", "expand", "expand_as", "repeat", "view", "reshape", "flatten", "permute",
-    "transpose", "contiguous", "squeeze", "unsqueeze", "clone", "neg", "roll", "swapaxes", "movedim",
-})
-
-
-def register_analog_function(name: str, fn: Callable, *, nonlinear: bool = True) -> None:
-    """Declare a function that may stay analog under ``name`` (the name it is saved as)."""
-    ANALOG_FUNCTIONS[name] = fn
-    if nonlinear:
-        NONLINEAR_FUNCTIONS[name] = fn
-
-
-def _register_torchvision() -> None:
-    """torchvision's fx-wrapped helpers (Swin's window attention and patch-merging pad)."""
-    try:
-        from torchvision.models import swin_transformer as swin
-    except Exception:  # pragma: no cover - torchvision is optional here
-        return
-    for attr in ("shifted_window_attention", "_get_relative_position_bias", "_patch_merging_pad"):
-        fn = getattr(swin, attr, None)
-        if fn is not None:
-            register_analog_function(f"torchvision.swin.{attr}", fn)
-
-
-_register_torchvision()
-
-
-def function_name(fn: object) -> str | None:
-    """The registry name of an analog function, or None."""
-    for name, candidate in ANALOG_FUNCTIONS.items():
-        if candidate is fn:
-            return name
-    return None
 
 
 # ---------------------------------------------------------------------------
@@ -298,8 +112,9 @@ class _Slot:
 class AnalogOp(TemporalModule):
     """An op kept analog, computed on the running rates of its time-varying inputs.
 
-    ``op`` is a registered module (``nn.GELU``, ``nn.LayerNorm``, ...), or the registry name
-    of a function or of a tensor method. ``template`` is ``(args, kwargs)`` of the original
+    ``op`` is a module whose registry entry may stay analog (``nn.GELU``, ``nn.LayerNorm``,
+    ...), or the saved name of such a function, or such a tensor method's name; ``registry``
+    (default :func:`annsnn.ops.default_registry`) resolves and allowlists it. ``template`` is ``(args, kwargs)`` of the original
     call with ``_Slot("input", i)`` for the forward's i-th argument and ``_Slot("const", j)``
     for stored tensors (a parameter used in ``forward``). ``streams[i]`` tells whether input i
     is a time-varying tensor (rate-estimated, multiplied by ``scale_i``) or a plain value such
@@ -315,22 +130,34 @@ class AnalogOp(TemporalModule):
         scales: list[Tensor | None],
         consts: list[Tensor],
         select: int | None = None,
+        *,
+        registry: OpRegistry | None = None,
     ) -> None:
         super().__init__()
         if kind not in ("module", "function", "method"):
             raise ValueError(f"unknown analog op kind {kind!r}")
+        registry = registry if registry is not None else default_registry()
+        self._fn: Callable | None = None
+        self._save: Callable[[nn.Module], dict] | None = None
         if kind == "module":
             assert isinstance(op, nn.Module)
-            if type(op) not in ANALOG_MODULES:
+            spec = registry.for_module(op)
+            if spec is None or spec.analog is None or spec.save is None:
                 raise UsageError(f"{type(op).__name__} is not a registered analog op")
             self.op = op
             self.target = type(op).__name__
+            self._save = spec.save
         else:
             assert isinstance(op, str)
-            if kind == "function" and op not in ANALOG_FUNCTIONS:
-                raise UsageError(f"function {op!r} is not a registered analog op")
-            if kind == "method" and op not in ANALOG_METHODS:
-                raise UsageError(f"method {op!r} is not a registered analog op")
+            if kind == "function":
+                self._fn = registry.function(op)
+                spec = registry.for_function(self._fn) if self._fn is not None else None
+                if spec is None or spec.analog is None:
+                    raise UsageError(f"function {op!r} is not a registered analog op")
+            else:
+                spec = registry.for_method(op)
+                if spec is None or spec.analog is None:
+                    raise UsageError(f"method {op!r} is not a registered analog op")
             self.target = op
         self.kind = kind
         self.template = template
@@ -351,7 +178,8 @@ class AnalogOp(TemporalModule):
         if self.kind == "module":
             return self.op
         if self.kind == "function":
-            return ANALOG_FUNCTIONS[self.target]
+            assert self._fn is not None
+            return self._fn
         name = self.target
         return lambda obj, *a, **k: getattr(obj, name)(*a, **k)
 
@@ -430,15 +258,24 @@ class AnalogOp(TemporalModule):
             "select": self.select,
         }
         if self.kind == "module":
-            config["module"] = module_config(self.op)
+            assert self._save is not None
+            config["module"] = self._save(self.op)
         return config
 
     @classmethod
-    def from_config(cls, config: dict, state: dict[str, Tensor], prefix: str) -> "AnalogOp":
-        """Rebuild from :meth:`config` and the state_dict (allowlisted ops only)."""
+    def from_config(cls, config: dict, state: dict[str, Tensor], prefix: str, *, registry: OpRegistry | None = None) -> "AnalogOp":
+        """Rebuild from :meth:`config` and the state_dict: only ops whose entry in ``registry``
+        (default :func:`annsnn.ops.default_registry`) may stay analog."""
+        registry = registry if registry is not None else default_registry()
         kind, target = config.get("kind"), config.get("target")
         if kind == "module":
-            op: nn.Module | str = build_module(str(target), config.get("module", {}))
+            found = registry.module_type(str(target))
+            if found is None or found[1].analog is None:
+                raise UsageError(f"SNN file names an unknown analog layer type {target!r}")
+            module_config = config.get("module", {})
+            if not isinstance(module_config, dict):
+                raise UsageError("SNN file holds a bad analog op")
+            op: nn.Module | str = found[1].load(module_config, {}, prefix + "op.", registry)  # type: ignore[misc]
         elif kind in ("function", "method"):
             op = str(target)
         else:
@@ -452,7 +289,7 @@ class AnalogOp(TemporalModule):
         select = config.get("select")
         if select is not None and not isinstance(select, int):
             raise UsageError("SNN file holds a bad analog op")
-        return cls(op, str(kind), (tuple(template[0]), dict(template[1])), streams, scales, consts, select)
+        return cls(op, str(kind), (tuple(template[0]), dict(template[1])), streams, scales, consts, select, registry=registry)
 
     def extra_repr(self) -> str:
         return f"{self.kind} {self.target}, rate-estimated inputs {sum(self.streams)}"
@@ -484,35 +321,31 @@ def analog_macs(module: AnalogOp, values: tuple) -> int:
 # classification and building from an fx node
 
 
-def is_analog(node: fx.Node, modules: dict[str, nn.Module], streams: set[fx.Node], constants: set[fx.Node]) -> bool:
-    """Whether ``node`` stays analog in a hybrid SNN.
+def is_analog(
+    node: fx.Node, modules: dict[str, nn.Module], streams: set[fx.Node], constants: set[fx.Node], registry: OpRegistry | None = None
+) -> bool:
+    """Whether ``node`` stays analog in a hybrid SNN, by its entry's ``analog`` field:
+    NONLINEAR always; PRODUCT when two operands vary over time (a stored tensor counts as
+    one); LINEAR when it touches a stored tensor. A module is analog when its entry allows it.
 
     ``streams``: nodes carrying time-varying tensors; ``constants``: stored tensors (get_attr).
     """
+    registry = registry if registry is not None else default_registry()
+    if node.op not in ("call_module", "call_function", "call_method"):
+        return False
+    spec = registry.lookup(node, modules)
+    if spec is None or spec.analog is None:
+        return False
+    if node.op == "call_module":
+        return spec.save is not None
     inputs = node.all_input_nodes
     n_streams = sum(1 for a in inputs if a in streams)
     touches_const = any(a in constants for a in inputs)
-    if node.op == "call_module":
-        return type(modules[str(node.target)]) in ANALOG_MODULES
-    if node.op == "call_function":
-        name = function_name(node.target)
-        if name is None:
-            return False
-        if name in NONLINEAR_FUNCTIONS:
-            return True
-        if name in PRODUCT_FUNCTIONS and n_streams + (1 if touches_const else 0) >= 2:
-            return True
-        return touches_const
-    if node.op == "call_method":
-        target = str(node.target)
-        if target not in ANALOG_METHODS:
-            return False
-        if target in NONLINEAR_METHODS:
-            return True
-        if target in PRODUCT_METHODS and n_streams + (1 if touches_const else 0) >= 2:
-            return True
-        return touches_const
-    return False
+    if spec.analog is AnalogUse.NONLINEAR:
+        return True
+    if spec.analog is AnalogUse.PRODUCT and n_streams + (1 if touches_const else 0) >= 2:
+        return True
+    return touches_const
 
 
 @dataclass
@@ -526,8 +359,9 @@ class AnalogCall:
     kind: str = "function"
 
 
-def analog_call(node: fx.Node, modules: dict[str, nn.Module], constants: set[fx.Node]) -> AnalogCall:
+def analog_call(node: fx.Node, modules: dict[str, nn.Module], constants: set[fx.Node], registry: OpRegistry | None = None) -> AnalogCall:
     """Split ``node``'s arguments into module inputs (each node once), stored tensors and a template."""
+    registry = registry if registry is not None else default_registry()
     call = AnalogCall()
     index: dict[fx.Node, _Slot] = {}
 
@@ -547,7 +381,7 @@ def analog_call(node: fx.Node, modules: dict[str, nn.Module], constants: set[fx.
     if node.op == "call_module":
         call.op, call.kind = modules[str(node.target)], "module"
     elif node.op == "call_function":
-        name = function_name(node.target)
+        name = registry.function_name(node.target)
         if name is None:
             raise UsageError(f"unsupported op {node.name}: no analog form")
         call.op, call.kind = name, "function"

@@ -6,6 +6,11 @@ description -- nodes whose targets come from an allowlist of functions, methods
 and module types -- plus their state_dicts. Loading rebuilds the modules from
 that allowlist, so nothing in the file can name code to run.
 
+The allowlist is the op registry (:mod:`annsnn.ops`): a function is saved under the name
+its entry gives it, a module under its class name with the entry's ``save`` config, and
+rebuilt only by that entry's ``load``. ``load_snn(path, registry=...)`` must be given the
+registry that holds a user-registered op; without it the file is refused.
+
 torch.fx turns a graph into Python source (node names become variables, placeholder
 targets become parameters, keyword names and module paths are pasted in as written),
 so before anything is built :func:`validate_spec` checks every string of the graph
@@ -20,20 +25,17 @@ from __future__ import annotations
 import builtins
 import json
 import keyword
-import operator
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
-from .analog import ANALOG_FUNCTIONS, ANALOG_METHODS, ANALOG_MODULES, AnalogOp, build_module, module_config
 from .errors import UsageError
 from .files import atomic_path
-from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale
+from .ops import OpRegistry, default_registry
 from .snn import SpikingNetwork
 
 __all__ = ["save_snn", "load_snn", "graph_to_spec", "graph_from_spec", "validate_spec", "FORMAT"]
@@ -41,89 +43,13 @@ __all__ = ["save_snn", "load_snn", "graph_to_spec", "graph_from_spec", "validate
 FORMAT = "annsnn-snn"
 VERSION = 1
 
-_FUNCTIONS: dict[str, Callable] = {
-    "torch.flatten": torch.flatten,
-    "torch.reshape": torch.reshape,
-    "torch.cat": torch.cat,
-    "torch.add": torch.add,
-    "torch.mean": torch.mean,
-    "torch.squeeze": torch.squeeze,
-    "torch.unsqueeze": torch.unsqueeze,
-    "torch.transpose": torch.transpose,
-    "torch.permute": torch.permute,
-    "torch.relu": torch.relu,
-    "operator.add": operator.add,
-    "operator.iadd": operator.iadd,
-    "operator.mul": operator.mul,
-    "operator.truediv": operator.truediv,
-    "operator.getitem": operator.getitem,
-    "builtins.getattr": getattr,
-    "F.pad": F.pad,
-    "torch.chunk": torch.chunk,
-    "torch.swapaxes": torch.swapaxes,
-    "torch.movedim": torch.movedim,
-    "torch.split": torch.split,
-    "torch.unbind": torch.unbind,
-}
-for _name, _fn in ANALOG_FUNCTIONS.items():  # the ANN graph of a hybrid SNN keeps its analog ops
-    _FUNCTIONS.setdefault(_name, _fn)
-_FUNCTION_NAMES = {id(fn): name for name, fn in reversed(list(_FUNCTIONS.items()))}
-_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute", "transpose", "expand", "clone", "size", "dim", "mean", "add", "add_", "chunk", "split", "unbind", "swapaxes", "movedim"} | set(ANALOG_METHODS)
-
-
-def _conv_config(m: nn.Module) -> dict:
-    return {
-        "in_channels": m.in_channels, "out_channels": m.out_channels, "kernel_size": list(m.kernel_size),
-        "stride": list(m.stride), "padding": m.padding if isinstance(m.padding, str) else list(m.padding),
-        "dilation": list(m.dilation), "groups": m.groups, "bias": m.bias is not None, "padding_mode": m.padding_mode,
-    }
-
-
-def _pool_config(m: nn.Module) -> dict:
-    keys = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "count_include_pad", "divisor_override", "output_size")
-    return {k: (list(v) if isinstance(v, tuple) else v) for k in keys if hasattr(m, k) for v in [getattr(m, k)]}
-
-
-_MODULES: dict[str, tuple[type[nn.Module], Callable[[nn.Module], dict]]] = {
-    "Conv1d": (nn.Conv1d, _conv_config),
-    "Conv2d": (nn.Conv2d, _conv_config),
-    "Linear": (nn.Linear, lambda m: {"in_features": m.in_features, "out_features": m.out_features, "bias": m.bias is not None}),
-    "AvgPool1d": (nn.AvgPool1d, _pool_config),
-    "AvgPool2d": (nn.AvgPool2d, _pool_config),
-    "AdaptiveAvgPool1d": (nn.AdaptiveAvgPool1d, _pool_config),
-    "AdaptiveAvgPool2d": (nn.AdaptiveAvgPool2d, _pool_config),
-    "MaxPool2d": (nn.MaxPool2d, _pool_config),
-    "Flatten": (nn.Flatten, lambda m: {"start_dim": m.start_dim, "end_dim": m.end_dim}),
-    "ReLUClip": (ReLUClip, lambda m: m.config()),
-    "IFNeurons": (IFNeurons, lambda m: m.config()),
-    "SpikingMaxPool2d": (SpikingMaxPool2d, lambda m: m.config()),
-    "Rescale": (Rescale, lambda m: {}),
-    "Normalize": (Normalize, lambda m: {}),
-    "InputEncoder": (InputEncoder, lambda m: {}),
-}
-_MODULES["AnalogOp"] = (AnalogOp, lambda m: m.config())
-for _cls in ANALOG_MODULES:  # constructor arguments through the analog registry (LeakyReLU(0.2) stays 0.2)
-    _MODULES.setdefault(_cls.__name__, (_cls, module_config))
-
-
-def _make_module(type_name: str, config: dict, state: dict[str, torch.Tensor], prefix: str) -> nn.Module:
-    if type_name not in _MODULES:
+def _make_module(type_name: str, config: dict, state: dict[str, torch.Tensor], prefix: str, registry: OpRegistry) -> nn.Module:
+    found = registry.module_type(type_name)
+    if found is None:
         raise UsageError(f"SNN file names an unknown layer type {type_name!r}")
-    cls = _MODULES[type_name][0]
-    if cls is Rescale:
-        return Rescale(state[prefix + "factor"])
-    if cls is Normalize:
-        return Normalize(state[prefix + "mean"], state[prefix + "std"])
-    if cls is IFNeurons:  # the per-step bias is a tensor of the state, not a config value
-        if bool(config.get("bias_steps", 0)) != (prefix + "step_bias" in state):
-            raise UsageError("SNN file's neuron bias does not match its graph (corrupt file)")
-        return IFNeurons(float(config.get("v_init", 0.0)), step_bias=state.get(prefix + "step_bias"))
-    if cls is AnalogOp:
-        return AnalogOp.from_config(config, state, prefix)
-    if cls in ANALOG_MODULES:
-        return build_module(type_name, config)
-    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()}
-    return cls(**kwargs)
+    load = found[1].load
+    assert load is not None
+    return load(config, state, prefix, registry)
 
 
 def _encode(value: Any) -> Any:
@@ -237,14 +163,15 @@ def _check_value(value: Any, known: set[str], where: str) -> None:
         raise _bad(f"{where} holds an argument annsnn cannot read ({tag!r})")
 
 
-def validate_spec(spec: Any) -> None:
+def validate_spec(spec: Any, registry: OpRegistry | None = None) -> None:
     """Check a graph description before anything is built from it; raise ``UsageError`` if it
-    could put anything but allowlisted calls into the code fx generates."""
+    could put anything but allowlisted calls (ops of ``registry``) into the code fx generates."""
+    registry = registry if registry is not None else default_registry()
     if not isinstance(spec, dict) or not isinstance(spec.get("nodes"), list) or not isinstance(spec.get("modules"), dict):
         raise _bad("the graph is not a {nodes, modules} description")
     for path, info in spec["modules"].items():
         _check_module_path(path)
-        if not isinstance(info, dict) or info.get("type") not in _MODULES or not isinstance(info.get("config", {}), dict):
+        if not isinstance(info, dict) or not isinstance(info.get("type"), str) or registry.module_type(info["type"]) is None or not isinstance(info.get("config", {}), dict):
             raise _bad(f"module {path!r} has an unknown layer type")
         for key in info.get("config", {}):
             if not _is_identifier(key):
@@ -273,13 +200,13 @@ def validate_spec(spec: Any) -> None:
             if _check_module_path(target) not in spec["modules"]:
                 raise _bad(f"{where} calls a module {target!r} the file does not define")
         elif op == "call_method":
-            if target not in _METHODS:
+            if not isinstance(target, str) or not registry.saveable_method(target):
                 raise _bad(f"{where} names a method annsnn does not allow: {target!r}")
         elif op == "get_attr":
             parts = target.split(".") if isinstance(target, str) else [""]
             if not all(p.isdigit() or (p.isidentifier() and p.isascii() and not keyword.iskeyword(p) and not p.startswith("__")) for p in parts):
                 raise _bad(f"{where} reads a stored tensor with a bad attribute path {target!r}")
-        elif target not in _FUNCTIONS:
+        elif not isinstance(target, str) or not registry.saveable_function(target):
             raise _bad(f"{where} names a function annsnn does not allow: {target!r}")
         args, kwargs = item.get("args"), item.get("kwargs")
         if not (isinstance(args, dict) and isinstance(args.get("tuple"), list) and len(args) == 1):
@@ -300,26 +227,30 @@ def validate_spec(spec: Any) -> None:
         raise _bad("the graph does not end in exactly one output")
 
 
-def graph_to_spec(gm: fx.GraphModule) -> dict:
-    """A JSON-ready description of ``gm``'s graph and modules."""
+def graph_to_spec(gm: fx.GraphModule, registry: OpRegistry | None = None) -> dict:
+    """A JSON-ready description of ``gm``'s graph and modules (ops of ``registry`` only)."""
+    registry = registry if registry is not None else default_registry()
     nodes, modules = [], {}
     named = dict(gm.named_modules())
     for node in gm.graph.nodes:
         if node.op == "call_function":
-            name = _FUNCTION_NAMES.get(id(node.target))
-            if name is None:
+            name = registry.function_name(node.target)
+            if name is None or not registry.saveable_function(name):
                 raise UsageError(f"cannot save function {getattr(node.target, '__name__', node.target)} in an SNN file")
             target: Any = name
         elif node.op == "call_method":
-            if node.target not in _METHODS:
+            if not registry.saveable_method(node.target):
                 raise UsageError(f"cannot save method .{node.target}() in an SNN file")
             target = node.target
         elif node.op == "call_module":
             module = named[str(node.target)]
             type_name = type(module).__name__
-            if type_name not in _MODULES or not isinstance(module, _MODULES[type_name][0]):
-                raise UsageError(f"cannot save layer {node.target} ({type_name}) in an SNN file")
-            modules[str(node.target)] = {"type": type_name, "config": _MODULES[type_name][1](module)}
+            found = registry.module_type(type_name)
+            if found is None or found[0] is not type(module):
+                raise UsageError(f"cannot save layer {node.target} ({type_name}) in an SNN file: it is not in the op registry")
+            save = found[1].save
+            assert save is not None
+            modules[str(node.target)] = {"type": type_name, "config": save(module)}
             target = str(node.target)
         elif node.op in ("placeholder", "output"):
             target = str(node.target)
@@ -331,16 +262,18 @@ def graph_to_spec(gm: fx.GraphModule) -> dict:
     return {"nodes": nodes, "modules": modules}
 
 
-def graph_from_spec(spec: dict, state: dict[str, torch.Tensor]) -> fx.GraphModule:
+def graph_from_spec(spec: dict, state: dict[str, torch.Tensor], registry: OpRegistry | None = None) -> fx.GraphModule:
     """Rebuild a GraphModule from :func:`graph_to_spec` output and its state_dict.
 
     The description is validated first (:func:`validate_spec`); nodes are then named by fx's
-    own namespace, and a name it would have to change is refused.
+    own namespace, and a name it would have to change is refused. Modules and functions come
+    from ``registry`` (default :func:`annsnn.ops.default_registry`) only.
     """
-    validate_spec(spec)
+    registry = registry if registry is not None else default_registry()
+    validate_spec(spec, registry)
     root = nn.Module()
     for path, info in spec["modules"].items():
-        module = _make_module(info["type"], info.get("config", {}), state, path + ".")
+        module = _make_module(info["type"], info.get("config", {}), state, path + ".", registry)
         parent = root
         parts = path.split(".")
         for part in parts[:-1]:
@@ -355,7 +288,7 @@ def graph_from_spec(spec: dict, state: dict[str, torch.Tensor]) -> fx.GraphModul
         args = _decode(item["args"], nodes)
         kwargs = _decode(item["kwargs"], nodes)
         if op == "call_function":
-            target = _FUNCTIONS[target]
+            target = registry.function(target)
         if op == "output":
             args = [args[0]]
         if op == "get_attr":  # a stored tensor read by an analog op (validated by validate_spec)
@@ -398,14 +331,16 @@ def _attach_attr(root: nn.Module, target: str, state: dict[str, torch.Tensor]) -
         parent.register_buffer(parts[-1], state[target].clone())
 
 
-def save_snn(snn: SpikingNetwork, path: str | os.PathLike) -> None:
-    """Write ``snn`` atomically to ``path``."""
+def save_snn(snn: SpikingNetwork, path: str | os.PathLike, registry: OpRegistry | None = None) -> None:
+    """Write ``snn`` atomically to ``path``; its ops must be in ``registry`` (default: the
+    registry ``snn`` was converted or loaded with)."""
+    registry = registry if registry is not None else snn.registry
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "meta": json.dumps(snn.meta, default=_jsonable),
-        "snn_graph": json.dumps(graph_to_spec(snn.graph)),
-        "ann_graph": json.dumps(graph_to_spec(snn.ann)),
+        "snn_graph": json.dumps(graph_to_spec(snn.graph, registry)),
+        "ann_graph": json.dumps(graph_to_spec(snn.ann, registry)),
         "snn_state": {k: _own_storage(v) for k, v in snn.graph.state_dict().items()},
         "ann_state": {k: _own_storage(v) for k, v in snn.ann.state_dict().items()},
     }
@@ -428,8 +363,13 @@ def _own_storage(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if fills else tensor.clone()
 
 
-def load_snn(path: str | os.PathLike) -> SpikingNetwork:
-    """Load an SNN file with ``weights_only=True``; a bad file is a one-line error."""
+def load_snn(path: str | os.PathLike, registry: OpRegistry | None = None) -> SpikingNetwork:
+    """Load an SNN file with ``weights_only=True``; a bad file is a one-line error.
+
+    Modules are rebuilt only through the entries of ``registry`` (default
+    :func:`annsnn.ops.default_registry`): a file naming a user-registered op needs the
+    registry that holds it."""
+    registry = registry if registry is not None else default_registry()
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"SNN file {str(file)!r} does not exist")
@@ -443,10 +383,10 @@ def load_snn(path: str | os.PathLike) -> SpikingNetwork:
         raise UsageError(f"{str(file)!r} has SNN format version {payload.get('version')}; this annsnn reads version {VERSION}")
     try:
         meta = json.loads(payload["meta"])
-        snn_graph = graph_from_spec(json.loads(payload["snn_graph"]), payload["snn_state"])
-        ann_graph = graph_from_spec(json.loads(payload["ann_graph"]), payload["ann_state"])
+        snn_graph = graph_from_spec(json.loads(payload["snn_graph"]), payload["snn_state"], registry)
+        ann_graph = graph_from_spec(json.loads(payload["ann_graph"]), payload["ann_state"], registry)
     except UsageError:
         raise
     except (KeyError, ValueError, TypeError) as exc:
         raise UsageError(f"{str(file)!r} is a damaged annsnn SNN file ({type(exc).__name__})") from None
-    return SpikingNetwork(snn_graph, ann_graph, meta).eval()
+    return SpikingNetwork(snn_graph, ann_graph, meta, registry=registry).eval()

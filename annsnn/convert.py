@@ -9,7 +9,9 @@ scale that the consuming neuron demands, so thresholds stay 1. Where a scale
 cannot be folded (a residual shortcut carrying another layer's spikes) a
 :class:`~annsnn.layers.Rescale` synapse is inserted and reported.
 
-Conversion is a mapping from layer type to handler (:func:`default_handlers`).
+Each op's conversion rule (its handler here) and how a demanded scale travels back through it
+are fields of its entry in the op registry (:mod:`annsnn.ops`); :func:`default_handlers` is
+that registry's key -> handler view.
 """
 from __future__ import annotations
 
@@ -26,10 +28,11 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from .equivalence import Equivalence
 from .analog import AnalogOp, analog_call, is_analog
 from .errors import UsageError
-from .graph import WEIGHT_LAYERS, CanonicalGraph, UNCONVERTIBLE_MODULES
-from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale
+from .graph import CanonicalGraph
+from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Rescale
 from .modes import ScaleMode
 from .observer import DEFAULT_BINS, ActivationObserver, PercentileOf
+from .ops import Demand, OpRegistry, Role, default_registry
 from .scale import Scale, ScaleError
 from .thresholds import if_thresholds
 
@@ -224,6 +227,7 @@ class _Context:
     report: ConversionReport | None = None
     rescale_count: int = 0
     parts: dict[fx.Node, tuple[Scale, ...]] = field(default_factory=dict)  # scales of chunk/split outputs
+    registry: OpRegistry = field(default_factory=default_registry)
 
     def insert_rescale(self, user: fx.Node, source: fx.Node, target: Scale, why: str) -> fx.Node:
         """Put a :class:`Rescale` between ``source`` and ``user`` that brings ``source``'s
@@ -297,7 +301,7 @@ def _h_analog(ctx: _Context, node: fx.Node, constants: set[fx.Node]) -> None:
     """Keep ``node`` analog (hybrid): an :class:`~annsnn.analog.AnalogOp` on the running rates
     of its inputs; each time-varying input carries its scale into the op, whose output is in
     ANN units (scale 1). A tuple-valued op becomes one AnalogOp per element used."""
-    call = analog_call(node, ctx.modules, constants)
+    call = analog_call(node, ctx.modules, constants, ctx.registry)
     streams = [a in ctx.scale for a in call.inputs]
     scales: list[Tensor | None] = []
     for a, is_stream in zip(call.inputs, streams):
@@ -326,7 +330,7 @@ def _h_analog(ctx: _Context, node: fx.Node, constants: set[fx.Node]) -> None:
         else:
             name = _unique_name(ctx.gm, f"analog_{target.name}")
             op = copy.deepcopy(op) if isinstance(op, nn.Module) else op
-        module = AnalogOp(op, call.kind, call.template, streams, scales, consts, select)
+        module = AnalogOp(op, call.kind, call.template, streams, scales, consts, select, registry=ctx.registry)
         if single_use:
             ctx.gm.set_submodule(name, module)
         else:
@@ -401,9 +405,10 @@ def _binary_spikes(ctx: _Context, node: fx.Node) -> bool:
         module = ctx.gm.get_submodule(str(node.target))
         if isinstance(module, IFNeurons):
             return True
-        if not isinstance(module, (nn.Flatten, SpikingMaxPool2d)):
-            return False
-    elif not ((node.op == "call_function" and node.target in _COMMUTING_FUNCTIONS) or (node.op == "call_method" and node.target in _COMMUTING_METHODS)):
+        spec = ctx.registry.for_module(module)
+    else:
+        spec = ctx.registry.lookup(node, {})
+    if spec is None or not spec.copies_spikes:
         return False
     sources = [a for a in node.all_input_nodes if a in ctx.kind]
     return bool(sources) and all(_binary_spikes(ctx, a) for a in sources)
@@ -412,7 +417,7 @@ def _binary_spikes(ctx: _Context, node: fx.Node) -> bool:
 def _h_commute(ctx: _Context, node: fx.Node) -> None:
     """Ops that commute with a positive scale: evaluate the op on the scale tensor."""
     tensor_inputs = [a for a in _input_nodes(node) if a in ctx.scale]
-    if node.op == "call_module" and isinstance(ctx.modules[str(node.target)], (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.MaxPool2d, SpikingMaxPool2d)):
+    if node.op == "call_module" and (ctx.registry.has_role(ctx.modules[str(node.target)], Role.POOL) or isinstance(ctx.modules[str(node.target)], SpikingMaxPool2d)):
         # pool(s * x) = s * pool(x) for a per-channel s: the scale passes through
         src = tensor_inputs[0]
         _channel_vector(ctx.scale[src], src)  # error naming the node if not per channel
@@ -463,20 +468,31 @@ def _h_add(ctx: _Context, node: fx.Node) -> None:
     ctx.kind[node] = "current" if "current" in kinds else ("analog" if "analog" in kinds else "spike")
 
 
-def _h_scalar_mul(ctx: _Context, node: fx.Node) -> None:
+def _h_scalar_mul(ctx: _Context, node: fx.Node, divide: bool = False) -> None:
+    """``c * x`` (or ``x / c``): the value scales, the scale does not, ``c * (s x) = s (c x)``."""
     tensors = [a for a in node.args if isinstance(a, fx.Node)]
-    numbers = [a for a in node.args if isinstance(a, (int, float))]
-    if len(tensors) != 1 or len(numbers) != 1 or (node.target is operator.truediv and node.args[0] is not tensors[0]):
+    numbers = [a for a in node.args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    if len(tensors) != 1 or len(numbers) != 1 or node.kwargs or (divide and node.args[0] is not tensors[0]):
         raise UsageError(f"unsupported op {node.name}: multiplication other than by a constant")
     ctx.scale[node] = ctx.scale[tensors[0]]
     ctx.kind[node] = ctx.kind[tensors[0]]
 
 
-def _h_passive(ctx: _Context, node: fx.Node) -> None:
-    """Non-tensor helpers (``x.size(0)``): no scale."""
+def _h_scalar_div(ctx: _Context, node: fx.Node) -> None:
+    """``x / c``: as :func:`_h_scalar_mul`; a constant divided by a tensor is refused."""
+    _h_scalar_mul(ctx, node, divide=True)
 
 
-_SPLITTING = {"chunk", "split", "unbind", "tensor_split", torch.chunk, torch.split, torch.unbind, torch.tensor_split}
+def _h_size(ctx: _Context, node: fx.Node) -> None:
+    """``x.size(d)``, ``x.dim()``, ``x.shape``: no scale; the value (at batch 1) is kept for
+    the ops that read it, computed on the input's scale tensor (same shape)."""
+    src = node.args[0]
+    assert isinstance(src, fx.Node)
+    full = ctx.scale[src].full(_shape(src))
+    if node.op == "call_method":
+        node.meta["value_on_scale"] = getattr(full, str(node.target))(*node.args[1:])
+    else:
+        node.meta["value_on_scale"] = node.target(full, *node.args[1:])  # type: ignore[operator]
 
 
 def _h_split(ctx: _Context, node: fx.Node) -> None:
@@ -555,42 +571,16 @@ def _evaluate_on_scales(ctx: _Context, node: fx.Node, override: dict[fx.Node, Sc
         raise UsageError(f"unsupported op {node.name}: it does not only move values ({exc})") from None
 
 
-_COMMUTING_FUNCTIONS = {torch.flatten, torch.reshape, operator.getitem, F.pad, torch.cat, torch.squeeze, torch.unsqueeze, torch.transpose, torch.permute, torch.swapaxes, torch.movedim}
-_COMMUTING_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute", "transpose", "expand", "clone", "swapaxes", "movedim"}
-_PASSIVE_METHODS = {"size", "dim"}
-
-
-def default_handlers() -> dict[object, Handler]:
-    """Layer type (module class, function, or method name) -> conversion handler."""
-    handlers: dict[object, Handler] = {
-        nn.Conv1d: _h_weight,
-        nn.Conv2d: _h_weight,
-        nn.Linear: _h_weight,
-        ReLUClip: _h_neuron,
-        Normalize: _h_normalize,
-        nn.MaxPool2d: _h_maxpool,
-        nn.AvgPool1d: _h_commute,
-        nn.AvgPool2d: _h_commute,
-        nn.AdaptiveAvgPool1d: _h_commute,
-        nn.AdaptiveAvgPool2d: _h_commute,
-        nn.Flatten: _h_commute,
-        operator.add: _h_add,
-        torch.add: _h_add,
-        operator.iadd: _h_add,
-        "add": _h_add,
-        "add_": _h_add,
-        operator.mul: _h_scalar_mul,
-        operator.truediv: _h_scalar_mul,
-        torch.mean: _h_mean,
-        "mean": _h_mean,
-        getattr: _h_passive,
-    }
-    for fn in _COMMUTING_FUNCTIONS:
-        handlers[fn] = _h_commute
-    for name in _COMMUTING_METHODS:
-        handlers[name] = _h_commute
-    for name in _PASSIVE_METHODS:
-        handlers[name] = _h_passive
+def default_handlers(registry: OpRegistry | None = None) -> dict[object, Handler]:
+    """Layer type (module class, function, or method name) -> conversion handler: a view of
+    the ``convert`` rules of ``registry`` (default: :func:`annsnn.ops.default_registry`)."""
+    registry = registry if registry is not None else default_registry()
+    handlers: dict[object, Handler] = {}
+    for spec in registry.specs():
+        if spec.convert is None:
+            continue
+        for key in (*spec.modules, *(fn for _, fn in spec.functions), *spec.methods):
+            handlers[key] = spec.convert
     return handlers
 
 
@@ -600,7 +590,9 @@ def _handler_key(node: fx.Node, modules: dict[str, nn.Module]) -> object:
     return node.target
 
 
-def _push_demand(ctx_demand: dict[fx.Node, Scale], conflicts: set[fx.Node], node: object, scale: Scale, modules: dict[str, nn.Module]) -> None:
+def _push_demand(ctx_demand: dict[fx.Node, Scale], conflicts: set[fx.Node], node: object, scale: Scale, modules: dict[str, nn.Module], registry: OpRegistry) -> None:
+    """Let ``node`` (and, through sums, pools and reshapes, the ops before it) produce
+    ``scale``, so a weight layer absorbs it; each op's :class:`~annsnn.ops.Demand` says how."""
     if not isinstance(node, fx.Node) or node in conflicts:
         return
     if node in ctx_demand:
@@ -610,17 +602,16 @@ def _push_demand(ctx_demand: dict[fx.Node, Scale], conflicts: set[fx.Node], node
         return
     if len(node.users) != 1:
         return
-    key = _handler_key(node, modules)
-    if key in WEIGHT_LAYERS:
+    spec = registry.lookup(node, modules)
+    demand = spec.demand if spec is not None else Demand.STOP
+    if demand is Demand.ABSORB:
         ctx_demand[node] = scale
-    elif key in (operator.add, torch.add, operator.iadd, "add", "add_"):
+    elif demand is Demand.OPERANDS:
         ctx_demand[node] = scale
         for a in node.args[:2]:
-            _push_demand(ctx_demand, conflicts, a, scale, modules)
-    elif key in (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d):
-        _push_demand(ctx_demand, conflicts, node.args[0], scale, modules)
-    elif key in (nn.Flatten, torch.flatten, "flatten", "view", "reshape", torch.reshape) and scale.granularity == "tensor":
-        _push_demand(ctx_demand, conflicts, node.args[0], scale, modules)
+            _push_demand(ctx_demand, conflicts, a, scale, modules, registry)
+    elif demand is Demand.CHANNEL or (demand is Demand.SCALAR and scale.granularity == "tensor"):
+        _push_demand(ctx_demand, conflicts, node.args[0], scale, modules, registry)
 
 
 def _layer_scale(observer: ActivationObserver, options: ConversionOptions, ceiling: float | None, shape: tuple[int, ...]) -> tuple[Tensor, list[str]]:
@@ -701,10 +692,16 @@ def convert(
     options: ConversionOptions,
     input_shape: tuple[int, ...],
     handlers: dict[object, Handler] | None = None,
+    *,
+    registry: OpRegistry | None = None,
 ) -> tuple[fx.GraphModule, ConversionReport]:
-    """Build the SNN graph (on merged ``[T*B, ...]`` tensors) and its report."""
-    handlers = handlers if handlers is not None else default_handlers()
+    """Build the SNN graph (on merged ``[T*B, ...]`` tensors) and its report.
+
+    Each op converts by the ``convert`` rule of its entry in ``registry`` (default: the one
+    the model was canonicalized with); ``handlers`` (key -> handler) overrides entries.
+    """
     canonical = calibrator.canonical
+    registry = registry if registry is not None else canonical.registry
     gm = copy.deepcopy(canonical.module).eval()
     ShapeProp(gm).propagate(torch.zeros(1, *input_shape))
     modules = dict(gm.named_modules())
@@ -757,28 +754,33 @@ def convert(
         raise UsageError("unsupported model: it must return a single tensor")
     for node in gm.graph.nodes:
         if node.op == "call_module" and str(node.target) in lam:
-            _push_demand(demand, conflicts, node.args[0], lam[str(node.target)], modules)
-        elif node.op == "call_module" and isinstance(modules[str(node.target)], UNCONVERTIBLE_MODULES):
-            _push_demand(demand, conflicts, node.args[0], Scale.one(), modules)
-    _push_demand(demand, conflicts, output.args[0], Scale.one(), modules)
+            _push_demand(demand, conflicts, node.args[0], lam[str(node.target)], modules, registry)
+        elif node.op == "call_module" and _is_analog_activation(registry, modules[str(node.target)]):
+            _push_demand(demand, conflicts, node.args[0], Scale.one(), modules, registry)
+    _push_demand(demand, conflicts, output.args[0], Scale.one(), modules, registry)
     # an add that feeds no neuron takes the scale of a spiking input, so the other
     # branch's weight layer can absorb the rescale instead of a per-step multiply
     for node in gm.graph.nodes:
-        if _handler_key(node, modules) in (operator.add, torch.add, operator.iadd, "add", "add_") and node not in demand and node not in conflicts:
+        spec = registry.lookup(node, modules)
+        if spec is not None and spec.role is Role.ADD and node not in demand and node not in conflicts:
             spiking = [a for a in node.args[:2] if isinstance(a, fx.Node) and a.op == "call_module" and str(a.target) in lam]
             if spiking:
                 scale = lam[str(spiking[0].target)]
                 demand[node] = scale
                 for a in node.args[:2]:
                     if a is not spiking[0]:
-                        _push_demand(demand, conflicts, a, scale, modules)
+                        _push_demand(demand, conflicts, a, scale, modules, registry)
 
-    ctx = _Context(gm=gm, modules=modules, options=options, lam=lam, demand=demand, report=report)
+    ctx = _Context(gm=gm, modules=modules, options=options, lam=lam, demand=demand, report=report, registry=registry)
     unsupported: list[str] = []
     constants: set[fx.Node] = set()  # stored tensors used in forward (hybrid: analog-op inputs)
+    blocked: set[fx.Node] = set()  # an unsupported op and what depends on it: no scale to work with
     for node in list(gm.graph.nodes):
         if getattr(node, "_erased", False):
             continue  # replaced by an analog op
+        if any(a in blocked for a in node.all_input_nodes):
+            blocked.add(node)
+            continue
         if node.op == "placeholder":
             ctx.scale[node] = Scale.one()
             ctx.kind[node] = "analog"
@@ -793,35 +795,32 @@ def convert(
                 raise UsageError(f"unsupported op {node.name}: a stored tensor used inside forward ({node.target}); pass --hybrid to keep the ops that use it analog")
             constants.add(node)
             continue
-        if node.op == "call_method" and node.target in _PASSIVE_METHODS:
-            src = node.args[0]
-            node.meta["value_on_scale"] = getattr(ctx.scale[src].full(_shape(src)), str(node.target))(*node.args[1:])
-            continue
-        if node.op == "call_function" and node.target is getattr:
-            src = node.args[0]
-            node.meta["value_on_scale"] = getattr(ctx.scale[src].full(_shape(src)), node.args[1])
+        spec = registry.lookup(node, modules)
+        if spec is not None and spec.role is Role.SIZE and isinstance(node.args[0], fx.Node) and node.args[0] in ctx.scale:
+            spec.convert(ctx, node)  # type: ignore[misc]
             continue
         if node.op == "call_function" and node.target is operator.getitem and node.args[0] in ctx.parts:
             src = node.args[0]
             ctx.scale[node] = ctx.parts[src][node.args[1]]  # type: ignore[index]
             ctx.kind[node] = ctx.kind[src]  # type: ignore[index]
             continue
-        if _handler_key(node, modules) in _SPLITTING and isinstance(node.args[0], fx.Node) and node.args[0] in ctx.scale:
-            _h_split(ctx, node)
+        if spec is not None and spec.role is Role.SPLIT and isinstance(node.args[0], fx.Node) and node.args[0] in ctx.scale:
+            spec.convert(ctx, node)  # type: ignore[misc]
             continue
         if node.op == "call_function" and node.target is operator.getitem and node.args[0] not in ctx.scale and node.args[0] not in constants:
             node.meta["value_on_scale"] = node.args[0].meta.get("value_on_scale")[node.args[1]]  # type: ignore[union-attr,index]
             continue
-        if options.hybrid and is_analog(node, modules, set(ctx.scale), constants):
+        if options.hybrid and is_analog(node, modules, set(ctx.scale), constants, registry):
             _h_analog(ctx, node, constants)
             continue
         if node.op in ("call_function", "call_method") and not any(a in ctx.scale or a in constants for a in node.all_input_nodes):
             _h_value(node)  # arithmetic on sizes (``n * heads``): no tensor, no scale
             continue
         key = _handler_key(node, modules)
-        handler = handlers.get(key)
+        handler = handlers.get(key) if handlers is not None and key in handlers else (spec.convert if spec is not None else None)
         if handler is None:
             unsupported.append(_describe_key(node, key))
+            blocked.add(node)
             continue
         handler(ctx, node)
     if unsupported:
@@ -856,6 +855,12 @@ def convert(
     return gm, report
 
 
+def _is_analog_activation(registry: OpRegistry, module: nn.Module) -> bool:
+    """An activation module with no IF form (GELU, Tanh, ...): analog, in ANN units."""
+    spec = registry.for_module(module)
+    return spec is not None and spec.role is Role.ANALOG and spec.activation
+
+
 def _channel_clipped(observer: ActivationObserver, scales: Tensor) -> float:
     """Share of all calibration values above their channel's scale (channels hold equal counts)."""
     if float(observer.total) == 0 or observer.channel_histogram.numel() == 0:
@@ -866,7 +871,7 @@ def _channel_clipped(observer: ActivationObserver, scales: Tensor) -> float:
 
 def _describe_key(node: fx.Node, key: object) -> str:
     label = key.__name__ if hasattr(key, "__name__") else str(key)
-    return f"{node.name} ({label})"
+    return f"{node.target if node.op == 'call_module' else node.name} ({label})"
 
 
 def _label(node: fx.Node) -> str:

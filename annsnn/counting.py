@@ -14,8 +14,11 @@ in float64. Weight layers fed by analog values count dense MACs: once per
 sample for a static (direct-encoded) input, every step otherwise. Each neuron
 costs one update per step; each bias of a time-varying layer one AC per step.
 
-Counting is a registry keyed by layer type (:func:`default_structural_handlers`);
-a layer it does not know is reported as unsupported, never counted as zero.
+Each op's counting rule is a field of its entry in the op registry (:mod:`annsnn.ops`):
+its structural form (``fanout``), whether spikes reaching it are synaptic events
+(``sink``), and a weight layer's dense MACs (``macs``). :func:`default_structural_handlers`
+is the registry's module-type view. An op with no rule is reported as unsupported, never
+counted as zero.
 """
 from __future__ import annotations
 
@@ -32,8 +35,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .analog import AnalogOp, analog_macs
 from .errors import UsageError
-from .graph import UNCONVERTIBLE_MODULES
-from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, ReLUClip, Rescale, TemporalModule
+from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, TemporalModule
+from .ops import OpRegistry, Role, default_registry
 from .snn import Encoding, SpikingNetwork, static_nodes
 
 __all__ = [
@@ -295,6 +298,12 @@ def _linear_structure(module: nn.Module, x: Tensor) -> Tensor:
     return F.linear(x, torch.ones_like(module.weight, dtype=x.dtype))
 
 
+def _avgpool1d_structure(module: nn.Module, x: Tensor) -> Tensor:
+    """A sum pool over the 1-d windows (as a 1 x k 2-d pool: ``avg_pool1d`` has no divisor override)."""
+    return F.avg_pool2d(x.unsqueeze(-2), (1, module.kernel_size[0]), (1, module.stride[0]), (0, module.padding[0]),
+                        module.ceil_mode, module.count_include_pad, divisor_override=1).squeeze(-2)
+
+
 def _avgpool2d_structure(module: nn.Module, x: Tensor) -> Tensor:
     return F.avg_pool2d(x, module.kernel_size, module.stride, module.padding, module.ceil_mode, module.count_include_pad, divisor_override=1)
 
@@ -324,10 +333,6 @@ def _identity_structure(module: nn.Module, x: Tensor) -> Tensor:
     return x
 
 
-def _same(module: nn.Module, x: Tensor) -> Tensor:
-    return module(x)
-
-
 def _pool_windows_structure(module: nn.Module, x: Tensor) -> Tensor:
     """Spiking max-pool comparisons: one per pooling window that holds the spiking input,
     so the structural map is a sum pool over the pool's windows (padding excluded)."""
@@ -338,24 +343,16 @@ def _pool_windows_structure(module: nn.Module, x: Tensor) -> Tensor:
     return F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride).sum()
 
 
-def default_structural_handlers() -> dict[type, StructuralFn]:
-    """Layer type -> its structural (all-ones, sum-pool) map for fan-out counting."""
-    return {
-        nn.Conv1d: _conv_structure,
-        nn.Conv2d: _conv_structure,
-        nn.Linear: _linear_structure,
-        nn.AvgPool2d: _avgpool2d_structure,
-        nn.AdaptiveAvgPool2d: _adaptive_avgpool_structure,
-        nn.AdaptiveAvgPool1d: _adaptive_avgpool_structure,
-        nn.Flatten: _same,
-        Rescale: _identity_structure,
-        Normalize: _identity_structure,  # Poisson spikes into (s - mean)/std: one event per spike
-        SpikingMaxPool2d: _pool_windows_structure,
-    }
-
-
-_SYNAPTIC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
-_SINK_TYPES = (IFNeurons, SpikingMaxPool2d, ReLUClip, AnalogOp) + UNCONVERTIBLE_MODULES
+def default_structural_handlers(registry: OpRegistry | None = None) -> dict[type, StructuralFn]:
+    """Layer type -> its structural (all-ones, sum-pool) map for fan-out counting: the
+    ``fanout`` rules of the module entries of ``registry`` (default: the built-in one)."""
+    registry = registry if registry is not None else default_registry()
+    handlers: dict[type, StructuralFn] = {}
+    for spec in registry.specs():
+        if spec.fanout is not None:
+            for cls in spec.modules:
+                handlers[cls] = (lambda module, x, _rule=spec.fanout: _rule(module, (x,), {}))  # type: ignore[misc]
+    return handlers
 
 
 @dataclass(frozen=True)
@@ -399,16 +396,19 @@ class SnnCounter:
         encoding: Encoding,
         max_steps: int,
         handlers: dict[type, StructuralFn] | None = None,
+        *,
+        registry: OpRegistry | None = None,
     ) -> None:
         self.snn = snn
         self.encoding = encoding
         self.max_steps = max_steps
-        self.handlers = handlers if handlers is not None else default_structural_handlers()
+        self.registry = registry if registry is not None else getattr(snn, "registry", None) or default_registry()
+        self.handlers = handlers if handlers is not None else default_structural_handlers(self.registry)
         self.samples = 0
         self.unsupported: list[str] = []
         graph_module = snn.graph
         self.modules = dict(graph_module.named_modules())
-        self.analog_costs = _shape_prop(snn)  # AnalogOp name -> ops per sample and step
+        self.analog_costs = _shape_prop(snn, self.registry)  # AnalogOp name -> ops per sample and step
         self.static = static_nodes(graph_module.graph, self.modules, encoding)
         self._batch = 0
         self._start = 0
@@ -427,6 +427,18 @@ class SnnCounter:
             zeros = lambda: torch.zeros(self.max_steps, dtype=torch.float64)  # noqa: E731
             self.layers[name] = SnnLayerCounts(name, type_name, role, zeros(), zeros(), zeros(), zeros(), zeros(), zeros(), zeros())
         return self.layers[name]
+
+    def _is_weight(self, module: nn.Module | None) -> bool:
+        return module is not None and self.registry.has_role(module, Role.WEIGHT)
+
+    def _is_sink(self, module: nn.Module) -> bool:
+        spec = self.registry.for_module(module)
+        return spec is not None and spec.sink
+
+    def _macs(self, module: nn.Module, input_shape: tuple[int, ...]) -> int:
+        spec = self.registry.for_module(module)
+        assert spec is not None and spec.macs is not None
+        return spec.macs(module, input_shape)
 
     def _is_source(self, module: nn.Module) -> bool:
         return isinstance(module, (IFNeurons, SpikingMaxPool2d)) or (isinstance(module, InputEncoder) and self.encoding == "poisson")
@@ -462,16 +474,16 @@ class SnnCounter:
                 layer.static = is_static
                 layer.output_numel = _numel(node)
                 continue
-            if isinstance(module, _SYNAPTIC_TYPES):
+            if self._is_weight(module):
                 out = _numel(node)
                 in_shape = _shape(node.args[0])
                 bias = out if module.bias is not None or (node in input_fed and self.encoding == "poisson" and normalized) else 0
                 sizes = {"weight_numel": module.weight.numel(), "input_numel": _numel(node.args[0]), "output_numel": out, "input_shape": in_shape}
                 if node in input_fed:
-                    self._input_layers.append((name, dense_macs(module, in_shape)))
+                    self._input_layers.append((name, self._macs(module, in_shape)))
                 if node in analog_reach:
                     is_static = node in self.static
-                    self._mac_layers.append((name, dense_macs(module, in_shape), bias, is_static))
+                    self._mac_layers.append((name, self._macs(module, in_shape), bias, is_static))
                     layer = self._layer(name, type(module).__name__, "mac")
                     layer.static = is_static
                 else:
@@ -481,7 +493,7 @@ class SnnCounter:
                 for key, value in sizes.items():
                     setattr(layer, key, value)
                 continue
-            known = isinstance(module, _SINK_TYPES + (InputEncoder, Normalize, TemporalModule)) or type(module) in self.handlers
+            known = self._is_sink(module) or isinstance(module, (InputEncoder, Normalize, TemporalModule)) or type(module) in self.handlers
             if not known:
                 has_params = any(True for _ in module.parameters(recurse=False))
                 self.unsupported.append(f"{name} ({type(module).__name__})")
@@ -503,7 +515,7 @@ class SnnCounter:
             if not any(a in reach for a in node.all_input_nodes):
                 continue
             module = self.modules.get(str(node.target)) if node.op == "call_module" else None
-            if isinstance(module, _SYNAPTIC_TYPES):
+            if self._is_weight(module):
                 fed.add(node)
             elif not isinstance(module, (IFNeurons, SpikingMaxPool2d)):
                 reach.add(node)
@@ -533,7 +545,7 @@ class SnnCounter:
                 if feeds_analog:
                     reached.add(node)
                 analog.add(node)  # an analog op's output is analog, whatever its inputs
-            elif isinstance(module, _SYNAPTIC_TYPES):
+            elif self._is_weight(module):
                 if feeds_analog:
                     reached.add(node)
                 analog.add(node)  # output current is analog
@@ -561,8 +573,12 @@ class SnnCounter:
                 module = self.modules[str(node.target)]
                 name = str(node.target)
                 routed = _arg_value(node.args[0], values)
-                if isinstance(module, _SYNAPTIC_TYPES):
-                    sinks.append((name, "synaptic_acs", self.handlers[type(module)](module, routed)))
+                if self._is_weight(module):
+                    handler = self.handlers.get(type(module))
+                    if handler is None:
+                        self.unsupported.append(f"{name} ({type(module).__name__}) on a spike path")
+                    else:
+                        sinks.append((name, "synaptic_acs", handler(module, routed)))
                     continue
                 if isinstance(module, SpikingMaxPool2d):
                     handler = self.handlers.get(SpikingMaxPool2d)
@@ -576,7 +592,7 @@ class SnnCounter:
                     if parts:
                         sinks.append((f"{name} (analog input)", "synaptic_acs", sum(p.sum() for p in parts)))
                     continue
-                if isinstance(module, _SINK_TYPES):
+                if self._is_sink(module):
                     sinks.append((f"{name} (identity synapse)", "synaptic_acs", routed))
                     continue
                 handler = self.handlers.get(type(module))
@@ -590,19 +606,17 @@ class SnnCounter:
             args = fx.node.map_aggregate(node.args, lambda a: _arg_value(a, values) if isinstance(a, fx.Node) else a)
             kwargs = fx.node.map_aggregate(node.kwargs, lambda a: _arg_value(a, values) if isinstance(a, fx.Node) else a)
             target = node.target
-            if node.op == "call_method":
-                if target in ("size", "dim"):
-                    values[node] = getattr(args[0], str(target))(*args[1:])
-                    reached.add(node)
-                    continue
-                target_name = "sum" if target == "mean" else str(target)
-                values[node] = getattr(args[0], target_name)(*args[1:], **kwargs)
-            elif target is torch.mean:
-                values[node] = torch.sum(*args, **kwargs)
-            elif getattr(target, "__name__", "") in ("mul", "truediv"):
-                values[node] = next(a for a in args if isinstance(a, Tensor))
+            op = (lambda obj, *a, _name=str(target), **k: getattr(obj, _name)(*a, **k)) if node.op == "call_method" else target
+            tensors: list[Tensor] = []
+            fx.node.map_aggregate((args, kwargs), lambda a: tensors.append(a) if isinstance(a, Tensor) else None)
+            spec = self.registry.lookup(node, self.modules)
+            if not tensors:  # arithmetic on sizes read from a spike tensor: a value, not a spike path
+                values[node] = op(*args, **kwargs)  # type: ignore[operator]
+            elif spec is None or spec.fanout is None:
+                self.unsupported.append(f"{node.name} ({getattr(target, '__name__', target)}) on a spike path")
+                continue
             else:
-                values[node] = target(*args, **kwargs)  # type: ignore[operator]
+                values[node] = spec.fanout(op, args, kwargs)
             reached.add(node)
         names, fields, columns = [], [], []
         for sink_name, count_field, y in sinks:
@@ -650,8 +664,8 @@ class SnnCounter:
         spike = 0
         for name, layer in self.layers.items():
             module = self.modules.get(name)
-            if layer.role == "synaptic" and isinstance(module, _SYNAPTIC_TYPES) and layer.input_shape:
-                spike += dense_macs(module, tuple(layer.input_shape))
+            if layer.role == "synaptic" and self._is_weight(module) and layer.input_shape:
+                spike += self._macs(module, tuple(layer.input_shape))  # type: ignore[arg-type]
         return WorkSplit(spike, self.analog_macs_per_step())
 
     def detach(self) -> None:
@@ -710,7 +724,7 @@ def _arg_value(arg, values: dict[fx.Node, Tensor]):
     return arg
 
 
-def _shape_prop(snn: SpikingNetwork) -> dict[str, int]:
+def _shape_prop(snn: SpikingNetwork, registry: OpRegistry) -> dict[str, int]:
     """Shapes on every node (batch 1); returns each AnalogOp's ops per sample and step."""
     graph_module = snn.graph
     temporal = [m for m in graph_module.modules() if isinstance(m, TemporalModule)]
@@ -732,7 +746,8 @@ def _shape_prop(snn: SpikingNetwork) -> dict[str, int]:
             handle.remove()
     costs = {name: analog_macs(graph_module.get_submodule(name), args) for name, args in captured.items()}
     for node in graph_module.graph.nodes:
-        if node.op == "call_method" and node.target in ("size", "dim"):
+        spec = registry.for_method(node.target) if node.op == "call_method" else None
+        if spec is not None and spec.role is Role.SIZE:
             src = node.args[0]
             node.meta["annsnn_value"] = getattr(torch.zeros(tuple(src.meta["tensor_meta"].shape)), str(node.target))(*node.args[1:])
     for module in temporal:

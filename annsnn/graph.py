@@ -19,6 +19,10 @@ Canonical form:
 * an in-place op's later readers of its input read its result instead, so an
   ``F.relu(y, inplace=True)`` whose result is discarded is kept.
 
+Every op is classified by its entry in the op registry (:mod:`annsnn.ops`): its role
+(ReLU-like, dropout, analog activation, ...), its ReLU form and its functional-to-module
+lowering; a registered module type is a leaf of the trace.
+
 Canonicalization works on a copy: the user's model is never modified. Each canonical
 node records in ``node.meta["annsnn_origin"]`` the name of the traced node whose value
 it equals, so :mod:`annsnn.equivalence` can name the first node that diverges.
@@ -31,39 +35,21 @@ import operator
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from .errors import UsageError
 from .layers import Normalize, ReLUClip
+from .ops import OpRegistry, Role, default_registry, describe
 
 __all__ = [
     "CanonicalGraph",
     "canonicalize",
     "trace",
     "classify_activation",
-    "UNCONVERTIBLE_MODULES",
-    "WEIGHT_LAYERS",
     "WithInputNormalization",
     "check_runs",
 ]
-
-WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
-
-UNCONVERTIBLE_MODULES: tuple[type[nn.Module], ...] = (
-    nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Sigmoid, nn.Tanh,
-    nn.Softplus, nn.Mish, nn.PReLU, nn.Hardsigmoid, nn.Softsign, nn.RReLU, nn.LogSigmoid, nn.GLU,
-    nn.Tanhshrink, nn.Hardshrink, nn.Softshrink, nn.Threshold,
-)
-_UNCONVERTIBLE_FUNCTIONS = {
-    F.gelu, F.silu, F.hardswish, F.leaky_relu, F.elu, F.selu, F.celu, torch.sigmoid, F.sigmoid,
-    torch.tanh, F.tanh, F.softplus, F.mish, F.prelu, F.hardsigmoid, F.softsign, F.glu, F.logsigmoid,
-}
-_UNCONVERTIBLE_METHODS = {"sigmoid", "tanh", "sigmoid_", "tanh_"}
-_RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
-_DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
-_DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, torch.dropout}
 
 
 @dataclass
@@ -79,20 +65,22 @@ class CanonicalGraph:
     materialized: list[str] = field(default_factory=list)  # parametrized layers made plain
     reference: nn.Module | None = None  # the user's model (with normalization in front), eval mode
     traced: fx.GraphModule | None = None  # its fx trace, before canonicalization (shares its modules)
+    registry: OpRegistry = field(default_factory=default_registry)  # the ops it was classified with
 
 
 ORIGIN = "annsnn_origin"  # node.meta key: the traced node whose value this node equals
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
-    """Symbolically trace ``model``; an untraceable one gives a one-line error."""
+def trace(model: nn.Module, registry: OpRegistry | None = None) -> fx.GraphModule:
+    """Symbolically trace ``model``; an untraceable one gives a one-line error. A module
+    type registered in ``registry`` is a leaf (called, not traced into)."""
     if isinstance(model, torch.jit.ScriptModule):
         raise UsageError(
             "a TorchScript module must be lifted to standard modules first: "
             "annsnn.io.load_model(path, input_shape=...) or annsnn.io.convertible_module(loaded, input_shape)"
         )
     try:
-        tracer = _Tracer()
+        tracer = _Tracer(registry if registry is not None else default_registry())
         graph = tracer.trace(model)
         return fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as exc:  # fx raises many kinds; name the cause in one line
@@ -101,84 +89,38 @@ def trace(model: nn.Module) -> fx.GraphModule:
 
 
 class _Tracer(fx.Tracer):
-    """Treats annsnn's own layers as leaves, like torch.nn's."""
+    """Treats annsnn's own layers and every registered module type as leaves, like torch.nn's."""
+
+    def __init__(self, registry: OpRegistry) -> None:
+        super().__init__()
+        self.registry = registry
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, (Normalize, ReLUClip)):
+        if isinstance(m, (Normalize, ReLUClip)) or self.registry.for_module(m) is not None:
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
 
-def classify_activation(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, float | None]:
-    """Classify ``node``: ("relu", ceiling), ("analog", None), ("dropout", None) or ("other", None)."""
-    if node.op == "call_module":
-        mod = modules[str(node.target)]
-        if isinstance(mod, ReLUClip):
-            return "relu", mod.ceiling
-        if isinstance(mod, nn.ReLU6):
-            return "relu", 6.0
-        if isinstance(mod, nn.ReLU):
-            return "relu", None
-        if isinstance(mod, nn.Hardtanh) and float(mod.min_val) == 0.0:
-            return "relu", float(mod.max_val)
-        if isinstance(mod, _DROPOUT_MODULES):
-            return "dropout", None
-        if isinstance(mod, UNCONVERTIBLE_MODULES) or isinstance(mod, nn.Hardtanh):
-            return "analog", None
+def classify_activation(node: fx.Node, modules: dict[str, nn.Module], registry: OpRegistry | None = None) -> tuple[str, float | None]:
+    """Classify ``node`` by its registry entry: ("relu", ceiling) for a ReLU-like call,
+    ("analog", None) for an activation with no IF form, ("dropout", None) for an identity
+    in eval, else ("other", None)."""
+    registry = registry if registry is not None else default_registry()
+    if node.op not in ("call_module", "call_function", "call_method"):
         return "other", None
-    if node.op == "call_function":
-        fn = node.target
-        if fn in _RELU_FUNCTIONS:
-            return "relu", None
-        if fn is F.relu6:
-            return "relu", 6.0
-        if fn is F.hardtanh:
-            lo, hi = _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
-            return ("relu", float(hi)) if float(lo) == 0.0 else ("analog", None)
-        if fn in (torch.clamp, torch.clip):
-            lo, hi = _arg(node, 1, "min", None), _arg(node, 2, "max", None)
-            if lo is not None and not isinstance(lo, fx.Node) and float(lo) == 0.0 and not isinstance(hi, fx.Node):
-                return "relu", None if hi is None else float(hi)
-            return "other", None
-        if fn in _DROPOUT_FUNCTIONS:
-            return "dropout", None
-        if fn is _stochastic_depth() and _arg(node, 3, "training", True) is False:
-            return "dropout", None  # torchvision.ops.stochastic_depth is the identity in eval
-        if fn in _UNCONVERTIBLE_FUNCTIONS:
-            return "analog", None
+    spec = registry.lookup(node, modules)
+    if spec is None:
         return "other", None
-    if node.op == "call_method":
-        if node.target in ("relu", "relu_"):
-            return "relu", None
-        if node.target in ("clamp", "clamp_", "clip", "clip_"):
-            lo, hi = _arg(node, 1, "min", None), _arg(node, 2, "max", None)
-            if lo is not None and not isinstance(lo, fx.Node) and float(lo) == 0.0 and not isinstance(hi, fx.Node):
-                return "relu", None if hi is None else float(hi)
-        if node.target in _UNCONVERTIBLE_METHODS:
-            return "analog", None
+    if spec.role is Role.NEURON:
+        assert spec.relu is not None
+        form = spec.relu(node, modules[str(node.target)] if node.op == "call_module" else None)
+        if form is not None:
+            return "relu", form.ceiling
+    if spec.role is Role.DROP and (spec.when is None or spec.when(node)):
+        return "dropout", None
+    if spec.activation:
+        return "analog", None
     return "other", None
-
-
-def _stochastic_depth():
-    try:
-        from torchvision.ops import stochastic_depth
-    except Exception:  # pragma: no cover - torchvision is optional here
-        return None
-    return stochastic_depth
-
-
-def _arg(node: fx.Node, index: int, name: str, default):
-    if len(node.args) > index:
-        return node.args[index]
-    return node.kwargs.get(name, default)
-
-
-def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
-    if node.op == "call_module":
-        return f"{node.target} ({type(modules[str(node.target)]).__name__})"
-    if node.op == "call_function":
-        return f"{node.name} ({getattr(node.target, '__name__', str(node.target))})"
-    return f"{node.name} (.{node.target}())"
 
 
 def _unique_name(gm: fx.GraphModule, base: str) -> str:
@@ -197,27 +139,31 @@ def canonicalize(
     hybrid: bool = False,
     maxpool_to_avgpool: bool = False,
     input_shape: tuple[int, ...] | None = None,
+    registry: OpRegistry | None = None,
 ) -> CanonicalGraph:
     """Trace ``model`` (with an optional input normalization in front) and canonicalize it.
 
     With ``input_shape``, sizes read in ``forward`` (``x.size(3)``) become constants,
-    except the batch size, so pools sized at run time convert.
+    except the batch size, so pools sized at run time convert. Ops are classified by
+    ``registry`` (default :func:`annsnn.ops.default_registry`), which the result keeps.
     """
+    registry = registry if registry is not None else default_registry()
     model = model.eval()
     if normalization is not None:
         model = WithInputNormalization(model, *normalization).eval()
-    traced = trace(model)
+    traced = trace(model, registry)
     gm = _private_copy(traced)  # never modify the user's modules
     for node in gm.graph.nodes:
         node.meta[ORIGIN] = node.name
-    materialized = _materialize_parametrizations(gm)
+    materialized = _materialize_parametrizations(gm, registry)
     if input_shape is not None:
         _fold_static_sizes(gm, input_shape)
     _functionalize_inplace(gm)
-    _fold_input_independent(gm)
+    _fold_input_independent(gm, registry)
     copied = _one_module_per_call_site(gm)
     _untie_parameters(gm)
-    result = _canonicalize_traced(gm, hybrid=hybrid, maxpool_to_avgpool=maxpool_to_avgpool)
+    result = _canonicalize_traced(gm, hybrid=hybrid, maxpool_to_avgpool=maxpool_to_avgpool, registry=registry)
+    result.registry = registry
     result.copied_modules = copied
     result.materialized = materialized
     result.reference = model
@@ -226,7 +172,7 @@ def canonicalize(
         # --maxpool avg asks for a different ANN: the equivalence check compares against the
         # user's model with exactly that replacement, and nothing else changed
         requested = _private_copy(traced)
-        _functional_pools_to_modules(requested)
+        _functional_pools_to_modules(requested, registry)
         _replace_maxpool(requested)
         requested.recompile()
         result.reference = requested.eval()
@@ -248,16 +194,13 @@ def _private_copy(traced: fx.GraphModule) -> fx.GraphModule:
     return copy.deepcopy(traced, memo)
 
 
-def _plain_weight_layer(name: str, layer: nn.Module) -> nn.Module:
-    """A plain Conv/Linear holding ``layer``'s effective (parametrized) weight and bias."""
-    if isinstance(layer, nn.Linear):
-        plain: nn.Module = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-    elif isinstance(layer, (nn.Conv1d, nn.Conv2d)):
-        cls = nn.Conv2d if isinstance(layer, nn.Conv2d) else nn.Conv1d
-        plain = cls(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                    layer.dilation, layer.groups, layer.bias is not None, layer.padding_mode)
-    else:
-        raise UsageError(f"unsupported layer {name} ({type(layer).__name__}): a parametrized or hooked weight on a layer other than Conv1d/Conv2d/Linear")
+def _plain_weight_layer(name: str, layer: nn.Module, registry: OpRegistry) -> nn.Module:
+    """A plain weight layer (its registry entry's save/load) holding ``layer``'s effective
+    (parametrized) weight and bias."""
+    spec = registry.for_base(layer)
+    if spec is None or spec.role is not Role.WEIGHT or spec.save is None or spec.load is None:
+        raise UsageError(f"unsupported layer {name} ({type(layer).__name__}): a parametrized or hooked weight on a layer that is not a registered weight layer")
+    plain = spec.load(spec.save(layer), {}, "", registry)
     with torch.no_grad():
         plain.weight.copy_(layer.weight)
         if layer.bias is not None:
@@ -265,7 +208,7 @@ def _plain_weight_layer(name: str, layer: nn.Module) -> nn.Module:
     return plain.to(layer.weight.device, layer.weight.dtype).eval()
 
 
-def _materialize_parametrizations(gm: fx.GraphModule) -> list[str]:
+def _materialize_parametrizations(gm: fx.GraphModule, registry: OpRegistry) -> list[str]:
     """Parametrized (``torch.nn.utils.parametrizations.weight_norm``...) and old-style
     ``weight_norm`` layers become plain layers with the weight they compute in eval mode.
     (``remove_parametrizations`` is not used: it edits the class shared with the user's model.)"""
@@ -276,15 +219,15 @@ def _materialize_parametrizations(gm: fx.GraphModule) -> list[str]:
     for name, module in list(gm.named_modules()):
         hooks = list(module._forward_pre_hooks.values())
         if parametrize.is_parametrized(module):
-            gm.set_submodule(name, _plain_weight_layer(name, module))
+            gm.set_submodule(name, _plain_weight_layer(name, module, registry))
             done.append(name)
         elif hooks and all(isinstance(h, WeightNorm) for h in hooks):
             for hook in hooks:
                 with torch.no_grad():
                     setattr(module, hook.name, hook.compute_weight(module))
-            gm.set_submodule(name, _plain_weight_layer(name, module))
+            gm.set_submodule(name, _plain_weight_layer(name, module, registry))
             done.append(name)
-        elif isinstance(module, WEIGHT_LAYERS) and (hooks or module._forward_hooks):
+        elif (spec := registry.for_base(module)) is not None and spec.role is Role.WEIGHT and (hooks or module._forward_hooks):
             raise UsageError(f"unsupported layer {name} ({type(module).__name__}): it has forward hooks, which conversion cannot keep")
     return done
 
@@ -447,13 +390,14 @@ _RANDOM_FUNCTIONS = {
 _RANDOM_METHODS = {"uniform_", "normal_", "bernoulli", "bernoulli_", "random_", "exponential_", "geometric_", "cauchy_", "log_normal_"}
 
 
-def _is_random(node: fx.Node) -> bool:
+def _is_random(node: fx.Node, registry: OpRegistry) -> bool:
     if node.op == "call_function":
-        return node.target in _RANDOM_FUNCTIONS or node.target in _DROPOUT_FUNCTIONS
+        spec = registry.for_function(node.target)
+        return node.target in _RANDOM_FUNCTIONS or (spec is not None and spec.role is Role.DROP)
     return node.op == "call_method" and node.target in _RANDOM_METHODS
 
 
-def _fold_input_independent(gm: fx.GraphModule) -> None:
+def _fold_input_independent(gm: fx.GraphModule, registry: OpRegistry) -> None:
     """Evaluate every tensor computed from stored tensors and constants alone (no path from
     the input) once, and store it: ``y = f(buffers)`` becomes ``get_attr``. Swin V2's
     continuous position bias, ``16 * sigmoid(mlp(table))`` (Liu et al., "Swin Transformer
@@ -466,7 +410,7 @@ def _fold_input_independent(gm: fx.GraphModule) -> None:
             if node.op == "get_attr":
                 constant[node] = _fetch_attr(gm, str(node.target))
                 continue
-            if node.op not in ("call_function", "call_method", "call_module") or _is_random(node):
+            if node.op not in ("call_function", "call_method", "call_module") or _is_random(node, registry):
                 continue
             if not all(a in constant for a in node.all_input_nodes):
                 continue
@@ -527,15 +471,15 @@ class WithInputNormalization(nn.Module):
         return self.model(self.normalize(x))
 
 
-def _canonicalize_traced(gm: fx.GraphModule, *, hybrid: bool, maxpool_to_avgpool: bool) -> CanonicalGraph:
-    result = CanonicalGraph(module=gm)
+def _canonicalize_traced(gm: fx.GraphModule, *, hybrid: bool, maxpool_to_avgpool: bool, registry: OpRegistry) -> CanonicalGraph:
+    result = CanonicalGraph(module=gm, registry=registry)
     graph = gm.graph
     modules = dict(gm.named_modules())
     unconvertible: list[str] = []
     used_targets: dict[str, int] = {}
 
     for node in list(graph.nodes):
-        kind, ceiling = classify_activation(node, modules)
+        kind, ceiling = classify_activation(node, modules, registry)
         if kind == "dropout":
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
@@ -562,15 +506,15 @@ def _canonicalize_traced(gm: fx.GraphModule, *, hybrid: bool, maxpool_to_avgpool
             result.activations.append(name)
         elif kind == "analog":
             if not hybrid:
-                unconvertible.append(_describe(node, modules))
+                unconvertible.append(describe(node, modules))
             else:
-                result.analog.append(_describe(node, modules))
+                result.analog.append(describe(node, modules))
     if unconvertible:
         raise UsageError(
             "cannot convert activation(s) " + ", ".join(unconvertible)
             + " to IF neurons; pass --hybrid to keep them analog"
         )
-    _functional_pools_to_modules(gm)
+    _functional_pools_to_modules(gm, registry)
     modules = dict(gm.named_modules())
     _fold_batchnorm(gm, result)
     _standalone_batchnorm(gm)
@@ -584,43 +528,20 @@ def _canonicalize_traced(gm: fx.GraphModule, *, hybrid: bool, maxpool_to_avgpool
     return result
 
 
-def _adaptive_avg_pool2d_args(input, output_size):  # noqa: A002 - mirrors F's signature
-    return locals()
-
-
-def _avg_pool2d_args(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):  # noqa: A002
-    return locals()
-
-
-def _max_pool2d_args(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):  # noqa: A002
-    return locals()
-
-
-def _functional_pools_to_modules(gm: fx.GraphModule) -> None:
-    """``F.adaptive_avg_pool2d`` / ``F.avg_pool2d`` / ``F.max_pool2d`` become their modules."""
+def _functional_pools_to_modules(gm: fx.GraphModule, registry: OpRegistry) -> None:
+    """A functional call whose entry has a ``lower`` rule (``F.avg_pool2d`` ...) becomes its module."""
     graph = gm.graph
     for node in list(graph.nodes):
         if node.op != "call_function":
             continue
-        if node.target is F.adaptive_avg_pool2d:
-            a = _adaptive_avg_pool2d_args(*node.args, **node.kwargs)
-            module: nn.Module = nn.AdaptiveAvgPool2d(a["output_size"])
-        elif node.target is F.avg_pool2d:
-            a = _avg_pool2d_args(*node.args, **node.kwargs)
-            module = nn.AvgPool2d(a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"], a["count_include_pad"], a["divisor_override"])
-        elif node.target is F.max_pool2d:
-            a = _max_pool2d_args(*node.args, **node.kwargs)
-            if a["return_indices"]:
-                raise UsageError(f"unsupported op {node.name}: max_pool2d with return_indices")
-            module = nn.MaxPool2d(a["kernel_size"], a["stride"], a["padding"], a["dilation"], ceil_mode=a["ceil_mode"])
-        else:
+        spec = registry.for_function(node.target)
+        if spec is None or spec.lower is None:
             continue
-        if any(isinstance(v, fx.Node) for k, v in a.items() if k != "input"):
-            raise UsageError(f"unsupported op {node.name}: pooling parameters computed at run time")
+        module, source = spec.lower(node)
         name = _unique_name(gm, node.name)
         gm.add_submodule(name, module)
         with graph.inserting_after(node):
-            new = graph.call_module(name, (a["input"],))
+            new = graph.call_module(name, (source,))
         _keep_origin(node, new)
         node.replace_all_uses_with(new)
         graph.erase_node(node)

@@ -10,6 +10,7 @@ from .convert import Calibrator, ConversionOptions, ConversionReport, convert
 from .equivalence import Equivalence, check_equivalence
 from .errors import UsageError
 from .graph import canonicalize
+from .ops import OpRegistry
 from .snn import SpikingNetwork
 
 __all__ = ["ann_to_snn", "check_finite_weights"]
@@ -31,6 +32,7 @@ def ann_to_snn(
     normalization: tuple[list[float], list[float]] | None = None,
     meta: dict | None = None,
     on_batch: Callable[[int], None] | None = None,
+    registry: OpRegistry | None = None,
 ) -> tuple[SpikingNetwork, ConversionReport]:
     """Canonicalize, calibrate once over ``calibration`` batches, convert.
 
@@ -42,9 +44,12 @@ def ann_to_snn(
     or conversion stops with one line naming the first diverging node. The check is
     recorded in ``report.equivalence`` and ``meta["equivalence"]``; the SNN's reference
     ANN (``snn.ann``) is that verified canonical graph.
+
+    ``registry`` (default :func:`annsnn.ops.default_registry`) holds the ops conversion
+    knows; the SNN keeps it (``snn.registry``) for counting and saving.
     """
     check_finite_weights(model)
-    canonical = canonicalize(model, normalization=normalization, hybrid=options.hybrid, maxpool_to_avgpool=options.maxpool == "avg", input_shape=input_shape)
+    canonical = canonicalize(model, normalization=normalization, hybrid=options.hybrid, maxpool_to_avgpool=options.maxpool == "avg", input_shape=input_shape, registry=registry)
     calibrator = Calibrator(canonical, channel_wise=options.channel_wise)
     equivalence: Equivalence | None = None
     kept: list[Tensor] = []  # the first bias_samples images, for the bias passes
@@ -74,7 +79,7 @@ def ann_to_snn(
             "equivalence": report.to_dict()["equivalence"],
         }
     )
-    snn = SpikingNetwork(graph, canonical.module, info)
+    snn = SpikingNetwork(graph, canonical.module, info, registry=canonical.registry)
     if options.bias != "none":
         from .calibration import fit_layer_bias, fit_step_bias
 

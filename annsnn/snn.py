@@ -9,6 +9,7 @@ from torch import fx, nn
 
 from .analog import AnalogOp, StaticAnalog
 from .layers import IFNeurons, InputEncoder, TemporalModule, TimeExpand, SpikingMaxPool2d
+from .ops import OpRegistry, Role, default_registry
 
 __all__ = ["SpikingNetwork", "Encoding", "static_nodes"]
 
@@ -19,13 +20,16 @@ class SpikingNetwork(nn.Module):
     """``graph`` runs on merged ``[K*B, ...]`` tensors; ``ann`` is the (BN-folded) ANN.
 
     ``meta`` is JSON-serializable: source model, options, scales, dataset spec.
+    ``registry`` is the op registry (:mod:`annsnn.ops`) it was converted or loaded with;
+    counting and saving read its entries (default: the built-in registry).
     """
 
-    def __init__(self, graph: fx.GraphModule, ann: fx.GraphModule, meta: dict) -> None:
+    def __init__(self, graph: fx.GraphModule, ann: fx.GraphModule, meta: dict, *, registry: OpRegistry | None = None) -> None:
         super().__init__()
         self.graph = graph
         self.ann = ann
         self.meta = meta
+        self.registry = registry if registry is not None else default_registry()
         self._runners: dict[str, fx.GraphModule] = {}
 
     def neuron_layers(self) -> dict[str, IFNeurons]:
@@ -47,7 +51,7 @@ class SpikingNetwork(nn.Module):
         if encoding not in ("direct", "poisson"):
             raise ValueError(f"unknown encoding {encoding!r}")
         if encoding not in self._runners:
-            self._runners[encoding] = _build_runner(self.graph, encoding)
+            self._runners[encoding] = _build_runner(self.graph, encoding, self.registry)
         return self._runners[encoding]
 
     def temporal_modules(self, encoding: Encoding) -> list[TemporalModule]:
@@ -80,7 +84,7 @@ def static_nodes(graph: fx.Graph, modules: dict[str, nn.Module], encoding: Encod
     return static
 
 
-def _build_runner(graph_module: fx.GraphModule, encoding: Encoding) -> fx.GraphModule:
+def _build_runner(graph_module: fx.GraphModule, encoding: Encoding, registry: OpRegistry) -> fx.GraphModule:
     graph = copy.deepcopy(graph_module.graph)
     root = nn.Module()
     for name, child in graph_module.named_children():
@@ -98,7 +102,7 @@ def _build_runner(graph_module: fx.GraphModule, encoding: Encoding) -> fx.GraphM
             continue
         if node.op == "call_module" and isinstance(modules[str(node.target)], InputEncoder):
             continue  # the encoder makes its own time axis
-        tensor_static = [a for a in node.all_input_nodes if a in static and _is_tensor_node(a, modules)]
+        tensor_static = [a for a in node.all_input_nodes if a in static and _is_tensor_node(a, modules, registry)]
         for src in tensor_static:
             count += 1
             name = f"time_expand_{count}"
@@ -111,12 +115,13 @@ def _build_runner(graph_module: fx.GraphModule, encoding: Encoding) -> fx.GraphM
     return runner
 
 
-def _is_tensor_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_method" and node.target in ("size", "dim"):
-        return False
-    if node.op == "call_function" and node.target is getattr:
-        return False
+def _is_tensor_node(node: fx.Node, modules: dict[str, nn.Module], registry: OpRegistry) -> bool:
+    """Whether ``node`` carries a tensor (an op whose registry role is SIZE reads sizes only)."""
+    if node.op in ("call_method", "call_function"):
+        spec = registry.lookup(node, modules)
+        if spec is not None and spec.role is Role.SIZE:
+            return False
     if node.op == "call_function" and getattr(node.target, "__name__", "") == "getitem":
         src = node.args[0]
-        return isinstance(src, fx.Node) and _is_tensor_node(src, modules)
+        return isinstance(src, fx.Node) and _is_tensor_node(src, modules, registry)
     return True
