@@ -24,7 +24,12 @@ layer's input current per channel, in topological order, so that its mean output
   every T <= N (prefix-consistent); beyond N the last step's bias repeats
   (:class:`~annsnn.layers.IFNeurons`). The fit costs N network steps in total, not per
   layer. FTBC fits b[t] by gradient descent on the same cumulative error; the closed form
-  here is annsnn's.
+  here is annsnn's. ``solver="quantile"`` replaces the linearised step
+  ``(want - fired) / p_c`` by the exact solution of ``share_c(v + x + b_c >= 1) = want_c``:
+  with the channel's potentials ``v + x`` at step t sorted in descending order
+  ``s_(1) >= s_(2) >= ...`` and ``k = round(want_c M)``, ``b_c = 1 - (s_(k) + s_(k+1)) / 2``
+  (read from at most 65,536 evenly strided neurons per channel). Same objective, same
+  prefix consistency; it costs one sort per layer and step.
 
 Each bias add is one accumulate per neuron and step; the counters include it.
 """
@@ -194,8 +199,7 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
     ``solver`` picks how b_c[t] meets the step's firing target ``want_c``: ``linear``
     divides the shortfall by the channel's active share (the module docstring);
     ``quantile`` solves ``mean_n [v_n + x_n + b_c >= 1] = want_c`` exactly on the
-    calibration batch, with b_c midway between the k-th and (k+1)-th largest ``1 - (v + x)``
-    ... (see :func:`quantile_bias`)."""
+    calibration images (:func:`quantile_bias`), so no active-share estimate enters."""
     targets = ann_channel_targets(snn, images)
     neurons = snn.neuron_layers()
     fit = BiasFit("step", steps, int(images.shape[0]))

@@ -357,3 +357,16 @@ def test_quantile_step_bias_meets_the_channel_targets_the_linear_step_misses(cnn
     last = list(errors["linear"])[-1]
     assert quantile < 0.8 * linear, errors
     assert errors["quantile"][last][1] < errors["linear"][last][1]
+
+
+def test_cli_step_solver_flag_reaches_the_options_and_needs_a_step_bias():
+    from annsnn.cli.main import _calibrated_options
+
+    args = (parse_mode("99.99"), None, "all", 0.5, 16)
+    assert _calibrated_options(*args, "threshold+step-bias", 256, "spiking", False, "quantile").step_solver == "quantile"
+    assert _calibrated_options(*args, "threshold+step-bias", 256, "spiking", False, "linear").step_solver == "linear"
+    assert _calibrated_options(*args, "none", 256, "spiking", False).step_solver == "linear"
+    with pytest.raises(UsageError, match="--step-solver"):
+        _calibrated_options(*args, "threshold+bias", 256, "spiking", False, "quantile")
+    with pytest.raises(UsageError, match="step solver"):
+        ConversionOptions.low_latency(8, step_solver="exact")
