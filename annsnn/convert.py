@@ -85,12 +85,11 @@ class ConversionOptions:
     @classmethod
     def low_latency(cls, T: int = 32, **overrides) -> "ConversionOptions":
         """The pipeline ``annsnn convert`` uses by default: per-channel T-aware thresholds,
-        a per-step per-channel bias fitted for ``T`` steps (exact per-step ``quantile``
-        solve, :func:`annsnn.calibration.quantile_bias`), initial potential theta/2.
+        a per-step per-channel bias fitted for ``T`` steps, initial potential theta/2.
 
         ``ConversionOptions()`` itself is plain normalization (Rueckauer et al. 2017), so
         that code written against earlier versions keeps its meaning."""
-        settings = dict(T=T, threshold="if-search", bias="step", channel_wise=True, v_init=0.5, step_solver="quantile")
+        settings = dict(T=T, threshold="if-search", bias="step", channel_wise=True, v_init=0.5)
         settings.update(overrides)
         return cls(**settings)
 
