@@ -24,7 +24,12 @@ layer's input current per channel, in topological order, so that its mean output
   every T <= N (prefix-consistent); beyond N the last step's bias repeats
   (:class:`~annsnn.layers.IFNeurons`). The fit costs N network steps in total, not per
   layer. FTBC fits b[t] by gradient descent on the same cumulative error; the closed form
-  here is annsnn's.
+  here is annsnn's. ``solver="quantile"`` replaces the linearised step
+  ``(want - fired) / p_c`` by the exact solution of ``share_c(v + x + b_c >= 1) = want_c``:
+  with the channel's potentials ``v + x`` at step t sorted in descending order
+  ``s_(1) >= s_(2) >= ...`` and ``k = round(want_c M)``, ``b_c = 1 - (s_(k) + s_(k+1)) / 2``
+  (read from at most 65,536 evenly strided neurons per channel). Same objective, same
+  prefix consistency; it costs one sort per layer and step.
 
 Each bias add is one accumulate per neuron and step; the counters include it.
 """
@@ -41,7 +46,7 @@ from .layers import IFNeurons
 from .simulate import simulate
 from .snn import SpikingNetwork
 
-__all__ = ["CalibrationMethod", "CALIBRATIONS", "BiasFit", "ann_channel_targets", "fit_layer_bias", "fit_step_bias", "calibration_options"]
+__all__ = ["CalibrationMethod", "CALIBRATIONS", "BiasFit", "ann_channel_targets", "fit_layer_bias", "fit_step_bias", "quantile_bias", "StepSolver", "calibration_options"]
 
 CalibrationMethod = Literal["none", "threshold", "bias", "step-bias", "threshold+bias", "threshold+step-bias"]
 
@@ -166,9 +171,35 @@ def fit_layer_bias(snn: SpikingNetwork, images: Tensor, steps: int, iterations: 
     return fit
 
 
+StepSolver = Literal["linear", "quantile"]
+_QUANTILE_SAMPLES = 1 << 16  # neurons per channel the quantile solve reads (evenly strided)
+
+
+def quantile_bias(potential: Tensor, want: Tensor) -> Tensor:
+    """Per channel (rows of ``potential``, ``[C, M]`` values of ``v + x``), the bias b_c with
+    ``mean_m [potential_cm + b_c >= 1] = k_c / M``, ``k_c = round(want_c M)``: b_c lies
+    midway between ``1 - s_(k)`` and ``1 - s_(k+1)`` (s sorted descending), so exactly the
+    k largest cross the threshold. float64."""
+    rows, m = potential.shape
+    if m > _QUANTILE_SAMPLES:
+        potential = potential[:, :: -(-m // _QUANTILE_SAMPLES)]
+        m = potential.shape[1]
+    s = potential.to(torch.float64).sort(1, descending=True).values
+    padded = torch.cat([s[:, :1] + 1.0, s, s[:, -1:] - 1.0], 1)  # padded[k] = s_(k), k = 1..M
+    k = (want.to(torch.float64) * m).round().long().clamp(0, m).view(-1, 1)
+    upper = padded.gather(1, k)  # the k-th largest (or above all for k = 0)
+    lower = padded.gather(1, k + 1)  # the (k+1)-th largest (or below all for k = M)
+    return (1.0 - (upper + lower) / 2).view(-1)
+
+
 @torch.no_grad()
-def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int) -> BiasFit:
-    """Per-step, per-channel bias (after FTBC, Wu et al. 2024), fitted in one simulation."""
+def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepSolver = "linear") -> BiasFit:
+    """Per-step, per-channel bias (after FTBC, Wu et al. 2024), fitted in one simulation.
+
+    ``solver`` picks how b_c[t] meets the step's firing target ``want_c``: ``linear``
+    divides the shortfall by the channel's active share (the module docstring);
+    ``quantile`` solves ``mean_n [v_n + x_n + b_c >= 1] = want_c`` exactly on the
+    calibration images (:func:`quantile_bias`), so no active-share estimate enters."""
     targets = ann_channel_targets(snn, images)
     neurons = snn.neuron_layers()
     fit = BiasFit("step", steps, int(images.shape[0]))
@@ -188,7 +219,10 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int) -> BiasFit:
             before = counts.get(_name, torch.zeros_like(target))
             plain[_name] = plain.get(_name, torch.zeros_like(target)) + fired
             want = (target * (t + 1) - before).clamp(0.0, 1.0)
-            b = ((want - fired) / active.clamp(min=_MIN_ACTIVE)).clamp(-_MAX_BIAS, _MAX_BIAS)
+            if solver == "quantile":
+                b = quantile_bias(_channel_view(v + x), want).clamp(-_MAX_BIAS, _MAX_BIAS)
+            else:
+                b = ((want - fired) / active.clamp(min=_MIN_ACTIVE)).clamp(-_MAX_BIAS, _MAX_BIAS)
             mod.step_bias[t] = b.to(torch.float32).view(mod.step_bias.shape[1:])
 
         def post(mod, args, out, _name=name):

@@ -65,6 +65,7 @@ class ConversionOptions:
     threshold: ThresholdMethod = "mode"  # "mode": read --mode; "if-search": annsnn.thresholds
     bias: BiasMethod = "none"  # "layer": Li et al. 2021; "step": per-step (FTBC, Wu et al. 2024)
     bias_samples: int = 256  # calibration images the bias passes simulate
+    step_solver: str = "linear"  # bias "step": "linear" (shortfall / active share) or "quantile" (exact per step)
 
     def __post_init__(self) -> None:
         if self.threshold not in ("mode", "if-search"):
@@ -73,6 +74,8 @@ class ConversionOptions:
             raise UsageError(f"invalid bias method {self.bias!r}: use 'none', 'layer' or 'step'")
         if (self.threshold != "mode" or self.bias != "none") and (self.T is None or self.T < 1):
             raise UsageError("calibration for a latency needs --T N with N >= 1")
+        if self.step_solver not in ("linear", "quantile"):
+            raise UsageError(f"invalid step solver {self.step_solver!r}: use 'linear' or 'quantile'")
         if self.bias_samples < 1:
             raise UsageError(f"invalid bias samples {self.bias_samples}: use at least 1")
         if not 0.0 <= self.v_init < 1.0:
@@ -105,6 +108,7 @@ class ConversionOptions:
             "threshold": self.threshold,
             "bias": self.bias,
             "bias_samples": self.bias_samples,
+            "step_solver": self.step_solver,
         }
 
 

@@ -85,7 +85,7 @@ def ann_to_snn(
 
         assert options.T is not None
         images = torch.cat(kept)
-        fit = fit_step_bias(snn, images, options.T) if options.bias == "step" else fit_layer_bias(snn, images, options.T)
+        fit = fit_step_bias(snn, images, options.T, options.step_solver) if options.bias == "step" else fit_layer_bias(snn, images, options.T)
         report.notes.append(f"{options.bias} bias fitted for T={options.T} on {fit.samples} calibration images")
         info["bias_fit"] = fit.to_dict()
         info["report"] = report.to_dict()
