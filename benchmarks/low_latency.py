@@ -2,11 +2,13 @@
 
 Per architecture: the same calibration images (the first ``--calib`` of train/) and the
 same evenly spaced test images (``--test`` of test/). For every calibration method and
-every N in ``--T``, convert once for N and evaluate at T = N; record top-1, gap to the ANN,
-conversion wall time as a ratio to one ANN pass over the calibration images, and peak
-traced memory (tracemalloc covers Python allocations only, so it is recorded but not a
-target check). Writes benchmarks/results/low_latency.json after every row, so a killed
-run keeps what it measured.
+every N in ``--T``, convert once for N and evaluate at T = N with the Analyzer; record
+top-1, gap to the ANN, SyOPs, bias ACs and energy per inference (45nm-fp32, Horowitz 2014),
+and conversion wall time as a ratio to one ANN pass over the calibration images (peak
+memory: ``python benchmarks/run.py calibration_cost``). Writes
+benchmarks/results/low_latency.json after every row, so a killed run keeps what it
+measured; ``python reports/generate.py lowlat`` turns it into the table and Pareto plot
+of reports/cifar10.md.
 
     python benchmarks/low_latency.py --arch resnet20 --T 8,16,32,64 --test 1000
 """
@@ -21,13 +23,13 @@ from pathlib import Path
 
 import torch
 
+from annsnn.analyzer import Analyzer
 from annsnn.calibration import CALIBRATIONS
 from annsnn.convert import ConversionOptions
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
 from annsnn.io import load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
-from annsnn.simulate import simulate
 
 SHARED = Path(os.environ.get("ANNSNN_SHARED", "/work/shared"))
 WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th"}
@@ -77,11 +79,15 @@ def main() -> None:
             started = time.perf_counter()
             snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=options, normalization=norm)
             seconds = time.perf_counter() - started
-            correct = 0
-            for x, y in test_batches:
-                correct += int((simulate(snn, x, T).predictions(T) == y).sum())
-            top1 = correct / args.test
-            rows[f"{method}@{T}"] = {"method": method, "T": T, "top1": top1, "gap_points": 100 * (ann_top1 - top1),
+            with Analyzer(snn, [T], energy_models=["45nm-fp32"]) as analyzer:
+                for x, y in test_batches:
+                    analyzer.run(x, y)
+            report = analyzer.report()
+            row = report.rows[0]
+            top1 = float(row.top1)
+            rows[f"{method}@{T}"] = {"method": method, "T": T, "top1": top1, "gap_points": 100 * (ann_top1 - top1), "snn_ann_top1": float(report.ann.top1),
+                                     "synaptic_acs": row.synaptic_acs, "bias_acs": row.bias_acs, "energy_pj_45nm_fp32": row.energy_pj["45nm-fp32"],
+                                     "ann_energy_pj_45nm_fp32": report.ann.energy_pj["45nm-fp32"], "energy_ratio_45nm_fp32": row.energy_ratio["45nm-fp32"],
                                      "conversion_seconds": seconds, "conversion_over_ann_pass": seconds / ann_pass, "options": options.to_dict()}
             OUT.parent.mkdir(parents=True, exist_ok=True)
             OUT.write_text(json.dumps(data, indent=1))
