@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--T", default="8,16,32,64")
     parser.add_argument("--calib", type=int, default=1024)
     parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--append", action="store_true", help="keep the block's rows of other methods/T (same images required); every row records its commit")
     args = parser.parse_args()
     torch.manual_seed(0)
     root = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
@@ -69,10 +70,19 @@ def main() -> None:
         ann_top1 = sum(int((net((x - mean) / std).argmax(1) == y).sum()) for x, y in test_batches) / args.test
     data = json.loads(OUT.read_text()) if OUT.is_file() else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-    # a run replaces the architecture's block: rows of another run (other images, another
-    # commit) must never sit under this run's settings
-    block = data[args.arch] = {"ann_top1": ann_top1, "calibration_images": args.calib, "test_images": args.test, "ann_pass_seconds": ann_pass, "commit": commit}
-    rows = block.setdefault("rows", {})
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!benchmarks/RESULTS.md", ":!reports"],
+                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    commit += "+dirty" if dirty else ""
+    # a run replaces the architecture's block: rows of another run (other images) must never
+    # sit under this run's settings. --append keeps rows measured on the same images; each
+    # row names its commit, and the block's "commit" lists them all.
+    old = data.get(args.arch, {})
+    same_images = old.get("calibration_images") == args.calib and old.get("test_images") == args.test and old.get("ann_top1") == ann_top1
+    kept = old.get("rows", {}) if args.append and same_images else {}
+    for row in kept.values():
+        row.setdefault("commit", old.get("commit", "?"))
+    block = data[args.arch] = {"ann_top1": ann_top1, "calibration_images": args.calib, "test_images": args.test, "ann_pass_seconds": ann_pass, "commit": commit, "rows": kept}
+    rows = block["rows"]
     for method in args.methods.split(","):
         for T in [int(t) for t in args.T.split(",")]:
             options = _options(method, T)
@@ -88,7 +98,8 @@ def main() -> None:
             rows[f"{method}@{T}"] = {"method": method, "T": T, "top1": top1, "gap_points": 100 * (ann_top1 - top1), "snn_ann_top1": float(report.ann.top1),
                                      "synaptic_acs": row.synaptic_acs, "bias_acs": row.bias_acs, "energy_pj_45nm_fp32": row.energy_pj["45nm-fp32"],
                                      "ann_energy_pj_45nm_fp32": report.ann.energy_pj["45nm-fp32"], "energy_ratio_45nm_fp32": row.energy_ratio["45nm-fp32"],
-                                     "conversion_seconds": seconds, "conversion_over_ann_pass": seconds / ann_pass, "options": options.to_dict()}
+                                     "conversion_seconds": seconds, "conversion_over_ann_pass": seconds / ann_pass, "options": options.to_dict(), "commit": commit}
+            block["commit"] = ", ".join(sorted({r.get("commit", "?") for r in rows.values()}))
             OUT.parent.mkdir(parents=True, exist_ok=True)
             OUT.write_text(json.dumps(data, indent=1))
             print(f"{args.arch} {method} T={T}: top-1 {100 * top1:.1f}% gap {100 * (ann_top1 - top1):.1f} conv {seconds:.0f}s ({seconds / ann_pass:.1f} ANN passes)", flush=True)
