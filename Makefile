@@ -11,7 +11,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 # a missing or incomplete folder fails them (tests/conftest.py).
 SHARED ?= $(wildcard $(abspath ../shared))
 
-.PHONY: setup demo test test-fast reports bench embedded clean threeway report-robustness report-measured coverage
+.PHONY: setup demo test test-fast reports bench embedded clean threeway report-robustness report-measured coverage lowlat
 
 $(BIN)/.annsnn-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ embedded: setup
 	$(BIN)/annsnn zoo train digits_cnn --data digits --epochs 30 --lr 2e-3 --seed 0 --out model_zoo/checkpoints/digits_cnn.pt
 
 # Regenerate reports/ (not run by CI; needs ../shared).
+# Issue 12: method x T on the shared ResNet-20/32 and SpikingJelly's recipes, then the
+# low-latency section of reports/cifar10.md (about 2 hours on 2 cores)
+LOWLAT_METHODS ?= threshold+step-bias,threshold+bias,threshold,best-flags,none
+lowlat: setup
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet20 --methods $(LOWLAT_METHODS) --T 8,16,32,64
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet32 --methods threshold+step-bias --T 8,16,32,64
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/run.py sj_low_latency calibration_cost
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python reports/generate.py lowlat
+
 reports: setup
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python reports/generate.py
 

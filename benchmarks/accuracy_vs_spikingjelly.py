@@ -80,21 +80,22 @@ def _sj_scales(sj) -> list[float]:
     return [value for _, value in named]
 
 
-def _sj_eval(sj, batches):
+def _sj_eval(sj, batches, steps=None):
     from spikingjelly.activation_based import functional
 
-    correct = {t: 0 for t in STEPS}
+    steps = tuple(steps or STEPS)
+    correct = {t: 0 for t in steps}
     total = 0
     with torch.no_grad():
         for x, y in batches:
             functional.reset_net(sj)
             out = 0
-            for t in range(1, STEPS[-1] + 1):
+            for t in range(1, steps[-1] + 1):
                 out = out + sj(x)
                 if t in correct:
                     correct[t] += int((out.argmax(1) == y).sum())
             total += len(y)
-    return {t: correct[t] / total for t in STEPS}
+    return {t: correct[t] / total for t in steps}
 
 
 def _ours_eval(snn, batches):
@@ -202,3 +203,36 @@ def main(shared: Path) -> dict:
         }
     result["calibrated"] = calibrated(net, module_form, calib_raw, calib_norm, test_raw, test_norm)
     return result
+
+
+def spikingjelly_low_latency(shared: Path, calib_images: int = 1024, test_images: int = 1000) -> dict:
+    """Issue 12, SpikingJelly's side: RateCodingRecipe with its best flags (99.99%,
+    channel-wise, half threshold) and LocalThresholdBalancingRecipe on the equivalent module
+    form of the shared ResNet-20, with exactly the calibration and test images of
+    benchmarks/low_latency.py (the first ``calib_images`` evenly spaced train/ images, and
+    ``test_images`` evenly spaced test/ images), top-1 at T = 8 / 16 / 32 / 64 from one run
+    each. annsnn's side is benchmarks/results/low_latency.json; the summary puts them side
+    by side."""
+    weights = shared / "models" / "cifar10-resnet" / "resnet20-12fca82f.th"
+    root = f"imagefolder:{shared / 'data' / 'CIFAR10-jpeg'}"
+    net = load_model(weights, "resnet20").module.eval()
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    train, test = load_dataset(root, "train"), load_dataset(root, "test")
+    calib_norm = [((x - mean) / std, torch.zeros(len(x))) for x, _ in make_loader(train, 128, calib_images)]
+    test_norm = [((x - mean) / std, y) for x, y in make_loader(test, 200, test_images)]
+    module_form = ModuleResNet(copy.deepcopy(net)).eval()
+    with torch.no_grad():
+        ann_top1 = sum(int((net(x).argmax(1) == y).sum()) for x, y in test_norm) / test_images
+    out: dict = {"steps": list(LOW_T), "calibration_images": calib_images, "test_images": test_images, "ann_top1": ann_top1}
+    started = time.perf_counter()
+    rate = _sj_eval(_sj_convert(module_form, calib_norm, "99.99%", channel_wise=True, half_threshold=True), test_norm, LOW_T)
+    out["rate_coding_best"] = {str(t): rate[t] for t in LOW_T}
+    out["rate_coding_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    try:
+        ltb = _sj_eval(_sj_ltb(module_form, calib_norm), test_norm, LOW_T)
+        out["local_threshold_balancing"] = {str(t): ltb[t] for t in LOW_T}
+    except Exception as exc:  # record what SpikingJelly says
+        out["local_threshold_balancing"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    out["local_threshold_balancing_seconds"] = time.perf_counter() - started
+    return out

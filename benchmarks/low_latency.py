@@ -2,11 +2,13 @@
 
 Per architecture: the same calibration images (the first ``--calib`` of train/) and the
 same evenly spaced test images (``--test`` of test/). For every calibration method and
-every N in ``--T``, convert once for N and evaluate at T = N; record top-1, gap to the ANN,
-conversion wall time as a ratio to one ANN pass over the calibration images, and peak
-traced memory (tracemalloc covers Python allocations only, so it is recorded but not a
-target check). Writes benchmarks/results/low_latency.json after every row, so a killed
-run keeps what it measured.
+every N in ``--T``, convert once for N and evaluate at T = N with the Analyzer; record
+top-1, gap to the ANN, SyOPs, bias ACs and energy per inference (45nm-fp32, Horowitz 2014),
+and conversion wall time as a ratio to one ANN pass over the calibration images (peak
+memory: ``python benchmarks/run.py calibration_cost``). Writes
+benchmarks/results/low_latency.json after every row, so a killed run keeps what it
+measured; ``python reports/generate.py lowlat`` turns it into the table and Pareto plot
+of reports/cifar10.md.
 
     python benchmarks/low_latency.py --arch resnet20 --T 8,16,32,64 --test 1000
 """
@@ -21,13 +23,13 @@ from pathlib import Path
 
 import torch
 
+from annsnn.analyzer import Analyzer
 from annsnn.calibration import CALIBRATIONS
 from annsnn.convert import ConversionOptions
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
 from annsnn.io import load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
-from annsnn.simulate import simulate
 
 SHARED = Path(os.environ.get("ANNSNN_SHARED", "/work/shared"))
 WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th"}
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--T", default="8,16,32,64")
     parser.add_argument("--calib", type=int, default=1024)
     parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--append", action="store_true", help="keep the block's rows of other methods/T (same images required); every row records its commit")
     args = parser.parse_args()
     torch.manual_seed(0)
     root = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
@@ -67,22 +70,36 @@ def main() -> None:
         ann_top1 = sum(int((net((x - mean) / std).argmax(1) == y).sum()) for x, y in test_batches) / args.test
     data = json.loads(OUT.read_text()) if OUT.is_file() else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-    # a run replaces the architecture's block: rows of another run (other images, another
-    # commit) must never sit under this run's settings
-    block = data[args.arch] = {"ann_top1": ann_top1, "calibration_images": args.calib, "test_images": args.test, "ann_pass_seconds": ann_pass, "commit": commit}
-    rows = block.setdefault("rows", {})
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!benchmarks/RESULTS.md", ":!reports"],
+                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    commit += "+dirty" if dirty else ""
+    # a run replaces the architecture's block: rows of another run (other images) must never
+    # sit under this run's settings. --append keeps rows measured on the same images; each
+    # row names its commit, and the block's "commit" lists them all.
+    old = data.get(args.arch, {})
+    same_images = old.get("calibration_images") == args.calib and old.get("test_images") == args.test and old.get("ann_top1") == ann_top1
+    kept = old.get("rows", {}) if args.append and same_images else {}
+    for row in kept.values():
+        row.setdefault("commit", old.get("commit", "?"))
+    block = data[args.arch] = {"ann_top1": ann_top1, "calibration_images": args.calib, "test_images": args.test, "ann_pass_seconds": ann_pass, "commit": commit, "rows": kept}
+    rows = block["rows"]
     for method in args.methods.split(","):
         for T in [int(t) for t in args.T.split(",")]:
             options = _options(method, T)
             started = time.perf_counter()
             snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=options, normalization=norm)
             seconds = time.perf_counter() - started
-            correct = 0
-            for x, y in test_batches:
-                correct += int((simulate(snn, x, T).predictions(T) == y).sum())
-            top1 = correct / args.test
-            rows[f"{method}@{T}"] = {"method": method, "T": T, "top1": top1, "gap_points": 100 * (ann_top1 - top1),
-                                     "conversion_seconds": seconds, "conversion_over_ann_pass": seconds / ann_pass, "options": options.to_dict()}
+            with Analyzer(snn, [T], energy_models=["45nm-fp32"]) as analyzer:
+                for x, y in test_batches:
+                    analyzer.run(x, y)
+            report = analyzer.report()
+            row = report.rows[0]
+            top1 = float(row.top1)
+            rows[f"{method}@{T}"] = {"method": method, "T": T, "top1": top1, "gap_points": 100 * (ann_top1 - top1), "snn_ann_top1": float(report.ann.top1),
+                                     "synaptic_acs": row.synaptic_acs, "bias_acs": row.bias_acs, "energy_pj_45nm_fp32": row.energy_pj["45nm-fp32"],
+                                     "ann_energy_pj_45nm_fp32": report.ann.energy_pj["45nm-fp32"], "energy_ratio_45nm_fp32": row.energy_ratio["45nm-fp32"],
+                                     "conversion_seconds": seconds, "conversion_over_ann_pass": seconds / ann_pass, "options": options.to_dict(), "commit": commit}
+            block["commit"] = ", ".join(sorted({r.get("commit", "?") for r in rows.values()}))
             OUT.parent.mkdir(parents=True, exist_ok=True)
             OUT.write_text(json.dumps(data, indent=1))
             print(f"{args.arch} {method} T={T}: top-1 {100 * top1:.1f}% gap {100 * (ann_top1 - top1):.1f} conv {seconds:.0f}s ({seconds / ann_pass:.1f} ANN passes)", flush=True)

@@ -6,6 +6,8 @@
     python benchmarks/run.py distributed  # issue 7: torchrun 2 processes x 1 thread vs 1 process x 2 threads
     python benchmarks/run.py accuracy     # issue 3: ResNet-20 (shared) vs SpikingJelly 2.0 RateCodingRecipe
     python benchmarks/run.py nir          # issue 15: NIR export + re-import vs one evaluate pass (T=8, 100 images)
+    python benchmarks/run.py calibration_cost  # issue 12: each calibration method at N=32: time and peak memory / one ANN pass
+    python benchmarks/run.py sj_low_latency  # issue 12: SpikingJelly's recipes on the images of low_latency.py (annsnn's side: benchmarks/low_latency.py)
     python benchmarks/run.py robustness   # issue 14: 21 FGSM eps at T=32 vs 21 evaluates + the gradient pass (ROBUSTNESS_IMAGES=100)
     python benchmarks/run.py all
 
@@ -264,6 +266,57 @@ else:
     })
 
 
+def calibration_cost() -> None:
+    """Issue 12: each calibration method's conversion at N=32 on the shared ResNet-20, as
+    ratios to one ANN pass over the same 1,024 calibration images (batch 128): wall time
+    (median of 3, interleaved with the ANN pass) and peak resident-set growth. One fresh
+    subprocess per method; the images are loaded before either is measured."""
+    from annsnn.calibration import CALIBRATIONS
+
+    code = """
+import sys, time, statistics, torch
+sys.path.insert(0, {root!r})
+from run import _peak_mb, SHARED
+from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
+from annsnn.io import load_model
+from annsnn.pipeline import ann_to_snn
+from annsnn.convert import ConversionOptions
+from annsnn.calibration import CALIBRATIONS
+from annsnn.modes import parse_mode
+torch.manual_seed(0)
+method = sys.argv[1]
+net = load_model(SHARED / "models" / "cifar10-resnet" / "resnet20-12fca82f.th", "resnet20").module.eval()
+calib = [x for x, _ in make_loader(load_dataset(f"imagefolder:{{SHARED / 'data' / 'CIFAR10-jpeg'}}", "train"), 128, 1024)]
+mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+norm = (list(IMAGENET_MEAN), list(IMAGENET_STD))
+threshold, bias = CALIBRATIONS[method]
+options = ConversionOptions(mode=parse_mode("99.99"), channel_wise=threshold == "if-search", v_init=0.5 if threshold == "if-search" or bias != "none" else 0.0, T=32, threshold=threshold, bias=bias)
+def ann():
+    with torch.no_grad():
+        for x in calib:
+            net((x - mean) / std)
+def convert():
+    ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=options, normalization=norm)
+ann_mb = _peak_mb(ann)
+conv_mb = _peak_mb(convert)
+ann_s, conv_s = [], []
+for _ in range(3):
+    t = time.perf_counter(); ann(); ann_s.append(time.perf_counter() - t)
+    t = time.perf_counter(); convert(); conv_s.append(time.perf_counter() - t)
+print(ann_mb, conv_mb, statistics.median(ann_s), statistics.median(conv_s))
+""".format(root=str(ROOT / "benchmarks"))
+    rows = {}
+    for method in CALIBRATIONS:
+        out = subprocess.run([sys.executable, "-c", code, method], capture_output=True, text=True, check=True)
+        ann_mb, conv_mb, ann_s, conv_s = map(float, out.stdout.strip().splitlines()[-1].split())
+        rows[method] = {"ann_peak_mb": ann_mb, "conversion_peak_mb": conv_mb, "memory_ratio": conv_mb / ann_mb,
+                        "ann_pass_s": ann_s, "conversion_s": conv_s, "time_ratio": conv_s / ann_s}
+        print(method, rows[method], flush=True)
+    save("calibration_cost", {"model": "shared ResNet-20 (trained weights), 1,024 CIFAR10-jpeg train images, batch 128, N = 32",
+                              "rows": rows, "default": next(iter(CALIBRATIONS)),
+                              "targets": {"time_ratio": "<= 40 (default)", "memory_ratio": "<= 2 (default)"}})
+
+
 def distributed() -> None:
     """2 processes x 1 thread vs the fair baseline, 1 process x 2 threads (the same 2 cores),
     on the shared ResNet-20; repeats interleaved, median of 3 (each run is a whole command)."""
@@ -288,6 +341,12 @@ def distributed() -> None:
     save("distributed", {"model": "shared ResNet-20 SNN (trained weights, default conversion), 512 CIFAR10-jpeg images, T=64, batch 32",
                          "one_process_two_threads_s": one, "two_processes_one_thread_s": two, "speedup": one / two, "identical_results": same,
                          "target": ">= 1.6", "note": "wall time of the whole command, start-up included; baseline 1 process x 2 threads on the same 2 cores"})
+
+
+def sj_low_latency() -> None:
+    import accuracy_vs_spikingjelly
+
+    save("sj_low_latency", accuracy_vs_spikingjelly.spikingjelly_low_latency(SHARED))
 
 
 def accuracy() -> None:
@@ -461,6 +520,29 @@ def summary() -> None:
                 rows.append((f"{arch} {row['method']} at T={row['T']}: gap to ANN (points)", f"{row['gap_points']:.1f}", target,
                              f"top-1 {100 * row['top1']:.1f} vs ANN {100 * block['ann_top1']:.1f}; {block['test_images']} test / {block['calibration_images']} calib images; conversion {row['conversion_over_ann_pass']:.1f} ANN passes; commit {block['commit']}",
                              f"summary  # rows from: python benchmarks/low_latency.py --arch {arch} --calib {block['calibration_images']} --test {block['test_images']}"))
+    if (r := load("calibration_cost")):  # issue 12
+        for method, row in r["rows"].items():
+            default = method == r["default"]
+            rows.append((f"ResNet-20 conversion at N=32, --calibration {method}: time / one ANN pass over the 1,024 calibration images", f"{row['time_ratio']:.1f}", "<= 40" if default else "–",
+                         f"{row['conversion_s']:.1f} s vs {row['ann_pass_s']:.2f} s, median of 3, interleaved; commit {r.get('commit', '?')}", "calibration_cost"))
+            rows.append((f"ResNet-20 conversion at N=32, --calibration {method}: peak memory / ANN pass (batch 128)", f"{row['memory_ratio']:.2f}", "<= 2" if default else "–",
+                         f"{row['conversion_peak_mb']:.0f} vs {row['ann_peak_mb']:.0f} MB peak RSS growth; commit {r.get('commit', '?')}", "calibration_cost"))
+    if (r := load("sj_low_latency")) and (ll := load("low_latency")) and "resnet20" in ll:  # issue 12, side by side
+        block = ll["resnet20"]
+        default = "threshold+step-bias"
+        ours = {row["T"]: row["top1"] for row in block.get("rows", {}).values() if row["method"] == default}
+        same = block["calibration_images"] == r["calibration_images"] and block["test_images"] == r["test_images"]
+        ltb = r["local_threshold_balancing"]
+        cells, beats = [], True
+        for t in r["steps"]:
+            rc, lt = r["rate_coding_best"][str(t)], (ltb[str(t)] if isinstance(ltb, dict) else None)
+            if t in ours:
+                beats &= ours[t] > rc and (lt is None or ours[t] > lt)
+            else:
+                beats = False
+            cells.append(f"T={t}: " + (f"{100 * ours[t]:.1f}" if t in ours else "not run") + f" vs RC {100 * rc:.1f} / LTB " + (f"{100 * lt:.1f}" if lt is not None else "failed"))
+        rows.append((f"ResNet-20 top-1, annsnn default (converted per N) vs SpikingJelly RateCoding best flags / LocalThresholdBalancing", str(beats and same), "annsnn > both at every T",
+                     "; ".join(cells) + f"; same images: {same}; annsnn commit {block['commit']}, SpikingJelly run commit {r.get('commit', '?')}", "sj_low_latency  # annsnn side: python benchmarks/low_latency.py"))
     if (r := load("nir")):
         v = r["vgg11_cifar"]
         rows.append(("NIR export + re-import / one evaluate pass (T=8, 100 images), VGG-11 CIFAR", f"{v['ratio']:.3f}", "< 1", f"{v['export_import_s']:.2f} s vs {v['evaluate_T8_100_s']:.2f} s; ResNet-20 is refused ({r['resnet20']['refused']}) in {r['resnet20']['refusal_s']:.2f} s; its evaluate pass takes {r['resnet20_evaluate_T8_100_s']:.2f} s", "nir"))
@@ -479,7 +561,7 @@ def summary() -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "distributed": distributed, "accuracy": accuracy, "nir": nir_roundtrip, "robustness": robustness, "summary": lambda: None}
+    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "distributed": distributed, "accuracy": accuracy, "nir": nir_roundtrip, "robustness": robustness, "calibration_cost": calibration_cost, "sj_low_latency": sj_low_latency, "summary": lambda: None}
     names = sys.argv[1:] or ["speed", "overhead", "calibration"]
     if names == ["all"]:
         names = list(jobs)
