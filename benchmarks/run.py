@@ -541,7 +541,7 @@ def summary() -> None:
             else:
                 beats = False
             cells.append(f"T={t}: " + (f"{100 * ours[t]:.1f}" if t in ours else "not run") + f" vs RC {100 * rc:.1f} / LTB " + (f"{100 * lt:.1f}" if lt is not None else "failed"))
-        rows.append((f"ResNet-20 top-1, annsnn default (converted per N) vs SpikingJelly RateCoding best flags / LocalThresholdBalancing", str(beats and same), "annsnn > both at every T",
+        rows.append(("ResNet-20 top-1, annsnn default (converted per N) vs SpikingJelly RateCoding best flags / LocalThresholdBalancing", str(beats and same), "annsnn > both at every T",
                      "; ".join(cells) + f"; same images: {same}; annsnn commit {block['commit']}, SpikingJelly run commit {r.get('commit', '?')}", "sj_low_latency  # annsnn side: python benchmarks/low_latency.py"))
     if (r := load("nir")):
         v = r["vgg11_cifar"]
