@@ -15,6 +15,7 @@ of reports/cifar10.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -37,7 +38,12 @@ OUT = Path(__file__).parent / "results" / "low_latency.json"
 
 
 def _options(method: str, T: int) -> ConversionOptions:
-    threshold, bias = CALIBRATIONS[method]
+    """``method`` is a ``--calibration`` name, ``best-flags``, or ``NAME:quantile`` for the
+    per-step bias with ``--step-solver quantile``."""
+    if method.endswith(":quantile"):
+        base = _options(method.split(":")[0], T)
+        return dataclasses.replace(base, step_solver="quantile")
+    threshold, bias = CALIBRATIONS.get(method, ("mode", "none"))
     if method == "none":  # today's plain normalization
         return ConversionOptions(mode=parse_mode("99.99"))
     if method == "best-flags":  # the issue's "best flags today"
