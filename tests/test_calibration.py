@@ -104,10 +104,10 @@ def cnn_and_data():
     return model.eval(), xtr[:512], xtr[512:768]
 
 
-def _convert(model, calib, T, name, v_init=0.5):
+def _convert(model, calib, T, name, v_init=0.5, step_solver="linear"):
     threshold, bias = CALIBRATIONS[name]
     options = ConversionOptions(mode=parse_mode("99.99"), channel_wise=threshold == "if-search", v_init=v_init,
-                                T=T if name != "none" else None, threshold=threshold, bias=bias, bias_samples=256)
+                                T=T if name != "none" else None, threshold=threshold, bias=bias, bias_samples=256, step_solver=step_solver)
     return ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=options)[0]
 
 
@@ -173,10 +173,11 @@ def test_default_pipeline_beats_plain_on_accuracy_at_low_T(cnn_and_data):
 # ----- prefix consistency and T > N ------------------------------------------------------
 
 
-def test_step_bias_is_prefix_consistent(cnn_and_data):
+@pytest.mark.parametrize("solver", ["linear", "quantile"])
+def test_step_bias_is_prefix_consistent(cnn_and_data, solver):
     model, calib, held = cnn_and_data
     N = 8
-    snn = _convert(model, calib, N, "threshold+step-bias")
+    snn = _convert(model, calib, N, "threshold+step-bias", step_solver=solver)
     assert all(m.bias_steps == N for m in snn.neuron_layers().values())
     x = held[:64]
     full = simulate(snn, x, [3, 5, N, 12])
@@ -200,9 +201,10 @@ def test_beyond_N_the_last_step_bias_repeats():
 # ----- artifact round trip -----------------------------------------------------------------
 
 
-def test_save_load_round_trip_keeps_calibration_bit_identical(cnn_and_data, tmp_path):
+@pytest.mark.parametrize("solver", ["linear", "quantile"])
+def test_save_load_round_trip_keeps_calibration_bit_identical(cnn_and_data, tmp_path, solver):
     model, calib, held = cnn_and_data
-    snn = _convert(model, calib, 6, "threshold+step-bias")
+    snn = _convert(model, calib, 6, "threshold+step-bias", step_solver=solver)
     path = tmp_path / "m.snn.pt"
     save_snn(snn, path)
     back = load_snn(path)
@@ -212,6 +214,7 @@ def test_save_load_round_trip_keeps_calibration_bit_identical(cnn_and_data, tmp_
         assert module.step_bias.dtype == other.step_bias.dtype
     assert back.meta["options"]["T"] == 6 and back.meta["options"]["bias"] == "step" and back.meta["options"]["threshold"] == "if-search"
     assert back.meta["calibrated_T"] == 6 and back.meta["bias_fit"]["samples"] == 256
+    assert back.meta["options"]["step_solver"] == solver
     assert torch.equal(simulate(back, held[:32], 9).outputs[9], simulate(snn, held[:32], 9).outputs[9])
 
 
