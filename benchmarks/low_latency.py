@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--T", default="8,16,32,64")
     parser.add_argument("--calib", type=int, default=1024)
     parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=OUT, help="results file (default benchmarks/results/low_latency.json)")
     parser.add_argument("--append", action="store_true", help="keep the block's rows of other methods/T (same images required); every row records its commit")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -74,7 +75,8 @@ def main() -> None:
             net((x - mean) / std)
         ann_pass = time.perf_counter() - started
         ann_top1 = sum(int((net((x - mean) / std).argmax(1) == y).sum()) for x, y in test_batches) / args.test
-    data = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    out = args.out
+    data = json.loads(out.read_text()) if out.is_file() else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!benchmarks/RESULTS.md", ":!reports"],
                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
@@ -106,8 +108,8 @@ def main() -> None:
                                      "ann_energy_pj_45nm_fp32": report.ann.energy_pj["45nm-fp32"], "energy_ratio_45nm_fp32": row.energy_ratio["45nm-fp32"],
                                      "conversion_seconds": seconds, "conversion_over_ann_pass": seconds / ann_pass, "options": options.to_dict(), "commit": commit}
             block["commit"] = ", ".join(sorted({r.get("commit", "?") for r in rows.values()}))
-            OUT.parent.mkdir(parents=True, exist_ok=True)
-            OUT.write_text(json.dumps(data, indent=1))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(data, indent=1))
             print(f"{args.arch} {method} T={T}: top-1 {100 * top1:.1f}% gap {100 * (ann_top1 - top1):.1f} conv {seconds:.0f}s ({seconds / ann_pass:.1f} ANN passes)", flush=True)
 
 
