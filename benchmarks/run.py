@@ -280,17 +280,14 @@ from run import _peak_mb, SHARED
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
 from annsnn.io import load_model
 from annsnn.pipeline import ann_to_snn
-from annsnn.convert import ConversionOptions
-from annsnn.calibration import CALIBRATIONS
-from annsnn.modes import parse_mode
+from low_latency import _options
 torch.manual_seed(0)
 method = sys.argv[1]
 net = load_model(SHARED / "models" / "cifar10-resnet" / "resnet20-12fca82f.th", "resnet20").module.eval()
 calib = [x for x, _ in make_loader(load_dataset(f"imagefolder:{{SHARED / 'data' / 'CIFAR10-jpeg'}}", "train"), 128, 1024)]
 mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 norm = (list(IMAGENET_MEAN), list(IMAGENET_STD))
-threshold, bias = CALIBRATIONS[method]
-options = ConversionOptions(mode=parse_mode("99.99"), channel_wise=threshold == "if-search", v_init=0.5 if threshold == "if-search" or bias != "none" else 0.0, T=32, threshold=threshold, bias=bias)
+options = _options(method, 32)  # exactly the options of benchmarks/low_latency.py
 def ann():
     with torch.no_grad():
         for x in calib:
