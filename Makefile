@@ -42,7 +42,7 @@ LOWLAT_METHODS ?= threshold+step-bias,threshold+bias,threshold,best-flags,none
 lowlat: setup
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet20 --methods $(LOWLAT_METHODS) --T 8,16,32,64
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet32 --methods threshold+step-bias --T 8,16,32,64
-	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/run.py sj_low_latency calibration_cost
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/run.py sj_low_latency calibration_cost suite_low_latency
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python reports/generate.py lowlat
 
 reports: setup

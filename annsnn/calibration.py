@@ -62,6 +62,7 @@ CALIBRATIONS: dict[str, tuple[str, str]] = {
 
 _MIN_ACTIVE = 0.05  # floor of p_c: a channel that is almost never positive gets a bounded step
 _MAX_BIAS = 1.0  # |bias| per step, in thresholds
+_ANN_BATCH = 64  # images per ANN pass when reading the channel targets
 
 
 def calibration_options(name: str) -> tuple[str, str]:
@@ -120,7 +121,8 @@ def ann_channel_targets(snn: SpikingNetwork, images: Tensor) -> dict[str, tuple[
 
         handles.append(modules[name].register_forward_hook(hook))
     try:
-        snn.ann(images)
+        for start in range(0, int(images.shape[0]), _ANN_BATCH):  # bounded memory; float64 sums
+            snn.ann(images[start : start + _ANN_BATCH])
     finally:
         for h in handles:
             h.remove()

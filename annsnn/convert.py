@@ -46,6 +46,9 @@ __all__ = [
 ]
 
 MaxPoolStrategy = Literal["spiking", "avg"]
+# the low-latency pipeline's factor on the IF-search thresholds, chosen on held-out training
+# images (annsnn.thresholds, "Scale")
+PIPELINE_THRESHOLD_SCALE = 0.9
 ThresholdMethod = Literal["mode", "if-search"]
 BiasMethod = Literal["none", "layer", "step"]
 
@@ -66,6 +69,7 @@ class ConversionOptions:
     bias: BiasMethod = "none"  # "layer": Li et al. 2021; "step": per-step (FTBC, Wu et al. 2024)
     bias_samples: int = 256  # calibration images the bias passes simulate
     step_solver: str = "linear"  # bias "step": "linear" (shortfall / active share) or "quantile" (exact per step)
+    threshold_scale: float = 1.0  # "if-search": theta = threshold_scale * argmin_theta E(theta) (annsnn.thresholds)
 
     def __post_init__(self) -> None:
         if self.threshold not in ("mode", "if-search"):
@@ -76,6 +80,10 @@ class ConversionOptions:
             raise UsageError("calibration for a latency needs --T N with N >= 1")
         if self.step_solver not in ("linear", "quantile"):
             raise UsageError(f"invalid step solver {self.step_solver!r}: use 'linear' or 'quantile'")
+        if not 0.0 < self.threshold_scale <= 4.0:
+            raise UsageError(f"invalid --threshold-scale {self.threshold_scale}: use a factor in (0, 4]")
+        if self.threshold_scale != 1.0 and self.threshold != "if-search":
+            raise UsageError("--threshold-scale scales the IF-search thresholds; it needs --calibration threshold, threshold+bias or threshold+step-bias")
         if self.bias_samples < 1:
             raise UsageError(f"invalid bias samples {self.bias_samples}: use at least 1")
         if not 0.0 <= self.v_init < 1.0:
@@ -87,13 +95,40 @@ class ConversionOptions:
 
     @classmethod
     def low_latency(cls, T: int = 32, **overrides) -> "ConversionOptions":
-        """The pipeline ``annsnn convert`` uses by default: per-channel T-aware thresholds,
-        a per-step per-channel bias fitted for ``T`` steps, initial potential theta/2.
+        """The pipeline ``annsnn convert`` uses by default: per-channel T-aware thresholds
+        (scaled by :data:`PIPELINE_THRESHOLD_SCALE`), a per-step per-channel bias fitted for
+        ``T`` steps, initial potential theta/2.
 
         ``ConversionOptions()`` itself is plain normalization (Rueckauer et al. 2017), so
         that code written against earlier versions keeps its meaning."""
-        settings = dict(T=T, threshold="if-search", bias="step", channel_wise=True, v_init=0.5)
+        settings = dict(T=T, threshold="if-search", bias="step", channel_wise=True, v_init=0.5, threshold_scale=PIPELINE_THRESHOLD_SCALE)
         settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def calibrated(cls, calibration: str, T: int | None, **overrides) -> "ConversionOptions":
+        """The options of ``annsnn convert --calibration NAME --T N`` (see
+        :data:`annsnn.calibration.CALIBRATIONS`): the named threshold and bias methods with
+        the low-latency pipeline's settings where they apply (per-channel IF-search
+        thresholds scaled by its ``threshold_scale``, its step solver, v_init 1/2).
+        ``calibration="none"`` is plain ``--mode`` normalization, per layer. ``overrides``
+        (any field; None leaves the default) win."""
+        from .calibration import calibration_options
+
+        threshold, bias = calibration_options(calibration)
+        pipeline = cls.low_latency(1)
+        settings: dict = dict(threshold=threshold, bias=bias, channel_wise=threshold == "if-search", v_init=pipeline.v_init,
+                              T=T if calibration != "none" else None)
+        if threshold == "if-search":
+            settings["threshold_scale"] = pipeline.threshold_scale
+        if bias == "step":
+            settings["step_solver"] = pipeline.step_solver
+        given = {key: value for key, value in overrides.items() if value is not None}
+        if "step_solver" in given and bias != "step":
+            raise UsageError(f"--step-solver applies to the per-step bias; --calibration {calibration} has none")
+        if "threshold_scale" in given and threshold != "if-search":
+            raise UsageError(f"--threshold-scale scales the IF-search thresholds; --calibration {calibration} has none")
+        settings.update(given)
         return cls(**settings)
 
     def to_dict(self) -> dict:
@@ -109,6 +144,7 @@ class ConversionOptions:
             "bias": self.bias,
             "bias_samples": self.bias_samples,
             "step_solver": self.step_solver,
+            "threshold_scale": self.threshold_scale,
         }
 
 
@@ -654,8 +690,8 @@ def _layer_scale(observer: ActivationObserver, options: ConversionOptions, ceili
         # T-aware threshold (annsnn.thresholds): a silent layer gets 1, a silent channel the
         # layer's own T-aware threshold (its calibration says nothing about it)
         assert options.T is not None
-        value = if_thresholds(observer, options.T, channel_wise, ceiling)
-        layer_theta = float(if_thresholds(observer, options.T, False, ceiling)) if float(observer.max_val) > 0 else 1.0
+        value = if_thresholds(observer, options.T, channel_wise, ceiling) * options.threshold_scale
+        layer_theta = float(if_thresholds(observer, options.T, False, ceiling)) * options.threshold_scale if float(observer.max_val) > 0 else 1.0
         if channel_wise:
             dead = value <= 0
             if bool(dead.any()):

@@ -23,11 +23,13 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import Subset
 
 from annsnn.analyzer import Analyzer
 from annsnn.calibration import CALIBRATIONS
 from annsnn.convert import ConversionOptions
-from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
+from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader, spread_indices
+from annsnn.simulate import simulate
 from annsnn.io import load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
@@ -38,17 +40,19 @@ OUT = Path(__file__).parent / "results" / "low_latency.json"
 
 
 def _options(method: str, T: int) -> ConversionOptions:
-    """``method`` is a ``--calibration`` name, ``best-flags``, or ``NAME:quantile`` for the
-    per-step bias with ``--step-solver quantile``."""
+    """``method`` is a ``--calibration`` name, ``best-flags``, ``NAME:quantile`` for the
+    per-step bias with ``--step-solver quantile``, or ``NAME:scale=S`` for ``--threshold-scale S``."""
     if method.endswith(":quantile"):
         base = _options(method.split(":")[0], T)
         return dataclasses.replace(base, step_solver="quantile")
-    threshold, bias = CALIBRATIONS.get(method, ("mode", "none"))
+    if ":scale=" in method:  # NAME:scale=S, the same with --threshold-scale S
+        name, _, scale = method.partition(":scale=")
+        return dataclasses.replace(_options(name, T), threshold_scale=float(scale))
     if method == "none":  # today's plain normalization
         return ConversionOptions(mode=parse_mode("99.99"))
     if method == "best-flags":  # the issue's "best flags today"
         return ConversionOptions(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5)
-    return ConversionOptions(mode=parse_mode("99.99"), channel_wise=threshold == "if-search", v_init=0.5, T=T, threshold=threshold, bias=bias)
+    return ConversionOptions.calibrated(method, T, mode=parse_mode("99.99"))  # exactly `annsnn convert --calibration METHOD --T N`
 
 
 def main() -> None:
@@ -59,6 +63,7 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=1024)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=OUT, help="results file (default benchmarks/results/low_latency.json)")
+    parser.add_argument("--heldout", type=int, default=0, help="also score each row on this many held-out TRAINING images (evenly spaced over the training images not used for calibration): the data design choices are made on")
     parser.add_argument("--append", action="store_true", help="keep the block's rows of other methods/T (same images required); every row records its commit")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -67,6 +72,9 @@ def main() -> None:
     train, test = load_dataset(root, "train"), load_dataset(root, "test")
     calib = [x for x, _ in make_loader(train, 128, args.calib)]
     test_batches = list(make_loader(test, 200, args.test))
+    used = set(spread_indices(len(train), args.calib))  # the calibration images
+    rest = [i for i in range(len(train)) if i not in used]
+    heldout_batches = list(make_loader(Subset(train, [rest[i] for i in spread_indices(len(rest), args.heldout)]), 256)) if args.heldout else []
     norm = (list(IMAGENET_MEAN), list(IMAGENET_STD))
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -75,6 +83,7 @@ def main() -> None:
             net((x - mean) / std)
         ann_pass = time.perf_counter() - started
         ann_top1 = sum(int((net((x - mean) / std).argmax(1) == y).sum()) for x, y in test_batches) / args.test
+        ann_heldout = sum(int((net((x - mean) / std).argmax(1) == y).sum()) for x, y in heldout_batches) / max(1, args.heldout)
     out = args.out
     data = json.loads(out.read_text()) if out.is_file() else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
@@ -101,16 +110,23 @@ def main() -> None:
                 for x, y in test_batches:
                     analyzer.run(x, y)
             report = analyzer.report()
+            heldout = {}
+            if heldout_batches:  # plain simulation: the accuracy on training images the conversion never saw
+                hits = sum(int((simulate(snn, x, T).predictions(T) == y).sum()) for x, y in heldout_batches)
+                heldout = {"heldout_images": args.heldout, "heldout_top1": hits / args.heldout, "heldout_ann_top1": ann_heldout}
             row = report.rows[0]
             top1 = float(row.top1)
             rows[f"{method}@{T}"] = {"method": method, "T": T, "top1": top1, "gap_points": 100 * (ann_top1 - top1), "snn_ann_top1": float(report.ann.top1),
                                      "synaptic_acs": row.synaptic_acs, "bias_acs": row.bias_acs, "energy_pj_45nm_fp32": row.energy_pj["45nm-fp32"],
                                      "ann_energy_pj_45nm_fp32": report.ann.energy_pj["45nm-fp32"], "energy_ratio_45nm_fp32": row.energy_ratio["45nm-fp32"],
-                                     "conversion_seconds": seconds, "conversion_over_ann_pass": seconds / ann_pass, "options": options.to_dict(), "commit": commit}
+                                     "conversion_seconds": seconds, "conversion_over_ann_pass": seconds / ann_pass, "options": options.to_dict(), "commit": commit, **heldout}
             block["commit"] = ", ".join(sorted({r.get("commit", "?") for r in rows.values()}))
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(data, indent=1))
-            print(f"{args.arch} {method} T={T}: top-1 {100 * top1:.1f}% gap {100 * (ann_top1 - top1):.1f} conv {seconds:.0f}s ({seconds / ann_pass:.1f} ANN passes)", flush=True)
+            current = json.loads(out.read_text()) if out.is_file() else {}  # another architecture may run beside this one
+            current[args.arch] = block
+            out.write_text(json.dumps(current, indent=1))
+            extra = f" held-out top-1 {100 * heldout['heldout_top1']:.1f}% (ANN {100 * ann_heldout:.1f}%)" if heldout else ""
+            print(f"{args.arch} {method} T={T}: top-1 {100 * top1:.1f}% gap {100 * (ann_top1 - top1):.1f} conv {seconds:.0f}s ({seconds / ann_pass:.1f} ANN passes){extra}", flush=True)
 
 
 if __name__ == "__main__":

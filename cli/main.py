@@ -228,6 +228,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--T", "calib_T", type=click.IntRange(min=1), default=DEFAULT_CALIB_T, show_default=True, help="Latency N the SNN is calibrated for; valid for every T <= N (beyond N the last step's bias repeats).")
 @click.option("--calibration", type=click.Choice(list(CALIBRATION_NAMES)), default=CALIBRATION_NAMES[0], show_default=True, help="threshold: per-channel thresholds minimising the IF quantisation error at T=N (Li et al. ICML 2021); bias: constant per-channel bias correction (Li et al. 2021); step-bias: a bias per step and channel (after FTBC, Wu et al. ECCV 2024); none: plain --mode normalization.")
 @click.option("--bias-samples", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration images (the first of --calib-samples) the bias passes simulate.")
+@click.option("--threshold-scale", type=click.FloatRange(min=0.0, max=4.0, min_open=True), default=None, help="Multiply the IF-search thresholds by this factor (default: the low-latency pipeline's, measured on held-out training images; 1 is the error-search optimum itself).")
 @click.option("--step-solver", type=click.Choice(["linear", "quantile"]), default=None, help="How the per-step bias meets each step's firing target: linear: shortfall / active share; quantile: exact on the calibration images (default: the low-latency pipeline's).")
 @click.option("--maxpool", type=click.Choice(["spiking", "avg"]), default="spiking", show_default=True, help="spiking: a max-pool that spikes when the largest input spike count grows (output rate = max input rate); avg: replace MaxPool by AvgPool (changes the ANN).")
 @click.option("--hybrid", is_flag=True, help="Keep unconvertible activations (GELU, SiLU, ...) analog instead of failing.")
@@ -242,7 +243,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="SNN file (default: next to MODEL, NAME.snn.pt).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the conversion report as JSON.")
 @click.option("--trust", is_flag=True, help="Allow unpickling a whole pickled nn.Module (runs code from the file).")
-def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, step_solver, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
+def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
 
     BatchNorm is folded, one calibration pass records each activation's exact max and a
@@ -272,7 +273,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
 
     from annsnn.io import convertible_module
 
-    options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver)
+    options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale)
     loaded = _load(model, arch, trust, input_shape=input_shape)
     target = Path(out_path) if out_path else _default_out(model, loaded.arch or "model")
     check_output_path(target, inputs=(model or "",))
@@ -322,19 +323,11 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         out.print(f"wrote {json_path}")
 
 
-def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver=None):
-    from annsnn.calibration import calibration_options
+def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver=None, threshold_scale=None):
     from annsnn.convert import ConversionOptions
 
-    threshold, bias = calibration_options(calibration)
-    if step_solver is not None and bias != "step":
-        raise UsageError(f"--step-solver applies to the per-step bias; --calibration {calibration} has none")
-    if channel_wise is None:
-        channel_wise = threshold == "if-search"
-    calibrated = calibration != "none"
-    return ConversionOptions(mode=mode, channel_wise=channel_wise, percentile_of=percentile_of, v_init=v_init, maxpool=maxpool, hybrid=hybrid,
-                             T=calib_T if calibrated else None, threshold=threshold, bias=bias, bias_samples=bias_samples,
-                             step_solver=(step_solver or ConversionOptions.low_latency(1).step_solver) if bias == "step" else "linear")
+    return ConversionOptions.calibrated(calibration, calib_T, mode=mode, channel_wise=channel_wise, percentile_of=percentile_of, v_init=v_init,
+                                        maxpool=maxpool, hybrid=hybrid, bias_samples=bias_samples, step_solver=step_solver, threshold_scale=threshold_scale)
 
 
 # ---------------------------------------------------------------------------

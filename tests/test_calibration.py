@@ -1,6 +1,8 @@
 """Low-latency calibration (issue 12): T-aware thresholds, bias passes, per-step bias."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -373,3 +375,58 @@ def test_cli_step_solver_flag_reaches_the_options_and_needs_a_step_bias():
         _calibrated_options(*args, "threshold+bias", 256, "spiking", False, "quantile")
     with pytest.raises(UsageError, match="step solver"):
         ConversionOptions.low_latency(8, step_solver="exact")
+
+
+# ----- threshold scale ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.9, 1.25])
+def test_threshold_scale_multiplies_each_if_search_threshold(cnn_and_data, scale):
+    """theta = scale * argmin E(theta), per channel: the recorded thresholds of a scaled
+    conversion are the unscaled search's times the factor (the search itself is checked
+    against a numpy brute force above), and nothing else in the network changes."""
+    model, calib, _ = cnn_and_data
+    base = ConversionOptions(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=8, threshold="if-search")
+    plain = ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=base)[0]
+    scaled = ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=dataclasses.replace(base, threshold_scale=scale))[0]
+    theta0, theta1 = plain.graph.meta["annsnn_thresholds"], scaled.graph.meta["annsnn_thresholds"]
+    assert theta0.keys() == theta1.keys() and len(theta0) >= 2
+    for name in theta0:
+        assert torch.allclose(theta1[name].double(), scale * theta0[name].double(), rtol=1e-6, atol=0)  # stored as float32
+    assert scaled.meta["options"]["threshold_scale"] == scale
+
+
+def test_threshold_scale_is_validated_and_needs_the_if_search():
+    for bad in (0.0, -1.0, 5.0):
+        with pytest.raises(UsageError, match="threshold-scale"):
+            ConversionOptions.low_latency(8, threshold_scale=bad)
+    with pytest.raises(UsageError, match="threshold-scale"):
+        ConversionOptions(threshold_scale=0.9)  # plain normalization has no IF search to scale
+
+
+def test_cli_threshold_scale_flag_reaches_the_options():
+    from annsnn.cli.main import _calibrated_options
+
+    args = (parse_mode("99.99"), None, "all", 0.5, 16)
+    assert _calibrated_options(*args, "threshold+step-bias", 256, "spiking", False, None, 0.8).threshold_scale == 0.8
+    assert _calibrated_options(*args, "threshold", 256, "spiking", False, None, None).threshold_scale == ConversionOptions.low_latency(16).threshold_scale
+    assert _calibrated_options(*args, "none", 256, "spiking", False).threshold_scale == 1.0
+    with pytest.raises(UsageError, match="--threshold-scale"):
+        _calibrated_options(*args, "step-bias", 256, "spiking", False, None, 0.8)
+
+
+@pytest.mark.parametrize("name", list(CALIBRATIONS))
+def test_calibrated_options_are_the_named_methods_with_the_pipeline_settings(name):
+    """`ConversionOptions.calibrated(NAME, N)` is what `annsnn convert --calibration NAME --T N`
+    builds (benchmarks use it too): the named methods, the pipeline's scale and solver only
+    where they apply, plain normalization (no T) for `none`."""
+    threshold, bias = CALIBRATIONS[name]
+    options = ConversionOptions.calibrated(name, 16)
+    pipeline = ConversionOptions.low_latency(16)
+    assert (options.threshold, options.bias) == (threshold, bias)
+    assert options.T == (None if name == "none" else 16)
+    assert options.channel_wise == (threshold == "if-search")
+    assert options.threshold_scale == (pipeline.threshold_scale if threshold == "if-search" else 1.0)
+    assert options.step_solver == (pipeline.step_solver if bias == "step" else "linear")
+    if name == "threshold+step-bias":
+        assert options == pipeline
