@@ -41,10 +41,13 @@ OUT = Path(__file__).parent / "results" / "low_latency.json"
 
 def _options(method: str, T: int) -> ConversionOptions:
     """``method`` is a ``--calibration`` name, ``best-flags``, ``NAME:quantile`` for the
-    per-step bias with ``--step-solver quantile``, or ``NAME:scale=S`` for ``--threshold-scale S``."""
+    per-step bias with ``--step-solver quantile``, ``NAME:scale=S`` for ``--threshold-scale S``, or ``NAME:samples=K`` for ``--bias-samples K``."""
     if method.endswith(":quantile"):
         base = _options(method.split(":")[0], T)
         return dataclasses.replace(base, step_solver="quantile")
+    if ":samples=" in method:  # NAME:samples=K, the same with --bias-samples K
+        name, _, samples = method.partition(":samples=")
+        return dataclasses.replace(_options(name, T), bias_samples=int(samples))
     if ":scale=" in method:  # NAME:scale=S, the same with --threshold-scale S
         name, _, scale = method.partition(":scale=")
         return dataclasses.replace(_options(name, T), threshold_scale=float(scale))

@@ -51,8 +51,8 @@ def commit() -> str:
     """The commit these numbers come from (``+dirty`` if the tree has changes)."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        # results files and RESULTS.md are outputs: changes to them do not make the code dirty
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!benchmarks/RESULTS.md"],
+        # results files, RESULTS.md, reports and the README are outputs or prose: changes to them do not make the code dirty
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!benchmarks/RESULTS.md", ":!reports", ":!README.md"],
                                cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

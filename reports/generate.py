@@ -179,10 +179,14 @@ def low_latency_section() -> str:
     ann_energy = None
     for arch, block in ll.items():
         out.append(f"### {arch}: ANN top-1 {100 * block['ann_top1']:.1f} % ({block['test_images']} test images, {block['calibration_images']:,} calibration images, commit {block['commit']})\n\n")
-        out.append("| method | T | top-1 % | gap (points) | SyOPs | bias ACs | E 45nm-fp32 µJ | SNN/ANN energy | conversion (ANN passes) |\n|---|---|---|---|---|---|---|---|---|\n")
+        heldout = next((r for r in block.get("rows", {}).values() if "heldout_top1" in r), None)
+        if heldout:
+            out.append(f"Held-out column: top-1 on {heldout['heldout_images']:,} training images not used for calibration (ANN {100 * heldout['heldout_ann_top1']:.1f} %), the data design choices such as the threshold scale are made on; `NAME:scale=S` rows use `--threshold-scale S`.\n\n")
+        out.append("| method | T | top-1 % | gap (points) | held-out top-1 % | SyOPs | bias ACs | E 45nm-fp32 µJ | SNN/ANN energy | conversion (ANN passes) |\n|---|---|---|---|---|---|---|---|---|---|\n")
         for row in sorted(block.get("rows", {}).values(), key=lambda r: (r["method"], r["T"])):
             energy = row.get("energy_pj_45nm_fp32")
             out.append(f"| {row['method']} | {row['T']} | {100 * row['top1']:.1f} | {row['gap_points']:.1f} | "
+                       + (f"{100 * row['heldout_top1']:.1f} | " if "heldout_top1" in row else "– | ")
                        + (f"{row['synaptic_acs']:,.0f} | {row['bias_acs']:,.0f} | {uj(energy)} | {row['energy_ratio_45nm_fp32']:.3f}" if energy is not None else "– | – | – | –")
                        + f" | {row['conversion_over_ann_pass']:.1f} |\n")
             if arch == "resnet20" and energy is not None:
