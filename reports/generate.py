@@ -161,6 +161,7 @@ def low_latency_section() -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     results = ROOT / "benchmarks" / "results"
     ll_file, sj_file = results / "low_latency.json", results / "sj_low_latency.json"
@@ -218,8 +219,11 @@ def low_latency_section() -> str:
     ax.set_xlabel("energy per inference, 45nm-fp32 (µJ)")
     ax.set_ylabel("top-1 %")
     ax.set_title("ResNet-20, CIFAR-10: one point per T = 8, 16, 32, 64")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))  # 10, 20, 50, 100, ... in plain numbers
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the plot, not over the curves
     path = REPORTS / "figures" / "cifar_resnet20_low_latency_pareto.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
