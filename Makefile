@@ -40,9 +40,12 @@ embedded: setup
 # low-latency section of reports/cifar10.md (about 2 hours on 2 cores)
 LOWLAT_METHODS ?= threshold+step-bias,threshold+bias,threshold,best-flags,none
 lowlat: setup
-	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet20 --methods $(LOWLAT_METHODS) --T 8,16,32,64
-	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet32 --methods threshold+step-bias --T 8,16,32,64
-	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/run.py sj_low_latency calibration_cost suite_low_latency
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet20 --methods threshold+step-bias,threshold+step-bias:scale=1.0 --T 8,16,32,64 --heldout 1024
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet20 --methods threshold+step-bias:samples=64 --T 8,16 --heldout 1024 --append
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet20 --methods none,best-flags,threshold,threshold+bias --T 8,16,32,64 --append
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet32 --methods threshold+step-bias --T 8,16,32,64 --heldout 1024
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet32 --methods threshold+step-bias:scale=1.0 --T 8,16 --heldout 1024 --append
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/run.py suite_low_latency calibration_cost sj_low_latency
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python reports/generate.py lowlat
 
 reports: setup
