@@ -38,7 +38,6 @@ embedded: setup
 # Regenerate reports/ (not run by CI; needs ../shared).
 # Issue 12: method x T on the shared ResNet-20/32 and SpikingJelly's recipes, then the
 # low-latency section of reports/cifar10.md (about 2 hours on 2 cores)
-LOWLAT_METHODS ?= threshold+step-bias,threshold+bias,threshold,best-flags,none
 lowlat: setup
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet20 --methods threshold+step-bias,threshold+step-bias:scale=1.0 --T 8,16,32,64 --heldout 1024
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet20 --methods threshold+step-bias:samples=64 --T 8,16 --heldout 1024 --append
