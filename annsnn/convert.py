@@ -126,8 +126,6 @@ class ConversionOptions:
         given = {key: value for key, value in overrides.items() if value is not None}
         if "step_solver" in given and bias != "step":
             raise UsageError(f"--step-solver applies to the per-step bias; --calibration {calibration} has none")
-        if "threshold_scale" in given and threshold != "if-search":
-            raise UsageError(f"--threshold-scale scales the IF-search thresholds; --calibration {calibration} has none")
         settings.update(given)
         return cls(**settings)
 
