@@ -70,6 +70,11 @@ class ConversionOptions:
     bias_samples: int = 256  # calibration images the bias passes simulate
     step_solver: str = "linear"  # bias "step": "linear" (shortfall / active share) or "quantile" (exact per step)
     threshold_scale: float = 1.0  # "if-search": theta = threshold_scale * argmin_theta E(theta) (annsnn.thresholds)
+    # readout delay k: the first k output steps are left out of the readout (annsnn.simulate);
+    # "auto": chosen at T=N by agreement with the ANN on calibration images the bias fit
+    # does not use (annsnn.calibration.choose_readout_delay)
+    readout_delay: int | Literal["auto"] = 0
+    delay_samples: int = 256  # "auto": calibration images (after the bias images) the choice reads
 
     def __post_init__(self) -> None:
         if self.threshold not in ("mode", "if-search"):
@@ -84,6 +89,15 @@ class ConversionOptions:
             raise UsageError(f"invalid --threshold-scale {self.threshold_scale}: use a factor in (0, 4]")
         if self.threshold_scale != 1.0 and self.threshold != "if-search":
             raise UsageError("--threshold-scale scales the IF-search thresholds; it needs --calibration threshold, threshold+bias or threshold+step-bias")
+        if self.readout_delay == "auto":
+            if self.T is None:
+                raise UsageError("--readout-delay auto chooses the delay for the calibrated latency: it needs --T N")
+        elif isinstance(self.readout_delay, bool) or not isinstance(self.readout_delay, int) or self.readout_delay < 0:
+            raise UsageError(f"invalid --readout-delay {self.readout_delay!r}: use 'auto' or a number of steps >= 0")
+        elif self.T is not None and self.readout_delay >= self.T:
+            raise UsageError(f"invalid --readout-delay {self.readout_delay}: the readout needs at least one of the T={self.T} steps; use 0..{self.T - 1}")
+        if self.delay_samples < 1:
+            raise UsageError(f"invalid delay samples {self.delay_samples}: use at least 1")
         if self.bias_samples < 1:
             raise UsageError(f"invalid bias samples {self.bias_samples}: use at least 1")
         if not 0.0 <= self.v_init < 1.0:
@@ -97,11 +111,12 @@ class ConversionOptions:
     def low_latency(cls, T: int = 32, **overrides) -> "ConversionOptions":
         """The pipeline ``annsnn convert`` uses by default: per-channel T-aware thresholds
         (scaled by :data:`PIPELINE_THRESHOLD_SCALE`), a per-step per-channel bias fitted for
-        ``T`` steps, initial potential theta/2.
+        ``T`` steps, initial potential theta/2, and a readout delay chosen at T on
+        calibration images the bias fit does not use.
 
         ``ConversionOptions()`` itself is plain normalization (Rueckauer et al. 2017), so
         that code written against earlier versions keeps its meaning."""
-        settings = dict(T=T, threshold="if-search", bias="step", channel_wise=True, v_init=0.5, threshold_scale=PIPELINE_THRESHOLD_SCALE)
+        settings = dict(T=T, threshold="if-search", bias="step", channel_wise=True, v_init=0.5, threshold_scale=PIPELINE_THRESHOLD_SCALE, readout_delay="auto")
         settings.update(overrides)
         return cls(**settings)
 
@@ -110,7 +125,8 @@ class ConversionOptions:
         """The options of ``annsnn convert --calibration NAME --T N`` (see
         :data:`annsnn.calibration.CALIBRATIONS`): the named threshold and bias methods with
         the low-latency pipeline's settings where they apply (per-channel IF-search
-        thresholds scaled by its ``threshold_scale``, its step solver, v_init 1/2).
+        thresholds scaled by its ``threshold_scale``, its step solver, v_init 1/2, its
+        readout delay).
         ``calibration="none"`` is plain ``--mode`` normalization, per layer. ``overrides``
         (any field; None leaves the default) win."""
         from .calibration import calibration_options
@@ -123,6 +139,8 @@ class ConversionOptions:
             settings["threshold_scale"] = pipeline.threshold_scale
         if bias == "step":
             settings["step_solver"] = pipeline.step_solver
+        if calibration != "none":
+            settings["readout_delay"] = pipeline.readout_delay
         given = {key: value for key, value in overrides.items() if value is not None}
         if "step_solver" in given and bias != "step":
             raise UsageError(f"--step-solver applies to the per-step bias; --calibration {calibration} has none")
@@ -143,6 +161,8 @@ class ConversionOptions:
             "bias_samples": self.bias_samples,
             "step_solver": self.step_solver,
             "threshold_scale": self.threshold_scale,
+            "readout_delay": self.readout_delay,
+            "delay_samples": self.delay_samples,
         }
 
 

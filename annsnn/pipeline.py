@@ -54,6 +54,9 @@ def ann_to_snn(
     equivalence: Equivalence | None = None
     kept: list[Tensor] = []  # the first bias_samples images, for the bias passes
     held = 0
+    choice: list[Tensor] = []  # the next delay_samples images: the readout delay is chosen on them
+    chosen = 0
+    reserve = options.bias_samples if options.bias != "none" else 0
     for batch in calibration:
         if tuple(batch.shape[1:]) != tuple(input_shape):
             raise UsageError(f"calibration batch has shape {tuple(batch.shape[1:])}, the model expects {tuple(input_shape)}")
@@ -63,8 +66,16 @@ def ann_to_snn(
         if options.bias != "none" and held < options.bias_samples:
             kept.append(batch[: options.bias_samples - held])
             held += int(kept[-1].shape[0])
+            rest = batch[int(kept[-1].shape[0]) :]
+        else:
+            rest = batch
+        if options.readout_delay == "auto" and chosen < options.delay_samples and int(rest.shape[0]):
+            choice.append(rest[: options.delay_samples - chosen])
+            chosen += int(choice[-1].shape[0])
         if on_batch is not None:
             on_batch(int(batch.shape[0]))
+    if options.readout_delay == "auto" and not choice:
+        raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: pass more than {reserve} calibration images (--calib-samples > --bias-samples), or a fixed --readout-delay K")
     graph, report = convert(calibrator, options, input_shape)
     report.equivalence = equivalence
     sizes = _activation_sizes(canonical.module, input_shape)
@@ -89,6 +100,17 @@ def ann_to_snn(
         report.notes.append(f"{options.bias} bias fitted for T={options.T} on {fit.samples} calibration images")
         info["bias_fit"] = fit.to_dict()
         info["report"] = report.to_dict()
+    if options.readout_delay == "auto":
+        from .calibration import choose_readout_delay
+
+        assert options.T is not None
+        delay = choose_readout_delay(snn, torch.cat(choice), options.T)
+        info["readout_delay"] = delay.delay
+        info["delay_choice"] = delay.to_dict()
+        report.notes.append(f"readout delay {delay.delay} step(s), chosen at T={options.T} on {delay.samples} calibration images the bias fit did not use (agreement with the ANN {100 * delay.agreement[delay.delay]:.1f}% vs {100 * delay.agreement[0]:.1f}% without)")
+        info["report"] = report.to_dict()
+    elif options.readout_delay:
+        info["readout_delay"] = int(options.readout_delay)
     if options.T is not None:
         info["calibrated_T"] = options.T
     return snn, report

@@ -46,7 +46,7 @@ from .errors import UsageError
 from .layers import IFNeurons, TemporalModule
 from .metrics import ClassificationMetrics, classification_metrics, ranked_classes
 from .modes import parse_time_steps
-from .simulate import simulate
+from .simulate import readout_delay_of, simulate
 from .snn import SpikingNetwork
 
 __all__ = [
@@ -254,10 +254,12 @@ class SurrogateIF(TemporalModule):
     spike ``s_t = H(v_t − 1)`` has a surrogate derivative; out-of-place, so autograd
     runs backpropagation through time."""
 
-    def __init__(self, v_init: float, spike_fn: nn.Module) -> None:
+    def __init__(self, v_init: float, spike_fn: nn.Module, step_bias: Tensor | None = None) -> None:
         super().__init__()
         self.v_init = float(v_init)
         self.spike_fn = spike_fn
+        # the calibrated per-step bias of the IF layer it replaces (x[t] + b[min(t, S-1)])
+        self.register_buffer("step_bias", None if step_bias is None else step_bias.detach().clone())
 
     def reset_state(self) -> None:
         pass
@@ -267,7 +269,8 @@ class SurrogateIF(TemporalModule):
         v = torch.full(seq.shape[1:], self.v_init, dtype=seq.dtype, device=seq.device)
         spikes = []
         for t in range(self.steps):
-            v = v + seq[t]
+            current = seq[t] if self.step_bias is None else seq[t] + self.step_bias[min(t, self.step_bias.shape[0] - 1)]
+            v = v + current
             s = self.spike_fn(v - 1.0)
             v = v - s
             spikes.append(s)
@@ -276,17 +279,19 @@ class SurrogateIF(TemporalModule):
 
 class SurrogateSNN(nn.Module):
     """Differentiable twin of ``snn`` (direct input) at ``T`` steps: ``forward(x)`` returns
-    the mean output over the T steps, ``(1/T) Σ_t o_t`` (the readout's sum divided by T)."""
+    the mean output over the steps the readout keeps, ``(1/(T-d)) Σ_{t>d} o_t`` with the
+    SNN's readout delay ``d = min(k, T-1)`` (the readout's sum divided by its step count)."""
 
     def __init__(self, snn: SpikingNetwork, T: int, surrogate: str = "atan", alpha: float = 2.0) -> None:
         super().__init__()
         self.T = int(T)
+        self.delay = min(readout_delay_of(snn), self.T - 1)
         runner = copy.deepcopy(snn.runner("direct"))
         for name, module in list(runner.named_modules()):
             if isinstance(module, IFNeurons):
                 parent_name, _, child = name.rpartition(".")
                 parent = runner.get_submodule(parent_name) if parent_name else runner
-                setattr(parent, child, SurrogateIF(module.v_init, _surrogate(surrogate, alpha)))
+                setattr(parent, child, SurrogateIF(module.v_init, _surrogate(surrogate, alpha), module.step_bias))
         for p in runner.parameters():
             p.requires_grad_(False)
         self.runner = runner.eval()
@@ -299,7 +304,7 @@ class SurrogateSNN(nn.Module):
             module.steps = self.T
         self.encoder.encoding = "direct"
         out = self.runner(x)
-        return out.reshape(self.T, x.shape[0], *out.shape[1:]).mean(0)
+        return out.reshape(self.T, x.shape[0], *out.shape[1:])[self.delay :].mean(0)
 
 
 def _frozen_ann(snn: SpikingNetwork) -> nn.Module:

@@ -17,7 +17,7 @@ from torch import Tensor
 from .errors import UsageError
 from .snn import Encoding, SpikingNetwork
 
-__all__ = ["SimulationResult", "simulate", "auto_chunk", "StepHook"]
+__all__ = ["SimulationResult", "simulate", "auto_chunk", "StepHook", "readout_delay_of"]
 
 # Called once per chunk with (first_step, steps_in_chunk).
 StepHook = Callable[[int, int], None]
@@ -27,11 +27,15 @@ _DEFAULT_BUDGET = 8 * 1024 * 1024  # bytes per activation tensor; larger ones ar
 
 @dataclass
 class SimulationResult:
-    """Accumulated SNN output (sum over steps) at each requested T, shape [B, classes]."""
+    """Accumulated SNN output at each requested T, shape [B, classes]: the readout
+    ``outputs[T] = sum_{t = d(T)+1}^{T} o_t`` over the output currents ``o_t``, with the
+    readout delay ``d(T) = min(k, T - 1)`` (``k = readout_delay``; 0: every step counts).
+    Every step is simulated and counted whatever k; the delay only drops the first outputs."""
 
     time_steps: tuple[int, ...]
     outputs: dict[int, Tensor]
     spike_counts: dict[str, Tensor] = field(default_factory=dict)  # layer -> [max T] spikes per step (batch total)
+    readout_delay: int = 0
 
     def predictions(self, T: int) -> Tensor:
         return self.outputs[T].argmax(dim=1)
@@ -55,12 +59,19 @@ def simulate(
     chunk: int | None = None,
     record_spikes: bool = False,
     on_chunk: StepHook | None = None,
+    readout_delay: int | None = None,
 ) -> SimulationResult:
-    """Run ``snn`` on ``inputs`` ([B, ...], values as the ANN takes them) for max(T) steps."""
+    """Run ``snn`` on ``inputs`` ([B, ...], values as the ANN takes them) for max(T) steps.
+
+    ``readout_delay`` (default: the SNN's own, ``snn.meta["readout_delay"]``, 0 if none):
+    the first k output steps are left out of the readout (:class:`SimulationResult`)."""
     steps = tuple(sorted(set([T] if isinstance(T, int) else T)))
     if not steps or steps[0] < 1:
         raise UsageError("time steps must be positive")
     max_t = steps[-1]
+    delay = readout_delay_of(snn) if readout_delay is None else int(readout_delay)
+    if delay < 0:
+        raise UsageError(f"invalid readout delay {delay}: use 0 or more steps")
     batch = int(inputs.shape[0])
     chunk = auto_chunk(snn, batch, max_t) if chunk is None else int(chunk)
     if chunk < 1:
@@ -95,9 +106,11 @@ def simulate(
             out = runner(inputs)
             out = out.reshape(k, batch, *out.shape[1:])
             for i in range(k):
-                acc = out[i].clone() if acc is None else acc + out[i]
-                if start + i + 1 in wanted:
-                    outputs[start + i + 1] = acc.clone()
+                step = start + i + 1
+                if step > delay:  # the readout sums the steps after the delay, in a fixed order
+                    acc = out[i].clone() if acc is None else acc + out[i]
+                if step in wanted:
+                    outputs[step] = acc.clone() if step > delay else out[i].clone()  # d(T) = T - 1: the last step alone
             start += k
     finally:
         for handle in handles:
@@ -105,4 +118,9 @@ def simulate(
         for module in temporal:
             module.reset_state()
     spike_counts = {name: torch.cat(parts) for name, parts in counts.items()}
-    return SimulationResult(time_steps=steps, outputs=outputs, spike_counts=spike_counts)
+    return SimulationResult(time_steps=steps, outputs=outputs, spike_counts=spike_counts, readout_delay=delay)
+
+
+def readout_delay_of(snn: SpikingNetwork) -> int:
+    """The readout delay k recorded at conversion (``meta["readout_delay"]``), 0 if none."""
+    return int(snn.meta.get("readout_delay", 0))

@@ -41,7 +41,9 @@ OUT = Path(__file__).parent / "results" / "low_latency.json"
 
 def _options(method: str, T: int) -> ConversionOptions:
     """``method`` is a ``--calibration`` name, ``best-flags``, ``NAME:quantile`` for the
-    per-step bias with ``--step-solver quantile``, ``NAME:scale=S`` for ``--threshold-scale S``, or ``NAME:samples=K`` for ``--bias-samples K``."""
+    per-step bias with ``--step-solver quantile``, ``NAME:scale=S`` for ``--threshold-scale S``, ``NAME:samples=K`` for ``--bias-samples K``, or
+    ``NAME:delay=K`` for ``--readout-delay K`` (rows measured before the readout delay existed
+    carry ``:delay=0``: they ran with every output step counted)."""
     if method.endswith(":quantile"):
         base = _options(method.split(":")[0], T)
         return dataclasses.replace(base, step_solver="quantile")
@@ -51,6 +53,9 @@ def _options(method: str, T: int) -> ConversionOptions:
     if ":scale=" in method:  # NAME:scale=S, the same with --threshold-scale S
         name, _, scale = method.partition(":scale=")
         return dataclasses.replace(_options(name, T), threshold_scale=float(scale))
+    if ":delay=" in method:  # NAME:delay=K, the same with --readout-delay K (0: every output step counts)
+        name, _, delay = method.partition(":delay=")
+        return dataclasses.replace(_options(name, T), readout_delay=int(delay))
     if method == "none":  # today's plain normalization
         return ConversionOptions(mode=parse_mode("99.99"))
     if method == "best-flags":  # the issue's "best flags today"

@@ -25,7 +25,7 @@ from annsnn.errors import AnnsnnError, UsageError
 
 from annsnn.calibration import CALIBRATIONS
 
-from .params import FLOAT_LIST, MODE, SHAPE, TIME_STEPS
+from .params import FLOAT_LIST, MODE, READOUT_DELAY, SHAPE, TIME_STEPS
 
 __all__ = ["cli", "main"]
 
@@ -230,6 +230,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--bias-samples", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration images (the first of --calib-samples) the bias passes simulate.")
 @click.option("--threshold-scale", type=click.FloatRange(min=0.0, max=4.0, min_open=True), default=None, help="Multiply the IF-search thresholds by this factor (default: the low-latency pipeline's, measured on held-out training images; 1 is the error-search optimum itself).")
 @click.option("--step-solver", type=click.Choice(["linear", "quantile"]), default=None, help="How the per-step bias meets each step's firing target: linear: shortfall / active share; quantile: exact on the calibration images (default: the low-latency pipeline's).")
+@click.option("--readout-delay", type=READOUT_DELAY, default=None, help="Leave the first K output steps out of the readout (every step is still simulated and counted). auto: the K in 0..N-1 that agrees most with the ANN at T=N on calibration images the bias fit does not use (default with --T calibration); 0 with --calibration none.")
 @click.option("--maxpool", type=click.Choice(["spiking", "avg"]), default="spiking", show_default=True, help="spiking: a max-pool that spikes when the largest input spike count grows (output rate = max input rate); avg: replace MaxPool by AvgPool (changes the ANN).")
 @click.option("--hybrid", is_flag=True, help="Keep unconvertible activations (GELU, SiLU, ...) analog instead of failing.")
 @click.option("--data", help="Calibration dataset (default: recorded in the model, or the architecture's).")
@@ -243,7 +244,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="SNN file (default: next to MODEL, NAME.snn.pt).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the conversion report as JSON.")
 @click.option("--trust", is_flag=True, help="Allow unpickling a whole pickled nn.Module (runs code from the file).")
-def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
+def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
 
     BatchNorm is folded, one calibration pass records each activation's exact max and a
@@ -273,7 +274,10 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
 
     from annsnn.io import convertible_module
 
-    options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale)
+    options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay)
+    reserved = options.bias_samples if options.bias != "none" else 0
+    if options.readout_delay == "auto" and calib_samples <= reserved:
+        raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {reserved}; pass more, or --readout-delay K")
     loaded = _load(model, arch, trust, input_shape=input_shape)
     target = Path(out_path) if out_path else _default_out(model, loaded.arch or "model")
     check_output_path(target, inputs=(model or "",))
@@ -305,6 +309,8 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     lines.extend(f"note: {note}" for note in report.notes)
     lines.append(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s")
     lines.append(f"calibration: {calibration} for T={calib_T} (valid for every T <= {calib_T}; beyond it the last step's bias repeats)" if calibration != "none" else "calibration: none (plain normalization)")
+    if snn.meta.get("readout_delay"):
+        lines.append(f"readout: the first {snn.meta['readout_delay']} output step(s) are left out (at T <= {snn.meta['readout_delay']}, the last step alone); every step is simulated and counted")
     if options.threshold == "if-search":
         lines.append(f"note: thresholds come from the IF error search at T={calib_T}; --mode/--percentile-of apply with --calibration none, bias or step-bias")
     json_text = json_dumps({"schema_version": 1, "snn": str(target), **meta, "report": report.to_dict()}) if json_path else None
@@ -323,11 +329,12 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         out.print(f"wrote {json_path}")
 
 
-def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver=None, threshold_scale=None):
+def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver=None, threshold_scale=None, readout_delay=None):
     from annsnn.convert import ConversionOptions
 
     return ConversionOptions.calibrated(calibration, calib_T, mode=mode, channel_wise=channel_wise, percentile_of=percentile_of, v_init=v_init,
-                                        maxpool=maxpool, hybrid=hybrid, bias_samples=bias_samples, step_solver=step_solver, threshold_scale=threshold_scale)
+                                        maxpool=maxpool, hybrid=hybrid, bias_samples=bias_samples, step_solver=step_solver, threshold_scale=threshold_scale,
+                                        readout_delay=readout_delay)
 
 
 # ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import click
 from annsnn.errors import UsageError
 from annsnn.modes import ScaleMode, parse_mode, parse_time_steps
 
-__all__ = ["TIME_STEPS", "MODE", "FLOAT_LIST", "SHAPE"]
+__all__ = ["TIME_STEPS", "MODE", "FLOAT_LIST", "SHAPE", "READOUT_DELAY"]
 
 
 class _Parsed(click.ParamType):
@@ -55,7 +55,24 @@ class _Shape(click.ParamType):
         return shape
 
 
+class _ReadoutDelay(click.ParamType):
+    """'auto' or a number of steps >= 0."""
+
+    name = "auto|K"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if text.isdigit():
+            return int(text)
+        self.fail(f"{value!r} is not 'auto' or a number of steps >= 0", param, ctx)
+
+
 TIME_STEPS = _Parsed("T[,T...]", parse_time_steps, tuple)
 MODE = _Parsed("MODE", parse_mode, ScaleMode)
 FLOAT_LIST = _FloatList()
 SHAPE = _Shape()
+READOUT_DELAY = _ReadoutDelay()

@@ -287,7 +287,7 @@ def test_cli_default_convert_calibrates_on_train_only_and_records_it(capsys, tmp
     monkeypatch.setattr(annsnn.data, "load_dataset", guarded)
     target = tmp_path / "d.snn.pt"
     try:
-        main(["convert", str(embedded_checkpoint()), "--calib-samples", "256", "--out", str(target), "--json", str(tmp_path / "c.json")])
+        main(["convert", str(embedded_checkpoint()), "--calib-samples", "512", "--out", str(target), "--json", str(tmp_path / "c.json")])
     except SystemExit as exc:
         assert exc.code in (0, None), capsys.readouterr().err
     out = capsys.readouterr().out
@@ -465,3 +465,127 @@ def test_layer_bias_is_fitted_layer_by_layer_from_the_input(cnn_and_data):
         rate = counts[name] / (T * per_channel)
         expected = ((target.clamp(max=1.0) - rate) / active.clamp(min=0.05)).clamp(-1.0, 1.0)
         assert torch.allclose(fitted[name].double().reshape(-1), expected, atol=1e-5), name
+
+
+# ----- readout delay ---------------------------------------------------------------------
+
+
+def _pipeline(model, calib, T, **overrides):
+    options = ConversionOptions.low_latency(T, mode=parse_mode("99.99"), **overrides)
+    return ann_to_snn(model, [calib[:200], calib[200:]], input_shape=tuple(calib.shape[1:]), options=options)[0]
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_readout_delay_leaves_out_the_first_k_outputs(cnn_and_data, k):
+    """outputs[T] = S_T - S_d(T) with S_t the plain cumulative readout and d(T) = min(k, T-1):
+    read from a delay-0 run at every step; bit-identical whatever the chunking."""
+    model, calib, held = cnn_and_data
+    snn = _pipeline(model, calib, 8, readout_delay=k)
+    assert snn.meta["readout_delay"] == k
+    x = held[:48]
+    plain = simulate(snn, x, list(range(1, 11)), readout_delay=0, chunk=1)
+    steps = [1, 2, 3, 5, 8, 10]
+    for chunk in (1, 4, None):
+        result = simulate(snn, x, steps, chunk=chunk)
+        assert result.readout_delay == k
+        for T in steps:
+            d = min(k, T - 1)
+            expected = plain.outputs[T] - plain.outputs[d] if d else plain.outputs[T]
+            torch.testing.assert_close(result.outputs[T], expected, rtol=0, atol=1e-4)
+            assert torch.equal(result.outputs[T], simulate(snn, x, T, chunk=1).outputs[T])  # one run per T: the same bits
+
+
+def test_readout_delay_is_chosen_by_agreement_on_images_the_bias_fit_did_not_use(cnn_and_data, monkeypatch):
+    """The bias is fitted on the first bias_samples calibration images, the delay is chosen on
+    the next delay_samples; the recorded delay is the k in 0..N-1 whose readout (simulated
+    with that delay, one run per k) agrees most with the ANN, smallest k on ties."""
+    import sys
+
+    calibration = sys.modules["annsnn.calibration"]
+    seen: dict = {}
+    fit, choose = calibration.fit_step_bias, calibration.choose_readout_delay
+    monkeypatch.setattr(calibration, "fit_step_bias", lambda snn, images, *a: seen.setdefault("bias", images.clone()) is None or fit(snn, images, *a))
+    monkeypatch.setattr(calibration, "choose_readout_delay", lambda snn, images, *a: seen.setdefault("delay", images.clone()) is None or choose(snn, images, *a))
+    model, calib, _ = cnn_and_data
+    T = 6
+    snn = _pipeline(model, calib, T, bias_samples=160, delay_samples=300)
+    assert torch.equal(seen["bias"], calib[:160]) and torch.equal(seen["delay"], calib[160:460])
+    images = calib[160:460]
+    with torch.no_grad():
+        reference = snn.ann(images).argmax(1)
+    agreement = [float((simulate(snn, images, T, readout_delay=k).predictions(T) == reference).double().mean()) for k in range(T)]
+    best = max(range(T), key=lambda k: (agreement[k], -k))
+    assert snn.meta["readout_delay"] == best
+    assert snn.meta["delay_choice"]["agreement"] == pytest.approx(agreement, abs=1e-12)
+    assert snn.meta["delay_choice"]["samples"] == 300
+
+
+def test_readout_delay_options_are_validated():
+    assert ConversionOptions.low_latency(8).readout_delay == "auto"
+    assert ConversionOptions.calibrated("threshold", 8).readout_delay == "auto"
+    assert ConversionOptions.calibrated("none", None).readout_delay == 0
+    for bad in (-1, 8, 1.5, "sometimes", True):
+        with pytest.raises(UsageError, match="readout-delay"):
+            ConversionOptions.low_latency(8, readout_delay=bad)
+    with pytest.raises(UsageError, match="--T"):
+        ConversionOptions(readout_delay="auto")
+    with pytest.raises(UsageError, match="delay samples"):
+        ConversionOptions.low_latency(8, delay_samples=0)
+
+
+def test_auto_readout_delay_without_spare_calibration_images_is_refused(cnn_and_data):
+    model, calib, _ = cnn_and_data
+    options = ConversionOptions.low_latency(4, mode=parse_mode("99.99"), bias_samples=256)
+    with pytest.raises(UsageError, match="calibration images the bias fit does not use"):
+        ann_to_snn(model, [calib[:256]], input_shape=tuple(calib.shape[1:]), options=options)
+
+
+def test_cli_readout_delay_flag_and_the_early_refusal(capsys, tmp_path):
+    from annsnn.cli.main import _calibrated_options, main
+    from annsnn.zoo import embedded_checkpoint
+
+    args = (parse_mode("99.99"), None, "all", 0.5, 16, "threshold+step-bias", 256, "spiking", False, None, None)
+    assert _calibrated_options(*args, 3).readout_delay == 3
+    assert _calibrated_options(*args, None).readout_delay == "auto"
+    target = tmp_path / "d.snn.pt"
+    with pytest.raises(SystemExit) as exc:
+        main(["convert", str(embedded_checkpoint()), "--calib-samples", "256", "--out", str(target)])
+    assert exc.value.code != 0 and not target.exists()
+    err = capsys.readouterr().err
+    assert "--bias-samples 256" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exc:
+        main(["convert", str(embedded_checkpoint()), "--readout-delay", "soon", "--out", str(target)])
+    assert exc.value.code != 0 and "auto" in capsys.readouterr().err
+
+
+def test_readout_delay_round_trips_and_the_attack_twin_reads_the_same_steps(cnn_and_data, tmp_path):
+    """Saved and loaded, the SNN keeps its delay; the differentiable twin used by gradient
+    attacks runs the calibrated per-step bias and divides the same readout by T - d."""
+    from annsnn.robustness import SurrogateSNN
+
+    model, calib, held = cnn_and_data
+    snn = _pipeline(model, calib, 8, readout_delay=3)
+    path = tmp_path / "r.snn.pt"
+    save_snn(snn, path)
+    back = load_snn(path)
+    assert back.meta["readout_delay"] == 3
+    x = held[:32]
+    assert torch.equal(simulate(back, x, 8).outputs[8], simulate(snn, x, 8).outputs[8])
+    with torch.no_grad():
+        twin = SurrogateSNN(snn, 8)(x) * (8 - 3)
+    torch.testing.assert_close(twin, simulate(snn, x, 8).outputs[8], rtol=0, atol=1e-4)
+
+
+def test_attack_twin_runs_the_calibrated_step_bias(cnn_and_data):
+    """Gradient attacks on a calibrated SNN must attack that SNN: the twin's forward (delay 0)
+    equals the simulated readout / T. The twin once dropped the per-step bias."""
+    from annsnn.robustness import SurrogateSNN
+
+    model, calib, held = cnn_and_data
+    snn = _pipeline(model, calib, 6, readout_delay=0)
+    assert all(m.step_bias is not None for m in snn.neuron_layers().values())
+    x = held[:64]
+    with torch.no_grad():
+        twin = SurrogateSNN(snn, 6)(x) * 6
+    reference = simulate(snn, x, 6).outputs[6]
+    torch.testing.assert_close(twin, reference, rtol=0, atol=1e-4)
