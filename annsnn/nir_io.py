@@ -233,6 +233,9 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
         src = sources.get(node.args[0], []) if isinstance(node.args[0], fx.Node) else []
         edges += [(s, name) for s in src]
         sources[node] = [name]
+    delay = int(snn.meta.get("readout_delay", 0))
+    if delay:
+        problems.append(f"readout delay ({delay} step(s) left out of the readout: NIR's output sums every step; convert with --readout-delay 0)")
     if problems:
         hint = " (the zero-padded option-A shortcut of CIFAR ResNets)" if any("F.pad" in p for p in problems) and any("slicing" in p for p in problems) else ""
         raise UsageError("NIR cannot express: " + "; ".join(problems) + hint)

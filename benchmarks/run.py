@@ -363,7 +363,7 @@ def distributed() -> None:
         for env in (one_thread, two_threads):
             env["ANNSNN_HOME"] = tmp
         snn = f"{tmp}/r20.snn.pt"
-        subprocess.run([sys.executable, "-m", "annsnn", "convert", str(weights), "--arch", "resnet20", "--data", data, "--calib-samples", "256", "--out", snn], check=True, capture_output=True, env=two_threads)
+        subprocess.run([sys.executable, "-m", "annsnn", "convert", str(weights), "--arch", "resnet20", "--data", data, "--calib-samples", "512", "--out", snn], check=True, capture_output=True, env=two_threads)
         args = ["evaluate", snn, "--T", "64", "--samples", "512", "--batch-size", "32", "--json"]
         t = interleaved({
             "one_process_two_threads": lambda: subprocess.run([sys.executable, "-m", "annsnn", *args, f"{tmp}/one.json"], check=True, capture_output=True, env=two_threads),

@@ -81,7 +81,7 @@ def test_info_convert_and_ann_only_energy(capsys, tmp_path):
     info = json.loads((tmp_path / "info.json").read_text())
     assert info["macs"] > 0 and any(v.startswith("yes") for v in info["support"].values())
     target = tmp_path / "digits.snn.pt"
-    code, out, err = run(capsys, "convert", str(embedded_checkpoint()), "--mode", "max", "--channel-wise", "--v-init", "0.5", "--calib-samples", "256", "--out", str(target), "--json", str(tmp_path / "c.json"))
+    code, out, err = run(capsys, "convert", str(embedded_checkpoint()), "--mode", "max", "--channel-wise", "--v-init", "0.5", "--calib-samples", "512", "--out", str(target), "--json", str(tmp_path / "c.json"))
     assert code == 0, err
     report = json.loads((tmp_path / "c.json").read_text())
     assert report["report"]["options"]["channel_wise"] and report["dataset"]["name"] == "digits"
@@ -161,7 +161,7 @@ def _bad_cases(tmp: Path):
         "dataset path missing": ["convert", ckpt, "--data", f"imagefolder:{tmp / 'no-such-dir'}"],
         "named dataset not downloaded": ["convert", ckpt, "--data", "mnist", "--data-root", str(tmp / "no-data")],
         "imagefolder without images": ["convert", ckpt, "--data", f"imagefolder:{tmp / 'emptyfolder'}"],
-        "corrupt JPEG in an image folder": ["convert", ckpt, "--data", f"imagefolder:{tmp / 'corrupt'}", "--input-shape", "3,8,8", "--calib-samples", "3"],
+        "corrupt JPEG in an image folder": ["convert", ckpt, "--data", f"imagefolder:{tmp / 'corrupt'}", "--input-shape", "3,8,8", "--calib-samples", "3", "--readout-delay", "0"],
         "input shape does not fit": ["convert", ckpt, "--input-shape", "1,5,5"],
         "info: input shape too large for memory": ["info", "zoo:resnet20", "--input-shape", "3,60000,60000"],
         "convert: input shape too large for memory": ["convert", "zoo:resnet20", "--input-shape", "3,60000,60000", "--data", "cifar10", "--data-root", str(tmp / "no-data")],
@@ -288,7 +288,7 @@ def test_every_documented_convert_flag_combination_with_json(capsys, tmp_path, f
 
     model, flags = CONVERT_FLAGS[case]
     target, report_path = tmp_path / "m.snn.pt", tmp_path / "m.json"
-    code, out, err = run(capsys, "convert", *flag_models[model], *flags, "--calib-samples", "64", "--out", str(target), "--json", str(report_path))
+    code, out, err = run(capsys, "convert", *flag_models[model], *flags, "--calib-samples", "64", "--readout-delay", "0", "--out", str(target), "--json", str(report_path))
     assert code == 0, (case, err)
     report = _no_nan(report_path.read_text())
     options = report["report"]["options"]
@@ -318,7 +318,7 @@ def test_a_convert_that_fails_late_writes_no_snn_and_remembers_nothing(capsys, t
 
     monkeypatch.setattr(render, "conversion_table", broken)
     target = tmp_path / "m.snn.pt"
-    code, out, err = run(capsys, "convert", "--calib-samples", "64", "--out", str(target), "--json", str(tmp_path / "m.json"))
+    code, out, err = run(capsys, "convert", "--calib-samples", "64", "--readout-delay", "0", "--out", str(target), "--json", str(tmp_path / "m.json"))
     assert code == 1 and "report cannot be rendered" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     assert not (state_dir() / "last.json").exists()

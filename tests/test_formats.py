@@ -271,7 +271,7 @@ def test_cli_info_and_convert_accept_new_formats(trained, tmp_path, capsys):
     onnx_path = tmp_path / "m.onnx"
     _save(trained, "onnx-ts-default", onnx_path)
     for args in (["info", str(path), "--input-shape", "1,8,8"], ["info", str(onnx_path)],
-                 ["convert", str(path), "--data", "digits", "--calib-samples", "128", "--out", str(tmp_path / "t.snn.pt")]):
+                 ["convert", str(path), "--data", "digits", "--calib-samples", "128", "--readout-delay", "0", "--out", str(tmp_path / "t.snn.pt")]):
         try:
             main(args)
             code = 0

@@ -249,7 +249,7 @@ def test_cli_convert_hybrid_json_lists_analog_ops_without_nan(capsys, tmp_path):
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.LeakyReLU(0.3), nn.Linear(32, 10)).eval()
     torch.save(model, tmp_path / "m.pt")
     args = ["convert", str(tmp_path / "m.pt"), "--trust", "--hybrid", "--data", "digits", "--input-shape", "1,8,8",
-            "--calib-samples", "64", "--out", str(tmp_path / "m.snn.pt"), "--json", str(tmp_path / "c.json")]
+            "--calib-samples", "64", "--readout-delay", "0", "--out", str(tmp_path / "m.snn.pt"), "--json", str(tmp_path / "c.json")]
     try:
         main(args)
         code = 0

@@ -241,7 +241,7 @@ def test_per_step_corrections_are_refused(digits):
     """The default low-latency calibration adds a per-step bias to every IF layer: NIR's IF has none."""
     (x_train, _), _ = digits
     loaded = load_model(embedded_checkpoint())
-    snn, _ = ann_to_snn(loaded.module, [x_train[:128]], input_shape=(1, 8, 8), options=ConversionOptions.low_latency(T=4))
+    snn, _ = ann_to_snn(loaded.module, [x_train[:128]], input_shape=(1, 8, 8), options=ConversionOptions.low_latency(T=4, readout_delay=0))
     assert all(layer.step_bias is not None for layer in snn.neuron_layers().values())
     with pytest.raises(UsageError, match="per-step corrections step_bias"):
         to_nir(snn)
@@ -348,3 +348,16 @@ def test_per_step_corrections_as_plain_attributes_are_refused_too(digits_snn):
     first.step_bias = torch.zeros(3)
     with pytest.raises(UsageError, match="per-step corrections step_bias"):
         to_nir(snn)
+
+
+def test_readout_delay_is_refused(digits):
+    """A delayed readout changes the classes; NIR's output sums every step, so export refuses."""
+    (x_train, _), _ = digits
+    loaded = load_model(embedded_checkpoint())
+    options = ConversionOptions(mode=ConversionOptions().mode, T=4, readout_delay=2)
+    snn, _ = ann_to_snn(loaded.module, [x_train[:128]], input_shape=(1, 8, 8), options=options)
+    assert all(layer.step_bias is None for layer in snn.neuron_layers().values())
+    with pytest.raises(UsageError, match="readout delay"):
+        to_nir(snn)
+    snn.meta["readout_delay"] = 0
+    to_nir(snn)  # the same SNN without the delay exports

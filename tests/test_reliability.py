@@ -27,7 +27,7 @@ def _env(tmp_path: Path) -> dict:
 def snn_file(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rel")
     target = tmp / "digits.snn.pt"
-    subprocess.run(ANNSNN + ["convert", str(embedded_checkpoint()), "--calib-samples", "256", "--out", str(target)], check=True, capture_output=True, env=_env(tmp), timeout=300)
+    subprocess.run(ANNSNN + ["convert", str(embedded_checkpoint()), "--calib-samples", "512", "--out", str(target)], check=True, capture_output=True, env=_env(tmp), timeout=300)
     return target
 
 
