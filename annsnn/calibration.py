@@ -275,24 +275,29 @@ class DelayChoice:
     steps: int
     samples: int
     agreement: list[float]  # index k
+    output_mse: list[float]  # index k: mean (readout / (N - k) - ANN output)^2, the tie-break
 
     def to_dict(self) -> dict:
-        return {"delay": self.delay, "steps": self.steps, "samples": self.samples, "agreement": self.agreement}
+        return {"delay": self.delay, "steps": self.steps, "samples": self.samples, "agreement": self.agreement, "output_mse": self.output_mse}
 
 
 @torch.no_grad()
 def choose_readout_delay(snn: SpikingNetwork, images: Tensor, steps: int) -> DelayChoice:
     """The readout delay k in ``0 .. steps-1`` that maximises agreement with the ANN's class
     on ``images`` at T = ``steps``: ``argmax_k mean_i [argmax (S_T - S_k)_i == ann_i]`` with
-    ``S_t`` the output summed over the first t steps (one simulation); ties go to the
-    smallest k. ``images`` must not be ones the bias was fitted on."""
+    ``S_t`` the output summed over the first t steps (one simulation). Ties (easy images
+    agree at many k) go to the smallest mean squared error between the mean readout
+    ``(S_T - S_k) / (T - k)`` and the ANN's output, then to the smallest k. ``images`` must
+    not be ones the bias was fitted on."""
     if steps < 1:
         raise UsageError("the readout delay is chosen for a latency of at least 1 step")
-    reference = torch.cat([snn.ann(images[i : i + _ANN_BATCH]).argmax(1) for i in range(0, int(images.shape[0]), _ANN_BATCH)])
+    ann = torch.cat([snn.ann(images[i : i + _ANN_BATCH]) for i in range(0, int(images.shape[0]), _ANN_BATCH)]).to(torch.float64)
+    reference = ann.argmax(1)
     sums = simulate(snn, images, list(range(1, steps + 1)), readout_delay=0).outputs
-    agreement = []
+    agreement, mse = [], []
     for k in range(steps):
-        readout = sums[steps] - sums[k] if k else sums[steps]
+        readout = (sums[steps] - sums[k] if k else sums[steps]).to(torch.float64)
         agreement.append(float((readout.argmax(1) == reference).double().mean()))
-    best = max(range(steps), key=lambda k: (agreement[k], -k))
-    return DelayChoice(best, steps, int(images.shape[0]), agreement)
+        mse.append(float(((readout / (steps - k) - ann) ** 2).mean()))
+    best = max(range(steps), key=lambda k: (agreement[k], -mse[k], -k))
+    return DelayChoice(best, steps, int(images.shape[0]), agreement, mse)

@@ -498,7 +498,8 @@ def test_readout_delay_leaves_out_the_first_k_outputs(cnn_and_data, k):
 def test_readout_delay_is_chosen_by_agreement_on_images_the_bias_fit_did_not_use(cnn_and_data, monkeypatch):
     """The bias is fitted on the first bias_samples calibration images, the delay is chosen on
     the next delay_samples; the recorded delay is the k in 0..N-1 whose readout (simulated
-    with that delay, one run per k) agrees most with the ANN, smallest k on ties."""
+    with that delay, one run per k) agrees most with the ANN; ties: the smallest squared
+    error of the mean readout against the ANN's output, then the smallest k."""
     import sys
 
     calibration = sys.modules["annsnn.calibration"]
@@ -512,11 +513,14 @@ def test_readout_delay_is_chosen_by_agreement_on_images_the_bias_fit_did_not_use
     assert torch.equal(seen["bias"], calib[:160]) and torch.equal(seen["delay"], calib[160:460])
     images = calib[160:460]
     with torch.no_grad():
-        reference = snn.ann(images).argmax(1)
-    agreement = [float((simulate(snn, images, T, readout_delay=k).predictions(T) == reference).double().mean()) for k in range(T)]
-    best = max(range(T), key=lambda k: (agreement[k], -k))
+        ann = snn.ann(images).double()
+    runs = [simulate(snn, images, T, readout_delay=k).outputs[T].double() for k in range(T)]
+    agreement = [float((out.argmax(1) == ann.argmax(1)).double().mean()) for out in runs]
+    mse = [float(((out / (T - k) - ann) ** 2).mean()) for k, out in enumerate(runs)]
+    best = max(range(T), key=lambda k: (agreement[k], -mse[k], -k))
     assert snn.meta["readout_delay"] == best
     assert snn.meta["delay_choice"]["agreement"] == pytest.approx(agreement, abs=1e-12)
+    assert snn.meta["delay_choice"]["output_mse"] == pytest.approx(mse, rel=1e-5)  # float32 sums: S_T - S_k vs a delayed sum
     assert snn.meta["delay_choice"]["samples"] == 300
 
 
