@@ -127,7 +127,8 @@ def main() -> None:
             rows[f"{method}@{T}"] = {"method": method, "T": T, "top1": top1, "gap_points": 100 * (ann_top1 - top1), "snn_ann_top1": float(report.ann.top1),
                                      "synaptic_acs": row.synaptic_acs, "bias_acs": row.bias_acs, "energy_pj_45nm_fp32": row.energy_pj["45nm-fp32"],
                                      "ann_energy_pj_45nm_fp32": report.ann.energy_pj["45nm-fp32"], "energy_ratio_45nm_fp32": row.energy_ratio["45nm-fp32"],
-                                     "conversion_seconds": seconds, "conversion_over_ann_pass": seconds / ann_pass, "options": options.to_dict(), "commit": commit, **heldout}
+                                     "conversion_seconds": seconds, "conversion_over_ann_pass": seconds / ann_pass, "options": options.to_dict(), "commit": commit,
+                                     "readout_delay": int(snn.meta.get("readout_delay", 0)), **heldout}
             block["commit"] = ", ".join(sorted({r.get("commit", "?") for r in rows.values()}))
             out.parent.mkdir(parents=True, exist_ok=True)
             current = json.loads(out.read_text()) if out.is_file() else {}  # another architecture may run beside this one

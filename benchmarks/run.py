@@ -306,15 +306,20 @@ for _ in range(3):
     t = time.perf_counter(); convert(); conv_s.append(time.perf_counter() - t)
 print(ann_mb, conv_mb, statistics.median(ann_s), statistics.median(conv_s))
 """.format(root=str(ROOT / "benchmarks"))
-    rows = {}
-    for method in [*CALIBRATIONS, f"{next(iter(CALIBRATIONS))}/64"]:  # the last: the default with --bias-samples 64
+    # COST_METHODS=a,b re-measures only those; the file keeps the other methods' rows, each
+    # with the commit it was measured on
+    everything = [*CALIBRATIONS, f"{next(iter(CALIBRATIONS))}/64"]  # the last: the default with --bias-samples 64
+    chosen = [m for m in os.environ.get("COST_METHODS", "").split(",") if m] or everything
+    old = json.loads((RESULTS / "calibration_cost.json").read_text()) if (RESULTS / "calibration_cost.json").is_file() else {}
+    rows = {m: dict(row, commit=row.get("commit", old.get("commit", "?"))) for m, row in old.get("rows", {}).items() if m not in chosen}
+    for method in chosen:
         out = subprocess.run([sys.executable, "-c", code, method], capture_output=True, text=True, check=True)
         ann_mb, conv_mb, ann_s, conv_s = map(float, out.stdout.strip().splitlines()[-1].split())
         rows[method] = {"ann_peak_mb": ann_mb, "conversion_peak_mb": conv_mb, "memory_ratio": conv_mb / ann_mb,
-                        "ann_pass_s": ann_s, "conversion_s": conv_s, "time_ratio": conv_s / ann_s}
+                        "ann_pass_s": ann_s, "conversion_s": conv_s, "time_ratio": conv_s / ann_s, "commit": commit()}
         print(method, rows[method], flush=True)
     save("calibration_cost", {"model": "shared ResNet-20 (trained weights), 1,024 CIFAR10-jpeg train images, batch 128, N = 32",
-                              "rows": rows, "default": next(iter(CALIBRATIONS)),
+                              "rows": {m: rows[m] for m in everything if m in rows}, "default": next(iter(CALIBRATIONS)),
                               "targets": {"time_ratio": "<= 40 (default)", "memory_ratio": "<= 2 (default)"}})
 
 
@@ -560,9 +565,9 @@ def summary() -> None:
             default = method == r["default"]
             label = method.replace("/", " --bias-samples ")
             rows.append((f"ResNet-20 conversion at N=32, --calibration {label}: time / one ANN pass over the 1,024 calibration images", f"{row['time_ratio']:.1f}", "<= 40" if default else "–",
-                         f"{row['conversion_s']:.1f} s vs {row['ann_pass_s']:.2f} s, median of 3, interleaved; commit {r.get('commit', '?')}", "calibration_cost"))
+                         f"{row['conversion_s']:.1f} s vs {row['ann_pass_s']:.2f} s, median of 3, interleaved; commit {row.get('commit', r.get('commit', '?'))}", "calibration_cost"))
             rows.append((f"ResNet-20 conversion at N=32, --calibration {label}: peak memory / ANN pass (batch 128)", f"{row['memory_ratio']:.2f}", "<= 2" if default else "–",
-                         f"{row['conversion_peak_mb']:.0f} vs {row['ann_peak_mb']:.0f} MB peak RSS growth; commit {r.get('commit', '?')}", "calibration_cost"))
+                         f"{row['conversion_peak_mb']:.0f} vs {row['ann_peak_mb']:.0f} MB peak RSS growth; commit {row.get('commit', r.get('commit', '?'))}", "calibration_cost"))
     if (r := load("sj_low_latency")) and (ll := load("low_latency")) and "resnet20" in ll:  # issue 12, side by side
         block = ll["resnet20"]
         default = "threshold+step-bias"

@@ -313,7 +313,8 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         lines.append(f"readout: the first {snn.meta['readout_delay']} output step(s) are left out (at T <= {snn.meta['readout_delay']}, the last step alone); every step is simulated and counted")
     if options.threshold == "if-search":
         lines.append(f"note: thresholds come from the IF error search at T={calib_T}; --mode/--percentile-of apply with --calibration none, bias or step-bias")
-    json_text = json_dumps({"schema_version": 1, "snn": str(target), **meta, "report": report.to_dict()}) if json_path else None
+    calibrated = {key: snn.meta[key] for key in ("calibrated_T", "readout_delay", "delay_choice") if key in snn.meta}
+    json_text = json_dumps({"schema_version": 1, "snn": str(target), **meta, **calibrated, "report": report.to_dict()}) if json_path else None
     save_snn(snn, target)
     if json_text is not None:
         try:

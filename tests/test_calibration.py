@@ -297,6 +297,9 @@ def test_cli_default_convert_calibrates_on_train_only_and_records_it(capsys, tmp
     assert (options["T"], options["threshold"], options["bias"], options["channel_wise"], options["v_init"]) == (32, "if-search", "step", True, 0.5)
     snn = load_snn(target)
     assert snn.meta["calibrated_T"] == 32
+    written = json.loads((tmp_path / "c.json").read_text())
+    assert written["calibrated_T"] == 32 and written["readout_delay"] == snn.meta["readout_delay"] == written["delay_choice"]["delay"]
+    assert len(written["delay_choice"]["agreement"]) == 32 and written["delay_choice"]["samples"] == 256  # images 257..512
     assert all(m.bias_steps == 32 for m in snn.neuron_layers().values())
 
 
