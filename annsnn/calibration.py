@@ -71,6 +71,7 @@ CALIBRATIONS: dict[str, tuple[str, str]] = {
 _MIN_ACTIVE = 0.05  # floor of p_c: a channel that is almost never positive gets a bounded step
 _MAX_BIAS = 1.0  # |bias| per step, in thresholds
 _ANN_BATCH = 64  # images per ANN pass when reading the channel targets
+_CHOICE_BATCH = 64  # images per simulation when choosing the readout delay (bounded memory)
 
 
 def calibration_options(name: str) -> tuple[str, str]:
@@ -99,6 +100,12 @@ class BiasFit:
 def _channel_view(x: Tensor) -> Tensor:
     """``[B, C, ...]`` -> ``[C, B * ...]``."""
     return x.transpose(0, 1).reshape(x.shape[1], -1)
+
+
+def _channel_count(x: Tensor) -> Tensor:
+    """Per channel (dim 1), the sum over every other dim, float64: exact for the 0/1 values
+    it counts (spikes, threshold crossings), whatever the summation order, and no copy."""
+    return x.sum(dim=[d for d in range(x.dim()) if d != 1], dtype=torch.float64)
 
 
 def _channel_shape(sample_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -238,7 +245,7 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
             t = mod.t
             v = mod.v if mod.v is not None else torch.full(x.shape, mod.v_init, dtype=torch.float32)
             target, active, _ = targets[_name]
-            fired = _channel_view((v + x) >= 1.0).sum(1, dtype=torch.float64) / (x.numel() / x.shape[1])
+            fired = _channel_count((v + x) >= 1.0) / (x.numel() / x.shape[1])
             before = counts.get(_name, torch.zeros_like(target))
             plain[_name] = plain.get(_name, torch.zeros_like(target)) + fired
             want = (target * (t + 1) - before).clamp(0.0, 1.0)
@@ -250,7 +257,7 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
 
         def post(mod, args, out, _name=name):
             per_sample = out.numel() / out.shape[1]
-            counts[_name] = counts.get(_name, 0.0) + _channel_view(out).sum(1, dtype=torch.float64) / per_sample  # type: ignore[operator]
+            counts[_name] = counts.get(_name, 0.0) + _channel_count(out) / per_sample  # type: ignore[operator]
 
         handles.append(module.register_forward_pre_hook(pre))
         handles.append(module.register_forward_hook(post))
@@ -293,7 +300,9 @@ def choose_readout_delay(snn: SpikingNetwork, images: Tensor, steps: int) -> Del
         raise UsageError("the readout delay is chosen for a latency of at least 1 step")
     ann = torch.cat([snn.ann(images[i : i + _ANN_BATCH]) for i in range(0, int(images.shape[0]), _ANN_BATCH)]).to(torch.float64)
     reference = ann.argmax(1)
-    sums = simulate(snn, images, list(range(1, steps + 1)), readout_delay=0).outputs
+    every = list(range(1, steps + 1))
+    parts = [simulate(snn, images[i : i + _CHOICE_BATCH], every, readout_delay=0).outputs for i in range(0, int(images.shape[0]), _CHOICE_BATCH)]
+    sums = {t: torch.cat([part[t] for part in parts]) for t in every}  # per image: batches do not interact
     agreement, mse = [], []
     for k in range(steps):
         readout = (sums[steps] - sums[k] if k else sums[steps]).to(torch.float64)

@@ -182,7 +182,7 @@ def low_latency_section() -> str:
         out.append(f"### {arch}: ANN top-1 {100 * block['ann_top1']:.1f} % ({block['test_images']} test images, {block['calibration_images']:,} calibration images, commit {block['commit']})\n\n")
         heldout = next((r for r in block.get("rows", {}).values() if "heldout_top1" in r), None)
         if heldout:
-            out.append(f"Held-out column: top-1 on {heldout['heldout_images']:,} training images not used for calibration (ANN {100 * heldout['heldout_ann_top1']:.1f} %), the data design choices such as the threshold scale are made on; `NAME:scale=S` rows use `--threshold-scale S`.\n\n")
+            out.append(f"Held-out column: top-1 on {heldout['heldout_images']:,} training images not used for calibration (ANN {100 * heldout['heldout_ann_top1']:.1f} %), the data design choices such as the threshold scale are made on; `NAME:scale=S` rows use `--threshold-scale S`; `NAME:delay=0` rows read every output step (`--readout-delay 0`; they were measured before the readout delay existed). The delay changes only the readout, so its rows count the same SyOPs and energy.\n\n")
         out.append("| method | T | top-1 % | gap (points) | held-out top-1 % | SyOPs | bias ACs | E 45nm-fp32 µJ | SNN/ANN energy | conversion (ANN passes) |\n|---|---|---|---|---|---|---|---|---|---|\n")
         for row in sorted(block.get("rows", {}).values(), key=lambda r: (r["method"], r["T"])):
             energy = row.get("energy_pj_45nm_fp32")
