@@ -39,11 +39,11 @@ embedded: setup
 # Issue 12: method x T on the shared ResNet-20/32 and SpikingJelly's recipes, then the
 # low-latency section of reports/cifar10.md (about 2 hours on 2 cores)
 lowlat: setup
-	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet20 --methods threshold+step-bias,threshold+step-bias:scale=1.0 --T 8,16,32,64 --heldout 1024
-	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet20 --methods threshold+step-bias:samples=64 --T 8,16 --heldout 1024 --append
-	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet20 --methods none,best-flags,threshold,threshold+bias --T 8,16,32,64 --append
-	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet32 --methods threshold+step-bias --T 8,16,32,64 --heldout 1024
-	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet32 --methods threshold+step-bias:scale=1.0 --T 8,16 --heldout 1024 --append
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet20 --methods threshold+step-bias,threshold+step-bias:delay=0,threshold+step-bias:delay=0:scale=1.0 --T 8,16,32,64 --heldout 1024
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet20 --methods threshold+step-bias:delay=0:samples=64 --T 8,16 --heldout 1024 --append
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet20 --methods none,best-flags,threshold:delay=0,threshold+bias:delay=0 --T 8,16,32,64 --append
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet32 --methods threshold+step-bias,threshold+step-bias:delay=0 --T 8,16,32,64 --heldout 1024
+	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet32 --methods threshold+step-bias:delay=0:scale=1.0 --T 8,16 --heldout 1024 --append
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/run.py suite_low_latency calibration_cost sj_low_latency
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python reports/generate.py lowlat
 

@@ -46,7 +46,7 @@ from .errors import UsageError
 from .layers import IFNeurons, TemporalModule
 from .metrics import ClassificationMetrics, classification_metrics, ranked_classes
 from .modes import parse_time_steps
-from .simulate import readout_delay_of, simulate
+from .simulate import readout_delay_of, readout_start, simulate
 from .snn import SpikingNetwork
 
 __all__ = [
@@ -280,12 +280,12 @@ class SurrogateIF(TemporalModule):
 class SurrogateSNN(nn.Module):
     """Differentiable twin of ``snn`` (direct input) at ``T`` steps: ``forward(x)`` returns
     the mean output over the steps the readout keeps, ``(1/(T-d)) Σ_{t>d} o_t`` with the
-    SNN's readout delay ``d = min(k, T-1)`` (the readout's sum divided by its step count)."""
+    SNN's readout delay ``d`` (:func:`~annsnn.simulate.readout_start`) (the readout's sum divided by its step count)."""
 
     def __init__(self, snn: SpikingNetwork, T: int, surrogate: str = "atan", alpha: float = 2.0) -> None:
         super().__init__()
         self.T = int(T)
-        self.delay = min(readout_delay_of(snn), self.T - 1)
+        self.delay = readout_start(readout_delay_of(snn), self.T, snn.meta.get("calibrated_T"))
         runner = copy.deepcopy(snn.runner("direct"))
         for name, module in list(runner.named_modules()):
             if isinstance(module, IFNeurons):

@@ -17,7 +17,7 @@ from torch import Tensor
 from .errors import UsageError
 from .snn import Encoding, SpikingNetwork
 
-__all__ = ["SimulationResult", "simulate", "auto_chunk", "StepHook", "readout_delay_of"]
+__all__ = ["SimulationResult", "simulate", "auto_chunk", "StepHook", "readout_delay_of", "readout_start"]
 
 # Called once per chunk with (first_step, steps_in_chunk).
 StepHook = Callable[[int, int], None]
@@ -29,8 +29,9 @@ _DEFAULT_BUDGET = 8 * 1024 * 1024  # bytes per activation tensor; larger ones ar
 class SimulationResult:
     """Accumulated SNN output at each requested T, shape [B, classes]: the readout
     ``outputs[T] = sum_{t = d(T)+1}^{T} o_t`` over the output currents ``o_t``, with the
-    readout delay ``d(T) = min(k, T - 1)`` (``k = readout_delay``; 0: every step counts).
-    Every step is simulated and counted whatever k; the delay only drops the first outputs."""
+    readout delay ``d(T)`` of :func:`readout_start` (``k = readout_delay``; 0: every step
+    counts). Every step is simulated and counted whatever k; the delay only drops the first
+    outputs."""
 
     time_steps: tuple[int, ...]
     outputs: dict[int, Tensor]
@@ -72,6 +73,9 @@ def simulate(
     delay = readout_delay_of(snn) if readout_delay is None else int(readout_delay)
     if delay < 0:
         raise UsageError(f"invalid readout delay {delay}: use 0 or more steps")
+    calibrated = snn.meta.get("calibrated_T")
+    skip = {T: readout_start(delay, T, calibrated) for T in steps}
+    starts = sorted(set(skip.values()))
     batch = int(inputs.shape[0])
     chunk = auto_chunk(snn, batch, max_t) if chunk is None else int(chunk)
     if chunk < 1:
@@ -94,7 +98,7 @@ def simulate(
             handles.append(module.register_forward_hook(hook))
     wanted = set(steps)
     outputs: dict[int, Tensor] = {}
-    acc: Tensor | None = None
+    acc: dict[int, Tensor] = {}  # one sum per distinct start d: the steps after d, in a fixed order
     try:
         start = 0
         while start < max_t:
@@ -107,10 +111,11 @@ def simulate(
             out = out.reshape(k, batch, *out.shape[1:])
             for i in range(k):
                 step = start + i + 1
-                if step > delay:  # the readout sums the steps after the delay, in a fixed order
-                    acc = out[i].clone() if acc is None else acc + out[i]
+                for d in starts:
+                    if step > d:
+                        acc[d] = out[i].clone() if d not in acc else acc[d] + out[i]
                 if step in wanted:
-                    outputs[step] = acc.clone() if step > delay else out[i].clone()  # d(T) = T - 1: the last step alone
+                    outputs[step] = acc[skip[step]].clone()
             start += k
     finally:
         for handle in handles:
@@ -119,6 +124,15 @@ def simulate(
             module.reset_state()
     spike_counts = {name: torch.cat(parts) for name, parts in counts.items()}
     return SimulationResult(time_steps=steps, outputs=outputs, spike_counts=spike_counts, readout_delay=delay)
+
+
+def readout_start(k: int, T: int, calibrated_T: int | None) -> int:
+    """Steps left out of the readout at T: ``d(T) = min(k, floor(k T / N), T - 1)`` for an SNN
+    calibrated for N (k at T >= N, the same share of the steps below N, so a short run is not
+    read from its last step alone), ``min(k, T - 1)`` without N."""
+    if calibrated_T:
+        return min(k, (k * T) // int(calibrated_T), T - 1)
+    return min(k, T - 1)
 
 
 def readout_delay_of(snn: SpikingNetwork) -> int:

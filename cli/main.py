@@ -310,7 +310,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     lines.append(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s")
     lines.append(f"calibration: {calibration} for T={calib_T} (valid for every T <= {calib_T}; beyond it the last step's bias repeats)" if calibration != "none" else "calibration: none (plain normalization)")
     if snn.meta.get("readout_delay"):
-        lines.append(f"readout: the first {snn.meta['readout_delay']} output step(s) are left out (at T <= {snn.meta['readout_delay']}, the last step alone); every step is simulated and counted")
+        lines.append(f"readout: the first {snn.meta['readout_delay']} output step(s) are left out at T >= {calib_T} (below, the same share: floor(k T / {calib_T})); every step is simulated and counted")
     if options.threshold == "if-search":
         lines.append(f"note: thresholds come from the IF error search at T={calib_T}; --mode/--percentile-of apply with --calibration none, bias or step-bias")
     calibrated = {key: snn.meta[key] for key in ("calibrated_T", "readout_delay", "delay_choice") if key in snn.meta}

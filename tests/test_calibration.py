@@ -480,8 +480,9 @@ def _pipeline(model, calib, T, **overrides):
 
 @pytest.mark.parametrize("k", [1, 3, 6])
 def test_readout_delay_leaves_out_the_first_k_outputs(cnn_and_data, k):
-    """outputs[T] = S_T - S_d(T) with S_t the plain cumulative readout and d(T) = min(k, T-1):
-    read from a delay-0 run at every step; bit-identical whatever the chunking."""
+    """outputs[T] = S_T - S_d(T) with S_t the plain cumulative readout and, calibrated for
+    N=8, d(T) = min(k, floor(k T / 8), T-1): read from a delay-0 run at every step;
+    bit-identical whatever the chunking."""
     model, calib, held = cnn_and_data
     snn = _pipeline(model, calib, 8, readout_delay=k)
     assert snn.meta["readout_delay"] == k
@@ -492,7 +493,7 @@ def test_readout_delay_leaves_out_the_first_k_outputs(cnn_and_data, k):
         result = simulate(snn, x, steps, chunk=chunk)
         assert result.readout_delay == k
         for T in steps:
-            d = min(k, T - 1)
+            d = min(k, k * T // 8, T - 1)
             expected = plain.outputs[T] - plain.outputs[d] if d else plain.outputs[T]
             torch.testing.assert_close(result.outputs[T], expected, rtol=0, atol=1e-4)
             assert torch.equal(result.outputs[T], simulate(snn, x, T, chunk=1).outputs[T])  # one run per T: the same bits
