@@ -38,11 +38,14 @@ Rueckauer et al. 2017 leave out of their accuracy curves): spikes need steps to 
 output of a deep net, so the first output currents carry little but noise. The readout
 ``sum_{t > k} o_t`` leaves out the first k steps; every step is still simulated and counted.
 :func:`choose_readout_delay` picks k at T = N: the k in 0..N-1 whose readout agrees most
-often with the ANN's class (ties: the smallest k), on calibration images the bias fit did
-not use, from one simulation of N steps.
+often with the ANN's class (ties: the smallest squared error of the mean readout against
+the ANN's output, then the smallest k), on calibration images the bias fit did not use,
+from one simulation of N steps. Below N the same share of steps is left out
+(:func:`annsnn.simulate.readout_start`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -149,10 +152,7 @@ def _counts_hooks(neurons: dict[str, IFNeurons], store: dict[str, Tensor]):
     for name, module in neurons.items():
 
         def hook(mod, args, out, _name=name):
-            steps = mod.steps
-            spikes = out.reshape(steps, -1, *out.shape[1:])
-            total = sum(_channel_view(spikes[i]).sum(1, dtype=torch.float64) for i in range(steps))
-            store[_name] = store.get(_name, 0.0) + total  # type: ignore[operator]
+            store[_name] = store.get(_name, 0.0) + _channel_count(out)  # type: ignore[operator]  # every step at once
 
         handles.append(module.register_forward_hook(hook))
     return handles
@@ -167,7 +167,7 @@ def _layer_rates(snn: SpikingNetwork, neurons: dict[str, IFNeurons], images: Ten
     finally:
         for h in handles:
             h.remove()
-    return {name: counts[name] / (steps * _channel_view(torch.zeros(1, *targets[name][2])).shape[1] * images.shape[0]) for name in neurons}
+    return {name: counts[name] / (steps * math.prod(targets[name][2][1:]) * images.shape[0]) for name in neurons}
 
 
 @torch.no_grad()

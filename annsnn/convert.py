@@ -147,6 +147,12 @@ class ConversionOptions:
         settings.update(given)
         return cls(**settings)
 
+    @property
+    def bias_images(self) -> int:
+        """Calibration images the bias pass takes first (0 without a bias); an automatic
+        readout delay is chosen on the ones after them, so a calibration set needs more."""
+        return self.bias_samples if self.bias != "none" else 0
+
     def to_dict(self) -> dict:
         return {
             "mode": self.mode.to_dict(),

@@ -56,7 +56,6 @@ def ann_to_snn(
     held = 0
     choice: list[Tensor] = []  # the next delay_samples images: the readout delay is chosen on them
     chosen = 0
-    reserve = options.bias_samples if options.bias != "none" else 0
     for batch in calibration:
         if tuple(batch.shape[1:]) != tuple(input_shape):
             raise UsageError(f"calibration batch has shape {tuple(batch.shape[1:])}, the model expects {tuple(input_shape)}")
@@ -75,7 +74,7 @@ def ann_to_snn(
         if on_batch is not None:
             on_batch(int(batch.shape[0]))
     if options.readout_delay == "auto" and not choice:
-        raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: pass more than {reserve} calibration images (--calib-samples > --bias-samples), or a fixed --readout-delay K")
+        raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: pass more than {options.bias_images} calibration images (--calib-samples > --bias-samples), or a fixed --readout-delay K")
     graph, report = convert(calibrator, options, input_shape)
     report.equivalence = equivalence
     sizes = _activation_sizes(canonical.module, input_shape)

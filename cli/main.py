@@ -275,9 +275,8 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     from annsnn.io import convertible_module
 
     options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay)
-    reserved = options.bias_samples if options.bias != "none" else 0
-    if options.readout_delay == "auto" and calib_samples <= reserved:
-        raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {reserved}; pass more, or --readout-delay K")
+    if options.readout_delay == "auto" and calib_samples <= options.bias_images:  # before loading anything
+        raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {options.bias_images}; pass more, or --readout-delay K")
     loaded = _load(model, arch, trust, input_shape=input_shape)
     target = Path(out_path) if out_path else _default_out(model, loaded.arch or "model")
     check_output_path(target, inputs=(model or "",))
