@@ -1,0 +1,206 @@
+"""Layer-major simulation: every step of one temporal layer, then the next layer.
+
+:func:`~annsnn.simulate.simulate` is step-major: at each step every layer runs, so the
+membrane state of *all* layers is live at once (on the shared ResNet-20, 256 images:
+195 MB of float32 potentials). A calibration pass that needs every image at every step
+(:func:`annsnn.calibration.fit_step_bias` reads per-channel statistics over all images
+before it sets a step's bias) pays that for the whole run. In a feedforward graph, a layer
+at step t depends only on its inputs at step t and its own state, so the same dynamics can
+run layer by layer (the issue's "cache each layer's input spikes rather than re-simulating
+the whole prefix"): layer l runs steps 1..N from the cached spike trains of the layers it
+reads, and its own train is cached for the layers after it. Live state is one layer's
+potentials plus the cached trains still to be read.
+
+Spike trains are exactly 0/1, so they are cached as packed bits (``numpy.packbits``: 1 bit
+per neuron and step, 1/32 of float32). Outputs of other temporal modules (analog ops of
+hybrid nets) are cached as they are. A train is dropped as soon as the last layer that
+reads it has run.
+
+Each temporal module is called once per step with a ``[B, ...]`` input (``steps = 1``),
+exactly as ``simulate(..., chunk=1)`` calls it, so forward hooks see the same tensors and
+the results are the same bit for bit (tests check it); only the order of calls differs.
+Every stateless op between two temporal layers runs on the same ``[B, ...]`` tensors as
+in ``simulate(..., chunk=1)``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, fx, nn
+
+from .layers import InputEncoder, TemporalModule, TimeExpand
+from .snn import SpikingNetwork, static_nodes
+
+__all__ = ["run_layerwise", "PackedSpikes", "LayerStep", "call_module"]
+
+
+LayerStep = Callable[[str, nn.Module, Tensor, int], Tensor]
+
+
+def call_module(name: str, module: nn.Module, x: Tensor, t: int) -> Tensor:
+    """The default :data:`LayerStep`: the module's own forward on step t's input."""
+    return module(x)
+
+
+@dataclass(frozen=True)
+class PackedSpikes:
+    """A train of 0/1 tensors ``[B, ...]``, one per step, stored as bits: ``bits[t, b]`` holds
+    image b's neurons at step t, 8 per byte (one buffer for the whole train)."""
+
+    bits: Tensor  # uint8 [steps, B, ceil(neurons per image / 8)]
+    shape: tuple[int, ...]  # one step's shape [B, ...]
+    dtype: torch.dtype  # what :meth:`load` gives back
+    device: torch.device = torch.device("cpu")  # where :meth:`load` gives it (the bits stay in host memory)
+
+    @staticmethod
+    def empty(steps: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu") -> "PackedSpikes":
+        per_image = math.prod(shape[1:])
+        return PackedSpikes(torch.empty(steps, shape[0], -(-per_image // 8), dtype=torch.uint8), tuple(shape), dtype, torch.device(device))
+
+    def store(self, t: int, spikes: Tensor) -> None:
+        flags = spikes if spikes.dtype == torch.bool else spikes != 0
+        self.bits[t] = torch.from_numpy(np.packbits(flags.reshape(self.shape[0], -1).cpu().numpy(), axis=-1))
+
+    def load(self, t: int, start: int, stop: int) -> Tensor:
+        """Step t of images ``start .. stop-1``."""
+        bits = np.unpackbits(self.bits[t, start:stop].numpy(), axis=-1, count=math.prod(self.shape[1:]))
+        return torch.from_numpy(bits).to(self.device).to(self.dtype).reshape(stop - start, *self.shape[1:])
+
+
+@torch.no_grad()
+def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int = 64, layer_step: LayerStep = call_module) -> None:
+    """Run ``snn`` on ``images`` (direct input) for ``steps`` steps, layer by layer.
+
+    For each temporal layer in topological order and each step t = 0 .. steps-1, its input
+    ``x_t`` (``[B, ...]``, all images) is computed from the cached outputs of the layers
+    it reads, ``batch`` images at a time (bounded memory), and handed to
+    ``layer_step(name, module, x_t, t)``, which returns the layer's step-t output (default:
+    ``module(x_t)`` with ``module.steps = 1``; a spike layer may return it as bool). Layers
+    with more than one tensor input get all images at once. The graph output is not
+    computed; callers observe the run through ``layer_step`` or forward hooks. State is
+    reset before and after, and each layer's once its steps are done.
+    """
+    runner = snn.runner("direct")
+    graph = runner.graph
+    modules = dict(runner.named_modules())
+    static = static_nodes(graph, modules, "direct")
+    spike_sources = set(snn.spike_sources().values())
+    total = int(images.shape[0])
+    batch = max(1, min(int(batch), total))
+
+    def is_layer(node: fx.Node) -> bool:
+        if node.op != "call_module" or node in static:
+            return False
+        mod = modules[str(node.target)]
+        return isinstance(mod, TemporalModule) and not isinstance(mod, (TimeExpand, InputEncoder))
+
+    layers = [n for n in graph.nodes if is_layer(n)]
+    # per layer: the stateless nodes to run at each step (topological order) and the
+    # boundary values they start from (static values, or other layers' cached outputs)
+    plan: dict[fx.Node, tuple[list[fx.Node], set[fx.Node]]] = {}
+    last_use: dict[fx.Node, int] = {}
+    for index, layer in enumerate(layers):
+        between: set[fx.Node] = set()
+        boundary: set[fx.Node] = set()
+        todo = list(layer.all_input_nodes)
+        while todo:
+            node = todo.pop()
+            if node in static or is_layer(node):
+                boundary.add(node)
+            elif node not in between:
+                between.add(node)
+                todo.extend(node.all_input_nodes)
+        plan[layer] = ([n for n in graph.nodes if n in between], boundary)
+        for node in boundary:
+            last_use[node] = index
+
+    temporal = [m for m in runner.modules() if isinstance(m, TemporalModule)]
+    for module in temporal:
+        module.reset_state()
+        module.steps = 1
+    snn.encoder.encoding = "direct"
+    interpreter = fx.Interpreter(runner)
+    spans = [(lo, min(lo + batch, total)) for lo in range(0, total, batch)]
+    whole = [(0, total)]
+    fixed: dict[tuple[int, int], dict[fx.Node, object]] = {}  # per image span: the static values read later
+    trains: dict[fx.Node, PackedSpikes | list[Tensor]] = {}  # layer -> its output at every step
+
+    def static_values(span: tuple[int, int]) -> dict[fx.Node, object]:
+        if span not in fixed:
+            env: dict[fx.Node, object] = {}
+            interpreter.env = env
+            for node in graph.nodes:  # as the runner does: everything static, once per batch
+                if node in static and node.op != "output":
+                    env[node] = images[span[0] : span[1]] if node.op == "placeholder" else interpreter.run_node(node)
+            fixed[span] = {n: v for n, v in env.items() if n in last_use}
+        return fixed[span]
+
+    try:
+        for index, layer in enumerate(layers):
+            between, boundary = plan[layer]
+            name, module = str(layer.target), modules[str(layer.target)]
+            chunked = len(layer.all_input_nodes) == 1
+            train: PackedSpikes | list[Tensor] | None = None
+            buffer: Tensor | None = None  # the layer's input, all images: one buffer for every step
+            for t in range(steps):
+                x: Tensor | None = None
+                for span in spans if chunked else whole:
+                    values = static_values(span)
+                    env: dict[fx.Node, object] = {}
+                    for node in boundary:
+                        if node in values:
+                            env[node] = values[node]
+                        else:
+                            cached = trains[node]
+                            env[node] = cached.load(t, *span) if isinstance(cached, PackedSpikes) else cached[t][span[0] : span[1]]
+                    interpreter.env = env
+                    for node in between:
+                        env[node] = interpreter.run_node(node)
+                    if not chunked:
+                        break
+                    part = env[layer.all_input_nodes[0]]
+                    if not isinstance(part, Tensor) or part.shape[0] != span[1] - span[0]:
+                        raise RuntimeError(f"layer {name}: its input is not a batch of tensors")
+                    if x is None:
+                        if span == (0, total):
+                            x = part
+                        else:
+                            if buffer is None:
+                                buffer = torch.empty((total, *part.shape[1:]), dtype=part.dtype, device=part.device)
+                            x = buffer
+                    if x is not part:
+                        x[span[0] : span[1]] = part
+                    del env, part
+                if chunked:
+                    assert x is not None
+                    out = layer_step(name, module, x, t)
+                else:
+                    interpreter.env = env
+                    args, kwargs = interpreter.fetch_args_kwargs_from_env(layer)
+                    out = layer_step(name, module, *args, t) if not kwargs and len(args) == 1 else module(*args, **kwargs)
+                    del env
+                if train is None:
+                    dtype = x.dtype if out.dtype == torch.bool and x is not None else out.dtype  # a bool step output stands for 0/1 in the input's dtype
+                    train = PackedSpikes.empty(steps, tuple(out.shape), dtype, out.device) if module in spike_sources else []
+                if isinstance(train, PackedSpikes):
+                    train.store(t, out)
+                else:
+                    aliased = buffer is not None and out.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
+                    train.append(out.clone() if aliased else out)  # the buffer is overwritten next step
+                del out, x
+            module.reset_state()  # its state is not needed any more
+            del buffer
+            assert train is not None
+            trains[layer] = train
+            for node in [n for n, last in last_use.items() if last == index]:
+                trains.pop(node, None)
+                for values in fixed.values():
+                    values.pop(node, None)
+    finally:
+        interpreter.env = {}
+        for module in temporal:
+            module.reset_state()

@@ -1,0 +1,184 @@
+"""Layer-major simulation (annsnn.layerwise) and the step-bias fit that runs on it: the same
+dynamics as the step-major simulator, bit for bit, with one layer's state live at a time."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from annsnn.calibration import _MAX_BIAS, _MIN_ACTIVE, _channel_count, _channel_shape, _channel_view, ann_channel_targets, fit_step_bias, quantile_bias
+from annsnn.convert import ConversionOptions
+from annsnn.layers import IFNeurons, SpikingMaxPool2d
+from annsnn.layerwise import PackedSpikes, run_layerwise
+from annsnn.modes import parse_mode
+from annsnn.pipeline import ann_to_snn
+from annsnn.simulate import simulate
+
+
+class _Residual(nn.Module):
+    """Residual adds, an option-A shortcut (slice + F.pad), a depthwise conv, a spiking
+    max-pool and ``view(x.size(0), -1)``: every kind of edge the layer-major run must cache."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.c1 = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.c2 = nn.Conv2d(8, 8, 1)
+        self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16 * 2 * 2, 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = F.relu(x + self.c2(F.relu(self.c1(x))))
+        y = self.down(x)
+        x = F.relu(y + F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 4, 4)))
+        x = F.max_pool2d(x, 2)
+        return self.fc(x.view(x.size(0), -1))
+
+
+def _mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+@pytest.fixture(scope="module")
+def images():
+    from annsnn.data import load_dataset
+
+    (x, _) = load_dataset("digits", "train").tensors  # type: ignore[attr-defined]
+    return x[:160]
+
+
+def _snn(builder, images, T):
+    torch.manual_seed(0)
+    model = builder().eval()
+    options = ConversionOptions(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=T, threshold="if-search", bias="none", readout_delay=0)
+    return ann_to_snn(model, [images], input_shape=tuple(images.shape[1:]), options=options)[0]
+
+
+def _record(snn, run) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Each temporal layer's (input, output) at every call, in call order."""
+    seen: dict[str, list] = {}
+    handles = [m.register_forward_hook(lambda mod, args, out, _n=name: seen.setdefault(_n, []).append((args[0].clone(), out.clone())))
+               for name, m in snn.graph.named_modules() if isinstance(m, (IFNeurons, SpikingMaxPool2d))]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("builder", [_Residual, _mlp])
+@pytest.mark.parametrize("batch", [4, 64])
+def test_layerwise_run_gives_every_layer_the_inputs_and_outputs_of_a_step_major_run(images, builder, batch):
+    """Against simulate(chunk=1), the step-major reference: every IF layer and spiking
+    max-pool sees the same input and gives the same output at every step, bit for bit,
+    also when the image batch (10) is split unevenly (4 + 4 + 2)."""
+    T, x = 5, images[:10]
+    snn = _snn(builder, images, T)
+    reference = _record(snn, lambda: simulate(snn, x, T, chunk=1))
+    layerwise = _record(snn, lambda: run_layerwise(snn, x, T, batch=batch))
+    assert set(reference) == set(layerwise) and len(reference) == (5 if builder is _Residual else 2)
+    if builder is _Residual:
+        assert any(isinstance(m, SpikingMaxPool2d) for m in snn.graph.modules())
+    for name in reference:
+        assert len(layerwise[name]) == T
+        for (xi, yi), (xj, yj) in zip(reference[name], layerwise[name]):
+            assert torch.equal(xi, xj) and torch.equal(yi, yj), name
+        assert any(bool(y.any()) for _, y in reference[name]), f"{name} never spikes: the check would be vacuous"
+
+
+def test_layerwise_run_keeps_one_layer_state_at_a_time(images):
+    """The step-major run holds every layer's potentials at once; the layer-major run holds
+    the current layer's only (the memory bound the step-bias fit relies on)."""
+    snn = _snn(_Residual, images, 4)
+    neurons = list(snn.neuron_layers().values())
+    live: list[int] = []
+    handles = [m.register_forward_pre_hook(lambda mod, args: live.append(sum(n.v is not None for n in neurons))) for m in neurons]
+    try:
+        run_layerwise(snn, images[:8], 4)
+        layerwise = max(live)
+        live.clear()
+        simulate(snn, images[:8], 4, chunk=1)
+        stepwise = max(live)
+    finally:
+        for h in handles:
+            h.remove()
+    assert layerwise == 1
+    assert stepwise == len(neurons) >= 4
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 7), st.integers(1, 21), st.integers(0, 2**31 - 1), st.data())
+def test_packed_spikes_round_trip_any_shape_and_span(steps, batch, neurons, seed, data):
+    """Bits per image, padded to a byte: a slice of images at any step comes back exactly,
+    whatever the number of neurons per image (numpy reference: the same 0/1 array)."""
+    rng = np.random.default_rng(seed)
+    train = rng.integers(0, 2, size=(steps, batch, neurons)).astype(np.float32)
+    packed = PackedSpikes.empty(steps, (batch, neurons), torch.float32)
+    for t in range(steps):
+        packed.store(t, torch.from_numpy(train[t]) if t % 2 else torch.from_numpy(train[t]).bool())
+    assert packed.bits.numel() == steps * batch * -(-neurons // 8)
+    t = data.draw(st.integers(0, steps - 1))
+    lo = data.draw(st.integers(0, batch - 1))
+    hi = data.draw(st.integers(lo + 1, batch))
+    back = packed.load(t, lo, hi)
+    assert back.dtype == torch.float32
+    assert np.array_equal(back.numpy(), train[t, lo:hi])
+
+
+def _reference_step_fit(snn, images, steps, solver):
+    """The step-bias fit as first written: step-major (simulate, chunk 1, every layer at
+    each step), with the bias set in a forward pre-hook. An independent reference."""
+    targets = ann_channel_targets(snn, images)
+    neurons = snn.neuron_layers()
+    counts: dict = {}
+    handles = []
+    for name, module in neurons.items():
+        module.set_step_bias(torch.zeros((steps,) + _channel_shape(targets[name][2]), dtype=torch.float32))
+
+        def pre(mod, args, _name=name):
+            x, t = args[0], mod.t
+            v = mod.v if mod.v is not None else torch.full(x.shape, mod.v_init, dtype=torch.float32)
+            target, active, _ = targets[_name]
+            fired = _channel_count((v + x) >= 1.0) / (x.numel() / x.shape[1])
+            want = (target * (t + 1) - counts.get(_name, torch.zeros_like(target))).clamp(0.0, 1.0)
+            if solver == "quantile":
+                b = quantile_bias(_channel_view(v + x), want).clamp(-_MAX_BIAS, _MAX_BIAS)
+            else:
+                b = ((want - fired) / active.clamp(min=_MIN_ACTIVE)).clamp(-_MAX_BIAS, _MAX_BIAS)
+            mod.step_bias[t] = b.to(torch.float32).view(mod.step_bias.shape[1:])
+
+        def post(mod, args, out, _name=name):
+            counts[_name] = counts.get(_name, 0.0) + _channel_count(out) / (out.numel() / out.shape[1])
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    try:
+        simulate(snn, images, steps, chunk=1)
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: m.step_bias.clone() for name, m in neurons.items()}, counts
+
+
+@pytest.mark.parametrize("builder", [_Residual, _mlp])
+@pytest.mark.parametrize("solver", ["linear", "quantile"])
+def test_layerwise_step_bias_fit_equals_the_step_major_fit_bit_for_bit(images, builder, solver):
+    T = 6
+    snn = _snn(builder, images, T)
+    reference = copy.deepcopy(snn)
+    want, counts = _reference_step_fit(reference, images[:100], T, solver)
+    fit = fit_step_bias(snn, images[:100], T, solver, batch=16)  # 100 images: 6 spans of 16 and one of 4
+    got = {name: m.step_bias for name, m in snn.neuron_layers().items()}
+    assert set(got) == set(want)
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+        assert bool(want[name].ne(0).any()), f"{name}: an all-zero bias would make the check vacuous"
+        target = ann_channel_targets(reference, images[:100])[name][0].clamp(max=1.0)
+        assert fit.error_after[name] == float((target - counts[name] / T).abs().mean())
