@@ -6,6 +6,7 @@
     python benchmarks/run.py distributed  # issue 7: torchrun 2 processes x 1 thread vs 1 process x 2 threads
     python benchmarks/run.py accuracy     # issue 3: ResNet-20 (shared) vs SpikingJelly 2.0 RateCodingRecipe
     python benchmarks/run.py nir          # issue 15: NIR export + re-import vs one evaluate pass (T=8, 100 images)
+    python benchmarks/run.py sj_heldout        # issue 12: SpikingJelly RateCoding on annsnn's held-out training images (35 min)
     python benchmarks/run.py calibration_cost  # issue 12: each calibration method at N=32: time and peak memory / one ANN pass
     python benchmarks/run.py sj_low_latency  # issue 12: SpikingJelly's recipes on the images of low_latency.py (annsnn's side: benchmarks/low_latency.py)
     python benchmarks/run.py robustness   # issue 14: 21 FGSM eps at T=32 vs 21 evaluates + the gradient pass (ROBUSTNESS_IMAGES=100)
@@ -387,6 +388,12 @@ def sj_low_latency() -> None:
     save("sj_low_latency", accuracy_vs_spikingjelly.spikingjelly_low_latency(SHARED))
 
 
+def sj_heldout() -> None:
+    import accuracy_vs_spikingjelly
+
+    save("sj_heldout", accuracy_vs_spikingjelly.spikingjelly_heldout(SHARED))
+
+
 def accuracy() -> None:
     import accuracy_vs_spikingjelly
 
@@ -606,7 +613,7 @@ def summary() -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "distributed": distributed, "accuracy": accuracy, "nir": nir_roundtrip, "robustness": robustness, "calibration_cost": calibration_cost, "sj_low_latency": sj_low_latency, "suite_low_latency": suite_low_latency, "summary": lambda: None}
+    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "distributed": distributed, "accuracy": accuracy, "nir": nir_roundtrip, "robustness": robustness, "calibration_cost": calibration_cost, "sj_low_latency": sj_low_latency, "sj_heldout": sj_heldout, "suite_low_latency": suite_low_latency, "summary": lambda: None}
     names = sys.argv[1:] or ["speed", "overhead", "calibration"]
     if names == ["all"]:
         names = list(jobs)
