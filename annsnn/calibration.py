@@ -26,7 +26,8 @@ layer's input current per channel, in topological order, so that its mean output
   layer: it runs layer-major (:mod:`annsnn.layerwise`), all N steps of one layer from the
   cached, bit-packed spike trains of the layers it reads, so one layer's potentials are
   live instead of every layer's (on the shared ResNet-20 at N=32, 256 images: 195 MB of
-  potentials), with the same result bit for bit as a step-major run. FTBC fits b[t] by gradient descent on the same cumulative error; the closed form
+  potentials). The same dynamics as a step-major run: bit for bit on that ResNet-20, and
+  in general up to how a convolution rounds for 64 images instead of 256. FTBC fits b[t] by gradient descent on the same cumulative error; the closed form
   here is annsnn's. ``solver="quantile"`` replaces the linearised step
   ``(want - fired) / p_c`` by the exact solution of ``share_c(v + x + b_c >= 1) = want_c``:
   with the channel's potentials ``v + x`` at step t sorted in descending order
@@ -240,8 +241,8 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
     layer, from its inputs' cached spike trains, before the next layer, so only one
     layer's potentials are live; each step's statistics and update go ``batch`` images at
     a time. The IF arithmetic is :class:`~annsnn.layers.IFNeurons`'s, op for op
-    (``v += x + b[t]``, ``s = [v >= 1]``, ``v -= s``), so the fitted network runs exactly
-    as fitted (tests check it bit for bit against a step-major run of the modules)."""
+    (``v += x + b[t]``, ``s = [v >= 1]``, ``v -= s``), so the fitted network runs as
+    fitted (tests check it bit for bit against a step-major run of the modules)."""
     targets = ann_channel_targets(snn, images)
     neurons = snn.neuron_layers()
     fit = BiasFit("step", steps, int(images.shape[0]))

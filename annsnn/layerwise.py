@@ -17,10 +17,11 @@ hybrid nets) are cached as they are. A train is dropped as soon as the last laye
 reads it has run.
 
 Each temporal module is called once per step with a ``[B, ...]`` input (``steps = 1``),
-exactly as ``simulate(..., chunk=1)`` calls it, so forward hooks see the same tensors and
-the results are the same bit for bit (tests check it); only the order of calls differs.
-Every stateless op between two temporal layers runs on the same ``[B, ...]`` tensors as
-in ``simulate(..., chunk=1)``.
+as ``simulate(..., chunk=1)`` calls it; only the order of calls differs. The stateless ops
+between two temporal layers run ``batch`` images at a time. With ``batch >= B`` every
+value equals the step-major run's bit for bit; with smaller spans each equals a step-major
+run of that span (tests check both), and the two differ only where a convolution or
+matmul rounds differently for another batch size, as ``simulate`` itself does.
 """
 from __future__ import annotations
 

@@ -591,6 +591,14 @@ def summary() -> None:
             cells.append(f"T={t}: " + (f"{100 * ours[t]:.1f}" if t in ours else "not run") + f" vs RC {100 * rc:.1f} / LTB " + (f"{100 * lt:.1f}" if lt is not None else "failed"))
         rows.append(("ResNet-20 top-1, annsnn default (converted per N) vs SpikingJelly RateCoding best flags / LocalThresholdBalancing", str(beats and same), "annsnn > both at every T",
                      "; ".join(cells) + f"; same images: {same}; annsnn commit {block['commit']}, SpikingJelly run commit {r.get('commit', '?')}", "sj_low_latency  # annsnn side: python benchmarks/low_latency.py"))
+    if (r := load("sj_heldout")) and (ll := load("low_latency")) and "resnet20" in ll:  # issue 12: T = 64 on held-out training images
+        default = "threshold+step-bias"
+        ours = {row["T"]: row for row in ll["resnet20"].get("rows", {}).values() if row["method"] == default and "heldout_top1" in row}
+        same = all(ours[t]["heldout_images"] == r["heldout_images"] for t in ours)
+        cells = [f"T={t}: " + (f"{100 * ours[t]['heldout_top1']:.1f}" if t in ours else "not run") + f" vs RC {100 * r['rate_coding_best_heldout'][str(t)]:.1f}" for t in r["steps"]]
+        beats = all(t in ours and ours[t]["heldout_top1"] > r["rate_coding_best_heldout"][str(t)] for t in r["steps"])
+        rows.append((f"ResNet-20 top-1 on {r['heldout_images']} held-out training images, annsnn default vs SpikingJelly RateCoding best flags", str(beats and same), "annsnn > RC at every T",
+                     "; ".join(cells) + f"; ANN {100 * r['heldout_ann_top1']:.1f}; same images: {same}; annsnn commit {', '.join(sorted({row.get('commit', ll['resnet20']['commit']) for row in ours.values()}))}, SpikingJelly run commit {r.get('commit', '?')}", "sj_heldout  # annsnn side: python benchmarks/low_latency.py --heldout 1024"))
     if (r := load("suite_low_latency")):  # issue 12
         for name, row in r["rows"].items():
             rows.append((f"{name}, default pipeline at T=64: gap to ANN (points)", f"{row['gap_points']:.2f}", "<= 0.5",

@@ -202,6 +202,15 @@ def low_latency_section() -> str:
         for label, key in (("SJ RateCodingRecipe (99.99%, channel-wise, half threshold)", "rate_coding_best"), ("SJ LocalThresholdBalancingRecipe", "local_threshold_balancing")):
             values = sj[key]
             out.append(f"| {label} | " + (" | ".join(f"{100 * values[str(t)]:.1f}" for t in sj["steps"]) if isinstance(values, dict) else values) + " |\n")
+    held_file = results / "sj_heldout.json"
+    if held_file.is_file():  # the same comparison on the held-out training images (python benchmarks/run.py sj_heldout)
+        held = json.loads(held_file.read_text())
+        ours_held = {r["T"]: r["heldout_top1"] for r in ll.get("resnet20", {}).get("rows", {}).values() if r["method"] == "threshold+step-bias" and r.get("heldout_images") == held["heldout_images"]}
+        out.append(f"\nThe same on the {held['heldout_images']:,} held-out training images of the held-out column (ANN {100 * held['heldout_ann_top1']:.1f} %; "
+                   f"SpikingJelly by `python benchmarks/run.py sj_heldout`, commit {held.get('commit', '?')}), top-1 %:\n\n"
+                   "| recipe | " + " | ".join(f"T={t}" for t in held["steps"]) + " |\n|" + "---|" * (1 + len(held["steps"])) + "\n")
+        out.append("| annsnn default (threshold+step-bias, converted per N) | " + " | ".join(f"{100 * ours_held[t]:.1f}" if t in ours_held else "not run" for t in held["steps"]) + " |\n")
+        out.append("| SJ RateCodingRecipe (99.99%, channel-wise, half threshold) | " + " | ".join(f"{100 * held['rate_coding_best_heldout'][str(t)]:.1f}" for t in held["steps"]) + " |\n")
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for method, points in sorted(curves.items()):
         points.sort()
