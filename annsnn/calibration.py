@@ -57,6 +57,7 @@ import torch
 from torch import Tensor
 
 from .errors import UsageError
+from .functional import if_soft_reset
 from .layers import IFNeurons
 from .layerwise import run_layerwise
 from .simulate import simulate
@@ -240,9 +241,9 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
     The run is layer-major (:func:`annsnn.layerwise.run_layerwise`): all N steps of a
     layer, from its inputs' cached spike trains, before the next layer, so only one
     layer's potentials are live; each step's statistics and update go ``batch`` images at
-    a time. The IF arithmetic is :class:`~annsnn.layers.IFNeurons`'s, op for op
-    (``v += x + b[t]``, ``s = [v >= 1]``, ``v -= s``), so the fitted network runs as
-    fitted (tests check it bit for bit against a step-major run of the modules)."""
+    a time. Each update is :func:`~annsnn.functional.if_soft_reset` on ``x + b[t]``, as
+    in :class:`~annsnn.layers.IFNeurons` (``v += x + b[t]``, ``s = [v >= 1]``, ``v -= s``),
+    so the fitted network runs as fitted (tests check it bit for bit against a step-major run of the modules)."""
     targets = ann_channel_targets(snn, images)
     neurons = snn.neuron_layers()
     fit = BiasFit("step", steps, int(images.shape[0]))
@@ -273,10 +274,9 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
         module.step_bias[t] = b.to(torch.float32).view(module.step_bias.shape[1:])
         bias = module.step_bias[t]
         spikes = torch.empty(x.shape, dtype=torch.bool, device=x.device)
-        for lo, hi in spans:  # IFNeurons.forward, one step
-            v[lo:hi].add_(x[lo:hi] + bias)
-            torch.ge(v[lo:hi], 1.0, out=spikes[lo:hi])
-            v[lo:hi].sub_(spikes[lo:hi].to(v.dtype))
+        for lo, hi in spans:  # IFNeurons.forward, one step: the same neuron function on the same values
+            fired_now, _ = if_soft_reset((x[lo:hi] + bias).unsqueeze(0), v[lo:hi])  # updates v in place
+            spikes[lo:hi].copy_(fired_now[0])
         counts[name] = before + _channel_count(spikes) / per_sample
         if t == steps - 1:
             del potentials[name]

@@ -80,8 +80,9 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
     ``x_t`` (``[B, ...]``, all images) is computed from the cached outputs of the layers
     it reads, ``batch`` images at a time (bounded memory), and handed to
     ``layer_step(name, module, x_t, t)``, which returns the layer's step-t output (default:
-    ``module(x_t)`` with ``module.steps = 1``; a spike layer may return it as bool). Layers
-    with more than one tensor input get all images at once. The graph output is not
+    ``module(x_t)`` with ``module.steps = 1``; a spike layer may return it as bool). A layer
+    with more than one input (an analog op) runs its own forward on all images at once.
+    The graph output is not
     computed; callers observe the run through ``layer_step`` or forward hooks. State is
     reset before and after, and each layer's once its steps are done.
     """
@@ -126,7 +127,6 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
     snn.encoder.encoding = "direct"
     interpreter = fx.Interpreter(runner)
     spans = [(lo, min(lo + batch, total)) for lo in range(0, total, batch)]
-    whole = [(0, total)]
     fixed: dict[tuple[int, int], dict[fx.Node, object]] = {}  # per image span: the static values read later
     trains: dict[fx.Node, PackedSpikes | list[Tensor]] = {}  # layer -> its output at every step
 
@@ -140,50 +140,46 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
             fixed[span] = {n: v for n, v in env.items() if n in last_use}
         return fixed[span]
 
+    def inputs_at(layer: fx.Node, span: tuple[int, int], t: int) -> dict[fx.Node, object]:
+        """The values of ``layer``'s inputs (and the stateless nodes before them) at step t
+        for images ``span``: from static values and cached trains."""
+        values = static_values(span)
+        env: dict[fx.Node, object] = {}
+        for node in plan[layer][1]:
+            if node in values:
+                env[node] = values[node]
+            else:
+                cached = trains[node]
+                env[node] = cached.load(t, *span) if isinstance(cached, PackedSpikes) else cached[t][span[0] : span[1]]
+        interpreter.env = env
+        for node in plan[layer][0]:
+            env[node] = interpreter.run_node(node)
+        return env
+
     try:
         for index, layer in enumerate(layers):
-            between, boundary = plan[layer]
             name, module = str(layer.target), modules[str(layer.target)]
-            chunked = len(layer.all_input_nodes) == 1
             train: PackedSpikes | list[Tensor] | None = None
-            buffer: Tensor | None = None  # the layer's input, all images: one buffer for every step
+            buffer: Tensor | None = None  # the layer's input, all images, filled span by span: one buffer for every step
             for t in range(steps):
                 x: Tensor | None = None
-                for span in spans if chunked else whole:
-                    values = static_values(span)
-                    env: dict[fx.Node, object] = {}
-                    for node in boundary:
-                        if node in values:
-                            env[node] = values[node]
-                        else:
-                            cached = trains[node]
-                            env[node] = cached.load(t, *span) if isinstance(cached, PackedSpikes) else cached[t][span[0] : span[1]]
-                    interpreter.env = env
-                    for node in between:
-                        env[node] = interpreter.run_node(node)
-                    if not chunked:
-                        break
-                    part = env[layer.all_input_nodes[0]]
-                    if not isinstance(part, Tensor) or part.shape[0] != span[1] - span[0]:
-                        raise RuntimeError(f"layer {name}: its input is not a batch of tensors")
-                    if x is None:
-                        if span == (0, total):
-                            x = part
-                        else:
-                            if buffer is None:
-                                buffer = torch.empty((total, *part.shape[1:]), dtype=part.dtype, device=part.device)
-                            x = buffer
-                    if x is not part:
-                        x[span[0] : span[1]] = part
-                    del env, part
-                if chunked:
+                if len(layer.all_input_nodes) == 1:
+                    source = layer.all_input_nodes[0]
+                    for span in spans:
+                        part = inputs_at(layer, span, t)[source]
+                        if len(spans) == 1:
+                            x = part  # type: ignore[assignment]
+                            break
+                        if buffer is None:
+                            buffer = torch.empty((total, *part.shape[1:]), dtype=part.dtype, device=part.device)  # type: ignore[union-attr]
+                        buffer[span[0] : span[1]] = part
+                        x = buffer
                     assert x is not None
                     out = layer_step(name, module, x, t)
-                else:
-                    interpreter.env = env
+                else:  # several inputs (an analog op of a hybrid net): all images at once, its own forward
+                    interpreter.env = inputs_at(layer, (0, total), t)
                     args, kwargs = interpreter.fetch_args_kwargs_from_env(layer)
-                    out = layer_step(name, module, *args, t) if not kwargs and len(args) == 1 else module(*args, **kwargs)
-                    del env
+                    out = module(*args, **kwargs)
                 if train is None:
                     dtype = x.dtype if out.dtype == torch.bool and x is not None else out.dtype  # a bool step output stands for 0/1 in the input's dtype
                     train = PackedSpikes.empty(steps, tuple(out.shape), dtype, out.device) if module in spike_sources else []
@@ -192,6 +188,7 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
                 else:
                     aliased = buffer is not None and out.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
                     train.append(out.clone() if aliased else out)  # the buffer is overwritten next step
+                interpreter.env = {}
                 del out, x
             module.reset_state()  # its state is not needed any more
             del buffer

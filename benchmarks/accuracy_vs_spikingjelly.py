@@ -247,7 +247,7 @@ def spikingjelly_heldout(shared: Path, calib_images: int = 1024, heldout: int = 
     chance on the test images and takes 44 minutes."""
     from torch.utils.data import Subset
 
-    from annsnn.data import spread_indices
+    from low_latency import heldout_indices
 
     weights = shared / "models" / "cifar10-resnet" / "resnet20-12fca82f.th"
     root = f"imagefolder:{shared / 'data' / 'CIFAR10-jpeg'}"
@@ -255,9 +255,7 @@ def spikingjelly_heldout(shared: Path, calib_images: int = 1024, heldout: int = 
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     train = load_dataset(root, "train")
     calib_norm = [((x - mean) / std, torch.zeros(len(x))) for x, _ in make_loader(train, 128, calib_images)]
-    used = set(spread_indices(len(train), calib_images))
-    rest = [i for i in range(len(train)) if i not in used]
-    held = [((x - mean) / std, y) for x, y in make_loader(Subset(train, [rest[i] for i in spread_indices(len(rest), heldout)]), 256)]
+    held = [((x - mean) / std, y) for x, y in make_loader(Subset(train, heldout_indices(len(train), calib_images, heldout)), 256)]
     module_form = ModuleResNet(copy.deepcopy(net)).eval()
     with torch.no_grad():
         ann_top1 = sum(int((net(x).argmax(1) == y).sum()) for x, y in held) / heldout

@@ -39,6 +39,14 @@ WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th
 OUT = Path(__file__).parent / "results" / "low_latency.json"
 
 
+def heldout_indices(train_size: int, calib: int, heldout: int) -> list[int]:
+    """The held-out training images: ``heldout`` evenly spaced over the training images that
+    are not among the ``calib`` calibration ones (which ``make_loader`` spreads evenly)."""
+    used = set(spread_indices(train_size, calib))
+    rest = [i for i in range(train_size) if i not in used]
+    return [rest[i] for i in spread_indices(len(rest), heldout)]
+
+
 def _options(method: str, T: int) -> ConversionOptions:
     """``method`` is a ``--calibration`` name, ``best-flags``, ``NAME:quantile`` for the
     per-step bias with ``--step-solver quantile``, ``NAME:scale=S`` for ``--threshold-scale S``, ``NAME:samples=K`` for ``--bias-samples K``, or
@@ -80,9 +88,7 @@ def main() -> None:
     train, test = load_dataset(root, "train"), load_dataset(root, "test")
     calib = [x for x, _ in make_loader(train, 128, args.calib)]
     test_batches = list(make_loader(test, 200, args.test))
-    used = set(spread_indices(len(train), args.calib))  # the calibration images
-    rest = [i for i in range(len(train)) if i not in used]
-    heldout_batches = list(make_loader(Subset(train, [rest[i] for i in spread_indices(len(rest), args.heldout)]), 256)) if args.heldout else []
+    heldout_batches = list(make_loader(Subset(train, heldout_indices(len(train), args.calib, args.heldout)), 256)) if args.heldout else []
     norm = (list(IMAGENET_MEAN), list(IMAGENET_STD))
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     with torch.no_grad():

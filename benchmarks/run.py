@@ -6,7 +6,7 @@
     python benchmarks/run.py distributed  # issue 7: torchrun 2 processes x 1 thread vs 1 process x 2 threads
     python benchmarks/run.py accuracy     # issue 3: ResNet-20 (shared) vs SpikingJelly 2.0 RateCodingRecipe
     python benchmarks/run.py nir          # issue 15: NIR export + re-import vs one evaluate pass (T=8, 100 images)
-    python benchmarks/run.py sj_heldout        # issue 12: SpikingJelly RateCoding on annsnn's held-out training images (35 min)
+    python benchmarks/run.py sj_heldout        # issue 12: SpikingJelly RateCoding on annsnn's held-out training images (4 min)
     python benchmarks/run.py calibration_cost  # issue 12: each calibration method at N=32: time and peak memory / one ANN pass
     python benchmarks/run.py sj_low_latency  # issue 12: SpikingJelly's recipes on the images of low_latency.py (annsnn's side: benchmarks/low_latency.py)
     python benchmarks/run.py robustness   # issue 14: 21 FGSM eps at T=32 vs 21 evaluates + the gradient pass (ROBUSTNESS_IMAGES=100)
