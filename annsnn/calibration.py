@@ -58,8 +58,9 @@ from torch import Tensor
 
 from .errors import UsageError
 from .functional import if_soft_reset
+from .heap import release_free_heap
 from .layers import IFNeurons
-from .layerwise import run_layerwise
+from .layerwise import BufferPool, run_layerwise
 from .simulate import simulate
 from .snn import SpikingNetwork
 
@@ -80,7 +81,10 @@ CALIBRATIONS: dict[str, tuple[str, str]] = {
 _MIN_ACTIVE = 0.05  # floor of p_c: a channel that is almost never positive gets a bounded step
 _MAX_BIAS = 1.0  # |bias| per step, in thresholds
 _ANN_BATCH = 64  # images per ANN pass when reading the channel targets
-_FIT_BATCH = 64  # images per update in the step-bias fit (bounded memory)
+_FIT_BATCH = 64  # images per span of the stateless ops in the step-bias fit's layer-major run
+_UPDATE_IMAGES = 16  # images per span of the fit's statistics and IF updates: elementwise and exact
+# integer counts, so the span does not change a value; small spans keep the temporaries small
+_TARGET_ELEMENTS = 1 << 18  # activations per channel block when reading the ANN targets (2 MiB as float64)
 _CHOICE_BATCH = 64  # images per simulation when choosing the readout delay (bounded memory)
 
 
@@ -131,18 +135,23 @@ def ann_channel_targets(snn: SpikingNetwork, images: Tensor) -> dict[str, tuple[
     if set(neurons) - set(thresholds):
         raise UsageError("the SNN has no recorded thresholds; bias calibration runs right after convert")
     modules = dict(snn.ann.named_modules())
+    release_free_heap()  # the calibration pass's garbage (annsnn.heap)
     sums: dict[str, list] = {}
     handles = []
     for name in neurons:
         theta = thresholds[name].to(torch.float64)
 
         def hook(mod, args, out, _name=name, _theta=theta):
-            scaled = out.to(torch.float64) / _theta.unsqueeze(0) if _theta.dim() else out.to(torch.float64) / _theta
-            part = sums.setdefault(_name, [0.0, 0.0, 0, tuple(out.shape[1:])])
-            view = _channel_view(scaled)
-            part[0] = part[0] + view.sum(1)
-            part[1] = part[1] + (view > 0).sum(1, dtype=torch.float64)
-            part[2] += view.shape[1]
+            channels = int(out.shape[1])
+            part = sums.setdefault(_name, [torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0, tuple(out.shape[1:])])
+            step = max(1, _TARGET_ELEMENTS // max(1, out[:, :1].numel()))
+            for lo in range(0, channels, step):  # a few channels at a time: each row's sum does not depend on the others
+                hi = min(lo + step, channels)
+                theta_part = _theta[lo:hi].unsqueeze(0) if _theta.dim() else _theta
+                view = _channel_view(out[:, lo:hi].to(torch.float64) / theta_part)
+                part[0][lo:hi] += view.sum(1)
+                part[1][lo:hi] += _channel_count(out[:, lo:hi] > 0)
+            part[2] += out[:, :1].numel()
 
         handles.append(modules[name].register_forward_hook(hook))
     try:
@@ -250,6 +259,8 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
     counts: dict[str, Tensor] = {}
     plain: dict[str, Tensor] = {}
     potentials: dict[str, Tensor] = {}
+    spike_buffers: list[Tensor] = []  # the current layer's step output, reused at every step
+    pool = BufferPool()  # the run's trains and buffers, and the potentials: allocated once, reused layer after layer
     for name, module in neurons.items():
         module.set_step_bias(torch.zeros((steps,) + _channel_shape(targets[name][2]), dtype=torch.float32))
 
@@ -258,9 +269,12 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
             return module(x)
         x = x if x.dtype == torch.float32 else x.float()
         if t == 0:
-            potentials[name] = torch.full(x.shape, module.v_init, dtype=torch.float32, device=x.device)
+            potentials[name] = pool.take(tuple(x.shape), torch.float32, x.device).fill_(module.v_init)
+            while spike_buffers:  # the previous layer's: its last step is stored by now
+                pool.give(spike_buffers.pop())
+            spike_buffers.append(pool.take(tuple(x.shape), torch.bool, x.device))
         v = potentials[name]
-        spans = [(lo, min(lo + batch, int(x.shape[0]))) for lo in range(0, int(x.shape[0]), batch)]
+        spans = [(lo, min(lo + _UPDATE_IMAGES, int(x.shape[0]))) for lo in range(0, int(x.shape[0]), _UPDATE_IMAGES)]
         per_sample = x.numel() / x.shape[1]
         target, active, _ = targets[name]
         fired = sum(_channel_count((v[lo:hi] + x[lo:hi]) >= 1.0) for lo, hi in spans) / per_sample
@@ -273,16 +287,16 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
             b = ((want - fired) / active.clamp(min=_MIN_ACTIVE)).clamp(-_MAX_BIAS, _MAX_BIAS)
         module.step_bias[t] = b.to(torch.float32).view(module.step_bias.shape[1:])
         bias = module.step_bias[t]
-        spikes = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+        spikes = spike_buffers[0]
         for lo, hi in spans:  # IFNeurons.forward, one step: the same neuron function on the same values
             fired_now, _ = if_soft_reset((x[lo:hi] + bias).unsqueeze(0), v[lo:hi])  # updates v in place
             spikes[lo:hi].copy_(fired_now[0])
-        counts[name] = before + _channel_count(spikes) / per_sample
+        counts[name] = before + sum(_channel_count(spikes[lo:hi]) for lo, hi in spans) / per_sample  # span by span: a float64 sum copies its input
         if t == steps - 1:
-            del potentials[name]
+            pool.give(potentials.pop(name))
         return spikes
 
-    run_layerwise(snn, images, steps, batch=batch, layer_step=step)
+    run_layerwise(snn, images, steps, batch=batch, layer_step=step, pool=pool)
     for name in neurons:
         target = targets[name][0].clamp(max=1.0)
         fit.error_before[name] = float((target - plain[name] / steps).abs().mean())  # without this layer's bias
@@ -318,8 +332,17 @@ def choose_readout_delay(snn: SpikingNetwork, images: Tensor, steps: int) -> Del
     ann = torch.cat([snn.ann(images[i : i + _ANN_BATCH]) for i in range(0, int(images.shape[0]), _ANN_BATCH)]).to(torch.float64)
     reference = ann.argmax(1)
     every = list(range(1, steps + 1))
-    parts = [simulate(snn, images[i : i + _CHOICE_BATCH], every, readout_delay=0).outputs for i in range(0, int(images.shape[0]), _CHOICE_BATCH)]
-    sums = {t: torch.cat([part[t] for part in parts]) for t in every}  # per image: batches do not interact
+    pool = BufferPool()  # shared by the image chunks: their trains and buffers are allocated once
+    parts: list[dict[int, Tensor]] = []
+    for i in range(0, int(images.shape[0]), _CHOICE_BATCH):  # per image: chunks do not interact
+        part: dict[int, Tensor] = {}
+
+        def collect(t: int, out: Tensor, _part: dict[int, Tensor] = part) -> None:  # S_{t+1}, summed in step order as simulate does
+            _part[t + 1] = out.clone() if t == 0 else _part[t] + out
+
+        run_layerwise(snn, images[i : i + _CHOICE_BATCH], steps, batch=_CHOICE_BATCH, pool=pool, output_step=collect)
+        parts.append(part)
+    sums = {t: torch.cat([part[t] for part in parts]) for t in every}
     agreement, mse = [], []
     for k in range(steps):
         readout = (sums[steps] - sums[k] if k else sums[steps]).to(torch.float64)

@@ -26,6 +26,7 @@ matmul rounds differently for another batch size, as ``simulate`` itself does.
 from __future__ import annotations
 
 import math
+import mmap
 from dataclasses import dataclass
 from typing import Callable
 
@@ -33,10 +34,11 @@ import numpy as np
 import torch
 from torch import Tensor, fx, nn
 
+from .heap import release_free_heap
 from .layers import InputEncoder, TemporalModule, TimeExpand
 from .snn import SpikingNetwork, static_nodes
 
-__all__ = ["run_layerwise", "PackedSpikes", "LayerStep", "call_module"]
+__all__ = ["run_layerwise", "PackedSpikes", "BufferPool", "LayerStep", "call_module"]
 
 
 LayerStep = Callable[[str, nn.Module, Tensor, int], Tensor]
@@ -45,6 +47,45 @@ LayerStep = Callable[[str, nn.Module, Tensor, int], Tensor]
 def call_module(name: str, module: nn.Module, x: Tensor, t: int) -> Tensor:
     """The default :data:`LayerStep`: the module's own forward on step t's input."""
     return module(x)
+
+
+class BufferPool:
+    """Host buffers reused within one layer-major run.
+
+    The large arrays of a run (each layer's spike train, its input buffer and, in the bias
+    fit, its potentials) live for a layer or a few, and each is about as large as the one
+    before it. Allocated afresh per layer, the C allocator places them between the run's
+    small, short-lived tensors and cannot always reuse the hole a freed one leaves: on the
+    shared ResNet-20 (N = 32, 256 images) the heap held as much free memory as live data.
+    A buffer given back is handed out again for the next request it can hold (the smallest
+    such), so after the first layers a run allocates no large array. CPU only: other
+    devices have their own caching allocators.
+    """
+
+    def __init__(self) -> None:
+        self._free: list[Tensor] = []  # uint8, 1-D
+        self._lent: dict[int, Tensor] = {}  # data_ptr of a lent view -> its buffer
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
+        """An uninitialised tensor of ``shape`` and ``dtype`` (a fresh one off the CPU)."""
+        if torch.device(device).type != "cpu":
+            return torch.empty(shape, dtype=dtype, device=device)
+        nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        fits = [b for b in self._free if b.numel() >= nbytes]
+        if fits:
+            buffer = min(fits, key=lambda b: b.numel())
+            self._free = [b for b in self._free if b is not buffer]
+        else:  # its own mapping, outside the heap the run's small tensors churn in; unmapped when the last view dies
+            buffer = torch.frombuffer(mmap.mmap(-1, max(nbytes, 1)), dtype=torch.uint8)
+        view = buffer[:nbytes].view(dtype).view(shape)
+        self._lent[view.data_ptr()] = buffer
+        return view
+
+    def give(self, tensor: Tensor) -> None:
+        """Return a tensor from :meth:`take`; it must not be used afterwards (others are ignored)."""
+        buffer = self._lent.pop(tensor.data_ptr(), None)
+        if buffer is not None:
+            self._free.append(buffer)
 
 
 @dataclass(frozen=True)
@@ -58,9 +99,11 @@ class PackedSpikes:
     device: torch.device = torch.device("cpu")  # where :meth:`load` gives it (the bits stay in host memory)
 
     @staticmethod
-    def empty(steps: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu") -> "PackedSpikes":
+    def empty(steps: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu", pool: BufferPool | None = None) -> "PackedSpikes":
         per_image = math.prod(shape[1:])
-        return PackedSpikes(torch.empty(steps, shape[0], -(-per_image // 8), dtype=torch.uint8), tuple(shape), dtype, torch.device(device))
+        size = (steps, shape[0], -(-per_image // 8))
+        bits = pool.take(size, torch.uint8) if pool is not None else torch.empty(size, dtype=torch.uint8)
+        return PackedSpikes(bits, tuple(shape), dtype, torch.device(device))
 
     def store(self, t: int, spikes: Tensor) -> None:
         flags = spikes if spikes.dtype == torch.bool else spikes != 0
@@ -72,8 +115,22 @@ class PackedSpikes:
         return torch.from_numpy(bits).to(self.device).to(self.dtype).reshape(stop - start, *self.shape[1:])
 
 
+def _donor(trains: dict, inputs: set, last_use: dict, index: int, steps: int, shape: tuple[int, ...]) -> "PackedSpikes | None":
+    """A spike train this layer reads for the last time and whose buffer fits the layer's own
+    train exactly: step t of the layer's output can overwrite step t of that input, which
+    no one reads after the layer's step t (all of a step's inputs are read before the layer
+    runs it). Saves one train per residual add, where the block's input and its branch end."""
+    per_image = math.prod(shape[1:])
+    size = (steps, shape[0], -(-per_image // 8))
+    for node in sorted(inputs, key=lambda n: n.name):
+        cached = trains.get(node)
+        if last_use.get(node) == index and isinstance(cached, PackedSpikes) and tuple(cached.bits.shape) == size:
+            return cached
+    return None
+
+
 @torch.no_grad()
-def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int = 64, layer_step: LayerStep = call_module) -> None:
+def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int = 64, layer_step: LayerStep = call_module, pool: BufferPool | None = None, output_step: Callable[[int, Tensor], None] | None = None) -> None:
     """Run ``snn`` on ``images`` (direct input) for ``steps`` steps, layer by layer.
 
     For each temporal layer in topological order and each step t = 0 .. steps-1, its input
@@ -82,10 +139,16 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
     ``layer_step(name, module, x_t, t)``, which returns the layer's step-t output (default:
     ``module(x_t)`` with ``module.steps = 1``; a spike layer may return it as bool). A layer
     with more than one input (an analog op) runs its own forward on all images at once.
-    The graph output is not
-    computed; callers observe the run through ``layer_step`` or forward hooks. State is
-    reset before and after, and each layer's once its steps are done.
+    The graph output is computed only for ``output_step(t, out_t)``, called for t = 0 ..
+    steps-1 after the last layer has run (``out_t`` for all images, the stateless ops
+    after the last layers run ``batch`` images at a time); callers observe the rest of the
+    run through ``layer_step`` or forward hooks. State is
+    reset before and after, and each layer's once its steps are done. Spike trains and
+    input buffers come from ``pool`` (a new :class:`BufferPool` if none), which a caller
+    can share for its own per-layer arrays.
     """
+    pool = BufferPool() if pool is None else pool
+    release_free_heap()  # what earlier passes freed: the run's buffers should not sit on top of it
     runner = snn.runner("direct")
     graph = runner.graph
     modules = dict(runner.named_modules())
@@ -101,11 +164,13 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
         return isinstance(mod, TemporalModule) and not isinstance(mod, (TimeExpand, InputEncoder))
 
     layers = [n for n in graph.nodes if is_layer(n)]
-    # per layer: the stateless nodes to run at each step (topological order) and the
-    # boundary values they start from (static values, or other layers' cached outputs)
+    output = next(n for n in graph.nodes if n.op == "output")
+    # per layer (and the output, when asked for): the stateless nodes to run at each step
+    # (topological order) and the boundary values they start from (static values, or other
+    # layers' cached outputs)
     plan: dict[fx.Node, tuple[list[fx.Node], set[fx.Node]]] = {}
     last_use: dict[fx.Node, int] = {}
-    for index, layer in enumerate(layers):
+    for index, layer in enumerate(layers + ([output] if output_step is not None else [])):
         between: set[fx.Node] = set()
         boundary: set[fx.Node] = set()
         todo = list(layer.all_input_nodes)
@@ -116,7 +181,7 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
             elif node not in between:
                 between.add(node)
                 todo.extend(node.all_input_nodes)
-        plan[layer] = ([n for n in graph.nodes if n in between], boundary)
+        plan[layer] = ([n for n in graph.nodes if n in between and n is not output], boundary)
         for node in boundary:
             last_use[node] = index
 
@@ -171,7 +236,7 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
                             x = part  # type: ignore[assignment]
                             break
                         if buffer is None:
-                            buffer = torch.empty((total, *part.shape[1:]), dtype=part.dtype, device=part.device)  # type: ignore[union-attr]
+                            buffer = pool.take((total, *part.shape[1:]), part.dtype, part.device)  # type: ignore[union-attr]
                         buffer[span[0] : span[1]] = part
                         x = buffer
                     assert x is not None
@@ -182,7 +247,11 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
                     out = module(*args, **kwargs)
                 if train is None:
                     dtype = x.dtype if out.dtype == torch.bool and x is not None else out.dtype  # a bool step output stands for 0/1 in the input's dtype
-                    train = PackedSpikes.empty(steps, tuple(out.shape), dtype, out.device) if module in spike_sources else []
+                    if module in spike_sources:
+                        donor = _donor(trains, plan[layer][1], last_use, index, steps, tuple(out.shape))
+                        train = PackedSpikes(donor.bits, tuple(out.shape), dtype, out.device) if donor is not None else PackedSpikes.empty(steps, tuple(out.shape), dtype, out.device, pool)
+                    else:
+                        train = []
                 if isinstance(train, PackedSpikes):
                     train.store(t, out)
                 else:
@@ -191,13 +260,25 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
                 interpreter.env = {}
                 del out, x
             module.reset_state()  # its state is not needed any more
+            if buffer is not None:
+                pool.give(buffer)
             del buffer
             assert train is not None
             trains[layer] = train
             for node in [n for n, last in last_use.items() if last == index]:
-                trains.pop(node, None)
+                dropped = trains.pop(node, None)
+                if isinstance(dropped, PackedSpikes) and dropped.bits.data_ptr() != getattr(train, "bits", dropped.bits[:0]).data_ptr():  # not the donor of this layer's train
+                    pool.give(dropped.bits)
                 for values in fixed.values():
                     values.pop(node, None)
+        if output_step is not None:
+            for t in range(steps):
+                parts = []
+                for span in spans:
+                    env = inputs_at(output, span, t)
+                    parts.append(interpreter.run_node(output))  # the output node returns its argument
+                    del env
+                output_step(t, parts[0] if len(parts) == 1 else torch.cat(parts))
     finally:
         interpreter.env = {}
         for module in temporal:

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from .errors import UsageError
+from .heap import release_free_heap
 from .simulate import simulate
 from .snn import SpikingNetwork
 
@@ -194,23 +195,11 @@ def _reset_peak() -> bool:
         return False
 
 
-def _release_free_heap() -> bool:
-    """Return freed heap pages to the OS (glibc ``malloc_trim(0)``), so that memory freed by an
-    earlier run is not silently reused and hidden from the next run's RSS growth."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        return True
-    except (OSError, AttributeError):
-        return False
-
-
 class _HostPeak:
     """Peak RSS during the run (VmHWM after a reset, Linux) and its growth above the start."""
 
     def __enter__(self) -> "_HostPeak":
-        _release_free_heap()
+        release_free_heap()  # memory freed by an earlier run is not silently reused and hidden from this run's growth
         self.ok = _reset_peak() and _status_kb("VmHWM") is not None
         self.start = _status_kb("VmRSS") or 0
         self.peak_bytes: int | None = None  # None: not readable here

@@ -49,7 +49,7 @@ __all__ = ["ActivationObserver", "DEFAULT_BINS", "PercentileOf"]
 PercentileOf = Literal["positive", "all"]
 
 DEFAULT_BINS = 2048
-_CHUNK = 1 << 19  # elements binned at a time, bounds the temporaries (about 5 x 8 bytes each)
+_CHUNK = 1 << 17  # elements binned at a time, bounds the temporaries (about 5 x 8 bytes each: 5 MiB)
 
 
 class ActivationObserver(nn.Module):

@@ -43,6 +43,8 @@ from torch import Tensor
 
 __all__ = ["if_quantize", "if_quantization_errors", "search_if_threshold", "if_thresholds"]
 
+_GATHER_ELEMENTS = 1 << 19  # float64 values per gathered block (4 MiB; a few such temporaries are live)
+
 
 def if_quantize(x: Tensor, theta: float | Tensor, T: int) -> Tensor:
     """``Q_T(x; theta) = clip(floor(x T / theta + 1/2), 0, T) * theta / T`` (the IF neuron's
@@ -91,7 +93,7 @@ def if_quantization_errors(histogram: Tensor, bin_width: float, T: int) -> Tenso
     odd = (2 * torch.arange(T, dtype=torch.float64) + 1).view(1, 1, T)
     step = torch.arange(1, bins + 1, dtype=torch.float64).view(1, -1) * bin_width / T  # theta / T
     errors = torch.empty(hist.shape[0], bins, dtype=torch.float64)
-    block = max(1, (1 << 22) // (bins * T))  # channels at a time: bounded memory
+    block = max(1, _GATHER_ELEMENTS // (bins * T))  # channels at a time: bounded memory (each row's sums do not depend on the block)
     for c in range(0, hist.shape[0], block):
         rows = slice(c, c + block)
         n = s0[rows].shape[0]

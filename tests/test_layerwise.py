@@ -183,7 +183,7 @@ def test_layerwise_step_bias_fit_equals_the_step_major_fit_bit_for_bit(images, b
     import sys
 
     module = sys.modules["annsnn.calibration"]
-    monkeypatch.setattr(module, "run_layerwise", lambda snn, x, steps, *, batch, layer_step: run_layerwise(snn, x, steps, batch=len(x), layer_step=layer_step))
+    monkeypatch.setattr(module, "run_layerwise", lambda snn, x, steps, *, batch, **kw: run_layerwise(snn, x, steps, batch=len(x), **kw))
     T = 6
     snn = _snn(builder, images, T)
     reference = copy.deepcopy(snn)
@@ -196,3 +196,111 @@ def test_layerwise_step_bias_fit_equals_the_step_major_fit_bit_for_bit(images, b
         assert bool(want[name].ne(0).any()), f"{name}: an all-zero bias would make the check vacuous"
         target = ann_channel_targets(reference, images[:100])[name][0].clamp(max=1.0)
         assert fit.error_after[name] == float((target - counts[name] / T).abs().mean())
+
+
+def test_buffer_pool_hands_back_the_smallest_free_buffer_that_fits():
+    from annsnn.layerwise import BufferPool
+
+    pool = BufferPool()
+    big = pool.take((4, 100), torch.float32)  # 1,600 bytes
+    small = pool.take((10,), torch.int64)  # 80 bytes
+    assert big.shape == (4, 100) and big.dtype == torch.float32 and small.dtype == torch.int64
+    big_ptr, small_ptr = big.data_ptr(), small.data_ptr()
+    pool.give(big)
+    pool.give(small)
+    again = pool.take((5, 4), torch.float32)  # 80 bytes: the small buffer fits, and is the smallest
+    assert again.data_ptr() == small_ptr
+    bits = pool.take((3, 7), torch.uint8)  # 21 bytes: only the big one is left
+    assert bits.data_ptr() == big_ptr and bits.shape == (3, 7)
+    fresh = pool.take((2,), torch.float32)  # nothing free: a new buffer
+    assert fresh.data_ptr() not in (big_ptr, small_ptr)
+    bits.fill_(7)
+    again.fill_(1.5)
+    assert int(bits.sum()) == 7 * 21 and float(again.sum()) == 1.5 * 20  # the views do not overlap
+
+
+@pytest.mark.parametrize("builder", [_Residual, _mlp])
+def test_layerwise_output_is_the_step_major_output_at_every_step(images, builder):
+    """``output_step`` gives the graph output of each step, bit for bit as simulate(chunk=1)
+    on the same images (simulate's running sum S_t differenced back to the step outputs)."""
+    T = 5
+    snn = _snn(builder, images, T)
+    x = images[:32]
+    got: list[torch.Tensor] = []
+    run_layerwise(snn, x, T, batch=32, output_step=lambda t, out: got.append(out.clone()))
+    sums = simulate(snn, x, list(range(1, T + 1)), chunk=1, readout_delay=0).outputs
+    assert len(got) == T
+    running = got[0].clone()
+    assert torch.equal(running, sums[1])
+    for t in range(1, T):
+        running = running + got[t]  # simulate's order of summation
+        assert torch.equal(running, sums[t + 1])
+
+
+def test_readout_delay_choice_equals_a_simulate_reference(images):
+    """choose_readout_delay (layer-major, 64 images at a time) against the same choice made
+    from simulate's outputs (a second implementation, written here)."""
+    from annsnn.calibration import choose_readout_delay
+
+    T = 6
+    snn = _snn(_Residual, images, T)
+    x = images[:100]
+    choice = choose_readout_delay(snn, x, T)
+    with torch.no_grad():
+        ann = torch.cat([snn.ann(x[:64]), snn.ann(x[64:])]).to(torch.float64)
+    parts = [simulate(snn, x[i : i + 64], list(range(1, T + 1)), chunk=1, readout_delay=0).outputs for i in range(0, 100, 64)]
+    sums = {t: torch.cat([p[t] for p in parts]) for t in range(1, T + 1)}
+    readouts = [(sums[T] - sums[k] if k else sums[T]).to(torch.float64) for k in range(T)]  # float32 sums, as the simulator gives them
+    agreement = [float((readouts[k].argmax(1) == ann.argmax(1)).double().mean()) for k in range(T)]
+    mse = [float(((readouts[k] / (T - k) - ann) ** 2).mean()) for k in range(T)]
+    assert choice.agreement == agreement
+    assert choice.output_mse == mse
+    assert choice.delay == max(range(T), key=lambda k: (agreement[k], -mse[k], -k))
+
+
+def test_residual_add_writes_its_train_over_the_inputs_it_reads_last(images, monkeypatch):
+    """The first residual add of the test net is the last reader of the block's input and of
+    its branch, with the same shape: its train reuses one of their buffers instead of a new
+    one (1 of the 5 spike trains), and every layer still sees the step-major run's values
+    (checked above)."""
+    import annsnn.layerwise as layerwise
+
+    snn = _snn(_Residual, images, 4)
+    made: list[tuple[int, ...]] = []
+    real = PackedSpikes.empty
+
+    def counted(*args, **kwargs):
+        made.append(tuple(args[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(layerwise.PackedSpikes, "empty", staticmethod(counted))
+    shapes: list[tuple[int, ...]] = []
+    run_layerwise(snn, images[:8], 4, layer_step=lambda name, m, x, t: (shapes.append(tuple(x.shape)) if t == 0 else None) or m(x))
+    assert len(shapes) == 5
+    assert len(made) == 4
+
+
+def test_ann_channel_targets_equal_numpy_float64(images):
+    """Per neuron layer: mean ANN activation / theta per channel and the share of positive
+    activations, against numpy on the recorded activations (float64)."""
+    snn = _snn(_Residual, images, 4)
+    x = images[:150]  # 3 ANN batches, the last one partial
+    targets = ann_channel_targets(snn, x)
+    thresholds = snn.graph.meta["annsnn_thresholds"]
+    modules = dict(snn.ann.named_modules())
+    seen: dict[str, list[np.ndarray]] = {}
+    handles = [modules[name].register_forward_hook(lambda mod, a, out, _n=name: seen.setdefault(_n, []).append(out.detach().numpy().astype(np.float64)))
+               for name in targets]
+    try:
+        snn.ann(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for name, (mean, active, shape) in targets.items():
+        out = np.concatenate(seen[name])
+        theta = thresholds[name].to(torch.float64).numpy()
+        scaled = out / (theta[None] if theta.ndim else theta)
+        axes = tuple(d for d in range(out.ndim) if d != 1)
+        np.testing.assert_allclose(mean.numpy(), scaled.mean(axis=axes), rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(active.numpy(), (out > 0).mean(axis=axes))
+        assert shape == out.shape[1:]
