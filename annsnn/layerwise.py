@@ -169,6 +169,7 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
     # (topological order) and the boundary values they start from (static values, or other
     # layers' cached outputs)
     plan: dict[fx.Node, tuple[list[fx.Node], set[fx.Node]]] = {}
+    drops: dict[fx.Node, dict[fx.Node, list[fx.Node]]] = {}  # per layer: after running a node, the values no later node needs
     last_use: dict[fx.Node, int] = {}
     for index, layer in enumerate(layers + ([output] if output_step is not None else [])):
         between: set[fx.Node] = set()
@@ -181,7 +182,13 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
             elif node not in between:
                 between.add(node)
                 todo.extend(node.all_input_nodes)
-        plan[layer] = ([n for n in graph.nodes if n in between and n is not output], boundary)
+        order = [n for n in graph.nodes if n in between and n is not output]
+        plan[layer] = (order, boundary)
+        position = {n: i for i, n in enumerate(order)}
+        for node in boundary | set(order):  # drop a value once the last node here that reads it has run
+            readers = [position[u] for u in node.users if u in position]
+            if readers and node not in layer.all_input_nodes:
+                drops.setdefault(layer, {}).setdefault(order[max(readers)], []).append(node)
         for node in boundary:
             last_use[node] = index
 
@@ -217,8 +224,11 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
                 cached = trains[node]
                 env[node] = cached.load(t, *span) if isinstance(cached, PackedSpikes) else cached[t][span[0] : span[1]]
         interpreter.env = env
+        done = drops.get(layer, {})
         for node in plan[layer][0]:
             env[node] = interpreter.run_node(node)
+            for value in done.get(node, ()):  # bounded temporaries: an op's inputs go once read for the last time
+                del env[value]
         return env
 
     try:
@@ -238,6 +248,7 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
                         if buffer is None:
                             buffer = pool.take((total, *part.shape[1:]), part.dtype, part.device)  # type: ignore[union-attr]
                         buffer[span[0] : span[1]] = part
+                        del part
                         x = buffer
                     assert x is not None
                     out = layer_step(name, module, x, t)
