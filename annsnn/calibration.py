@@ -249,8 +249,10 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
 
     The run is layer-major (:func:`annsnn.layerwise.run_layerwise`): all N steps of a
     layer, from its inputs' cached spike trains, before the next layer, so only one
-    layer's potentials are live; each step's statistics and update go ``batch`` images at
-    a time. Each update is :func:`~annsnn.functional.if_soft_reset` on ``x + b[t]``, as
+    layer's potentials are live; its stateless ops go ``batch`` images at a time, each
+    step's statistics and update 16 (exact counts and elementwise updates: the span
+    changes no value). Potentials, trains and buffers come from one
+    :class:`~annsnn.layerwise.BufferPool`. Each update is :func:`~annsnn.functional.if_soft_reset` on ``x + b[t]``, as
     in :class:`~annsnn.layers.IFNeurons` (``v += x + b[t]``, ``s = [v >= 1]``, ``v -= s``),
     so the fitted network runs as fitted (tests check it bit for bit against a step-major run of the modules)."""
     targets = ann_channel_targets(snn, images)

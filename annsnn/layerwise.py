@@ -9,7 +9,10 @@ at step t depends only on its inputs at step t and its own state, so the same dy
 run layer by layer (the issue's "cache each layer's input spikes rather than re-simulating
 the whole prefix"): layer l runs steps 1..N from the cached spike trains of the layers it
 reads, and its own train is cached for the layers after it. Live state is one layer's
-potentials plus the cached trains still to be read.
+potentials plus the cached trains still to be read. A layer that reads a train of its own
+size for the last time (a residual add: the block's input) writes its train over it, step
+t over step t, once step t's inputs are read. The large buffers come from a
+:class:`BufferPool` and are reused from layer to layer.
 
 Spike trains are exactly 0/1, so they are cached as packed bits (``numpy.packbits``: 1 bit
 per neuron and step, 1/32 of float32). Outputs of other temporal modules (analog ops of
