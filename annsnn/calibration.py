@@ -85,7 +85,7 @@ _FIT_BATCH = 64  # images per span of the stateless ops in the step-bias fit's l
 _UPDATE_IMAGES = 16  # images per span of the fit's statistics and IF updates: elementwise and exact
 # integer counts, so the span does not change a value; small spans keep the temporaries small
 _TARGET_ELEMENTS = 1 << 18  # activations per channel block when reading the ANN targets (2 MiB as float64)
-_CHOICE_BATCH = 64  # images per simulation when choosing the readout delay (bounded memory)
+_CHOICE_BATCH = 64  # images per layer-major run when choosing the readout delay (bounded memory)
 
 
 def calibration_options(name: str) -> tuple[str, str]:
