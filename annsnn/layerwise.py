@@ -73,7 +73,7 @@ class BufferPool:
         """An uninitialised tensor of ``shape`` and ``dtype`` (a fresh one off the CPU)."""
         if torch.device(device).type != "cpu":
             return torch.empty(shape, dtype=dtype, device=device)
-        nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        nbytes = math.prod(shape) * dtype.itemsize
         fits = [b for b in self._free if b.numel() >= nbytes]
         if fits:
             buffer = min(fits, key=lambda b: b.numel())
@@ -102,9 +102,13 @@ class PackedSpikes:
     device: torch.device = torch.device("cpu")  # where :meth:`load` gives it (the bits stay in host memory)
 
     @staticmethod
+    def bits_shape(steps: int, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """``[steps, B, ceil(neurons per image / 8)]`` for a train of ``[B, ...]`` steps."""
+        return (steps, shape[0], -(-math.prod(shape[1:]) // 8))
+
+    @staticmethod
     def empty(steps: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu", pool: BufferPool | None = None) -> "PackedSpikes":
-        per_image = math.prod(shape[1:])
-        size = (steps, shape[0], -(-per_image // 8))
+        size = PackedSpikes.bits_shape(steps, shape)
         bits = pool.take(size, torch.uint8) if pool is not None else torch.empty(size, dtype=torch.uint8)
         return PackedSpikes(bits, tuple(shape), dtype, torch.device(device))
 
@@ -123,8 +127,7 @@ def _donor(trains: dict, inputs: set, last_use: dict, index: int, steps: int, sh
     train exactly: step t of the layer's output can overwrite step t of that input, which
     no one reads after the layer's step t (all of a step's inputs are read before the layer
     runs it). Saves one train per residual add, where the block's input and its branch end."""
-    per_image = math.prod(shape[1:])
-    size = (steps, shape[0], -(-per_image // 8))
+    size = PackedSpikes.bits_shape(steps, shape)
     for node in sorted(inputs, key=lambda n: n.name):
         cached = trains.get(node)
         if last_use.get(node) == index and isinstance(cached, PackedSpikes) and tuple(cached.bits.shape) == size:
@@ -238,6 +241,7 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
         for index, layer in enumerate(layers):
             name, module = str(layer.target), modules[str(layer.target)]
             train: PackedSpikes | list[Tensor] | None = None
+            donor: PackedSpikes | None = None  # an input train whose buffer this layer's train takes over
             buffer: Tensor | None = None  # the layer's input, all images, filled span by span: one buffer for every step
             for t in range(steps):
                 x: Tensor | None = None
@@ -262,7 +266,7 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
                 if train is None:
                     dtype = x.dtype if out.dtype == torch.bool and x is not None else out.dtype  # a bool step output stands for 0/1 in the input's dtype
                     if module in spike_sources:
-                        donor = _donor(trains, plan[layer][1], last_use, index, steps, tuple(out.shape))
+                        donor = _donor(trains, plan[layer][1], last_use, index, steps, tuple(out.shape))  # its buffer now holds this train
                         train = PackedSpikes(donor.bits, tuple(out.shape), dtype, out.device) if donor is not None else PackedSpikes.empty(steps, tuple(out.shape), dtype, out.device, pool)
                     else:
                         train = []
@@ -281,7 +285,7 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
             trains[layer] = train
             for node in [n for n, last in last_use.items() if last == index]:
                 dropped = trains.pop(node, None)
-                if isinstance(dropped, PackedSpikes) and dropped.bits.data_ptr() != getattr(train, "bits", dropped.bits[:0]).data_ptr():  # not the donor of this layer's train
+                if isinstance(dropped, PackedSpikes) and dropped is not donor:
                     pool.give(dropped.bits)
                 for values in fixed.values():
                     values.pop(node, None)
