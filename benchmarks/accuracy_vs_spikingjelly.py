@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from annsnn.convert import ConversionOptions
-from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
+from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader, spread_indices
 from annsnn.io import load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
@@ -126,8 +126,9 @@ def calibrated(net, module_form, calib_raw, calib_norm, test_raw, test_norm) -> 
     threshold) and LocalThresholdBalancingRecipe, same images, T = 8 / 16 / 32 / 64."""
     from annsnn.calibration import CALIBRATIONS
 
+    from low_latency import _options
+
     name = next(iter(CALIBRATIONS))
-    threshold, bias = CALIBRATIONS[name]
     out: dict = {"method": name, "steps": list(LOW_T)}
     started = time.perf_counter()
     rate = _sj_eval(_sj_convert(module_form, calib_norm, "99.99%", channel_wise=True, half_threshold=True), test_norm)
@@ -140,7 +141,7 @@ def calibrated(net, module_form, calib_raw, calib_norm, test_raw, test_norm) -> 
     out["spikingjelly_seconds"] = time.perf_counter() - started
     ours = {}
     for T in LOW_T:
-        options = ConversionOptions(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=T, threshold=threshold, bias=bias)
+        options = _options(name, T)  # exactly `annsnn convert --T N` (the default pipeline), as in benchmarks/low_latency.py
         snn, _ = ann_to_snn(net, iter(calib_raw), input_shape=(3, 32, 32), options=options, normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
         correct = total = 0
         for x, y in test_raw:
@@ -263,3 +264,75 @@ def spikingjelly_heldout(shared: Path, calib_images: int = 1024, heldout: int = 
     rate = _sj_eval(_sj_convert(module_form, calib_norm, "99.99%", channel_wise=True, half_threshold=True), held, LOW_T)
     return {"steps": list(LOW_T), "calibration_images": calib_images, "heldout_images": heldout, "heldout_ann_top1": ann_top1,
             "rate_coding_best_heldout": {str(t): rate[t] for t in LOW_T}, "seconds": time.perf_counter() - started}
+
+
+def _mcnemar(ours: list[bool], theirs: list[bool]) -> dict:
+    """Paired comparison on the same images: ``b`` images only annsnn gets right, ``c`` only
+    the other; the exact two-sided McNemar p-value is the binomial tail of min(b, c) among
+    b + c fair coin flips, and the 95 % interval of the accuracy difference is the normal
+    one, ``(b - c)/n +- 1.96 sqrt(b + c - (b - c)^2/n) / n``."""
+    import math
+
+    b = sum(1 for o, t in zip(ours, theirs) if o and not t)
+    c = sum(1 for o, t in zip(ours, theirs) if t and not o)
+    n, m = len(ours), b + c
+    tail = sum(math.comb(m, k) for k in range(min(b, c) + 1)) / 2 ** m if m else 1.0
+    half = 1.96 * math.sqrt(max(m - (b - c) ** 2 / n, 0.0)) / n
+    return {"images": n, "annsnn_only": b, "other_only": c, "difference_points": 100 * (b - c) / n,
+            "difference_95ci_points": [100 * ((b - c) / n - half), 100 * ((b - c) / n + half)], "mcnemar_p": min(1.0, 2 * tail)}
+
+
+def spikingjelly_full_test(shared: Path, calib_images: int = 1024, T: int = 64, progress=None) -> dict:
+    """Issue 12, the T = 64 comparison with more power: annsnn's default pipeline converted
+    for N = ``T`` (exactly the ``threshold+step-bias@T`` row of benchmarks/low_latency.py)
+    and SpikingJelly's RateCodingRecipe with its best flags, both calibrated on the same
+    ``calib_images`` training images, scored image by image on all 10,000 test images at
+    T. The issue's 1,000 evenly spaced test images are every tenth of them, so the same run
+    gives that subset's figures too; both come with the exact paired McNemar test. Nothing
+    here feeds back into a conversion setting. ``progress(done, total)`` is called per batch."""
+    from annsnn.calibration import CALIBRATIONS
+    from low_latency import _options
+
+    weights = shared / "models" / "cifar10-resnet" / "resnet20-12fca82f.th"
+    root = f"imagefolder:{shared / 'data' / 'CIFAR10-jpeg'}"
+    net = load_model(weights, "resnet20").module.eval()
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    train, test = load_dataset(root, "train"), load_dataset(root, "test")
+    calib_raw = [x for x, _ in make_loader(train, 128, calib_images)]
+    calib_norm = [((x - mean) / std, torch.zeros(len(x))) for x in calib_raw]
+    method = next(iter(CALIBRATIONS))
+    options = _options(method, T)
+    started = time.perf_counter()
+    snn, _ = ann_to_snn(net, iter(calib_raw), input_shape=(3, 32, 32), options=options, normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
+    sj = _sj_convert(ModuleResNet(copy.deepcopy(net)).eval(), calib_norm, "99.99%", channel_wise=True, half_threshold=True)
+    from spikingjelly.activation_based import functional
+
+    ann_ok: list[bool] = []
+    ours_ok: list[bool] = []
+    sj_ok: list[bool] = []
+    loader = make_loader(test, 200)
+    with torch.no_grad():
+        for i, (x, y) in enumerate(loader):
+            ann_ok += (net((x - mean) / std).argmax(1) == y).tolist()
+            ours_ok += (simulate(snn, x, T).predictions(T) == y).tolist()
+            functional.reset_net(sj)
+            out = 0
+            for _ in range(T):
+                out = out + sj((x - mean) / std)
+            sj_ok += (out.argmax(1) == y).tolist()
+            if progress:
+                progress(i + 1, len(loader))
+    subset = spread_indices(len(test), 1000)
+
+    def block(indices: list[int]) -> dict:
+        pick = lambda v: [v[i] for i in indices]  # noqa: E731
+        acc = lambda v: sum(pick(v)) / len(indices)  # noqa: E731
+        return {"images": len(indices), "ann_top1": acc(ann_ok), "annsnn_top1": acc(ours_ok), "spikingjelly_rate_coding_best_top1": acc(sj_ok),
+                "paired": _mcnemar(pick(ours_ok), pick(sj_ok))}
+
+    return {"T": T, "calibration_images": calib_images, "annsnn_method": method, "annsnn_options": options.to_dict(),
+            "readout_delay": int(snn.meta.get("readout_delay", 0)),
+            "spikingjelly_options": {"mode": "99.99%", "channel_wise": True, "half_threshold": True},
+            "all_test_images": block(list(range(len(test)))), "issue_test_images": block(subset),
+            "correct_bits": {name: "".join("1" if v else "0" for v in values) for name, values in (("ann", ann_ok), ("annsnn", ours_ok), ("spikingjelly", sj_ok))},
+            "seconds": time.perf_counter() - started}

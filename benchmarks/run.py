@@ -7,6 +7,7 @@
     python benchmarks/run.py accuracy     # issue 3: ResNet-20 (shared) vs SpikingJelly 2.0 RateCodingRecipe
     python benchmarks/run.py nir          # issue 15: NIR export + re-import vs one evaluate pass (T=8, 100 images)
     python benchmarks/run.py sj_heldout        # issue 12: SpikingJelly RateCoding on annsnn's held-out training images (4 min)
+    python benchmarks/run.py sj_full_test      # issue 12: annsnn's default vs SJ RateCoding at T=64 on all 10,000 test images, paired (McNemar)
     python benchmarks/run.py calibration_cost  # issue 12: each calibration method at N=32: time and peak memory / one ANN pass
     python benchmarks/run.py sj_low_latency  # issue 12: SpikingJelly's recipes on the images of low_latency.py (annsnn's side: benchmarks/low_latency.py)
     python benchmarks/run.py robustness   # issue 14: 21 FGSM eps at T=32 vs 21 evaluates + the gradient pass (ROBUSTNESS_IMAGES=100)
@@ -403,6 +404,15 @@ def sj_heldout() -> None:
     save("sj_heldout", accuracy_vs_spikingjelly.spikingjelly_heldout(SHARED))
 
 
+def sj_full_test() -> None:
+    import accuracy_vs_spikingjelly
+
+    def progress(done: int, total: int) -> None:
+        print(f"sj_full_test: batch {done}/{total}", file=sys.stderr, flush=True)
+
+    save("sj_full_test", accuracy_vs_spikingjelly.spikingjelly_full_test(SHARED, progress=progress))
+
+
 def accuracy() -> None:
     import accuracy_vs_spikingjelly
 
@@ -630,7 +640,7 @@ def summary() -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "distributed": distributed, "accuracy": accuracy, "nir": nir_roundtrip, "robustness": robustness, "calibration_cost": calibration_cost, "sj_low_latency": sj_low_latency, "sj_heldout": sj_heldout, "suite_low_latency": suite_low_latency, "summary": lambda: None}
+    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "distributed": distributed, "accuracy": accuracy, "nir": nir_roundtrip, "robustness": robustness, "calibration_cost": calibration_cost, "sj_low_latency": sj_low_latency, "sj_heldout": sj_heldout, "sj_full_test": sj_full_test, "suite_low_latency": suite_low_latency, "summary": lambda: None}
     names = sys.argv[1:] or ["speed", "overhead", "calibration"]
     if names == ["all"]:
         names = list(jobs)
