@@ -43,26 +43,12 @@ __all__ = [
     "Calibrator",
     "convert",
     "default_handlers",
-    "pipeline_threshold_scale",
 ]
 
 MaxPoolStrategy = Literal["spiking", "avg"]
-# the low-latency pipeline's factor on the IF-search thresholds for a latency N, chosen on
-# held-out training images (annsnn.thresholds, "Scale"): PIPELINE_THRESHOLD_SCALES[0] below
-# PIPELINE_SCALE_SWITCH_T steps, [1] from there on
-PIPELINE_THRESHOLD_SCALES = (0.9, 1.0)
-PIPELINE_SCALE_SWITCH_T = 32
-
-
-def pipeline_threshold_scale(T: int) -> float:
-    """The low-latency pipeline's threshold factor ``s(N)`` for a latency of ``T`` steps:
-    0.9 for N < 32 and 1.0 (the error-search optimum itself) for N >= 32.
-
-    The search assumes a constant input (annsnn.thresholds); a slightly lower threshold buys
-    finer levels (theta/N), which matters when levels are coarse and stops paying once they
-    are fine. Chosen on 1,024 held-out *training* images with the full pipeline (readout
-    delay "auto"); see :mod:`annsnn.thresholds` for the figures."""
-    return PIPELINE_THRESHOLD_SCALES[0] if T < PIPELINE_SCALE_SWITCH_T else PIPELINE_THRESHOLD_SCALES[1]
+# the low-latency pipeline's factor on the IF-search thresholds, chosen on held-out training
+# images (annsnn.thresholds, "Scale")
+PIPELINE_THRESHOLD_SCALE = 0.9
 ThresholdMethod = Literal["mode", "if-search"]
 BiasMethod = Literal["none", "layer", "step"]
 
@@ -124,13 +110,13 @@ class ConversionOptions:
     @classmethod
     def low_latency(cls, T: int = 32, **overrides) -> "ConversionOptions":
         """The pipeline ``annsnn convert`` uses by default: per-channel T-aware thresholds
-        (scaled by :func:`pipeline_threshold_scale` of ``T``), a per-step per-channel bias fitted for
+        (scaled by :data:`PIPELINE_THRESHOLD_SCALE`), a per-step per-channel bias fitted for
         ``T`` steps, initial potential theta/2, and a readout delay chosen at T on
         calibration images the bias fit does not use.
 
         ``ConversionOptions()`` itself is plain normalization (Rueckauer et al. 2017), so
         that code written against earlier versions keeps its meaning."""
-        settings = dict(T=T, threshold="if-search", bias="step", channel_wise=True, v_init=0.5, threshold_scale=pipeline_threshold_scale(T), readout_delay="auto")
+        settings = dict(T=T, threshold="if-search", bias="step", channel_wise=True, v_init=0.5, threshold_scale=PIPELINE_THRESHOLD_SCALE, readout_delay="auto")
         settings.update(overrides)
         return cls(**settings)
 
@@ -146,7 +132,7 @@ class ConversionOptions:
         from .calibration import calibration_options
 
         threshold, bias = calibration_options(calibration)
-        pipeline = cls.low_latency(T if T is not None and T >= 1 else 1)
+        pipeline = cls.low_latency(1)
         settings: dict = dict(threshold=threshold, bias=bias, channel_wise=threshold == "if-search", v_init=pipeline.v_init,
                               T=T if calibration != "none" else None)
         if threshold == "if-search":

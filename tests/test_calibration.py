@@ -12,7 +12,7 @@ from torch import nn
 
 from annsnn.artifact import load_snn, save_snn
 from annsnn.calibration import CALIBRATIONS, ann_channel_targets
-from annsnn.convert import ConversionOptions, pipeline_threshold_scale
+from annsnn.convert import ConversionOptions
 from annsnn.errors import UsageError
 from annsnn.layers import IFNeurons, Normalize
 from annsnn.modes import parse_mode
@@ -418,27 +418,16 @@ def test_cli_threshold_scale_flag_reaches_the_options():
         _calibrated_options(*args, "step-bias", 256, "spiking", False, None, 0.8)
 
 
-@pytest.mark.parametrize(("T", "scale"), [(1, 0.9), (8, 0.9), (16, 0.9), (31, 0.9), (32, 1.0), (64, 1.0), (500, 1.0)])
-def test_pipeline_threshold_scale_is_0_9_below_32_steps_and_1_from_there(T, scale):
-    """The held-out choice (annsnn.thresholds, "Scale"): s = 0.9 for N < 32, 1.0 for N >= 32,
-    in the default pipeline and in every --calibration that searches thresholds."""
-    assert pipeline_threshold_scale(T) == scale
-    assert ConversionOptions.low_latency(T).threshold_scale == scale
-    assert ConversionOptions.calibrated("threshold", T).threshold_scale == scale
-    assert ConversionOptions.calibrated("threshold+bias", T).threshold_scale == scale
-
-
-@pytest.mark.parametrize("T", [16, 64])
 @pytest.mark.parametrize("name", list(CALIBRATIONS))
-def test_calibrated_options_are_the_named_methods_with_the_pipeline_settings(name, T):
+def test_calibrated_options_are_the_named_methods_with_the_pipeline_settings(name):
     """`ConversionOptions.calibrated(NAME, N)` is what `annsnn convert --calibration NAME --T N`
-    builds (benchmarks use it too): the named methods, the pipeline's scale for that N and
-    its solver only where they apply, plain normalization (no T) for `none`."""
+    builds (benchmarks use it too): the named methods, the pipeline's scale and solver only
+    where they apply, plain normalization (no T) for `none`."""
     threshold, bias = CALIBRATIONS[name]
-    options = ConversionOptions.calibrated(name, T)
-    pipeline = ConversionOptions.low_latency(T)
+    options = ConversionOptions.calibrated(name, 16)
+    pipeline = ConversionOptions.low_latency(16)
     assert (options.threshold, options.bias) == (threshold, bias)
-    assert options.T == (None if name == "none" else T)
+    assert options.T == (None if name == "none" else 16)
     assert options.channel_wise == (threshold == "if-search")
     assert options.threshold_scale == (pipeline.threshold_scale if threshold == "if-search" else 1.0)
     assert options.step_solver == (pipeline.step_solver if bias == "step" else "linear")
