@@ -43,7 +43,7 @@ N = 16: 850 / 887 vs 864 / 878; N = 32: 878 / 900 vs 882 / 905; N = 64: 877 / 90
 885 / 899. Summed over both nets the margins are 5, 5, 9 and 7 images of 2,048, not all
 the same way, and each net moves by up to 14 images of 1,024 in either direction. No scale
 is measurably better, so the default stays at 0.9 (rows ``threshold+step-bias:scale=1.0``
-without ``:delay=0`` in the commit's notes; no setting was changed on these figures).
+without ``:delay=0`` in benchmarks/results/low_latency.json; no setting was changed on them).
 """
 from __future__ import annotations
 
