@@ -7,7 +7,7 @@
     python benchmarks/run.py accuracy     # issue 3: ResNet-20 (shared) vs SpikingJelly 2.0 RateCodingRecipe
     python benchmarks/run.py nir          # issue 15: NIR export + re-import vs one evaluate pass (T=8, 100 images)
     python benchmarks/run.py sj_heldout        # issue 12: SpikingJelly RateCoding on annsnn's held-out training images (4 min)
-    python benchmarks/run.py sj_full_test      # issue 12: annsnn's default vs SJ RateCoding at T=64 on all 10,000 test images, paired (McNemar)
+    python benchmarks/run.py sj_full_test      # issue 12: annsnn's default vs SJ RateCoding at T=64 on all 10,000 test images, paired (McNemar); 31 min
     python benchmarks/run.py calibration_cost  # issue 12: each calibration method at N=32: time and peak memory / one ANN pass
     python benchmarks/run.py sj_low_latency  # issue 12: SpikingJelly's recipes on the images of low_latency.py (annsnn's side: benchmarks/low_latency.py)
     python benchmarks/run.py robustness   # issue 14: 21 FGSM eps at T=32 vs 21 evaluates + the gradient pass (ROBUSTNESS_IMAGES=100)
@@ -618,6 +618,14 @@ def summary() -> None:
         beats = all(t in ours and ours[t]["heldout_top1"] > r["rate_coding_best_heldout"][str(t)] for t in r["steps"])
         rows.append((f"ResNet-20 top-1 on {r['heldout_images']} held-out training images, annsnn default vs SpikingJelly RateCoding best flags", str(beats and same), "annsnn > RC at every T",
                      "; ".join(cells) + f"; ANN {100 * r['heldout_ann_top1']:.1f}; same images: {same}; annsnn commit {', '.join(sorted({row.get('commit', ll['resnet20']['commit']) for row in ours.values()}))}, SpikingJelly run commit {r.get('commit', '?')}", "sj_heldout  # annsnn side: python benchmarks/low_latency.py --heldout 1024"))
+    if (r := load("sj_full_test")):  # issue 12: T = 64 on all 10,000 test images, paired
+        for key, label in (("all_test_images", "all 10,000 test images"), ("issue_test_images", "the issue's 1,000 test images (every tenth)")):
+            b, p = r[key], r[key]["paired"]
+            lo, hi = p["difference_95ci_points"]
+            rows.append((f"ResNet-20 top-1 at T={r['T']} on {label}, annsnn default (N={r['T']}) vs SpikingJelly RateCoding best flags",
+                         f"{100 * b['annsnn_top1']:.2f} vs {100 * b['spikingjelly_rate_coding_best_top1']:.2f}", "annsnn > RC",
+                         f"ANN {100 * b['ann_top1']:.2f}; paired: {p['annsnn_only']} images only annsnn gets right, {p['other_only']} only SJ; difference {p['difference_points']:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}], exact McNemar p = {p['mcnemar_p']:.3f}; same calibration images; commit {r.get('commit', '?')}",
+                         "sj_full_test"))
     if (r := load("suite_low_latency")):  # issue 12
         for name, row in r["rows"].items():
             rows.append((f"{name}, default pipeline at T=64: gap to ANN (points)", f"{row['gap_points']:.2f}", "<= 0.5",
