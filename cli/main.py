@@ -515,7 +515,10 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         if path:
             check_output_path(path, inputs=(snn or "", ann_model or ""))
     if ann_model:
-        _energy_ann_only(ann_model, arch, input_shape, [m for m in models if m.memory is None], json_path)  # memory needs the SNN's layers
+        skipped = [m.name for m in models if m.memory is not None]  # memory traffic needs the layer sizes an SNN run records
+        if len(skipped) == len(models):
+            raise UsageError(f"--ann: {', '.join(skipped)} needs the layer sizes of a simulation; run 'annsnn energy SNN', whose report gives the ANN under it too, or pick a compute model")
+        _energy_ann_only(ann_model, arch, input_shape, [m for m in models if m.memory is None], json_path, skipped)
         return
     if foreign_model and snn:
         raise UsageError("give either SNN or --model, not both")
@@ -586,7 +589,7 @@ def _measured_and_dataset(result, network, loader, T, chunk, device, grid, measu
     return extra
 
 
-def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
+def _energy_ann_only(model, arch, input_shape, models, json_path, skipped=()) -> None:
     from annsnn.counting import count_ann
     from annsnn.energy import get_energy_model
     from annsnn.files import write_json
@@ -611,8 +614,12 @@ def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
         energies[m.name] = ref.ann_energy_pj(counts.macs, counts.bias_adds)
         out.print(f"{m.name}: {energy_str(energies[m.name])} per inference" + ("" if m.kind == "digital" else f" (ANN under {m.ann_reference})"))
     out.print(f"MACs {si(counts.macs)}, bias adds {si(counts.bias_adds)}")
+    reason = "memory traffic needs the layer sizes of a simulation: 'annsnn energy SNN' reports the ANN under it"
+    for name in skipped:
+        out.print(f"note: {name} not computed: {reason}")
     if json_path:
-        write_json(json_path, {"schema_version": 1, "ann": {"macs": counts.macs, "macs_with_padding": counts.macs_with_padding, "unsupported": counts.unsupported, "bias_adds": counts.bias_adds, "energy_pj": energies}, "energy_models": {m.name: m.to_dict() for m in models}})
+        write_json(json_path, {"schema_version": 1, "ann": {"macs": counts.macs, "macs_with_padding": counts.macs_with_padding, "unsupported": counts.unsupported, "bias_adds": counts.bias_adds, "energy_pj": energies},
+                               "energy_models": {m.name: m.to_dict() for m in models}, "not_computed": {name: reason for name in skipped}})
         out.print(f"wrote {json_path}")
 
 

@@ -88,7 +88,11 @@ def test_info_convert_and_ann_only_energy(capsys, tmp_path):
     _assert_channel_scales_are_used(target, report["report"]["layers"][0])
     code, out, err = run(capsys, "energy", "--ann", str(embedded_checkpoint()), "--json", str(tmp_path / "ann.json"))
     assert code == 0, err
-    assert json.loads((tmp_path / "ann.json").read_text())["ann"]["macs"] > 0
+    ann = json.loads((tmp_path / "ann.json").read_text())
+    assert ann["ann"]["macs"] > 0
+    # the default models include 45nm-fp32+sram, which an ANN alone cannot price: said, never dropped silently
+    assert set(ann["ann"]["energy_pj"]) == {"45nm-fp32", "loihi"} and set(ann["not_computed"]) == {"45nm-fp32+sram"}
+    assert "note: 45nm-fp32+sram not computed" in out
 
 
 def _assert_channel_scales_are_used(snn_path: Path, layer: dict) -> None:
@@ -180,6 +184,7 @@ def _bad_cases(tmp: Path):
         "batch-size 0": ["convert", ckpt, "--batch-size", "0"],
         "energy model with negative constant": ["energy", "--ann", ckpt, "--energy-model", str(tmp / "neg.json")],
         "energy model with missing constants": ["energy", "--ann", ckpt, "--energy-model", str(tmp / "missing.json")],
+        "energy --ann with only a memory model": ["energy", "--ann", ckpt, "--energy-model", "45nm-fp32+sram"],
         "NaN weights": ["convert", str(tmp / "nan.pt"), "--arch", "digits_cnn", "--data", "digits"],
         "unconvertible activation": ["convert", str(tmp / "gelu.pt"), "--trust", "--data", "digits"],
         "output in a missing folder": ["convert", ckpt, "--out", str(tmp / "nofolder" / "x.snn.pt")],
@@ -194,7 +199,7 @@ CASE_NAMES = [
     "imagefolder without images", "corrupt JPEG in an image folder", "input shape does not fit",
     "info: input shape too large for memory", "convert: input shape too large for memory", "energy --ann: input shape too large for memory", "mode 101", "mode -1", "mode abc", "mode 0", "mode 1/0", "T 0", "T -3",
     "T x", "T empty", "T too large", "samples 0", "batch-size 0", "energy model with negative constant",
-    "energy model with missing constants", "NaN weights", "unconvertible activation", "output in a missing folder", "out is the input",
+    "energy model with missing constants", "energy --ann with only a memory model", "NaN weights", "unconvertible activation", "output in a missing folder", "out is the input",
     "no last conversion",
 ]
 
