@@ -47,7 +47,7 @@ def test_analog_activation_mlp_converges_within_closed_form_bound(act, lipschitz
     lam = report.layers[0].scale
     with torch.no_grad():
         assert lam == pytest.approx(float(torch.relu(model[0](x)).max()), rel=1e-6)
-    w2, w3 = model[2].weight.abs(), model[4].weight.abs()
+    w2, w3 = model[2].weight.detach().abs(), model[4].weight.detach().abs()
     bound_per_step = float((w3 @ w2.sum(1, keepdim=True)).max()) * lipschitz * lam
     steps = [10, 100, 1000]
     errors, _ = _errors(snn, model, x, steps)
