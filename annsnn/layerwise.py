@@ -289,6 +289,7 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
                     pool.give(dropped.bits)
                 for values in fixed.values():
                     values.pop(node, None)
+            release_free_heap()  # the layer's temporaries: the next layer's should not sit beside them
         if output_step is not None:
             for t in range(steps):
                 parts = []
