@@ -9,9 +9,10 @@ free heap returned at the start of each pass it stayed between 167 and 172 MB
 (``benchmarks/run.py calibration_cost``). glibc's ``malloc_trim(0)`` does this: it
 releases the top of the heap and the unused whole pages inside it (man 3 malloc_trim).
 :func:`annsnn.layerwise.run_layerwise` also calls it after each layer, so one layer's
-temporaries do not stay resident beside the next one's: over 5 fresh processes the
-default conversion's peak (N = 32) went from 1.26 to 2.10 times the ANN pass's to 1.41 to
-1.71 times. It changes no value, only which pages stay resident. Elsewhere (macOS, Windows, musl)
+temporaries do not stay resident beside the next one's. Over 5 fresh processes each
+(``benchmarks/run.py calibration_cost``), the default conversion's peak (N = 32) went from
+1.26 to 2.10 times the ANN pass's (median 1.93) to 1.30 to 1.58 times (median 1.50). It
+changes no value, only which pages stay resident. Elsewhere (macOS, Windows, musl)
 :func:`release_free_heap` does nothing.
 """
 from __future__ import annotations
