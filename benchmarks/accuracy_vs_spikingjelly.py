@@ -80,21 +80,28 @@ def _sj_scales(sj) -> list[float]:
     return [value for _, value in named]
 
 
-def _sj_eval(sj, batches, steps=None):
+def _sj_sums(sj, x, steps):
+    """SpikingJelly's summed output after each of ``steps`` (ascending), from one run on ``x``."""
     from spikingjelly.activation_based import functional
 
+    functional.reset_net(sj)
+    out, sums = 0, {}
+    with torch.no_grad():
+        for t in range(1, steps[-1] + 1):
+            out = out + sj(x)
+            if t in steps:
+                sums[t] = out
+    return sums
+
+
+def _sj_eval(sj, batches, steps=None):
     steps = tuple(steps or STEPS)
     correct = {t: 0 for t in steps}
     total = 0
-    with torch.no_grad():
-        for x, y in batches:
-            functional.reset_net(sj)
-            out = 0
-            for t in range(1, steps[-1] + 1):
-                out = out + sj(x)
-                if t in correct:
-                    correct[t] += int((out.argmax(1) == y).sum())
-            total += len(y)
+    for x, y in batches:
+        for t, out in _sj_sums(sj, x, steps).items():
+            correct[t] += int((out.argmax(1) == y).sum())
+        total += len(y)
     return {t: correct[t] / total for t in steps}
 
 
@@ -305,8 +312,6 @@ def spikingjelly_full_test(shared: Path, calib_images: int = 1024, T: int = 64, 
     started = time.perf_counter()
     snn, _ = ann_to_snn(net, iter(calib_raw), input_shape=(3, 32, 32), options=options, normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
     sj = _sj_convert(ModuleResNet(copy.deepcopy(net)).eval(), calib_norm, "99.99%", channel_wise=True, half_threshold=True)
-    from spikingjelly.activation_based import functional
-
     ann_ok: list[bool] = []
     ours_ok: list[bool] = []
     sj_ok: list[bool] = []
@@ -315,11 +320,7 @@ def spikingjelly_full_test(shared: Path, calib_images: int = 1024, T: int = 64, 
         for i, (x, y) in enumerate(loader):
             ann_ok += (net((x - mean) / std).argmax(1) == y).tolist()
             ours_ok += (simulate(snn, x, T).predictions(T) == y).tolist()
-            functional.reset_net(sj)
-            out = 0
-            for _ in range(T):
-                out = out + sj((x - mean) / std)
-            sj_ok += (out.argmax(1) == y).tolist()
+            sj_ok += (_sj_sums(sj, (x - mean) / std, (T,))[T].argmax(1) == y).tolist()
             if progress:
                 progress(i + 1, len(loader))
     subset = spread_indices(len(test), 1000)

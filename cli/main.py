@@ -515,10 +515,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         if path:
             check_output_path(path, inputs=(snn or "", ann_model or ""))
     if ann_model:
-        skipped = [m.name for m in models if m.memory is not None]  # memory traffic needs the layer sizes an SNN run records
-        if len(skipped) == len(models):
-            raise UsageError(f"--ann: {', '.join(skipped)} needs the layer sizes of a simulation; run 'annsnn energy SNN', whose report gives the ANN under it too, or pick a compute model")
-        _energy_ann_only(ann_model, arch, input_shape, [m for m in models if m.memory is None], json_path, skipped)
+        _energy_ann_only(ann_model, arch, input_shape, models, json_path)
         return
     if foreign_model and snn:
         raise UsageError("give either SNN or --model, not both")
@@ -589,7 +586,10 @@ def _measured_and_dataset(result, network, loader, T, chunk, device, grid, measu
     return extra
 
 
-def _energy_ann_only(model, arch, input_shape, models, json_path, skipped=()) -> None:
+def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
+    """``energy --ann``: MACs and compute energy of the ANN alone. A ``NAME+sram`` model is
+    named as not computed (its memory traffic needs the layer sizes a simulation records),
+    or refused when it is all that was asked for."""
     from annsnn.counting import count_ann
     from annsnn.energy import get_energy_model
     from annsnn.files import write_json
@@ -597,6 +597,10 @@ def _energy_ann_only(model, arch, input_shape, models, json_path, skipped=()) ->
 
     from .render import energy_str, si
 
+    skipped = [m.name for m in models if m.memory is not None]
+    if len(skipped) == len(models):
+        raise UsageError(f"--ann: {', '.join(skipped)} needs the layer sizes of a simulation; run 'annsnn energy SNN', whose report gives the ANN under it too, or pick a compute model")
+    models = [m for m in models if m.memory is None]
     loaded = _load(model, arch, False)
     spec = architectures().get(loaded.arch) if loaded.arch else None
     shape = tuple(input_shape or loaded.record.get("input_shape") or (spec.input_shape if spec else ()))
