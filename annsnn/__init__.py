@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .analyzer import AnalysisResult, Analyzer
 from .artifact import load_snn, save_snn
+from .record import SnnRecord
 from .convert import Calibrator, ConversionOptions, ConversionReport, convert
 from .counting import AnnCounts, SnnCounter, count_ann
 from .foreign import GenericNeurons, NeuronSpec, load_foreign
@@ -54,6 +55,7 @@ __all__ = [
     "RunFailure",
     "ScaleMode",
     "SimulationResult",
+    "SnnRecord",
     "SnnCounter",
     "SpikingNetwork",
     "UsageError",
