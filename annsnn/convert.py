@@ -9,31 +9,30 @@ scale that the consuming neuron demands, so thresholds stay 1. Where a scale
 cannot be folded (a residual shortcut carrying another layer's spikes) a
 :class:`~annsnn.layers.Rescale` synapse is inserted and reported.
 
-Each op's conversion rule (its handler here) and how a demanded scale travels back through it
-are fields of its entry in the op registry (:mod:`annsnn.ops`); :func:`default_handlers` is
-that registry's key -> handler view.
+Each op's conversion rule (:mod:`annsnn.rules.scale`) and how a demanded scale travels back
+through it are fields of its entry in the op registry (:mod:`annsnn.ops`).
 """
 from __future__ import annotations
 
 import copy
 import operator
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, fx, nn
-from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.fx.passes.shape_prop import ShapeProp
 
+from .analog import AnalogOp, is_analog
 from .equivalence import Equivalence
-from .analog import AnalogOp, analog_call, is_analog
 from .errors import UsageError
 from .graph import CanonicalGraph
-from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Rescale
+from .layers import IFNeurons, InputEncoder
 from .modes import ScaleMode
 from .observer import DEFAULT_BINS, ActivationObserver, PercentileOf
-from .ops import Demand, OpRegistry, Role, default_registry
-from .scale import Scale, ScaleError
+from .opspec import Demand, OpRegistry, Role
+from .rules.scale import ScaleContext, delete_attr, keep_analog, same_scale, sample_shape, size_value, unique_name
+from .scale import Scale
 from .thresholds import if_thresholds
 
 __all__ = [
@@ -42,7 +41,6 @@ __all__ = [
     "ConversionReport",
     "Calibrator",
     "convert",
-    "default_handlers",
 ]
 
 MaxPoolStrategy = Literal["spiking", "avg"]
@@ -247,420 +245,13 @@ class Calibrator:
         return self.module(batch)
 
 
-# ---------------------------------------------------------------------------
-# scale helpers
-
-
-def _sample_shape(node: fx.Node) -> tuple[int, ...]:
-    meta = node.meta.get("tensor_meta")
-    if meta is None or not hasattr(meta, "shape"):
-        raise UsageError(f"unsupported op {node.name}: its output is not a single tensor")
-    return tuple(meta.shape)
-
-
-def _shape(node: fx.Node) -> tuple[int, ...]:
-    return _sample_shape(node)
-
-
-def _channel_vector(scale: Scale, node: fx.Node, dim: int = 1) -> Tensor:
-    """One scale per channel along ``dim`` (dim -1 for Linear); error naming ``node`` if it
-    varies inside a channel. An always-zero (free) channel gets 1."""
-    try:
-        return scale.channel_values(_shape(node), dim)
-    except ScaleError:
-        raise UsageError(f"cannot fold scales into {node.name}: its input scale varies within a channel") from None
-
-
-def _same(scale: Scale, other: Scale, node: fx.Node) -> bool:
-    return scale.equal(other, _shape(node))
-
-
-# ---------------------------------------------------------------------------
-# conversion context and handlers
-
-
-@dataclass
-class _Context:
-    gm: fx.GraphModule
-    modules: dict[str, nn.Module]
-    options: ConversionOptions
-    lam: dict[str, Scale]  # activation module name -> its neurons' scale
-    demand: dict[fx.Node, Scale]
-    scale: dict[fx.Node, Scale] = field(default_factory=dict)
-    kind: dict[fx.Node, str] = field(default_factory=dict)  # analog | current | spike
-    report: ConversionReport | None = None
-    rescale_count: int = 0
-    parts: dict[fx.Node, tuple[Scale, ...]] = field(default_factory=dict)  # scales of chunk/split outputs
-    registry: OpRegistry = field(default_factory=default_registry)
-
-    def insert_rescale(self, user: fx.Node, source: fx.Node, target: Scale, why: str) -> fx.Node:
-        """Put a :class:`Rescale` between ``source`` and ``user`` that brings ``source``'s
-        value to scale ``target``: factor ``f = s_source / s_target`` (0-d when it is one
-        number on the positions that are not always zero)."""
-        shape = _shape(source)
-        current = self.scale[source]
-        factor = current.ratio(target, shape).to_factor(shape)
-        self.rescale_count += 1
-        name = f"rescale_{self.rescale_count}"
-        self.gm.add_submodule(name, Rescale(factor))
-        with self.gm.graph.inserting_before(user):
-            node = self.gm.graph.call_module(name, (source,))
-        node.meta["tensor_meta"] = source.meta.get("tensor_meta")
-        user.replace_input_with(source, node)
-        self.kind[node] = self.kind[source]
-        self.scale[node] = target.with_free(current.free_full(shape), shape) if current.free is not None else target
-        assert self.report is not None
-        self.report.rescale_synapses.append(f"{name}: {_label(source)} -> {_label(user)} ({why})")
-        return node
-
-
-Handler = Callable[[_Context, fx.Node], None]
-
-
-def _input_nodes(node: fx.Node) -> list[fx.Node]:
-    return [a for a in node.all_input_nodes]
-
-
-def _h_weight(ctx: _Context, node: fx.Node) -> None:
-    layer = ctx.modules[str(node.target)]
-    src = node.args[0]
-    assert isinstance(src, fx.Node)
-    linear = isinstance(layer, nn.Linear)
-    s_in = _channel_vector(ctx.scale[src], src, dim=-1 if linear else 1).double()
-    out_ch = layer.out_features if linear else layer.out_channels
-    demanded = ctx.demand.get(node)
-    s_out = _channel_vector(demanded, node, dim=-1 if linear else 1).double() if demanded is not None else torch.ones(out_ch, dtype=torch.float64)
-    with torch.no_grad():
-        w = layer.weight.double()
-        if linear:
-            w = w * s_in.view(1, -1) / s_out.view(-1, 1)
-        else:
-            groups = layer.groups
-            per_group_in = layer.in_channels // groups
-            per_group_out = out_ch // groups
-            group_of_out = torch.arange(out_ch) // per_group_out
-            in_index = group_of_out.view(-1, 1) * per_group_in + torch.arange(per_group_in).view(1, -1)
-            factor = s_in[in_index] / s_out.view(-1, 1)
-            w = w * factor.view(out_ch, per_group_in, *([1] * (w.dim() - 2)))
-        layer.weight.copy_(w.to(layer.weight.dtype))
-        if layer.bias is not None:
-            layer.bias.copy_((layer.bias.double() / s_out).to(layer.bias.dtype))
-    ctx.scale[node] = Scale.channel(s_out, -1 if linear else 1).simplest(_shape(node))
-    ctx.kind[node] = "current"
-
-
-def _h_neuron(ctx: _Context, node: fx.Node) -> None:
-    name = str(node.target)
-    src = node.args[0]
-    assert isinstance(src, fx.Node)
-    lam = ctx.lam[name]
-    if not _same(ctx.scale[src], lam, src):
-        src = ctx.insert_rescale(node, src, lam, "scale of the neuron it feeds")
-    ctx.gm.set_submodule(name, IFNeurons(ctx.options.v_init))
-    ctx.scale[node] = lam
-    ctx.kind[node] = "spike"
-
-
-def _h_analog(ctx: _Context, node: fx.Node, constants: set[fx.Node]) -> None:
-    """Keep ``node`` analog (hybrid): an :class:`~annsnn.analog.AnalogOp` on the running rates
-    of its inputs; each time-varying input carries its scale into the op, whose output is in
-    ANN units (scale 1). A tuple-valued op becomes one AnalogOp per element used."""
-    call = analog_call(node, ctx.modules, constants, ctx.registry)
-    streams = [a in ctx.scale for a in call.inputs]
-    scales: list[Tensor | None] = []
-    for a, is_stream in zip(call.inputs, streams):
-        if not is_stream:
-            scales.append(None)
-            continue
-        shape = _shape(a)
-        scale = ctx.scale[a]  # free (always-zero) positions get factor 1: their value is 0 anyway
-        scales.append(None if _same(scale, Scale.one(), a) else scale.to_factor(shape))
-    consts = [_fetch_attr(ctx.gm, str(c.target)) for c in call.consts]
-    meta = node.meta.get("tensor_meta")
-    if isinstance(meta, (tuple, list)) and not isinstance(meta, TensorMetadata):
-        users = list(node.users)
-        if not all(u.op == "call_function" and u.target is operator.getitem and isinstance(u.args[1], int) for u in users):
-            raise UsageError(f"unsupported op {node.name}: a tuple-valued analog op whose result is used whole")
-        targets = [(u, u.args[1]) for u in users]
-    else:
-        targets = [(node, None)]
-    single_use = node.op == "call_module" and len(targets) == 1 and sum(
-        1 for n in ctx.gm.graph.nodes if n.op == "call_module" and n.target == node.target
-    ) == 1
-    for target, select in targets:
-        op = call.op
-        if single_use:
-            name = str(node.target)
-        else:
-            name = _unique_name(ctx.gm, f"analog_{target.name}")
-            op = copy.deepcopy(op) if isinstance(op, nn.Module) else op
-        module = AnalogOp(op, call.kind, call.template, streams, scales, consts, select, registry=ctx.registry)
-        if single_use:
-            ctx.gm.set_submodule(name, module)
-        else:
-            ctx.gm.add_submodule(name, module)
-        with ctx.gm.graph.inserting_before(target):
-            new = ctx.gm.graph.call_module(name, tuple(call.inputs))
-        new.meta["tensor_meta"] = target.meta.get("tensor_meta")
-        target.replace_all_uses_with(new)
-        if target is not node:
-            ctx.gm.graph.erase_node(target)
-        ctx.scale[new] = Scale.one()
-        ctx.kind[new] = "analog"
-        assert ctx.report is not None
-        ctx.report.analog.append(f"{name} ({module.target})")
-    ctx.gm.graph.erase_node(node)
-
-
-def _fetch_attr(gm: fx.GraphModule, target: str) -> Tensor:
-    value: object = gm
-    for part in target.split("."):
-        value = getattr(value, part)
-    if not isinstance(value, Tensor):
-        raise UsageError(f"unsupported op: stored attribute {target} is not a tensor")
-    return value.detach()
-
-
-def _delete_attr(gm: fx.GraphModule, target: str) -> None:
-    *path, last = target.split(".")
-    owner: nn.Module = gm.get_submodule(".".join(path)) if path else gm
-    if last in owner._parameters:
-        del owner._parameters[last]
-    elif last in owner._buffers:
-        del owner._buffers[last]
-
-
-def _unique_name(gm: fx.GraphModule, base: str) -> str:
-    name, k = base.replace(".", "_"), 1
-    candidate = name
-    while hasattr(gm, candidate):
-        k += 1
-        candidate = f"{name}_{k}"
-    return candidate
-
-
-def _h_normalize(ctx: _Context, node: fx.Node) -> None:
-    src = node.args[0]
-    if not isinstance(src, fx.Node) or ctx.kind.get(src) != "analog" or not _same(ctx.scale[src], Scale.one(), src):
-        raise UsageError(f"unsupported op {node.name}: input normalization inside the network")
-    ctx.scale[node] = Scale.one()
-    ctx.kind[node] = "analog"
-
-
-def _h_maxpool(ctx: _Context, node: fx.Node) -> None:
-    pool = ctx.modules[str(node.target)]
-    src = node.args[0]
-    assert isinstance(src, fx.Node)
-    _channel_vector(ctx.scale[src], src)  # a pool needs one scale per channel
-    if ctx.kind[src] == "spike":
-        if not _binary_spikes(ctx, src):
-            raise UsageError(f"unsupported layer {node.target}: max-pool of non-binary spike input (a sum or rescaling of spike trains); try --maxpool avg")
-        ctx.gm.set_submodule(str(node.target), SpikingMaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode))
-    elif ctx.kind[src] == "current":
-        raise UsageError(f"unsupported layer {node.target}: max-pool of membrane currents (not followed by a ReLU); try --maxpool avg")
-    _h_commute(ctx, node)
-
-
-def _binary_spikes(ctx: _Context, node: fx.Node) -> bool:
-    """Whether ``node`` carries {0, 1} spikes: a neuron's output moved only by ops that
-    copy values (reshape, pad, cat, flatten, spiking max-pool). A sum or a rescaling of
-    spike trains is not binary, and a spiking max-pool on it would be counted wrongly."""
-    if node.op == "call_module":
-        module = ctx.gm.get_submodule(str(node.target))
-        if isinstance(module, IFNeurons):
-            return True
-        spec = ctx.registry.for_module(module)
-    else:
-        spec = ctx.registry.lookup(node, {})
-    if spec is None or not spec.copies_spikes:
-        return False
-    sources = [a for a in node.all_input_nodes if a in ctx.kind]
-    return bool(sources) and all(_binary_spikes(ctx, a) for a in sources)
-
-
-def _h_commute(ctx: _Context, node: fx.Node) -> None:
-    """Ops that commute with a positive scale: evaluate the op on the scale tensor."""
-    tensor_inputs = [a for a in _input_nodes(node) if a in ctx.scale]
-    if node.op == "call_module" and (ctx.registry.has_role(ctx.modules[str(node.target)], Role.POOL) or isinstance(ctx.modules[str(node.target)], SpikingMaxPool2d)):
-        # pool(s * x) = s * pool(x) for a per-channel s: the scale passes through
-        src = tensor_inputs[0]
-        _channel_vector(ctx.scale[src], src)  # error naming the node if not per channel
-        ctx.scale[node] = ctx.scale[src].per_channel(_shape(src), 1).simplest(_shape(node))
-    else:
-        ctx.scale[node] = _evaluate_on_scales(ctx, node)
-    kinds = {ctx.kind[a] for a in tensor_inputs}
-    ctx.kind[node] = "current" if "current" in kinds else ("analog" if "analog" in kinds else "spike")
-
-
-def _h_mean(ctx: _Context, node: fx.Node) -> None:
-    """``mean(s * x) = s * mean(x)`` over dims where ``s`` is constant; across channels only
-    for one scale. Always-zero positions count in the mean like any zero."""
-    src = node.args[0]
-    assert isinstance(src, fx.Node)
-    shape = _shape(src)
-    _channel_vector(ctx.scale[src], src)
-    scale = ctx.scale[src].per_channel(shape, 1)
-    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-    dims = list(range(len(shape))) if dims is None else [dims] if isinstance(dims, int) else list(dims)
-    if 1 % len(shape) in [d % len(shape) for d in dims] and len(shape) > 1:
-        if not scale.is_scalar(shape):
-            raise UsageError(f"unsupported op {node.name}: mean across channels that carry different scales")
-        ctx.scale[node] = Scale.tensor(scale.scalar(shape))
-    else:
-        ctx.scale[node] = _evaluate_on_scales(ctx, node, {src: scale})
-    ctx.kind[node] = ctx.kind[src]
-
-
-def _h_add(ctx: _Context, node: fx.Node) -> None:
-    inputs = [a for a in node.args[:2] if isinstance(a, fx.Node)]
-    if len(inputs) != 2 or node.kwargs.get("alpha", 1) != 1:
-        raise UsageError(f"unsupported op {node.name}: only the sum of two tensors is supported")
-    shape = _shape(node)
-    a, b = (ctx.scale[src] for src in inputs)
-    if any(tuple(_shape(src)) != tuple(shape) for src in inputs):
-        raise UsageError(f"unsupported op {node.name}: a sum that broadcasts its operands")
-    # the demanded scale, else the first operand's where it is not always zero, else the second's:
-    # never a scale taken from padding, whatever the order of the operands
-    demanded = ctx.demand.get(node)
-    target = demanded if demanded is not None else a.merge(b, shape)
-    for src in inputs:
-        if not _same(ctx.scale[src], target, node):
-            ctx.insert_rescale(node, src, target, "residual branch rescaled to the add's scale")
-    both_free = a.free_full(shape) & b.free_full(shape)
-    ctx.scale[node] = target.with_free(both_free, shape) if bool(both_free.any()) else target
-    kinds = {ctx.kind[a] for a in node.all_input_nodes}
-    ctx.kind[node] = "current" if "current" in kinds else ("analog" if "analog" in kinds else "spike")
-
-
-def _h_scalar_mul(ctx: _Context, node: fx.Node, divide: bool = False) -> None:
-    """``c * x`` (or ``x / c``): the value scales, the scale does not, ``c * (s x) = s (c x)``."""
-    tensors = [a for a in node.args if isinstance(a, fx.Node)]
-    numbers = [a for a in node.args if isinstance(a, (int, float)) and not isinstance(a, bool)]
-    if len(tensors) != 1 or len(numbers) != 1 or node.kwargs or (divide and node.args[0] is not tensors[0]):
-        raise UsageError(f"unsupported op {node.name}: multiplication other than by a constant")
-    ctx.scale[node] = ctx.scale[tensors[0]]
-    ctx.kind[node] = ctx.kind[tensors[0]]
-
-
-def _h_scalar_div(ctx: _Context, node: fx.Node) -> None:
-    """``x / c``: as :func:`_h_scalar_mul`; a constant divided by a tensor is refused."""
-    _h_scalar_mul(ctx, node, divide=True)
-
-
-def _h_size(ctx: _Context, node: fx.Node) -> None:
-    """``x.size(d)``, ``x.dim()``, ``x.shape``: no scale; the value (at batch 1) is kept for
-    the ops that read it, computed on the input's scale tensor (same shape)."""
-    src = node.args[0]
-    assert isinstance(src, fx.Node)
-    full = ctx.scale[src].full(_shape(src))
-    if node.op == "call_method":
-        node.meta["value_on_scale"] = getattr(full, str(node.target))(*node.args[1:])
-    else:
-        node.meta["value_on_scale"] = node.target(full, *node.args[1:])  # type: ignore[operator]
-
-
-def _h_split(ctx: _Context, node: fx.Node) -> None:
-    """``x.chunk(2, dim)`` and friends: a tuple of views, each with its part of the scale."""
-    src = node.args[0]
-    assert isinstance(src, fx.Node)
-    shape = _shape(src)
-    rest = fx.node.map_arg(node.args[1:], lambda a: a.meta.get("value_on_scale"))
-    kwargs = fx.node.map_arg(node.kwargs, lambda a: a.meta.get("value_on_scale"))
-
-    def split(full: Tensor) -> tuple[Tensor, ...]:
-        with torch.no_grad():
-            return tuple(getattr(full, str(node.target))(*rest, **kwargs) if node.op == "call_method" else node.target(full, *rest, **kwargs))  # type: ignore[operator]
-
-    values = split(ctx.scale[src].full(shape).clone())
-    frees = split(ctx.scale[src].free_full(shape).float())
-    ctx.parts[node] = tuple(Scale.element(v, f > 0.5).simplest(tuple(v.shape)) for v, f in zip(values, frees))
-    ctx.kind[node] = ctx.kind[src]
-
-
-def _h_value(node: fx.Node) -> None:
-    """A node computed from sizes only: its value (at batch 1) is kept for the ops that read it."""
-
-    def value(a: fx.Node) -> object:
-        return a.meta.get("value_on_scale")
-
-    args = fx.node.map_arg(node.args, value)
-    kwargs = fx.node.map_arg(node.kwargs, value)
-    if node.op == "call_method":
-        node.meta["value_on_scale"] = getattr(args[0], str(node.target))(*args[1:], **kwargs)
-    else:
-        node.meta["value_on_scale"] = node.target(*args, **kwargs)  # type: ignore[operator]
-
-
-def _evaluate_on_scales(ctx: _Context, node: fx.Node, override: dict[fx.Node, Scale] | None = None) -> Scale:
-    """The scale of an op that moves, copies or zero-pads values: run the op once on the
-    scale values and once on the always-zero (free) masks; zero padding adds free positions."""
-    scales = dict(ctx.scale)
-    scales.update(override or {})
-
-    def run(part: str):
-        def sub(a):
-            if isinstance(a, fx.Node):
-                if a in scales:
-                    shape = _shape(a)
-                    return scales[a].full(shape).clone() if part == "value" else scales[a].free_full(shape).float()
-                return a.meta.get("value_on_scale")
-            return a
-
-        args = fx.node.map_aggregate(node.args, sub)
-        kwargs = dict(fx.node.map_aggregate(node.kwargs, sub))
-        if node.op == "call_function" and node.target is F.pad:
-            mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
-            if mode != "constant":
-                raise UsageError(f"unsupported op {node.name}: pad mode {mode!r} (only zero padding)")
-            value = kwargs.get("value", args[3] if len(args) > 3 else 0.0)
-            if value not in (None, 0, 0.0):
-                raise UsageError(f"unsupported op {node.name}: padding with {value} (only zero padding)")
-            args = args[:2]
-            kwargs = {"value": 1.0}  # a placeholder scale; and in the mask: free
-        with torch.no_grad():
-            if node.op == "call_module":
-                out = ctx.modules[str(node.target)](*args, **kwargs)
-            elif node.op == "call_method":
-                out = getattr(args[0], str(node.target))(*args[1:], **kwargs)
-            else:
-                out = node.target(*args, **kwargs)  # type: ignore[operator]
-        if not isinstance(out, Tensor):
-            raise UsageError(f"unsupported op {node.name}: it does not return a tensor")
-        return out
-
-    value, free = run("value"), run("free")
-    try:
-        return Scale.element(value.float(), free > 0.5).simplest(tuple(value.shape))
-    except ScaleError as exc:
-        raise UsageError(f"unsupported op {node.name}: it does not only move values ({exc})") from None
-
-
-def default_handlers(registry: OpRegistry | None = None) -> dict[object, Handler]:
-    """Layer type (module class, function, or method name) -> conversion handler: a view of
-    the ``convert`` rules of ``registry`` (default: :func:`annsnn.ops.default_registry`)."""
-    registry = registry if registry is not None else default_registry()
-    handlers: dict[object, Handler] = {}
-    for spec in registry.specs():
-        if spec.convert is None:
-            continue
-        for key in (*spec.modules, *(fn for _, fn in spec.functions), *spec.methods):
-            handlers[key] = spec.convert
-    return handlers
-
-
-def _handler_key(node: fx.Node, modules: dict[str, nn.Module]) -> object:
-    if node.op == "call_module":
-        return type(modules[str(node.target)])
-    return node.target
-
-
 def _push_demand(ctx_demand: dict[fx.Node, Scale], conflicts: set[fx.Node], node: object, scale: Scale, modules: dict[str, nn.Module], registry: OpRegistry) -> None:
     """Let ``node`` (and, through sums, pools and reshapes, the ops before it) produce
     ``scale``, so a weight layer absorbs it; each op's :class:`~annsnn.ops.Demand` says how."""
     if not isinstance(node, fx.Node) or node in conflicts:
         return
     if node in ctx_demand:
-        if not _same(ctx_demand[node], scale, node):
+        if not same_scale(ctx_demand[node], scale, node):
             del ctx_demand[node]
             conflicts.add(node)
         return
@@ -755,14 +346,13 @@ def convert(
     calibrator: Calibrator,
     options: ConversionOptions,
     input_shape: tuple[int, ...],
-    handlers: dict[object, Handler] | None = None,
     *,
     registry: OpRegistry | None = None,
 ) -> tuple[fx.GraphModule, ConversionReport]:
     """Build the SNN graph (on merged ``[T*B, ...]`` tensors) and its report.
 
     Each op converts by the ``convert`` rule of its entry in ``registry`` (default: the one
-    the model was canonicalized with); ``handlers`` (key -> handler) overrides entries.
+    the model was canonicalized with, ``calibrator.canonical.registry``).
     """
     canonical = calibrator.canonical
     registry = registry if registry is not None else canonical.registry
@@ -787,7 +377,7 @@ def convert(
         node = act_nodes[name]
         observer = calibrator.observers[name]
         clip = modules[name].ceiling  # type: ignore[union-attr]
-        shape = _sample_shape(node)
+        shape = sample_shape(node)
         value, notes = _layer_scale(observer, options, clip, shape)
         lam[name] = Scale.channel(value.flatten(), 1) if options.channel_wise else Scale.tensor(value)
         thresholds[name] = value  # 0-d, or [C, 1, ...] broadcasting over a sample
@@ -835,7 +425,8 @@ def convert(
                     if a is not spiking[0]:
                         _push_demand(demand, conflicts, a, scale, modules, registry)
 
-    ctx = _Context(gm=gm, modules=modules, options=options, lam=lam, demand=demand, report=report, registry=registry)
+    ctx = ScaleContext(gm=gm, modules=modules, registry=registry, v_init=options.v_init, neuron_scale=lam, demand=demand,
+                       rescale_synapses=report.rescale_synapses, analog=report.analog)
     unsupported: list[str] = []
     constants: set[fx.Node] = set()  # stored tensors used in forward (hybrid: analog-op inputs)
     blocked: set[fx.Node] = set()  # an unsupported op and what depends on it: no scale to work with
@@ -851,7 +442,7 @@ def convert(
             continue
         if node.op == "output":
             src = node.args[0]
-            if not _same(ctx.scale[src], Scale.one(), src):
+            if not same_scale(ctx.scale[src], Scale.one(), src):
                 ctx.insert_rescale(node, src, Scale.one(), "output in ANN units")
             continue
         if node.op == "get_attr":
@@ -875,18 +466,16 @@ def convert(
             node.meta["value_on_scale"] = node.args[0].meta.get("value_on_scale")[node.args[1]]  # type: ignore[union-attr,index]
             continue
         if options.hybrid and is_analog(node, modules, set(ctx.scale), constants, registry):
-            _h_analog(ctx, node, constants)
+            keep_analog(ctx, node, constants)
             continue
         if node.op in ("call_function", "call_method") and not any(a in ctx.scale or a in constants for a in node.all_input_nodes):
-            _h_value(node)  # arithmetic on sizes (``n * heads``): no tensor, no scale
+            size_value(node)  # arithmetic on sizes (``n * heads``): no tensor, no scale
             continue
-        key = _handler_key(node, modules)
-        handler = handlers.get(key) if handlers is not None and key in handlers else (spec.convert if spec is not None else None)
-        if handler is None:
-            unsupported.append(_describe_key(node, key))
+        if spec is None or spec.convert is None:
+            unsupported.append(_describe_key(node, type(modules[str(node.target)]) if node.op == "call_module" else node.target))
             blocked.add(node)
             continue
-        handler(ctx, node)
+        spec.convert(ctx, node)
     if unsupported:
         raise UsageError("unsupported op(s) for conversion: " + ", ".join(unsupported))
     for node in list(gm.graph.nodes):
@@ -895,7 +484,7 @@ def convert(
                 users = ", ".join(u.name for u in node.users)
                 raise UsageError(f"unsupported op(s) {users}: use the stored tensor {node.target} without an analog form")
             gm.graph.erase_node(node)
-            _delete_attr(gm, str(node.target))  # it lives on inside the analog ops that use it
+            delete_attr(gm, str(node.target))  # it lives on inside the analog ops that use it
     gm.delete_all_unused_submodules()
 
     for node in gm.graph.nodes:  # one row per analog op kept (hybrid): no neurons, no max, ANN units
@@ -906,7 +495,7 @@ def convert(
     if neurons != len(canonical.activations):
         raise UsageError(f"conversion produced {neurons} neuron layers for {len(canonical.activations)} activations")
     placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
-    encoder_name = _unique_name(gm, "encoder")  # a model may have its own "encoder" (ViT)
+    encoder_name = unique_name(gm, "encoder")  # a model may have its own "encoder" (ViT)
     gm.add_submodule(encoder_name, InputEncoder())
     with gm.graph.inserting_after(placeholder):
         enc = gm.graph.call_module(encoder_name, (placeholder,))
@@ -936,7 +525,3 @@ def _channel_clipped(observer: ActivationObserver, scales: Tensor) -> float:
 def _describe_key(node: fx.Node, key: object) -> str:
     label = key.__name__ if hasattr(key, "__name__") else str(key)
     return f"{node.target if node.op == 'call_module' else node.name} ({label})"
-
-
-def _label(node: fx.Node) -> str:
-    return str(node.target) if node.op == "call_module" else node.name

@@ -144,7 +144,7 @@ def snn_fingerprint(snn: SpikingNetwork) -> str:
 
     def structure(gm) -> object:
         try:
-            return graph_to_spec(gm, getattr(snn, "registry", None))
+            return graph_to_spec(gm, snn.registry)
         except UsageError:  # not an annsnn file (a foreign SNN): its generated code and module configurations
             return {"code": gm.code, "modules": {name: repr(m) for name, m in gm.named_modules()}}
 

@@ -40,7 +40,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from .errors import UsageError
 from .layers import Normalize, ReLUClip
-from .ops import OpRegistry, Role, default_registry, describe
+from .ops import default_registry
+from .opspec import OpRegistry, Role, describe
 
 __all__ = [
     "CanonicalGraph",
@@ -57,6 +58,7 @@ class CanonicalGraph:
     """A traced ANN in canonical form, plus what canonicalization found."""
 
     module: fx.GraphModule
+    registry: OpRegistry  # the ops it was classified with
     activations: list[str] = field(default_factory=list)  # ReLUClip submodule names, in order
     analog: list[str] = field(default_factory=list)  # unconvertible activations kept analog (hybrid)
     folded_bn: list[str] = field(default_factory=list)
@@ -65,13 +67,12 @@ class CanonicalGraph:
     materialized: list[str] = field(default_factory=list)  # parametrized layers made plain
     reference: nn.Module | None = None  # the user's model (with normalization in front), eval mode
     traced: fx.GraphModule | None = None  # its fx trace, before canonicalization (shares its modules)
-    registry: OpRegistry = field(default_factory=default_registry)  # the ops it was classified with
 
 
 ORIGIN = "annsnn_origin"  # node.meta key: the traced node whose value this node equals
 
 
-def trace(model: nn.Module, registry: OpRegistry | None = None) -> fx.GraphModule:
+def trace(model: nn.Module, registry: OpRegistry) -> fx.GraphModule:
     """Symbolically trace ``model``; an untraceable one gives a one-line error. A module
     type registered in ``registry`` is a leaf (called, not traced into)."""
     if isinstance(model, torch.jit.ScriptModule):
@@ -80,7 +81,7 @@ def trace(model: nn.Module, registry: OpRegistry | None = None) -> fx.GraphModul
             "annsnn.io.load_model(path, input_shape=...) or annsnn.io.convertible_module(loaded, input_shape)"
         )
     try:
-        tracer = _Tracer(registry if registry is not None else default_registry())
+        tracer = _Tracer(registry)
         graph = tracer.trace(model)
         return fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as exc:  # fx raises many kinds; name the cause in one line
@@ -101,11 +102,10 @@ class _Tracer(fx.Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
 
-def classify_activation(node: fx.Node, modules: dict[str, nn.Module], registry: OpRegistry | None = None) -> tuple[str, float | None]:
+def classify_activation(node: fx.Node, modules: dict[str, nn.Module], registry: OpRegistry) -> tuple[str, float | None]:
     """Classify ``node`` by its registry entry: ("relu", ceiling) for a ReLU-like call,
     ("analog", None) for an activation with no IF form, ("dropout", None) for an identity
     in eval, else ("other", None)."""
-    registry = registry if registry is not None else default_registry()
     if node.op not in ("call_module", "call_function", "call_method"):
         return "other", None
     spec = registry.lookup(node, modules)

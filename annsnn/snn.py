@@ -9,7 +9,7 @@ from torch import fx, nn
 
 from .analog import AnalogOp, StaticAnalog
 from .layers import IFNeurons, InputEncoder, TemporalModule, TimeExpand, SpikingMaxPool2d
-from .ops import OpRegistry, Role, default_registry
+from .opspec import OpRegistry, Role
 
 __all__ = ["SpikingNetwork", "Encoding", "static_nodes"]
 
@@ -21,15 +21,15 @@ class SpikingNetwork(nn.Module):
 
     ``meta`` is JSON-serializable: source model, options, scales, dataset spec.
     ``registry`` is the op registry (:mod:`annsnn.ops`) it was converted or loaded with;
-    counting and saving read its entries (default: the built-in registry).
+    counting and saving read its entries.
     """
 
-    def __init__(self, graph: fx.GraphModule, ann: fx.GraphModule, meta: dict, *, registry: OpRegistry | None = None) -> None:
+    def __init__(self, graph: fx.GraphModule, ann: fx.GraphModule, meta: dict, *, registry: OpRegistry) -> None:
         super().__init__()
         self.graph = graph
         self.ann = ann
         self.meta = meta
-        self.registry = registry if registry is not None else default_registry()
+        self.registry = registry
         self._runners: dict[str, fx.GraphModule] = {}
 
     def neuron_layers(self) -> dict[str, IFNeurons]:
