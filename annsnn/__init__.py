@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from .analyzer import AnalysisResult, Analyzer
 from .artifact import load_snn, save_snn
-from .convert import Calibrator, ConversionOptions, ConversionReport, convert
+from .calibrator import Calibrator
+from .conversion_options import ConversionOptions, ConversionReport
+from .convert import convert
 from .counting import AnnCounts, SnnCounter, count_ann
 from .foreign import GenericNeurons, NeuronSpec
 from .foreign_files import load_foreign

@@ -245,6 +245,7 @@ class SnnLayerCounts:
     input_numel: int = 0
     output_numel: int = 0
     input_shape: tuple[int, ...] = ()
+    feeds: str | None = None  # an identity synapse: the layer it feeds (neurons or an analog op)
 
 
 @dataclass(frozen=True)
@@ -325,7 +326,8 @@ class SnnCounter:
         spec = self.registry.for_module(module)
         return spec is not None and spec.sink
 
-    def _macs(self, module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    def dense_macs(self, module: nn.Module, input_shape: tuple[int, ...]) -> int:
+        """Dense MACs per sample of weight layer ``module`` on ``input_shape``: its entry's ``macs`` rule."""
         spec = self.registry.for_module(module)
         assert spec is not None and spec.macs is not None
         return spec.macs(module, input_shape)
@@ -378,10 +380,10 @@ class SnnCounter:
                 bias = out if module.bias is not None or (node in input_fed and self.encoding == "poisson" and normalized) else 0
                 sizes = {"weight_numel": module.weight.numel(), "input_numel": _numel(node.args[0]), "output_numel": out, "input_shape": in_shape}
                 if node in input_fed:
-                    self._input_layers.append((name, self._macs(module, in_shape)))
+                    self._input_layers.append((name, self.dense_macs(module, in_shape)))
                 if node in analog_reach:
                     is_static = node in self.static
-                    self._mac_layers.append((name, self._macs(module, in_shape), bias, is_static))
+                    self._mac_layers.append((name, self.dense_macs(module, in_shape), bias, is_static))
                     layer = self._layer(name, type(module).__name__, "mac")
                     layer.static = is_static
                 else:
@@ -455,7 +457,7 @@ class SnnCounter:
         shape = _shape(source)
         x = torch.zeros(1, *shape, dtype=torch.float64, requires_grad=True)
         values: dict[fx.Node, Tensor] = {source: x}
-        sinks: list[tuple[str, str, Tensor]] = []  # name, count field, structural output
+        sinks: list[tuple[str, str, Tensor, str | None]] = []  # name, count field, structural output, the layer an identity synapse feeds
         graph = self.snn.graph.graph
         reached = {source}
         for node in graph.nodes:
@@ -465,7 +467,7 @@ class SnnCounter:
             if not any(a in reached for a in inputs):
                 continue
             if node.op == "output":
-                sinks.append(("output", "synaptic_acs", _arg_value(node.args[0], values)))
+                sinks.append(("output", "synaptic_acs", _arg_value(node.args[0], values), None))
                 continue
             if node.op == "call_module":
                 module = self.modules[str(node.target)]
@@ -476,22 +478,22 @@ class SnnCounter:
                     if handler is None:
                         self.unsupported.append(f"{name} ({type(module).__name__}) on a spike path")
                     else:
-                        sinks.append((name, "synaptic_acs", handler(module, routed)))
+                        sinks.append((name, "synaptic_acs", handler(module, routed), None))
                     continue
                 if isinstance(module, SpikingMaxPool2d):
                     handler = self._fanout(module)
                     if handler is None:
                         self.unsupported.append(f"{name} (SpikingMaxPool2d comparisons)")
                     else:
-                        sinks.append((name, "comparisons", handler(module, routed)))
+                        sinks.append((name, "comparisons", handler(module, routed), None))
                     continue
                 if isinstance(module, AnalogOp):  # each spike is one add into its input's running sum
                     parts = [values[a] for a in node.all_input_nodes if isinstance(values.get(a), Tensor) and values[a].requires_grad]
                     if parts:
-                        sinks.append((f"{name} (analog input)", "synaptic_acs", sum(p.sum() for p in parts)))
+                        sinks.append((f"{name} (analog input)", "synaptic_acs", sum(p.sum() for p in parts), None))
                     continue
                 if self._is_sink(module):
-                    sinks.append((f"{name} (identity synapse)", "synaptic_acs", routed))
+                    sinks.append((f"{name} (identity synapse)", "synaptic_acs", routed, name))
                     continue
                 handler = self._fanout(module)
                 if handler is None:
@@ -517,7 +519,7 @@ class SnnCounter:
                 values[node] = spec.fanout(op, args, kwargs)
             reached.add(node)
         names, fields, columns = [], [], []
-        for sink_name, count_field, y in sinks:
+        for sink_name, count_field, y, feeds in sinks:
             if not isinstance(y, Tensor) or not y.requires_grad:
                 continue
             (grad,) = torch.autograd.grad(y.sum(), x, retain_graph=True)
@@ -525,7 +527,8 @@ class SnnCounter:
             fields.append(count_field)
             columns.append(grad.reshape(-1))
             if count_field == "synaptic_acs":
-                self._layer(sink_name, "identity synapse" if "identity" in sink_name or sink_name == "output" else self._type_of(sink_name), "synaptic")
+                identity = feeds is not None or sink_name == "output"
+                self._layer(sink_name, "identity synapse" if identity else self._type_of(sink_name), "synaptic").feeds = feeds
         if columns:
             self.fanout[str(source.target)] = (names, fields, torch.stack(columns, dim=1).detach())
 
@@ -563,7 +566,7 @@ class SnnCounter:
         for name, layer in self.layers.items():
             module = self.modules.get(name)
             if layer.role == "synaptic" and self._is_weight(module) and layer.input_shape:
-                spike += self._macs(module, tuple(layer.input_shape))  # type: ignore[arg-type]
+                spike += self.dense_macs(module, tuple(layer.input_shape))  # type: ignore[arg-type]
         return WorkSplit(spike, self.analog_macs_per_step())
 
     def detach(self) -> None:

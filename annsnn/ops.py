@@ -24,7 +24,7 @@ Example, a user's channel-shuffle module that only moves values::
 
     save, load = constructor_io(ChannelShuffle, ("groups",))
     registry = default_registry().register(OpSpec(
-        "ChannelShuffle", Role.MOVE, modules=(ChannelShuffle,), convert=move_scale,
+        "ChannelShuffle", Role.LAYOUT, modules=(ChannelShuffle,), convert=move_scale,
         copies_spikes=True, fanout=run_op, save=save, load=load))
     snn, report = ann_to_snn(model, batches, input_shape=(3, 32, 32), registry=registry)
 """
@@ -45,9 +45,10 @@ from .rules.fanout import (
     avgpool1d_structure,
     avgpool2d_structure,
     conv_structure,
-    dense_macs,
+    conv_macs,
     first_tensor,
     identity_structure,
+    linear_macs,
     linear_structure,
     mean_as_sum,
     module_rule,
@@ -56,6 +57,8 @@ from .rules.fanout import (
 )
 from .rules.forms import (
     clamp,
+    fold_conv_batchnorm,
+    fold_linear_batchnorm,
     hardtanh,
     lower_adaptive_avg_pool2d,
     lower_avg_pool2d,
@@ -65,15 +68,17 @@ from .rules.forms import (
     relu_clip,
     stochastic_depth_in_eval,
 )
+from .rules import nir_export
 from .rules.saving import bias_flag, config_io, constructor_io, conv_config, linear_config, load_neurons, mha_extra, pool_config
 from .rules.scale import (
     move_scale,
     scale_add,
-    scale_commute,
     scale_maxpool,
     scale_mean,
     scale_neuron,
     scale_normalize,
+    scale_pad,
+    scale_pool,
     scale_scalar_div,
     scale_scalar_mul,
     scale_size,
@@ -101,25 +106,25 @@ def _builtin_specs() -> list[OpSpec]:
     add = specs.append
 
     # --- weight layers: W' = W s_in / s_out, b' = b / s_out (Rueckauer et al. 2017)
-    for cls, save, fanout in (
-        (nn.Conv1d, conv_config, conv_structure),
-        (nn.Conv2d, conv_config, conv_structure),
-        (nn.Linear, linear_config, linear_structure),
+    for cls, config, fanout, macs, fold, to_nir in (
+        (nn.Conv1d, conv_config, conv_structure, conv_macs, fold_conv_batchnorm, nir_export.conv1d),
+        (nn.Conv2d, conv_config, conv_structure, conv_macs, fold_conv_batchnorm, nir_export.conv2d),
+        (nn.Linear, linear_config, linear_structure, linear_macs, fold_linear_batchnorm, nir_export.linear),
     ):
-        s, lo = config_io(cls, save)
+        save, load = config_io(cls, config)
         add(OpSpec(cls.__name__, Role.WEIGHT, modules=(cls,), convert=scale_weight, demand=Demand.ABSORB,
-                   fanout=module_rule(fanout), macs=dense_macs, save=s, load=lo))
+                   fanout=module_rule(fanout), macs=macs, save=save, load=load, fold_batchnorm=fold, nir=to_nir))
 
     # --- ReLU-like activations: canonicalization makes each a ReLUClip, conversion IF neurons
-    s, lo = config_io(ReLUClip, lambda m: m.config())
-    add(OpSpec("ReLUClip", Role.NEURON, modules=(ReLUClip,), relu=relu_clip, convert=scale_neuron, sink=True, save=s, load=lo))
+    save, load = config_io(ReLUClip, lambda m: m.config())
+    add(OpSpec("ReLUClip", Role.NEURON, modules=(ReLUClip,), relu=relu_clip, convert=scale_neuron, sink=True, save=save, load=load))
     add(OpSpec("ReLU", Role.NEURON, modules=(nn.ReLU,),
                functions=(("torch.relu", torch.relu), ("F.relu", F.relu), ("torch.relu_", torch.relu_), ("F.relu_", F.relu_)),
                methods=("relu", "relu_"), relu=relu))
     add(OpSpec("ReLU6", Role.NEURON, modules=(nn.ReLU6,), functions=(("F.relu6", F.relu6),), relu=relu6))
-    s, lo = constructor_io(nn.Hardtanh, ("min_val", "max_val", "inplace"))
+    save, load = constructor_io(nn.Hardtanh, ("min_val", "max_val", "inplace"))
     add(OpSpec("Hardtanh", Role.NEURON, modules=(nn.Hardtanh,), functions=(("F.hardtanh", F.hardtanh),), relu=hardtanh,
-               activation=True, analog=AnalogUse.NONLINEAR, save=s, load=lo))
+               activation=True, analog=AnalogUse.NONLINEAR, save=save, load=load))
     add(OpSpec("clamp", Role.NEURON, functions=(("torch.clamp", torch.clamp), ("torch.clip", torch.clip)),
                methods=("clamp", "clamp_", "clip", "clip_"), relu=clamp))
 
@@ -136,32 +141,31 @@ def _builtin_specs() -> list[OpSpec]:
         add(OpSpec("stochastic_depth", Role.DROP, functions=(("torchvision.ops.stochastic_depth", stochastic_depth),), when=stochastic_depth_in_eval))
 
     # --- pooling: pool(s * x) = s * pool(x) for a per-channel s
-    s, lo = config_io(nn.AvgPool1d, pool_config)
-    add(OpSpec("AvgPool1d", Role.POOL, modules=(nn.AvgPool1d,), convert=scale_commute, demand=Demand.CHANNEL,
-               fanout=module_rule(avgpool1d_structure), save=s, load=lo))
-    s, lo = config_io(nn.AvgPool2d, pool_config)
-    add(OpSpec("AvgPool2d", Role.POOL, modules=(nn.AvgPool2d,), functions=(("F.avg_pool2d", F.avg_pool2d),), convert=scale_commute,
-               demand=Demand.CHANNEL, fanout=module_rule(avgpool2d_structure), save=s, load=lo, lower=lower_avg_pool2d))
-    s, lo = config_io(nn.AdaptiveAvgPool1d, pool_config)
-    add(OpSpec("AdaptiveAvgPool1d", Role.POOL, modules=(nn.AdaptiveAvgPool1d,), convert=scale_commute, demand=Demand.CHANNEL,
-               fanout=module_rule(adaptive_avgpool_structure), save=s, load=lo))
-    s, lo = config_io(nn.AdaptiveAvgPool2d, pool_config)
+    save, load = config_io(nn.AvgPool1d, pool_config)
+    add(OpSpec("AvgPool1d", Role.POOL, modules=(nn.AvgPool1d,), convert=scale_pool, demand=Demand.CHANNEL,
+               fanout=module_rule(avgpool1d_structure), save=save, load=load))
+    save, load = config_io(nn.AvgPool2d, pool_config)
+    add(OpSpec("AvgPool2d", Role.POOL, modules=(nn.AvgPool2d,), functions=(("F.avg_pool2d", F.avg_pool2d),), convert=scale_pool,
+               demand=Demand.CHANNEL, fanout=module_rule(avgpool2d_structure), save=save, load=load, lower=lower_avg_pool2d, nir=nir_export.avg_pool2d))
+    save, load = config_io(nn.AdaptiveAvgPool1d, pool_config)
+    add(OpSpec("AdaptiveAvgPool1d", Role.POOL, modules=(nn.AdaptiveAvgPool1d,), convert=scale_pool, demand=Demand.CHANNEL,
+               fanout=module_rule(adaptive_avgpool_structure), save=save, load=load))
+    save, load = config_io(nn.AdaptiveAvgPool2d, pool_config)
     add(OpSpec("AdaptiveAvgPool2d", Role.POOL, modules=(nn.AdaptiveAvgPool2d,), functions=(("F.adaptive_avg_pool2d", F.adaptive_avg_pool2d),),
-               convert=scale_commute, demand=Demand.CHANNEL, fanout=module_rule(adaptive_avgpool_structure), save=s, load=lo,
-               lower=lower_adaptive_avg_pool2d))
-    s, lo = config_io(nn.MaxPool2d, pool_config)
+               convert=scale_pool, demand=Demand.CHANNEL, fanout=module_rule(adaptive_avgpool_structure), save=save, load=load,
+               lower=lower_adaptive_avg_pool2d, nir=nir_export.adaptive_avg_pool2d))
+    save, load = config_io(nn.MaxPool2d, pool_config)
     add(OpSpec("MaxPool2d", Role.POOL, modules=(nn.MaxPool2d,), functions=(("F.max_pool2d", F.max_pool2d),), convert=scale_maxpool,
-               demand=Demand.CHANNEL, save=s, load=lo, lower=lower_max_pool2d))
+               demand=Demand.CHANNEL, save=save, load=load, lower=lower_max_pool2d))
 
     # --- ops that move, copy or zero-pad values: the scale is the op run on the scales
-    s, lo = config_io(nn.Flatten, lambda m: {"start_dim": m.start_dim, "end_dim": m.end_dim})
-    add(OpSpec("Flatten", Role.MOVE, modules=(nn.Flatten,), convert=scale_commute, demand=Demand.SCALAR, copies_spikes=True,
-               fanout=run_op, save=s, load=lo))
+    save, load = config_io(nn.Flatten, lambda m: {"start_dim": m.start_dim, "end_dim": m.end_dim})
+    add(OpSpec("Flatten", Role.LAYOUT, modules=(nn.Flatten,), convert=move_scale, demand=Demand.SCALAR, copies_spikes=True,
+               fanout=run_op, save=save, load=load, nir=nir_export.flatten_module))
     moves: list[tuple[str, tuple[tuple[str, Callable], ...], tuple[str, ...], Demand]] = [
         ("flatten", (("torch.flatten", torch.flatten),), ("flatten",), Demand.SCALAR),
         ("reshape", (("torch.reshape", torch.reshape),), ("reshape", "view"), Demand.SCALAR),
         ("getitem", (("operator.getitem", operator.getitem),), (), Demand.STOP),
-        ("pad", (("F.pad", F.pad),), (), Demand.STOP),
         ("cat", (("torch.cat", torch.cat),), (), Demand.STOP),
         ("squeeze", (("torch.squeeze", torch.squeeze),), ("squeeze",), Demand.STOP),
         ("unsqueeze", (("torch.unsqueeze", torch.unsqueeze),), ("unsqueeze",), Demand.STOP),
@@ -173,18 +177,23 @@ def _builtin_specs() -> list[OpSpec]:
         ("expand", (), ("expand",), Demand.STOP),
         ("clone", (), ("clone",), Demand.STOP),
     ]
+    nir_forms = {"flatten": nir_export.flatten_call, "reshape": nir_export.view_as_flatten,
+                 "getitem": nir_export.refuse("slicing x[...]"), "cat": nir_export.refuse("torch.cat")}
     for name, functions, methods, demand in moves:
-        add(OpSpec(name, Role.MOVE, functions=functions, methods=methods, convert=scale_commute, demand=demand,
-                   copies_spikes=True, analog=AnalogUse.LINEAR, fanout=run_op))
+        add(OpSpec(name, Role.LAYOUT, functions=functions, methods=methods, convert=move_scale, demand=demand,
+                   copies_spikes=True, analog=AnalogUse.LINEAR, fanout=run_op, nir=nir_forms.get(name)))
+    add(OpSpec("pad", Role.LAYOUT, functions=(("F.pad", F.pad),), convert=scale_pad, copies_spikes=True, analog=AnalogUse.LINEAR, fanout=run_op,
+               nir=nir_export.refuse("F.pad")))
     for name in ("chunk", "split", "unbind", "tensor_split"):
         add(OpSpec(name, Role.SPLIT, functions=((f"torch.{name}", getattr(torch, name)),), methods=(name,), convert=scale_split, fanout=run_op))
 
     # --- arithmetic
     add(OpSpec("add", Role.ADD, functions=(("operator.add", operator.add), ("operator.iadd", operator.iadd), ("torch.add", torch.add)),
                methods=("add", "add_"), convert=scale_add, demand=Demand.OPERANDS, analog=AnalogUse.LINEAR, fanout=run_op))
-    add(OpSpec("mul", Role.SCALE, functions=(("operator.mul", operator.mul), ("operator.imul", operator.imul), ("torch.mul", torch.mul)),
-               methods=("mul", "mul_"), convert=scale_scalar_mul, analog=AnalogUse.PRODUCT, fanout=first_tensor))
-    add(OpSpec("div", Role.SCALE, functions=(("operator.truediv", operator.truediv), ("torch.div", torch.div)),
+    add(OpSpec("mul", Role.CONSTANT_FACTOR, functions=(("operator.mul", operator.mul), ("operator.imul", operator.imul), ("torch.mul", torch.mul)),
+               methods=("mul", "mul_"), convert=scale_scalar_mul, analog=AnalogUse.PRODUCT, fanout=first_tensor,
+               nir=nir_export.refuse("multiplication by a tensor")))
+    add(OpSpec("div", Role.CONSTANT_FACTOR, functions=(("operator.truediv", operator.truediv), ("torch.div", torch.div)),
                methods=("div", "div_"), convert=scale_scalar_div, analog=AnalogUse.PRODUCT, fanout=first_tensor))
     add(OpSpec("mean", Role.MEAN, functions=(("torch.mean", torch.mean),), methods=("mean",), convert=scale_mean, fanout=mean_as_sum))
     add(OpSpec("size", Role.SIZE, functions=(("builtins.getattr", getattr),), methods=("size", "dim"), convert=scale_size, fanout=run_op))
@@ -193,15 +202,15 @@ def _builtin_specs() -> list[OpSpec]:
     add(OpSpec("Normalize", Role.INPUT, modules=(Normalize,), convert=scale_normalize,
                fanout=module_rule(identity_structure),  # Poisson spikes into (s - mean)/std: one event per spike
                save=lambda m: {}, load=lambda c, st, p, r: Normalize(st[p + "mean"], st[p + "std"])))
-    add(OpSpec("IFNeurons", Role.SNN, modules=(IFNeurons,), sink=True, save=lambda m: m.config(), load=load_neurons))
-    s, lo = config_io(SpikingMaxPool2d, lambda m: m.config())
-    add(OpSpec("SpikingMaxPool2d", Role.SNN, modules=(SpikingMaxPool2d,), copies_spikes=True,
-               fanout=module_rule(pool_windows_structure), save=s, load=lo))
-    add(OpSpec("Rescale", Role.SNN, modules=(Rescale,), fanout=module_rule(identity_structure),
-               save=lambda m: {}, load=lambda c, st, p, r: Rescale(st[p + "factor"])))
-    add(OpSpec("InputEncoder", Role.SNN, modules=(InputEncoder,), save=lambda m: {}, load=lambda c, st, p, r: InputEncoder()))
-    add(OpSpec("AnalogOp", Role.SNN, modules=(AnalogOp,), sink=True, save=lambda m: m.config(),
-               load=lambda c, st, p, r: AnalogOp.from_config(c, st, p, registry=r)))
+    add(OpSpec("IFNeurons", Role.SPIKING, modules=(IFNeurons,), sink=True, save=lambda m: m.config(), load=load_neurons, nir=nir_export.if_neurons))
+    save, load = config_io(SpikingMaxPool2d, lambda m: m.config())
+    add(OpSpec("SpikingMaxPool2d", Role.SPIKING, modules=(SpikingMaxPool2d,), copies_spikes=True,
+               fanout=module_rule(pool_windows_structure), save=save, load=load))
+    add(OpSpec("Rescale", Role.SPIKING, modules=(Rescale,), fanout=module_rule(identity_structure),
+               save=lambda m: {}, load=lambda c, st, p, r: Rescale(st[p + "factor"]), nir=nir_export.rescale))
+    add(OpSpec("InputEncoder", Role.SPIKING, modules=(InputEncoder,), save=lambda m: {}, load=lambda c, st, p, r: InputEncoder()))
+    add(OpSpec("AnalogOp", Role.SPIKING, modules=(AnalogOp,), sink=True, save=lambda m: m.config(),
+               load=lambda c, st, p, r: AnalogOp.from_config(c, st, p, registry=r), nir=nir_export.analog_op))
 
     # --- ops with no spiking form: analog under --hybrid (annsnn.analog)
     nonlinear: list[tuple[type[nn.Module] | None, str, tuple[str, ...], tuple[tuple[str, Callable], ...], tuple[str, ...], bool]] = [
@@ -241,15 +250,15 @@ def _builtin_specs() -> list[OpSpec]:
         (None, "pow", (), (("operator.pow", operator.pow), ("torch.pow", torch.pow)), ("pow",), False),
     ]
     for cls, name, fields, functions, methods, activation in nonlinear:
-        s, lo = constructor_io(cls, fields) if cls is not None else (None, None)  # type: ignore[assignment]
+        save, load = constructor_io(cls, fields) if cls is not None else (None, None)  # type: ignore[assignment]
         add(OpSpec(name, Role.ANALOG, modules=(cls,) if cls is not None else (), functions=functions, methods=methods,
-                   activation=activation, analog=AnalogUse.NONLINEAR, sink=cls is not None and activation, save=s, load=lo))
-    s, lo = constructor_io(nn.LayerNorm, ("normalized_shape", "eps", "elementwise_affine"), bias_flag, ("bias",))
+                   activation=activation, analog=AnalogUse.NONLINEAR, sink=cls is not None and activation, save=save, load=load))
+    save, load = constructor_io(nn.LayerNorm, ("normalized_shape", "eps", "elementwise_affine"), bias_flag, ("bias",))
     add(OpSpec("LayerNorm", Role.ANALOG, modules=(nn.LayerNorm,), functions=(("F.layer_norm", F.layer_norm),),
-               analog=AnalogUse.NONLINEAR, save=s, load=lo))
-    s, lo = constructor_io(nn.MultiheadAttention, ("embed_dim", "num_heads", "dropout", "add_zero_attn", "kdim", "vdim", "batch_first"),
+               analog=AnalogUse.NONLINEAR, save=save, load=load))
+    save, load = constructor_io(nn.MultiheadAttention, ("embed_dim", "num_heads", "dropout", "add_zero_attn", "kdim", "vdim", "batch_first"),
                            mha_extra, ("bias", "add_bias_kv"))
-    add(OpSpec("MultiheadAttention", Role.ANALOG, modules=(nn.MultiheadAttention,), analog=AnalogUse.NONLINEAR, save=s, load=lo))
+    add(OpSpec("MultiheadAttention", Role.ANALOG, modules=(nn.MultiheadAttention,), analog=AnalogUse.NONLINEAR, save=save, load=load))
     for name, functions, methods in (
         ("matmul", (("operator.matmul", operator.matmul), ("torch.matmul", torch.matmul)), ("matmul",)),
         ("bmm", (("torch.bmm", torch.bmm),), ("bmm",)),

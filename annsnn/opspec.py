@@ -36,6 +36,8 @@ __all__ = [
     "SaveFn",
     "LoadFn",
     "LowerFn",
+    "FoldFn",
+    "NirFn",
     "describe",
 ]
 
@@ -46,16 +48,20 @@ class Role(Enum):
     WEIGHT = "weight"  # Conv/Linear: absorbs scales (W' = W s_in / s_out); ACs on spikes, MACs on analog input
     NEURON = "neuron"  # ReLU-like: becomes a ReLUClip, then IF neurons (``relu`` gives its ceiling)
     POOL = "pool"  # pooling: a per-channel scale passes through
-    MOVE = "move"  # moves, copies or zero-pads values (reshape, cat, pad, flatten, ...)
+    LAYOUT = "layout"  # moves, copies or zero-pads values (reshape, cat, pad, flatten, ...)
     ADD = "add"  # the sum of two tensors (a residual)
-    SCALE = "scale"  # multiplication or division by a constant number
+    CONSTANT_FACTOR = "constant_factor"  # multiplication or division by a constant number
     MEAN = "mean"  # mean over dimensions
     SPLIT = "split"  # chunk/split/unbind: a tuple of views
     SIZE = "size"  # reads sizes only (``x.size(1)``, ``x.dim()``, ``x.shape``)
     INPUT = "input"  # input normalization in front of the network
     ANALOG = "analog"  # no spiking form: stays analog under --hybrid, else refused
     DROP = "drop"  # the identity in eval (dropout, Identity): removed by canonicalization
-    SNN = "snn"  # annsnn's own SNN layers (IF neurons, spiking max-pool, rescale, encoder, analog op)
+    SPIKING = "spiking"  # annsnn's own SNN layers (IF neurons, spiking max-pool, rescale, encoder, analog op)
+    # the names before issue 27, kept as aliases of the same members
+    MOVE = "layout"
+    SCALE = "constant_factor"
+    SNN = "spiking"
 
 
 class AnalogUse(Enum):
@@ -90,6 +96,8 @@ MacsFn = Callable[[nn.Module, tuple], int]  # dense MACs per sample of a weight 
 SaveFn = Callable[[nn.Module], dict]  # JSON-ready constructor arguments
 LoadFn = Callable[[dict, dict, str, "OpRegistry"], nn.Module]  # (config, state, prefix, registry) -> module
 LowerFn = Callable[[fx.Node], "tuple[nn.Module, fx.Node]"]  # functional call -> (module, its input)
+NirFn = Callable[["nn.Module | None", fx.Node, str], Any]  # (module, node, label) -> NIR node | reason | None
+FoldFn = Callable[[nn.Module, nn.Module], "nn.Module | None"]  # (layer, BatchNorm after it) -> fused layer, None: cannot fold
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,11 @@ class OpSpec:
     * ``macs`` — for ``Role.WEIGHT``: dense MACs per sample on an input shape;
     * ``save`` / ``load`` — a module type's JSON-ready constructor arguments and its
       rebuild from them and the state_dict (the only modules an SNN file may hold);
-    * ``lower`` — a functional form canonicalization replaces by the module.
+    * ``lower`` — a functional form canonicalization replaces by the module;
+    * ``nir`` — NIR export (:mod:`annsnn.rules.nir_export`): the op's NIR node, or the
+      reason NIR cannot express it (None: the op has no NIR form);
+    * ``fold_batchnorm`` — for ``Role.WEIGHT``: the layer with a BatchNorm that follows it
+      folded in (eval statistics), or None where that BatchNorm cannot fold into it.
     """
 
     name: str
@@ -140,6 +152,8 @@ class OpSpec:
     save: SaveFn | None = None
     load: LoadFn | None = None
     lower: LowerFn | None = None
+    fold_batchnorm: FoldFn | None = None
+    nir: NirFn | None = None
 
     def __post_init__(self) -> None:
         if not (self.modules or self.functions or self.methods):
@@ -176,12 +190,12 @@ class OpRegistry:
         """Add ``spec`` (returns the registry, so calls chain). A key already matched by
         another entry is an error unless ``replace``, which removes that entry first."""
         taken = [self._by_module.get(c) for c in spec.modules]
-        taken += [self._by_function.get(_key(fn)) for _, fn in spec.functions]
+        taken += [self._by_function.get(fn) for _, fn in spec.functions]
         taken += [self._by_method.get(m) for m in spec.methods]
         taken += [self._specs.get(spec.name)]
         taken += [self._by_module.get(self._module_names[c.__name__]) for c in spec.modules if c.__name__ in self._module_names]
         clashes = {s.name: s for s in taken if s is not None}
-        clashes.update({self._by_function[_key(self._functions[n])].name: self._by_function[_key(self._functions[n])]
+        clashes.update({self._by_function[self._functions[n]].name: self._by_function[self._functions[n]]
                         for n, fn in spec.functions if n in self._functions and self._functions[n] is not fn})
         if clashes and not replace:
             raise ValueError(f"op {spec.name!r} overlaps the registered op(s) {', '.join(sorted(clashes))}; pass replace=True")
@@ -191,8 +205,8 @@ class OpRegistry:
             self._by_module[cls] = spec
             self._module_names[cls.__name__] = cls
         for name, fn in spec.functions:
-            self._by_function[_key(fn)] = spec
-            self._function_names.setdefault(_key(fn), name)  # an alias object keeps its first name
+            self._by_function[fn] = spec
+            self._function_names.setdefault(fn, name)  # an alias object keeps its first name
             self._functions[name] = fn
         for method in spec.methods:
             self._by_method[method] = spec
@@ -206,8 +220,8 @@ class OpRegistry:
             self._by_module.pop(cls, None)
             self._module_names.pop(cls.__name__, None)
         for fname, fn in spec.functions:
-            self._by_function.pop(_key(fn), None)
-            self._function_names.pop(_key(fn), None)
+            self._by_function.pop(fn, None)
+            self._function_names.pop(fn, None)
             self._functions.pop(fname, None)
         for method in spec.methods:
             self._by_method.pop(method, None)
@@ -244,7 +258,7 @@ class OpRegistry:
 
     def for_function(self, fn: object) -> OpSpec | None:
         try:
-            return self._by_function.get(_key(fn))
+            return self._by_function.get(fn)
         except TypeError:  # an unhashable target
             return None
 
@@ -268,7 +282,7 @@ class OpRegistry:
     def function_name(self, fn: object) -> str | None:
         """The name a registered function is saved as, or None."""
         try:
-            return self._function_names.get(_key(fn))
+            return self._function_names.get(fn)
         except TypeError:
             return None
 
@@ -286,7 +300,7 @@ class OpRegistry:
 
     def saveable_function(self, name: str) -> bool:
         fn = self._functions.get(name)
-        return fn is not None and self._by_function[_key(fn)].role is not Role.DROP
+        return fn is not None and self._by_function[fn].role is not Role.DROP
 
     def saveable_method(self, name: str) -> bool:
         spec = self._by_method.get(name)
@@ -298,10 +312,6 @@ class OpRegistry:
         if spec is None:
             raise UsageError(f"unsupported op {describe(node, modules)}: it is not in the op registry (annsnn.ops); register it with OpRegistry.register")
         return spec
-
-
-def _key(fn: object) -> object:
-    return fn
 
 
 def describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:

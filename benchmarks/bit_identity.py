@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         for report in reports:  # where the file went is not a value of the conversion
             report.pop("out", None)
             report.pop("snn", None)
+            for layer in report.get("report", {}).get("layers", []):
+                if "label" in layer:  # since issue 27: kind (IF|analog), ceiling, op, and the old string as label
+                    layer["kind"] = layer.pop("label")
+                    layer.pop("ceiling", None)
+                    layer.pop("op", None)
         if reports[0] != reports[1]:
             keys = sorted(k for k in set(reports[0]) | set(reports[1]) if reports[0].get(k) != reports[1].get(k))
             problems.append(f"reports differ in {', '.join(keys)}")

@@ -260,6 +260,6 @@ def test_cli_convert_hybrid_json_lists_analog_ops_without_nan(capsys, tmp_path):
     assert code == 0, capsys.readouterr().err
     layers = json.loads((tmp_path / "c.json").read_text())["report"]["layers"]
     analog = [layer for layer in layers if not layer["spiking"]]
-    assert [(a["kind"], a["max"]) for a in analog] == [("analog LeakyReLU", None)]
+    assert [(a["kind"], a["op"], a["label"], a["max"]) for a in analog] == [("analog", "LeakyReLU", "analog LeakyReLU", None)]
     loaded = load_snn(tmp_path / "m.snn.pt")
     assert [m.op.negative_slope for m in loaded.graph.modules() if type(m).__name__ == "AnalogOp"] == [0.3]

@@ -293,7 +293,7 @@ def test_every_registry_entry_round_trips(name, tmp_path):
     model, snn, counter, result, again, head_inputs, x = _run(example, tmp_path)
     if example.contains is not None:
         assert any(isinstance(m, example.contains) for m in snn.graph.modules())
-    if spec.modules and spec.role not in (Role.NEURON, Role.DROP, Role.SNN, Role.INPUT):
+    if spec.modules and spec.role not in (Role.NEURON, Role.DROP, Role.SPIKING, Role.INPUT):
         # the op itself survives canonicalization, in the SNN or (analog) inside an AnalogOp
         held = [m for m in snn.graph.modules() if type(m) in spec.modules] + [m.op for m in snn.graph.modules() if isinstance(m, AnalogOp) and m.kind == "module"]
         assert any(type(m) in spec.modules for m in held) or spec.role is Role.POOL, name
@@ -331,7 +331,7 @@ class ChannelShuffle(nn.Module):
 
 def _shuffle_registry():
     save, load = constructor_io(ChannelShuffle, ("groups",))
-    spec = OpSpec("ChannelShuffle", Role.MOVE, modules=(ChannelShuffle,), convert=move_scale, copies_spikes=True,
+    spec = OpSpec("ChannelShuffle", Role.LAYOUT, modules=(ChannelShuffle,), convert=move_scale, copies_spikes=True,
                   fanout=run_op, save=save, load=load)
     return default_registry().register(spec)
 

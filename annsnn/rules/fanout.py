@@ -23,6 +23,8 @@ __all__ = [
     "mean_as_sum",
     "module_rule",
     "valid_taps",
+    "conv_macs",
+    "linear_macs",
     "dense_macs",
     "StructuralFn",
     "conv_structure",
@@ -68,21 +70,35 @@ def valid_taps(spatial: tuple[int, ...], kernel: tuple[int, ...], stride, paddin
     return int(fn(ones, torch.ones(1, 1, *kernel, dtype=torch.float64), None, stride, padding, dilation).sum())
 
 
-def dense_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """MACs per sample of a Conv/Linear on an input of ``input_shape`` (no batch), padding excluded::
+def conv_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """MACs per sample of a Conv on an input of ``input_shape`` (no batch), padding excluded::
 
-        conv:   C_out * C_in/groups * sum over outputs of the taps on real inputs
-        linear: prod(input_shape[:-1]) * in_features * out_features
+        C_out * C_in/groups * sum over outputs of the taps on real inputs
     """
+    if module.padding_mode != "zeros":
+        raise UsageError(f"cannot count {type(module).__name__} with padding_mode={module.padding_mode!r}")
+    spatial = tuple(input_shape[1:])
+    padding = module.padding if not isinstance(module.padding, str) else _same_padding(module)
+    taps = valid_taps(spatial, tuple(module.kernel_size), module.stride, padding, module.dilation)
+    return module.out_channels * (module.in_channels // module.groups) * taps
+
+
+def linear_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """MACs per sample of a Linear on an input of ``input_shape`` (no batch)::
+
+        prod(input_shape[:-1]) * in_features * out_features
+    """
+    return math.prod(input_shape[:-1]) * module.in_features * module.out_features
+
+
+def dense_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """MACs per sample of a Conv or Linear (:func:`conv_macs`, :func:`linear_macs`), for
+    callers that hold a layer but no registry; the registry's entries carry these rules
+    (``OpSpec.macs``) and counting reads them there."""
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        if module.padding_mode != "zeros":
-            raise UsageError(f"cannot count {type(module).__name__} with padding_mode={module.padding_mode!r}")
-        spatial = tuple(input_shape[1:])
-        padding = module.padding if not isinstance(module.padding, str) else _same_padding(module)
-        taps = valid_taps(spatial, tuple(module.kernel_size), module.stride, padding, module.dilation)
-        return module.out_channels * (module.in_channels // module.groups) * taps
+        return conv_macs(module, input_shape)
     if isinstance(module, nn.Linear):
-        return math.prod(input_shape[:-1]) * module.in_features * module.out_features
+        return linear_macs(module, input_shape)
     raise TypeError(f"no closed form for {type(module).__name__}")
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from ..errors import UsageError
 from ..opspec import ReluForm
 
 __all__ = [
     "relu", "relu6", "relu_clip", "hardtanh", "clamp", "stochastic_depth_in_eval",
-    "lower_adaptive_avg_pool2d", "lower_avg_pool2d", "lower_max_pool2d",
+    "lower_adaptive_avg_pool2d", "lower_avg_pool2d", "lower_max_pool2d", "fold_conv_batchnorm", "fold_linear_batchnorm",
 ]
 
 
@@ -96,3 +97,18 @@ def lower_max_pool2d(node: fx.Node) -> tuple[nn.Module, fx.Node]:
     if a["return_indices"]:
         raise UsageError(f"unsupported op {node.name}: max_pool2d with return_indices")
     return _lowered(node, a, nn.MaxPool2d(a["kernel_size"], a["stride"], a["padding"], a["dilation"], ceil_mode=a["ceil_mode"]))
+
+
+# --- BatchNorm folding (eval statistics; torch.nn.utils.fusion) ---------------------
+
+
+def fold_conv_batchnorm(layer: nn.Module, bn: nn.Module) -> nn.Module | None:
+    """``bn(conv(x))`` as one conv: ``W' = W g / sqrt(var + eps)``, ``b' = (b - mean) g / sqrt(var + eps) + beta``."""
+    return fuse_conv_bn_eval(layer.eval(), bn.eval())
+
+
+def fold_linear_batchnorm(layer: nn.Module, bn: nn.Module) -> nn.Module | None:
+    """``bn(linear(x))`` as one linear layer, for a BatchNorm1d (the same equation as a conv)."""
+    if not isinstance(bn, nn.BatchNorm1d):
+        return None
+    return fuse_linear_bn_eval(layer.eval(), bn.eval())

@@ -14,16 +14,16 @@ from __future__ import annotations
 import copy
 import operator
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from ..analog import AnalogOp, analog_call
 from ..errors import UsageError
 from ..layers import IFNeurons, Rescale, SpikingMaxPool2d
-from ..opspec import OpRegistry, Role
+from ..opspec import OpRegistry
 from ..scale import Scale, ScaleError
 
 __all__ = [
@@ -32,7 +32,8 @@ __all__ = [
     "scale_neuron",
     "scale_normalize",
     "scale_maxpool",
-    "scale_commute",
+    "scale_pool",
+    "scale_pad",
     "scale_mean",
     "scale_add",
     "scale_scalar_mul",
@@ -266,7 +267,7 @@ def scale_maxpool(ctx: ScaleContext, node: fx.Node) -> None:
         ctx.gm.set_submodule(str(node.target), SpikingMaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode))
     elif ctx.kind[src] == "current":
         raise UsageError(f"unsupported layer {node.target}: max-pool of membrane currents (not followed by a ReLU); try --maxpool avg")
-    scale_commute(ctx, node)
+    scale_pool(ctx, node)
 
 
 def _binary_spikes(ctx: ScaleContext, node: fx.Node) -> bool:
@@ -286,18 +287,52 @@ def _binary_spikes(ctx: ScaleContext, node: fx.Node) -> bool:
     return bool(sources) and all(_binary_spikes(ctx, a) for a in sources)
 
 
-def scale_commute(ctx: ScaleContext, node: fx.Node) -> None:
-    """Ops that commute with a positive scale: evaluate the op on the scale tensor."""
+def _carried_kind(ctx: ScaleContext, inputs: list[fx.Node]) -> str:
+    """What an op's output carries: membrane current if any input does, else analog values
+    if any input is analog, else spikes."""
+    kinds = {ctx.kind[a] for a in inputs}
+    return "current" if "current" in kinds else ("analog" if "analog" in kinds else "spike")
+
+
+def scale_pool(ctx: ScaleContext, node: fx.Node) -> None:
+    """A pooling layer: ``pool(s * x) = s * pool(x)`` for a per-channel ``s``, so the scale
+    passes through (an error naming the node if it varies within a channel)."""
     tensor_inputs = [a for a in _input_nodes(node) if a in ctx.scale]
-    if node.op == "call_module" and (ctx.registry.has_role(ctx.modules[str(node.target)], Role.POOL) or isinstance(ctx.modules[str(node.target)], SpikingMaxPool2d)):
-        # pool(s * x) = s * pool(x) for a per-channel s: the scale passes through
+    if node.op != "call_module":  # a functional pool that canonicalization did not lower
+        ctx.scale[node] = evaluate_on_scales(ctx, node)
+    else:
         src = tensor_inputs[0]
         _channel_vector(ctx.scale[src], src)  # error naming the node if not per channel
         ctx.scale[node] = ctx.scale[src].per_channel(_shape(src), 1).simplest(_shape(node))
-    else:
-        ctx.scale[node] = evaluate_on_scales(ctx, node)
-    kinds = {ctx.kind[a] for a in tensor_inputs}
-    ctx.kind[node] = "current" if "current" in kinds else ("analog" if "analog" in kinds else "spike")
+    ctx.kind[node] = _carried_kind(ctx, tensor_inputs)
+
+
+def move_scale(ctx: ScaleContext, node: fx.Node) -> None:
+    """An op that moves or copies values (reshape, flatten, cat, slicing, ...): its scale is
+    the op run on the scales (:func:`evaluate_on_scales`)."""
+    tensor_inputs = [a for a in _input_nodes(node) if a in ctx.scale]
+    ctx.scale[node] = evaluate_on_scales(ctx, node)
+    ctx.kind[node] = _carried_kind(ctx, tensor_inputs)
+
+
+def _zero_padding(node: fx.Node, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``F.pad(x, widths[, "constant", 0])`` run with the value 1 (a placeholder scale; in the
+    free mask: free); any other mode or value is refused."""
+    mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
+    if mode != "constant":
+        raise UsageError(f"unsupported op {node.name}: pad mode {mode!r} (only zero padding)")
+    value = kwargs.get("value", args[3] if len(args) > 3 else 0.0)
+    if value not in (None, 0, 0.0):
+        raise UsageError(f"unsupported op {node.name}: padding with {value} (only zero padding)")
+    return args[:2], {"value": 1.0}
+
+
+def scale_pad(ctx: ScaleContext, node: fx.Node) -> None:
+    """``F.pad`` with zeros: the scale is the input's, padded; the padded positions are free
+    (always zero), so they never decide a scale (:class:`~annsnn.scale.Scale`)."""
+    tensor_inputs = [a for a in _input_nodes(node) if a in ctx.scale]
+    ctx.scale[node] = evaluate_on_scales(ctx, node, rewrite=_zero_padding)
+    ctx.kind[node] = _carried_kind(ctx, tensor_inputs)
 
 
 def scale_mean(ctx: ScaleContext, node: fx.Node) -> None:
@@ -399,9 +434,15 @@ def size_value(node: fx.Node) -> None:
         node.meta["value_on_scale"] = node.target(*args, **kwargs)  # type: ignore[operator]
 
 
-def evaluate_on_scales(ctx: ScaleContext, node: fx.Node, override: dict[fx.Node, Scale] | None = None) -> Scale:
+def evaluate_on_scales(
+    ctx: ScaleContext,
+    node: fx.Node,
+    override: dict[fx.Node, Scale] | None = None,
+    rewrite: Callable[[fx.Node, tuple, dict], tuple[tuple, dict]] | None = None,
+) -> Scale:
     """The scale of an op that moves, copies or zero-pads values: run the op once on the
-    scale values and once on the always-zero (free) masks; zero padding adds free positions."""
+    scale values and once on the always-zero (free) masks. ``rewrite`` adapts the call's
+    arguments first (zero padding runs with the value 1: its positions are free)."""
     scales = dict(ctx.scale)
     scales.update(override or {})
 
@@ -416,15 +457,8 @@ def evaluate_on_scales(ctx: ScaleContext, node: fx.Node, override: dict[fx.Node,
 
         args = fx.node.map_aggregate(node.args, sub)
         kwargs = dict(fx.node.map_aggregate(node.kwargs, sub))
-        if node.op == "call_function" and node.target is F.pad:
-            mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
-            if mode != "constant":
-                raise UsageError(f"unsupported op {node.name}: pad mode {mode!r} (only zero padding)")
-            value = kwargs.get("value", args[3] if len(args) > 3 else 0.0)
-            if value not in (None, 0, 0.0):
-                raise UsageError(f"unsupported op {node.name}: padding with {value} (only zero padding)")
-            args = args[:2]
-            kwargs = {"value": 1.0}  # a placeholder scale; and in the mask: free
+        if rewrite is not None:
+            args, kwargs = rewrite(node, args, kwargs)
         with torch.no_grad():
             if node.op == "call_module":
                 out = ctx.modules[str(node.target)](*args, **kwargs)
@@ -441,11 +475,6 @@ def evaluate_on_scales(ctx: ScaleContext, node: fx.Node, override: dict[fx.Node,
         return Scale.element(value.float(), free > 0.5).simplest(tuple(value.shape))
     except ScaleError as exc:
         raise UsageError(f"unsupported op {node.name}: it does not only move values ({exc})") from None
-
-
-def move_scale(ctx: ScaleContext, node: fx.Node) -> None:
-    """Conversion rule of an op that moves values: its scale is the op run on the scales."""
-    scale_commute(ctx, node)
 
 
 def _label(node: fx.Node) -> str:
