@@ -75,3 +75,18 @@ def test_lower_modules_take_the_registry_as_an_argument():
         text = path.read_text()
         if path.name not in allowed:
             assert "default_registry()" not in text, f"{path.relative_to(REPO)} builds its own registry"
+
+
+def test_importers_build_only_modules_the_registry_names():
+    """The ONNX and ATen importers keep their own tables (a foreign format's op names), but
+    every activation module they build is an entry of the op registry, under its own name."""
+    from annsnn import lift, onnx_import
+    from annsnn.ops import default_registry
+
+    registry = default_registry()
+    args = {"alpha": 1 / 6, "beta": 0.5}  # the only HardSigmoid torch's Hardsigmoid is
+    for table in (lift._ACTIVATIONS, onnx_import._ACTIVATIONS):
+        for foreign, factory in table.items():
+            module = factory(args)
+            spec = registry.for_module(module)
+            assert spec is not None and spec.name == type(module).__name__, foreign
