@@ -178,6 +178,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     from annsnn.counting import count_ann
     from annsnn.files import check_output_path, write_json
     from annsnn.graph import classify_activation, trace
+    from annsnn.ops import default_registry
     from annsnn.memory import check_fits
     from annsnn.zoo import architectures
 
@@ -196,11 +197,12 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     support: dict[str, str] = {}
     notes: list[str] = []
     try:
-        traced = trace(loaded.module)
+        registry = default_registry()
+        traced = trace(loaded.module, registry)
         modules = dict(traced.named_modules())
         functional = {"relu": 0, "analog": 0}
         for node in traced.graph.nodes:
-            kind, ceiling = classify_activation(node, modules)
+            kind, ceiling = classify_activation(node, modules, registry)
             label = "yes" if kind == "relu" else ("no: --hybrid keeps it analog" if kind == "analog" else "")
             if node.op == "call_module" and label:
                 support[str(node.target)] = label + (f" (clip {ceiling:g})" if ceiling else "")
@@ -387,7 +389,7 @@ def _check_data_shape(loader, shape: tuple[int, ...]) -> None:
 def _foreign_and_data(model_path, trust, dt, input_shape, data, data_root, download, split, samples, batch_size):
     from annsnn.data import load_dataset, make_loader
     from annsnn.evaluation import data_spec_for
-    from annsnn.foreign import load_foreign
+    from annsnn.foreign_files import load_foreign
 
     network = load_foreign(model_path, trust=trust, dt=dt, input_shape=input_shape)
     name = data or (network.meta.get("dataset") or {}).get("name")
