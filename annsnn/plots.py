@@ -10,8 +10,10 @@ from .files import atomic_path
 __all__ = ["save_plots", "save_robustness_plots"]
 
 
-def save_plots(result: AnalysisResult, directory: str | os.PathLike, prefix: str = "") -> list[Path]:
-    """Write accuracy-vs-T, energy-vs-T, accuracy-energy Pareto and per-layer firing plots."""
+def save_plots(result: AnalysisResult, directory: str | os.PathLike, prefix: str = "", *, plain: AnalysisResult | None = None) -> list[Path]:
+    """Write accuracy-vs-T, energy-vs-T, accuracy-energy Pareto and per-layer firing plots.
+    ``plain``: the same network converted with plain normalization, drawn beside it in
+    accuracy-vs-T."""
     import matplotlib
 
     matplotlib.use("Agg")

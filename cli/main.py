@@ -5,13 +5,10 @@ Errors are one line on stderr: exit 2 for bad input, 1 for run-time failures.
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 import sys
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
@@ -69,66 +66,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 # shared resolution of models, data and normalization
 
 
-def _load(model: str | None, arch: str | None, trust: bool, weights: str | None = None, input_shape: tuple[int, ...] | None = None):
-    from annsnn.io import LoadedModel, load_model
-    from annsnn.library import is_library_arch
-    from annsnn.zoo import architectures, build, embedded_checkpoint
-
-    if model is None:
-        return load_model(embedded_checkpoint())
-    if model.startswith("zoo:"):
-        name = model[4:]
-        return LoadedModel(build(name, weights=weights).eval(), model, "zoo", arch=name)
-    if weights is not None:
-        raise UsageError("--weights applies to zoo:NAME models only")
-    if arch is not None and arch not in architectures() and not is_library_arch(arch):
-        raise UsageError(f"unknown --arch {arch!r}: run 'annsnn zoo list' to see the names, or use torchvision:NAME / timm:NAME")
-    return load_model(model, arch, trust=trust, input_shape=input_shape)
-
-
-def _resolve(loaded, data: str | None, mean: list[float] | None, std: list[float] | None, input_shape: tuple[int, ...] | None, data_root: str | None):
-    from annsnn.data import dataset_spec
-    from annsnn.zoo import architectures
-
-    arch_spec = architectures().get(loaded.arch) if loaded.arch else None
-    record = loaded.record
-    name = data or record.get("dataset") or (arch_spec.dataset if arch_spec and arch_spec.dataset != "imagefolder" else None)
-    if name is None:
-        raise UsageError("which data? pass --data NAME (digits, mnist, cifar10, ..., imagefolder:PATH)")
-    spec = dataset_spec(name, data_root)
-    if mean is not None or std is not None:
-        if mean is None or std is None:
-            raise UsageError("--mean and --std go together")
-        norm = (mean, std)
-        source = "--mean/--std"
-    elif "normalization" in record:
-        norm = (list(record["normalization"]["mean"]), list(record["normalization"]["std"]))
-        source = "recorded in the model file"
-    elif arch_spec is not None and arch_spec.normalization is not None:
-        norm = (list(arch_spec.normalization[0]), list(arch_spec.normalization[1]))
-        source = f"{arch_spec.name}'s training normalization"
-    else:
-        norm = (list(spec.mean), list(spec.std))
-        source = f"{spec.name}'s standard normalization"
-    shape = tuple(input_shape or record.get("input_shape") or spec.input_shape)
-    if len(norm[0]) not in (1, shape[0]) or len(norm[1]) != len(norm[0]):
-        raise UsageError(f"normalization has {len(norm[0])} values but the input has {shape[0]} channels")
-    return spec, norm, source, shape
-
-
 def _batches(loader, progress: Progress | None, description: str) -> Iterable:
-    task = progress.add_task(description, total=len(loader), status="") if progress else None
+    """The loader's batches; the bar counts images, so a one-batch run still moves."""
+    task = progress.add_task(description, total=len(loader.dataset), status="") if progress else None
     for x, y in loader:
         yield x, y
         if progress is not None and task is not None:
-            progress.advance(task)
-
-
-def _default_out(model: str | None, name: str) -> Path:
-    if model is None or model.startswith("zoo:"):
-        return Path(f"{name}.snn.pt")
-    path = Path(model)
-    return path.with_name(path.name.split(".")[0] + ".snn.pt")
+            progress.advance(task, int(x.shape[0]))
 
 
 # ---------------------------------------------------------------------------
@@ -163,18 +107,14 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     from annsnn.counting import count_ann
     from annsnn.files import check_output_path, write_json
     from annsnn.graph import classify_activation, trace
+    from annsnn.io import convertible_module
     from annsnn.memory import check_fits
-    from annsnn.zoo import architectures
+    from annsnn.sources import load_source, model_input_shape
 
     if json_path:
         check_output_path(json_path, inputs=(model or "",))
-    from annsnn.io import convertible_module
-
-    loaded = _load(model, arch, trust, weights, input_shape)
-    arch_spec = architectures().get(loaded.arch) if loaded.arch else None
-    shape = tuple(input_shape or loaded.record.get("input_shape") or (arch_spec.input_shape if arch_spec else ()))
-    if not shape:
-        raise UsageError("pass --input-shape C,H,W (this file records none)")
+    loaded = load_source(model, arch, trust, weights, input_shape)
+    shape = model_input_shape(loaded, input_shape)
     convertible_module(loaded, shape)
     check_fits(loaded.module, shape, 1)
     counts = count_ann(loaded.module, shape)
@@ -263,35 +203,30 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
       annsnn convert ft.safetensors --arch torchvision:resnet18 --data imagefolder:DIR --input-shape 3,64,64
     """
     from annsnn.artifact import save_snn
-    from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset, make_loader
     from annsnn.files import check_output_path, json_dumps, write_text
+    from annsnn.io import convertible_module
     from annsnn.memory import check_fits
     from annsnn.pipeline import ann_to_snn
-    from annsnn.workspace import remember_last_snn
+    from annsnn.sources import default_snn_path, load_source, provenance, resolve_inputs
+    from annsnn.workspace import remember_last_snn, snn_file
 
     from .render import conversion_table
-
-    from annsnn.io import convertible_module
 
     options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay)
     if options.readout_delay == "auto" and calib_samples <= options.bias_images:  # before loading anything
         raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {options.bias_images}; pass more, or --readout-delay K")
-    loaded = _load(model, arch, trust, input_shape=input_shape)
-    target = Path(out_path) if out_path else _default_out(model, loaded.arch or "model")
+    loaded = load_source(model, arch, trust, input_shape=input_shape)
+    target = Path(out_path) if out_path else default_snn_path(model, loaded.arch)
     check_output_path(target, inputs=(model or "",))
     if json_path:
         check_output_path(json_path, inputs=(model or "", str(target)))
-    spec, norm, norm_source, shape = _resolve(loaded, data, mean, std, input_shape, data_root)
+    inputs = resolve_inputs(loaded, data, mean, std, input_shape, data_root)
+    spec, norm, norm_source, shape = inputs.dataset, inputs.normalization, inputs.normalization_source, inputs.input_shape
     convertible_module(loaded, shape)
     check_fits(loaded.module, shape, batch_size)
     loader = make_loader(load_dataset(spec.name, "train", data_root, download), batch_size, calib_samples)
-    meta = {
-        "source": {"path": str(Path(loaded.path).resolve()) if not loaded.path.startswith("zoo:") else loaded.path, "kind": loaded.kind, "arch": loaded.arch},
-        "dataset": spec.to_dict(),
-        "normalization": {"mean": norm[0], "std": norm[1], "source": norm_source},
-        "annsnn_version": __version__,
-    }
+    meta = provenance(loaded, inputs)
     started = time.perf_counter()
     with _progress() as progress:
         calib = (x for x, _ in _batches(loader, progress, "calibrating"))
@@ -313,18 +248,20 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     if options.threshold == "if-search":
         lines.append(f"note: thresholds come from the IF error search at T={calib_T}; --mode/--percentile-of apply with --calibration none, bias or step-bias")
     calibrated = {key: snn.meta[key] for key in ("calibrated_T", "readout_delay", "delay_choice") if key in snn.meta}
-    json_text = json_dumps({"schema_version": 1, "snn": str(target), **meta, **calibrated, "report": report.to_dict()}) if json_path else None
+    json_data = {"schema_version": 1, "snn": {"path": str(target), "sha256": None}, **meta, **calibrated, "report": report.to_dict()}
+    json_dumps(json_data)  # fails here (NaN, ...), before anything is written
     save_snn(snn, target)
-    if json_text is not None:
+    written = snn_file(target)
+    if json_path:
         try:
-            write_text(json_path, json_text)
+            write_text(json_path, json_dumps({**json_data, "snn": written.to_dict()}))
         except BaseException:
             target.unlink(missing_ok=True)
             raise
     remember_last_snn(target)
     for line in lines:
         out.print(line)
-    out.print(f"wrote {target}  (remembered: 'annsnn evaluate' and 'annsnn energy' now use it)")
+    out.print(f"wrote {written}  (remembered for this directory: 'annsnn evaluate' and 'annsnn energy' run here now use it)")
     if json_path:
         out.print(f"wrote {json_path}")
 
@@ -339,39 +276,6 @@ def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, cali
 
 # ---------------------------------------------------------------------------
 # evaluate and energy
-
-
-def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_size):
-    from annsnn.artifact import load_snn
-    from annsnn.data import load_dataset, make_loader
-    from annsnn.evaluation import data_spec_for
-    from annsnn.memory import check_fits
-    from annsnn.workspace import last_snn
-
-    path = Path(snn_path) if snn_path else last_snn()
-    snn = load_snn(path)
-    shape = snn.meta.get("input_shape")
-    if not (isinstance(shape, list) and shape and all(isinstance(v, int) and v > 0 for v in shape)):
-        raise UsageError(f"{str(path)!r} records no valid input shape (damaged SNN file)")
-    check_fits(snn.ann, shape, batch_size)
-    name = data or snn.meta.get("dataset", {}).get("name")
-    if not name:
-        raise UsageError("the SNN records no dataset; pass --data NAME")
-    loader = make_loader(load_dataset(name, split, data_root, download), batch_size, samples)
-    return path, snn, name, loader, data_spec_for(name, split, samples, batch_size, data_root)
-
-
-def _foreign_and_data(model_path, trust, dt, input_shape, data, data_root, download, split, samples, batch_size):
-    from annsnn.data import load_dataset, make_loader
-    from annsnn.evaluation import data_spec_for
-    from annsnn.foreign import load_foreign
-
-    network = load_foreign(model_path, trust=trust, dt=dt, input_shape=input_shape)
-    name = data or (network.meta.get("dataset") or {}).get("name")
-    if not name:
-        raise UsageError("the model records no dataset; pass --data NAME")
-    loader = make_loader(load_dataset(name, split, data_root, download), batch_size, samples)
-    return Path(model_path), network, name, loader, data_spec_for(name, split, samples, batch_size, data_root)
 
 
 def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False, device: str = "cpu", *, data):
@@ -438,38 +342,22 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
     is scored on exactly the same tensors. Without SNN: the last conversion.
     """
     from annsnn.files import check_output_path, write_json
+    from annsnn.runs import open_snn_run
 
-    from .render import evaluation_table
+    from .render import evaluation_table, latency_notes, result_json
 
     if json_path:
         check_output_path(json_path, inputs=(snn or "",))
-    path, network, name, loader, data_spec = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    result, rank = _analyze(network, loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False, progress_path=_progress_path(json_path, "evaluate", path), resume=resume, device=device, data=data_spec)
+    run = open_snn_run(snn, data, data_root, download, split, samples, batch_size)
+    result, rank = _analyze(run.network, run.loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False, progress_path=_progress_path(json_path, "evaluate", Path(run.file.path)), resume=resume, device=device, data=run.data)
     if rank != 0:
         return
-    out.print(evaluation_table(result))
+    out.print(evaluation_table(result, run.file))
+    for note in latency_notes(run.network, T):
+        out.print(f"note: {note}")
     if json_path:
-        data_out = _evaluation_json(result, path, name, split)
-        write_json(json_path, data_out)
+        write_json(json_path, result_json(result, run))
         out.print(f"wrote {json_path}")
-
-
-def _evaluation_json(result, path, dataset, split) -> dict:
-    return {
-        "schema_version": 1,
-        "snn": str(path),
-        "dataset": dataset,
-        "split": split,
-        "samples": result.samples,
-        "encoding": result.encoding,
-        "seed": result.seed,
-        "ann": {"top1": result.ann.top1, "recall_macro": result.ann.recall_macro, "f1_macro": result.ann.f1_macro, "top5": result.ann.top5, "confusion": result.ann.confusion},
-        "rows": [
-            {"T": r.T, "top1": r.top1, "gap": r.gap, "agreement": r.agreement, "recall_macro": r.recall_macro, "f1_macro": r.f1_macro, "top5": r.top5, "confusion": r.confusion, "firing_rate": r.firing_rate}
-            for r in result.rows
-        ],
-        "firing_rates": result.firing_rates,
-    }
 
 
 @cli.command()
@@ -504,13 +392,12 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     """
     from annsnn.energy import get_energy_model
     from annsnn.files import check_output_path, json_dumps, write_text
+    from annsnn.runs import open_foreign_run, open_snn_run
 
-    from .render import ann_layer_table, energy_table, layer_table
+    from .render import ann_layer_table, break_even_line, energy_csv, energy_markdown, energy_table, latency_notes, layer_table, result_json
 
     names = energy_models or ("45nm-fp32", "45nm-fp32+sram", "loihi")
-    for name in names:
-        get_energy_model(name[: -len("+sram")] if name.endswith("+sram") else name)  # validate early
-    models = [get_energy_model(name) for name in names]
+    models = [get_energy_model(name) for name in names]  # validated before anything runs
     for path in (json_path, csv_path, md_path):
         if path:
             check_output_path(path, inputs=(snn or "", ann_model or ""))
@@ -520,32 +407,30 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     if foreign_model and snn:
         raise UsageError("give either SNN or --model, not both")
     if foreign_model:
-        path, network, name, loader, data_spec = _foreign_and_data(foreign_model, trust, dt, input_shape, data, data_root, download, split, samples, batch_size)
+        run = open_foreign_run(foreign_model, trust, dt, input_shape, data, data_root, download, split, samples, batch_size)
     else:
-        path, network, name, loader, data_spec = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    result, rank = _analyze(network, loader, T, encoding, seed, chunk, models, count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device, data=data_spec)
+        run = open_snn_run(snn, data, data_root, download, split, samples, batch_size)
+    result, rank = _analyze(run.network, run.loader, T, encoding, seed, chunk, models, count=True, progress_path=_progress_path(json_path, "energy", Path(run.file.path)), resume=resume, device=device, data=run.data)
     if rank != 0:
         return
     if foreign_model:
         from annsnn.foreign import without_stand_in_accuracy
 
         result = without_stand_in_accuracy(result)
-    out.print(energy_table(result))
-    breaks = ", ".join(f"{k}: {'never cheaper' if v is None else v}" for k, v in result.break_even_T.items())
-    out.print(f"break-even T (largest T with SNN energy below the ANN's): {breaks}")
-    for note in result.notes:
+    out.print(energy_table(result, run.file))
+    out.print(break_even_line(result))
+    for note in result.notes + latency_notes(run.network, T):
         out.print(f"note: {note}")
     if result.unsupported:
         err.print(f"[yellow]warning:[/] not counted (unsupported layers): {', '.join(result.unsupported)}")
     if per_layer:
         out.print(layer_table(result))
         out.print(ann_layer_table(result))
-    data_out = result.to_dict()
-    data_out.update({"snn": str(path), "dataset": name, "split": split})
+    data_out = result_json(result, run)
     if measure or per_dataset:
-        data_out.update(_measured_and_dataset(result, network, loader, T, chunk, device, grid_intensity, measure, per_dataset))
+        data_out.update(_measured_and_dataset(result, run, T, chunk, device, grid_intensity, measure, per_dataset))
     # every text is made (and can fail) before the first one is written
-    texts = [(p, make()) for p, make in ((json_path, lambda: json_dumps(data_out)), (csv_path, lambda: _csv(result)), (md_path, lambda: _markdown(result))) if p]
+    texts = [(p, make()) for p, make in ((json_path, lambda: json_dumps(data_out)), (csv_path, lambda: energy_csv(result, run.file)), (md_path, lambda: energy_markdown(result, run.file))) if p]
     for target, text in texts:
         write_text(target, text)
         out.print(f"wrote {target}")
@@ -556,16 +441,16 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
             out.print(f"wrote {written}")
 
 
-def _measured_and_dataset(result, network, loader, T, chunk, device, grid, measure: bool, per_dataset: bool) -> dict:
-    """--measure and --per-dataset: print the three kinds of figures apart; return their JSON."""
-    from annsnn.measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy, measure_inference
+def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, per_dataset: bool) -> dict:
+    """--measure and --per-dataset: print the measured and the estimated figures apart; return their JSON."""
+    from annsnn.measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy_table, measure_inference
 
-    from .render import dataset_energy_table, measured_table
+    from .render import dataset_energy_table as dataset_table, measured_table
 
-    source = GRID_INTENSITY_SOURCE if grid == GRID_INTENSITY_G_PER_KWH else "--grid-intensity"
     extra: dict = {}
     if measure:
-        measured = measure_inference(network, [x for x, _ in loader], T, device=device, chunk=chunk, grid_g_per_kwh=grid, grid_source=source)
+        source = GRID_INTENSITY_SOURCE if grid == GRID_INTENSITY_G_PER_KWH else "--grid-intensity"
+        measured = measure_inference(run.network, [x for x, _ in run.loader], T, device=device, chunk=chunk, grid_g_per_kwh=grid, grid_source=source)
         if measured.sensors.notice:
             out.print(f"note: {measured.sensors.notice}")
         out.print(measured_table(measured, result))
@@ -573,84 +458,34 @@ def _measured_and_dataset(result, network, loader, T, chunk, device, grid, measu
             out.print(f"note: {note}")
         extra["measured"] = measured.to_dict()
     if per_dataset:
-        rows = {}
-        for model in result.energy_models:
-            ann_pj = result.ann.energy_pj[model]
-            rows[model] = {} if ann_pj is None else {"ANN": dataset_energy(ann_pj * 1e-12, result.samples, grid)}
-            for r in result.rows:
-                rows[model][f"SNN T={r.T}"] = dataset_energy(r.energy_pj[model] * 1e-12, result.samples, grid)
-        references = {m: d.get("ann_reference") for m, d in result.energy_models.items() if d.get("kind", "digital") != "digital"}
-        out.print(dataset_energy_table(rows, result.samples, grid, source, references))
-        extra["per_dataset"] = {"samples": result.samples, "grid_g_per_kwh": grid, "grid_source": source, "kind": "estimated",
-                                "energy": {m: {k: asdict(v) for k, v in r.items()} for m, r in rows.items()}}
+        table = dataset_energy_table(result, grid)
+        out.print(dataset_table(table))
+        extra["per_dataset"] = table.to_dict()
     return extra
 
 
 def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
-    """``energy --ann``: MACs and compute energy of the ANN alone. A ``NAME+sram`` model is
-    named as not computed (its memory traffic needs the layer sizes a simulation records),
-    or refused when it is all that was asked for."""
-    from annsnn.counting import count_ann
-    from annsnn.energy import get_energy_model
+    """``energy --ann``: MACs and compute energy of the ANN alone (:func:`annsnn.analyzer.ann_energy`)."""
+    from annsnn.analyzer import ann_energy
     from annsnn.files import write_json
-    from annsnn.zoo import architectures
-
-    from .render import energy_str, si
-
-    skipped = [m.name for m in models if m.memory is not None]
-    if len(skipped) == len(models):
-        raise UsageError(f"--ann: {', '.join(skipped)} needs the layer sizes of a simulation; run 'annsnn energy SNN', whose report gives the ANN under it too, or pick a compute model")
-    models = [m for m in models if m.memory is None]
-    loaded = _load(model, arch, False)
-    spec = architectures().get(loaded.arch) if loaded.arch else None
-    shape = tuple(input_shape or loaded.record.get("input_shape") or (spec.input_shape if spec else ()))
-    if not shape:
-        raise UsageError("pass --input-shape C,H,W")
     from annsnn.io import convertible_module
     from annsnn.memory import check_fits
+    from annsnn.sources import load_source, model_input_shape
 
+    from .render import ann_energy_lines
+
+    if all(m.memory is not None for m in models):
+        ann_energy(torch.nn.Identity(), (1,), models)  # refuses before loading anything
+    loaded = load_source(model, arch, False)
+    shape = model_input_shape(loaded, input_shape)
     module = convertible_module(loaded, shape)
     check_fits(module, shape, 1)
-    counts = count_ann(module, shape)
-    energies = {}
-    for m in models:
-        ref = m if m.kind == "digital" else get_energy_model(m.ann_reference)
-        energies[m.name] = ref.ann_energy_pj(counts.macs, counts.bias_adds)
-        out.print(f"{m.name}: {energy_str(energies[m.name])} per inference" + ("" if m.kind == "digital" else f" (ANN under {m.ann_reference})"))
-    out.print(f"MACs {si(counts.macs)}, bias adds {si(counts.bias_adds)}")
-    reason = "memory traffic needs the layer sizes of a simulation: 'annsnn energy SNN' reports the ANN under it"
-    for name in skipped:
-        out.print(f"note: {name} not computed: {reason}")
+    result = ann_energy(module, shape, models)
+    for line in ann_energy_lines(result):
+        out.print(line)
     if json_path:
-        write_json(json_path, {"schema_version": 1, "ann": {"macs": counts.macs, "macs_with_padding": counts.macs_with_padding, "unsupported": counts.unsupported, "bias_adds": counts.bias_adds, "energy_pj": energies},
-                               "energy_models": {m.name: m.to_dict() for m in models}, "not_computed": {name: reason for name in skipped}})
+        write_json(json_path, {**result.to_dict(), "model": loaded.path})
         out.print(f"wrote {json_path}")
-
-
-def _csv(result) -> str:
-    buffer = io.StringIO()
-    names = list(result.energy_models)
-    writer = csv.writer(buffer)
-    writer.writerow(["T", "top1", "gap", "agreement", "synaptic_acs", "macs", "bias_acs", "neuron_updates", "active_updates", "comparisons", "total_ops"] + [f"energy_pj_{n}" for n in names] + [f"energy_ratio_{n}" for n in names])
-    writer.writerow(["ANN", result.ann.top1, "", 1.0, 0, result.ann.macs, result.ann.bias_adds, 0, 0, 0, result.ann.macs + result.ann.bias_adds] + [result.ann.energy_pj[n] for n in names] + [1.0 for _ in names])
-    for r in result.rows:
-        writer.writerow([r.T, r.top1, r.gap, r.agreement, r.synaptic_acs, r.macs, r.bias_acs, r.neuron_updates, r.active_updates, r.comparisons, r.total_ops] + [r.energy_pj[n] for n in names] + [r.energy_ratio[n] for n in names])
-    return buffer.getvalue()
-
-
-def _markdown(result) -> str:
-    from .render import energy_str, pct, si
-
-    names = list(result.energy_models)
-    head = ["T", "top-1 %", "gap", "SyOPs", "MACs", "total ops"] + [f"E {n}" for n in names] + [f"SNN/ANN {n}" for n in names]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    ann = result.ann
-    lines.append("| ANN | " + " | ".join([pct(ann.top1), "", "–", si(ann.macs), si(ann.macs + ann.bias_adds)] + [energy_str(ann.energy_pj[n]) for n in names] + ["1" for _ in names]) + " |")
-    for r in result.rows:
-        lines.append("| " + " | ".join([str(r.T), pct(r.top1), pct(r.gap, True), si(r.synaptic_acs), si(r.macs), si(r.total_ops)] + [energy_str(r.energy_pj[n]) for n in names] + [f"{r.energy_ratio[n]:.3f}" if r.energy_ratio[n] is not None else "–" for n in names]) + " |")
-    lines.append("")
-    lines.append("Break-even T: " + ", ".join(f"{k} {v}" for k, v in result.break_even_T.items()))
-    return "\n".join(lines) + "\n"
 
 
 @cli.command("energy-models")
@@ -695,7 +530,7 @@ STRENGTHS = _Strengths()
 
 @cli.command()
 @click.argument("snn", required=False)
-@click.option("--T", "T", type=TIME_STEPS, default="8,32", show_default=True, help="Time steps to read out (one simulation of max(T) per perturbed batch).")
+@click.option("--T", "T", type=TIME_STEPS, default=DEFAULT_T, show_default=True, help="Time steps to read out (one simulation of max(T) per perturbed batch).")
 @click.option("--noise", type=STRENGTHS, help="Gaussian noise σ in pixel units ([0,1] images), e.g. 0,0.05,0.1,0.2; clipped to [0, 1].")
 @click.option("--salt-pepper", type=STRENGTHS, help="Salt-and-pepper: fraction of values set to 0 or 1, e.g. 0,0.05,0.1.")
 @click.option("--fgsm", type=STRENGTHS, help="FGSM ε in [0, 1], e.g. 0,0.05,0.1 or 0:1:0.05 (start:stop:step, inclusive).")
@@ -730,9 +565,9 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
       annsnn robustness --T 8,32 --noise 0,0.05,0.1,0.2 --fgsm 0:1:0.05 --samples 500 --plot plots/
       annsnn robustness m.snn.pt --fgsm 0,0.02,0.05 --pgd 0.02 --attack-on both --attack-T 8 --json r.json
     """
-    from annsnn.data import select_batches
     from annsnn.files import check_output_path, write_json, write_text
-    from annsnn.robustness import Robustness, RobustnessSpec
+    from annsnn.robustness import RobustnessSpec, run_robustness
+    from annsnn.runs import open_snn_run
 
     from .render import robustness_csv, robustness_table
 
@@ -745,25 +580,18 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
             check_output_path(path, inputs=(snn or "",))
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
-    path, network, name, loader, _ = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    classes = network.meta.get("dataset", {}).get("num_classes")
-    study = Robustness(network, spec, num_classes=int(classes) if classes else None, chunk=chunk, device=device)
+    run = open_snn_run(snn, data, data_root, download, split, samples, batch_size)
     with _progress() as progress:
-        for index, (x, y) in enumerate(_batches(loader, progress, f"perturbing, simulating T≤{max(T)}")):
-            if tuple(x.shape[1:]) != tuple(network.meta["input_shape"]):
-                raise UsageError(f"the data has shape {tuple(x.shape[1:])}, the SNN expects {tuple(network.meta['input_shape'])}")
-            study.run(x, y, batch_index=index)
-    result = study.report()
-    out.print(robustness_table(result))
+        task = progress.add_task(f"perturbing, simulating T≤{max(T)}", total=len(run.loader.dataset), status="")
+        result = run_robustness(run.network, run.loader, spec, chunk=chunk, device=device, on_batch=lambda images: progress.advance(task, images))
+    out.print(robustness_table(result, run.file))
     for note in result.notes:
         out.print(f"note: {note}")
     if json_path:
-        data_out = result.to_dict()
-        data_out.update({"snn": str(path), "dataset": name, "split": split})
-        write_json(json_path, data_out)
+        write_json(json_path, {**result.to_dict(), **run.header()})
         out.print(f"wrote {json_path}")
     if csv_path:
-        write_text(csv_path, robustness_csv(result))
+        write_text(csv_path, robustness_csv(result, run.file))
         out.print(f"wrote {csv_path}")
     if plot_dir:
         from annsnn.plots import save_robustness_plots
@@ -780,59 +608,60 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
 @click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True, help="Where the SNN, JSON and plots go.")
 @click.option("--T", "T", type=TIME_STEPS, default=DEFAULT_T, show_default=True)
 def demo(out_dir: str, T) -> None:
-    """The whole job on the bundled digits CNN, no download: convert (99.99), then the
-    accuracy–energy trade-off at T = 5, 20, 50 with plots."""
+    """The whole job on the bundled digits CNN, no download: convert it with the default
+    calibrated pipeline (calibrated for T = max(T)) and with plain 99.99th-percentile
+    normalization, then show accuracy, ops and energy at every T, with plots.
+
+    \b
+    Examples:
+      annsnn demo                               # SNN, demo.json and plots/ here
+      annsnn demo --out-dir demo-out --T 5,20   # elsewhere, at two latencies
+    """
     from annsnn.artifact import save_snn
     from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset, make_loader
-    from annsnn.files import write_json
-    from annsnn.io import load_model
+    from annsnn.evaluation import data_spec_for
+    from annsnn.files import check_output_path, write_json
     from annsnn.modes import parse_mode
     from annsnn.pipeline import ann_to_snn
     from annsnn.plots import save_plots
-    from annsnn.workspace import remember_last_snn
-    from annsnn.zoo import embedded_checkpoint
+    from annsnn.runs import SnnRun
+    from annsnn.sources import load_source, provenance, resolve_inputs
+    from annsnn.workspace import remember_last_snn, snn_file
 
-    from .render import conversion_table, energy_table
+    from .render import break_even_line, conversion_table, energy_table, result_json
 
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    from annsnn.files import check_output_path
-
-    check_output_path(directory / "digits_cnn.snn.pt")
-    loaded = load_model(embedded_checkpoint())
-    spec, norm, norm_source, shape = _resolve(loaded, None, None, None, None, None)
+    target = directory / "digits_cnn.snn.pt"
+    check_output_path(target)
+    loaded = load_source(None)
+    inputs = resolve_inputs(loaded)
     steps = sorted(T) if not isinstance(T, int) else [T]
     plain_options = ConversionOptions(mode=parse_mode("99.99"))
     options = _calibrated_options(parse_mode("99.99"), None, "all", 0.5, max(steps), CALIBRATION_NAMES[0], 256, "spiking", False)
     started = time.perf_counter()
-    meta = {"source": {"path": str(embedded_checkpoint()), "kind": "checkpoint", "arch": loaded.arch}, "dataset": spec.to_dict(),
-            "normalization": {"mean": norm[0], "std": norm[1], "source": norm_source}, "annsnn_version": __version__}
+    meta = provenance(loaded, inputs)
     with _progress() as progress:
         images = [x for x, _ in _batches(make_loader(load_dataset("digits", "train"), 256), progress, "calibrating")]
-    plain, _ = ann_to_snn(loaded.module, iter(images), input_shape=shape, options=plain_options, normalization=norm, meta=meta)
-    snn, report = ann_to_snn(loaded.module, iter(images), input_shape=shape, options=options, normalization=norm, meta=meta)
-    target = directory / "digits_cnn.snn.pt"
+    plain, _ = ann_to_snn(loaded.module, iter(images), input_shape=inputs.input_shape, options=plain_options, normalization=inputs.normalization, meta=meta)
+    snn, report = ann_to_snn(loaded.module, iter(images), input_shape=inputs.input_shape, options=options, normalization=inputs.normalization, meta=meta)
     save_snn(snn, target)
     remember_last_snn(target)
     out.print(conversion_table(report))
-    from annsnn.evaluation import data_spec_for
-
     test_loader = make_loader(load_dataset("digits", "test"), 360)
-    test_spec = data_spec_for("digits", "test", None, 360, None)
-    plain_result, _ = _analyze(plain, test_loader, T, "direct", 0, None, ("45nm-fp32",), count=False, data=test_spec)
+    run = SnnRun(snn_file(target), snn, "digits", "test", test_loader, data_spec_for("digits", "test", None, 360, None))
+    plain_result, _ = _analyze(plain, test_loader, T, "direct", 0, None, ("45nm-fp32",), count=False, data=run.data)
     out.print("plain normalization (--calibration none --v-init 0): top-1 " + ", ".join(f"T={row.T}: {100 * (row.top1 or 0.0):.1f}%" for row in plain_result.rows))
     out.print(f"calibrated ({CALIBRATION_NAMES[0]}, calibrated for T={max(steps)}, valid for every T <= {max(steps)}):")
-    result, _ = _analyze(snn, test_loader, T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True, data=test_spec)
-    out.print(energy_table(result))
-    out.print("break-even T: " + ", ".join(f"{k}: {'never' if v is None else v}" for k, v in result.break_even_T.items()))
-    data_out = result.to_dict()
-    data_out.update({"snn": str(target), "dataset": "digits", "split": "test", "conversion": report.to_dict(),
-                     "plain_top1": {str(row.T): row.top1 for row in plain_result.rows}})
+    result, _ = _analyze(snn, test_loader, T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True, data=run.data)
+    out.print(energy_table(result, run.file))
+    out.print(break_even_line(result))
+    data_out = {**result_json(result, run), "conversion": report.to_dict(), "plain_top1": {str(row.T): row.top1 for row in plain_result.rows}}
     write_json(directory / "demo.json", data_out)
-    plots = save_plots(result, directory / "plots")
-    out.print(f"wrote {target}, {directory / 'demo.json'} and plots: " + ", ".join(str(p) for p in plots))
-    out.print(f"done in {time.perf_counter() - started:.1f} s; next: 'annsnn evaluate' or 'annsnn energy --T 5,20,50' reuse this SNN")
+    plots = save_plots(result, directory / "plots", plain=plain_result)
+    out.print(f"wrote {run.file}, {directory / 'demo.json'} and plots: " + ", ".join(str(p) for p in plots))
+    out.print(f"done in {time.perf_counter() - started:.1f} s; next: 'annsnn evaluate' or 'annsnn energy --T 5,20,50' (run from this directory) reuse this SNN")
 
 
 # ---------------------------------------------------------------------------

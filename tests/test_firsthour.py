@@ -1,0 +1,153 @@
+"""A new user's first hour (issue 29): results name their SNN, "not counted" is None,
+break-even T is a typed value with one wording, the last conversion is per directory."""
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from annsnn import Analyzer, ann_to_snn
+from annsnn.energy import BreakEven, BreakEvenKind, break_even
+from annsnn.errors import UsageError
+from conftest import run_cli
+from annsnn.zoo import embedded_checkpoint
+
+
+def _tiny_snn():
+    """Identity Linear(5,5) -> IF -> Linear(5,3): the pattern's 3 ones spike at every step,
+    so the IF layer's firing rate is exactly 3/5 at every T."""
+    from annsnn.convert import ConversionOptions
+    from annsnn.modes import parse_mode
+
+    pattern = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0]])
+    first = nn.Linear(5, 5)
+    with torch.no_grad():
+        first.weight.copy_(torch.eye(5))
+        first.bias.zero_()
+    model = nn.Sequential(first, nn.ReLU(), nn.Linear(5, 3, bias=False)).eval()
+    options = ConversionOptions.plain(parse_mode("max")) if hasattr(ConversionOptions, "plain") else ConversionOptions(mode=parse_mode("max"))
+    snn, _ = ann_to_snn(model, [pattern], input_shape=(5,), options=options)
+    return snn, pattern
+
+
+@pytest.mark.parametrize("count", [True, False])
+def test_firing_rates_are_measured_and_not_counted_is_none(count):
+    snn, pattern = _tiny_snn()
+    with Analyzer(snn, [4, 8], count=count) as a:
+        a.run(pattern)
+    r = a.report()
+    (layer,) = snn.neuron_layers()
+    assert r.firing_rates == {layer: {"4": 0.6, "8": 0.6}}
+    assert [row.firing_rate for row in r.rows] == [0.6, 0.6]
+    if count:
+        assert r.rows[1].synaptic_acs == 8 * 3 * 3 and r.counted
+        assert r.break_even_T["45nm-fp32"] == BreakEven(BreakEvenKind.AT, 5)
+    else:  # not counted: None, never 0
+        assert not r.counted and r.break_even_T is None
+        for row in r.rows:
+            assert (row.synaptic_acs, row.macs, row.bias_acs, row.neuron_updates, row.active_updates, row.comparisons, row.total_ops) == (None,) * 7
+            assert row.energy_pj is None and row.energy_ratio is None
+        assert json.loads(json.dumps(r.to_dict()))["rows"][0]["synaptic_acs"] is None
+
+
+def test_break_even_is_one_typed_value_with_one_wording():
+    assert break_even([1.0, 2.0, 3.0], 2.5) == BreakEven(BreakEvenKind.AT, 2)
+    assert break_even([1.0, 2.0, 3.0], 9.0) == BreakEven(BreakEvenKind.BEYOND, 3)
+    assert break_even([1.0, 2.0, 3.0], 0.5) == BreakEven(BreakEvenKind.NEVER)
+    assert break_even([1.0, 2.0, 3.0], None) == BreakEven(BreakEvenKind.NO_REFERENCE)
+    assert [str(b) for b in (break_even([1.0, 2.0], 1.5), break_even([1.0], 5.0), break_even([1.0], 0.1), break_even([1.0], None))] == [
+        "T=1", "T>=1 (cheaper at every simulated T)", "never cheaper", "no ANN reference"]
+    assert BreakEven(BreakEvenKind.NEVER).to_json() == {"kind": "never", "T": None}
+    with pytest.raises(ValueError):
+        BreakEven(BreakEvenKind.AT)
+    with pytest.raises(ValueError):
+        BreakEven(BreakEvenKind.NEVER, 3)
+
+
+def test_accuracies_are_exact_fractions_not_float32():
+    snn, pattern = _tiny_snn()
+    x = pattern.repeat(9, 1)
+    labels = torch.tensor([0] * 7 + [1, 2])
+    with Analyzer(snn, [2], count=False) as a:
+        a.run(x, labels)
+    r = a.report()
+    predicted = int(snn.ann(x).argmax(1)[0])
+    assert r.ann.top1 == sum(int(v == predicted) for v in labels.tolist()) / 9  # a float64 fraction, bit for bit
+
+
+def test_the_last_conversion_is_remembered_per_directory(tmp_path):
+    from annsnn.workspace import last_snn, remember_last_snn
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "mine.snn.pt").write_bytes(b"x")
+    (b / "demo.snn.pt").write_bytes(b"y")
+    remember_last_snn(a / "mine.snn.pt", directory=a)
+    with pytest.raises(UsageError, match="none converted from this directory"):
+        last_snn(directory=b)
+    remember_last_snn(b / "demo.snn.pt", directory=b)  # another shell, another directory
+    assert last_snn(directory=a) == (a / "mine.snn.pt").resolve()
+    assert last_snn(directory=b) == (b / "demo.snn.pt").resolve()
+
+
+@pytest.fixture(scope="module")
+def plain_snn(tmp_path_factory):
+    """The bundled digits CNN, plain normalization (a few seconds)."""
+    import os
+
+    directory = tmp_path_factory.mktemp("plain")
+    target = directory / "mine.snn.pt"
+    from annsnn.cli.main import main
+
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        main(["convert", "--calibration", "none", "--calib-samples", "128", "--out", str(target)])
+    except SystemExit as exc:
+        assert not exc.code
+    finally:
+        os.chdir(cwd)
+    return target
+
+
+def test_every_result_names_its_snn_file_and_hash(plain_snn, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    digest = hashlib.sha256(plain_snn.read_bytes()).hexdigest()
+    code, out, err = run_cli(capsys, "energy", str(plain_snn), "--T", "5,20", "--samples", "40", "--json", "e.json", "--csv", "e.csv", "--markdown", "e.md")
+    assert code == 0, err
+    assert f"{plain_snn} (sha256 {digest[:12]})" in out.replace("\n", "")
+    data = json.loads(Path("e.json").read_text())
+    assert data["snn"] == {"path": str(plain_snn), "sha256": digest}
+    rows = list(csv.DictReader(Path("e.csv").read_text().splitlines()))
+    assert {(r["snn_file"], r["snn_sha256"]) for r in rows} == {(str(plain_snn), digest)}
+    assert f"`{plain_snn}` (sha256 `{digest[:12]}`)" in Path("e.md").read_text()
+    # one wording for break-even T in the terminal, the Markdown and the CSV
+    wording = {name: str(BreakEven(BreakEvenKind(v["kind"]), v["T"])) for name, v in data["break_even_T"].items()}
+    assert "None" not in Path("e.md").read_text()
+    for name, text in wording.items():
+        assert f"{name}: {text}" in " ".join(out.split()) and f"{name}: {text}" in Path("e.md").read_text()
+        assert {r[f"break_even_{name}"] for r in rows} == {text}
+    # the ANN row of a neuromorphic model says what it is priced under
+    assert rows[0]["ann_reference_loihi"] == "45nm-fp32"
+
+    code, out, err = run_cli(capsys, "evaluate", str(plain_snn), "--T", "5,20", "--samples", "40", "--json", "v.json")
+    assert code == 0, err
+    assert digest[:12] in out
+    evaluation = json.loads(Path("v.json").read_text())
+    assert evaluation["snn"]["sha256"] == digest
+    # evaluate counts nothing, but measures firing rates: the same as energy's, never 0.0
+    assert evaluation["firing_rates"] == data["firing_rates"] and all(v > 0 for r in data["firing_rates"].values() for v in r.values())
+    assert [r["firing_rate"] for r in evaluation["rows"]] == [r["firing_rate"] for r in data["rows"]]
+    assert evaluation["rows"][0]["synaptic_acs"] is None and evaluation["break_even_T"] is None
+
+
+def test_evaluate_beyond_the_calibrated_T_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "convert", "--T", "8", "--calib-samples", "320", "--bias-samples", "64", "--out", "c.snn.pt")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "evaluate", "--T", "5,20", "--samples", "20")
+    assert code == 0, err
+    assert "T=20 is beyond the T=8 this SNN was calibrated for" in " ".join(out.split())
