@@ -25,7 +25,7 @@ from .data import DatasetSpec
 from .errors import UsageError
 from .io import LoadedModel
 
-__all__ = ["load_source", "ResolvedInputs", "resolve_inputs", "provenance", "default_snn_path", "model_input_shape", "ZooModel", "load_zoo_model"]
+__all__ = ["load_source", "ActivationSupport", "activation_support", "ResolvedInputs", "resolve_inputs", "provenance", "default_snn_path", "model_input_shape", "ZooModel", "load_zoo_model"]
 
 
 def load_source(model: str | None, arch: str | None = None, trust: bool = False, weights: str | None = None,
@@ -151,3 +151,47 @@ def load_zoo_model(name: str = "digits_cnn") -> ZooModel:
     loaded = load_source(None)
     inputs = resolve_inputs(loaded)
     return ZooModel(loaded.module.eval(), inputs.normalization, inputs.input_shape, inputs.dataset.name)
+
+
+@dataclass(frozen=True)
+class ActivationSupport:
+    """Which activations of a model convert: ``modules[name]`` is ``"yes"`` (with its clip
+    ceiling, if any) or ``"no: --hybrid keeps it analog"``; functional activations in
+    ``forward()`` are counted in ``functional_relu`` / ``functional_analog``; ``error`` is
+    why the model does not trace (None when it does)."""
+
+    modules: dict[str, str]
+    functional_relu: int
+    functional_analog: int
+    error: str | None = None
+
+    def notes(self) -> list[str]:
+        notes = []
+        if self.functional_relu:
+            notes.append(f"{self.functional_relu} functional ReLU-like activation(s) in forward(): convertible")
+        if self.functional_analog:
+            notes.append(f"{self.functional_analog} functional activation(s) that need --hybrid")
+        if self.error is not None:
+            notes.append(f"not convertible as written: {self.error}")
+        return notes
+
+
+def activation_support(module: nn.Module) -> ActivationSupport:
+    """Trace ``module`` and classify every activation by its op-registry entry."""
+    from .graph import classify_activation, trace
+
+    support: dict[str, str] = {}
+    functional = {"relu": 0, "analog": 0}
+    try:
+        traced = trace(module)
+    except UsageError as exc:
+        return ActivationSupport({}, 0, 0, str(exc))
+    modules = dict(traced.named_modules())
+    for node in traced.graph.nodes:
+        kind, ceiling = classify_activation(node, modules)
+        label = "yes" if kind == "relu" else ("no: --hybrid keeps it analog" if kind == "analog" else "")
+        if node.op == "call_module" and label:
+            support[str(node.target)] = label + (f" (clip {ceiling:g})" if ceiling else "")
+        elif label and kind in functional:
+            functional[kind] += 1
+    return ActivationSupport(support, functional["relu"], functional["analog"])

@@ -21,6 +21,7 @@ from annsnn import __version__
 from annsnn.errors import AnnsnnError, UsageError
 
 from annsnn.calibration import CALIBRATIONS
+from annsnn.convert import PIPELINE_THRESHOLD_SCALE
 
 from .params import FLOAT_LIST, MODE, READOUT_DELAY, SHAPE, TIME_STEPS
 
@@ -50,20 +51,21 @@ def cli(ctx: click.Context, debug: bool) -> None:
     and measure what the conversion costs in accuracy and saves in energy.
 
     \b
-    Typical session:
+    Examples (a typical session):
       annsnn demo                               # the whole job on bundled digits data
       annsnn info model.pt --arch resnet20      # layers, MACs, convertible activations
-      annsnn convert model.pt --arch resnet20 --mode 99.99 --data cifar10
-      annsnn evaluate --T 8,32,128              # accuracy at every T, one simulation
-      annsnn energy --T 5,20,50 --plot plots/   # ops, energy and break-even T
+      annsnn convert model.pt --arch resnet20 --data cifar10   # calibrated for T=32
+      annsnn evaluate --T 8,16,32               # accuracy at every T, one simulation
+      annsnn energy --T 8,16,32 --plot plots/   # ops, energy and break-even T
 
-    The last conversion is remembered, so evaluate and energy need no path.
+    The last conversion made in a directory is remembered there, so evaluate and energy
+    run from that directory need no path; every result names the SNN file it used.
     """
     ctx.obj = {"debug": debug}
 
 
 # ---------------------------------------------------------------------------
-# shared resolution of models, data and normalization
+# progress
 
 
 def _batches(loader, progress: Progress | None, description: str) -> Iterable:
@@ -106,10 +108,9 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     """
     from annsnn.counting import count_ann
     from annsnn.files import check_output_path, write_json
-    from annsnn.graph import classify_activation, trace
     from annsnn.io import convertible_module
     from annsnn.memory import check_fits
-    from annsnn.sources import load_source, model_input_shape
+    from annsnn.sources import activation_support, load_source, model_input_shape
 
     if json_path:
         check_output_path(json_path, inputs=(model or "",))
@@ -118,38 +119,19 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     convertible_module(loaded, shape)
     check_fits(loaded.module, shape, 1)
     counts = count_ann(loaded.module, shape)
-    support: dict[str, str] = {}
-    notes: list[str] = []
-    try:
-        traced = trace(loaded.module)
-        modules = dict(traced.named_modules())
-        functional = {"relu": 0, "analog": 0}
-        for node in traced.graph.nodes:
-            kind, ceiling = classify_activation(node, modules)
-            label = "yes" if kind == "relu" else ("no: --hybrid keeps it analog" if kind == "analog" else "")
-            if node.op == "call_module" and label:
-                support[str(node.target)] = label + (f" (clip {ceiling:g})" if ceiling else "")
-            elif label and kind in functional:
-                functional[kind] += 1
-        if functional["relu"]:
-            notes.append(f"{functional['relu']} functional ReLU-like activation(s) in forward(): convertible")
-        if functional["analog"]:
-            notes.append(f"{functional['analog']} functional activation(s) that need --hybrid")
-    except UsageError as exc:
-        notes.append(f"not convertible as written: {exc}")
-    from .render import info_table
+    support = activation_support(loaded.module)
+    notes = support.notes()
+    from .render import info_table, mac_summary
 
-    out.print(info_table(counts, support, f"{loaded.path} — input {'×'.join(map(str, shape))}"))
-    conv = sum(l.macs for l in counts.layers if l.type.startswith("Conv"))
-    lin = sum(l.macs for l in counts.layers if l.type == "Linear")
-    out.print(f"MACs (padded positions excluded): [bold]{counts.macs / 1e9:.4f} G[/] (conv {conv / 1e9:.4f} G, linear {lin / 1e9:.4f} G, other {(counts.macs - conv - lin) / 1e9:.4f} G); fvcore's count with padding {counts.macs_with_padding / 1e9:.4f} G; parameters {counts.params:,}")
+    out.print(info_table(counts, support.modules, f"{loaded.path} — input {'×'.join(map(str, shape))}"))
+    out.print(mac_summary(counts))
     if counts.unsupported:
         out.print("note: ops without a count: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.unsupported.items())))
     for note in notes:
         out.print(f"note: {note}")
     if json_path:
         data = counts.to_dict()
-        data.update({"model": loaded.path, "support": support, "notes": notes})
+        data.update({"model": loaded.path, "support": support.modules, "notes": notes})
         write_json(json_path, data)
         out.print(f"wrote {json_path}")
 
@@ -161,15 +143,15 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @cli.command()
 @click.argument("model", required=False)
 @click.option("--arch", help="Architecture of a state_dict (.pt/.safetensors): a zoo name ('annsnn zoo list'), torchvision:NAME or timm:NAME (classes read from the checkpoint).")
-@click.option("--mode", type=MODE, default="99.99", show_default=True, help="Scale per layer: 'max', a percentile (99.9, 99.99%), or a fraction of the max (0.5, 1/3). A bare number above 1 is a percentile, one up to 1 a fraction: --mode 50 is the 50th percentile, --mode 0.5 is half the max (write 0.5% for the 0.5th percentile).")
+@click.option("--mode", type=MODE, default=None, help="Set each layer's threshold from its activations instead of the T-aware search: 'max', a percentile (99.9, 99.99%), or a fraction of the max (0.5, 1/3); the per-step bias is still fitted on top (--calibration step-bias). A bare number above 1 is a percentile, one up to 1 a fraction: --mode 50 is the 50th percentile, --mode 0.5 is half the max (write 0.5% for the 0.5th percentile). Default: the T-aware search; 99.99 with --calibration none, bias or step-bias.")
 @click.option("--channel-wise/--layer-wise", "channel_wise", default=None, help="One scale per channel or per layer (default: per channel with a T-aware threshold search, else per layer).")
-@click.option("--percentile-of", type=click.Choice(["all", "positive"]), default="all", show_default=True, help="Population of a percentile mode: all: every activation, zeros included (numpy/torch.quantile, SpikingJelly); positive: only the non-zero ones (snntoolbox), which gives higher scales.")
+@click.option("--percentile-of", type=click.Choice(["all", "positive"]), default=None, help="Population of a percentile --mode: all (default): every activation, zeros included (numpy/torch.quantile, SpikingJelly); positive: only the non-zero ones (snntoolbox), which gives higher scales.")
 @click.option("--v-init", type=float, default=0.5, show_default=True, help="Initial membrane potential as a fraction of the threshold (0.5: the IF neuron rounds instead of flooring).")
 @click.option("--T", "calib_T", type=click.IntRange(min=1), default=DEFAULT_CALIB_T, show_default=True, help="Latency N the SNN is calibrated for; valid for every T <= N (beyond N the last step's bias repeats).")
-@click.option("--calibration", type=click.Choice(list(CALIBRATION_NAMES)), default=CALIBRATION_NAMES[0], show_default=True, help="threshold: per-channel thresholds minimising the IF quantisation error at T=N (Li et al. ICML 2021); bias: constant per-channel bias correction (Li et al. 2021); step-bias: a bias per step and channel (after FTBC, Wu et al. ECCV 2024); none: plain --mode normalization.")
+@click.option("--calibration", type=click.Choice(list(CALIBRATION_NAMES)), default=None, help=f"threshold: per-channel thresholds minimising the IF quantisation error at T=N (Li et al. ICML 2021); bias: constant per-channel bias correction (Li et al. 2021); step-bias: a bias per step and channel (after FTBC, Wu et al. ECCV 2024); none: plain --mode normalization. Default: {CALIBRATION_NAMES[0]}, or step-bias with an explicit --mode.")
 @click.option("--bias-samples", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration images (the first of --calib-samples) the bias passes simulate.")
-@click.option("--threshold-scale", type=click.FloatRange(min=0.0, max=4.0, min_open=True), default=None, help="Multiply the IF-search thresholds by this factor (default: the low-latency pipeline's, measured on held-out training images; 1 is the error-search optimum itself).")
-@click.option("--step-solver", type=click.Choice(["linear", "quantile"]), default=None, help="How the per-step bias meets each step's firing target: linear: shortfall / active share; quantile: exact on the calibration images (default: the low-latency pipeline's).")
+@click.option("--threshold-scale", type=click.FloatRange(min=0.0, max=4.0, min_open=True), default=None, help=f"Multiply the IF-search thresholds by this factor (default {PIPELINE_THRESHOLD_SCALE:g}, measured on held-out training images; 1 is the error-search optimum itself).")
+@click.option("--step-solver", type=click.Choice(["linear", "quantile"]), default=None, help="How the per-step bias meets each step's firing target: linear (default): shortfall / active share; quantile: exact on the calibration images.")
 @click.option("--readout-delay", type=READOUT_DELAY, default=None, help="Leave the first K output steps out of the readout (every step is still simulated and counted). auto: the K in 0..N-1 that agrees most with the ANN at T=N on calibration images the bias fit does not use (default with --T calibration); 0 with --calibration none.")
 @click.option("--maxpool", type=click.Choice(["spiking", "avg"]), default="spiking", show_default=True, help="spiking: a max-pool that spikes when the largest input spike count grows (output rate = max input rate); avg: replace MaxPool by AvgPool (changes the ANN).")
 @click.option("--hybrid", is_flag=True, help="Keep unconvertible activations (GELU, SiLU, ...) analog instead of failing.")
@@ -187,18 +169,23 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
 
-    BatchNorm is folded, one calibration pass records each activation's exact max and a
-    histogram, the scale is read by --mode, and the scales are folded into the weights so
-    that every threshold is 1 and neurons emit real 0/1 spikes. The SNN file loads without
-    unpickling code. Without MODEL: the bundled digits CNN.
+    BatchNorm is folded and one calibration pass over training images records each
+    activation's histogram. By default each channel's threshold is searched to minimise
+    the IF quantisation error at T=--T, and a per-step bias is fitted on top; an explicit
+    --mode sets the thresholds instead (the bias is still fitted), and --calibration none
+    is plain normalization. The scales are folded into the weights so that every threshold
+    is 1 and neurons emit real 0/1 spikes. The SNN file loads without unpickling code.
+    Without MODEL: the bundled digits CNN.
 
     MODEL may be any format 'annsnn info' reads: checkpoint or .safetensors with --arch
     (zoo, torchvision:NAME, timm:NAME), TorchScript, torch.export .pt2, or ONNX.
 
     \b
     Examples:
-      annsnn convert model.pt --arch resnet20 --mode 99.99 --data imagefolder:../shared/data/CIFAR10-jpeg
-      annsnn convert model.pt --arch vgg16_cifar --mode 1/3 --channel-wise --v-init 0.5
+      annsnn convert                                # the bundled digits CNN, calibrated for T=32
+      annsnn convert model.pt --arch resnet20 --T 16 --data imagefolder:../shared/data/CIFAR10-jpeg
+      annsnn convert model.pt --arch resnet20 --mode 99.99   # 99.99th-percentile thresholds + step bias
+      annsnn convert model.pt --arch vgg16_cifar --calibration none --mode 99.9   # plain normalization
       annsnn convert model.onnx --data cifar10
       annsnn convert ft.safetensors --arch torchvision:resnet18 --data imagefolder:DIR --input-shape 3,64,64
     """
@@ -211,9 +198,13 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     from annsnn.sources import default_snn_path, load_source, provenance, resolve_inputs
     from annsnn.workspace import remember_last_snn, snn_file
 
-    from .render import conversion_table
+    from .render import conversion_notes, conversion_table
 
-    options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay)
+    from annsnn.calibration import resolve_calibration
+    from annsnn.modes import parse_mode
+
+    calibration = resolve_calibration(calibration, mode_given=mode is not None, percentile_of_given=percentile_of is not None)
+    options = _calibrated_options(mode or parse_mode("99.99"), channel_wise, percentile_of or "all", v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay)
     if options.readout_delay == "auto" and calib_samples <= options.bias_images:  # before loading anything
         raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {options.bias_images}; pass more, or --readout-delay K")
     loaded = load_source(model, arch, trust, input_shape=input_shape)
@@ -233,20 +224,8 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         snn, report = ann_to_snn(loaded.module, calib, input_shape=shape, options=options, normalization=norm, meta=meta)
     # everything that can fail runs before the first byte is written: the table, the notes and
     # the JSON text (strict: no NaN); then the SNN and the JSON are written, then remembered
-    lines: list = [conversion_table(report)]
-    if report.rescale_synapses:
-        lines.append(f"{len(report.rescale_synapses)} rescale synapse(s) on residual/shortcut paths (listed in --json)")
-    if report.folded_batchnorm:
-        lines.append(f"folded {len(report.folded_batchnorm)} BatchNorm layer(s)")
-    if options.maxpool == "avg":
-        lines.append("[yellow]note:[/] MaxPool was replaced by AvgPool: the converted network approximates a changed ANN")
-    lines.extend(f"note: {note}" for note in report.notes)
+    lines: list = [conversion_table(report), *conversion_notes(report, options, calibration, snn.meta.get("readout_delay", 0))]
     lines.append(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s")
-    lines.append(f"calibration: {calibration} for T={calib_T} (valid for every T <= {calib_T}; beyond it the last step's bias repeats)" if calibration != "none" else "calibration: none (plain normalization)")
-    if snn.meta.get("readout_delay"):
-        lines.append(f"readout: the first {snn.meta['readout_delay']} output step(s) are left out at T >= {calib_T} (below, the same share: floor(k T / {calib_T})); every step is simulated and counted")
-    if options.threshold == "if-search":
-        lines.append(f"note: thresholds come from the IF error search at T={calib_T}; --mode/--percentile-of apply with --calibration none, bias or step-bias")
     calibrated = {key: snn.meta[key] for key in ("calibrated_T", "readout_delay", "delay_choice") if key in snn.meta}
     json_data = {"schema_version": 1, "snn": {"path": str(target), "sha256": None}, **meta, **calibrated, "report": report.to_dict()}
     json_dumps(json_data)  # fails here (NaN, ...), before anything is written
@@ -339,7 +318,14 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
     """Accuracy of SNN at every requested T, beside its ANN on the same samples.
 
     One simulation of max(T) steps reads out every T (prefix sums, not re-runs), and the ANN
-    is scored on exactly the same tensors. Without SNN: the last conversion.
+    is scored on exactly the same tensors. Without SNN: the last conversion made in this
+    directory.
+
+    \b
+    Examples:
+      annsnn evaluate                                # the last conversion here, T = 5,20,50
+      annsnn evaluate resnet20.snn.pt --T 8,16,32 --samples 1000 --json eval.json
+      annsnn evaluate m.snn.pt --encoding poisson --seed 1 --T 50,100
     """
     from annsnn.files import check_output_path, write_json
     from annsnn.runs import open_snn_run
@@ -388,7 +374,15 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     MACs are counted once for direct input (Poisson spikes drive it with ACs), each neuron
     costs one update per step, a spiking max-pool one comparison per input spike and window. Energy = counts × the per-op
     constants of each named, cited model. Break-even T is the largest T at which the SNN
-    is still cheaper than the ANN. Without SNN: the last conversion.
+    is still cheaper than the ANN. Without SNN: the last conversion made in this directory.
+
+    \b
+    Examples:
+      annsnn energy                                  # the last conversion here, T = 5,20,50
+      annsnn energy m.snn.pt --T 8,32 --per-layer --json e.json --csv e.csv --plot plots/
+      annsnn energy --energy-model loihi --energy-model my_chip.toml
+      annsnn energy --ann model.pt --arch resnet20   # an ANN alone: MACs and energy
+      annsnn energy --model direct.nir --data digits --dt 1
     """
     from annsnn.energy import get_energy_model
     from annsnn.files import check_output_path, json_dumps, write_text
@@ -490,18 +484,17 @@ def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
 
 @cli.command("energy-models")
 def energy_models_cmd() -> None:
-    """List the energy-model presets with their constants and sources."""
-    from rich.table import Table
+    """List the energy-model presets with their constants and sources.
 
+    \b
+    Example:
+      annsnn energy-models      # then: annsnn energy --energy-model NAME
+    """
     from annsnn.energy import PRESETS
 
-    table = Table(title="Energy models (pJ per operation)", title_justify="left")
-    for col in ("name", "kind", "E_MAC", "E_AC / synop", "E_neuron", "value bytes", "source"):
-        table.add_column(col, overflow="fold")
-    for m in PRESETS:
-        neuron = f"{m.e_neuron_pj:g}" if m.e_neuron_inactive_pj is None else f"{m.e_neuron_pj:g} active / {m.e_neuron_inactive_pj:g} inactive"
-        table.add_row(m.name, m.kind, "–" if m.e_mac_pj is None else f"{m.e_mac_pj:g}", f"{m.e_ac_pj:g}", neuron, "" if m.kind != "digital" else str(m.value_bytes), m.citation + ("" if m.verified else " [UNVERIFIED]"))
-    out.print(table)
+    from .render import energy_models_table
+
+    out.print(energy_models_table(PRESETS))
     out.print("E_MAC –: a neuromorphic chip has no MACs; its ANN comparison uses the ann_reference digital model")
     out.print("memory-aware: NAME+sram adds memory accesses (weights, inputs, potentials) to a digital model: SRAM priced by tensor size, DRAM for tensors over 1 MiB; values as wide as the model's precision")
     out.print('custom: a JSON/TOML file {"name", "e_mac_pj", "e_ac_pj", "e_neuron_pj", "citation"[, "kind"]} passed to --energy-model')
@@ -676,7 +669,10 @@ def export_cmd(snn: str | None, nir_path: str) -> None:
     snnTorch, Norse, sinabs, Rockpool, Lava/Loihi 2, SpiNNaker 2 and Speck/Xylo read.
 
     \b
-    annsnn export model.snn.pt --nir model.nir
+    Examples:
+      annsnn export model.snn.pt --nir model.nir
+      annsnn export --nir last.nir        # the last conversion made in this directory
+
     Nodes: Conv, Affine/Linear, IF (r=1, v_threshold=1, dt=1), AvgPool2d, Flatten, Scale,
     residual adds as edges. Reset by subtraction, firing at v >= 1 and v_init go into each
     IF node's metadata (NIR 1.0 has no fields for them); the input normalization and the
@@ -711,18 +707,17 @@ def import_nir_cmd(nir_file: str, dt: float, input_shape) -> None:
     IF/LIF nodes written by others follow NIR's equations with forward Euler at --dt:
     a strict threshold and reset to v_reset. Unknown node types, recurrent edges and
     per-neuron parameter arrays are refused in one line.
-    """
-    from rich.table import Table
 
+    \b
+    Examples:
+      annsnn import-nir model.nir
+      annsnn import-nir snntorch_export.nir --dt 0.5 --input-shape 1,28,28
+    """
     from annsnn.nir_io import load_nir
 
-    network = load_nir(nir_file, dt=dt, input_shape=input_shape)
-    table = Table(title=f"{nir_file}: input {tuple(network.meta['input_shape'])}, dt={dt:g}", title_justify="left")
-    for col in ("layer", "type", "details"):
-        table.add_column(col)
-    for name, module in network.graph.named_children():
-        table.add_row(name, type(module).__name__, module.extra_repr())
-    out.print(table)
+    from .render import nir_table
+
+    out.print(nir_table(load_nir(nir_file, dt=dt, input_shape=input_shape), nir_file, dt))
 
 
 # ---------------------------------------------------------------------------
@@ -731,29 +726,35 @@ def import_nir_cmd(nir_file: str, dt: float, input_shape) -> None:
 
 @cli.group()
 def zoo() -> None:
-    """Architectures by name, and training them."""
+    """Architectures by name, and training them.
+
+    \b
+    Examples:
+      annsnn zoo list --no-macs
+      annsnn zoo train lenet5 --data mnist --epochs 2
+    """
 
 
 @zoo.command("list")
 @click.option("--macs/--no-macs", default=True, show_default=True, help="Count MACs (slower for ImageNet models).")
 def zoo_list(macs: bool) -> None:
-    """Show every architecture with its input, parameters and MACs."""
-    from rich.table import Table
+    """Show every architecture with its input, parameters and MACs.
 
+    \b
+    Example:
+      annsnn zoo list --no-macs   # faster: skips counting the ImageNet models
+    """
     from annsnn.counting import count_ann
     from annsnn.zoo import architectures, build
 
-    table = Table(title="annsnn model zoo", title_justify="left")
-    for col in ("name", "input", "dataset", "params", "MACs", "description"):
-        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
-    from .render import si
+    from .render import zoo_table
 
+    rows = []
     for spec in architectures().values():
         model = build(spec.name)
         params = sum(p.numel() for p in model.parameters())
-        count = si(count_ann(model, spec.input_shape).macs) if macs else ""
-        table.add_row(spec.name, "×".join(map(str, spec.input_shape)), spec.dataset, f"{params:,}", count, spec.description)
-    out.print(table)
+        rows.append((spec.name, "×".join(map(str, spec.input_shape)), spec.dataset, params, count_ann(model, spec.input_shape).macs if macs else None, spec.description))
+    out.print(zoo_table(rows))
 
 
 @zoo.command("train")
@@ -776,8 +777,9 @@ def zoo_train(arch, data, data_root, download, epochs, lr, batch_size, optimizer
     so 'annsnn convert FILE' needs no other flag.
 
     \b
-    With --snn: a directly trained SNN baseline, e.g.
-      annsnn zoo train lenet5 --data mnist --snn --T 5 --epochs 2
+    Examples:
+      annsnn zoo train digits_cnn --epochs 30
+      annsnn zoo train lenet5 --data mnist --snn --T 5 --epochs 2   # a directly trained SNN baseline
     Its checkpoint (weights and JSON config; loads weights-only) is analysed with
       annsnn energy --model lenet5-mnist-snn5.pt --T 5,20,50
     """

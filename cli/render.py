@@ -20,7 +20,7 @@ from annsnn.counting import AnnCounts
 from annsnn.workspace import SnnFile
 
 __all__ = [
-    "info_table", "conversion_table", "mode_words", "evaluation_table", "energy_table", "layer_table", "ann_layer_table", "si", "pct",
+    "info_table", "conversion_table", "conversion_notes", "mode_words", "evaluation_table", "energy_table", "layer_table", "ann_layer_table", "si", "pct",
     "energy_str", "break_even_line", "energy_csv", "energy_markdown", "result_json", "latency_notes", "ann_energy_lines",
     "robustness_table", "robustness_csv", "measured_table", "dataset_energy_table", "snn_title",
 ]
@@ -81,6 +81,45 @@ def info_table(counts: AnnCounts, support: dict[str, str], title: str) -> Table:
     return table
 
 
+def mac_summary(counts: AnnCounts) -> str:
+    """The MAC total in readable units (k, M, G), split by layer kind."""
+    conv = sum(l.macs for l in counts.layers if l.type.startswith("Conv"))
+    lin = sum(l.macs for l in counts.layers if l.type == "Linear")
+    return (f"MACs (padded positions excluded): [bold]{si(counts.macs)}[/] (conv {si(conv)}, linear {si(lin)}, other {si(counts.macs - conv - lin)}); "
+            f"fvcore's count with padding {si(counts.macs_with_padding)}; parameters {counts.params:,}")
+
+
+def zoo_table(rows: list[tuple[str, str, str, int, int | None, str]]) -> Table:
+    """``annsnn zoo list``: name, input, dataset, parameters, MACs (None: not counted), description."""
+    table = Table(title="annsnn model zoo", title_justify="left")
+    for col in ("name", "input", "dataset", "params", "MACs", "description"):
+        table.add_column(col, justify="right" if col in ("params", "MACs") else "left", overflow="fold")
+    for name, shape, dataset, params, macs, description in rows:
+        table.add_row(name, shape, dataset, f"{params:,}", "" if macs is None else si(macs), description)
+    return table
+
+
+def energy_models_table(presets) -> Table:
+    """``annsnn energy-models``: every preset with its constants and source."""
+    table = Table(title="Energy models (pJ per operation)", title_justify="left")
+    for col in ("name", "kind", "E_MAC", "E_AC / synop", "E_neuron", "value bytes", "source"):
+        table.add_column(col, overflow="fold")
+    for m in presets:
+        neuron = f"{m.e_neuron_pj:g}" if m.e_neuron_inactive_pj is None else f"{m.e_neuron_pj:g} active / {m.e_neuron_inactive_pj:g} inactive"
+        table.add_row(m.name, m.kind, "–" if m.e_mac_pj is None else f"{m.e_mac_pj:g}", f"{m.e_ac_pj:g}", neuron, "" if m.kind != "digital" else str(m.value_bytes), m.citation + ("" if m.verified else " [UNVERIFIED]"))
+    return table
+
+
+def nir_table(network, path: str, dt: float) -> Table:
+    """``annsnn import-nir``: the layers annsnn runs for a NIR graph."""
+    table = Table(title=f"{path}: input {tuple(network.meta['input_shape'])}, dt={dt:g}", title_justify="left")
+    for col in ("layer", "type", "details"):
+        table.add_column(col, overflow="fold")
+    for name, module in network.graph.named_children():
+        table.add_row(name, type(module).__name__, module.extra_repr())
+    return table
+
+
 def mode_words(mode: dict) -> str:
     """A scale mode in words: a bare 50 is the 50th percentile, a bare 0.5 is half the max."""
     if mode["kind"] == "percentile":
@@ -107,6 +146,31 @@ def conversion_table(report: ConversionReport) -> Table:
     table.add_section()
     table.add_row("total", "", f"{report.neurons:,}", "", "", "", "")
     return table
+
+
+def conversion_notes(report: ConversionReport, options, calibration: str, readout_delay: int) -> list[str]:
+    """The lines under the conversion table: what was folded and rescaled, the library's
+    notes, and the calibration in words (the bias sentence only where there is a bias)."""
+    lines = []
+    if report.rescale_synapses:
+        lines.append(f"{len(report.rescale_synapses)} rescale synapse(s) on residual/shortcut paths (listed in --json)")
+    if report.folded_batchnorm:
+        lines.append(f"folded {len(report.folded_batchnorm)} BatchNorm layer(s)")
+    if options.maxpool == "avg":
+        lines.append("[yellow]note:[/] MaxPool was replaced by AvgPool: the converted network approximates a changed ANN")
+    lines.extend(f"note: {note}" for note in report.notes)
+    n = options.T
+    if calibration == "none":
+        lines.append("calibration: none (plain normalization)")
+    elif options.bias == "step":
+        lines.append(f"calibration: {calibration} for T={n} (valid for every T <= {n}; beyond it the last step's bias repeats)")
+    elif options.bias == "layer":
+        lines.append(f"calibration: {calibration} for T={n} (one constant bias per channel, fitted at T={n})")
+    else:
+        lines.append(f"calibration: {calibration} for T={n} (thresholds searched at T={n}; no bias)")
+    if readout_delay:
+        lines.append(f"readout: the first {readout_delay} output step(s) are left out at T >= {n} (below, the same share: floor(k T / {n})); every step is simulated and counted")
+    return lines
 
 
 def evaluation_table(result: AnalysisResult, file: SnnFile | None = None) -> Table:

@@ -151,3 +151,48 @@ def test_evaluate_beyond_the_calibrated_T_says_so(tmp_path, capsys, monkeypatch)
     code, out, err = run_cli(capsys, "evaluate", "--T", "5,20", "--samples", "20")
     assert code == 0, err
     assert "T=20 is beyond the T=8 this SNN was calibrated for" in " ".join(out.split())
+
+
+def _commands(group, prefix=()):
+    import click
+
+    for name, command in group.commands.items():
+        yield prefix + (name,), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, prefix + (name,))
+
+
+def test_every_command_help_has_an_example_and_shows_its_defaults():
+    from click.testing import CliRunner
+
+    from annsnn.cli.main import cli
+
+    runner = CliRunner()
+    missing = []
+    for path, _ in [((), cli), *_commands(cli)]:
+        text = runner.invoke(cli, [*path, "--help"], terminal_width=80).output
+        if "Example" not in text or "annsnn " + " ".join(path) not in " ".join(text.split()):
+            missing.append(" ".join(path) or "annsnn")
+    assert missing == []
+    convert = " ".join(runner.invoke(cli, ["convert", "--help"]).output.split())
+    assert "default 0.9" in convert and "linear (default)" in convert and "pipeline's" not in convert
+    demo = runner.invoke(cli, ["demo", "--help"]).output
+    assert "(99.99)" not in demo
+
+
+def test_an_explicit_mode_changes_the_result_or_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ("--T", "8", "--calib-samples", "320", "--bias-samples", "64")
+    scales = {}
+    for name, flags in (("default", ()), ("third", ("--mode", "1/3"))):
+        code, out, err = run_cli(capsys, "convert", *common, *flags, "--out", f"{name}.snn.pt", "--json", f"{name}.json")
+        assert code == 0, err
+        report = json.loads(Path(f"{name}.json").read_text())["report"]
+        scales[name] = [layer["scale"] for layer in report["layers"]]
+        assert report["options"]["bias"] == "step"  # the bias fit stays on top
+    assert report["options"]["threshold"] == "mode" and report["options"]["mode"]["kind"] == "fraction"
+    assert scales["default"] != scales["third"]
+    code, out, err = run_cli(capsys, "convert", *common, "--calibration", "threshold", "--mode", "99.9", "--out", "x.snn.pt")
+    assert code == 2 and "--mode sets the thresholds, but --calibration threshold searches them" in err and not Path("x.snn.pt").exists()
+    code, out, err = run_cli(capsys, "convert", *common, "--calibration", "threshold", "--out", "t.snn.pt")
+    assert code == 0 and "bias repeats" not in out  # no step bias, no sentence about it
