@@ -30,7 +30,7 @@ from .modes import parse_time_steps
 from .simulate import simulate
 from .snn import Encoding, SpikingNetwork
 
-__all__ = ["Analyzer", "AnalysisResult", "AnnEnergy", "ann_energy", "AnnSummary", "AnnLayerSummary", "TimeStepRow", "LayerSummary", "SCHEMA_VERSION"]
+__all__ = ["Analyzer", "AnalysisResult", "AnnEnergy", "ann_energy", "layer_label", "AnnSummary", "AnnLayerSummary", "TimeStepRow", "LayerSummary", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 _COUNT_FIELDS = ("synaptic_acs", "macs", "bias_acs", "neuron_updates", "spikes", "active_updates", "comparisons")
@@ -129,6 +129,12 @@ class AnalysisResult:
         data["break_even_T"] = None if self.break_even_T is None else {k: v.to_json() for k, v in self.break_even_T.items()}
         return data
 
+
+
+def layer_label(name: str) -> str:
+    """A layer's name as every table, plot and export shows it: the name in the user's
+    model (the ``model.`` prefix of annsnn's input-normalization wrapper dropped)."""
+    return name[len("model."):] if name.startswith("model.") else name
 
 
 def _dense_capacity(counter: SnnCounter, name: str) -> float:

@@ -27,7 +27,7 @@ from .params import FLOAT_LIST, MODE, READOUT_DELAY, SHAPE, TIME_STEPS
 
 __all__ = ["cli", "main"]
 
-out = Console(width=None if sys.stdout.isatty() else 160)
+out = Console()  # a terminal: its width; piped: $COLUMNS, else 80 (rich)
 err = Console(stderr=True)
 
 DEFAULT_T = "5,20,50"

@@ -14,7 +14,7 @@ import io
 from rich.console import Group
 from rich.table import Table
 
-from annsnn.analyzer import AnalysisResult, AnnEnergy
+from annsnn.analyzer import AnalysisResult, AnnEnergy, layer_label
 from annsnn.convert import ConversionReport
 from annsnn.counting import AnnCounts
 from annsnn.workspace import SnnFile
@@ -63,9 +63,6 @@ def energy_str(pj: float | None) -> str:
     return f"{pj:.4g} pJ"
 
 
-def _short(name: str) -> str:
-    """Drop the ``model.`` prefix of the input-normalization wrapper."""
-    return name[len("model."):] if name.startswith("model.") else name
 
 
 def info_table(counts: AnnCounts, support: dict[str, str], title: str) -> Table:
@@ -142,7 +139,7 @@ def conversion_table(report: ConversionReport) -> Table:
     for col in ("layer", "type", "neurons", "max", f"scale ({mode})", "clipped", "spiking"):
         table.add_column(col, justify="left" if col in ("layer", "type", "spiking") else "right")
     for layer in report.layers:
-        table.add_row(_short(layer.name), layer.kind, f"{layer.neurons:,}", "–" if layer.max is None else f"{layer.max:.4g}", f"{layer.scale:.4g}", f"{100 * layer.clipped_fraction:.3f}%", "yes" if layer.spiking else "analog")
+        table.add_row(layer_label(layer.name), layer.kind, f"{layer.neurons:,}", "–" if layer.max is None else f"{layer.max:.4g}", f"{layer.scale:.4g}", f"{100 * layer.clipped_fraction:.3f}%", "yes" if layer.spiking else "analog")
     table.add_section()
     table.add_row("total", "", f"{report.neurons:,}", "", "", "", "")
     return table
@@ -200,7 +197,7 @@ def energy_table(result: AnalysisResult, file: SnnFile | None = None) -> Group:
         ops.add_row(str(row.T), pct(row.top1), pct(row.gap, signed=True), si(row.synaptic_acs), si(row.macs), si(row.total_ops),
                     NOT_COUNTED if row.firing_rate is None else f"{row.firing_rate:.4f}")
     energy = Table(title="Energy per inference (× = SNN/ANN; neuromorphic models price the ANN under their reference)", title_justify="left")
-    energy.add_column("model", overflow="fold")
+    energy.add_column("model", no_wrap=True)
     energy.add_column("ANN", justify="right", overflow="fold")
     for row in result.rows:
         energy.add_column(f"T={row.T}", justify="right", overflow="fold")
@@ -300,29 +297,42 @@ def ann_energy_lines(result: AnnEnergy) -> list[str]:
     return lines
 
 
-def layer_table(result: AnalysisResult) -> Table:
+def _model_header(prefix: str, name: str) -> str:
+    """A column header for an energy model that wraps at "+" (80-column layouts)."""
+    return f"{prefix}{name}".replace("+", "\n+")
+
+
+def layer_table(result: AnalysisResult) -> Group:
+    """Per SNN layer at max T: counts, then absolute energy under every model (80 columns)."""
     names = list(result.energy_models)
-    table = Table(title=f"Per layer (SNN) at T={result.time_steps[-1]} (per inference; absolute energy under every model)", title_justify="left")
-    for col in ["layer", "type", "role", "neurons", "firing rate", "SyOPs", "MACs", "comparisons"] + [f"E {n}" for n in names]:
-        table.add_column(col, justify="left" if col in ("layer", "type", "role") else "right", overflow="fold")
+    comparisons = any(layer.comparisons for layer in result.layers)
+    counts = Table(title=f"Per layer (SNN) at T={result.time_steps[-1]}, per inference", title_justify="left")
+    for col in ["layer", "type", "neurons", "firing rate", "SyOPs", "MACs"] + (["comparisons"] if comparisons else []):
+        counts.add_column(col, justify="left" if col in ("layer", "type") else "right", overflow="fold")
+    energy = Table(title=f"Per layer (SNN) at T={result.time_steps[-1]}: energy per inference under every model", title_justify="left")
+    energy.add_column("layer", overflow="fold")
+    for name in names:
+        energy.add_column(_model_header("", name), justify="right", overflow="fold")
     for layer in result.layers:
-        table.add_row(
-            _short(layer.name), layer.type, layer.role, f"{layer.neurons:,}" if layer.neurons else "", f"{layer.firing_rate:.4f}" if layer.neurons else "",
-            si(layer.synaptic_acs) if layer.synaptic_acs else "", si(layer.macs) if layer.macs else "", si(layer.comparisons) if layer.comparisons else "",
-            *[energy_str(layer.energy_pj[n]) for n in names],
+        name = layer_label(layer.name)
+        counts.add_row(
+            name, layer.type, f"{layer.neurons:,}" if layer.neurons else "", f"{layer.firing_rate:.4f}" if layer.neurons else "",
+            si(layer.synaptic_acs) if layer.synaptic_acs else "", si(layer.macs) if layer.macs else "",
+            *([si(layer.comparisons) if layer.comparisons else ""] if comparisons else []),
         )
-    return table
+        energy.add_row(name, *[energy_str(layer.energy_pj[n]) for n in names])
+    return Group(counts, energy)
 
 
 def ann_layer_table(result: AnalysisResult) -> Table:
     names = list(result.energy_models)
-    table = Table(title="Per layer (ANN, per inference; MACs exclude padding; neuromorphic columns use their ANN reference)", title_justify="left")
-    for col in ["layer", "type", "MACs", "MACs incl. padding (fvcore)"] + [f"E {n}" for n in names]:
-        table.add_column(col, justify="left" if col in ("layer", "type") else "right")
+    table = Table(title="Per layer (ANN), per inference (MACs exclude padding; neuromorphic models price the ANN under their reference)", title_justify="left")
+    for col in ["layer", "MACs", "MACs with\npadding\n(fvcore)"] + [_model_header("E ", n) for n in names]:
+        table.add_column(col, justify="left" if col == "layer" else "right", overflow="fold")
     for layer in result.ann_layers:
         if not layer.macs and not layer.bias_adds:
             continue
-        table.add_row(_short(layer.name), layer.type, si(layer.macs), si(layer.macs_with_padding), *[energy_str(layer.energy_pj[n]) for n in names])
+        table.add_row(layer_label(layer.name), si(layer.macs), si(layer.macs_with_padding), *[energy_str(layer.energy_pj[n]) for n in names])
     return table
 
 

@@ -196,3 +196,68 @@ def test_an_explicit_mode_changes_the_result_or_is_refused(tmp_path, capsys, mon
     assert code == 2 and "--mode sets the thresholds, but --calibration threshold searches them" in err and not Path("x.snn.pt").exists()
     code, out, err = run_cli(capsys, "convert", *common, "--calibration", "threshold", "--out", "t.snn.pt")
     assert code == 0 and "bias repeats" not in out  # no step bias, no sentence about it
+
+
+@pytest.fixture(scope="module")
+def demo_like():
+    """The bundled CNN, plain conversion, analysed at T=5,20,50 under the demo's three models."""
+    from annsnn.convert import ConversionOptions
+    from annsnn.data import load_dataset, make_loader
+    from annsnn.modes import parse_mode
+    from annsnn.sources import load_source, resolve_inputs
+
+    loaded = load_source(None)
+    inputs = resolve_inputs(loaded)
+    images = [x for x, _ in make_loader(load_dataset("digits", "train"), 128, 256)]
+    options = ConversionOptions.plain(parse_mode("99.99")) if hasattr(ConversionOptions, "plain") else ConversionOptions(mode=parse_mode("99.99"))
+    snn, report = ann_to_snn(loaded.module, images, input_shape=inputs.input_shape, options=options, normalization=inputs.normalization)
+    x, y = next(iter(make_loader(load_dataset("digits", "test"), 60, 60)))
+    with Analyzer(snn, [5, 20, 50], energy_models=["45nm-fp32", "45nm-fp32+sram", "loihi"]) as a:
+        a.run(x, y)
+    return snn, report, a.report()
+
+
+def _render(renderable, width: int) -> str:
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    Console(width=width, file=buffer, color_system=None).print(renderable)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_tables_fit_80_columns_and_nothing_is_cut(demo_like, width):
+    from annsnn.cli.render import ann_layer_table, conversion_table, energy_str, energy_table, evaluation_table, layer_table, pct, si
+    from annsnn.workspace import SnnFile
+
+    snn, report, result = demo_like
+    file = SnnFile("/home/someone/projects/digits/digits_cnn.snn.pt", "ab" * 32)
+    texts = {name: _render(table, width) for name, table in (
+        ("conversion", conversion_table(report)), ("evaluation", evaluation_table(result, file)), ("energy", energy_table(result, file)),
+        ("layers", layer_table(result)), ("ann layers", ann_layer_table(result)))}
+    for name, text in texts.items():
+        assert "…" not in text, name
+        assert max(len(line) for line in text.splitlines()) <= width, name
+    energy = texts["energy"]
+    cells = [pct(r.top1) for r in result.rows] + [si(r.synaptic_acs) for r in result.rows] + [si(r.total_ops) for r in result.rows]
+    cells += [energy_str(r.energy_pj[m]) for r in result.rows for m in result.energy_models] + [f"×{r.energy_ratio[m]:.3f}" for r in result.rows for m in result.energy_models]
+    cells += ["45nm-fp32", "loihi", "sha256 abababababab"] + [f"T={r.T}" for r in result.rows]
+    assert [c for c in cells if c not in energy] == []
+    layers = texts["layers"] + texts["ann layers"]
+    assert [c for l in result.layers for c in (energy_str(l.energy_pj["loihi"]), l.name.removeprefix("model.")) if c not in layers] == []
+
+
+def test_piped_output_follows_COLUMNS():
+    import os
+    import subprocess
+    import sys
+
+    widths = {}
+    for columns in ("80", "132"):
+        env = dict(os.environ, COLUMNS=columns)
+        done = subprocess.run([sys.executable, "-m", "annsnn", "energy-models"], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        widths[columns] = max(len(line) for line in done.stdout.splitlines())
+    assert widths["80"] <= 80 < widths["132"] <= 132
