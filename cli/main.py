@@ -70,7 +70,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _batches(loader, progress: Progress | None, description: str) -> Iterable:
     """The loader's batches; the bar counts images, so a one-batch run still moves."""
-    task = progress.add_task(description, total=len(loader.dataset), status="") if progress else None
+    task = progress.add_task(f"{description} (images)", total=len(loader.dataset), status="") if progress else None
     for x, y in loader:
         yield x, y
         if progress is not None and task is not None:
@@ -272,9 +272,9 @@ def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progres
             elif isinstance(event, Resumed):
                 err.print(f"resuming: {event.done} of {event.total} batches already done")
             elif isinstance(event, Planned) and state.get("rank", 0) == 0:
-                state["task"] = progress.add_task(f"simulating T≤{event.max_T}", total=event.todo, status="")
+                state["task"] = progress.add_task(f"simulating T≤{event.max_T} (images)", total=event.todo_images, status="")
             elif isinstance(event, BatchDone) and "task" in state:
-                progress.advance(state["task"])
+                progress.advance(state["task"], event.images)
 
         from annsnn.distributed import world
 
@@ -575,7 +575,7 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
         raise UsageError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
     run = open_snn_run(snn, data, data_root, download, split, samples, batch_size)
     with _progress() as progress:
-        task = progress.add_task(f"perturbing, simulating T≤{max(T)}", total=len(run.loader.dataset), status="")
+        task = progress.add_task(f"perturbing, simulating T≤{max(T)} (images)", total=len(run.loader.dataset), status="")
         result = run_robustness(run.network, run.loader, spec, chunk=chunk, device=device, on_batch=lambda images: progress.advance(task, images))
     out.print(robustness_table(result, run.file))
     for note in result.notes:

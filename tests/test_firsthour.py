@@ -261,3 +261,34 @@ def test_piped_output_follows_COLUMNS():
         assert done.returncode == 0, done.stderr
         widths[columns] = max(len(line) for line in done.stdout.splitlines())
     assert widths["80"] <= 80 < widths["132"] <= 132
+
+
+def test_spiking_network_forward_equals_simulate_bit_for_bit(demo_like):
+    from annsnn import simulate
+
+    snn, _, _ = demo_like
+    from annsnn.data import load_dataset, make_loader
+
+    x, _ = next(iter(make_loader(load_dataset("digits", "test"), 16, 16)))
+    reference = simulate(snn, x, [1, 7, 12], readout_delay=0, chunk=5)
+    seen = []
+    (first, layer), *_ = snn.neuron_layers().items()
+    hook = layer.register_forward_hook(lambda m, a, out: seen.append(out.clone()))
+    snn.reset()
+    acc = snn(x)
+    assert torch.equal(acc, reference.outputs[1])
+    for t in range(2, 13):
+        acc = acc + snn(x)
+        if t in (7, 12):
+            assert torch.equal(acc, reference.outputs[t]), t
+    hook.remove()
+    assert len(seen) == 12 and all(set(s.unique().tolist()) <= {0.0, 1.0} for s in seen)
+    snn.reset()
+    steps = snn(x, T=12)
+    assert steps.shape == (12, 16, 10)
+    running = steps[0]
+    for t in range(1, 12):
+        running = running + steps[t]
+    assert torch.equal(running, reference.outputs[12])
+    snn.reset()  # reset() starts afresh: the same first step again
+    assert torch.equal(snn(x), reference.outputs[1])
