@@ -118,6 +118,10 @@ class AnalysisResult:
     unsupported: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def energy_pj_counted(self) -> bool:
+        """Whether every row has SNN energies (ops were counted)."""
+        return all(row.energy_pj is not None for row in self.rows)
+
     @property
     def counted(self) -> bool:
         """Whether ops and energy were counted (``Analyzer(count=True)``)."""

@@ -292,3 +292,35 @@ def test_spiking_network_forward_equals_simulate_bit_for_bit(demo_like):
     assert torch.equal(running, reference.outputs[12])
     snn.reset()  # reset() starts afresh: the same first step again
     assert torch.equal(snn(x), reference.outputs[1])
+
+
+def test_plots_read_back_legends_and_ticks(demo_like):
+    from annsnn.plots import make_figures
+
+    _, _, result = demo_like
+    figures = make_figures(result, plain=result)
+    for fig in figures.values():
+        fig.canvas.draw()
+    energy = figures["energy_vs_T"].axes[0]
+    labels = [t.get_text() for t in energy.get_legend().get_texts()]
+    assert len(labels) == len(set(labels))  # "ANN (45nm-fp32)" once, though loihi prices the ANN under it too
+    assert labels == ["SNN 45nm-fp32", "ANN (45nm-fp32)", "SNN 45nm-fp32+sram", "ANN (45nm-fp32+sram)", "SNN loihi"]
+    references = [line for line in energy.get_lines() if line.get_label().startswith("ANN")]
+    assert len({str(line.get_linestyle()) for line in references}) == len(references) == 2
+    legend_box = energy.get_legend().get_window_extent()
+    assert legend_box.x0 >= energy.get_window_extent().x1  # beside the curves, not on them
+    for name in ("accuracy_vs_T", "energy_vs_T"):
+        ax = figures[name].axes[0]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["5", "20", "50"], name
+    accuracy = figures["accuracy_vs_T"].axes[0]
+    assert [t.get_text() for t in accuracy.get_legend().get_texts()] == ["SNN (calibrated)", "SNN (plain normalization)", "ANN"]
+    low, high = accuracy.get_ylim()
+    assert high - low >= 5 and 0 <= low and high <= 100
+    firing = figures["firing_rates"].axes[0]
+    names = [t.get_text() for t in firing.get_xticklabels()]
+    assert names == [layer.name.removeprefix("model.") for layer in result.layers if layer.role == "neurons"]
+    assert all(not n.startswith("model.") for n in names)
+    import matplotlib.pyplot as plt
+
+    for fig in figures.values():
+        plt.close(fig)
