@@ -27,6 +27,7 @@ from .energy import BreakEven, EnergyModel, ann_energy_pj, break_even, get_energ
 from .errors import UsageError
 from .metrics import classification_metrics, ranked_classes
 from .modes import parse_time_steps
+from .names import layer_label
 from .simulate import simulate
 from .snn import Encoding, SpikingNetwork
 
@@ -133,12 +134,6 @@ class AnalysisResult:
         data["break_even_T"] = None if self.break_even_T is None else {k: v.to_json() for k, v in self.break_even_T.items()}
         return data
 
-
-
-def layer_label(name: str) -> str:
-    """A layer's name as every table, plot and export shows it: the name in the user's
-    model (the ``model.`` prefix of annsnn's input-normalization wrapper dropped)."""
-    return name[len("model."):] if name.startswith("model.") else name
 
 
 def _dense_capacity(counter: SnnCounter, name: str) -> float:

@@ -45,7 +45,7 @@ def make_figures(result: AnalysisResult, *, plain: AnalysisResult | None = None)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .analyzer import layer_label
+    from .names import layer_label
 
     steps = [row.T for row in result.rows]
     figures: dict = {}
