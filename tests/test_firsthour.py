@@ -324,3 +324,15 @@ def test_plots_read_back_legends_and_ticks(demo_like):
 
     for fig in figures.values():
         plt.close(fig)
+
+
+def test_importing_and_counting_print_no_warning():
+    """fvcore's import-time torch.jit.script FutureWarning does not reach the user."""
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('default')\n"
+            "import torch, annsnn\nfrom annsnn.counting import count_ann\n"
+            "count_ann(torch.nn.Sequential(torch.nn.Linear(3, 2)), (3,))\n")
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
