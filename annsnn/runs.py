@@ -20,7 +20,7 @@ from .evaluation import DataSpec
 from .snn import SpikingNetwork
 from .workspace import SnnFile
 
-__all__ = ["SnnRun", "open_snn_run", "open_foreign_run", "calibrated_T"]
+__all__ = ["SnnRun", "open_snn_run", "open_foreign_run", "calibrated_T", "check_data_shape"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class SnnRun:
 
 def calibrated_T(snn: SpikingNetwork) -> int | None:
     """The latency N the SNN was calibrated for (None: plain normalization)."""
-    value = snn.meta.get("calibrated_T")
+    value = snn.record.calibration.T
     return int(value) if value else None
 
 
@@ -57,15 +57,21 @@ def open_snn_run(path: str | os.PathLike | None, data: str | None, data_root: st
     file = Path(path) if path else last_snn()
     identity = snn_file(file)
     snn = load_snn(file)
-    shape = snn.meta.get("input_shape")
-    if not (isinstance(shape, list) and shape and all(isinstance(v, int) and v > 0 for v in shape)):
-        raise UsageError(f"{str(file)!r} records no valid input shape (damaged SNN file)")
+    shape = list(snn.record.input_shape)
     check_fits(snn.ann, shape, batch_size)
-    name = data or snn.meta.get("dataset", {}).get("name")
+    name = data or (snn.record.dataset or {}).get("name")
     if not name:
         raise UsageError("the SNN records no dataset; pass --data NAME")
     loader = make_loader(load_dataset(name, split, data_root, download), batch_size, samples)  # type: ignore[arg-type]
+    check_data_shape(loader, tuple(shape))
     return SnnRun(identity, snn, name, split, loader, data_spec_for(name, split, samples, batch_size, data_root))
+
+
+def check_data_shape(loader: DataLoader, shape: tuple[int, ...]) -> None:
+    """The first sample has the shape the network takes (checked before any progress bar)."""
+    first = loader.dataset[0][0]  # type: ignore[index]
+    if tuple(first.shape) != tuple(shape):
+        raise UsageError(f"the data has shape {tuple(first.shape)}, the SNN expects {tuple(shape)}")
 
 
 def open_foreign_run(model_path: str | os.PathLike, trust: bool, dt: float, input_shape: tuple[int, ...] | None, data: str | None,

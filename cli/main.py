@@ -5,6 +5,7 @@ Errors are one line on stderr: exit 2 for bad input, 1 for run-time failures.
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -22,6 +23,7 @@ from annsnn.errors import AnnsnnError, UsageError
 
 from annsnn.calibration import CALIBRATIONS
 from annsnn.convert import PIPELINE_THRESHOLD_SCALE
+from annsnn.modes import MAX_TIME_STEPS
 
 from .params import FLOAT_LIST, MODE, READOUT_DELAY, SHAPE, TIME_STEPS
 
@@ -35,8 +37,20 @@ DEFAULT_CALIB_T = 32  # latency the default conversion is calibrated for (see RE
 CALIBRATION_NAMES = tuple(CALIBRATIONS)  # the first is the default pipeline
 
 
+class _Bars(Progress):
+    """Progress bars on stderr that vanish when the block fails: the error is then the
+    only line (a finished run keeps its final bars)."""
+
+    def __exit__(self, exc_type, exc_val, exc_tb) -> None:
+        if exc_type is not None:
+            self.live.transient = True
+            for task in list(self.task_ids):
+                self.remove_task(task)
+        super().__exit__(exc_type, exc_val, exc_tb)
+
+
 def _progress() -> Progress:
-    return Progress(
+    return _Bars(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
     )
@@ -147,7 +161,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--channel-wise/--layer-wise", "channel_wise", default=None, help="One scale per channel or per layer (default: per channel with a T-aware threshold search, else per layer).")
 @click.option("--percentile-of", type=click.Choice(["all", "positive"]), default=None, help="Population of a percentile --mode: all (default): every activation, zeros included (numpy/torch.quantile, SpikingJelly); positive: only the non-zero ones (snntoolbox), which gives higher scales.")
 @click.option("--v-init", type=float, default=0.5, show_default=True, help="Initial membrane potential as a fraction of the threshold (0.5: the IF neuron rounds instead of flooring).")
-@click.option("--T", "calib_T", type=click.IntRange(min=1), default=DEFAULT_CALIB_T, show_default=True, help="Latency N the SNN is calibrated for; valid for every T <= N (beyond N the last step's bias repeats).")
+@click.option("--T", "calib_T", type=click.IntRange(min=1, max=MAX_TIME_STEPS), default=DEFAULT_CALIB_T, show_default=True, help="Latency N the SNN is calibrated for; valid for every T <= N (beyond N the last step's bias repeats).")
 @click.option("--calibration", type=click.Choice(list(CALIBRATION_NAMES)), default=None, help=f"threshold: per-channel thresholds minimising the IF quantisation error at T=N (Li et al. ICML 2021); bias: constant per-channel bias correction (Li et al. 2021); step-bias: a bias per step and channel (after FTBC, Wu et al. ECCV 2024); none: plain --mode normalization. Default: {CALIBRATION_NAMES[0]}, or step-bias with an explicit --mode.")
 @click.option("--bias-samples", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration images (the first of --calib-samples) the bias passes simulate.")
 @click.option("--threshold-scale", type=click.FloatRange(min=0.0, max=4.0, min_open=True), default=None, help=f"Multiply the IF-search thresholds by this factor (default {PIPELINE_THRESHOLD_SCALE:g}, measured on held-out training images; 1 is the error-search optimum itself).")
@@ -189,14 +203,15 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
       annsnn convert model.onnx --data cifar10
       annsnn convert ft.safetensors --arch torchvision:resnet18 --data imagefolder:DIR --input-shape 3,64,64
     """
-    from annsnn.artifact import save_snn
+    from annsnn.artifact import write_snn
     from annsnn.data import load_dataset, make_loader
-    from annsnn.files import check_output_path, json_dumps, write_text
+    from annsnn.files import json_dumps
     from annsnn.io import convertible_module
     from annsnn.memory import check_fits
+    from annsnn.outputs import OutputSet
     from annsnn.pipeline import ann_to_snn
     from annsnn.sources import default_snn_path, load_source, provenance, resolve_inputs
-    from annsnn.workspace import remember_last_snn, snn_file
+    from annsnn.workspace import SnnFile, remember_last_snn
 
     from .render import conversion_notes, conversion_table
 
@@ -209,9 +224,10 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {options.bias_images}; pass more, or --readout-delay K")
     loaded = load_source(model, arch, trust, input_shape=input_shape)
     target = Path(out_path) if out_path else default_snn_path(model, loaded.arch)
-    check_output_path(target, inputs=(model or "",))
+    outputs = OutputSet(inputs=(model or "",))
+    outputs.file(target)
     if json_path:
-        check_output_path(json_path, inputs=(model or "", str(target)))
+        outputs.file(json_path)
     inputs = resolve_inputs(loaded, data, mean, std, input_shape, data_root)
     spec, norm, norm_source, shape = inputs.dataset, inputs.normalization, inputs.normalization_source, inputs.input_shape
     convertible_module(loaded, shape)
@@ -224,19 +240,16 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         snn, report = ann_to_snn(loaded.module, calib, input_shape=shape, options=options, normalization=norm, meta=meta)
     # everything that can fail runs before the first byte is written: the table, the notes and
     # the JSON text (strict: no NaN); then the SNN and the JSON are written, then remembered
-    lines: list = [conversion_table(report), *conversion_notes(report, options, calibration, snn.meta.get("readout_delay", 0))]
+    lines: list = [conversion_table(report), *conversion_notes(report, options, calibration, snn.record.calibration.readout_delay)]
     lines.append(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s")
     calibrated = {key: snn.meta[key] for key in ("calibrated_T", "readout_delay", "delay_choice") if key in snn.meta}
     json_data = {"schema_version": 1, "snn": {"path": str(target), "sha256": None}, **meta, **calibrated, "report": report.to_dict()}
-    json_dumps(json_data)  # fails here (NaN, ...), before anything is written
-    save_snn(snn, target)
-    written = snn_file(target)
-    if json_path:
-        try:
-            write_text(json_path, json_dumps({**json_data, "snn": written.to_dict()}))
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
+    json_dumps(json_data)  # fails here (strict: no NaN) before anything is written
+    outputs.write(target, lambda handle: write_snn(snn, handle))
+    written = SnnFile(str(target), outputs.staged_sha256(target))
+    if json_path:  # the JSON names the SNN it describes by its SHA-256 (written after it, under the same lock)
+        outputs.text(json_path, lambda: json_dumps({**json_data, "snn": written.to_dict()}))
+    outputs.commit()
     remember_last_snn(target)
     for line in lines:
         out.print(line)
@@ -327,11 +340,13 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
       annsnn evaluate resnet20.snn.pt --T 8,16,32 --samples 1000 --json eval.json
       annsnn evaluate m.snn.pt --encoding poisson --seed 1 --T 50,100
     """
+    from annsnn.evaluation import check_device
     from annsnn.files import check_output_path, write_json
     from annsnn.runs import open_snn_run
 
     from .render import evaluation_table, latency_notes, result_json
 
+    check_device(device)
     if json_path:
         check_output_path(json_path, inputs=(snn or "",))
     run = open_snn_run(snn, data, data_root, download, split, samples, batch_size)
@@ -385,16 +400,22 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
       annsnn energy --model direct.nir --data digits --dt 1
     """
     from annsnn.energy import get_energy_model
-    from annsnn.files import check_output_path, json_dumps, write_text
+    from annsnn.evaluation import check_device
+    from annsnn.files import json_dumps
+    from annsnn.outputs import OutputSet
     from annsnn.runs import open_foreign_run, open_snn_run
 
     from .render import ann_layer_table, break_even_line, energy_csv, energy_markdown, energy_table, latency_notes, layer_table, result_json
 
     names = energy_models or ("45nm-fp32", "45nm-fp32+sram", "loihi")
     models = [get_energy_model(name) for name in names]  # validated before anything runs
+    check_device(device)
+    outputs = OutputSet(inputs=(snn or "", ann_model or "", foreign_model or ""))
     for path in (json_path, csv_path, md_path):
         if path:
-            check_output_path(path, inputs=(snn or "", ann_model or ""))
+            outputs.file(path)
+    if plot_dir:
+        outputs.folder(plot_dir)
     if ann_model:
         _energy_ann_only(ann_model, arch, input_shape, models, json_path)
         return
@@ -423,16 +444,16 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     data_out = result_json(result, run)
     if measure or per_dataset:
         data_out.update(_measured_and_dataset(result, run, T, chunk, device, grid_intensity, measure, per_dataset))
-    # every text is made (and can fail) before the first one is written
-    texts = [(p, make()) for p, make in ((json_path, lambda: json_dumps(data_out)), (csv_path, lambda: energy_csv(result, run.file)), (md_path, lambda: energy_markdown(result, run.file))) if p]
-    for target, text in texts:
-        write_text(target, text)
-        out.print(f"wrote {target}")
+    # every text is made (and can fail) before the first one is written; then all are written together
+    for p, make in ((json_path, lambda: json_dumps(data_out)), (csv_path, lambda: energy_csv(result, run.file)), (md_path, lambda: energy_markdown(result, run.file))):
+        if p:
+            outputs.text(p, make())
     if plot_dir:
         from annsnn.plots import save_plots
 
-        for written in save_plots(result, plot_dir):
-            out.print(f"wrote {written}")
+        outputs.files_in(plot_dir, lambda folder: save_plots(result, folder))
+    for written in outputs.commit():
+        out.print(f"wrote {written}")
 
 
 def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, per_dataset: bool) -> dict:
@@ -558,7 +579,9 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
       annsnn robustness --T 8,32 --noise 0,0.05,0.1,0.2 --fgsm 0:1:0.05 --samples 500 --plot plots/
       annsnn robustness m.snn.pt --fgsm 0,0.02,0.05 --pgd 0.02 --attack-on both --attack-T 8 --json r.json
     """
-    from annsnn.files import check_output_path, write_json, write_text
+    from annsnn.evaluation import check_device
+    from annsnn.files import json_dumps
+    from annsnn.outputs import OutputSet
     from annsnn.robustness import RobustnessSpec, run_robustness
     from annsnn.runs import open_snn_run
 
@@ -568,11 +591,13 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
                           attack_on=attack_on, attack_T=attack_T, pgd_steps=pgd_steps, surrogate=surrogate, seed=seed)
     if not (noise or salt_pepper or fgsm or pgd):
         raise UsageError("give at least one of --noise, --salt-pepper, --fgsm, --pgd")
+    check_device(device)
+    outputs = OutputSet(inputs=(snn or "",))
     for path in (json_path, csv_path):
         if path:
-            check_output_path(path, inputs=(snn or "",))
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+            outputs.file(path)
+    if plot_dir:
+        outputs.folder(plot_dir)
     run = open_snn_run(snn, data, data_root, download, split, samples, batch_size)
     with _progress() as progress:
         task = progress.add_task(f"perturbing, simulating T≤{max(T)} (images)", total=len(run.loader.dataset), status="")
@@ -581,16 +606,15 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
     for note in result.notes:
         out.print(f"note: {note}")
     if json_path:
-        write_json(json_path, {**result.to_dict(), **run.header()})
-        out.print(f"wrote {json_path}")
+        outputs.text(json_path, json_dumps({**result.to_dict(), **run.header()}))
     if csv_path:
-        write_text(csv_path, robustness_csv(result, run.file))
-        out.print(f"wrote {csv_path}")
+        outputs.text(csv_path, robustness_csv(result, run.file))
     if plot_dir:
         from annsnn.plots import save_robustness_plots
 
-        for written in save_robustness_plots(result, plot_dir):
-            out.print(f"wrote {written}")
+        outputs.files_in(plot_dir, lambda folder: save_robustness_plots(result, folder))
+    for written in outputs.commit():
+        out.print(f"wrote {written}")
 
 
 # ---------------------------------------------------------------------------
@@ -610,24 +634,25 @@ def demo(out_dir: str, T) -> None:
       annsnn demo                               # SNN, demo.json and plots/ here
       annsnn demo --out-dir demo-out --T 5,20   # elsewhere, at two latencies
     """
-    from annsnn.artifact import save_snn
+    from annsnn.artifact import write_snn
     from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset, make_loader
     from annsnn.evaluation import data_spec_for
-    from annsnn.files import check_output_path, write_json
+    from annsnn.files import json_dumps
     from annsnn.modes import parse_mode
+    from annsnn.outputs import OutputSet
     from annsnn.pipeline import ann_to_snn
     from annsnn.plots import save_plots
     from annsnn.runs import SnnRun
     from annsnn.sources import load_source, provenance, resolve_inputs
-    from annsnn.workspace import remember_last_snn, snn_file
+    from annsnn.workspace import SnnFile, remember_last_snn
 
     from .render import break_even_line, conversion_table, energy_table, result_json
 
     directory = Path(out_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    outputs = OutputSet()
+    outputs.folder(directory)  # refused now if it cannot be created or written
     target = directory / "digits_cnn.snn.pt"
-    check_output_path(target)
     loaded = load_source(None)
     inputs = resolve_inputs(loaded)
     steps = sorted(T) if not isinstance(T, int) else [T]
@@ -639,11 +664,15 @@ def demo(out_dir: str, T) -> None:
         images = [x for x, _ in _batches(make_loader(load_dataset("digits", "train"), 256), progress, "calibrating")]
     plain, _ = ann_to_snn(loaded.module, iter(images), input_shape=inputs.input_shape, options=plain_options, normalization=inputs.normalization, meta=meta)
     snn, report = ann_to_snn(loaded.module, iter(images), input_shape=inputs.input_shape, options=options, normalization=inputs.normalization, meta=meta)
-    save_snn(snn, target)
-    remember_last_snn(target)
     out.print(conversion_table(report))
+    import io as _io
+
+    snn_bytes = _io.BytesIO()
+    write_snn(snn, snn_bytes)
+    import hashlib
+
     test_loader = make_loader(load_dataset("digits", "test"), 360)
-    run = SnnRun(snn_file(target), snn, "digits", "test", test_loader, data_spec_for("digits", "test", None, 360, None))
+    run = SnnRun(SnnFile(str(target), hashlib.sha256(snn_bytes.getvalue()).hexdigest()), snn, "digits", "test", test_loader, data_spec_for("digits", "test", None, 360, None))
     plain_result, _ = _analyze(plain, test_loader, T, "direct", 0, None, ("45nm-fp32",), count=False, data=run.data)
     out.print("plain normalization (--calibration none --v-init 0): top-1 " + ", ".join(f"T={row.T}: {100 * (row.top1 or 0.0):.1f}%" for row in plain_result.rows))
     out.print(f"calibrated ({CALIBRATION_NAMES[0]}, calibrated for T={max(steps)}, valid for every T <= {max(steps)}):")
@@ -651,8 +680,17 @@ def demo(out_dir: str, T) -> None:
     out.print(energy_table(result, run.file))
     out.print(break_even_line(result))
     data_out = {**result_json(result, run), "conversion": report.to_dict(), "plain_top1": {str(row.T): row.top1 for row in plain_result.rows}}
-    write_json(directory / "demo.json", data_out)
-    plots = save_plots(result, directory / "plots", plain=plain_result)
+    json_text = json_dumps(data_out)
+
+    def write_all(folder: Path) -> None:  # the SNN, the JSON and the plots, moved into --out-dir together
+        (folder / target.name).write_bytes(snn_bytes.getvalue())
+        (folder / "demo.json").write_text(json_text, encoding="utf-8")
+        save_plots(result, folder / "plots", plain=plain_result)
+
+    outputs.files_in(directory, write_all)
+    outputs.commit()
+    remember_last_snn(target)
+    plots = sorted((directory / "plots").glob("*.png"))
     out.print(f"wrote {run.file}, {directory / 'demo.json'} and plots: " + ", ".join(str(p) for p in plots))
     out.print(f"done in {time.perf_counter() - started:.1f} s; next: 'annsnn evaluate' or 'annsnn energy --T 5,20,50' (run from this directory) reuse this SNN")
 
@@ -835,6 +873,10 @@ def _train_direct(arch, data, data_root, download, epochs, lr, batch_size, optim
 # ---------------------------------------------------------------------------
 
 
+# disk full, read-only, permission, quota: conditions of the user's machine, one line and exit 2
+_MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors, exit 2 for usage errors and 1 for failures."""
     args = sys.argv[1:] if argv is None else argv
@@ -863,6 +905,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:
+        if debug or exc.errno not in _MACHINE_ERRNOS:
+            raise
+        print(f"error: cannot write {exc.filename!r}: {exc.strerror}" if exc.filename else f"error: {exc.strerror}", file=sys.stderr)
+        sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - last resort, one line
         if debug:
             raise
