@@ -26,13 +26,12 @@ def _time_axis(ax, steps: list[int]) -> None:
 
 
 def _percent_range(ax, values: list[float], min_span: float = 5.0) -> None:
-    """A y range of at least ``min_span`` points around ``values`` (within 0..100), so a
+    """A y range of at least ``min_span`` points around ``values`` (within 0..101), so a
     difference of 0.3 points does not fill the plot like a cliff."""
     low, high = min(values), max(values)
     pad = max(0.0, min_span - (high - low)) / 2 + 0.5
-    low, high = max(0.0, low - pad), min(100.0, high + pad)
-    if high - low < min_span:
-        low, high = (max(0.0, high - min_span), high) if high >= 100.0 else (low, min(100.0, low + min_span))
+    low, high = max(0.0, low - pad), min(101.0, high + pad)  # 101: a curve at 100% stays visible
+    low = max(0.0, min(low, high - min_span))
     ax.set_ylim(low, high)
 
 

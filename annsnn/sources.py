@@ -108,7 +108,7 @@ def resolve_inputs(loaded: LoadedModel, data: str | None = None, mean: Sequence[
 def provenance(loaded: LoadedModel, inputs: ResolvedInputs) -> dict:
     """What the SNN file records about its source: the model file (absolute path), its kind
     and architecture, the dataset, the normalization and where it came from, the version."""
-    from . import __version__
+    from .version import __version__
 
     path = loaded.path if loaded.path.startswith("zoo:") else str(Path(loaded.path).resolve())
     return {

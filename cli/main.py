@@ -211,7 +211,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     from annsnn.outputs import OutputSet
     from annsnn.pipeline import ann_to_snn
     from annsnn.sources import default_snn_path, load_source, provenance, resolve_inputs
-    from annsnn.workspace import SnnFile, remember_last_snn
+    from annsnn.workspace import SnnFile, remember_last_snn, snn_file
 
     from .render import conversion_notes, conversion_table
 
@@ -246,10 +246,10 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     json_data = {"schema_version": 1, "snn": {"path": str(target), "sha256": None}, **meta, **calibrated, "report": report.to_dict()}
     json_dumps(json_data)  # fails here (strict: no NaN) before anything is written
     outputs.write(target, lambda handle: write_snn(snn, handle))
-    written = SnnFile(str(target), outputs.staged_sha256(target))
     if json_path:  # the JSON names the SNN it describes by its SHA-256 (written after it, under the same lock)
-        outputs.text(json_path, lambda: json_dumps({**json_data, "snn": written.to_dict()}))
+        outputs.text(json_path, lambda: json_dumps({**json_data, "snn": SnnFile(str(target), outputs.staged_sha256(target)).to_dict()}))
     outputs.commit()
+    written = snn_file(target)
     remember_last_snn(target)
     for line in lines:
         out.print(line)
