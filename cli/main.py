@@ -85,8 +85,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _load(model: str | None, arch: str | None, trust: bool, weights: str | None = None, input_shape: tuple[int, ...] | None = None):
-    from annsnn.io import LoadedModel, load_model
-    from annsnn.library import is_library_arch
+    from annsnn.model_files import LoadedModel, load_model
+    from annsnn.torchvision_timm import is_library_arch
     from annsnn.zoo import architectures, build, embedded_checkpoint
 
     if model is None:
@@ -179,12 +179,12 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     from annsnn.files import check_output_path, write_json
     from annsnn.graph import classify_activation, trace
     from annsnn.ops import default_registry
-    from annsnn.memory import check_fits
+    from annsnn.memory_estimate import check_fits
     from annsnn.zoo import architectures
 
     if json_path:
         check_output_path(json_path, inputs=(model or "",))
-    from annsnn.io import convertible_module
+    from annsnn.model_files import convertible_module
 
     loaded = _load(model, arch, trust, weights, input_shape)
     arch_spec = architectures().get(loaded.arch) if loaded.arch else None
@@ -283,14 +283,14 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset, make_loader
     from annsnn.files import json_dumps
-    from annsnn.memory import check_fits
+    from annsnn.memory_estimate import check_fits
     from annsnn.outputs import OutputSet
     from annsnn.pipeline import ann_to_snn
     from annsnn.workspace import remember_last_snn
 
     from .render import conversion_table
 
-    from annsnn.io import convertible_module
+    from annsnn.model_files import convertible_module
 
     options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay)
     if options.readout_delay == "auto" and calib_samples <= options.bias_images:  # before loading anything
@@ -362,7 +362,7 @@ def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_siz
     from annsnn.artifact import load_snn
     from annsnn.data import load_dataset, make_loader
     from annsnn.evaluation import data_spec_for
-    from annsnn.memory import check_fits
+    from annsnn.memory_estimate import check_fits
     from annsnn.workspace import last_snn
 
     path = Path(snn_path) if snn_path else last_snn()
@@ -389,7 +389,7 @@ def _check_data_shape(loader, shape: tuple[int, ...]) -> None:
 def _foreign_and_data(model_path, trust, dt, input_shape, data, data_root, download, split, samples, batch_size):
     from annsnn.data import load_dataset, make_loader
     from annsnn.evaluation import data_spec_for
-    from annsnn.foreign_files import load_foreign
+    from annsnn.foreign_snn_files import load_foreign
 
     network = load_foreign(model_path, trust=trust, dt=dt, input_shape=input_shape)
     name = data or (network.meta.get("dataset") or {}).get("name")
@@ -562,7 +562,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     if rank != 0:
         return
     if foreign_model:
-        from annsnn.foreign import without_stand_in_accuracy
+        from annsnn.foreign_snn import without_stand_in_accuracy
 
         result = without_stand_in_accuracy(result)
     out.print(energy_table(result))
@@ -593,7 +593,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
 
 def _measured_and_dataset(result, network, loader, T, chunk, device, grid, measure: bool, per_dataset: bool) -> dict:
     """--measure and --per-dataset: print the three kinds of figures apart; return their JSON."""
-    from annsnn.measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy, measure_inference
+    from annsnn.hardware_measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy, measure_inference
 
     from .render import dataset_energy_table, measured_table
 
@@ -641,8 +641,8 @@ def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
     shape = tuple(input_shape or loaded.record.get("input_shape") or (spec.input_shape if spec else ()))
     if not shape:
         raise UsageError("pass --input-shape C,H,W")
-    from annsnn.io import convertible_module
-    from annsnn.memory import check_fits
+    from annsnn.model_files import convertible_module
+    from annsnn.memory_estimate import check_fits
 
     module = convertible_module(loaded, shape)
     check_fits(module, shape, 1)
@@ -823,7 +823,7 @@ def demo(out_dir: str, T) -> None:
     accuracy–energy trade-off at T = 5, 20, 50 with plots."""
     from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset, make_loader
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.modes import parse_mode
     from annsnn.pipeline import ann_to_snn
     from annsnn.plots import save_plots
