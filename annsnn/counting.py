@@ -148,6 +148,9 @@ def count_ann(model: nn.Module, input_shape: tuple[int, ...]) -> AnnCounts:
     no count for are returned in ``unsupported`` (never printed). Module names need not
     be identifiers (onnx2torch's ``11/Relu`` works).
     """
+    from .quiet import import_fvcore_nn
+
+    import_fvcore_nn()  # without torch's jit.script notice
     from fvcore.nn import FlopCountAnalysis
 
     class _Analysis(FlopCountAnalysis):

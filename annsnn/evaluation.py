@@ -92,6 +92,7 @@ class Planned:
     todo: int
     total: int
     max_T: int
+    todo_images: int = 0  # images in the batches this process runs (a progress bar counts these)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class BatchDone:
     index: int
     done: int  # batches finished in this process
     todo: int
+    images: int = 0  # images in this batch
 
 
 Event = Union[Planned, Resumed, ProgressDiscarded, BatchDone]
@@ -226,7 +228,7 @@ def _preflight(snn: SpikingNetwork, spec: EvalSpec) -> None:
     from .counting import count_ann
 
     check_device(spec.device)
-    count_ann(snn.ann, tuple(snn.meta["input_shape"]))
+    count_ann(snn.ann, snn.record.input_shape)
 
 
 def evaluate(
@@ -256,7 +258,7 @@ def evaluate(
     if size > 1 and resume:
         raise UsageError("--resume works in a single process; rerun without torchrun or without --resume")
     key = run_key(snn, loader, data, spec)
-    expected = tuple(snn.meta["input_shape"])
+    expected = snn.record.input_shape
     options = dict(encoding=spec.encoding, seed=spec.seed, energy_models=spec.energy_models, count=spec.count, chunk=spec.chunk)
     resumed, discarded = 0, ()
     with Analyzer(snn, list(spec.T), device=device, **options) as analyzer:  # type: ignore[arg-type]
@@ -272,14 +274,15 @@ def evaluate(
                 on_event(Resumed(resumed, len(loader)))
         done = analyzer.done_batches()
         mine = [index for index in shard_batches(len(loader), rank, size) if index not in done]
-        on_event(Planned(len(mine), len(loader), max(spec.T)))
+        sizes = [len(batch) for batch in loader.batch_sampler]  # type: ignore[arg-type]
+        on_event(Planned(len(mine), len(loader), max(spec.T), sum(sizes[i] for i in mine)))
         for count, (index, (x, y)) in enumerate(zip(mine, select_batches(loader, mine)), start=1):
             if tuple(x.shape[1:]) != expected:
                 raise UsageError(f"the data has shape {tuple(x.shape[1:])}, the SNN expects {expected}")
             analyzer.run(x, y, batch_index=index)
             if store is not None and size == 1:
                 store.save(key, analyzer.state_dict())
-            on_event(BatchDone(index, count, len(mine)))
+            on_event(BatchDone(index, count, len(mine), int(x.shape[0])))
         if size > 1:
             states = gather_objects(analyzer.state_dict())
             merged = Analyzer(snn.cpu(), list(spec.T), **options)  # type: ignore[arg-type]

@@ -153,7 +153,7 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
             problems.append(result)
             sources[node] = [s for a in ins for s in sources.get(a, [])]
             continue
-        name = re.sub(r"\W", "_", node.name)
+        name = _node_name(node, label, nodes)
         nodes[name] = result
         src = sources.get(node.args[0], []) if isinstance(node.args[0], fx.Node) else []
         edges += [(s, name) for s in src]
@@ -183,6 +183,15 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
         "dt": 1.0,
     }
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def _node_name(node: fx.Node, label: str, taken: dict) -> str:
+    """A NIR node's name: the layer's name as annsnn's tables show it (``features.2`` ->
+    ``features_2``), or the graph node's own unique name for a function or a reused module."""
+    from .names import layer_label
+
+    name = re.sub(r"\W", "_", layer_label(label) if node.op == "call_module" else node.name)
+    return name if name not in taken and name not in ("input", "output") else re.sub(r"\W", "_", node.name)
 
 
 def export_nir(snn: SpikingNetwork, path: str | os.PathLike) -> NirExport:

@@ -54,8 +54,8 @@ def header(title: str, command: str, data: str) -> str:
 
 
 def be(v) -> str:
-    """Break-even T; None means the SNN never costs less than the ANN."""
-    return "never" if v is None else str(v)
+    """Break-even T, in the wording every annsnn output uses (``str(BreakEven)``)."""
+    return str(v)
 
 
 def pct(v) -> str:

@@ -51,12 +51,12 @@ def test_events_and_an_interrupted_run_resumes_to_the_same_numbers(snns, tmp_pat
     snn = snns["99.99"]
     events = []
     whole = evaluate(snn, _loader(BASE_DATA), BASE_DATA, BASE_SPEC, on_event=events.append)
-    assert events == [Planned(2, 2, 3), BatchDone(0, 1, 2), BatchDone(1, 2, 2)]
+    assert events == [Planned(2, 2, 3, 16), BatchDone(0, 1, 2, 8), BatchDone(1, 2, 2, 8)]  # the bar counts images
     store = ProgressStore(tmp_path / "p.pt")
     _interrupted(snn, store)
     events = []
     resumed = evaluate(snn, _loader(BASE_DATA), BASE_DATA, BASE_SPEC, store=store, resume=True, on_event=events.append)
-    assert events[:2] == [Resumed(1, 2), Planned(1, 2, 3)] and resumed.resumed_batches == 1 and resumed.discarded == ()
+    assert events[:2] == [Resumed(1, 2), Planned(1, 2, 3, 8)] and resumed.resumed_batches == 1 and resumed.discarded == ()
     assert resumed.result.to_dict() == whole.result.to_dict()
     assert not store.path.exists()
 
