@@ -58,7 +58,7 @@ from torch import Tensor
 
 from .errors import UsageError
 from .functional import if_soft_reset
-from .heap import release_free_heap
+from .free_heap import release_free_heap
 from .layers import IFNeurons
 from .layerwise import BufferPool, run_layerwise
 from .record import CALIBRATIONS  # --calibration NAME -> (threshold method, bias method), re-exported
@@ -145,7 +145,7 @@ def ann_channel_targets(snn: SpikingNetwork, images: Tensor) -> dict[str, tuple[
     if set(neurons) - set(thresholds):
         raise UsageError("the SNN has no recorded thresholds; bias calibration runs right after convert")
     modules = dict(snn.ann.named_modules())
-    release_free_heap()  # the calibration pass's garbage (annsnn.heap)
+    release_free_heap()  # the calibration pass's garbage (annsnn.free_heap)
     sums: dict[str, list] = {}
     handles = []
     for name in neurons:

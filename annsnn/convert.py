@@ -25,7 +25,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .analog import AnalogOp, is_analog
 from .calibrator import Calibrator, clipped_fraction, neuron_scale
-from .conversion_options import ConversionOptions, ConversionReport, LayerKind, LayerReport
+from .conversion_options import PIPELINE_THRESHOLD_SCALE, ConversionOptions, ConversionReport, LayerKind, LayerReport
 from .errors import UsageError
 from .layers import IFNeurons, InputEncoder
 from .opspec import Demand, OpRegistry, Role
@@ -39,6 +39,7 @@ __all__ = [
     "ConversionReport",
     "Calibrator",
     "convert",
+    "PIPELINE_THRESHOLD_SCALE",
 ]
 
 

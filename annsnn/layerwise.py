@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, fx, nn
 
-from .heap import release_free_heap
+from .free_heap import release_free_heap
 from .layers import InputEncoder, TemporalModule, TimeExpand
 from .snn import SpikingNetwork, static_nodes
 

@@ -50,7 +50,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import UsageError
 from .files import atomic_path
-from .foreign import GenericNeurons, NeuronSpec, network_from_graph
+from .foreign_snn import GenericNeurons, NeuronSpec, network_from_graph
 from .opspec import Role
 from .rules.nir_export import node_shape
 from .layers import IFNeurons, InputEncoder, Normalize, Rescale, TemporalModule

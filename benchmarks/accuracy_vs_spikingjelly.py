@@ -19,7 +19,7 @@ from torch import nn
 
 from annsnn.convert import ConversionOptions
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader, spread_indices
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate

@@ -29,7 +29,7 @@ from annsnn.calibration import CALIBRATIONS
 from annsnn.convert import ConversionOptions
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader, spread_indices
 from annsnn.simulate import simulate
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 

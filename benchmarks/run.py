@@ -282,7 +282,7 @@ import sys, time, statistics, torch
 sys.path.insert(0, {root!r})
 from run import _peak_mb, SHARED
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.pipeline import ann_to_snn
 from low_latency import _options
 torch.manual_seed(0)
@@ -445,7 +445,7 @@ def nir_roundtrip() -> None:
     from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset, make_loader
     from annsnn.errors import UsageError
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.nir_io import to_nir
     from annsnn.pipeline import ann_to_snn
     from annsnn.zoo import build, calibrate_batchnorm
@@ -485,7 +485,7 @@ def robustness() -> None:
     from annsnn.evaluation import analyze
     from annsnn.convert import ConversionOptions
     from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.modes import parse_mode
     from annsnn.pipeline import ann_to_snn
     from annsnn.robustness import Robustness, RobustnessSpec, gradient_sign, parse_strengths

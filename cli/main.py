@@ -122,8 +122,8 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     """
     from annsnn.counting import count_ann
     from annsnn.files import check_output_path, write_json
-    from annsnn.io import convertible_module
-    from annsnn.memory import check_fits
+    from annsnn.model_files import convertible_module
+    from annsnn.memory_estimate import check_fits
     from annsnn.sources import activation_support, load_source, model_input_shape
 
     if json_path:
@@ -206,8 +206,8 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     from annsnn.artifact import write_snn
     from annsnn.data import load_dataset, make_loader
     from annsnn.files import json_dumps
-    from annsnn.io import convertible_module
-    from annsnn.memory import check_fits
+    from annsnn.model_files import convertible_module
+    from annsnn.memory_estimate import check_fits
     from annsnn.outputs import OutputSet
     from annsnn.pipeline import ann_to_snn
     from annsnn.sources import default_snn_path, load_source, provenance, resolve_inputs
@@ -429,7 +429,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     if rank != 0:
         return
     if foreign_model:
-        from annsnn.foreign import without_stand_in_accuracy
+        from annsnn.foreign_snn import without_stand_in_accuracy
 
         result = without_stand_in_accuracy(result)
     out.print(energy_table(result, run.file))
@@ -458,7 +458,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
 
 def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, per_dataset: bool) -> dict:
     """--measure and --per-dataset: print the measured and the estimated figures apart; return their JSON."""
-    from annsnn.measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy_table, measure_inference
+    from annsnn.hardware_measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy_table, measure_inference
 
     from .render import dataset_energy_table as dataset_table, measured_table
 
@@ -483,8 +483,8 @@ def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
     """``energy --ann``: MACs and compute energy of the ANN alone (:func:`annsnn.analyzer.ann_energy`)."""
     from annsnn.analyzer import ann_energy
     from annsnn.files import write_json
-    from annsnn.io import convertible_module
-    from annsnn.memory import check_fits
+    from annsnn.model_files import convertible_module
+    from annsnn.memory_estimate import check_fits
     from annsnn.sources import load_source, model_input_shape
 
     from .render import ann_energy_lines

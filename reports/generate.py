@@ -28,7 +28,7 @@ from annsnn.convert import ConversionOptions
 from annsnn.counting import count_ann
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
 from annsnn.files import write_text
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.plots import save_plots

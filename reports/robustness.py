@@ -22,7 +22,7 @@ from generate import REPORTS, SHARED, header, pct  # noqa: E402
 from annsnn.convert import ConversionOptions  # noqa: E402
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader  # noqa: E402
 from annsnn.files import write_text  # noqa: E402
-from annsnn.io import load_model  # noqa: E402
+from annsnn.model_files import load_model  # noqa: E402
 from annsnn.modes import parse_mode  # noqa: E402
 from annsnn.pipeline import ann_to_snn  # noqa: E402
 from annsnn.plots import save_robustness_plots  # noqa: E402

@@ -26,7 +26,7 @@ from annsnn.evaluation import analyze  # noqa: E402
 from annsnn.convert import ConversionOptions  # noqa: E402
 from annsnn.data import load_dataset, make_loader  # noqa: E402
 from annsnn.files import write_text  # noqa: E402
-from annsnn.foreign import network_from_direct  # noqa: E402
+from annsnn.foreign_snn import network_from_direct  # noqa: E402
 from annsnn.pipeline import ann_to_snn  # noqa: E402
 from annsnn.simulate import simulate  # noqa: E402
 from annsnn.zoo.direct import DirectConfig, direct_checkpoint, train_direct  # noqa: E402

@@ -5,7 +5,7 @@ import torch
 
 from annsnn.artifact import load_snn, save_snn
 from annsnn.errors import UsageError
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
 from annsnn.zoo import embedded_checkpoint

@@ -96,7 +96,7 @@ def test_if_quantize_is_the_if_neuron_rate():
 def cnn_and_data():
     """The bundled, trained digits CNN (no training in the test) and training images."""
     from annsnn.data import load_dataset
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.zoo import embedded_checkpoint
 
     loaded = load_model(embedded_checkpoint())

@@ -113,7 +113,7 @@ def test_counts_match_spikingjelly_synop_counter():
 
 def test_per_step_counts_are_additive_and_prefixes_monotone(digits):
     (xtr, _), (xte, yte) = digits
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.zoo import embedded_checkpoint
 
     model = load_model(embedded_checkpoint()).module

@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 from annsnn.analyzer import Analyzer
 from annsnn.energy import PRESETS, BreakEven, BreakEvenKind, EnergyModel, break_even, get_energy_model, load_energy_model
 from annsnn.errors import UsageError
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.pipeline import ann_to_snn
 from annsnn.zoo import embedded_checkpoint
 

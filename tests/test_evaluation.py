@@ -6,7 +6,7 @@ import torch
 
 from annsnn.data import load_dataset, make_loader
 from annsnn.evaluation import BatchDone, DataSpec, EvalSpec, Planned, ProgressDiscarded, ProgressStore, Resumed, evaluate
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.convert import ConversionOptions

@@ -21,7 +21,7 @@ from torch import nn
 from annsnn.artifact import load_snn, save_snn
 from annsnn.convert import ConversionOptions, LayerKind
 from annsnn.errors import UsageError
-from annsnn.io import convertible_module, load_model
+from annsnn.model_files import convertible_module, load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate

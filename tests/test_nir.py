@@ -11,7 +11,7 @@ from torch import nn
 
 from annsnn import Analyzer, ConversionOptions, ann_to_snn, load_model, parse_mode, simulate
 from annsnn.errors import UsageError
-from annsnn.foreign import from_spikingjelly, network_from_direct
+from annsnn.foreign_snn import from_spikingjelly, network_from_direct
 from annsnn.layers import IFNeurons
 from annsnn.nir_io import export_nir, load_nir, read_nir, to_nir
 from annsnn.zoo import embedded_checkpoint

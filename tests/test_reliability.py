@@ -74,7 +74,7 @@ def small_snn_file(tmp_path_factory):
     import torch
 
     from annsnn.artifact import save_snn
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.pipeline import ann_to_snn
 
     torch.manual_seed(0)
@@ -236,7 +236,7 @@ def test_cli_resume_never_merges_two_different_runs(small_snn_file, tmp_path, mo
     import annsnn.analyzer as analyzer_module
     from annsnn.artifact import save_snn
     from annsnn.cli.main import main
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.modes import parse_mode
     from annsnn.convert import ConversionOptions
     from annsnn.pipeline import ann_to_snn

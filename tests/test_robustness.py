@@ -9,7 +9,7 @@ import torch
 from annsnn.analyzer import Analyzer
 from annsnn.data import load_dataset
 from annsnn.errors import UsageError
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.metrics import classification_metrics, ranked_classes
 from annsnn.pipeline import ann_to_snn
 from annsnn.robustness import Robustness, RobustnessSpec, SurrogateSNN, fgsm, gaussian_noise, parse_strengths
