@@ -684,7 +684,7 @@ def test_c_two_converts_writing_the_same_pair_leave_a_consistent_pair(tmp_path, 
         _, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr
     recorded = json.loads(report.read_text())
-    assert recorded["snn_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()  # the pair on disk comes from one run
+    assert recorded["snn"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()  # the pair on disk comes from one run
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".m.")) == []  # no temporaries left
 
 
