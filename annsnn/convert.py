@@ -75,8 +75,15 @@ class ConversionOptions:
     # does not use (annsnn.calibration.choose_readout_delay)
     readout_delay: int | Literal["auto"] = 0
     delay_samples: int = 256  # "auto": calibration images (after the bias images) the choice reads
+    # multi-threshold (burst) neurons: up to K spikes per step, each worth theta = ceiling / K
+    # (annsnn.layers.IFNeurons); 1 = binary spikes
+    max_spikes: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_spikes, bool) or not isinstance(self.max_spikes, int) or self.max_spikes < 1:
+            raise UsageError(f"invalid --max-spikes {self.max_spikes!r}: use a whole number of spikes per step >= 1")
+        if self.max_spikes > 1 and self.bias == "step" and self.step_solver == "quantile":
+            raise UsageError("--step-solver quantile solves for binary spikes; with --max-spikes K > 1 use --step-solver linear")
         if self.threshold not in ("mode", "if-search"):
             raise UsageError(f"invalid threshold method {self.threshold!r}: use 'mode' or 'if-search'")
         if self.bias not in ("none", "layer", "step"):
@@ -169,6 +176,7 @@ class ConversionOptions:
             "threshold_scale": self.threshold_scale,
             "readout_delay": self.readout_delay,
             "delay_samples": self.delay_samples,
+            "max_spikes": self.max_spikes,
         }
 
 
@@ -356,7 +364,7 @@ def _h_neuron(ctx: _Context, node: fx.Node) -> None:
     lam = ctx.lam[name]
     if not _same(ctx.scale[src], lam, src):
         src = ctx.insert_rescale(node, src, lam, "scale of the neuron it feeds")
-    ctx.gm.set_submodule(name, IFNeurons(ctx.options.v_init))
+    ctx.gm.set_submodule(name, IFNeurons(ctx.options.v_init, max_spikes=ctx.options.max_spikes))
     ctx.scale[node] = lam
     ctx.kind[node] = "spike"
 
@@ -468,7 +476,7 @@ def _binary_spikes(ctx: _Context, node: fx.Node) -> bool:
     if node.op == "call_module":
         module = ctx.gm.get_submodule(str(node.target))
         if isinstance(module, IFNeurons):
-            return True
+            return module.max_spikes == 1  # a burst neuron's output is a count in 0..K
         spec = ctx.registry.for_module(module)
     else:
         spec = ctx.registry.lookup(node, {})
@@ -714,8 +722,11 @@ def _layer_scale(observer: ActivationObserver, options: ConversionOptions, ceili
         # T-aware threshold (annsnn.thresholds): a silent layer gets 1, a silent channel the
         # layer's own T-aware threshold (its calibration says nothing about it)
         assert options.T is not None
-        value = if_thresholds(observer, options.T, channel_wise, ceiling) * options.threshold_scale
-        layer_theta = float(if_thresholds(observer, options.T, False, ceiling)) * options.threshold_scale if float(observer.max_val) > 0 else 1.0
+        # K spikes per step over T steps quantise as one spike over K T steps (the same
+        # levels ceiling / (K T), the same clip): search the ceiling at K T, divide by K below
+        levels = options.T * options.max_spikes
+        value = if_thresholds(observer, levels, channel_wise, ceiling) * options.threshold_scale
+        layer_theta = float(if_thresholds(observer, levels, False, ceiling)) * options.threshold_scale if float(observer.max_val) > 0 else 1.0
         if channel_wise:
             dead = value <= 0
             if bool(dead.any()):
@@ -744,6 +755,9 @@ def _layer_scale(observer: ActivationObserver, options: ConversionOptions, ceili
         value = torch.tensor(number, dtype=torch.float64)
     if ceiling is not None:
         value = value.clamp(max=ceiling)
+    if options.max_spikes > 1:  # the scale is the ceiling K spikes reach; one spike is worth 1/K of it
+        value = value / options.max_spikes
+        notes.append(f"burst neurons: up to {options.max_spikes} spikes per step, each worth 1/{options.max_spikes} of the ceiling")
     if channel_wise:
         view = [1] * (len(shape) - 1)
         view[0] = -1

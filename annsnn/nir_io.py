@@ -106,6 +106,8 @@ def _module_to_nir(module: nn.Module, node: fx.Node, label: str):
     if isinstance(module, IFNeurons):
         if type(module) is not IFNeurons:
             return f"{label} ({type(module).__name__})"
+        if module.max_spikes != 1:
+            return f"{label} (burst neurons, up to {module.max_spikes} spikes per step: NIR's IF emits one; convert without --max-spikes)"
         extra = [n for n, _ in module.named_parameters()] + [n for n, _ in module.named_buffers()]
         extra += [k for k, v in vars(module).items() if isinstance(v, torch.Tensor) and k != "v"]
         if extra:
