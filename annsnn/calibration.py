@@ -300,7 +300,7 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
         counts[name] = before + sum(_channel_count(spikes[lo:hi]) for lo, hi in spans) / per_sample  # span by span: a float64 sum copies its input
         if t == steps - 1:
             pool.give(potentials.pop(name))
-        return spikes
+        return spikes if module.max_spikes == 1 else spikes.clone()  # a burst train is cached as it is (not packed): one tensor per step
 
     run_layerwise(snn, images, steps, batch=batch, layer_step=step, pool=pool)
     for name, module in neurons.items():

@@ -757,7 +757,6 @@ def _layer_scale(observer: ActivationObserver, options: ConversionOptions, ceili
         value = value.clamp(max=ceiling)
     if options.max_spikes > 1:  # the scale is the ceiling K spikes reach; one spike is worth 1/K of it
         value = value / options.max_spikes
-        notes.append(f"burst neurons: up to {options.max_spikes} spikes per step, each worth 1/{options.max_spikes} of the ceiling")
     if channel_wise:
         view = [1] * (len(shape) - 1)
         view[0] = -1

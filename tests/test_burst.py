@@ -207,3 +207,28 @@ def test_nir_export_refuses_bursts_in_one_line(cnn_and_data, tmp_path):
         export_nir(snn, tmp_path / "x.nir")
     message = str(info.value)
     assert "--max-spikes" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_burst_step_bias_fit_runs_as_fitted(cnn_and_data, K):
+    """The layer-major fit's own record of each layer's error after the fit equals the error of
+    the fitted network run step-major (simulate) on the same images: the fit saw the spike
+    trains (counts up to K) the network gives."""
+    from annsnn.calibration import ann_channel_targets
+
+    model, calib, _ = cnn_and_data
+    steps = 3
+    snn = _convert(model, calib, steps, K)
+    images = calib[:256]  # the bias images: the first bias_samples of the calibration set
+    targets = ann_channel_targets(snn, images)
+    counts: dict[str, torch.Tensor] = {}
+    handles = [m.register_forward_hook(lambda mod, a, out, _n=n: counts.__setitem__(_n, counts.get(_n, 0) + out.sum(dim=[d for d in range(out.dim()) if d != 1], dtype=torch.float64)))
+               for n, m in snn.neuron_layers().items()]
+    simulate(snn, images, steps)
+    for h in handles:
+        h.remove()
+    fit = snn.meta["bias_fit"]
+    for name in snn.neuron_layers():
+        per_sample = int(np.prod(targets[name][2][1:])) * len(images)
+        error = float((targets[name][0].clamp(max=float(K)) - counts[name] / (steps * per_sample)).abs().mean())
+        assert error == pytest.approx(fit["error_after"][name], rel=1e-6, abs=1e-9)
