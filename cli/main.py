@@ -231,6 +231,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--threshold-scale", type=click.FloatRange(min=0.0, max=4.0, min_open=True), default=None, help="Multiply the IF-search thresholds by this factor (default: the low-latency pipeline's, measured on held-out training images; 1 is the error-search optimum itself).")
 @click.option("--step-solver", type=click.Choice(["linear", "quantile"]), default=None, help="How the per-step bias meets each step's firing target: linear: shortfall / active share; quantile: exact on the calibration images (default: the low-latency pipeline's).")
 @click.option("--readout-delay", type=READOUT_DELAY, default=None, help="Leave the first K output steps out of the readout (every step is still simulated and counted). auto: the K in 0..N-1 that agrees most with the ANN at T=N on calibration images the bias fit does not use (default with --T calibration); 0 with --calibration none.")
+@click.option("--target", "deploy_target", type=click.Choice(["annsnn", "nir"]), default="annsnn", show_default=True, help="annsnn: the best calibration annsnn runs. nir: the best one NIR can express (IF-search thresholds, a constant per-channel bias folded into the synapse bias, no readout delay); checked against 'annsnn export --nir' before anything is written.")
 @click.option("--max-spikes", type=click.IntRange(min=1), default=1, show_default=True, help="Multi-threshold (burst) neurons: up to K spikes per step (thresholds 1..K, reset by subtraction); each spike is one synaptic event. 1: binary spikes. NIR export needs 1.")
 @click.option("--maxpool", type=click.Choice(["spiking", "avg"]), default="spiking", show_default=True, help="spiking: a max-pool that spikes when the largest input spike count grows (output rate = max input rate); avg: replace MaxPool by AvgPool (changes the ANN).")
 @click.option("--hybrid", is_flag=True, help="Keep unconvertible activations (GELU, SiLU, ...) analog instead of failing.")
@@ -245,7 +246,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="SNN file (default: next to MODEL, NAME.snn.pt).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the conversion report as JSON.")
 @click.option("--trust", is_flag=True, help="Allow unpickling a whole pickled nn.Module (runs code from the file).")
-def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, max_spikes, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
+def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, deploy_target, max_spikes, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
 
     BatchNorm is folded, one calibration pass records each activation's exact max and a
@@ -275,7 +276,14 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
 
     from annsnn.io import convertible_module
 
-    options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay, max_spikes)
+    if deploy_target == "nir":
+        from annsnn.nir_target import NIR_CALIBRATION, nir_options
+
+        calibration = NIR_CALIBRATION if calibration == CALIBRATION_NAMES[0] else calibration  # the default's per-step bias has no NIR form
+        options = nir_options(calib_T, calibration=calibration, mode=mode, channel_wise=channel_wise, percentile_of=percentile_of, v_init=v_init, maxpool=maxpool,
+                              hybrid=hybrid, bias_samples=bias_samples, step_solver=step_solver, threshold_scale=threshold_scale, readout_delay=readout_delay, max_spikes=max_spikes)
+    else:
+        options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay, max_spikes)
     if options.readout_delay == "auto" and calib_samples <= options.bias_images:  # before loading anything
         raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {options.bias_images}; pass more, or --readout-delay K")
     loaded = _load(model, arch, trust, input_shape=input_shape)
@@ -297,6 +305,14 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     with _progress() as progress:
         calib = (x for x, _ in _batches(loader, progress, "calibrating"))
         snn, report = ann_to_snn(loaded.module, calib, input_shape=shape, options=options, normalization=norm, meta=meta)
+    if deploy_target == "nir":
+        from annsnn.nir_io import to_nir
+        from annsnn.nir_target import fold_constant_bias
+
+        fold = fold_constant_bias(snn)
+        snn.meta["target"] = "nir"
+        to_nir(snn)  # the exporter's own rules: refuses (one line naming each layer) before anything is written
+        report.notes.append(f"target nir: the constant bias of {len(fold.folded)} neuron layer(s) folded into its synapse's bias; 'annsnn export --nir' takes this SNN")
     # everything that can fail runs before the first byte is written: the table, the notes and
     # the JSON text (strict: no NaN); then the SNN and the JSON are written, then remembered
     lines: list = [conversion_table(report)]
