@@ -327,7 +327,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         from annsnn.nir_target import fold_constant_bias
 
         fold = fold_constant_bias(snn)
-        snn.meta["target"] = "nir"
+        snn.record = snn.record.replace(extra={**snn.record.extra, "target": "nir"})
         to_nir(snn)  # the exporter's own rules: refuses (one line naming each layer) before anything is written
         report.notes.append(f"target nir: the constant bias of {len(fold.folded)} neuron layer(s) folded into its synapse's bias; 'annsnn export --nir' takes this SNN")
     # everything that can fail runs before the first byte is written: the table, the notes and
