@@ -806,9 +806,11 @@ def convert(
         thresholds[name] = value  # 0-d, or [C, 1, ...] broadcasting over a sample
         report.notes.extend(f"{name}: {n}" for n in notes)
         layer_scale = float(value.mean())
-        clipped = observer.fraction_above(layer_scale) if not options.channel_wise else _channel_clipped(observer, value.flatten())
+        ceiling = value * options.max_spikes  # what the neurons reach: K spikes of theta per step
+        clipped = observer.fraction_above(float(ceiling.mean())) if not options.channel_wise else _channel_clipped(observer, ceiling.flatten())
         population = "" if options.mode.kind != "percentile" else f" of {options.percentile_of} values"
         chosen = f"IF error search at T={options.T}" if options.threshold == "if-search" else f"{options.mode}{population}"
+        chosen += f", {options.max_spikes} spikes per step" if options.max_spikes > 1 else ""
         rule = f"{chosen}{' per channel' if options.channel_wise else ''}"
         report.layers.append(
             LayerReport(
