@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from .convert import ConversionOptions
+from .conversion_options import ConversionOptions
 from .errors import UsageError
 from .layers import IFNeurons
 from .snn import SpikingNetwork

@@ -9,7 +9,7 @@ training images adapts the SNN to the shift, so those rows flatter every method)
 
 Per architecture: the same calibration images (the first ``--calib`` of train/) and the
 same evenly spaced test images (``--test`` of test/). For every calibration method and
-every N in ``--T``, convert once for N and evaluate at T = N with the Analyzer; record
+every N in ``--T``, convert once for N and evaluate at T = N (annsnn.evaluation.analyze); record
 top-1, gap to the ANN, SyOPs, bias ACs and energy per inference (45nm-fp32, Horowitz 2014),
 and conversion wall time as a ratio to one ANN pass over the calibration images (peak
 memory: ``python benchmarks/run.py calibration_cost``). Writes
@@ -22,7 +22,6 @@ of reports/cifar10.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from annsnn.analyzer import Analyzer
+from annsnn.evaluation import analyze
 from annsnn.calibration import CALIBRATIONS
 from annsnn.convert import ConversionOptions
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader, spread_indices
@@ -58,35 +57,33 @@ def heldout_indices(train_size: int, calib: int, heldout: int) -> list[int]:
     return [rest[i] for i in spread_indices(len(rest), heldout)]
 
 
+_SUFFIXES = {"samples": ("bias_samples", int), "scale": ("threshold_scale", float), "delay": ("readout_delay", int), "K": ("max_spikes", int)}
+
+
 def _options(method: str, T: int) -> ConversionOptions:
-    """``method`` is a ``--calibration`` name, ``best-flags``, ``NAME:quantile`` for the
-    per-step bias with ``--step-solver quantile``, ``NAME:scale=S`` for ``--threshold-scale S``, ``NAME:samples=K`` for ``--bias-samples K``, or
-    ``NAME:delay=K`` for ``--readout-delay K`` (rows measured before the readout delay existed
-    carry ``:delay=0``: they ran with every output step counted), ``NAME:K=k`` for
-    ``--max-spikes k`` (burst neurons), or ``nir`` for ``annsnn convert --target nir`` (its
-    bias is folded into the synapses after the conversion, :func:`_convert`)."""
-    if ":K=" in method:  # NAME:K=k, the same with --max-spikes k
-        name, _, k = method.partition(":K=")
-        return dataclasses.replace(_options(name, T), max_spikes=int(k))
+    """``method`` is a ``--calibration`` name, ``best-flags``, or a name with suffixes:
+    ``:quantile`` (``--step-solver quantile``), ``:scale=S`` (``--threshold-scale S``),
+    ``:samples=K`` (``--bias-samples K``), ``:delay=K`` (``--readout-delay K``; rows measured
+    before the readout delay existed carry ``:delay=0``: they ran with every output step
+    counted), ``:K=k`` (``--max-spikes k``, burst neurons); or ``nir`` for ``annsnn convert
+    --target nir`` (its bias is folded into the synapses after the conversion). A calibration name is exactly ``annsnn convert --calibration NAME --T N`` with
+    those flags (:meth:`ConversionOptions.calibrated`)."""
     if method == "nir":
         return nir_options(T, mode=parse_mode("99.99"))
-    if method.endswith(":quantile"):
-        base = _options(method.split(":")[0], T)
-        return dataclasses.replace(base, step_solver="quantile")
-    if ":samples=" in method:  # NAME:samples=K, the same with --bias-samples K
-        name, _, samples = method.partition(":samples=")
-        return dataclasses.replace(_options(name, T), bias_samples=int(samples))
-    if ":scale=" in method:  # NAME:scale=S, the same with --threshold-scale S
-        name, _, scale = method.partition(":scale=")
-        return dataclasses.replace(_options(name, T), threshold_scale=float(scale))
-    if ":delay=" in method:  # NAME:delay=K, the same with --readout-delay K (0: every output step counts)
-        name, _, delay = method.partition(":delay=")
-        return dataclasses.replace(_options(name, T), readout_delay=int(delay))
-    if method == "none":  # today's plain normalization
+    name, *suffixes = method.split(":")
+    if name == "none" and not suffixes:  # today's plain normalization
         return ConversionOptions(mode=parse_mode("99.99"))
-    if method == "best-flags":  # the issue's "best flags today"
+    if name == "best-flags" and not suffixes:  # the issue's "best flags today"
         return ConversionOptions(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5)
-    return ConversionOptions.calibrated(method, T, mode=parse_mode("99.99"))  # exactly `annsnn convert --calibration METHOD --T N`
+    overrides: dict = {}
+    for suffix in suffixes:
+        if suffix == "quantile":
+            overrides["step_solver"] = "quantile"
+            continue
+        key, _, value = suffix.partition("=")
+        field, kind = _SUFFIXES[key]
+        overrides[field] = kind(value)
+    return ConversionOptions.calibrated(name, T, mode=parse_mode("99.99"), **overrides)
 
 
 def main() -> None:
@@ -141,10 +138,7 @@ def main() -> None:
             if method == "nir":
                 fold_constant_bias(snn)  # as convert --target nir does; ResNets' option-A shortcut itself has no NIR form, the calibration's accuracy is the measure
             seconds = time.perf_counter() - started
-            with Analyzer(snn, [T], energy_models=["45nm-fp32"]) as analyzer:
-                for x, y in test_batches:
-                    analyzer.run(x, y)
-            report = analyzer.report()
+            report = analyze(snn, test_batches, [T], energy_models=["45nm-fp32"])
             heldout = {}
             if heldout_batches:  # plain simulation: the accuracy on training images the conversion never saw
                 hits = sum(int((simulate(snn, x, T).predictions(T) == y).sum()) for x, y in heldout_batches)
