@@ -22,7 +22,7 @@ from annsnn import __version__
 from annsnn.errors import AnnsnnError, UsageError
 
 from annsnn.calibration import CALIBRATIONS
-from annsnn.convert import PIPELINE_THRESHOLD_SCALE
+from annsnn.conversion_options import PIPELINE_THRESHOLD_SCALE
 from annsnn.modes import MAX_TIME_STEPS
 
 from .params import FLOAT_LIST, MODE, READOUT_DELAY, SHAPE, TIME_STEPS
