@@ -57,8 +57,15 @@ class ConversionOptions:
     # does not use (annsnn.calibration.choose_readout_delay)
     readout_delay: int | Literal["auto"] = 0
     delay_samples: int = 256  # "auto": calibration images (after the bias images) the choice reads
+    # multi-threshold (burst) neurons: up to K spikes per step, each worth theta = ceiling / K
+    # (annsnn.layers.IFNeurons); 1 = binary spikes
+    max_spikes: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_spikes, bool) or not isinstance(self.max_spikes, int) or self.max_spikes < 1:
+            raise UsageError(f"invalid --max-spikes {self.max_spikes!r}: use a whole number of spikes per step >= 1")
+        if self.max_spikes > 1 and self.bias == "step" and self.step_solver == "quantile":
+            raise UsageError("--step-solver quantile solves for binary spikes; with --max-spikes K > 1 use --step-solver linear")
         if self.threshold not in ("mode", "if-search"):
             raise UsageError(f"invalid threshold method {self.threshold!r}: use 'mode' or 'if-search'")
         if self.bias not in ("none", "layer", "step"):
@@ -151,6 +158,7 @@ class ConversionOptions:
             "threshold_scale": self.threshold_scale,
             "readout_delay": self.readout_delay,
             "delay_samples": self.delay_samples,
+            "max_spikes": self.max_spikes,
         }
 
 

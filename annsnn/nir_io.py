@@ -163,6 +163,8 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
         problems.append(f"readout delay ({delay} step(s) left out of the readout: NIR's output sums every step; convert with --readout-delay 0)")
     if problems:
         hint = " (the zero-padded option-A shortcut of CIFAR ResNets)" if any("F.pad" in p for p in problems) and any("slicing" in p for p in problems) else ""
+        calibrated = any("per-step corrections" in p or p.startswith("readout delay") for p in problems)
+        hint += "; 'annsnn convert MODEL --target nir' converts with the best calibration NIR can express" if calibrated else ""
         raise UsageError("NIR cannot express: " + "; ".join(problems) + hint)
     info = {
         "format": _FORMAT,

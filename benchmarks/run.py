@@ -11,6 +11,7 @@
     python benchmarks/run.py calibration_cost  # issue 12: each calibration method at N=32: time and peak memory / one ANN pass
     python benchmarks/run.py sj_low_latency  # issue 12: SpikingJelly's recipes on the images of low_latency.py (annsnn's side: benchmarks/low_latency.py)
     python benchmarks/run.py robustness   # issue 14: 21 FGSM eps at T=32 vs 21 evaluates + the gradient pass (ROBUSTNESS_IMAGES=100)
+    python benchmarks/run.py nir_target   # issue 26: convert --target nir vs the default, digits demo and a VGG, T=8/16/32
     python benchmarks/run.py all
 
 Each writes benchmarks/results/<name>.json; benchmarks/README.md records the outputs.
@@ -365,6 +366,56 @@ def suite_low_latency() -> None:
     save("suite_low_latency", {"rows": rows, "calibration_images": int(calib.shape[0]), "test_images": int(x.shape[0]), "target": "gap <= 0.5 points at T=64"})
 
 
+def nir_target() -> None:
+    """Issue 26: ``convert --target nir`` (IF-search thresholds, a constant bias folded into
+    the synapses, no readout delay) beside the default at T = N = 8 / 16 / 32 on the digits
+    demo (the bundled CNN, exportable) and the reduced VGG19 of tests/test_convert.py (trained
+    here, 8 epochs; its spiking max-pools have no NIR form, so the calibration's accuracy is
+    the measure). Calibration: the first 1,024 digits training images; top-1 on all 360 test
+    digits (one digit = 0.28 points). ResNet-20-JPEG: benchmarks/low_latency.py --methods nir."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_convert import _digits32, _train_digits32, _vgg19_reduced
+
+    from annsnn.convert import ConversionOptions
+    from annsnn.data import load_dataset
+    from annsnn.errors import UsageError
+    from annsnn.io import load_model
+    from annsnn.layers import Normalize
+    from annsnn.nir_io import to_nir
+    from annsnn.nir_target import fold_constant_bias, nir_options
+    from annsnn.pipeline import ann_to_snn
+    from annsnn.simulate import simulate
+    from annsnn.zoo import embedded_checkpoint
+
+    (xtr, ytr), (xte, yte) = (load_dataset("digits", split).tensors for split in ("train", "test"))
+    loaded = load_model(embedded_checkpoint())
+    norm = loaded.record["normalization"]
+    demo = torch.nn.Sequential(Normalize(norm["mean"], norm["std"]), loaded.module.eval()).eval()
+    vgg = _train_digits32(_vgg19_reduced(), _digits32(xtr), ytr, epochs=8).eval()
+    nets = {"digits demo CNN (bundled)": (demo, xtr[:1024], xte), "vgg19_reduced_spiking_maxpool (trained here, 8 epochs)": (vgg, _digits32(xtr[:1024]), _digits32(xte))}
+    rows: dict = {}
+    for name, (model, calib, x) in nets.items():
+        with torch.no_grad():
+            ann = float((model(x).argmax(1) == yte).float().mean())
+        row: dict = {"ann_top1": ann}
+        for T in (8, 16, 32):
+            for label, options in (("default", ConversionOptions.low_latency(T)), ("nir", nir_options(T))):
+                snn, _ = ann_to_snn(model, [calib[i : i + 128] for i in range(0, len(calib), 128)], input_shape=tuple(calib.shape[1:]), options=options)
+                exports = None
+                if label == "nir":
+                    fold_constant_bias(snn)
+                    try:
+                        to_nir(snn)
+                        exports = True
+                    except UsageError as exc:  # the model's own layers (spiking max-pool) may have no NIR form
+                        exports = str(exc)[:200]
+                top1 = float((simulate(snn, x, T).predictions(T) == yte).float().mean())
+                row[f"{label}@{T}"] = {"top1": top1, "gap_points": 100 * (ann - top1), **({"exports": exports} if label == "nir" else {})}
+                print(name, label, T, f"{100 * top1:.2f} (ANN {100 * ann:.2f})", flush=True)
+        rows[name] = row
+    save("nir_target", {"rows": rows, "calibration_images": 1024, "test_images": int(yte.shape[0])})
+
+
 def distributed() -> None:
     """2 processes x 1 thread vs the fair baseline, 1 process x 2 threads (the same 2 cores),
     on the shared ResNet-20; repeats interleaved, median of 3 (each run is a whole command)."""
@@ -641,7 +692,7 @@ def summary() -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "distributed": distributed, "accuracy": accuracy, "nir": nir_roundtrip, "robustness": robustness, "calibration_cost": calibration_cost, "sj_low_latency": sj_low_latency, "sj_heldout": sj_heldout, "sj_full_test": sj_full_test, "suite_low_latency": suite_low_latency, "summary": lambda: None}
+    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "distributed": distributed, "accuracy": accuracy, "nir": nir_roundtrip, "robustness": robustness, "calibration_cost": calibration_cost, "sj_low_latency": sj_low_latency, "sj_heldout": sj_heldout, "sj_full_test": sj_full_test, "suite_low_latency": suite_low_latency, "nir_target": nir_target, "summary": lambda: None}
     names = sys.argv[1:] or ["speed", "overhead", "calibration"]
     if names == ["all"]:
         names = list(jobs)
