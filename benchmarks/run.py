@@ -379,7 +379,7 @@ def nir_target() -> None:
     from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset
     from annsnn.errors import UsageError
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.layers import Normalize
     from annsnn.nir_io import to_nir
     from annsnn.nir_target import fold_constant_bias, nir_options

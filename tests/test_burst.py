@@ -100,7 +100,7 @@ def test_threshold_search_with_k_is_the_binary_search_at_k_times_t():
 def cnn_and_data():
     """The bundled, trained digits CNN and training images (no test images)."""
     from annsnn.data import load_dataset
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.zoo import embedded_checkpoint
 
     loaded = load_model(embedded_checkpoint())
