@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from .analyzer import AnalysisResult, Analyzer
 from .artifact import load_snn, save_snn
-from .convert import Calibrator, ConversionOptions, ConversionReport, convert
+from .calibrator import Calibrator
+from .conversion_options import ConversionOptions, ConversionReport
+from .convert import convert
 from .counting import AnnCounts, SnnCounter, count_ann
-from .foreign import GenericNeurons, NeuronSpec, load_foreign
+from .foreign import GenericNeurons, NeuronSpec
+from .foreign_files import load_foreign
 from .energy import PRESETS, BreakEven, BreakEvenKind, EnergyModel, break_even, get_energy_model
 from .errors import AnnsnnError, RunFailure, UsageError
 from .graph import canonicalize

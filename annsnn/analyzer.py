@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .counting import AnnCounts, SnnCounter, count_ann, dense_macs
+from .counting import AnnCounts, SnnCounter, count_ann
 from .energy import BreakEven, EnergyModel, ann_energy_pj, break_even, get_energy_model
 from .errors import UsageError
 from .metrics import classification_metrics, ranked_classes
@@ -142,7 +142,7 @@ def _dense_capacity(counter: SnnCounter, name: str) -> float:
     module = counter.modules.get(name)
     if layer.role != "synaptic" or module is None or not layer.output_numel:
         return 0.0
-    return float(dense_macs(module, layer.input_shape))
+    return float(counter.dense_macs(module, layer.input_shape))
 
 
 def _metrics(pred: Tensor, labels: Tensor | None) -> tuple[float | None, float | None, float | None]:
@@ -429,7 +429,7 @@ class Analyzer:
         for name, layer in self.counter.layers.items():
             module = self.counter.modules.get(name)
             if layer.weight_numel and module is not None:
-                out[name] = (layer.weight_numel, layer.input_numel, layer.output_numel, dense_macs(module, layer.input_shape))
+                out[name] = (layer.weight_numel, layer.input_numel, layer.output_numel, self.counter.dense_macs(module, layer.input_shape))
         return out
 
     def _memory_energy(self, model: EnergyModel, n: int) -> dict[str, Tensor]:
@@ -460,7 +460,7 @@ class Analyzer:
                 if dense:
                     per_step += layer.macs * (e_w + e_in + e_out * outputs / dense)
             elif layer.role == "synaptic":  # identity synapse into a neuron layer
-                target = self.counter.layers.get(name.replace(" (identity synapse)", ""))
+                target = self.counter.layers.get(layer.feeds) if layer.feeds is not None else None
                 size = target.neurons if target is not None and target.neurons else 1
                 per_step += layer.synaptic_acs * 2 * access(size)
             out[name] = per_step / n

@@ -28,7 +28,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import torch
 from torch.utils.data import DataLoader
@@ -41,7 +41,7 @@ from .snn import SpikingNetwork
 __all__ = [
     "check_device",
     "DataSpec", "EvalSpec", "EvalOutcome", "ProgressStore", "evaluate", "run_key", "snn_fingerprint",
-    "Event", "Planned", "Resumed", "ProgressDiscarded", "BatchDone", "data_spec_for",
+    "Event", "Planned", "Resumed", "ProgressDiscarded", "BatchDone", "data_spec_for", "analyze",
 ]
 
 
@@ -147,7 +147,7 @@ def snn_fingerprint(snn: SpikingNetwork) -> str:
 
     def structure(gm) -> object:
         try:
-            return graph_to_spec(gm, getattr(snn, "registry", None))
+            return graph_to_spec(gm, snn.registry)
         except UsageError:  # not an annsnn file (a foreign SNN): its generated code and module configurations
             return {"code": gm.code, "modules": {name: repr(m) for name, m in gm.named_modules()}}
 
@@ -293,6 +293,19 @@ def evaluate(
     if store is not None:
         store.clear()
     return EvalOutcome(result, rank, size, resumed, discarded)
+
+
+def analyze(snn: SpikingNetwork, batches: Iterable, T: Sequence[int], **options: Any) -> AnalysisResult:
+    """Simulate ``snn`` on every batch for the time steps ``T`` and score it beside its ANN:
+    the loop of :func:`evaluate` for batches already in hand, with no data spec, sharding or
+    resume. ``batches`` yields ``(x, y)`` pairs, or ``x`` alone (no labels: no accuracy);
+    ``options`` go to :class:`~annsnn.analyzer.Analyzer` (``count``, ``energy_models``,
+    ``encoding``, ``device``, ...)."""
+    with Analyzer(snn, list(T), **options) as analyzer:
+        for batch in batches:
+            x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+            analyzer.run(x, y)
+        return analyzer.report()
 
 
 def data_spec_for(name: str, split: str, samples: int | None, batch_size: int, root: str | os.PathLike | None) -> DataSpec:

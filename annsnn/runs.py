@@ -79,7 +79,7 @@ def open_foreign_run(model_path: str | os.PathLike, trust: bool, dt: float, inpu
     """An SNN annsnn did not convert (:func:`annsnn.foreign.load_foreign`) and its data loader."""
     from .data import load_dataset, make_loader
     from .evaluation import data_spec_for
-    from .foreign import load_foreign
+    from .foreign_files import load_foreign
     from .workspace import snn_file
 
     identity = snn_file(model_path)

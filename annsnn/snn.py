@@ -9,7 +9,7 @@ from torch import fx, nn
 
 from .analog import AnalogOp, StaticAnalog
 from .layers import IFNeurons, InputEncoder, TemporalModule, TimeExpand, SpikingMaxPool2d
-from .ops import OpRegistry, Role, default_registry
+from .opspec import OpRegistry, Role
 from .record import SnnRecord
 
 __all__ = ["SpikingNetwork", "Encoding", "static_nodes"]
@@ -24,15 +24,15 @@ class SpikingNetwork(nn.Module):
     calibration, input shape, ...); a format-1 ``meta`` dict is accepted and validated into
     one. ``meta`` is the record as that flat dict, read-only (a fresh copy each time).
     ``registry`` is the op registry (:mod:`annsnn.ops`) it was converted or loaded with;
-    counting and saving read its entries (default: the built-in registry).
+    counting and saving read its entries.
     """
 
-    def __init__(self, graph: fx.GraphModule, ann: fx.GraphModule, record: SnnRecord | dict, *, registry: OpRegistry | None = None) -> None:
+    def __init__(self, graph: fx.GraphModule, ann: fx.GraphModule, record: SnnRecord | dict, *, registry: OpRegistry) -> None:
         super().__init__()
         self.graph = graph
         self.ann = ann
         self.record = record if isinstance(record, SnnRecord) else SnnRecord.from_meta(record)
-        self.registry = registry if registry is not None else default_registry()
+        self.registry = registry
         self._runners: dict[str, fx.GraphModule] = {}
 
     @property

@@ -179,16 +179,18 @@ class ActivationSupport:
 def activation_support(module: nn.Module) -> ActivationSupport:
     """Trace ``module`` and classify every activation by its op-registry entry."""
     from .graph import classify_activation, trace
+    from .ops import default_registry
 
+    registry = default_registry()
     support: dict[str, str] = {}
     functional = {"relu": 0, "analog": 0}
     try:
-        traced = trace(module)
+        traced = trace(module, registry)
     except UsageError as exc:
         return ActivationSupport({}, 0, 0, str(exc))
     modules = dict(traced.named_modules())
     for node in traced.graph.nodes:
-        kind, ceiling = classify_activation(node, modules)
+        kind, ceiling = classify_activation(node, modules, registry)
         label = "yes" if kind == "relu" else ("no: --hybrid keeps it analog" if kind == "analog" else "")
         if node.op == "call_module" and label:
             support[str(node.target)] = label + (f" (clip {ceiling:g})" if ceiling else "")

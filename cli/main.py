@@ -22,7 +22,7 @@ from annsnn import __version__
 from annsnn.errors import AnnsnnError, UsageError
 
 from annsnn.calibration import CALIBRATIONS
-from annsnn.convert import PIPELINE_THRESHOLD_SCALE
+from annsnn.conversion_options import PIPELINE_THRESHOLD_SCALE
 from annsnn.modes import MAX_TIME_STEPS
 
 from .params import FLOAT_LIST, MODE, READOUT_DELAY, SHAPE, TIME_STEPS
@@ -259,7 +259,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
 
 
 def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver=None, threshold_scale=None, readout_delay=None):
-    from annsnn.convert import ConversionOptions
+    from annsnn.conversion_options import ConversionOptions
 
     return ConversionOptions.calibrated(calibration, calib_T, mode=mode, channel_wise=channel_wise, percentile_of=percentile_of, v_init=v_init,
                                         maxpool=maxpool, hybrid=hybrid, bias_samples=bias_samples, step_solver=step_solver, threshold_scale=threshold_scale,
@@ -635,7 +635,7 @@ def demo(out_dir: str, T) -> None:
       annsnn demo --out-dir demo-out --T 5,20   # elsewhere, at two latencies
     """
     from annsnn.artifact import write_snn
-    from annsnn.convert import ConversionOptions
+    from annsnn.conversion_options import ConversionOptions
     from annsnn.data import load_dataset, make_loader
     from annsnn.evaluation import data_spec_for
     from annsnn.files import json_dumps

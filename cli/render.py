@@ -15,7 +15,7 @@ from rich.console import Group
 from rich.table import Table
 
 from annsnn.analyzer import AnalysisResult, AnnEnergy, layer_label
-from annsnn.convert import ConversionReport
+from annsnn.conversion_options import ConversionReport
 from annsnn.counting import AnnCounts
 from annsnn.workspace import SnnFile
 
@@ -139,7 +139,7 @@ def conversion_table(report: ConversionReport) -> Table:
     for col in ("layer", "type", "neurons", "max", f"scale ({mode})", "clipped", "spiking"):
         table.add_column(col, justify="left" if col in ("layer", "type", "spiking") else "right")
     for layer in report.layers:
-        table.add_row(layer_label(layer.name), layer.kind, f"{layer.neurons:,}", "–" if layer.max is None else f"{layer.max:.4g}", f"{layer.scale:.4g}", f"{100 * layer.clipped_fraction:.3f}%", "yes" if layer.spiking else "analog")
+        table.add_row(layer_label(layer.name), layer.label, f"{layer.neurons:,}", "–" if layer.max is None else f"{layer.max:.4g}", f"{layer.scale:.4g}", f"{100 * layer.clipped_fraction:.3f}%", "yes" if layer.spiking else "analog")
     table.add_section()
     table.add_row("total", "", f"{report.neurons:,}", "", "", "", "")
     return table

@@ -129,3 +129,16 @@ def test_an_onnx_model_evaluates_or_fails_before_simulating(tmp_path):
         from annsnn.counting import count_ann
 
         assert outcome.result.samples == 16 and outcome.result.ann.macs == count_ann(model, (1, 8, 8)).macs  # names do not matter
+
+
+def test_analyze_of_batches_in_hand_gives_the_numbers_of_evaluate(snns):
+    """``analyze`` (the loop benchmarks and reports call) scores the same batches to the same
+    numbers as ``evaluate`` (the CLI's loop); batches without labels are scored without accuracy."""
+    from annsnn.evaluation import analyze
+
+    snn = snns["99.99"]
+    batches = list(_loader(BASE_DATA))
+    whole = evaluate(snn, _loader(BASE_DATA), BASE_DATA, dataclasses.replace(BASE_SPEC, count=True))
+    assert analyze(snn, batches, BASE_SPEC.T, energy_models=BASE_SPEC.energy_models).to_dict() == whole.result.to_dict()
+    unlabelled = analyze(snn, [x for x, _ in batches], BASE_SPEC.T, count=False)
+    assert [row.top1 for row in unlabelled.rows] == [None, None]

@@ -19,7 +19,7 @@ from annsnn.zoo import embedded_checkpoint
 def _tiny_snn():
     """Identity Linear(5,5) -> IF -> Linear(5,3): the pattern's 3 ones spike at every step,
     so the IF layer's firing rate is exactly 3/5 at every T."""
-    from annsnn.convert import ConversionOptions
+    from annsnn.conversion_options import ConversionOptions
     from annsnn.modes import parse_mode
 
     pattern = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0]])
@@ -201,7 +201,7 @@ def test_an_explicit_mode_changes_the_result_or_is_refused(tmp_path, capsys, mon
 @pytest.fixture(scope="module")
 def demo_like():
     """The bundled CNN, plain conversion, analysed at T=5,20,50 under the demo's three models."""
-    from annsnn.convert import ConversionOptions
+    from annsnn.conversion_options import ConversionOptions
     from annsnn.data import load_dataset, make_loader
     from annsnn.modes import parse_mode
     from annsnn.sources import load_source, resolve_inputs

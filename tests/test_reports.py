@@ -54,7 +54,7 @@ def test_cifar10_report_mac_count():
 def test_measured_report_demo_rows_match_a_fresh_run():
     """reports/measured.md's demo section: top-1 and both energy estimates of every row."""
     from annsnn import Analyzer, ann_to_snn
-    from annsnn.convert import ConversionOptions
+    from annsnn.conversion_options import ConversionOptions
     from annsnn.data import load_dataset, make_loader
     from annsnn.modes import parse_mode
     from annsnn.sources import load_source, resolve_inputs
