@@ -656,7 +656,7 @@ def demo(out_dir: str, T) -> None:
     loaded = load_source(None)
     inputs = resolve_inputs(loaded)
     steps = sorted(T) if not isinstance(T, int) else [T]
-    plain_options = ConversionOptions(mode=parse_mode("99.99"))
+    plain_options = ConversionOptions.plain(mode=parse_mode("99.99"))
     options = _calibrated_options(parse_mode("99.99"), None, "all", 0.5, max(steps), CALIBRATION_NAMES[0], 256, "spiking", False)
     started = time.perf_counter()
     meta = provenance(loaded, inputs)

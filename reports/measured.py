@@ -74,7 +74,7 @@ def demo() -> str:
     loaded = load_model(embedded_checkpoint())
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
     calib = (x for x, _ in make_loader(train, 256))
-    snn, _ = ann_to_snn(loaded.module, calib, input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("99.99")), normalization=([0.3054], [0.3761]))
+    snn, _ = ann_to_snn(loaded.module, calib, input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode("99.99")), normalization=([0.3054], [0.3761]))
     text, _ = study("Demo model (bundled digits CNN, mode 99.99)", snn, make_loader(test, 120), [5, 20, 50])
     return text
 
@@ -83,7 +83,7 @@ def resnet20() -> str:
     weights = SHARED / "models" / "cifar10-resnet" / "resnet20-12fca82f.th"
     data = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
     calib = (x for x, _ in make_loader(load_dataset(data, "train"), 128, 1024))
-    snn, _ = ann_to_snn(load_model(weights, "resnet20").module, calib, input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("99.99"), v_init=0.5), normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
+    snn, _ = ann_to_snn(load_model(weights, "resnet20").module, calib, input_shape=(3, 32, 32), options=ConversionOptions.plain(mode=parse_mode("99.99"), v_init=0.5), normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
     text, _ = study("CIFAR-10 (JPEG) ResNet-20 (shared weights, mode 99.99, v_init 0.5)", snn, make_loader(load_dataset(data, "test"), 50, 100), [8, 32])
     return text
 

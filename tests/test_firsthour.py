@@ -28,7 +28,7 @@ def _tiny_snn():
         first.weight.copy_(torch.eye(5))
         first.bias.zero_()
     model = nn.Sequential(first, nn.ReLU(), nn.Linear(5, 3, bias=False)).eval()
-    options = ConversionOptions.plain(parse_mode("max")) if hasattr(ConversionOptions, "plain") else ConversionOptions(mode=parse_mode("max"))
+    options = ConversionOptions.plain(parse_mode("max"))
     snn, _ = ann_to_snn(model, [pattern], input_shape=(5,), options=options)
     return snn, pattern
 
@@ -209,7 +209,7 @@ def demo_like():
     loaded = load_source(None)
     inputs = resolve_inputs(loaded)
     images = [x for x, _ in make_loader(load_dataset("digits", "train"), 128, 256)]
-    options = ConversionOptions.plain(parse_mode("99.99")) if hasattr(ConversionOptions, "plain") else ConversionOptions(mode=parse_mode("99.99"))
+    options = ConversionOptions.plain(parse_mode("99.99"))
     snn, report = ann_to_snn(loaded.module, images, input_shape=inputs.input_shape, options=options, normalization=inputs.normalization)
     x, y = next(iter(make_loader(load_dataset("digits", "test"), 60, 60)))
     with Analyzer(snn, [5, 20, 50], energy_models=["45nm-fp32", "45nm-fp32+sram", "loihi"]) as a:
@@ -356,3 +356,13 @@ def test_the_readme_library_snippet_runs_as_written(tmp_path, monkeypatch, capsy
     assert torch.equal(namespace["out"], simulate(snn, x, 8, readout_delay=0).outputs[8])
     printed = capsys.readouterr().out
     assert printed.startswith("[(8, ") and ("T=" in printed or "never cheaper" in printed)
+
+
+def test_the_library_default_is_the_command_line_default():
+    from annsnn.conversion_options import ConversionOptions
+    from annsnn.modes import parse_mode
+
+    assert ConversionOptions() == ConversionOptions.low_latency(32) == ConversionOptions.calibrated("threshold+step-bias", 32)
+    plain = ConversionOptions.plain(parse_mode("99.99"))
+    assert (plain.threshold, plain.bias, plain.T, plain.v_init, plain.channel_wise, plain.readout_delay) == ("mode", "none", None, 0.0, False, 0)
+    assert ConversionOptions.calibrated("none", None, v_init=0.0) == plain
