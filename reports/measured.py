@@ -2,6 +2,8 @@
 (where a sensor is readable) energy on this machine, beside the op-count estimates.
 
     nice -n 10 env OMP_NUM_THREADS=1 python reports/measured.py [demo] [resnet20]
+
+``demo`` alone regenerates only the demo section in place, stamped with its commit.
 """
 from __future__ import annotations
 
@@ -88,8 +90,39 @@ def resnet20() -> str:
     return text
 
 
+def _commit() -> str:
+    """Short hash of HEAD, ``+dirty`` when annsnn/ or cli/ has uncommitted changes."""
+    import subprocess
+
+    root = REPORTS.parent
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "annsnn", "cli"], cwd=root, capture_output=True, text=True).stdout.strip()
+    return commit + ("+dirty" if dirty else "")
+
+
+def demo_only() -> None:
+    """``python reports/measured.py demo``: regenerate only the demo section (a minute) in
+    place, stamped with the commit; the other sections keep their own stamp."""
+    import datetime
+    import re
+
+    path = REPORTS / "measured.md"
+    text = path.read_text(encoding="utf-8")
+    start = text.index("\n## Demo model")
+    end = text.index("\n## ", start + 5)
+    section = demo()
+    stamp = f"- demo section: regenerated at commit `{_commit()}` on {datetime.date.today().isoformat()} by `python reports/measured.py demo`; the other sections keep the date of their own run\n"
+    text = text[:start] + section.rstrip("\n") + "\n" + text[end:]
+    text = re.sub(r"^- demo section: .*\n", "", text, flags=re.M)
+    text = text.replace("- machine:", stamp + "- machine:", 1)
+    write_text(path, text)
+
+
 def main() -> None:
     jobs = sys.argv[1:] or ["demo", "resnet20"]
+    if jobs == ["demo"] and (REPORTS / "measured.md").is_file():
+        demo_only()
+        return
     status, _ = probe_sensors("cpu")
     lines = [header("Measured time, memory and energy beside the estimates", COMMAND, "bundled digits (360 test images); CIFAR-10 JPEG (100 evenly spaced test images)")]
     lines.append(
@@ -102,7 +135,8 @@ def main() -> None:
         started = time.perf_counter()
         lines.append({"demo": demo, "resnet20": resnet20}[job]())
         print(job, f"{time.perf_counter() - started:.0f} s", flush=True)
-    write_text(REPORTS / "measured.md", "".join(lines))
+    text = "".join(lines).replace("- machine:", f"- code: commit `{_commit()}`\n- machine:", 1)
+    write_text(REPORTS / "measured.md", text)
 
 
 if __name__ == "__main__":
