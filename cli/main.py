@@ -133,7 +133,9 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     convertible_module(loaded, shape)
     check_fits(loaded.module, shape, 1)
     counts = count_ann(loaded.module, shape)
-    support = activation_support(loaded.module)
+    from annsnn.ops import default_registry
+
+    support = activation_support(loaded.module, default_registry())
     notes = support.notes()
     from .render import info_table, mac_summary
 
