@@ -234,7 +234,12 @@ def test_tables_fit_80_columns_and_nothing_is_cut(demo_like, width):
 
     snn, report, result = demo_like
     file = SnnFile("/home/someone/projects/digits/digits_cnn.snn.pt", "ab" * 32)
+    from annsnn.cli.render import info_table
+    from annsnn.counting import count_ann
+
+    counts = count_ann(snn.ann, (1, 8, 8))
     texts = {name: _render(table, width) for name, table in (
+        ("info", info_table(counts, {}, "/home/someone/projects/digits/digits_cnn.pt — input 1×8×8")),
         ("conversion", conversion_table(report)), ("evaluation", evaluation_table(result, file)), ("energy", energy_table(result, file)),
         ("layers", layer_table(result)), ("ann layers", ann_layer_table(result)))}
     for name, text in texts.items():
