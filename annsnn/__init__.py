@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .analyzer import AnalysisResult, Analyzer
 from .artifact import load_snn, save_snn
+from .record import SnnRecord
 from .calibrator import Calibrator
 from .conversion_options import ConversionOptions, ConversionReport
 from .convert import convert
@@ -59,6 +60,7 @@ __all__ = [
     "RunFailure",
     "ScaleMode",
     "SimulationResult",
+    "SnnRecord",
     "SnnCounter",
     "SpikingNetwork",
     "UsageError",

@@ -228,7 +228,7 @@ def _preflight(snn: SpikingNetwork, spec: EvalSpec) -> None:
     from .counting import count_ann
 
     check_device(spec.device)
-    count_ann(snn.ann, tuple(snn.meta["input_shape"]))
+    count_ann(snn.ann, snn.record.input_shape)
 
 
 def evaluate(
@@ -258,7 +258,7 @@ def evaluate(
     if size > 1 and resume:
         raise UsageError("--resume works in a single process; rerun without torchrun or without --resume")
     key = run_key(snn, loader, data, spec)
-    expected = tuple(snn.meta["input_shape"])
+    expected = snn.record.input_shape
     options = dict(encoding=spec.encoding, seed=spec.seed, energy_models=spec.energy_models, count=spec.count, chunk=spec.chunk)
     resumed, discarded = 0, ()
     with Analyzer(snn, list(spec.T), device=device, **options) as analyzer:  # type: ignore[arg-type]
