@@ -180,9 +180,7 @@ class ActivationSupport:
 def activation_support(module: nn.Module, registry: OpRegistry) -> ActivationSupport:
     """Trace ``module`` and classify every activation by its entry in ``registry``."""
     from .graph import classify_activation, trace
-    from .ops import default_registry
 
-    registry = default_registry()
     support: dict[str, str] = {}
     functional = {"relu": 0, "analog": 0}
     try:
