@@ -49,6 +49,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import UsageError
+from .names import layer_label
 from .files import atomic_path
 from .foreign_snn import GenericNeurons, NeuronSpec, network_from_graph
 from .opspec import Role
@@ -120,7 +121,7 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
             edges += [(s, "output") for s in sources.get(arg, [])]
             continue
         ins = [a for a in node.all_input_nodes]
-        label = str(node.target) if node.op == "call_module" else node.name
+        label = layer_label(str(node.target)) if node.op == "call_module" else node.name  # as the tables name it
         if node.op == "call_module":
             module = modules[str(node.target)]
             if isinstance(module, InputEncoder):

@@ -24,6 +24,7 @@ from torch import nn
 from .data import DatasetSpec
 from .errors import UsageError
 from .model_files import LoadedModel
+from .opspec import OpRegistry
 
 __all__ = ["load_source", "ActivationSupport", "activation_support", "ResolvedInputs", "resolve_inputs", "provenance", "default_snn_path", "model_input_shape", "ZooModel", "load_zoo_model"]
 
@@ -176,12 +177,10 @@ class ActivationSupport:
         return notes
 
 
-def activation_support(module: nn.Module) -> ActivationSupport:
-    """Trace ``module`` and classify every activation by its op-registry entry."""
+def activation_support(module: nn.Module, registry: OpRegistry) -> ActivationSupport:
+    """Trace ``module`` and classify every activation by its entry in ``registry``."""
     from .graph import classify_activation, trace
-    from .ops import default_registry
 
-    registry = default_registry()
     support: dict[str, str] = {}
     functional = {"relu": 0, "analog": 0}
     try:

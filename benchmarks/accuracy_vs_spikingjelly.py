@@ -187,8 +187,8 @@ def main(shared: Path) -> dict:
     result["ann_top1"] = ann_correct / 1000
 
     configs = {
-        "default": ({"mode": "99.99%"}, ConversionOptions(mode=parse_mode("99.99"))),
-        "channel_wise_half": ({"mode": "99.99%", "channel_wise": True, "half_threshold": True}, ConversionOptions(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5)),
+        "default": ({"mode": "99.99%"}, ConversionOptions.plain(mode=parse_mode("99.99"))),
+        "channel_wise_half": ({"mode": "99.99%", "channel_wise": True, "half_threshold": True}, ConversionOptions.plain(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5)),
     }
     for name, (sj_kwargs, options) in configs.items():
         started = time.perf_counter()

@@ -72,9 +72,9 @@ def _options(method: str, T: int) -> ConversionOptions:
         return nir_options(T, mode=parse_mode("99.99"))
     name, *suffixes = method.split(":")
     if name == "none" and not suffixes:  # today's plain normalization
-        return ConversionOptions(mode=parse_mode("99.99"))
+        return ConversionOptions.plain(mode=parse_mode("99.99"))
     if name == "best-flags" and not suffixes:  # the "best flags today"
-        return ConversionOptions(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5)
+        return ConversionOptions.plain(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5)
     overrides: dict = {}
     for suffix in suffixes:
         if suffix == "quantile":

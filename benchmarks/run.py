@@ -96,7 +96,7 @@ def _vgg11(batch: int):
     torch.manual_seed(0)
     model = build("vgg11_cifar").eval()
     x = torch.rand(batch, 3, 32, 32)
-    snn, _ = ann_to_snn(model, [x], input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("99.9")))
+    snn, _ = ann_to_snn(model, [x], input_shape=(3, 32, 32), options=ConversionOptions.plain(mode=parse_mode("99.9")))
     return model, snn, x
 
 
@@ -506,7 +506,7 @@ def nir_roundtrip() -> None:
     images = next(iter(make_loader(load_dataset(f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}", "test"), 100, 100)))[0]
     norm = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     resnet = load_model(str(SHARED / "models" / "cifar10-resnet" / "resnet20-12fca82f.th"), arch="resnet20").module
-    r20, _ = ann_to_snn(resnet, [calib], input_shape=(3, 32, 32), options=ConversionOptions(), normalization=norm)
+    r20, _ = ann_to_snn(resnet, [calib], input_shape=(3, 32, 32), options=ConversionOptions.plain(), normalization=norm)
     start = time.perf_counter()
     try:
         to_nir(r20)
@@ -516,7 +516,7 @@ def nir_roundtrip() -> None:
     refusal_s = time.perf_counter() - start
     vgg = build("vgg11_cifar")
     calibrate_batchnorm(vgg, calib)
-    vgg_snn, _ = ann_to_snn(vgg, [calib], input_shape=(3, 32, 32), options=ConversionOptions(), normalization=norm)
+    vgg_snn, _ = ann_to_snn(vgg, [calib], input_shape=(3, 32, 32), options=ConversionOptions.plain(), normalization=norm)
     save("nir", {
         "resnet20": {"refused": refused, "refusal_s": refusal_s, **({} if refused else _nir_case(r20, images))},
         "vgg11_cifar": {"params": sum(p.numel() for p in vgg_snn.graph.parameters()), **_nir_case(vgg_snn, images)},
@@ -545,7 +545,7 @@ def robustness() -> None:
     data = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
     net = load_model(SHARED / "models" / "cifar10-resnet" / "resnet20-12fca82f.th", "resnet20").module
     calib = (x for x, _ in make_loader(load_dataset(data, "train"), 128, 256))
-    snn, _ = ann_to_snn(net, calib, input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("99.99"), v_init=0.5), normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
+    snn, _ = ann_to_snn(net, calib, input_shape=(3, 32, 32), options=ConversionOptions.plain(mode=parse_mode("99.99"), v_init=0.5), normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
     batches = list(make_loader(load_dataset(data, "test"), 50, images))
     eps = parse_strengths("0:1:0.05", "fgsm")
 

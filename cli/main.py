@@ -133,7 +133,9 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     convertible_module(loaded, shape)
     check_fits(loaded.module, shape, 1)
     counts = count_ann(loaded.module, shape)
-    support = activation_support(loaded.module)
+    from annsnn.ops import default_registry
+
+    support = activation_support(loaded.module, default_registry())
     notes = support.notes()
     from .render import info_table, mac_summary
 
@@ -276,7 +278,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
 
 
 def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver=None, threshold_scale=None, readout_delay=None, max_spikes=1):
-    from annsnn.convert import ConversionOptions
+    from annsnn.conversion_options import ConversionOptions
 
     return ConversionOptions.calibrated(calibration, calib_T, mode=mode, channel_wise=channel_wise, percentile_of=percentile_of, v_init=v_init,
                                         maxpool=maxpool, hybrid=hybrid, bias_samples=bias_samples, step_solver=step_solver, threshold_scale=threshold_scale,
@@ -652,7 +654,7 @@ def demo(out_dir: str, T) -> None:
       annsnn demo --out-dir demo-out --T 5,20   # elsewhere, at two latencies
     """
     from annsnn.artifact import write_snn
-    from annsnn.convert import ConversionOptions
+    from annsnn.conversion_options import ConversionOptions
     from annsnn.data import load_dataset, make_loader
     from annsnn.evaluation import data_spec_for
     from annsnn.files import json_dumps
@@ -673,7 +675,7 @@ def demo(out_dir: str, T) -> None:
     loaded = load_source(None)
     inputs = resolve_inputs(loaded)
     steps = sorted(T) if not isinstance(T, int) else [T]
-    plain_options = ConversionOptions(mode=parse_mode("99.99"))
+    plain_options = ConversionOptions.plain(mode=parse_mode("99.99"))
     options = _calibrated_options(parse_mode("99.99"), None, "all", 0.5, max(steps), CALIBRATION_NAMES[0], 256, "spiking", False)
     started = time.perf_counter()
     meta = provenance(loaded, inputs)

@@ -91,7 +91,7 @@ def mnist() -> None:
         trained = train(config)
         for mode in ("max", "99.99", "1/3"):
             calib = (x for x, _ in make_loader(train_set, 256, 1024))
-            snn, _ = ann_to_snn(trained.model, calib, input_shape=(1, 28, 28), options=ConversionOptions(mode=parse_mode(mode)), normalization=trained.normalization)
+            snn, _ = ann_to_snn(trained.model, calib, input_shape=(1, 28, 28), options=ConversionOptions.plain(mode=parse_mode(mode)), normalization=trained.normalization)
             r = analyze(snn, make_loader(test, 250, 1000), steps)
             last = r.rows[-1]
             lines.append(
@@ -123,7 +123,7 @@ def cifar() -> None:
     best = None
     for mode, cw, v, of in configs:
         calib = (x for x, _ in make_loader(train_set, 128, 1024))
-        snn, _ = ann_to_snn(net, calib, input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode(mode), channel_wise=cw, v_init=v, percentile_of=of), normalization=norm)
+        snn, _ = ann_to_snn(net, calib, input_shape=(3, 32, 32), options=ConversionOptions.plain(mode=parse_mode(mode), channel_wise=cw, v_init=v, percentile_of=of), normalization=norm)
         chosen = (mode, cw, v, of) == ("99.99", False, 0.5, "all")
         r = analyze(snn, make_loader(test, 125, samples), steps) if chosen else evaluate_only(snn, make_loader(test, 125, samples), steps)
         lines.append(f"| {mode} | {of if mode[0].isdigit() and '/' not in mode else '–'} | {'yes' if cw else 'no'} | {v} | {pct(r.ann.top1)} | " + " | ".join(pct(row.top1) for row in r.rows) + " |\n")
@@ -265,7 +265,7 @@ def structure() -> None:
         torch.manual_seed(0)
         model = calibrate_batchnorm(build(arch), images, batch_size=64)
         counts = count_ann(model, (3, 32, 32))
-        snn, report = ann_to_snn(model, images.split(128), input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("99.99")))
+        snn, report = ann_to_snn(model, images.split(128), input_shape=(3, 32, 32), options=ConversionOptions.plain(mode=parse_mode("99.99")))
         r = evaluation.analyze(snn, [images[:64]], steps, energy_models=MODELS)
         lines.append(f"## {arch}\n\nANN: {counts.macs:,} MACs, padded positions excluded ({counts.macs_with_padding:,} as fvcore counts them, padding included), {counts.params:,} parameters; BatchNorm (folded by the converter) would add {counts.other_ops().get('batch_norm', 0):,} ops. {len(report.layers)} IF layers, {report.neurons:,} neurons, {len(report.rescale_synapses)} rescale synapses.\n\n")
         lines.append("| layer | type | MACs |\n|---|---|---|\n" + "".join(f"| {l.name} | {l.type} | {l.macs:,} |\n" for l in counts.layers if l.macs))

@@ -70,7 +70,7 @@ def run(arch: str, train_samples: int, test_samples: int, root: Path, ann_sample
     ann_train_s = time.perf_counter() - started
     started = time.perf_counter()
     calib = (x for x, _ in make_loader(train_set, 256, 1024))
-    snn, _ = ann_to_snn(ann.model, calib, input_shape=(1, 28, 28), options=ConversionOptions(), normalization=ann.normalization)
+    snn, _ = ann_to_snn(ann.model, calib, input_shape=(1, 28, 28), options=ConversionOptions.plain(), normalization=ann.normalization)
     calib_s = time.perf_counter() - started
     converted = _analyze(snn, loader(), STEPS)
     dense = snn.ann

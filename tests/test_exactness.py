@@ -11,7 +11,7 @@ from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
 
-_EXACT = ConversionOptions(mode=parse_mode("max"), v_init=0.5)
+_EXACT = ConversionOptions.plain(mode=parse_mode("max"), v_init=0.5)
 
 
 def _relative_error(snn, model, x, T=2000):
@@ -163,7 +163,7 @@ def test_a_wrong_canonicalization_is_refused_naming_the_node():
             yield torch.rand(8, 1, 8, 8)
 
     with pytest.raises(UsageError) as info:
-        ann_to_snn(model, batches(), input_shape=(1, 8, 8), registry=registry)
+        ann_to_snn(model, batches(), input_shape=(1, 8, 8), registry=registry, options=ConversionOptions.plain())
     message = str(info.value)
     assert "'_0'" in message and "'_1'" in message and "\n" not in message  # conv node, standing for the BN's output
     assert len(calls) == 1  # stopped at the first batch
@@ -172,7 +172,7 @@ def test_a_wrong_canonicalization_is_refused_naming_the_node():
 def test_equivalence_is_recorded_in_report_and_meta():
     model = _randomized(SharedConv())
     x = torch.rand(16, 1, 8, 8)
-    snn, report = ann_to_snn(model, [x, x], input_shape=(1, 8, 8))
+    snn, report = ann_to_snn(model, [x, x], input_shape=(1, 8, 8), options=ConversionOptions.plain())
     eq = report.equivalence
     with torch.no_grad():
         expected = float((snn.ann(x) - model(x)).abs().max())
@@ -201,7 +201,7 @@ def test_maxpool_avg_is_checked_against_the_model_with_exactly_that_replacement(
     torch.manual_seed(0)
     net = Net().eval()
     x = torch.rand(16, 1, 8, 8)
-    snn, report = ann_to_snn(net, [x], input_shape=(1, 8, 8), options=ConversionOptions(maxpool="avg"))
+    snn, report = ann_to_snn(net, [x], input_shape=(1, 8, 8), options=ConversionOptions.plain(maxpool="avg"))
     with torch.no_grad():
         h = F.avg_pool2d(torch.relu(net.conv(x)), 2)
         expected = net.fc(F.avg_pool2d(h, 2).flatten(1))

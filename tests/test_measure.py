@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import annsnn.hardware_measure as measure
+from annsnn.conversion_options import ConversionOptions
 from annsnn.data import load_dataset
 from annsnn.errors import UsageError
 from annsnn.model_files import load_model
@@ -21,7 +22,7 @@ from annsnn.zoo import embedded_checkpoint
 def digits_snn():
     xtr, _ = load_dataset("digits", "train").tensors
     xte, yte = load_dataset("digits", "test").tensors
-    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]))
+    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]), options=ConversionOptions.plain())
     return snn, xte[:120]
 
 
