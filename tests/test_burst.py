@@ -149,7 +149,7 @@ def test_burst_counting_matches_a_hand_count():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
     calib = torch.rand(64, 2) * 2
-    options = ConversionOptions(mode=parse_mode("max"), v_init=0.5, max_spikes=3)
+    options = ConversionOptions.plain(mode=parse_mode("max"), v_init=0.5, max_spikes=3)
     snn = ann_to_snn(model, [calib], input_shape=(2,), options=options)[0]
     (name, neuron), = snn.neuron_layers().items()
     theta = snn.graph.meta["annsnn_thresholds"][name].double()
