@@ -701,6 +701,9 @@ class SnnCounter:
                 # step by step: small temporaries (full-size boolean tensors cost more than the simulation)
                 active = [torch.count_nonzero(torch.logical_or(current[s], spikes[s])) for s in range(steps)]
                 layer.active_updates[span] += torch.stack(active).to(torch.float64).cpu()
+                recurrent = int(getattr(module, "recurrent_fanout", 0))
+                if recurrent:  # synapses inside the layer (STDP's lateral inhibition): each spike reaches `recurrent` neurons
+                    layer.synaptic_acs[span] += per_step.sum(1).cpu() * recurrent
             if name in self.fanout:
                 sinks, fields, matrix = self.fanout[name]
                 if matrix.device != per_step.device:
