@@ -521,6 +521,8 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         raise UsageError("give either SNN or --model, not both")
     if foreign_model:
         path, network, name, loader, data_spec = _foreign_and_data(foreign_model, trust, dt, input_shape, data, data_root, download, split, samples, batch_size)
+        if network.meta.get("encoding") not in (None, encoding):
+            raise UsageError(f"{foreign_model} is driven by {network.meta['encoding']} input: pass --encoding {network.meta['encoding']}")
     else:
         path, network, name, loader, data_spec = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
     result, rank = _analyze(network, loader, T, encoding, seed, chunk, models, count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device, data=data_spec)
@@ -942,7 +944,12 @@ def zoo_list(macs: bool) -> None:
 @click.option("--snn", "direct_snn", is_flag=True, help="Train a spiking network directly (surrogate gradients, SpikingJelly LIF neurons in place of the ReLUs, direct encoding) instead of an ANN.")
 @click.option("--T", "T", type=click.IntRange(min=1), default=5, show_default=True, help="With --snn: time steps per sample.")
 @click.option("--tau", type=click.FloatRange(min=1.0), default=2.0, show_default=True, help="With --snn: LIF membrane time constant in steps.")
-def zoo_train(arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, out_path, direct_snn, T, tau) -> None:
+@click.option("--rule", type=click.Choice(["surrogate", "stdp"]), default="surrogate", show_default=True, help="With --snn: surrogate gradients, or unsupervised STDP (arch stdp_mnist, Diehl & Cook 2015; --T is the presentation in 1 ms steps, default 250).")
+@click.option("--neurons", type=click.IntRange(min=1), default=400, show_default=True, help="With --rule stdp: excitatory neurons.")
+@click.option("--assign-samples", type=click.IntRange(min=1), default=10000, show_default=True, help="With --rule stdp: training images (learning off) that assign each neuron its label.")
+@click.option("--test-samples", type=click.IntRange(min=1), help="With --rule stdp: test images scored after each epoch, evenly spaced (default: all).")
+@click.pass_context
+def zoo_train(ctx, arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, out_path, direct_snn, T, tau, rule, neurons, assign_samples, test_samples) -> None:
     """Train ARCH on a dataset; the checkpoint records arch, dataset and normalization,
     so 'annsnn convert FILE' needs no other flag.
 
@@ -951,9 +958,26 @@ def zoo_train(arch, data, data_root, download, epochs, lr, batch_size, optimizer
       annsnn zoo train lenet5 --data mnist --snn --T 5 --epochs 2
     Its checkpoint (weights and JSON config; loads weights-only) is analysed with
       annsnn energy --model lenet5-mnist-snn5.pt --T 5,20,50
+    Unsupervised STDP (Diehl & Cook 2015), e.g.
+      annsnn zoo train stdp_mnist --snn --rule stdp --data mnist --samples 20000
     """
     from annsnn.files import atomic_path, check_output_path
     from annsnn.zoo.train import TrainConfig, checkpoint_dict, train
+
+    if rule == "stdp":
+        from .stdp import train_stdp_command
+
+        if not direct_snn:
+            raise UsageError("--rule stdp trains a spiking network: add --snn")
+        source = click.core.ParameterSource
+        steps = None if ctx.get_parameter_source("T") == source.DEFAULT else T
+        data = "mnist" if ctx.get_parameter_source("data") == source.DEFAULT else data
+        batch = 16 if ctx.get_parameter_source("batch_size") == source.DEFAULT else batch_size
+        epochs = 1 if ctx.get_parameter_source("epochs") == source.DEFAULT else epochs
+        target = Path(out_path or f"{arch}-{data.replace(':', '_').replace('/', '_')}-stdp{neurons}.pt")
+        check_output_path(target)
+        train_stdp_command(arch, data, data_root, download, epochs, batch, seed, samples, steps, neurons, assign_samples, test_samples, target, _progress, out, err)
+        return
 
     suffix = f"-snn{T}" if direct_snn else ""
     target = Path(out_path or f"{arch}-{data.replace(':', '_').replace('/', '_')}{suffix}.pt")

@@ -60,6 +60,7 @@ def architectures() -> dict[str, ArchSpec]:
         ArchSpec("mlp_s", lambda num_classes=10: arch.mlp([784, 256, num_classes]), (1, 28, 28), "mnist", "MLP 784-256-10"),
         ArchSpec("mlp_m", lambda num_classes=10: arch.mlp([784, 512, 256, 64, num_classes], 0.5), (1, 28, 28), "mnist", "MLP 784-512-256-64-10, dropout 0.5"),
         ArchSpec("mlp_l", lambda num_classes=10: arch.mlp([784, 2000, 500, 64, 16, num_classes], 0.5), (1, 28, 28), "mnist", "MLP 784-2000-500-64-16-10, dropout 0.5"),
+        ArchSpec("mlp_400", lambda num_classes=10: arch.mlp([784, 400, num_classes]), (1, 28, 28), "mnist", "MLP 784-400-10 (the size of the 400-neuron STDP network)"),
         ArchSpec("mlp_256x2", lambda num_classes=10: arch.mlp([784, 256, 256, num_classes]), (1, 28, 28), "mnist", "MLP 784-256-256-10"),
         ArchSpec("mnist_cnn2", arch.MnistCnn2, (1, 28, 28), "mnist", "2 convs 5x5 (no pad) + MaxPool, FC 800-500"),
         ArchSpec("lenet5", arch.LeNet5, (1, 28, 28), "mnist", "LeNet-5 with ReLU and AvgPool"),
