@@ -441,7 +441,7 @@ class SnnCounter:
         return spec.macs(module, input_shape)
 
     def _is_source(self, module: nn.Module) -> bool:
-        return isinstance(module, (IFNeurons, SpikingMaxPool2d)) or (isinstance(module, InputEncoder) and self.encoding == "poisson")
+        return isinstance(module, (IFNeurons, SpikingMaxPool2d)) or (isinstance(module, InputEncoder) and self.encoding != "direct")  # Poisson or event spikes
 
     def _analyse(self) -> None:
         graph = self.snn.graph.graph
@@ -464,7 +464,7 @@ class SnnCounter:
             if isinstance(module, SpikingMaxPool2d):
                 self._layer(name, "SpikingMaxPool2d", "pool")
                 continue
-            if isinstance(module, InputEncoder) and self.encoding == "poisson":
+            if isinstance(module, InputEncoder) and self.encoding != "direct":
                 self._layer(name, "InputEncoder", "input")
                 continue
             if isinstance(module, AnalogOp):
@@ -477,7 +477,7 @@ class SnnCounter:
             if self._is_weight(module):
                 out = _numel(node)
                 in_shape = _shape(node.args[0])
-                bias = out if module.bias is not None or (node in input_fed and self.encoding == "poisson" and normalized) else 0
+                bias = out if module.bias is not None or (node in input_fed and self.encoding != "direct" and normalized) else 0
                 sizes = {"weight_numel": module.weight.numel(), "input_numel": _numel(node.args[0]), "output_numel": out, "input_shape": in_shape}
                 if node in input_fed:
                     self._input_layers.append((name, self._macs(module, in_shape)))

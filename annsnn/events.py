@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from .errors import UsageError
 
-__all__ = ["EVENT_PREFIX", "DEFAULT_FRAMES", "EventName", "parse_event_name", "is_event_dataset", "event_spec", "EventFrames", "load_event_dataset", "ann_view"]
+__all__ = ["EVENT_PREFIX", "DEFAULT_FRAMES", "EventName", "parse_event_name", "is_event_dataset", "event_spec", "EventFrames", "load_event_dataset", "ann_view", "event_loader"]
 
 EVENT_PREFIX = "tonic:"
 DEFAULT_FRAMES = 10
@@ -158,3 +158,12 @@ def load_event_dataset(name: str, split: str = "test", root: str | os.PathLike |
 def ann_view(x: torch.Tensor) -> torch.Tensor:
     """The ANN's input from a batch of frames ``[B, T, P, H, W]``: the mean frame."""
     return x.mean(1)
+
+
+def event_loader(name: str, split: str, root, download: bool, samples: int | None, batch_size: int):
+    """A loader of frames ``[B, T, P, H, W]`` (the SNN's view) for ``--encoding events``."""
+    from .data import make_loader
+
+    if not is_event_dataset(name):
+        raise UsageError(f"--encoding events needs event data (--data tonic:NAME[:T]), not {name!r}")
+    return make_loader(load_event_dataset(name, split, root, download, view="frames"), batch_size, samples)

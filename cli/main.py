@@ -374,6 +374,15 @@ def _foreign_and_data(model_path, trust, dt, input_shape, data, data_root, downl
     return Path(model_path), network, name, loader, data_spec_for(name, split, samples, batch_size, data_root)
 
 
+def _event_frames(loader, encoding, name, split, data_root, download, samples, batch_size):
+    """With --encoding events: the event dataset's frames [B, T, ...] instead of their mean."""
+    if encoding != "events":
+        return loader
+    from annsnn.events import event_loader
+
+    return event_loader(name, split, data_root, download, samples, batch_size)
+
+
 def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False, device: str = "cpu", *, data):
     """Run :func:`annsnn.evaluation.evaluate` and draw its progress events as a bar on stderr."""
     from annsnn.evaluation import BatchDone, EvalSpec, Planned, ProgressDiscarded, ProgressStore, Resumed, evaluate
@@ -412,7 +421,7 @@ _data_options = [
     click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True),
     click.option("--samples", type=click.IntRange(min=1), help="Use N samples evenly spaced over the split, in order, so every class is represented (default: all)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
-    click.option("--encoding", type=click.Choice(["direct", "poisson"]), default="direct", show_default=True, help="direct: the image every step; poisson: Bernoulli spikes with rate = pixel value."),
+    click.option("--encoding", type=click.Choice(["direct", "poisson", "events"]), default="direct", show_default=True, help="direct: the image every step; poisson: Bernoulli spikes with rate = pixel value; events: recorded event frames, one per step (--data tonic:NAME[:T])."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Poisson encoder."),
     click.option("--chunk", type=click.IntRange(min=1), help="Time steps simulated at once (default: automatic, bounded memory)."),
     click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (a GPU is optional)."),
@@ -444,6 +453,7 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
     if json_path:
         check_output_path(json_path, inputs=(snn or "",))
     path, network, name, loader, data_spec = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
+    loader = _event_frames(loader, encoding, name, split, data_root, download, samples, batch_size)
     result, rank = _analyze(network, loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False, progress_path=_progress_path(json_path, "evaluate", path), resume=resume, device=device, data=data_spec)
     if rank != 0:
         return
@@ -525,6 +535,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
             raise UsageError(f"{foreign_model} is driven by {network.meta['encoding']} input: pass --encoding {network.meta['encoding']}")
     else:
         path, network, name, loader, data_spec = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
+    loader = _event_frames(loader, encoding, name, split, data_root, download, samples, batch_size)
     result, rank = _analyze(network, loader, T, encoding, seed, chunk, models, count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device, data=data_spec)
     if rank != 0:
         return

@@ -64,6 +64,7 @@ def architectures() -> dict[str, ArchSpec]:
         ArchSpec("mlp_256x2", lambda num_classes=10: arch.mlp([784, 256, 256, num_classes]), (1, 28, 28), "mnist", "MLP 784-256-256-10"),
         ArchSpec("mnist_cnn2", arch.MnistCnn2, (1, 28, 28), "mnist", "2 convs 5x5 (no pad) + MaxPool, FC 800-500"),
         ArchSpec("lenet5", arch.LeNet5, (1, 28, 28), "mnist", "LeNet-5 with ReLU and AvgPool"),
+        ArchSpec("nmnist_cnn", arch.nmnist_cnn, (2, 34, 34), "tonic:NMNIST", "N-MNIST event frames (mean over T): 2 convs 5x5 + AvgPool, FC 800"),
         ArchSpec("cifar_cnn_s", arch.CifarCnnS, (3, 32, 32), "cifar10", "convs 16-16-32-32, AvgPool after each, FC 1024-512"),
         ArchSpec("cifar_cnn_m", arch.CifarCnnM, (3, 32, 32), "cifar10", "convs 32-32-64-64-128-256-256, AvgPool after each"),
         ArchSpec("cifar_cnn5", arch.CifarCnn5, (3, 32, 32), "cifar10", "5 convs 5x5 pad 2, MaxPool after each, FC 512 dropout 0.2"),
