@@ -289,23 +289,27 @@ def _images(dataset, indices: list[int]) -> tuple[Tensor, Tensor]:
     return torch.stack([torch.as_tensor(x) for x in xs]).reshape(len(xs), -1).float(), torch.as_tensor(ys)
 
 
-def _present(weight: Tensor, theta: Tensor, x: Tensor, config: StdpConfig, generator: torch.Generator, *, learn: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _present(weight: Tensor, theta: Tensor, x: Tensor, config: StdpConfig, generator: torch.Generator, *, learn: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One presentation of images ``x`` ``[B, 784]``: returns spikes ``[T, B, N]``, the
-    input spikes ``[T, B, 784]`` and the summed threshold increments ``[N]``."""
+    input spikes ``[T, B, C]`` of the C pixels that are non-zero in some image of the batch,
+    their indices ``[C]`` and the summed threshold increments ``[N]``. Pixels that are 0 in
+    every image never spike, so leaving them out changes no current and no weight change."""
     steps = config.steps
-    noise = torch.rand((steps, *x.shape), generator=generator)
-    pre = (noise < x.unsqueeze(0) * config.spike_prob).to(torch.float32)
-    current = (pre.reshape(-1, x.shape[1]) @ weight.T).reshape(steps, x.shape[0], -1)
+    cols = (x > 0).any(0).nonzero().flatten()
+    xs = x[:, cols]
+    noise = torch.rand((steps, *xs.shape), generator=generator)
+    pre = (noise < xs.unsqueeze(0) * config.spike_prob).to(torch.float32)
+    current = (pre.reshape(-1, xs.shape[1]) @ weight[:, cols].T).reshape(steps, x.shape[0], -1)
     state = ExcState.zeros(x.shape[0], weight.shape[0])
     spikes, dtheta = excitatory_steps(current, theta, config.neuron_params(), state, theta_plus=config.theta_plus if learn else 0.0)
-    return spikes, pre, dtheta.sum(0)
+    return spikes, pre, cols, dtheta.sum(0)
 
 
 def responses(weight: Tensor, theta: Tensor, images: Tensor, config: StdpConfig, generator: torch.Generator, batch_size: int = 100) -> Tensor:
     """Spike counts ``[S, N]`` of ``images`` ``[S, 784]`` with learning off."""
     out = []
     for start in range(0, images.shape[0], batch_size):
-        spikes, _, _ = _present(weight, theta, images[start : start + batch_size], config, generator, learn=False)
+        spikes, _, _, _ = _present(weight, theta, images[start : start + batch_size], config, generator, learn=False)
         out.append(spikes.sum(0))
     return torch.cat(out) if out else torch.zeros(0, weight.shape[0])
 
@@ -341,8 +345,8 @@ def train_stdp(config: StdpConfig, on_event: Callable[[StdpEvent], None] | None 
         spikes_total = 0.0
         for start in range(0, n_train, config.batch_size):
             x, _ = _images(train_set, order[start : start + config.batch_size])
-            spikes, pre, dtheta = _present(weight, theta, x, config, gen, learn=True)
-            weight += stdp_delta(pre, spikes, config.tau_pre_ms / config.dt_ms, config.tau_post_ms / config.dt_ms, config.nu_pre, config.nu_post)
+            spikes, pre, cols, dtheta = _present(weight, theta, x, config, gen, learn=True)
+            weight[:, cols] += stdp_delta(pre, spikes, config.tau_pre_ms / config.dt_ms, config.tau_post_ms / config.dt_ms, config.nu_pre, config.nu_post)
             weight = normalize_weights(weight.clamp_(0.0, config.w_max), config.norm)
             theta += dtheta
             spikes_total += float(spikes.sum())
