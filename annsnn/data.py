@@ -117,11 +117,31 @@ def _open_image(path: str):
         raise UsageError(f"cannot read image {path!r} ({reason}); remove or replace the file") from None
 
 
+def _size(shape) -> str:
+    """``W×H`` of a ``[C, H, W]`` image tensor shape."""
+    return f"{int(shape[-1])}×{int(shape[-2])}"
+
+
 def _image_dataset(folder: Path) -> Dataset:
     from torchvision import datasets, transforms
 
+    class SameSizeImageFolder(datasets.ImageFolder):
+        """Images that must all have the first image's size (a batch stacks them): an
+        image of another size is a one-line error naming it and both sizes."""
+
+        def __getitem__(self, index: int):
+            image, label = super().__getitem__(index)
+            if not hasattr(self, "_reference"):
+                first = super().__getitem__(0)[0] if index else image
+                self._reference = (tuple(first.shape), self.samples[0][0])
+            shape, first_path = self._reference
+            if tuple(image.shape) != shape:
+                raise UsageError(f"image {self.samples[index][0]!r} is {_size(image.shape)}, but {first_path!r} is {_size(shape)}: "
+                                 "the images of a folder must share one size (resize them first)")
+            return image, label
+
     try:
-        return datasets.ImageFolder(str(folder), loader=_open_image, transform=transforms.ToTensor())
+        return SameSizeImageFolder(str(folder), loader=_open_image, transform=transforms.ToTensor())
     except (FileNotFoundError, RuntimeError) as exc:
         raise UsageError(f"no images found under {str(folder)!r} ({str(exc).splitlines()[0]}); it needs one folder of images per class") from None
 
