@@ -1000,7 +1000,7 @@ def zoo_list(macs: bool) -> None:
 @click.option("--snn", "direct_snn", is_flag=True, help="Train a spiking network directly (surrogate gradients, SpikingJelly LIF neurons in place of the ReLUs, direct encoding) instead of an ANN.")
 @click.option("--T", "T", type=click.IntRange(min=1), default=5, show_default=True, help="With --snn: time steps per sample.")
 @click.option("--tau", type=click.FloatRange(min=1.0), default=2.0, show_default=True, help="With --snn: LIF membrane time constant in steps.")
-@click.option("--rule", type=click.Choice(["surrogate", "stdp"]), default="surrogate", show_default=True, help="With --snn: surrogate gradients, or unsupervised STDP (arch stdp_mnist, Diehl & Cook 2015; --T is the presentation in 1 ms steps, default 250).")
+@click.option("--rule", type=click.Choice(["surrogate", "stdp"]), default="surrogate", show_default=True, help="With --snn: surrogate gradients, or unsupervised STDP (arch stdp_mnist, Diehl & Cook 2015; --T: presentation steps of 2 ms, default 125; --batch-size default 64).")
 @click.option("--neurons", type=click.IntRange(min=1), default=400, show_default=True, help="With --rule stdp: excitatory neurons.")
 @click.option("--assign-samples", type=click.IntRange(min=1), default=10000, show_default=True, help="With --rule stdp: training images (learning off) that assign each neuron its label.")
 @click.option("--test-samples", type=click.IntRange(min=1), help="With --rule stdp: test images scored after each epoch, evenly spaced (default: all).")
@@ -1028,7 +1028,7 @@ def zoo_train(ctx, arch, data, data_root, download, epochs, lr, batch_size, opti
         source = click.core.ParameterSource
         steps = None if ctx.get_parameter_source("T") == source.DEFAULT else T
         data = "mnist" if ctx.get_parameter_source("data") == source.DEFAULT else data
-        batch = 16 if ctx.get_parameter_source("batch_size") == source.DEFAULT else batch_size
+        batch = None if ctx.get_parameter_source("batch_size") == source.DEFAULT else batch_size
         epochs = 1 if ctx.get_parameter_source("epochs") == source.DEFAULT else epochs
         target = Path(out_path or f"{arch}-{data.replace(':', '_').replace('/', '_')}-stdp{neurons}.pt")
         check_output_path(target)

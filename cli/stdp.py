@@ -11,7 +11,7 @@ __all__ = ["STDP_ARCH", "train_stdp_command"]
 STDP_ARCH = "stdp_mnist"
 
 
-def train_stdp_command(arch: str, data: str, data_root, download: bool, epochs: int, batch_size: int, seed: int, samples: int | None,
+def train_stdp_command(arch: str, data: str, data_root, download: bool, epochs: int, batch_size: int | None, seed: int, samples: int | None,
                        steps: int | None, neurons: int, assign_samples: int, test_samples: int | None, target: Path, progress, out, err) -> None:
     """Train, save atomically (weights only), print one line per epoch."""
     import torch
@@ -24,7 +24,7 @@ def train_stdp_command(arch: str, data: str, data_root, download: bool, epochs: 
     base = StdpConfig()
     presentation = base.presentation_ms if steps is None else steps * base.dt_ms
     config = StdpConfig(neurons=neurons, dataset=data, epochs=epochs, train_samples=samples, assign_samples=assign_samples, test_samples=test_samples,
-                        batch_size=batch_size, presentation_ms=presentation, seed=seed, data_root=data_root, download=download)
+                        batch_size=base.batch_size if batch_size is None else batch_size, presentation_ms=presentation, seed=seed, data_root=data_root, download=download)
     with progress() as bar:
         task = bar.add_task(f"STDP, {neurons} neurons, T={config.steps}", total=None, status="")
 

@@ -82,7 +82,7 @@ STDP_FORMAT = "annsnn-stdp-snn"
 
 @dataclass(frozen=True)
 class StdpConfig:
-    """Diehl & Cook 2015 parameters, in time steps of ``dt_ms`` (D&C values at dt = 1 ms)."""
+    """Diehl & Cook 2015 parameters in ms (BindsNET's values); the simulation steps by ``dt_ms``."""
 
     neurons: int = 400
     dataset: str = "mnist"
@@ -90,9 +90,9 @@ class StdpConfig:
     train_samples: int | None = None  # first N shuffled training images per epoch (None: all)
     assign_samples: int = 10000  # training images (learning off) for the label assignment
     test_samples: int | None = None  # evenly spaced test images scored after each epoch (None: all)
-    batch_size: int = 16
+    batch_size: int = 64  # images presented at once (measured: 8,000 images, 400 neurons: 76.1% at 64, 75.1% at 32)
     presentation_ms: float = 250.0
-    dt_ms: float = 1.0
+    dt_ms: float = 2.0  # measured: 8,000 images, 400 neurons: 75.1% at 2 ms, 69.4% at 1 ms (twice the cost), 72.5% at 3 ms
     rate_hz: float = 128.0  # input rate of a white pixel (BindsNET's intensity 128)
     tau_v_ms: float = 100.0
     tau_pre_ms: float = 20.0

@@ -169,3 +169,29 @@ def test_checkpoint_loads_weights_only_and_counts_real_spikes(tmp_path):
     assert row.synaptic_acs == pytest.approx((n_in * 6 + n_exc * (10 + 5)) / 4)
     pred = predict(spikes.sum(0), result.assignments, 10)
     assert row.top1 == pytest.approx(float((pred == y).float().mean()))
+
+
+def test_cli_trains_saves_and_counts(tmp_path, monkeypatch):
+    import json
+
+    from annsnn.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def code(*args):
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        return exc.value.code
+
+    small = ["--data", "digits", "--neurons", "6", "--samples", "40", "--assign-samples", "40", "--test-samples", "20", "--T", "10"]
+    main(["zoo", "train", "stdp_mnist", "--snn", "--rule", "stdp", *small, "--out", "s.pt"])
+    payload = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert payload["format"] == "annsnn-stdp-snn" and payload["T"] == 10 and payload["weight"].shape == (6, 64)
+    assert payload["history"][0]["train_images"] == 40
+    main(["energy", "--model", "s.pt", "--encoding", "poisson", "--T", "5,10", "--samples", "20", "--json", "e.json"])
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert [r["T"] for r in report["rows"]] == [5, 10] and all(r["macs"] == 0 for r in report["rows"])
+    assert code("energy", "--model", "s.pt", "--T", "10") == 2  # direct input refused: it is driven by Poisson spikes
+    assert code("zoo", "train", "stdp_mnist", "--rule", "stdp", *small) == 2  # --snn missing
+    assert code("zoo", "train", "lenet5", "--snn", "--rule", "stdp", *small) == 2  # not the STDP network
+    assert not (tmp_path / "lenet5-digits-stdp6.pt").exists()
