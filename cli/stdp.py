@@ -34,6 +34,9 @@ def train_stdp_command(arch: str, data: str, data_root, download: bool, epochs: 
                 status += f", test {100 * event.test_top1:.2f}% ({event.epoch_time_s:.0f} s)"
                 err.print(f"epoch {event.epoch}: {status}")
             bar.update(task, completed=event.images, total=event.total_images, status=status)
+            tenth = max(1, event.total_images // 10)
+            if not err.is_terminal and not event.epoch_done and event.images // tenth != (event.images - config.batch_size) // tenth:
+                err.print(f"{event.images}/{event.total_images} images: {status}")  # a log file sees no bar
 
         result = train_stdp(config, on_event)
     with atomic_path(target) as tmp:
