@@ -69,12 +69,13 @@ clean:
 
 # The three-way table in reports/mnist.md: ANN, converted SNN, directly trained SNN (issue 15; needs ../shared),
 # and the unsupervised STDP network beside an ANN of its size (issue 28). threeway-stdp redoes only the STDP rows
-# (trains the STDP network, about 30 minutes on 2 shared cores, then counts it).
-STDP_SAMPLES ?= 20000
+# (trains the STDP network unless STDP_CKPT exists, then counts it).
+# STDP_ARGS: extra options, e.g. --samples 20000 (default: one epoch of all 60,000 training images).
+STDP_ARGS ?=
 STDP_CKPT ?= .annsnn/stdp_mnist-mnist-stdp400.pt
 $(STDP_CKPT):
-	mkdir -p .annsnn
-	OMP_NUM_THREADS=1 nice $(BIN)/annsnn zoo train stdp_mnist --snn --rule stdp --data mnist --data-root $(SHARED)/data --samples $(STDP_SAMPLES) --out $@
+	mkdir -p $(dir $@)
+	OMP_NUM_THREADS=1 nice $(BIN)/annsnn zoo train stdp_mnist --snn --rule stdp --data mnist --data-root $(SHARED)/data $(STDP_ARGS) --out $@
 
 threeway: setup $(STDP_CKPT)
 	ANNSNN_SHARED=$(SHARED) OMP_NUM_THREADS=1 nice $(BIN)/python reports/threeway.py --stdp $(STDP_CKPT)
