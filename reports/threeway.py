@@ -130,7 +130,8 @@ def run_stdp(checkpoint: Path, test_samples: int, root: Path, ann_samples: int |
     rows.append({"model": "stdp_mnist", "kind": f"STDP SNN ({snn.meta['neurons']} exc.)", "T": T, "top1": float(payload["test_top1"]), "top1_counted": row.top1,
                  "syops": row.synaptic_acs, "macs": row.macs, "e45": row.energy_pj["45nm-fp32"], "eloihi": row.energy_pj["loihi"],
                  "train_s": float(payload["train_time_s"]) / epochs, "train_cpu_s": float(payload["train_cpu_s"]) / epochs, "train_images": int(payload["train_images"]) // epochs,
-                 "test_images": int(payload["history"][-1]["test_images"]), "params": _params(snn.graph), "bytes": _bytes(snn.graph),
+                 "test_images": int(payload["history"][-1]["test_images"]), "rate_hz": float(payload["config"]["rate_hz"]), "dt_ms": float(payload["config"]["dt_ms"]),
+                 "silent_test_images": int(payload["history"][-1]["silent_test_images"]), "params": _params(snn.graph), "bytes": _bytes(snn.graph),
                  "wall_ms": _wall_ms(lambda x: simulate(snn, x, T, encoding="poisson", generator=torch.Generator().manual_seed(0)), loader())})
     print("stdp", f"{100 * payload['test_top1']:.2f}%", flush=True)
     return rows
@@ -152,9 +153,9 @@ def _fmt(rows: list[dict], train_samples: int, test_samples: int, ann_samples: i
     if stdp:
         r = stdp[0]
         lines.append(
-            f"- STDP SNN (issue 28): `annsnn zoo train stdp_mnist --snn --rule stdp` (Diehl & Cook 2015: Poisson input at 128 Hz, 1 ms steps, T = {r['T']} per image; "
+            f"- STDP SNN (issue 28): `annsnn zoo train stdp_mnist --snn --rule stdp` (Diehl & Cook 2015: Poisson input at {r['rate_hz']:g} Hz for a white pixel, {r['dt_ms']:g} ms steps, T = {r['T']} steps per image; "
             f"LIF excitatory neurons with adaptive thresholds and lateral inhibition; unsupervised pair STDP; labels from training images). "
-            f"Top-1 is on **all {r['test_images']:,} test images** as the trainer scored it (annsnn's counter on the {test_samples:,} images above gives {100 * r['top1_counted']:.2f}%). "
+            f"Top-1 is on **all {r['test_images']:,} test images** as the trainer scored it ({r['silent_test_images']:,} of them drew no excitatory spike) (annsnn's counter on the {test_samples:,} images above gives {100 * r['top1_counted']:.2f}%). "
             f"Training time per epoch: {r['train_s']:.0f} s wall ({r['train_cpu_s']:.0f} s process CPU) for {r['train_images']:,} training images, on the 2 CPU cores shared with 5 other jobs (contended). "
             f"SyOPs include the input synapses (each input spike reaches every excitatory neuron), the readout and the lateral inhibition (N-1 synapses per excitatory spike); "
             f"no MACs (Poisson input). mlp_400 is an ANN of the same layer sizes (784-400-10), trained like the ANNs above.\n\n"
