@@ -70,7 +70,7 @@ clean:
 # The three-way table in reports/mnist.md: ANN, converted SNN, directly trained SNN (issue 15; needs ../shared),
 # and the unsupervised STDP network beside an ANN of its size (issue 28). threeway-stdp redoes only the STDP rows
 # (trains the STDP network unless STDP_CKPT exists, then counts it).
-# STDP_ARGS: extra options, e.g. --samples 20000 (default: one epoch of all 60,000 training images).
+# STDP_ARGS: extra options, e.g. --samples 60000 (default: 20,000 training images, 1 epoch).
 STDP_ARGS ?=
 STDP_CKPT ?= .annsnn/stdp_mnist-mnist-stdp400.pt
 $(STDP_CKPT):

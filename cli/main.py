@@ -1015,7 +1015,7 @@ def zoo_train(ctx, arch, data, data_root, download, epochs, lr, batch_size, opti
     Its checkpoint (weights and JSON config; loads weights-only) is analysed with
       annsnn energy --model lenet5-mnist-snn5.pt --T 5,20,50
     Unsupervised STDP (Diehl & Cook 2015), e.g.
-      annsnn zoo train stdp_mnist --snn --rule stdp --data mnist --samples 20000
+      annsnn zoo train stdp_mnist --snn --rule stdp --data mnist   # 20,000 images
     """
     from annsnn.files import atomic_path, check_output_path
     from annsnn.zoo.train import TrainConfig, checkpoint_dict, train

@@ -23,7 +23,7 @@ def train_stdp_command(arch: str, data: str, data_root, download: bool, epochs: 
         raise UsageError(f"--rule stdp trains the Diehl & Cook network '{STDP_ARCH}', not {arch!r}")
     base = StdpConfig()
     presentation = base.presentation_ms if steps is None else steps * base.dt_ms
-    config = StdpConfig(neurons=neurons, dataset=data, epochs=epochs, train_samples=samples, assign_samples=assign_samples, test_samples=test_samples,
+    config = StdpConfig(neurons=neurons, dataset=data, epochs=epochs, train_samples=base.train_samples if samples is None else samples, assign_samples=assign_samples, test_samples=test_samples,
                         batch_size=base.batch_size if batch_size is None else batch_size, presentation_ms=presentation, seed=seed, data_root=data_root, download=download)
     with progress() as bar:
         task = bar.add_task(f"STDP, {neurons} neurons, T={config.steps}", total=None, status="")
