@@ -72,7 +72,8 @@ def dataset_spec(name: str, root: str | os.PathLike | None = None) -> DatasetSpe
     if name.startswith("tonic:"):
         from .events import event_spec
 
-        return event_spec(name)
+        shape, classes = event_spec(name)
+        return DatasetSpec(name, shape, classes, (0.0,) * shape[0], (1.0,) * shape[0])
     if name.startswith("imagefolder:"):
         folder = _imagefolder_split(Path(name.split(":", 1)[1]), "test")
         classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
@@ -157,7 +158,7 @@ def load_dataset(name: str, split: Split = "test", root: str | os.PathLike | Non
     if name.startswith("tonic:"):  # event data (annsnn.events): the ANN's view, frames averaged over time
         from .events import load_event_dataset
 
-        return load_event_dataset(name, split, root, download)
+        return load_event_dataset(name, split, data_root(root), download)
     if name not in _SPECS:
         raise UsageError(f"unknown dataset {name!r}: use one of {', '.join(DATASET_NAMES)}")
     from torchvision import datasets, transforms

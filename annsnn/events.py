@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from .errors import UsageError
 
-__all__ = ["EVENT_PREFIX", "DEFAULT_FRAMES", "EventName", "parse_event_name", "is_event_dataset", "event_spec", "EventFrames", "load_event_dataset", "ann_view", "event_loader"]
+__all__ = ["EVENT_PREFIX", "DEFAULT_FRAMES", "EventName", "parse_event_name", "is_event_dataset", "event_spec", "EventFrames", "load_event_dataset", "ann_view"]
 
 EVENT_PREFIX = "tonic:"
 DEFAULT_FRAMES = 10
@@ -89,17 +89,16 @@ def _shape(cls: type) -> tuple[int, int, int]:
     return size[2], size[1], size[0]
 
 
-def event_spec(name: str):
-    """The :class:`~annsnn.data.DatasetSpec` of the ANN view (``[P, H, W]``, no normalization)."""
-    from .data import DatasetSpec
-
+def event_spec(name: str) -> tuple[tuple[int, int, int], int]:
+    """The ANN view's input shape ``(P, H, W)`` and the class count of ``tonic:NAME[:T]``
+    (:func:`annsnn.data.dataset_spec` makes its ``DatasetSpec``, no normalization)."""
     parsed = parse_event_name(name)
     cls = _tonic_class(parsed.dataset)
     shape = _shape(cls)
     classes = getattr(cls, "classes", None)
     if not classes:
         raise UsageError(f"tonic dataset {parsed.dataset} names no classes; annsnn needs a classification dataset")
-    return DatasetSpec(name, shape, len(classes), (0.0,) * shape[0], (1.0,) * shape[0])
+    return shape, len(classes)
 
 
 class EventFrames(Dataset):
@@ -128,13 +127,11 @@ class EventFrames(Dataset):
         return (x if self.view == "frames" else x.mean(0)), int(label)
 
 
-def load_event_dataset(name: str, split: str = "test", root: str | os.PathLike | None = None, download: bool = False, view: View = "mean") -> EventFrames:
-    """``tonic:NAME[:T]`` under ``root`` (tonic's ``save_to``; the files live in ``root/NAME``)."""
-    from .data import data_root
-
+def load_event_dataset(name: str, split: str, root: str | os.PathLike, download: bool = False, view: View = "mean") -> EventFrames:
+    """``tonic:NAME[:T]`` under the folder ``root`` (tonic's ``save_to``; the files live in ``root/NAME``)."""
     parsed = parse_event_name(name)
     cls = _tonic_class(parsed.dataset)
-    folder = Path(data_root(root))
+    folder = Path(root)
     params = inspect.signature(cls.__init__).parameters
     kwargs: dict = {}
     if "train" in params:
@@ -159,11 +156,3 @@ def ann_view(x: torch.Tensor) -> torch.Tensor:
     """The ANN's input from a batch of frames ``[B, T, P, H, W]``: the mean frame."""
     return x.mean(1)
 
-
-def event_loader(name: str, split: str, root, download: bool, samples: int | None, batch_size: int):
-    """A loader of frames ``[B, T, P, H, W]`` (the SNN's view) for ``--encoding events``."""
-    from .data import make_loader
-
-    if not is_event_dataset(name):
-        raise UsageError(f"--encoding events needs event data (--data tonic:NAME[:T]), not {name!r}")
-    return make_loader(load_event_dataset(name, split, root, download, view="frames"), batch_size, samples)

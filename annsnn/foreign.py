@@ -49,6 +49,7 @@ __all__ = [
     "spikingjelly_neuron_spec",
     "as_spiking",
     "network_from_direct",
+    "network_from_stdp",
     "load_foreign",
     "without_stand_in_accuracy",
 ]
@@ -321,6 +322,37 @@ def network_from_direct(payload: dict) -> SpikingNetwork:
     return as_spiking(canonical.module, spec, meta, shape)
 
 
+def network_from_stdp(payload: dict):
+    """An STDP checkpoint as a :class:`~annsnn.snn.SpikingNetwork` (Poisson input only):
+    ``encoder -> Linear(784, N) -> DiehlCookNeurons -> Linear(N, classes)`` readout."""
+    from .zoo.stdp import STDP_FORMAT, DiehlCookNeurons, RateEncoder, load_stdp_checkpoint, readout_matrix
+
+    if payload.get("format") != STDP_FORMAT:
+        raise UsageError("not an STDP checkpoint")
+    weight, theta, assignments, params, prob, classes = load_stdp_checkpoint(payload)
+    root = nn.Module()
+    root.add_module("encoder", RateEncoder(prob))
+    synapse = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    synapse.weight.data.copy_(weight)
+    root.add_module("synapse", synapse)
+    root.add_module("excitatory", DiehlCookNeurons(theta, params))
+    readout = nn.Linear(weight.shape[0], classes, bias=False)
+    readout.weight.data.copy_(readout_matrix(assignments, classes))
+    root.add_module("readout", readout)
+    graph = fx.Graph()
+    x = graph.placeholder("x")
+    value = graph.call_module("encoder", (x,))
+    value = graph.call_module("flatten", (value,))
+    root.add_module("flatten", nn.Flatten())
+    for name in ("synapse", "excitatory", "readout"):
+        value = graph.call_module(name, (value,))
+    graph.output(value)
+    shape = tuple(int(s) for s in payload.get("input_shape", [1, 28, 28]))
+    meta = {"source": STDP_FORMAT, "encoding": "poisson", "trained_T": int(payload.get("T", 0)),
+            "dataset": {"name": payload.get("dataset")}, "neurons": int(weight.shape[0])}
+    return network_from_graph(fx.GraphModule(root, graph), shape, meta)
+
+
 def load_foreign(path: str, *, trust: bool = False, dt: float = 1.0, input_shape: tuple[int, ...] | None = None) -> SpikingNetwork:
     """An SNN that annsnn did not convert: a ``.nir`` file, a directly trained checkpoint
     (weights only), or, with ``trust``, a pickled SpikingJelly ``nn.Sequential``."""
@@ -345,8 +377,6 @@ def load_foreign(path: str, *, trust: bool = False, dt: float = 1.0, input_shape
     if isinstance(payload, dict) and payload.get("format") == "annsnn-direct-snn":
         return network_from_direct(payload)
     if isinstance(payload, dict) and payload.get("format") == "annsnn-stdp-snn":
-        from .zoo.stdp import network_from_stdp
-
         return network_from_stdp(payload)
     if payload is not None:
         raise UsageError(f"{str(file)!r} is neither a NIR file, a directly trained (or STDP) SNN checkpoint nor a pickled SpikingJelly network")

@@ -401,9 +401,12 @@ def _event_frames(loader, encoding, name, split, data_root, download, samples, b
     """With --encoding events: the event dataset's frames [B, T, ...] instead of their mean."""
     if encoding != "events":
         return loader
-    from annsnn.events import event_loader
+    from annsnn.data import data_root as root_of, make_loader
+    from annsnn.events import is_event_dataset, load_event_dataset
 
-    return event_loader(name, split, data_root, download, samples, batch_size)
+    if not is_event_dataset(name):
+        raise UsageError(f"--encoding events needs event data (--data tonic:NAME[:T]), not {name!r}")
+    return make_loader(load_event_dataset(name, split, root_of(data_root), download, view="frames"), batch_size, samples)
 
 
 def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False, device: str = "cpu", *, data):

@@ -74,7 +74,6 @@ __all__ = [
     "load_stdp_checkpoint",
     "DiehlCookNeurons",
     "RateEncoder",
-    "network_from_stdp",
 ]
 
 STDP_FORMAT = "annsnn-stdp-snn"
@@ -476,36 +475,3 @@ class RateEncoder(InputEncoder):
 
     def config(self) -> dict:
         return {"prob": self.prob}
-
-
-def network_from_stdp(payload: dict):
-    """An STDP checkpoint as a :class:`~annsnn.snn.SpikingNetwork` (Poisson input only):
-    ``encoder -> Linear(784, N) -> DiehlCookNeurons -> Linear(N, classes)`` readout."""
-    from torch import fx
-
-    from annsnn.foreign import network_from_graph
-
-    if payload.get("format") != STDP_FORMAT:
-        raise UsageError("not an STDP checkpoint")
-    weight, theta, assignments, params, prob, classes = load_stdp_checkpoint(payload)
-    root = nn.Module()
-    root.add_module("encoder", RateEncoder(prob))
-    synapse = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-    synapse.weight.data.copy_(weight)
-    root.add_module("synapse", synapse)
-    root.add_module("excitatory", DiehlCookNeurons(theta, params))
-    readout = nn.Linear(weight.shape[0], classes, bias=False)
-    readout.weight.data.copy_(readout_matrix(assignments, classes))
-    root.add_module("readout", readout)
-    graph = fx.Graph()
-    x = graph.placeholder("x")
-    value = graph.call_module("encoder", (x,))
-    value = graph.call_module("flatten", (value,))
-    root.add_module("flatten", nn.Flatten())
-    for name in ("synapse", "excitatory", "readout"):
-        value = graph.call_module(name, (value,))
-    graph.output(value)
-    shape = tuple(int(s) for s in payload.get("input_shape", [1, 28, 28]))
-    meta = {"source": STDP_FORMAT, "encoding": "poisson", "trained_T": int(payload.get("T", 0)),
-            "dataset": {"name": payload.get("dataset")}, "neurons": int(weight.shape[0])}
-    return network_from_graph(fx.GraphModule(root, graph), shape, meta)

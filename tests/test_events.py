@@ -65,8 +65,11 @@ def test_nmnist_file_binned_into_frames(tmp_path):
 def test_names_spec_and_errors(tmp_path):
     assert parse_event_name("tonic:NMNIST").frames == 10
     assert parse_event_name("tonic:NMNIST:7").frames == 7
-    spec = event_spec("tonic:NMNIST")
-    assert spec.input_shape == (2, 34, 34) and spec.num_classes == 10
+    assert event_spec("tonic:NMNIST") == ((2, 34, 34), 10)
+    from annsnn.data import dataset_spec
+
+    spec = dataset_spec("tonic:NMNIST:5")
+    assert spec.input_shape == (2, 34, 34) and spec.num_classes == 10 and spec.mean == (0.0, 0.0)
     with pytest.raises(UsageError, match="unknown tonic dataset"):
         event_spec("tonic:NoSuchSet")
     with pytest.raises(UsageError, match="frame count"):

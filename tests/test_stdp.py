@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from annsnn.errors import UsageError
+from annsnn.foreign import network_from_stdp
 from annsnn.zoo.stdp import (
     ExcState,
     StdpConfig,
     assign_labels,
     excitatory_steps,
-    network_from_stdp,
     normalize_weights,
     predict,
     readout_matrix,
