@@ -51,12 +51,12 @@ def test_events_and_an_interrupted_run_resumes_to_the_same_numbers(snns, tmp_pat
     snn = snns["99.99"]
     events = []
     whole = evaluate(snn, _loader(BASE_DATA), BASE_DATA, BASE_SPEC, on_event=events.append)
-    assert events == [Planned(2, 2, 3), BatchDone(0, 1, 2), BatchDone(1, 2, 2)]
+    assert events == [Planned(2, 2, 3, 16), BatchDone(0, 1, 2, 8), BatchDone(1, 2, 2, 8)]  # the bar counts images
     store = ProgressStore(tmp_path / "p.pt")
     _interrupted(snn, store)
     events = []
     resumed = evaluate(snn, _loader(BASE_DATA), BASE_DATA, BASE_SPEC, store=store, resume=True, on_event=events.append)
-    assert events[:2] == [Resumed(1, 2), Planned(1, 2, 3)] and resumed.resumed_batches == 1 and resumed.discarded == ()
+    assert events[:2] == [Resumed(1, 2), Planned(1, 2, 3, 8)] and resumed.resumed_batches == 1 and resumed.discarded == ()
     assert resumed.result.to_dict() == whole.result.to_dict()
     assert not store.path.exists()
 
@@ -129,3 +129,16 @@ def test_an_onnx_model_evaluates_or_fails_before_simulating(tmp_path):
         from annsnn.counting import count_ann
 
         assert outcome.result.samples == 16 and outcome.result.ann.macs == count_ann(model, (1, 8, 8)).macs  # names do not matter
+
+
+def test_analyze_of_batches_in_hand_gives_the_numbers_of_evaluate(snns):
+    """``analyze`` (the loop benchmarks and reports call) scores the same batches to the same
+    numbers as ``evaluate`` (the CLI's loop); batches without labels are scored without accuracy."""
+    from annsnn.evaluation import analyze
+
+    snn = snns["99.99"]
+    batches = list(_loader(BASE_DATA))
+    whole = evaluate(snn, _loader(BASE_DATA), BASE_DATA, dataclasses.replace(BASE_SPEC, count=True))
+    assert analyze(snn, batches, BASE_SPEC.T, energy_models=BASE_SPEC.energy_models).to_dict() == whole.result.to_dict()
+    unlabelled = analyze(snn, [x for x, _ in batches], BASE_SPEC.T, count=False)
+    assert [row.top1 for row in unlabelled.rows] == [None, None]
