@@ -28,7 +28,8 @@ from annsnn.evaluation import analyze  # noqa: E402
 from annsnn.convert import ConversionOptions  # noqa: E402
 from annsnn.data import load_dataset, make_loader  # noqa: E402
 from annsnn.files import write_text  # noqa: E402
-from annsnn.foreign import load_foreign, network_from_direct  # noqa: E402
+from annsnn.foreign import network_from_direct  # noqa: E402
+from annsnn.foreign_files import load_foreign  # noqa: E402
 from annsnn.pipeline import ann_to_snn  # noqa: E402
 from annsnn.simulate import simulate  # noqa: E402
 from annsnn.zoo.direct import DirectConfig, direct_checkpoint, train_direct  # noqa: E402
@@ -105,10 +106,7 @@ def run_stdp(checkpoint: Path, test_samples: int, root: Path, ann_samples: int |
     T = int(payload["T"])
     test = load_dataset("mnist", "test", root)
     loader = lambda: make_loader(test, 250, test_samples)  # noqa: E731
-    with Analyzer(snn, [T], encoding="poisson", seed=0, energy_models=MODELS) as a:
-        for x, y in loader():
-            a.run(x, y)
-    r = a.report()
+    r = analyze(snn, loader(), [T], encoding="poisson", seed=0, energy_models=MODELS)
     row = r.rows[0]
     epochs = max(1, len(payload["history"]))
     rows = []
