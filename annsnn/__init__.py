@@ -19,12 +19,12 @@ from .calibrator import Calibrator
 from .conversion_options import ConversionOptions, ConversionReport
 from .convert import convert
 from .counting import AnnCounts, SnnCounter, count_ann
-from .foreign import GenericNeurons, NeuronSpec
-from .foreign_files import load_foreign
+from .foreign_snn import GenericNeurons, NeuronSpec
+from .foreign_snn_files import load_foreign
 from .energy import PRESETS, BreakEven, BreakEvenKind, EnergyModel, break_even, get_energy_model
 from .errors import AnnsnnError, RunFailure, UsageError
 from .graph import canonicalize
-from .io import LoadedModel, load_model
+from .model_files import LoadedModel, load_model
 from .nir_io import export_nir, from_nir, load_nir, to_nir
 from .modes import ScaleMode, parse_mode, parse_time_steps
 from .observer import ActivationObserver
@@ -38,7 +38,7 @@ from .workspace import SnnFile
 from .snn import SpikingNetwork
 from .metrics import ClassificationMetrics, classification_metrics
 from .robustness import Robustness, RobustnessResult, RobustnessSpec
-from .measure import MeasuredResult, measure_inference
+from .hardware_measure import MeasuredResult, measure_inference
 from .scale import Scale
 from .equivalence import Equivalence, check_equivalence
 

@@ -494,7 +494,7 @@ def check_runs(snn: SpikingNetwork) -> None:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from .layers import TemporalModule
-    from .memory import data_dependent_failure
+    from .memory_estimate import data_dependent_failure
 
     shape = snn.record.input_shape
     fake_log = logging.getLogger("torch._subclasses.fake_tensor")

@@ -58,7 +58,7 @@ from torch import Tensor
 
 from .errors import UsageError
 from .functional import if_soft_reset
-from .heap import release_free_heap
+from .free_heap import release_free_heap
 from .layers import IFNeurons
 from .layerwise import BufferPool, run_layerwise
 from .record import CALIBRATIONS  # --calibration NAME -> (threshold method, bias method), re-exported
@@ -145,7 +145,7 @@ def ann_channel_targets(snn: SpikingNetwork, images: Tensor) -> dict[str, tuple[
     if set(neurons) - set(thresholds):
         raise UsageError("the SNN has no recorded thresholds; bias calibration runs right after convert")
     modules = dict(snn.ann.named_modules())
-    release_free_heap()  # the calibration pass's garbage (annsnn.heap)
+    release_free_heap()  # the calibration pass's garbage (annsnn.free_heap)
     sums: dict[str, list] = {}
     handles = []
     for name in neurons:
@@ -215,15 +215,15 @@ def fit_layer_bias(snn: SpikingNetwork, images: Tensor, steps: int, iterations: 
         for it in range(iterations):
             rate = _layer_rates(snn, {name: module}, images, steps, targets)[name]
             target, active, _ = targets[name]
-            error = target.clamp(max=1.0) - rate
+            error = target.clamp(max=float(module.max_spikes)) - rate  # a neuron emits at most K spikes per step
             if it == 0:
                 fit.error_before[name] = float(error.abs().mean())  # upstream already corrected
             step = (error / active.clamp(min=_MIN_ACTIVE)).view(bias[name].shape)
             bias[name] = (bias[name] + step).clamp(-_MAX_BIAS, _MAX_BIAS)
             module.set_step_bias(bias[name].unsqueeze(0))
     rates = _layer_rates(snn, neurons, images, steps, targets)
-    for name in neurons:
-        fit.error_after[name] = float((targets[name][0].clamp(max=1.0) - rates[name]).abs().mean())
+    for name, module in neurons.items():
+        fit.error_after[name] = float((targets[name][0].clamp(max=float(module.max_spikes)) - rates[name]).abs().mean())
     return fit
 
 
@@ -284,15 +284,19 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
             potentials[name] = pool.take(tuple(x.shape), torch.float32, x.device).fill_(module.v_init)
             while spike_buffers:  # the previous layer's: its last step is stored by now
                 pool.give(spike_buffers.pop())
-            spike_buffers.append(pool.take(tuple(x.shape), torch.bool, x.device))
+            spike_buffers.append(pool.take(tuple(x.shape), torch.bool if module.max_spikes == 1 else torch.float32, x.device))
         v = potentials[name]
         spans = [(lo, min(lo + _UPDATE_IMAGES, int(x.shape[0]))) for lo in range(0, int(x.shape[0]), _UPDATE_IMAGES)]
         per_sample = x.numel() / x.shape[1]
         target, active, _ = targets[name]
-        fired = sum(_channel_count((v[lo:hi] + x[lo:hi]) >= 1.0) for lo, hi in spans) / per_sample
+        K = module.max_spikes
+        if K == 1:
+            fired = sum(_channel_count((v[lo:hi] + x[lo:hi]) >= 1.0) for lo, hi in spans) / per_sample
+        else:  # a burst neuron fires clip(floor(v + x), 0, K) spikes (mean per neuron)
+            fired = sum(_channel_count(torch.floor(v[lo:hi] + x[lo:hi]).clamp_(0.0, float(K))) for lo, hi in spans) / per_sample
         before = counts.get(name, torch.zeros_like(target))
         plain[name] = plain.get(name, torch.zeros_like(target)) + fired
-        want = (target * (t + 1) - before).clamp(0.0, 1.0)
+        want = (target * (t + 1) - before).clamp(0.0, float(K))
         if solver == "quantile":
             b = quantile_bias(_channel_view(v + x), want).clamp(-_MAX_BIAS, _MAX_BIAS)
         else:
@@ -301,16 +305,16 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
         bias = module.step_bias[t]
         spikes = spike_buffers[0]
         for lo, hi in spans:  # IFNeurons.forward, one step: the same neuron function on the same values
-            fired_now, _ = if_soft_reset((x[lo:hi] + bias).unsqueeze(0), v[lo:hi])  # updates v in place
+            fired_now, _ = if_soft_reset((x[lo:hi] + bias).unsqueeze(0), v[lo:hi], module.max_spikes)  # updates v in place
             spikes[lo:hi].copy_(fired_now[0])
         counts[name] = before + sum(_channel_count(spikes[lo:hi]) for lo, hi in spans) / per_sample  # span by span: a float64 sum copies its input
         if t == steps - 1:
             pool.give(potentials.pop(name))
-        return spikes
+        return spikes if module.max_spikes == 1 else spikes.clone()  # a burst train is cached as it is (not packed): one tensor per step
 
     run_layerwise(snn, images, steps, batch=batch, layer_step=step, pool=pool)
-    for name in neurons:
-        target = targets[name][0].clamp(max=1.0)
+    for name, module in neurons.items():
+        target = targets[name][0].clamp(max=float(module.max_spikes))
         fit.error_before[name] = float((target - plain[name] / steps).abs().mean())  # without this layer's bias
         fit.error_after[name] = float((target - counts[name] / steps).abs().mean())
     return fit

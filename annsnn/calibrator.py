@@ -91,8 +91,11 @@ def neuron_scale(observer: ActivationObserver, options: ConversionOptions, ceili
         # T-aware threshold (annsnn.thresholds): a silent layer gets 1, a silent channel the
         # layer's own T-aware threshold (its calibration says nothing about it)
         assert options.T is not None
-        value = if_thresholds(observer, options.T, channel_wise, ceiling) * options.threshold_scale
-        layer_theta = float(if_thresholds(observer, options.T, False, ceiling)) * options.threshold_scale if float(observer.max_val) > 0 else 1.0
+        # K spikes per step over T steps quantise as one spike over K T steps (the same
+        # levels ceiling / (K T), the same clip): search the ceiling at K T, divide by K below
+        levels = options.T * options.max_spikes
+        value = if_thresholds(observer, levels, channel_wise, ceiling) * options.threshold_scale
+        layer_theta = float(if_thresholds(observer, levels, False, ceiling)) * options.threshold_scale if float(observer.max_val) > 0 else 1.0
         if channel_wise:
             dead = value <= 0
             if bool(dead.any()):
@@ -121,6 +124,8 @@ def neuron_scale(observer: ActivationObserver, options: ConversionOptions, ceili
         value = torch.tensor(number, dtype=torch.float64)
     if ceiling is not None:
         value = value.clamp(max=ceiling)
+    if options.max_spikes > 1:  # the scale is the ceiling K spikes reach; one spike is worth 1/K of it
+        value = value / options.max_spikes
     if channel_wise:
         view = [1] * (len(shape) - 1)
         view[0] = -1

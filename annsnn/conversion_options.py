@@ -37,28 +37,39 @@ BiasMethod = Literal["none", "layer", "step"]
 
 @dataclass(frozen=True)
 class ConversionOptions:
-    """What ``annsnn convert`` was asked to do."""
+    """What a conversion does. The defaults are the best measured method, the one
+    ``annsnn convert`` runs: per-channel thresholds searched for T = 32 (scaled by
+    :data:`PIPELINE_THRESHOLD_SCALE`), a per-step per-channel bias fitted on top, initial
+    potential theta/2 and an automatic readout delay (:meth:`low_latency`). Plain data-based
+    normalization (Rueckauer et al. 2017) is :meth:`plain`."""
 
-    mode: ScaleMode = ScaleMode("percentile", 99.99)
-    channel_wise: bool = False
-    v_init: float = 0.0
+    mode: ScaleMode = ScaleMode("percentile", 99.99)  # read when threshold == "mode"
+    channel_wise: bool = True
+    v_init: float = 0.5
     maxpool: MaxPoolStrategy = "spiking"
     hybrid: bool = False
     percentile_of: PercentileOf = "all"  # zeros count in percentiles (see observer)
-    # post-training calibration for a latency T (annsnn.calibration); defaults = plain normalization
-    T: int | None = None  # steps the SNN is calibrated for (needed by "if-search" and bias)
-    threshold: ThresholdMethod = "mode"  # "mode": read --mode; "if-search": annsnn.thresholds
-    bias: BiasMethod = "none"  # "layer": Li et al. 2021; "step": per-step (FTBC, Wu et al. 2024)
+    # post-training calibration for a latency T (annsnn.calibration)
+    T: int | None = 32  # steps the SNN is calibrated for (needed by "if-search" and bias); None with plain normalization
+    threshold: ThresholdMethod = "if-search"  # "mode": read `mode`; "if-search": annsnn.thresholds
+    bias: BiasMethod = "step"  # "layer": Li et al. 2021; "step": per-step (FTBC, Wu et al. 2024); "none"
     bias_samples: int = 256  # calibration images the bias passes simulate
     step_solver: str = "linear"  # bias "step": "linear" (shortfall / active share) or "quantile" (exact per step)
-    threshold_scale: float = 1.0  # "if-search": theta = threshold_scale * argmin_theta E(theta) (annsnn.thresholds)
+    threshold_scale: float = PIPELINE_THRESHOLD_SCALE  # "if-search": theta = threshold_scale * argmin_theta E(theta) (annsnn.thresholds)
     # readout delay k: the first k output steps are left out of the readout (annsnn.simulate);
     # "auto": chosen at T=N by agreement with the ANN on calibration images the bias fit
     # does not use (annsnn.calibration.choose_readout_delay)
-    readout_delay: int | Literal["auto"] = 0
+    readout_delay: int | Literal["auto"] = "auto"
     delay_samples: int = 256  # "auto": calibration images (after the bias images) the choice reads
+    # multi-threshold (burst) neurons: up to K spikes per step, each worth theta = ceiling / K
+    # (annsnn.layers.IFNeurons); 1 = binary spikes
+    max_spikes: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_spikes, bool) or not isinstance(self.max_spikes, int) or self.max_spikes < 1:
+            raise UsageError(f"invalid --max-spikes {self.max_spikes!r}: use a whole number of spikes per step >= 1")
+        if self.max_spikes > 1 and self.bias == "step" and self.step_solver == "quantile":
+            raise UsageError("--step-solver quantile solves for binary spikes; with --max-spikes K > 1 use --step-solver linear")
         if self.threshold not in ("mode", "if-search"):
             raise UsageError(f"invalid threshold method {self.threshold!r}: use 'mode' or 'if-search'")
         if self.bias not in ("none", "layer", "step"):
@@ -94,11 +105,19 @@ class ConversionOptions:
         """The pipeline ``annsnn convert`` uses by default: per-channel T-aware thresholds
         (scaled by :data:`PIPELINE_THRESHOLD_SCALE`), a per-step per-channel bias fitted for
         ``T`` steps, initial potential theta/2, and a readout delay chosen at T on
-        calibration images the bias fit does not use.
-
-        ``ConversionOptions()`` itself is plain normalization (Rueckauer et al. 2017), so
-        that code written against earlier versions keeps its meaning."""
+        calibration images the bias fit does not use: ``ConversionOptions()`` at ``T``."""
         settings = dict(T=T, threshold="if-search", bias="step", channel_wise=True, v_init=0.5, threshold_scale=PIPELINE_THRESHOLD_SCALE, readout_delay="auto")
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def plain(cls, mode: ScaleMode = ScaleMode("percentile", 99.99), **overrides) -> "ConversionOptions":
+        """Plain data-based normalization (Rueckauer et al. 2017; ``annsnn convert
+        --calibration none --v-init 0``): each layer's threshold is ``mode`` of its calibration
+        activations, no calibration for a latency, no bias, initial potential 0.
+        ``overrides`` (any field) win; this is what ``ConversionOptions()`` meant before the
+        default became the calibrated pipeline."""
+        settings: dict = dict(mode=mode, channel_wise=False, v_init=0.0, T=None, threshold="mode", bias="none", threshold_scale=1.0, readout_delay=0)
         settings.update(overrides)
         return cls(**settings)
 
@@ -127,7 +146,7 @@ class ConversionOptions:
         if "step_solver" in given and bias != "step":
             raise UsageError(f"--step-solver applies to the per-step bias; --calibration {calibration} has none")
         settings.update(given)
-        return cls(**settings)
+        return cls.plain(**settings)
 
     @property
     def bias_images(self) -> int:
@@ -151,6 +170,7 @@ class ConversionOptions:
             "threshold_scale": self.threshold_scale,
             "readout_delay": self.readout_delay,
             "delay_samples": self.delay_samples,
+            "max_spikes": self.max_spikes,
         }
 
 

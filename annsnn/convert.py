@@ -25,7 +25,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .analog import AnalogOp, is_analog
 from .calibrator import Calibrator, clipped_fraction, neuron_scale
-from .conversion_options import ConversionOptions, ConversionReport, LayerKind, LayerReport
+from .conversion_options import PIPELINE_THRESHOLD_SCALE, ConversionOptions, ConversionReport, LayerKind, LayerReport
 from .errors import UsageError
 from .layers import IFNeurons, InputEncoder
 from .opspec import Demand, OpRegistry, Role
@@ -39,6 +39,7 @@ __all__ = [
     "ConversionReport",
     "Calibrator",
     "convert",
+    "PIPELINE_THRESHOLD_SCALE",
 ]
 
 
@@ -107,9 +108,11 @@ def convert(
         thresholds[name] = value  # 0-d, or [C, 1, ...] broadcasting over a sample
         report.notes.extend(f"{name}: {n}" for n in notes)
         layer_scale = float(value.mean())
-        clipped = observer.fraction_above(layer_scale) if not options.channel_wise else clipped_fraction(observer, value.flatten())
+        ceiling = value * options.max_spikes  # what the neurons reach: K spikes of theta per step
+        clipped = observer.fraction_above(float(ceiling.mean())) if not options.channel_wise else clipped_fraction(observer, ceiling.flatten())
         population = "" if options.mode.kind != "percentile" else f" of {options.percentile_of} values"
         chosen = f"IF error search at T={options.T}" if options.threshold == "if-search" else f"{options.mode}{population}"
+        chosen += f", {options.max_spikes} spikes per step" if options.max_spikes > 1 else ""
         rule = f"{chosen}{' per channel' if options.channel_wise else ''}"
         report.layers.append(
             LayerReport(
@@ -150,7 +153,7 @@ def convert(
                     if a is not spiking[0]:
                         _push_demand(demand, conflicts, a, scale, modules, registry)
 
-    ctx = ScaleContext(gm=gm, modules=modules, registry=registry, v_init=options.v_init, neuron_scale=neuron_scales, demand=demand,
+    ctx = ScaleContext(gm=gm, modules=modules, registry=registry, v_init=options.v_init, max_spikes=options.max_spikes, neuron_scale=neuron_scales, demand=demand,
                        rescale_synapses=report.rescale_synapses, analog=report.analog)
     unsupported: list[str] = []
     constants: set[fx.Node] = set()  # stored tensors used in forward (hybrid: analog-op inputs)

@@ -81,7 +81,7 @@ def check_model(name: str, model: nn.Module, input_shape: tuple[int, ...], *, T:
         return result
     for hybrid in (False, True):
         try:
-            options = ConversionOptions(mode=parse_mode("99.9"), hybrid=hybrid)
+            options = ConversionOptions.plain(mode=parse_mode("99.9"), hybrid=hybrid)
             snn, _ = ann_to_snn(model, [x], input_shape=tuple(input_shape), options=options)
             result.hybrid = hybrid
             break

@@ -13,7 +13,7 @@ from spikingjelly.activation_based.functional import if_multi_step
 __all__ = ["if_soft_reset", "if_soft_reset_reference", "count_max_pool2d", "bernoulli_encode"]
 
 
-def if_soft_reset(x_seq: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+def if_soft_reset(x_seq: Tensor, v: Tensor, max_spikes: int = 1) -> tuple[Tensor, Tensor]:
     """Integrate-and-fire with threshold 1 and reset by subtraction over ``x_seq[T, ...]``.
 
     ``v[t] = v[t-1] + x[t]``; ``s[t] = 1[v[t] >= 1]``; ``v[t] = v[t] - s[t]``.
@@ -21,7 +21,19 @@ def if_soft_reset(x_seq: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     (tests check bit-equality), done in place: on CPU it costs half as much, which
     is most of the SNN's overhead over T dense ANN passes. ``v`` is updated in place
     and returned. Returns (spikes, v).
+
+    ``max_spikes = K > 1`` is the multi-threshold (burst) neuron: thresholds at 1, 2, .., K,
+    each one crossed emits a spike and subtracts 1, so ``s[t] = clip(floor(v[t]), 0, K)``
+    (an integer in 0..K) and ``v[t] = v[t] - s[t]``. K = 1 is the binary neuron above, bit
+    for bit (its own code path).
     """
+    if max_spikes != 1:
+        spikes = torch.empty_like(x_seq)
+        for t in range(x_seq.shape[0]):
+            v.add_(x_seq[t])
+            torch.floor(v, out=spikes[t]).clamp_(0.0, float(max_spikes))
+            v.sub_(spikes[t])
+        return spikes, v
     spikes = torch.empty_like(x_seq)
     for t in range(x_seq.shape[0]):
         v.add_(x_seq[t])

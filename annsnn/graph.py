@@ -79,7 +79,7 @@ def trace(model: nn.Module, registry: OpRegistry) -> fx.GraphModule:
     if isinstance(model, torch.jit.ScriptModule):
         raise UsageError(
             "a TorchScript module must be lifted to standard modules first: "
-            "annsnn.io.load_model(path, input_shape=...) or annsnn.io.convertible_module(loaded, input_shape)"
+            "annsnn.model_files.load_model(path, input_shape=...) or annsnn.model_files.convertible_module(loaded, input_shape)"
         )
     try:
         tracer = _Tracer(registry)

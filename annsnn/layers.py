@@ -69,10 +69,19 @@ class IFNeurons(TemporalModule):
     steps, so a network calibrated for S steps is *prefix-consistent*: its readout
     at any k <= S equals a k-step run. Beyond S the last step's bias repeats
     (S = 1 is a constant bias). Each add is one accumulate (AC) per neuron and step.
+
+    ``max_spikes`` K (``--max-spikes``): a multi-threshold (burst) neuron that emits up to K
+    spikes per step, ``s = clip(floor(v), 0, K)``, ``v -= s`` (thresholds 1..K with
+    subtraction, :func:`~annsnn.functional.if_soft_reset`). Its output is the spike count,
+    an integer in 0..K; each spike is one synaptic event downstream. K = 1 (the default)
+    is the binary neuron.
     """
 
-    def __init__(self, v_init: float = 0.0, step_bias: Tensor | None = None) -> None:
+    def __init__(self, v_init: float = 0.0, step_bias: Tensor | None = None, max_spikes: int = 1) -> None:
         super().__init__()
+        if isinstance(max_spikes, bool) or not isinstance(max_spikes, int) or max_spikes < 1:
+            raise UsageError(f"invalid --max-spikes {max_spikes!r}: use a whole number of spikes per step >= 1")
+        self.max_spikes = max_spikes
         self.v_init = float(v_init)
         self.v: Tensor | None = None
         self.t = 0
@@ -110,15 +119,19 @@ class IFNeurons(TemporalModule):
             index = torch.arange(self.t, self.t + self.steps, device=x.device).clamp_(max=self.step_bias.shape[0] - 1)
             seq = seq + self.step_bias.to(seq.device)[index].unsqueeze(1)
         self.t += self.steps
-        spikes, self.v = if_soft_reset(seq, self.v)
+        spikes, self.v = if_soft_reset(seq, self.v, self.max_spikes)
         return spikes.to(x.dtype).reshape(x.shape)
 
     def config(self) -> dict:
-        return {"v_init": self.v_init, "bias_steps": self.bias_steps}
+        config = {"v_init": self.v_init, "bias_steps": self.bias_steps}
+        if self.max_spikes != 1:  # binary neurons save as before
+            config["max_spikes"] = self.max_spikes
+        return config
 
     def extra_repr(self) -> str:
         extra = f", step_bias={self.bias_steps} step(s)" if self.step_bias is not None else ""
-        return f"threshold=1, reset=subtract, v_init={self.v_init:g}{extra}"
+        burst = f", max_spikes={self.max_spikes}" if self.max_spikes != 1 else ""
+        return f"threshold=1, reset=subtract, v_init={self.v_init:g}{burst}{extra}"
 
 
 class SpikingMaxPool2d(TemporalModule):

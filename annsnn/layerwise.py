@@ -15,7 +15,8 @@ t over step t, once step t's inputs are read. The large buffers come from a
 :class:`BufferPool` and are reused from layer to layer.
 
 Spike trains are exactly 0/1, so they are cached as packed bits (``numpy.packbits``: 1 bit
-per neuron and step, 1/32 of float32). Outputs of other temporal modules (analog ops of
+per neuron and step, 1/32 of float32); burst neurons' counts (``max_spikes`` > 1) are cached
+as they are. Outputs of other temporal modules (analog ops of
 hybrid nets) are cached as they are. A train is dropped as soon as the last layer that
 reads it has run.
 
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, fx, nn
 
-from .heap import release_free_heap
+from .free_heap import release_free_heap
 from .layers import InputEncoder, TemporalModule, TimeExpand
 from .snn import SpikingNetwork, static_nodes
 
@@ -265,7 +266,7 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
                     out = module(*args, **kwargs)
                 if train is None:
                     dtype = x.dtype if out.dtype == torch.bool and x is not None else out.dtype  # a bool step output stands for 0/1 in the input's dtype
-                    if module in spike_sources:
+                    if module in spike_sources and getattr(module, "max_spikes", 1) == 1:  # burst counts (0..K) are kept as they are
                         donor = _donor(trains, plan[layer][1], last_use, index, steps, tuple(out.shape))  # its buffer now holds this train
                         train = PackedSpikes(donor.bits, tuple(out.shape), dtype, out.device) if donor is not None else PackedSpikes.empty(steps, tuple(out.shape), dtype, out.device, pool)
                     else:

@@ -49,8 +49,9 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import UsageError
+from .names import layer_label
 from .files import atomic_path
-from .foreign import GenericNeurons, NeuronSpec, network_from_graph
+from .foreign_snn import GenericNeurons, NeuronSpec, network_from_graph
 from .opspec import Role
 from .rules.nir_export import node_shape
 from .layers import IFNeurons, InputEncoder, Normalize, Rescale, TemporalModule
@@ -120,7 +121,7 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
             edges += [(s, "output") for s in sources.get(arg, [])]
             continue
         ins = [a for a in node.all_input_nodes]
-        label = str(node.target) if node.op == "call_module" else node.name
+        label = layer_label(str(node.target)) if node.op == "call_module" else node.name  # as the tables name it
         if node.op == "call_module":
             module = modules[str(node.target)]
             if isinstance(module, InputEncoder):
@@ -163,6 +164,8 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
         problems.append(f"readout delay ({delay} step(s) left out of the readout: NIR's output sums every step; convert with --readout-delay 0)")
     if problems:
         hint = " (the zero-padded option-A shortcut of CIFAR ResNets)" if any("F.pad" in p for p in problems) and any("slicing" in p for p in problems) else ""
+        calibrated = any("per-step corrections" in p or p.startswith("readout delay") for p in problems)
+        hint += "; 'annsnn convert MODEL --target nir' converts with the best calibration NIR can express" if calibrated else ""
         raise UsageError("NIR cannot express: " + "; ".join(problems) + hint)
     info = {
         "format": _FORMAT,

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .errors import UsageError
-from .lift import sanitize_path
+from .aten_lift import sanitize_path
 
 __all__ = ["load_onnx", "import_onnx"]
 

@@ -172,7 +172,7 @@ class OutputSet:
         try:
             if item.folder:
                 anchor = _existing_ancestor(item.target)
-                item.temp = Path(tempfile.mkdtemp(prefix=f".{item.target.name}.", suffix=".tmp", dir=anchor))
+                item.temp = Path(tempfile.mkdtemp(prefix=f".{item.target.resolve().name or 'annsnn'}.", suffix=".tmp", dir=anchor))
                 item.writer(item.temp)  # type: ignore[arg-type]
             else:
                 parent = item.target.parent if str(item.target.parent) else Path(".")

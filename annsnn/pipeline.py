@@ -79,6 +79,8 @@ def ann_to_snn(
     if options.readout_delay == "auto" and not choice:
         raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: pass more than {options.bias_images} calibration images (--calib-samples > --bias-samples), or a fixed --readout-delay K")
     graph, report = convert(calibrator, options, input_shape)
+    if options.max_spikes > 1:
+        report.notes.append(f"burst neurons: up to {options.max_spikes} spikes per step (thresholds 1..{options.max_spikes}), each spike worth 1/{options.max_spikes} of the layer's searched ceiling")
     del calibrator  # its histograms are read; the bias passes below need the memory
     report.equivalence = equivalence
     sizes = _activation_sizes(canonical.module, input_shape)

@@ -7,7 +7,6 @@ warning still shows), so that importing annsnn or counting a model prints nothin
 """
 from __future__ import annotations
 
-import importlib
 import sys
 import warnings
 from types import ModuleType
@@ -20,6 +19,6 @@ def import_fvcore_nn() -> ModuleType:
     if "fvcore.nn.jit_handles" not in sys.modules:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
-            importlib.import_module("fvcore.nn")
-            importlib.import_module("fvcore.nn.jit_handles")
+            import fvcore.nn  # noqa: F401
+            import fvcore.nn.jit_handles  # noqa: F401
     return sys.modules["fvcore.nn"]

@@ -51,7 +51,7 @@ def open_snn_run(path: str | os.PathLike | None, data: str | None, data_root: st
     from .artifact import load_snn
     from .data import load_dataset, make_loader
     from .evaluation import data_spec_for
-    from .memory import check_fits
+    from .memory_estimate import check_fits
     from .workspace import last_snn, snn_file
 
     file = Path(path) if path else last_snn()
@@ -76,10 +76,10 @@ def check_data_shape(loader: DataLoader, shape: tuple[int, ...]) -> None:
 
 def open_foreign_run(model_path: str | os.PathLike, trust: bool, dt: float, input_shape: tuple[int, ...] | None, data: str | None,
                      data_root: str | os.PathLike | None, download: bool, split: str, samples: int | None, batch_size: int) -> SnnRun:
-    """An SNN annsnn did not convert (:func:`annsnn.foreign.load_foreign`) and its data loader."""
+    """An SNN annsnn did not convert (:func:`annsnn.foreign_snn.load_foreign`) and its data loader."""
     from .data import load_dataset, make_loader
     from .evaluation import data_spec_for
-    from .foreign_files import load_foreign
+    from .foreign_snn_files import load_foreign
     from .workspace import snn_file
 
     identity = snn_file(model_path)

@@ -23,7 +23,8 @@ from torch import nn
 
 from .data import DatasetSpec
 from .errors import UsageError
-from .io import LoadedModel
+from .model_files import LoadedModel
+from .opspec import OpRegistry
 
 __all__ = ["load_source", "ActivationSupport", "activation_support", "ResolvedInputs", "resolve_inputs", "provenance", "default_snn_path", "model_input_shape", "ZooModel", "load_zoo_model"]
 
@@ -32,9 +33,9 @@ def load_source(model: str | None, arch: str | None = None, trust: bool = False,
                 input_shape: tuple[int, ...] | None = None) -> LoadedModel:
     """The model a MODEL argument names: ``None`` is the bundled digits CNN, ``zoo:NAME`` an
     untrained zoo architecture (``weights``: torchvision weights for ImageNet ones), anything
-    else a file read by :func:`annsnn.io.load_model` (``arch`` for a bare state_dict)."""
-    from .io import load_model
-    from .library import is_library_arch
+    else a file read by :func:`annsnn.model_files.load_model` (``arch`` for a bare state_dict)."""
+    from .model_files import load_model
+    from .torchvision_timm import is_library_arch
     from .zoo import architectures, build, embedded_checkpoint
 
     if model is None:
@@ -176,12 +177,10 @@ class ActivationSupport:
         return notes
 
 
-def activation_support(module: nn.Module) -> ActivationSupport:
-    """Trace ``module`` and classify every activation by its op-registry entry."""
+def activation_support(module: nn.Module, registry: OpRegistry) -> ActivationSupport:
+    """Trace ``module`` and classify every activation by its entry in ``registry``."""
     from .graph import classify_activation, trace
-    from .ops import default_registry
 
-    registry = default_registry()
     support: dict[str, str] = {}
     functional = {"relu": 0, "analog": 0}
     try:

@@ -19,7 +19,7 @@ from torch import nn
 
 from annsnn.convert import ConversionOptions
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader, spread_indices
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
@@ -187,8 +187,8 @@ def main(shared: Path) -> dict:
     result["ann_top1"] = ann_correct / 1000
 
     configs = {
-        "default": ({"mode": "99.99%"}, ConversionOptions(mode=parse_mode("99.99"))),
-        "channel_wise_half": ({"mode": "99.99%", "channel_wise": True, "half_threshold": True}, ConversionOptions(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5)),
+        "default": ({"mode": "99.99%"}, ConversionOptions.plain(mode=parse_mode("99.99"))),
+        "channel_wise_half": ({"mode": "99.99%", "channel_wise": True, "half_threshold": True}, ConversionOptions.plain(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5)),
     }
     for name, (sj_kwargs, options) in configs.items():
         started = time.perf_counter()

@@ -11,6 +11,7 @@
     python benchmarks/run.py calibration_cost  # issue 12: each calibration method at N=32: time and peak memory / one ANN pass
     python benchmarks/run.py sj_low_latency  # issue 12: SpikingJelly's recipes on the images of low_latency.py (annsnn's side: benchmarks/low_latency.py)
     python benchmarks/run.py robustness   # issue 14: 21 FGSM eps at T=32 vs 21 evaluates + the gradient pass (ROBUSTNESS_IMAGES=100)
+    python benchmarks/run.py nir_target   # issue 26: convert --target nir vs the default, digits demo and a VGG, T=8/16/32
     python benchmarks/run.py all
 
 Each writes benchmarks/results/<name>.json; benchmarks/README.md records the outputs.
@@ -95,7 +96,7 @@ def _vgg11(batch: int):
     torch.manual_seed(0)
     model = build("vgg11_cifar").eval()
     x = torch.rand(batch, 3, 32, 32)
-    snn, _ = ann_to_snn(model, [x], input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("99.9")))
+    snn, _ = ann_to_snn(model, [x], input_shape=(3, 32, 32), options=ConversionOptions.plain(mode=parse_mode("99.9")))
     return model, snn, x
 
 
@@ -282,7 +283,7 @@ import sys, time, statistics, torch
 sys.path.insert(0, {root!r})
 from run import _peak_mb, SHARED
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.pipeline import ann_to_snn
 from low_latency import _options
 torch.manual_seed(0)
@@ -365,6 +366,56 @@ def suite_low_latency() -> None:
     save("suite_low_latency", {"rows": rows, "calibration_images": int(calib.shape[0]), "test_images": int(x.shape[0]), "target": "gap <= 0.5 points at T=64"})
 
 
+def nir_target() -> None:
+    """Issue 26: ``convert --target nir`` (IF-search thresholds, a constant bias folded into
+    the synapses, no readout delay) beside the default at T = N = 8 / 16 / 32 on the digits
+    demo (the bundled CNN, exportable) and the reduced VGG19 of tests/test_convert.py (trained
+    here, 8 epochs; its spiking max-pools have no NIR form, so the calibration's accuracy is
+    the measure). Calibration: the first 1,024 digits training images; top-1 on all 360 test
+    digits (one digit = 0.28 points). ResNet-20-JPEG: benchmarks/low_latency.py --methods nir."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_convert import _digits32, _train_digits32, _vgg19_reduced
+
+    from annsnn.convert import ConversionOptions
+    from annsnn.data import load_dataset
+    from annsnn.errors import UsageError
+    from annsnn.model_files import load_model
+    from annsnn.layers import Normalize
+    from annsnn.nir_io import to_nir
+    from annsnn.nir_target import fold_constant_bias, nir_options
+    from annsnn.pipeline import ann_to_snn
+    from annsnn.simulate import simulate
+    from annsnn.zoo import embedded_checkpoint
+
+    (xtr, ytr), (xte, yte) = (load_dataset("digits", split).tensors for split in ("train", "test"))
+    loaded = load_model(embedded_checkpoint())
+    norm = loaded.record["normalization"]
+    demo = torch.nn.Sequential(Normalize(norm["mean"], norm["std"]), loaded.module.eval()).eval()
+    vgg = _train_digits32(_vgg19_reduced(), _digits32(xtr), ytr, epochs=8).eval()
+    nets = {"digits demo CNN (bundled)": (demo, xtr[:1024], xte), "vgg19_reduced_spiking_maxpool (trained here, 8 epochs)": (vgg, _digits32(xtr[:1024]), _digits32(xte))}
+    rows: dict = {}
+    for name, (model, calib, x) in nets.items():
+        with torch.no_grad():
+            ann = float((model(x).argmax(1) == yte).float().mean())
+        row: dict = {"ann_top1": ann}
+        for T in (8, 16, 32):
+            for label, options in (("default", ConversionOptions.low_latency(T)), ("nir", nir_options(T))):
+                snn, _ = ann_to_snn(model, [calib[i : i + 128] for i in range(0, len(calib), 128)], input_shape=tuple(calib.shape[1:]), options=options)
+                exports = None
+                if label == "nir":
+                    fold_constant_bias(snn)
+                    try:
+                        to_nir(snn)
+                        exports = True
+                    except UsageError as exc:  # the model's own layers (spiking max-pool) may have no NIR form
+                        exports = str(exc)[:200]
+                top1 = float((simulate(snn, x, T).predictions(T) == yte).float().mean())
+                row[f"{label}@{T}"] = {"top1": top1, "gap_points": 100 * (ann - top1), **({"exports": exports} if label == "nir" else {})}
+                print(name, label, T, f"{100 * top1:.2f} (ANN {100 * ann:.2f})", flush=True)
+        rows[name] = row
+    save("nir_target", {"rows": rows, "calibration_images": 1024, "test_images": int(yte.shape[0])})
+
+
 def distributed() -> None:
     """2 processes x 1 thread vs the fair baseline, 1 process x 2 threads (the same 2 cores),
     on the shared ResNet-20; repeats interleaved, median of 3 (each run is a whole command)."""
@@ -445,7 +496,7 @@ def nir_roundtrip() -> None:
     from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset, make_loader
     from annsnn.errors import UsageError
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.nir_io import to_nir
     from annsnn.pipeline import ann_to_snn
     from annsnn.zoo import build, calibrate_batchnorm
@@ -455,7 +506,7 @@ def nir_roundtrip() -> None:
     images = next(iter(make_loader(load_dataset(f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}", "test"), 100, 100)))[0]
     norm = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     resnet = load_model(str(SHARED / "models" / "cifar10-resnet" / "resnet20-12fca82f.th"), arch="resnet20").module
-    r20, _ = ann_to_snn(resnet, [calib], input_shape=(3, 32, 32), options=ConversionOptions(), normalization=norm)
+    r20, _ = ann_to_snn(resnet, [calib], input_shape=(3, 32, 32), options=ConversionOptions.plain(), normalization=norm)
     start = time.perf_counter()
     try:
         to_nir(r20)
@@ -465,7 +516,7 @@ def nir_roundtrip() -> None:
     refusal_s = time.perf_counter() - start
     vgg = build("vgg11_cifar")
     calibrate_batchnorm(vgg, calib)
-    vgg_snn, _ = ann_to_snn(vgg, [calib], input_shape=(3, 32, 32), options=ConversionOptions(), normalization=norm)
+    vgg_snn, _ = ann_to_snn(vgg, [calib], input_shape=(3, 32, 32), options=ConversionOptions.plain(), normalization=norm)
     save("nir", {
         "resnet20": {"refused": refused, "refusal_s": refusal_s, **({} if refused else _nir_case(r20, images))},
         "vgg11_cifar": {"params": sum(p.numel() for p in vgg_snn.graph.parameters()), **_nir_case(vgg_snn, images)},
@@ -485,7 +536,7 @@ def robustness() -> None:
     from annsnn.evaluation import analyze
     from annsnn.convert import ConversionOptions
     from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.modes import parse_mode
     from annsnn.pipeline import ann_to_snn
     from annsnn.robustness import Robustness, RobustnessSpec, gradient_sign, parse_strengths
@@ -494,7 +545,7 @@ def robustness() -> None:
     data = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
     net = load_model(SHARED / "models" / "cifar10-resnet" / "resnet20-12fca82f.th", "resnet20").module
     calib = (x for x, _ in make_loader(load_dataset(data, "train"), 128, 256))
-    snn, _ = ann_to_snn(net, calib, input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("99.99"), v_init=0.5), normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
+    snn, _ = ann_to_snn(net, calib, input_shape=(3, 32, 32), options=ConversionOptions.plain(mode=parse_mode("99.99"), v_init=0.5), normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
     batches = list(make_loader(load_dataset(data, "test"), 50, images))
     eps = parse_strengths("0:1:0.05", "fgsm")
 
@@ -641,7 +692,7 @@ def summary() -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "distributed": distributed, "accuracy": accuracy, "nir": nir_roundtrip, "robustness": robustness, "calibration_cost": calibration_cost, "sj_low_latency": sj_low_latency, "sj_heldout": sj_heldout, "sj_full_test": sj_full_test, "suite_low_latency": suite_low_latency, "summary": lambda: None}
+    jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "distributed": distributed, "accuracy": accuracy, "nir": nir_roundtrip, "robustness": robustness, "calibration_cost": calibration_cost, "sj_low_latency": sj_low_latency, "sj_heldout": sj_heldout, "sj_full_test": sj_full_test, "suite_low_latency": suite_low_latency, "nir_target": nir_target, "summary": lambda: None}
     names = sys.argv[1:] or ["speed", "overhead", "calibration"]
     if names == ["all"]:
         names = list(jobs)

@@ -122,8 +122,8 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     """
     from annsnn.counting import count_ann
     from annsnn.files import check_output_path, write_json
-    from annsnn.io import convertible_module
-    from annsnn.memory import check_fits
+    from annsnn.model_files import convertible_module
+    from annsnn.memory_estimate import check_fits
     from annsnn.sources import activation_support, load_source, model_input_shape
 
     if json_path:
@@ -133,7 +133,9 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     convertible_module(loaded, shape)
     check_fits(loaded.module, shape, 1)
     counts = count_ann(loaded.module, shape)
-    support = activation_support(loaded.module)
+    from annsnn.ops import default_registry
+
+    support = activation_support(loaded.module, default_registry())
     notes = support.notes()
     from .render import info_table, mac_summary
 
@@ -167,6 +169,8 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--threshold-scale", type=click.FloatRange(min=0.0, max=4.0, min_open=True), default=None, help=f"Multiply the IF-search thresholds by this factor (default {PIPELINE_THRESHOLD_SCALE:g}, measured on held-out training images; 1 is the error-search optimum itself).")
 @click.option("--step-solver", type=click.Choice(["linear", "quantile"]), default=None, help="How the per-step bias meets each step's firing target: linear (default): shortfall / active share; quantile: exact on the calibration images.")
 @click.option("--readout-delay", type=READOUT_DELAY, default=None, help="Leave the first K output steps out of the readout (every step is still simulated and counted). auto: the K in 0..N-1 that agrees most with the ANN at T=N on calibration images the bias fit does not use (default with --T calibration); 0 with --calibration none.")
+@click.option("--target", "deploy_target", type=click.Choice(["annsnn", "nir"]), default="annsnn", show_default=True, help="annsnn: the best calibration annsnn runs. nir: the best one NIR can express (IF-search thresholds, a constant per-channel bias folded into the synapse bias, no readout delay); checked against 'annsnn export --nir' before anything is written.")
+@click.option("--max-spikes", type=click.IntRange(min=1), default=1, show_default=True, help="Multi-threshold (burst) neurons: up to K spikes per step (thresholds 1..K, reset by subtraction); each spike is one synaptic event. 1: binary spikes. NIR export needs 1.")
 @click.option("--maxpool", type=click.Choice(["spiking", "avg"]), default="spiking", show_default=True, help="spiking: a max-pool that spikes when the largest input spike count grows (output rate = max input rate); avg: replace MaxPool by AvgPool (changes the ANN).")
 @click.option("--hybrid", is_flag=True, help="Keep unconvertible activations (GELU, SiLU, ...) analog instead of failing.")
 @click.option("--data", help="Calibration dataset (default: recorded in the model, or the architecture's).")
@@ -180,7 +184,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="SNN file (default: next to MODEL, NAME.snn.pt).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the conversion report as JSON.")
 @click.option("--trust", is_flag=True, help="Allow unpickling a whole pickled nn.Module (runs code from the file).")
-def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
+def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, deploy_target, max_spikes, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
 
     BatchNorm is folded and one calibration pass over training images records each
@@ -206,8 +210,8 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     from annsnn.artifact import write_snn
     from annsnn.data import load_dataset, make_loader
     from annsnn.files import json_dumps
-    from annsnn.io import convertible_module
-    from annsnn.memory import check_fits
+    from annsnn.model_files import convertible_module
+    from annsnn.memory_estimate import check_fits
     from annsnn.outputs import OutputSet
     from annsnn.pipeline import ann_to_snn
     from annsnn.sources import default_snn_path, load_source, provenance, resolve_inputs
@@ -219,7 +223,14 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     from annsnn.modes import parse_mode
 
     calibration = resolve_calibration(calibration, mode_given=mode is not None, percentile_of_given=percentile_of is not None)
-    options = _calibrated_options(mode or parse_mode("99.99"), channel_wise, percentile_of or "all", v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay)
+    if deploy_target == "nir":
+        from annsnn.nir_target import NIR_CALIBRATION, nir_options
+
+        calibration = NIR_CALIBRATION if calibration == CALIBRATION_NAMES[0] else calibration  # the default's per-step bias has no NIR form
+        options = nir_options(calib_T, calibration=calibration, mode=mode or parse_mode("99.99"), channel_wise=channel_wise, percentile_of=percentile_of or "all", v_init=v_init, maxpool=maxpool,
+                              hybrid=hybrid, bias_samples=bias_samples, step_solver=step_solver, threshold_scale=threshold_scale, readout_delay=readout_delay, max_spikes=max_spikes)
+    else:
+        options = _calibrated_options(mode or parse_mode("99.99"), channel_wise, percentile_of or "all", v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay, max_spikes)
     if options.readout_delay == "auto" and calib_samples <= options.bias_images:  # before loading anything
         raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {options.bias_images}; pass more, or --readout-delay K")
     loaded = load_source(model, arch, trust, input_shape=input_shape)
@@ -238,6 +249,14 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     with _progress() as progress:
         calib = (x for x, _ in _batches(loader, progress, "calibrating"))
         snn, report = ann_to_snn(loaded.module, calib, input_shape=shape, options=options, normalization=norm, meta=meta)
+    if deploy_target == "nir":
+        from annsnn.nir_io import to_nir
+        from annsnn.nir_target import fold_constant_bias
+
+        fold = fold_constant_bias(snn)
+        snn.record = snn.record.replace(extra={**snn.record.extra, "target": "nir"})
+        to_nir(snn)  # the exporter's own rules: refuses (one line naming each layer) before anything is written
+        report.notes.append(f"target nir: the constant bias of {len(fold.folded)} neuron layer(s) folded into its synapse's bias; 'annsnn export --nir' takes this SNN")
     # everything that can fail runs before the first byte is written: the table, the notes and
     # the JSON text (strict: no NaN); then the SNN and the JSON are written, then remembered
     lines: list = [conversion_table(report), *conversion_notes(report, options, calibration, snn.record.calibration.readout_delay)]
@@ -258,12 +277,12 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         out.print(f"wrote {json_path}")
 
 
-def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver=None, threshold_scale=None, readout_delay=None):
-    from annsnn.convert import ConversionOptions
+def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver=None, threshold_scale=None, readout_delay=None, max_spikes=1):
+    from annsnn.conversion_options import ConversionOptions
 
     return ConversionOptions.calibrated(calibration, calib_T, mode=mode, channel_wise=channel_wise, percentile_of=percentile_of, v_init=v_init,
                                         maxpool=maxpool, hybrid=hybrid, bias_samples=bias_samples, step_solver=step_solver, threshold_scale=threshold_scale,
-                                        readout_delay=readout_delay)
+                                        readout_delay=readout_delay, max_spikes=max_spikes)
 
 
 # ---------------------------------------------------------------------------
@@ -447,7 +466,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     if rank != 0:
         return
     if foreign_model:
-        from annsnn.foreign import without_stand_in_accuracy
+        from annsnn.foreign_snn import without_stand_in_accuracy
 
         result = without_stand_in_accuracy(result)
     out.print(energy_table(result, run.file))
@@ -476,7 +495,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
 
 def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, per_dataset: bool) -> dict:
     """--measure and --per-dataset: print the measured and the estimated figures apart; return their JSON."""
-    from annsnn.measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy_table, measure_inference
+    from annsnn.hardware_measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy_table, measure_inference
 
     from .render import dataset_energy_table as dataset_table, measured_table
 
@@ -501,8 +520,8 @@ def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
     """``energy --ann``: MACs and compute energy of the ANN alone (:func:`annsnn.analyzer.ann_energy`)."""
     from annsnn.analyzer import ann_energy
     from annsnn.files import write_json
-    from annsnn.io import convertible_module
-    from annsnn.memory import check_fits
+    from annsnn.model_files import convertible_module
+    from annsnn.memory_estimate import check_fits
     from annsnn.sources import load_source, model_input_shape
 
     from .render import ann_energy_lines
@@ -653,7 +672,7 @@ def demo(out_dir: str, T) -> None:
       annsnn demo --out-dir demo-out --T 5,20   # elsewhere, at two latencies
     """
     from annsnn.artifact import write_snn
-    from annsnn.convert import ConversionOptions
+    from annsnn.conversion_options import ConversionOptions
     from annsnn.data import load_dataset, make_loader
     from annsnn.evaluation import data_spec_for
     from annsnn.files import json_dumps
@@ -674,7 +693,7 @@ def demo(out_dir: str, T) -> None:
     loaded = load_source(None)
     inputs = resolve_inputs(loaded)
     steps = sorted(T) if not isinstance(T, int) else [T]
-    plain_options = ConversionOptions(mode=parse_mode("99.99"))
+    plain_options = ConversionOptions.plain(mode=parse_mode("99.99"))
     options = _calibrated_options(parse_mode("99.99"), None, "all", 0.5, max(steps), CALIBRATION_NAMES[0], 256, "spiking", False)
     started = time.perf_counter()
     meta = provenance(loaded, inputs)

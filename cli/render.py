@@ -15,7 +15,7 @@ from rich.console import Group
 from rich.table import Table
 
 from annsnn.analyzer import AnalysisResult, AnnEnergy, layer_label
-from annsnn.convert import ConversionReport
+from annsnn.conversion_options import ConversionReport
 from annsnn.counting import AnnCounts
 from annsnn.workspace import SnnFile
 
@@ -66,15 +66,17 @@ def energy_str(pj: float | None) -> str:
 
 
 def info_table(counts: AnnCounts, support: dict[str, str], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for col in ("layer", "type", "output shape", "params", "MACs", "other ops", "converts"):
-        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
-    for layer in counts.layers:
-        other = ", ".join(f"{k} {si(v)}" for k, v in layer.other_ops.items())
-        table.add_row(layer.name, layer.type, "×".join(map(str, layer.output_shape[1:])), f"{layer.params:,}", si(layer.macs) if layer.macs else "", other, support.get(layer.name, ""))
+    """Layers, output shapes, parameters, MACs and whether each activation converts (80
+    columns: ops other than MACs go into the caption, per kind)."""
     others = counts.other_ops()
+    caption = "other ops, not in the MACs: " + ", ".join(f"{k} {si(v)}" for k, v in others.items()) if others else None
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    for col in ("layer", "type", "output shape", "params", "MACs", "converts"):
+        table.add_column(col, justify="right" if col in ("params", "MACs") else "left", overflow="fold")
+    for layer in counts.layers:
+        table.add_row(layer.name, layer.type, "×".join(map(str, layer.output_shape[1:])), f"{layer.params:,}", si(layer.macs) if layer.macs else "", support.get(layer.name, ""))
     table.add_section()
-    table.add_row("total", "", "", f"{counts.params:,}", si(counts.macs), ", ".join(f"{k} {si(v)}" for k, v in others.items()), "")
+    table.add_row("total", "", "", f"{counts.params:,}", si(counts.macs), "")
     return table
 
 
@@ -337,19 +339,17 @@ def ann_layer_table(result: AnalysisResult) -> Table:
 
 
 def robustness_table(result, file: SnnFile | None = None) -> Table:
-    """One row per perturbation and strength: ANN and SNN top-1 (and agreement) at every T."""
-    table = _table(f"Robustness on {result.samples} samples (top-1 %, macro F1 %, agreement with the ANN %)", file)
-    for col in ("perturbation", "strength", "crafted on", "ANN top-1", "ANN F1"):
+    """One row per perturbation and strength: ANN top-1, and at every T the SNN's top-1 with
+    its agreement with the ANN below it (80 columns; macro F1 is in --json and --csv)."""
+    table = _table(f"Robustness on {result.samples} samples: top-1 %, and (agreement with the ANN %) at every T", file)
+    for col in ("perturbation", "strength", "crafted on", "ANN top-1 %"):
         table.add_column(col, justify="left" if col in ("perturbation", "crafted on") else "right", overflow="fold")
     for t in result.time_steps:
         table.add_column(f"SNN T={t}", justify="right", overflow="fold")
-        table.add_column(f"F1 T={t}", justify="right", overflow="fold")
-        table.add_column(f"agree T={t}", justify="right", overflow="fold")
-    where = {"none": "–", "ann": "ANN (transfer→SNN)", "snn": "SNN (direct, BPTT)"}
+    where = {"none": "–", "ann": "ANN (transfer to SNN)", "snn": "SNN (direct, BPTT)"}
     for row in result.rows:
-        cells = [row.perturbation, f"{row.strength:g}", where[row.crafted_on], pct(row.ann.top1), pct(row.ann.f1_macro)]
-        for t in result.time_steps:
-            cells += [pct(row.snn[t].top1), pct(row.snn[t].f1_macro), pct(row.agreement[t])]
+        cells = [row.perturbation, f"{row.strength:g}", where[row.crafted_on], pct(row.ann.top1)]
+        cells += [f"{pct(row.snn[t].top1)}\n({pct(row.agreement[t])})" for t in result.time_steps]
         table.add_row(*cells)
     return table
 
@@ -405,7 +405,7 @@ def measured_table(measured, result) -> Table:
 
 
 def dataset_energy_table(table_data) -> Table:
-    """ESTIMATED energy of the whole sample set (a :class:`~annsnn.measure.DatasetEnergyTable`)."""
+    """ESTIMATED energy of the whole sample set (a :class:`~annsnn.hardware_measure.DatasetEnergyTable`)."""
     samples, grid = table_data.samples, table_data.grid_g_per_kwh
     table = Table(title=f"Estimated energy for {samples:,} samples (per inference × {samples:,}); CO2 at {grid:g} g/kWh ({table_data.grid_source})", title_justify="left")
     for col in ("energy model", "network", "per inference", "total J", "total kWh", "CO2 g"):

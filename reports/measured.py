@@ -2,6 +2,8 @@
 (where a sensor is readable) energy on this machine, beside the op-count estimates.
 
     nice -n 10 env OMP_NUM_THREADS=1 python reports/measured.py [demo] [resnet20]
+
+``demo`` alone regenerates only the demo section in place, stamped with its commit.
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ from annsnn.evaluation import analyze  # noqa: E402
 from annsnn.convert import ConversionOptions  # noqa: E402
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader  # noqa: E402
 from annsnn.files import write_text  # noqa: E402
-from annsnn.io import load_model  # noqa: E402
-from annsnn.measure import dataset_energy, measure_inference, probe_sensors  # noqa: E402
+from annsnn.model_files import load_model  # noqa: E402
+from annsnn.hardware_measure import dataset_energy, measure_inference, probe_sensors  # noqa: E402
 from annsnn.modes import parse_mode  # noqa: E402
 from annsnn.pipeline import ann_to_snn  # noqa: E402
 from annsnn.zoo import embedded_checkpoint  # noqa: E402
@@ -74,7 +76,7 @@ def demo() -> str:
     loaded = load_model(embedded_checkpoint())
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
     calib = (x for x, _ in make_loader(train, 256))
-    snn, _ = ann_to_snn(loaded.module, calib, input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("99.99")), normalization=([0.3054], [0.3761]))
+    snn, _ = ann_to_snn(loaded.module, calib, input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode("99.99")), normalization=([0.3054], [0.3761]))
     text, _ = study("Demo model (bundled digits CNN, mode 99.99)", snn, make_loader(test, 120), [5, 20, 50])
     return text
 
@@ -83,13 +85,44 @@ def resnet20() -> str:
     weights = SHARED / "models" / "cifar10-resnet" / "resnet20-12fca82f.th"
     data = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
     calib = (x for x, _ in make_loader(load_dataset(data, "train"), 128, 1024))
-    snn, _ = ann_to_snn(load_model(weights, "resnet20").module, calib, input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("99.99"), v_init=0.5), normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
+    snn, _ = ann_to_snn(load_model(weights, "resnet20").module, calib, input_shape=(3, 32, 32), options=ConversionOptions.plain(mode=parse_mode("99.99"), v_init=0.5), normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
     text, _ = study("CIFAR-10 (JPEG) ResNet-20 (shared weights, mode 99.99, v_init 0.5)", snn, make_loader(load_dataset(data, "test"), 50, 100), [8, 32])
     return text
 
 
+def _commit() -> str:
+    """Short hash of HEAD, ``+dirty`` when annsnn/ or cli/ has uncommitted changes."""
+    import subprocess
+
+    root = REPORTS.parent
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "annsnn", "cli"], cwd=root, capture_output=True, text=True).stdout.strip()
+    return commit + ("+dirty" if dirty else "")
+
+
+def demo_only() -> None:
+    """``python reports/measured.py demo``: regenerate only the demo section (a minute) in
+    place, stamped with the commit; the other sections keep their own stamp."""
+    import datetime
+    import re
+
+    path = REPORTS / "measured.md"
+    text = path.read_text(encoding="utf-8")
+    start = text.index("\n## Demo model")
+    end = text.index("\n## ", start + 5)
+    section = demo()
+    stamp = f"- demo section: regenerated at commit `{_commit()}` on {datetime.date.today().isoformat()} by `python reports/measured.py demo`; the other sections keep the date of their own run\n"
+    text = text[:start] + section.rstrip("\n") + "\n" + text[end:]
+    text = re.sub(r"^- demo section: .*\n", "", text, flags=re.M)
+    text = text.replace("- machine:", stamp + "- machine:", 1)
+    write_text(path, text)
+
+
 def main() -> None:
     jobs = sys.argv[1:] or ["demo", "resnet20"]
+    if jobs == ["demo"] and (REPORTS / "measured.md").is_file():
+        demo_only()
+        return
     status, _ = probe_sensors("cpu")
     lines = [header("Measured time, memory and energy beside the estimates", COMMAND, "bundled digits (360 test images); CIFAR-10 JPEG (100 evenly spaced test images)")]
     lines.append(
@@ -102,7 +135,8 @@ def main() -> None:
         started = time.perf_counter()
         lines.append({"demo": demo, "resnet20": resnet20}[job]())
         print(job, f"{time.perf_counter() - started:.0f} s", flush=True)
-    write_text(REPORTS / "measured.md", "".join(lines))
+    text = "".join(lines).replace("- machine:", f"- code: commit `{_commit()}`\n- machine:", 1)
+    write_text(REPORTS / "measured.md", text)
 
 
 if __name__ == "__main__":

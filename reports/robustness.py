@@ -22,7 +22,7 @@ from generate import REPORTS, SHARED, header, pct  # noqa: E402
 from annsnn.convert import ConversionOptions  # noqa: E402
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader  # noqa: E402
 from annsnn.files import write_text  # noqa: E402
-from annsnn.io import load_model  # noqa: E402
+from annsnn.model_files import load_model  # noqa: E402
 from annsnn.modes import parse_mode  # noqa: E402
 from annsnn.pipeline import ann_to_snn  # noqa: E402
 from annsnn.plots import save_robustness_plots  # noqa: E402
@@ -69,7 +69,7 @@ def mnist() -> tuple[str, object]:
     root = SHARED / "data"
     trained = train(TrainConfig(arch="mnist_cnn2", dataset="mnist", epochs=1, lr=1e-3, batch_size=128, seed=0, data_root=str(root)))
     calib = (x for x, _ in make_loader(load_dataset("mnist", "train", root), 256, 1024))
-    snn, _ = ann_to_snn(trained.model, calib, input_shape=(1, 28, 28), options=ConversionOptions(mode=parse_mode("99.99")), normalization=trained.normalization)
+    snn, _ = ann_to_snn(trained.model, calib, input_shape=(1, 28, 28), options=ConversionOptions.plain(mode=parse_mode("99.99")), normalization=trained.normalization)
     spec = RobustnessSpec(time_steps=(8, 32), gaussian=(0.1, 0.2, 0.3, 0.5), salt_pepper=(0.05, 0.1, 0.2), fgsm=(0.0, 0.05, 0.1, 0.2, 0.3), attack_on="both", attack_T=32)
     start = time.perf_counter()
     result = run_study(snn, make_loader(load_dataset("mnist", "test", root), 100, 300), spec)
@@ -81,7 +81,7 @@ def resnet20() -> tuple[str, object]:
     data = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
     net = load_model(weights, "resnet20").module
     calib = (x for x, _ in make_loader(load_dataset(data, "train"), 128, 1024))
-    snn, _ = ann_to_snn(net, calib, input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("99.99"), v_init=0.5), normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
+    snn, _ = ann_to_snn(net, calib, input_shape=(3, 32, 32), options=ConversionOptions.plain(mode=parse_mode("99.99"), v_init=0.5), normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
     spec = RobustnessSpec(time_steps=(8, 32), gaussian=(0.05, 0.1), fgsm=(0.0, 0.01, 0.03), attack_on="both", attack_T=8)
     start = time.perf_counter()
     result = run_study(snn, make_loader(load_dataset(data, "test"), 50, RESNET_IMAGES), spec)

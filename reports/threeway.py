@@ -28,8 +28,8 @@ from annsnn.evaluation import analyze  # noqa: E402
 from annsnn.convert import ConversionOptions  # noqa: E402
 from annsnn.data import load_dataset, make_loader  # noqa: E402
 from annsnn.files import write_text  # noqa: E402
-from annsnn.foreign import network_from_direct  # noqa: E402
-from annsnn.foreign_files import load_foreign  # noqa: E402
+from annsnn.foreign_snn import network_from_direct  # noqa: E402
+from annsnn.foreign_snn_files import load_foreign  # noqa: E402
 from annsnn.pipeline import ann_to_snn  # noqa: E402
 from annsnn.simulate import simulate  # noqa: E402
 from annsnn.zoo.direct import DirectConfig, direct_checkpoint, train_direct  # noqa: E402
@@ -73,7 +73,7 @@ def run(arch: str, train_samples: int, test_samples: int, root: Path, ann_sample
     ann_train_s = time.perf_counter() - started
     started = time.perf_counter()
     calib = (x for x, _ in make_loader(train_set, 256, 1024))
-    snn, _ = ann_to_snn(ann.model, calib, input_shape=(1, 28, 28), options=ConversionOptions(), normalization=ann.normalization)
+    snn, _ = ann_to_snn(ann.model, calib, input_shape=(1, 28, 28), options=ConversionOptions.plain(), normalization=ann.normalization)
     calib_s = time.perf_counter() - started
     converted = _analyze(snn, loader(), STEPS)
     dense = snn.ann

@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
+from annsnn.conversion_options import ConversionOptions
 from annsnn.artifact import load_snn, save_snn
 from annsnn.errors import UsageError
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
 from annsnn.zoo import embedded_checkpoint
@@ -14,7 +15,7 @@ from annsnn.zoo import embedded_checkpoint
 @pytest.fixture(scope="module")
 def converted(digits):
     (xtr, _), (xte, _) = digits
-    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]), meta={"dataset": {"name": "digits"}})
+    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]), meta={"dataset": {"name": "digits"}}, options=ConversionOptions.plain())
     return snn, xte[:32]
 
 
@@ -203,7 +204,7 @@ def test_onnx_style_module_names_still_load_bit_identically(tmp_path):
             node.target = f"{node.target}/{type(graph.get_submodule(node.target)).__name__}"
     gm = fx.GraphModule(renamed, graph.graph)
     torch.manual_seed(0)
-    snn, _ = ann_to_snn(gm, [torch.rand(32, 1, 8, 8)], input_shape=(1, 8, 8))
+    snn, _ = ann_to_snn(gm, [torch.rand(32, 1, 8, 8)], input_shape=(1, 8, 8), options=ConversionOptions.plain())
     path = tmp_path / "onnx.snn.pt"
     save_snn(snn, path)
     loaded = load_snn(path)

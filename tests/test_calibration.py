@@ -96,7 +96,7 @@ def test_if_quantize_is_the_if_neuron_rate():
 def cnn_and_data():
     """The bundled, trained digits CNN (no training in the test) and training images."""
     from annsnn.data import load_dataset
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.zoo import embedded_checkpoint
 
     loaded = load_model(embedded_checkpoint())
@@ -108,7 +108,7 @@ def cnn_and_data():
 
 def _convert(model, calib, T, name, v_init=0.5, step_solver="linear"):
     threshold, bias = CALIBRATIONS[name]
-    options = ConversionOptions(mode=parse_mode("99.99"), channel_wise=threshold == "if-search", v_init=v_init,
+    options = ConversionOptions.plain(mode=parse_mode("99.99"), channel_wise=threshold == "if-search", v_init=v_init,
                                 T=T if name != "none" else None, threshold=threshold, bias=bias, bias_samples=256, step_solver=step_solver)
     return ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=options)[0]
 
@@ -222,9 +222,9 @@ def test_save_load_round_trip_keeps_calibration_bit_identical(cnn_and_data, tmp_
 
 def test_options_need_T_for_calibration():
     with pytest.raises(UsageError, match="--T"):
-        ConversionOptions(threshold="if-search")
+        ConversionOptions.plain(threshold="if-search")
     with pytest.raises(UsageError, match="bias method"):
-        ConversionOptions(bias="sometimes", T=4)  # type: ignore[arg-type]
+        ConversionOptions.plain(bias="sometimes", T=4)  # type: ignore[arg-type]
 
 
 def test_targets_use_recorded_thresholds(cnn_and_data):
@@ -314,7 +314,7 @@ def test_cli_calibration_none_v_init_0_is_plain_normalization(capsys, tmp_path):
     except SystemExit as exc:
         assert exc.code in (0, None)
     options = json.loads((tmp_path / "p.json").read_text())["report"]["options"]
-    assert options == ConversionOptions(mode=parse_mode("99.99")).to_dict()
+    assert options == ConversionOptions.plain(mode=parse_mode("99.99")).to_dict()
     assert all(m.step_bias is None for m in load_snn(tmp_path / "p.snn.pt").neuron_layers().values())
 
 
@@ -389,7 +389,7 @@ def test_threshold_scale_multiplies_each_if_search_threshold(cnn_and_data, scale
     conversion are the unscaled search's times the factor (the search itself is checked
     against a numpy brute force above), and nothing else in the network changes."""
     model, calib, _ = cnn_and_data
-    base = ConversionOptions(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=8, threshold="if-search")
+    base = ConversionOptions.plain(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=8, threshold="if-search")
     plain = ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=base)[0]
     scaled = ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=dataclasses.replace(base, threshold_scale=scale))[0]
     theta0, theta1 = plain.graph.meta["annsnn_thresholds"], scaled.graph.meta["annsnn_thresholds"]
@@ -404,7 +404,7 @@ def test_threshold_scale_is_validated_and_needs_the_if_search():
         with pytest.raises(UsageError, match="threshold-scale"):
             ConversionOptions.low_latency(8, threshold_scale=bad)
     with pytest.raises(UsageError, match="threshold-scale"):
-        ConversionOptions(threshold_scale=0.9)  # plain normalization has no IF search to scale
+        ConversionOptions.plain(threshold_scale=0.9)  # plain normalization has no IF search to scale
 
 
 def test_cli_threshold_scale_flag_reaches_the_options():
@@ -446,7 +446,7 @@ def test_layer_bias_is_fitted_layer_by_layer_from_the_input(cnn_and_data):
 
     model, calib, _ = cnn_and_data
     T = 6
-    options = ConversionOptions(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=T, threshold="if-search")
+    options = ConversionOptions.plain(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=T, threshold="if-search")
     snn = ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=options)[0]
     images = calib[:128]
     fit_layer_bias(snn, images, T)
@@ -536,7 +536,7 @@ def test_readout_delay_options_are_validated():
         with pytest.raises(UsageError, match="readout-delay"):
             ConversionOptions.low_latency(8, readout_delay=bad)
     with pytest.raises(UsageError, match="--T"):
-        ConversionOptions(readout_delay="auto")
+        ConversionOptions.plain(readout_delay="auto")
     with pytest.raises(UsageError, match="delay samples"):
         ConversionOptions.low_latency(8, delay_samples=0)
 

@@ -365,7 +365,7 @@ def test_conversion_table_header_says_percentile_or_fraction_of_max(mode, header
     from annsnn.modes import parse_mode
     from rich.console import Console
 
-    options = ConversionOptions(mode=parse_mode(mode)).to_dict()
+    options = ConversionOptions.plain(mode=parse_mode(mode)).to_dict()
     report = ConversionReport(options=options, layers=[LayerReport("a", "IF", 4, 2.0, 1.0, 0.0, True)], calibration_samples=8)
     console = Console(width=200, record=True)
     console.print(conversion_table(report))

@@ -66,7 +66,7 @@ def test_trained_models_converge_to_their_ann(digits, builder, pool_type, epochs
     (xtr, ytr), (xte, _) = digits
     torch.manual_seed(0)
     model = train_quick(builder(), xtr, ytr, epochs=epochs)
-    options = ConversionOptions(mode=parse_mode("99.99"), v_init=v_init)
+    options = ConversionOptions.plain(mode=parse_mode("99.99"), v_init=v_init)
     snn, report = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8), options=options)
     assert sum(isinstance(m, IFNeurons) for m in snn.graph.modules()) == len(report.layers)
     if pool_type is not None:
@@ -79,7 +79,7 @@ def test_trained_models_converge_to_their_ann(digits, builder, pool_type, epochs
 def test_snn_emits_only_zero_one_spikes(digits):
     (xtr, ytr), (xte, _) = digits
     model = train_quick(_cnn_max(), xtr, ytr, epochs=3)
-    snn, _ = ann_to_snn(model, [xtr[:256]], input_shape=(1, 8, 8))
+    snn, _ = ann_to_snn(model, [xtr[:256]], input_shape=(1, 8, 8), options=ConversionOptions.plain())
     seen = []
     hooks = [m.register_forward_hook(lambda mod, a, out: seen.append(out.unique())) for m in snn.graph.modules() if isinstance(m, (IFNeurons, SpikingMaxPool2d))]
     simulate(snn, xte[:16], [10])
@@ -96,7 +96,7 @@ def test_relu6_threshold_is_min_of_scale_and_six():
         model[2].weight.fill_(1.0)
         model[2].bias.zero_()
     x = torch.tensor([[10.0, 3.0], [8.0, 1.0]])
-    snn, report = ann_to_snn(model, [x], input_shape=(2,), options=ConversionOptions(mode=parse_mode("max")))
+    snn, report = ann_to_snn(model, [x], input_shape=(2,), options=ConversionOptions.plain(mode=parse_mode("max")))
     assert report.layers[0].scale == 6.0  # max is 10, clipped to 6
     out = simulate(snn, x, [1000]).outputs[1000] / 1000
     assert torch.allclose(out, model(x), atol=0.02)
@@ -105,7 +105,7 @@ def test_relu6_threshold_is_min_of_scale_and_six():
 def test_channel_wise_and_v_init_options_are_recorded(digits):
     (xtr, ytr), (xte, _) = digits
     model = train_quick(_cnn_avg(), xtr, ytr, epochs=3)
-    snn, report = ann_to_snn(model, [xtr[:256]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("1/3"), channel_wise=True, v_init=0.5))
+    snn, report = ann_to_snn(model, [xtr[:256]], input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode("1/3"), channel_wise=True, v_init=0.5))
     assert report.options["channel_wise"] and report.options["v_init"] == 0.5
     assert all(m.v_init == 0.5 for m in snn.graph.modules() if isinstance(m, IFNeurons))
     agree, _ = _agreement_and_error(snn, xte[:64], [256])
@@ -115,9 +115,9 @@ def test_channel_wise_and_v_init_options_are_recorded(digits):
 def test_percentile_scale_is_below_max_and_clips_a_little(digits):
     (xtr, ytr), _ = digits
     model = train_quick(_mlp(), xtr, ytr, epochs=3)
-    _, by_max = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("max")))
-    _, by_pct = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("99")))
-    _, by_pos = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("99"), percentile_of="positive"))
+    _, by_max = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode("max")))
+    _, by_pct = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode("99")))
+    _, by_pos = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode("99"), percentile_of="positive"))
     for a, b, c in zip(by_max.layers, by_pct.layers, by_pos.layers):
         assert b.scale < c.scale < a.scale == pytest.approx(a.max)
         assert a.clipped_fraction == 0.0
@@ -129,11 +129,11 @@ def test_percentile_scale_is_below_max_and_clips_a_little(digits):
 
 def test_invalid_options():
     with pytest.raises(UsageError):
-        ConversionOptions(v_init=1.5)
+        ConversionOptions.plain(v_init=1.5)
     with pytest.raises(UsageError):
-        ConversionOptions(maxpool="min")  # type: ignore[arg-type]
+        ConversionOptions.plain(maxpool="min")  # type: ignore[arg-type]
     with pytest.raises(UsageError):
-        ConversionOptions(percentile_of="nonzero")  # type: ignore[arg-type]
+        ConversionOptions.plain(percentile_of="nonzero")  # type: ignore[arg-type]
 
 
 def test_nan_weights_are_refused_before_calibration():
@@ -146,7 +146,7 @@ def test_nan_weights_are_refused_before_calibration():
         yield torch.rand(4, 1, 8, 8)
 
     with pytest.raises(UsageError, match="NaN"):
-        ann_to_snn(model, batches(), input_shape=(1, 8, 8))
+        ann_to_snn(model, batches(), input_shape=(1, 8, 8), options=ConversionOptions.plain())
     assert not calls
 
 
@@ -202,7 +202,7 @@ def test_trained_torchvision_vgg19_reaches_99_percent_agreement_at_T512(digits):
     x = _digits32(xte[:256])
     with torch.no_grad():
         assert float((model(x).argmax(1) == yte[:256]).float().mean()) > 0.85  # it learned
-    snn, report = ann_to_snn(model, [_digits32(xtr[:512])], input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("99.99")))
+    snn, report = ann_to_snn(model, [_digits32(xtr[:512])], input_shape=(3, 32, 32), options=ConversionOptions.plain(mode=parse_mode("99.99")))
     _structure_and_folding(model, snn, report, x, activations=16)
     assert sum(isinstance(m, SpikingMaxPool2d) for m in snn.graph.modules()) == 5
     agree, error = _agreement_and_error(snn, x, [32, 128, 512])
@@ -230,7 +230,7 @@ def test_trained_torchvision_mobilenet_v2_converges_as_1_over_T(digits):
     x = _digits32(xte[:128])
     with torch.no_grad():
         assert float((model(x).argmax(1) == yte[:128]).float().mean()) > 0.9
-    snn, report = ann_to_snn(model, [_digits32(xtr[:512])], input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("max"), v_init=0.5))
+    snn, report = ann_to_snn(model, [_digits32(xtr[:512])], input_shape=(3, 32, 32), options=ConversionOptions.plain(mode=parse_mode("max"), v_init=0.5))
     _structure_and_folding(model, snn, report, x, activations=35)
     steps = [256, 512, 1024, 2048]
     agree, error = _agreement_and_error(snn, x, steps)
@@ -264,7 +264,7 @@ def test_channel_wise_scales_match_an_independent_per_channel_statistic(digits, 
     (xtr, ytr), _ = digits
     model = cnn_avg_3_epochs
     calib = xtr[:256]
-    snn, report = ann_to_snn(model, [calib[:100], calib[100:]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode(mode), channel_wise=True))
+    snn, report = ann_to_snn(model, [calib[:100], calib[100:]], input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode(mode), channel_wise=True))
     outputs = _relu_outputs(model, calib)
     assert len(outputs) == len(report.layers) == 2
     for layer, acts in zip(report.layers, outputs):
@@ -290,7 +290,7 @@ def test_a_percentile_of_zero_falls_back_to_the_positive_percentile_and_says_so(
         model[0].weight.fill_(1.0)
         model[0].bias.zero_()
     x = torch.cat([-torch.ones(900), torch.linspace(0.01, 1, 100)]).view(-1, 1)  # 90% zeros after the ReLU
-    _, report = ann_to_snn(model, [x], input_shape=(1,), options=ConversionOptions(mode=parse_mode("50")))
+    _, report = ann_to_snn(model, [x], input_shape=(1,), options=ConversionOptions.plain(mode=parse_mode("50")))
     layer = report.layers[0]
     assert layer.scale == pytest.approx(0.5, abs=2 / 1024)  # median of the positives, not the max (1.0)
     assert "percentile of all values is 0" in layer.scale_rule and "90.0%" in layer.scale_rule

@@ -25,7 +25,7 @@ def _identity_conv(channels: int) -> nn.Conv2d:
 def _count(model: nn.Module, pattern: torch.Tensor, T: int = 5) -> SnnCounter:
     """Convert with 'max' on the pattern itself, so the first IF layer spikes exactly the
     pattern at every step (binary input, scale 1), and count T steps."""
-    snn, _ = ann_to_snn(model.eval(), [pattern], input_shape=tuple(pattern.shape[1:]), options=ConversionOptions(mode=parse_mode("max")))
+    snn, _ = ann_to_snn(model.eval(), [pattern], input_shape=tuple(pattern.shape[1:]), options=ConversionOptions.plain(mode=parse_mode("max")))
     counter = SnnCounter(snn, "direct", T)
     counter.attach(pattern.shape[0])
     simulate(snn, pattern, [T], chunk=2, on_chunk=counter.on_chunk)
@@ -93,7 +93,7 @@ def test_counts_match_spikingjelly_synop_counter():
         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10),
     ).eval()
     x = torch.rand(16, 1, 8, 8)
-    snn, _ = ann_to_snn(model, [x], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("max")))
+    snn, _ = ann_to_snn(model, [x], input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode("max")))
     T = 6
     counter = SnnCounter(snn, "direct", T)
     counter.attach(16)
@@ -113,11 +113,11 @@ def test_counts_match_spikingjelly_synop_counter():
 
 def test_per_step_counts_are_additive_and_prefixes_monotone(digits):
     (xtr, _), (xte, yte) = digits
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.zoo import embedded_checkpoint
 
     model = load_model(embedded_checkpoint()).module
-    snn, _ = ann_to_snn(model, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]))
+    snn, _ = ann_to_snn(model, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]), options=ConversionOptions.plain())
     with Analyzer(snn, [3, 7, 12]) as a:
         a.run(xte[:32], yte[:32])
         a.run(xte[32:64], yte[32:64])
@@ -210,7 +210,7 @@ def test_onnx_model_is_counted_whatever_its_module_names(tmp_path):
     expected = 4 * 1 * 22 * 22 + 64 * 10  # conv: 22x22 real taps over the 8x8 outputs
     assert count_ann(loaded, (1, 8, 8)).macs == expected
     x = torch.rand(8, 1, 8, 8)
-    snn, _ = ann_to_snn(loaded, [x], input_shape=(1, 8, 8))
+    snn, _ = ann_to_snn(loaded, [x], input_shape=(1, 8, 8), options=ConversionOptions.plain())
     with Analyzer(snn, [2]) as a:
         a.run(x)
     assert a.report().ann.macs == expected
@@ -221,7 +221,7 @@ def test_poisson_input_drives_the_first_layer_with_acs():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     x = torch.rand(5, 6)
-    snn, _ = ann_to_snn(model, [x], input_shape=(6,))
+    snn, _ = ann_to_snn(model, [x], input_shape=(6,), options=ConversionOptions.plain())
     T = 7
     counter = SnnCounter(snn, "poisson", T)
     seen = []
@@ -305,7 +305,7 @@ def test_unsupported_layer_is_reported_not_counted_as_zero():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 2)).eval()
     x = torch.rand(4, 1, 4, 4)
-    snn, _ = ann_to_snn(model, [x], input_shape=(1, 4, 4))
+    snn, _ = ann_to_snn(model, [x], input_shape=(1, 4, 4), options=ConversionOptions.plain())
     registry = snn.registry.copy()  # the same entries, AvgPool2d without its counting rule
     registry.register(dataclasses.replace(registry["AvgPool2d"], fanout=None), replace=True)
     counter = SnnCounter(snn, "direct", 3, registry=registry)
@@ -331,7 +331,7 @@ def test_spiking_max_pool_of_non_binary_spikes_is_refused():
     torch.manual_seed(0)
     x = torch.rand(8, 1, 8, 8)
     with pytest.raises(UsageError, match="max-pool of non-binary spike input"):
-        ann_to_snn(Net().eval(), [x], input_shape=(1, 8, 8))
+        ann_to_snn(Net().eval(), [x], input_shape=(1, 8, 8), options=ConversionOptions.plain())
 
 
 

@@ -99,7 +99,7 @@ def test_saving_an_snn_writes_its_tensors_without_copying_them(tmp_path, monkeyp
 
     model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 2)).eval()
     x = torch.rand(4, 5)
-    snn, _ = ann_to_snn(model, [x], input_shape=(5,), options=ConversionOptions(mode=parse_mode("max")))
+    snn, _ = ann_to_snn(model, [x], input_shape=(5,), options=ConversionOptions.plain(mode=parse_mode("max")))
     written = {}
     real_save = torch.save
     monkeypatch.setattr(artifact.torch, "save", lambda payload, path: (written.update(payload), real_save(payload, path)))

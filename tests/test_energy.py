@@ -4,10 +4,11 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
+from annsnn.conversion_options import ConversionOptions
 from annsnn.analyzer import Analyzer
 from annsnn.energy import PRESETS, BreakEven, BreakEvenKind, EnergyModel, break_even, get_energy_model, load_energy_model
 from annsnn.errors import UsageError
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.pipeline import ann_to_snn
 from annsnn.zoo import embedded_checkpoint
 
@@ -44,7 +45,7 @@ def analysis():
 
     xtr, _ = load_dataset("digits", "train").tensors
     xte, yte = load_dataset("digits", "test").tensors
-    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]))
+    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]), options=ConversionOptions.plain())
     with Analyzer(snn, [4, 16], energy_models=[m.name for m in PRESETS]) as a:
         a.run(xte[:48], yte[:48])
     return a.report()
@@ -127,7 +128,7 @@ def _tiny_snn():
         first.weight.copy_(torch.eye(5))
         first.bias.zero_()
     model = nn.Sequential(first, nn.ReLU(), nn.Linear(5, 3, bias=False)).eval()
-    snn, _ = ann_to_snn(model, [pattern], input_shape=(5,), options=ConversionOptions(mode=parse_mode("max")))
+    snn, _ = ann_to_snn(model, [pattern], input_shape=(5,), options=ConversionOptions.plain(mode=parse_mode("max")))
     return snn, pattern
 
 
@@ -240,7 +241,7 @@ def test_seed_bound_only_for_poisson_and_brackets_the_estimate():
 
     xtr, _ = load_dataset("digits", "train").tensors
     xte, yte = load_dataset("digits", "test").tensors
-    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]))
+    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]), options=ConversionOptions.plain())
     with Analyzer(snn, [4, 16], encoding="poisson") as a:
         a.run(xte[:32], yte[:32])
     for row in a.report().rows:

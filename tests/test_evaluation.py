@@ -6,7 +6,7 @@ import torch
 
 from annsnn.data import load_dataset, make_loader
 from annsnn.evaluation import BatchDone, DataSpec, EvalSpec, Planned, ProgressDiscarded, ProgressStore, Resumed, evaluate
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.convert import ConversionOptions
@@ -19,7 +19,7 @@ def snns(digits):
     model = load_model(embedded_checkpoint()).module
     out = {}
     for mode in ("99.99", "max"):
-        out[mode], _ = ann_to_snn(model, [xtr[:128]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode(mode)), normalization=([0.3054], [0.3761]))
+        out[mode], _ = ann_to_snn(model, [xtr[:128]], input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode(mode)), normalization=([0.3054], [0.3761]))
     return out
 
 
@@ -116,7 +116,7 @@ def test_an_onnx_model_evaluates_or_fails_before_simulating(tmp_path):
 
     module = onnx2torch_convert(str(tmp_path / "m.onnx")).eval()
     assert any("/" in name for name, _ in module.named_modules())  # onnx2torch names such as '0/Conv'
-    snn, _ = ann_to_snn(module, [torch.rand(32, 1, 8, 8)], input_shape=(1, 8, 8))
+    snn, _ = ann_to_snn(module, [torch.rand(32, 1, 8, 8)], input_shape=(1, 8, 8), options=ConversionOptions.plain())
     save_snn(snn, tmp_path / "m.snn.pt")
     snn = load_snn(tmp_path / "m.snn.pt")
     events = []

@@ -84,7 +84,7 @@ def test_event_input_counts_every_event_as_spikes(tmp_path):
     from spikingjelly.activation_based import neuron
 
     from annsnn.analyzer import Analyzer
-    from annsnn.foreign import from_spikingjelly
+    from annsnn.foreign_snn import from_spikingjelly
 
     _tree(tmp_path)
     frames = load_event_dataset("tonic:NMNIST:3", "test", tmp_path, view="frames")

@@ -11,7 +11,7 @@ from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
 
-_EXACT = ConversionOptions(mode=parse_mode("max"), v_init=0.5)
+_EXACT = ConversionOptions.plain(mode=parse_mode("max"), v_init=0.5)
 
 
 def _relative_error(snn, model, x, T=2000):
@@ -138,17 +138,22 @@ def test_weight_norm_layer_converts_to_the_original_model():
     assert any(isinstance(p, torch.nn.utils.parametrize.ParametrizationList) for p in model.modules())  # user's model untouched
 
 
-def test_a_wrong_canonicalization_is_refused_naming_the_node(monkeypatch):
-    """Simulate a canonicalization bug: BatchNorm folding that gets the bias wrong."""
-    import annsnn.graph as graph
+def test_a_wrong_canonicalization_is_refused_naming_the_node():
+    """Simulate a canonicalization bug: BatchNorm folding that gets the bias wrong (the
+    Conv2d entry's fold rule, replaced in a registry copy)."""
+    import dataclasses
+
     from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from annsnn.ops import default_registry
 
     def wrong_fuse(conv, bn):
         fused = fuse_conv_bn_eval(conv, bn)
         fused.bias.data += 0.5
         return fused
 
-    monkeypatch.setattr(graph, "fuse_conv_bn_eval", wrong_fuse)
+    registry = default_registry()
+    registry.register(dataclasses.replace(registry["Conv2d"], fold_batchnorm=wrong_fuse), replace=True)
     model = _randomized(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3)))
     calls = []
 
@@ -158,7 +163,7 @@ def test_a_wrong_canonicalization_is_refused_naming_the_node(monkeypatch):
             yield torch.rand(8, 1, 8, 8)
 
     with pytest.raises(UsageError) as info:
-        ann_to_snn(model, batches(), input_shape=(1, 8, 8))
+        ann_to_snn(model, batches(), input_shape=(1, 8, 8), registry=registry, options=ConversionOptions.plain())
     message = str(info.value)
     assert "'_0'" in message and "'_1'" in message and "\n" not in message  # conv node, standing for the BN's output
     assert len(calls) == 1  # stopped at the first batch
@@ -167,7 +172,7 @@ def test_a_wrong_canonicalization_is_refused_naming_the_node(monkeypatch):
 def test_equivalence_is_recorded_in_report_and_meta():
     model = _randomized(SharedConv())
     x = torch.rand(16, 1, 8, 8)
-    snn, report = ann_to_snn(model, [x, x], input_shape=(1, 8, 8))
+    snn, report = ann_to_snn(model, [x, x], input_shape=(1, 8, 8), options=ConversionOptions.plain())
     eq = report.equivalence
     with torch.no_grad():
         expected = float((snn.ann(x) - model(x)).abs().max())
@@ -196,7 +201,7 @@ def test_maxpool_avg_is_checked_against_the_model_with_exactly_that_replacement(
     torch.manual_seed(0)
     net = Net().eval()
     x = torch.rand(16, 1, 8, 8)
-    snn, report = ann_to_snn(net, [x], input_shape=(1, 8, 8), options=ConversionOptions(maxpool="avg"))
+    snn, report = ann_to_snn(net, [x], input_shape=(1, 8, 8), options=ConversionOptions.plain(maxpool="avg"))
     with torch.no_grad():
         h = F.avg_pool2d(torch.relu(net.conv(x)), 2)
         expected = net.fc(F.avg_pool2d(h, 2).flatten(1))

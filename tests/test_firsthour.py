@@ -19,7 +19,7 @@ from annsnn.zoo import embedded_checkpoint
 def _tiny_snn():
     """Identity Linear(5,5) -> IF -> Linear(5,3): the pattern's 3 ones spike at every step,
     so the IF layer's firing rate is exactly 3/5 at every T."""
-    from annsnn.convert import ConversionOptions
+    from annsnn.conversion_options import ConversionOptions
     from annsnn.modes import parse_mode
 
     pattern = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0]])
@@ -28,7 +28,7 @@ def _tiny_snn():
         first.weight.copy_(torch.eye(5))
         first.bias.zero_()
     model = nn.Sequential(first, nn.ReLU(), nn.Linear(5, 3, bias=False)).eval()
-    options = ConversionOptions.plain(parse_mode("max")) if hasattr(ConversionOptions, "plain") else ConversionOptions(mode=parse_mode("max"))
+    options = ConversionOptions.plain(parse_mode("max"))
     snn, _ = ann_to_snn(model, [pattern], input_shape=(5,), options=options)
     return snn, pattern
 
@@ -201,7 +201,7 @@ def test_an_explicit_mode_changes_the_result_or_is_refused(tmp_path, capsys, mon
 @pytest.fixture(scope="module")
 def demo_like():
     """The bundled CNN, plain conversion, analysed at T=5,20,50 under the demo's three models."""
-    from annsnn.convert import ConversionOptions
+    from annsnn.conversion_options import ConversionOptions
     from annsnn.data import load_dataset, make_loader
     from annsnn.modes import parse_mode
     from annsnn.sources import load_source, resolve_inputs
@@ -209,7 +209,7 @@ def demo_like():
     loaded = load_source(None)
     inputs = resolve_inputs(loaded)
     images = [x for x, _ in make_loader(load_dataset("digits", "train"), 128, 256)]
-    options = ConversionOptions.plain(parse_mode("99.99")) if hasattr(ConversionOptions, "plain") else ConversionOptions(mode=parse_mode("99.99"))
+    options = ConversionOptions.plain(parse_mode("99.99"))
     snn, report = ann_to_snn(loaded.module, images, input_shape=inputs.input_shape, options=options, normalization=inputs.normalization)
     x, y = next(iter(make_loader(load_dataset("digits", "test"), 60, 60)))
     with Analyzer(snn, [5, 20, 50], energy_models=["45nm-fp32", "45nm-fp32+sram", "loihi"]) as a:
@@ -234,7 +234,12 @@ def test_tables_fit_80_columns_and_nothing_is_cut(demo_like, width):
 
     snn, report, result = demo_like
     file = SnnFile("/home/someone/projects/digits/digits_cnn.snn.pt", "ab" * 32)
+    from annsnn.cli.render import info_table
+    from annsnn.counting import count_ann
+
+    counts = count_ann(snn.ann, (1, 8, 8))
     texts = {name: _render(table, width) for name, table in (
+        ("info", info_table(counts, {}, "/home/someone/projects/digits/digits_cnn.pt — input 1×8×8")),
         ("conversion", conversion_table(report)), ("evaluation", evaluation_table(result, file)), ("energy", energy_table(result, file)),
         ("layers", layer_table(result)), ("ann layers", ann_layer_table(result)))}
     for name, text in texts.items():
@@ -356,3 +361,13 @@ def test_the_readme_library_snippet_runs_as_written(tmp_path, monkeypatch, capsy
     assert torch.equal(namespace["out"], simulate(snn, x, 8, readout_delay=0).outputs[8])
     printed = capsys.readouterr().out
     assert printed.startswith("[(8, ") and ("T=" in printed or "never cheaper" in printed)
+
+
+def test_the_library_default_is_the_command_line_default():
+    from annsnn.conversion_options import ConversionOptions
+    from annsnn.modes import parse_mode
+
+    assert ConversionOptions() == ConversionOptions.low_latency(32) == ConversionOptions.calibrated("threshold+step-bias", 32)
+    plain = ConversionOptions.plain(parse_mode("99.99"))
+    assert (plain.threshold, plain.bias, plain.T, plain.v_init, plain.channel_wise, plain.readout_delay) == ("mode", "none", None, 0.0, False, 0)
+    assert ConversionOptions.calibrated("none", None, v_init=0.0) == plain

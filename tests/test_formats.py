@@ -21,7 +21,7 @@ from torch import nn
 from annsnn.artifact import load_snn, save_snn
 from annsnn.convert import ConversionOptions, LayerKind
 from annsnn.errors import UsageError
-from annsnn.io import convertible_module, load_model
+from annsnn.model_files import convertible_module, load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
@@ -85,7 +85,7 @@ FORMATS = ["traced", "scripted", "pt2", "onnx-ts-13", pytest.param("onnx-ts-17",
 
 def _convert_and_check(module: nn.Module, original: nn.Module, digits, tmp_path) -> dict[int, float]:
     (xtr, _), (xte, _) = digits
-    snn, report = ann_to_snn(module, [xtr[:256]], input_shape=SHAPE, options=ConversionOptions(mode=parse_mode("max")))
+    snn, report = ann_to_snn(module, [xtr[:256]], input_shape=SHAPE, options=ConversionOptions.plain(mode=parse_mode("max")))
     assert [(layer.kind, layer.ceiling, layer.label) for layer in report.layers] == [(LayerKind.IF, 6.0, "IF clip 6"), (LayerKind.IF, None, "IF"), (LayerKind.IF, None, "IF")]
     path = tmp_path / "m.snn.pt"
     save_snn(snn, path)
@@ -165,7 +165,7 @@ def test_safetensors_with_library_arch_infers_classes_and_converts(digits, tmp_p
         assert out.shape == (2, 7) and torch.equal(out, model(x))
         module = convertible_module(loaded, (3, 32, 32))
         assert torch.allclose(module(x), out, rtol=1e-5, atol=1e-5)
-    snn, report = ann_to_snn(module, [torch.rand(4, 3, 32, 32)], input_shape=(3, 32, 32))
+    snn, report = ann_to_snn(module, [torch.rand(4, 3, 32, 32)], input_shape=(3, 32, 32), options=ConversionOptions.plain())
     assert report.layers and all(layer.spiking for layer in report.layers)
 
 
@@ -230,7 +230,7 @@ def test_onnx_names_are_sanitized_and_survive_save_and_load(trained, digits, tmp
     names = [name for name, _ in module.named_modules() if name]
     assert names and all("/" not in name for name in names)
     (xtr, _), _ = digits
-    snn, _ = ann_to_snn(module, [xtr[:64]], input_shape=SHAPE)
+    snn, _ = ann_to_snn(module, [xtr[:64]], input_shape=SHAPE, options=ConversionOptions.plain())
     save_snn(snn, tmp_path / "m.snn.pt")
     assert set(load_snn(tmp_path / "m.snn.pt").neuron_layers()) == set(snn.neuron_layers())
 
@@ -309,7 +309,7 @@ def test_residual_net_with_dynamic_view_loads_and_converts(digits, tmp_path, kin
     x = digits[1][0][:50]
     with torch.no_grad():
         assert torch.allclose(module(x), model(x), rtol=1e-5, atol=1e-5)
-    snn, report = ann_to_snn(module, [digits[0][0][:256]], input_shape=SHAPE, options=ConversionOptions(mode=parse_mode("max")))
+    snn, report = ann_to_snn(module, [digits[0][0][:256]], input_shape=SHAPE, options=ConversionOptions.plain(mode=parse_mode("max")))
     assert len(report.layers) == 2
     with torch.no_grad():
         reference = model(x)

@@ -11,7 +11,7 @@ from annsnn.artifact import load_snn, save_snn
 
 
 def _convert(model: nn.Module, x: torch.Tensor, mode: str = "max"):
-    options = ConversionOptions(mode=parse_mode(mode), hybrid=True)
+    options = ConversionOptions.plain(mode=parse_mode(mode), hybrid=True)
     snn, report = ann_to_snn(model.eval(), [x], input_shape=tuple(x.shape[1:]), options=options)
     return snn, report
 
@@ -203,7 +203,7 @@ def test_tiny_vit_trained_on_digits_is_within_one_point_of_its_ann(digits):
     with torch.no_grad():
         ann_acc = float((model(x_test).argmax(1) == y_test).float().mean())
     assert ann_acc > 0.85
-    options = ConversionOptions(mode=parse_mode("99.99"), hybrid=True)
+    options = ConversionOptions.plain(mode=parse_mode("99.99"), hybrid=True)
     snn, report = ann_to_snn(model, [x_train], input_shape=(1, 8, 8), options=options)
     assert len(snn.neuron_layers()) == 1 and any("MultiheadAttention" in a for a in report.analog)
     T = 64

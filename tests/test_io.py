@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from annsnn.errors import UsageError
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.zoo import build
 
 
@@ -122,7 +122,7 @@ def test_a_corrupt_image_in_a_folder_is_one_usage_error_naming_the_file(tmp_path
 
 
 def test_activation_memory_estimate_is_the_closed_form_largest_layer():
-    from annsnn.memory import check_fits, estimate_activation_memory
+    from annsnn.memory_estimate import check_fits, estimate_activation_memory
 
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10)).eval()
     # conv: in 1·8·8·4 B + out 4·8·8·4 B = 1280; relu: 1024 + 1024 = 2048; flatten 2048; linear 1024 + 40
@@ -136,7 +136,7 @@ def test_activation_memory_estimate_is_the_closed_form_largest_layer():
 
 
 def test_huge_input_is_estimated_without_allocating():
-    from annsnn.memory import estimate_activation_memory
+    from annsnn.memory_estimate import estimate_activation_memory
     from annsnn.zoo import build
 
     estimate = estimate_activation_memory(build("resnet20").eval(), (3, 60000, 60000))

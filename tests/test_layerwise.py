@@ -57,7 +57,7 @@ def images():
 def _snn(builder, images, T):
     torch.manual_seed(0)
     model = builder().eval()
-    options = ConversionOptions(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=T, threshold="if-search", bias="none", readout_delay=0)
+    options = ConversionOptions.plain(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=T, threshold="if-search", bias="none", readout_delay=0)
     return ann_to_snn(model, [images], input_shape=tuple(images.shape[1:]), options=options)[0]
 
 

@@ -1,4 +1,4 @@
-"""Measured time/memory/energy (annsnn.measure) and whole-dataset energy (--per-dataset)."""
+"""Measured time/memory/energy (annsnn.hardware_measure) and whole-dataset energy (--per-dataset)."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import annsnn.measure as measure
+import annsnn.hardware_measure as measure
+from annsnn.conversion_options import ConversionOptions
 from annsnn.data import load_dataset
 from annsnn.errors import UsageError
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.pipeline import ann_to_snn
 from annsnn.zoo import embedded_checkpoint
 
@@ -21,7 +22,7 @@ from annsnn.zoo import embedded_checkpoint
 def digits_snn():
     xtr, _ = load_dataset("digits", "train").tensors
     xte, yte = load_dataset("digits", "test").tensors
-    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]))
+    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]), options=ConversionOptions.plain())
     return snn, xte[:120]
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from annsnn import Analyzer, ConversionOptions, ann_to_snn, load_model, parse_mode, simulate
 from annsnn.errors import UsageError
-from annsnn.foreign import from_spikingjelly, network_from_direct
+from annsnn.foreign_snn import from_spikingjelly, network_from_direct
 from annsnn.layers import IFNeurons
 from annsnn.nir_io import export_nir, load_nir, read_nir, to_nir
 from annsnn.zoo import embedded_checkpoint
@@ -27,7 +27,7 @@ def digits_snn(digits):
     (x_train, _), _ = digits
     loaded = load_model(embedded_checkpoint())
     norm = (loaded.record["normalization"]["mean"], loaded.record["normalization"]["std"])
-    snn, _ = ann_to_snn(loaded.module, [x_train[:512]], input_shape=(1, 8, 8), options=ConversionOptions(), normalization=norm,
+    snn, _ = ann_to_snn(loaded.module, [x_train[:512]], input_shape=(1, 8, 8), options=ConversionOptions.plain(), normalization=norm,
                         meta={"dataset": {"name": "digits"}})
     return snn
 
@@ -231,7 +231,7 @@ def test_direct_training_checkpoint_is_weights_only_and_counts_its_own_spikes(tm
 def test_export_refuses_what_nir_cannot_express_in_one_line(digits):
     (x_train, _), _ = digits
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(16, 10))
-    snn, _ = ann_to_snn(model, [x_train[:64]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("max"), hybrid=True))
+    snn, _ = ann_to_snn(model, [x_train[:64]], input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode("max"), hybrid=True))
     with pytest.raises(UsageError) as info:
         to_nir(snn)
     message = str(info.value)
@@ -264,7 +264,7 @@ def test_residual_add_becomes_two_edges_and_rescale_a_scale_node(digits):
             return self.head(torch.flatten(torch.relu(self.b(h) + h), 1))
 
     torch.manual_seed(0)
-    snn, _ = ann_to_snn(Res(), [x_train[:128]], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("max")))
+    snn, _ = ann_to_snn(Res(), [x_train[:128]], input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode("max")))
     graph = to_nir(snn)
     into = {}
     for src, dst in graph.edges:
@@ -356,7 +356,7 @@ def test_readout_delay_is_refused(digits):
     """A delayed readout changes the classes; NIR's output sums every step, so export refuses."""
     (x_train, _), _ = digits
     loaded = load_model(embedded_checkpoint())
-    options = ConversionOptions(mode=ConversionOptions().mode, T=4, readout_delay=2)
+    options = ConversionOptions.plain(mode=ConversionOptions.plain().mode, T=4, readout_delay=2)
     snn, _ = ann_to_snn(loaded.module, [x_train[:128]], input_shape=(1, 8, 8), options=options)
     assert all(layer.step_bias is None for layer in snn.neuron_layers().values())
     with pytest.raises(UsageError, match="readout delay"):

@@ -91,3 +91,25 @@ def test_a_record_version_this_annsnn_does_not_know_is_refused():
 def test_a_readout_delay_that_is_not_an_int_from_0_is_refused(delay):
     with pytest.raises(UsageError, match="readout_delay"):
         Calibration(T=4, readout_delay=delay)
+
+
+_JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=6,
+)
+_META_KEYS = ["input_shape", "max_activation_numel", "calibrated_T", "readout_delay", "delay_choice", "bias_fit", "dataset", "normalization",
+              "equivalence", "options", "scales", "report", "source", "annsnn_version"]
+
+
+@given(key=st.sampled_from(_META_KEYS), value=_JSON_VALUES)
+@__import__("hypothesis").settings(max_examples=40, deadline=None)
+def test_a_format_1_meta_with_any_value_anywhere_is_a_record_or_one_usage_error(key, value):
+    meta = _v1_meta()
+    meta[key] = value
+    try:
+        record = SnnRecord.from_meta(meta)
+    except UsageError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert record.meta().get(key) == value or not value  # kept as given (empty and zero values are not written, as format 1 did)

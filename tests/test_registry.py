@@ -229,7 +229,7 @@ def _run(example: Example, tmp_path, registry=None):
     model = Probe(example.body()).eval()
     x = torch.rand(3, *SHAPE)
     hybrid = example.check == "analog"
-    options = ConversionOptions(hybrid=hybrid)
+    options = ConversionOptions.plain(hybrid=hybrid)
     kwargs = {} if registry is None else {"registry": registry}
     snn, report = ann_to_snn(model, [x], input_shape=SHAPE, options=options, normalization=example.normalization, **kwargs)
     counter = SnnCounter(snn, "direct", T)  # (its shape pass runs the graph once: hook after it)
@@ -346,7 +346,7 @@ def test_a_user_registered_op_converts_counts_saves_and_loads(tmp_path):
     registry = _shuffle_registry()
     model = _shuffle_model()
     x = torch.rand(3, *SHAPE)
-    snn, _ = ann_to_snn(model, [x], input_shape=SHAPE, registry=registry)
+    snn, _ = ann_to_snn(model, [x], input_shape=SHAPE, registry=registry, options=ConversionOptions.plain())
     shuffles = [m for m in snn.graph.modules() if isinstance(m, ChannelShuffle)]
     assert len(shuffles) == 1 and shuffles[0].groups == 2  # a leaf of the trace, kept as the user's module
     counter = SnnCounter(snn, "direct", T)
@@ -386,7 +386,7 @@ def test_an_unregistered_op_is_a_one_line_error_naming_it():
     model = Probe(nn.Sequential(nn.Conv2d(2, 4, 1), nn.ReLU(), nn.ChannelShuffle(2))).eval()
     x = torch.rand(2, *SHAPE)
     with pytest.raises(UsageError) as info:
-        ann_to_snn(model, [x], input_shape=SHAPE)
+        ann_to_snn(model, [x], input_shape=SHAPE, options=ConversionOptions.plain())
     message = str(info.value)
     assert "\n" not in message and "ChannelShuffle" in message and "body.2" in message
 
@@ -396,7 +396,7 @@ def test_an_unregistered_op_is_reported_by_the_counter_not_counted_as_zero():
     is listed as unsupported (the Linear after it would otherwise get 0 ACs)."""
     model = Probe(nn.AvgPool2d(2)).eval()
     x = torch.rand(2, *SHAPE)
-    snn, _ = ann_to_snn(model, [x], input_shape=SHAPE)
+    snn, _ = ann_to_snn(model, [x], input_shape=SHAPE, options=ConversionOptions.plain())
     registry = default_registry()
     spec = registry.unregister("AvgPool2d")
     registry.register(OpSpec(spec.name, spec.role, modules=spec.modules, convert=spec.convert, demand=spec.demand, save=spec.save, load=spec.load))

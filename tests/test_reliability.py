@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from annsnn.conversion_options import ConversionOptions
 from annsnn.zoo import embedded_checkpoint
 
 ANNSNN = [sys.executable, "-m", "annsnn"]
@@ -74,11 +75,11 @@ def small_snn_file(tmp_path_factory):
     import torch
 
     from annsnn.artifact import save_snn
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.pipeline import ann_to_snn
 
     torch.manual_seed(0)
-    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [torch.rand(32, 1, 8, 8)], input_shape=(1, 8, 8), meta={"dataset": {"name": "digits"}})
+    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [torch.rand(32, 1, 8, 8)], input_shape=(1, 8, 8), meta={"dataset": {"name": "digits"}}, options=ConversionOptions.plain())
     target = tmp_path_factory.mktemp("small") / "small.snn.pt"
     save_snn(snn, target)
     return target
@@ -236,7 +237,7 @@ def test_cli_resume_never_merges_two_different_runs(small_snn_file, tmp_path, mo
     import annsnn.analyzer as analyzer_module
     from annsnn.artifact import save_snn
     from annsnn.cli.main import main
-    from annsnn.io import load_model
+    from annsnn.model_files import load_model
     from annsnn.modes import parse_mode
     from annsnn.convert import ConversionOptions
     from annsnn.pipeline import ann_to_snn
@@ -273,7 +274,7 @@ def test_cli_resume_never_merges_two_different_runs(small_snn_file, tmp_path, mo
         extra = ["--chunk", "1"]
     else:
         torch.manual_seed(1)
-        other, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [torch.rand(32, 1, 8, 8)], input_shape=(1, 8, 8), options=ConversionOptions(mode=parse_mode("max")), meta={"dataset": {"name": "digits"}})
+        other, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [torch.rand(32, 1, 8, 8)], input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode("max")), meta={"dataset": {"name": "digits"}})
         save_snn(other, snn_path)
     code, err = cli(*common, *extra, "--resume")
     assert code == 0, err

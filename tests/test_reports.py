@@ -54,7 +54,7 @@ def test_cifar10_report_mac_count():
 def test_measured_report_demo_rows_match_a_fresh_run():
     """reports/measured.md's demo section: top-1 and both energy estimates of every row."""
     from annsnn import Analyzer, ann_to_snn
-    from annsnn.convert import ConversionOptions
+    from annsnn.conversion_options import ConversionOptions
     from annsnn.data import load_dataset, make_loader
     from annsnn.modes import parse_mode
     from annsnn.sources import load_source, resolve_inputs
@@ -64,7 +64,7 @@ def test_measured_report_demo_rows_match_a_fresh_run():
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in section.splitlines() if re.match(r"^\| (ANN|SNN T=\d+) \|", line)}
     loaded = load_source(None)
     inputs = resolve_inputs(loaded)
-    plain = ConversionOptions.plain(parse_mode("99.99")) if hasattr(ConversionOptions, "plain") else ConversionOptions(mode=parse_mode("99.99"))
+    plain = ConversionOptions.plain(parse_mode("99.99"))
     snn, _ = ann_to_snn(loaded.module, (x for x, _ in make_loader(load_dataset("digits", "train"), 256)), input_shape=inputs.input_shape,
                         options=plain, normalization=inputs.normalization)
     with Analyzer(snn, [5, 20, 50], energy_models=["45nm-fp32", "45nm-fp32+sram"]) as a:

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from annsnn.conversion_options import ConversionOptions
 from annsnn.analyzer import Analyzer
 from annsnn.data import load_dataset
 from annsnn.errors import UsageError
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.metrics import classification_metrics, ranked_classes
 from annsnn.pipeline import ann_to_snn
 from annsnn.robustness import Robustness, RobustnessSpec, SurrogateSNN, fgsm, gaussian_noise, parse_strengths
@@ -21,7 +22,7 @@ from annsnn.zoo import embedded_checkpoint
 def digits_snn():
     xtr, _ = load_dataset("digits", "train").tensors
     xte, yte = load_dataset("digits", "test").tensors
-    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]))
+    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:256]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]), options=ConversionOptions.plain())
     return snn, xte[:240], yte[:240]
 
 

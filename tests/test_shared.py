@@ -5,7 +5,7 @@ import torch
 from annsnn.analyzer import Analyzer
 from annsnn.convert import ConversionOptions
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
-from annsnn.io import load_model
+from annsnn.model_files import load_model
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
@@ -52,7 +52,7 @@ def test_resnet20_ann_accuracy_on_jpeg_test_set(resnet20, cifar):
 def resnet20_snn(resnet20, cifar):
     train, _ = cifar
     calib = (x for x, _ in make_loader(train, 128, 1024))
-    options = ConversionOptions(mode=parse_mode("99.99"), v_init=0.5)
+    options = ConversionOptions.plain(mode=parse_mode("99.99"), v_init=0.5)
     snn, report = ann_to_snn(resnet20, calib, input_shape=(3, 32, 32), options=options, normalization=(list(IMAGENET_MEAN), list(IMAGENET_STD)))
     assert report.calibration_samples == 1024 and len(report.layers) == 19
     return snn

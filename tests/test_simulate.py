@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from annsnn.conversion_options import ConversionOptions
 from annsnn.analyzer import Analyzer
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
@@ -16,7 +17,7 @@ def trained(digits):
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
                           nn.AvgPool2d(2), nn.Flatten(), nn.Linear(64, 10))
     model = train_quick(model, xtr, ytr, epochs=10)
-    snn, _ = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8))
+    snn, _ = ann_to_snn(model, [xtr[:512]], input_shape=(1, 8, 8), options=ConversionOptions.plain())
     return snn, xte, yte
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from annsnn.errors import UsageError
-from annsnn.foreign import network_from_stdp
+from annsnn.foreign_snn import network_from_stdp
 from annsnn.zoo.stdp import (
     ExcState,
     StdpConfig,

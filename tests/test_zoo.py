@@ -27,7 +27,7 @@ def test_every_small_architecture_builds_runs_counts_and_converts(name):
         h.remove()
     closed = sum(dense_macs(m, tuple(shapes[n])) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     assert counts.macs == closed
-    snn, report = ann_to_snn(model, [x], input_shape=spec.input_shape, options=ConversionOptions())
+    snn, report = ann_to_snn(model, [x], input_shape=spec.input_shape, options=ConversionOptions.plain())
     assert report.neurons > 0 and all(layer.spiking for layer in report.layers)
 
 
@@ -71,5 +71,5 @@ def test_imagenet_size_architectures_build_count_and_convert(name):
     for h in hooks:
         h.remove()
     assert counts.macs == sum(dense_macs(m, tuple(shapes[n])) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-    snn, report = ann_to_snn(model, [x], input_shape=spec.input_shape, options=ConversionOptions())
+    snn, report = ann_to_snn(model, [x], input_shape=spec.input_shape, options=ConversionOptions.plain())
     assert report.neurons > 0 and len(report.layers) == sum(1 for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6)))

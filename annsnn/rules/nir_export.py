@@ -53,6 +53,8 @@ def if_neurons(module: nn.Module, node: fx.Node, label: str) -> Any:
     firing at ``v >= 1`` and ``v_init`` in the node's metadata (NIR 1.0 has no fields for them)."""
     import nir
 
+    if getattr(module, "max_spikes", 1) != 1:
+        return f"{label} (burst neurons, up to {module.max_spikes} spikes per step: NIR's IF emits one; convert without --max-spikes)"
     extra = [n for n, _ in module.named_parameters()] + [n for n, _ in module.named_buffers()]
     extra += [k for k, v in vars(module).items() if isinstance(v, torch.Tensor) and k != "v"]
     if extra:

@@ -89,4 +89,4 @@ def mha_extra(m: nn.Module) -> dict:
 def load_neurons(config: dict, state: dict, prefix: str, registry: OpRegistry) -> nn.Module:
     if bool(config.get("bias_steps", 0)) != (prefix + "step_bias" in state):  # the per-step bias is a tensor of the state
         raise UsageError("SNN file's neuron bias does not match its graph (corrupt file)")
-    return IFNeurons(float(config.get("v_init", 0.0)), step_bias=state.get(prefix + "step_bias"))
+    return IFNeurons(float(config.get("v_init", 0.0)), step_bias=state.get(prefix + "step_bias"), max_spikes=int(config.get("max_spikes", 1)))

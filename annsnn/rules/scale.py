@@ -98,6 +98,7 @@ class ScaleContext:
     modules: dict[str, nn.Module]
     registry: OpRegistry
     v_init: float  # the IF neurons' initial potential, a fraction of the threshold
+    max_spikes: int  # spikes a neuron may emit per step (1: binary; K > 1: burst neurons)
     neuron_scale: dict[str, Scale]  # activation module name -> its neurons' scale
     demand: dict[fx.Node, Scale]
     scale: dict[fx.Node, Scale] = field(default_factory=dict)
@@ -166,7 +167,7 @@ def scale_neuron(ctx: ScaleContext, node: fx.Node) -> None:
     lam = ctx.neuron_scale[name]
     if not same_scale(ctx.scale[src], lam, src):
         src = ctx.insert_rescale(node, src, lam, "scale of the neuron it feeds")
-    ctx.gm.set_submodule(name, IFNeurons(ctx.v_init))
+    ctx.gm.set_submodule(name, IFNeurons(ctx.v_init, max_spikes=ctx.max_spikes))
     ctx.scale[node] = lam
     ctx.kind[node] = "spike"
 
@@ -277,7 +278,7 @@ def _binary_spikes(ctx: ScaleContext, node: fx.Node) -> bool:
     if node.op == "call_module":
         module = ctx.gm.get_submodule(str(node.target))
         if isinstance(module, IFNeurons):
-            return True
+            return module.max_spikes == 1  # a burst neuron's output is a count in 0..K
         spec = ctx.registry.for_module(module)
     else:
         spec = ctx.registry.lookup(node, {})

@@ -7,10 +7,10 @@ Accepted ``MODEL`` files:
    ``torch.load(weights_only=True)``, which never runs pickled code;
    annsnn's own checkpoints name their arch, dataset and normalization;
 2. a ``.safetensors`` state_dict plus ``--arch`` (read with safetensors, no pickle);
-   ``--arch`` is a zoo name, ``torchvision:NAME`` or ``timm:NAME`` (:mod:`annsnn.library`);
+   ``--arch`` is a zoo name, ``torchvision:NAME`` or ``timm:NAME`` (:mod:`annsnn.torchvision_timm`);
 3. a TorchScript archive, traced or scripted (``torch.jit.load``), lifted to standard
    modules through torch's TorchScript -> ExportedProgram converter; it needs the input
-   shape (:mod:`annsnn.exported`);
+   shape (:mod:`annsnn.exported_program`);
 4. a ``torch.export`` archive (``.pt2``), lifted the same way; it records its input shape;
 5. an ONNX file (``.onnx``), imported from an allowlist of ops (:mod:`annsnn.onnx_import`);
 6. a whole pickled ``nn.Module`` -- only with ``trust=True`` (``--trust``).
@@ -60,11 +60,11 @@ def convertible_module(loaded: LoadedModel, input_shape: tuple[int, ...]) -> nn.
     read their weights inside ``forward``.
     """
     if isinstance(loaded.module, torch.jit.ScriptModule):
-        from .exported import torchscript_to_module
+        from .exported_program import torchscript_to_module
 
         loaded.module = torchscript_to_module(loaded.module, tuple(input_shape))
     elif loaded.arch is not None and loaded.arch.startswith("timm:") and not isinstance(loaded.module, torch.fx.GraphModule):
-        from .exported import export_to_module
+        from .exported_program import export_to_module
 
         loaded.module = export_to_module(loaded.module, tuple(input_shape))
     return loaded.module
@@ -111,7 +111,7 @@ def load_model(
             f"unknown model file type {suffix or '(none)'!r} for {str(file)!r}: "
             "use .pt/.pth/.th (checkpoint or TorchScript), .pt2 (torch.export), .onnx or .safetensors"
         )
-    from .exported import is_pt2, load_pt2
+    from .exported_program import is_pt2, load_pt2
 
     if suffix == ".pt2" or is_pt2(file):
         module, shape = load_pt2(file, trust=trust)
@@ -202,7 +202,7 @@ def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
 def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int | None, kind: str = "checkpoint") -> LoadedModel:
     from annsnn.zoo import build
 
-    from .library import build_library_arch, is_library_arch
+    from .torchvision_timm import build_library_arch, is_library_arch
 
     record: dict = {}
     if isinstance(obj, dict) and obj.get("format") == "annsnn-checkpoint":

@@ -1,7 +1,7 @@
 """TorchScript archives and ``torch.export`` ``.pt2`` files, as graphs annsnn can convert.
 
 Both become an ``ExportedProgram`` whose ``module()`` is a torch.fx graph of ATen ops;
-:func:`annsnn.lift.lift_aten` then rebuilds it from standard ``torch.nn`` modules.
+:func:`annsnn.aten_lift.lift_aten` then rebuilds it from standard ``torch.nn`` modules.
 
 * TorchScript (``torch.jit.trace`` or ``torch.jit.script``, saved with ``torch.jit.save``)
   is read by ``torch.jit.load``, whose C++ unpickler restores TorchScript objects and
@@ -29,7 +29,7 @@ import torch
 from torch import fx
 
 from .errors import UsageError
-from .lift import lift_aten
+from .aten_lift import lift_aten
 
 __all__ = ["torchscript_to_module", "export_to_module", "load_pt2", "check_pt2", "is_pt2"]
 

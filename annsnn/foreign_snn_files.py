@@ -1,8 +1,8 @@
 """Load an SNN file that annsnn did not convert, whatever its format.
 
 A ``.nir`` file (:mod:`annsnn.nir_io`), a directly trained checkpoint (weights only,
-:func:`annsnn.foreign.network_from_direct`), or, with ``trust``, a pickled SpikingJelly
-``nn.Sequential`` (:func:`annsnn.foreign.from_spikingjelly`). This dispatcher sits above
+:func:`annsnn.foreign_snn.network_from_direct`), or, with ``trust``, a pickled SpikingJelly
+``nn.Sequential`` (:func:`annsnn.foreign_snn.from_spikingjelly`). This dispatcher sits above
 both readers, so neither imports the other.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from .errors import UsageError
-from .foreign import from_spikingjelly, network_from_direct, network_from_stdp
-from .io import sniff, unsafe_pickle
+from .foreign_snn import from_spikingjelly, network_from_direct, network_from_stdp
+from .model_files import sniff, unsafe_pickle
 from .nir_io import load_nir
 from .snn import SpikingNetwork
 

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from .errors import UsageError
-from .heap import release_free_heap
+from .free_heap import release_free_heap
 from .simulate import simulate
 from .snn import SpikingNetwork
 
