@@ -11,7 +11,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 # a missing or incomplete folder fails them (tests/conftest.py).
 SHARED ?= $(wildcard $(abspath ../shared))
 
-.PHONY: setup demo test test-fast reports bench embedded clean threeway report-robustness report-measured coverage lowlat
+.PHONY: setup demo test test-fast reports bench embedded clean threeway threeway-stdp report-robustness report-measured coverage lowlat
 
 $(BIN)/.annsnn-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,18 @@ bench: setup
 clean:
 	rm -rf demo-out .pytest_cache
 
-# The three-way table in reports/mnist.md: ANN, converted SNN, directly trained SNN (issue 15; needs ../shared).
-threeway: setup
-	ANNSNN_SHARED=$(SHARED) OMP_NUM_THREADS=1 nice $(BIN)/python reports/threeway.py
+# The three-way table in reports/mnist.md: ANN, converted SNN, directly trained SNN (issue 15; needs ../shared),
+# and the unsupervised STDP network beside an ANN of its size (issue 28). threeway-stdp redoes only the STDP rows
+# (trains the STDP network unless STDP_CKPT exists, then counts it).
+# STDP_ARGS: extra options, e.g. --samples 60000 (default: 20,000 training images, 1 epoch).
+STDP_ARGS ?=
+STDP_CKPT ?= .annsnn/stdp_mnist-mnist-stdp400.pt
+$(STDP_CKPT):
+	mkdir -p $(dir $@)
+	OMP_NUM_THREADS=1 nice $(BIN)/annsnn zoo train stdp_mnist --snn --rule stdp --data mnist --data-root $(SHARED)/data $(STDP_ARGS) --out $@
+
+threeway: setup $(STDP_CKPT)
+	ANNSNN_SHARED=$(SHARED) OMP_NUM_THREADS=1 nice $(BIN)/python reports/threeway.py --stdp $(STDP_CKPT)
+
+threeway-stdp: setup $(STDP_CKPT)
+	ANNSNN_SHARED=$(SHARED) OMP_NUM_THREADS=1 nice $(BIN)/python reports/threeway.py --stdp $(STDP_CKPT) --only-stdp

@@ -182,8 +182,8 @@ class Analyzer:
         self.snn = snn.cpu().eval()
         self.time_steps = parse_time_steps(T if not isinstance(T, (list, tuple)) else list(T))
         self.encoding: Encoding = encoding
-        if encoding not in ("direct", "poisson"):
-            raise UsageError(f"unknown encoding {encoding!r}: use direct or poisson")
+        if encoding not in ("direct", "poisson", "events"):
+            raise UsageError(f"unknown encoding {encoding!r}: use direct, poisson or events")
         self.seed = int(seed)
         self.models = [m if isinstance(m, EnergyModel) else get_energy_model(m) for m in energy_models]
         if not self.models:
@@ -225,7 +225,14 @@ class Analyzer:
         self._next_index = max(self._next_index, index + 1)
         batch = int(inputs.shape[0])
         inputs = inputs.to(self.device)
-        ann_out = self.snn.ann(inputs)
+        if self.encoding == "events":  # frames [B, F, ...]: the ANN sees their mean (annsnn.events)
+            from .events import ann_view
+
+            if inputs.dim() != len(self.snn.meta.get("input_shape", inputs.shape[2:])) + 2:
+                raise UsageError("--encoding events needs event data: frames [B, T, C, H, W] (--data tonic:NAME)")
+            ann_out = self.snn.ann(ann_view(inputs))
+        else:
+            ann_out = self.snn.ann(inputs)
         generator = torch.Generator(device=inputs.device).manual_seed(self.seed * 1_000_003 + index)
         if self.counter is not None:
             self.counter.attach(batch)
@@ -368,7 +375,8 @@ class Analyzer:
             else "counts are per inference; NAME+sram models add memory accesses (SRAM by size after Lemaire et al. 2022, DRAM beyond the on-chip capacity), the others are compute-only",
             "ANN MACs and SyOPs exclude padded positions (real work); ann.macs_with_padding is fvcore's raw count",
             "first-layer MACs are counted once per sample (constant direct input)" if self.encoding == "direct"
-            else "Poisson input spikes drive the first layer with ACs (SyOPs), one bias AC per output per step",
+            else "Poisson input spikes drive the first layer with ACs (SyOPs), one bias AC per output per step" if self.encoding == "poisson"
+            else "event input: every recorded event is a spike driving the first layer with ACs (SyOPs), one bias AC per output per step; the ANN sees the frames' mean",
         ]
         if self.encoding == "poisson" and self.counter is not None:
             notes.append("seed_bound_pj: the seed report's bound [T E_MAC O_MAC, T (E_AC O_AC + E_MAC O_MAC)] (O_MAC = the input layer's dense MACs, O_AC = every other spike-fed synapse active); shown for Poisson input only")
@@ -385,7 +393,7 @@ class Analyzer:
         ]
         return AnalysisResult(
             schema_version=SCHEMA_VERSION, samples=n, encoding=self.encoding,
-            mac_counting="once per sample" if self.encoding == "direct" else "none (Poisson spikes: ACs)",
+            mac_counting="once per sample" if self.encoding == "direct" else "none (Poisson spikes: ACs)" if self.encoding == "poisson" else "none (event spikes: ACs)",
             seed=self.seed, time_steps=list(self.time_steps),
             ann=AnnSummary(ann_top1, ann_recall, ann_f1, ann_counts.macs, ann_counts.bias_adds, ann_energy, ann_counts.macs_with_padding, dict(ann_counts.unsupported), top5=ann_extra[0], confusion=ann_extra[1]),
             rows=rows, layers=layer_rows, ann_layers=ann_layers, firing_rates=firing, break_even_T=breaks,

@@ -344,7 +344,7 @@ class SnnCounter:
         return lambda layer, x: rule(layer, (x,), {})
 
     def _is_source(self, module: nn.Module) -> bool:
-        return isinstance(module, (IFNeurons, SpikingMaxPool2d)) or (isinstance(module, InputEncoder) and self.encoding == "poisson")
+        return isinstance(module, (IFNeurons, SpikingMaxPool2d)) or (isinstance(module, InputEncoder) and self.encoding != "direct")  # Poisson or event spikes
 
     def _analyse(self) -> None:
         graph = self.snn.graph.graph
@@ -367,7 +367,7 @@ class SnnCounter:
             if isinstance(module, SpikingMaxPool2d):
                 self._layer(name, "SpikingMaxPool2d", "pool")
                 continue
-            if isinstance(module, InputEncoder) and self.encoding == "poisson":
+            if isinstance(module, InputEncoder) and self.encoding != "direct":
                 self._layer(name, "InputEncoder", "input")
                 continue
             if isinstance(module, AnalogOp):
@@ -380,7 +380,7 @@ class SnnCounter:
             if self._is_weight(module):
                 out = _numel(node)
                 in_shape = _shape(node.args[0])
-                bias = out if module.bias is not None or (node in input_fed and self.encoding == "poisson" and normalized) else 0
+                bias = out if module.bias is not None or (node in input_fed and self.encoding != "direct" and normalized) else 0
                 sizes = {"weight_numel": module.weight.numel(), "input_numel": _numel(node.args[0]), "output_numel": out, "input_shape": in_shape}
                 if node in input_fed:
                     self._input_layers.append((name, self.dense_macs(module, in_shape)))
@@ -605,6 +605,9 @@ class SnnCounter:
                 # step by step: small temporaries (full-size boolean tensors cost more than the simulation)
                 active = [torch.count_nonzero(torch.logical_or(current[s], spikes[s])) for s in range(steps)]
                 layer.active_updates[span] += torch.stack(active).to(torch.float64).cpu()
+                recurrent = int(getattr(module, "recurrent_fanout", 0))
+                if recurrent:  # synapses inside the layer (STDP's lateral inhibition): each spike reaches `recurrent` neurons
+                    layer.synaptic_acs[span] += per_step.sum(1).cpu() * recurrent
             if name in self.fanout:
                 sinks, fields, matrix = self.fanout[name]
                 if matrix.device != per_step.device:

@@ -55,7 +55,7 @@ _SPECS = {
     "cifar100": DatasetSpec("cifar100", (3, 32, 32), 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "flowers102": DatasetSpec("flowers102", (3, 224, 224), 102, IMAGENET_MEAN, IMAGENET_STD),
 }
-DATASET_NAMES = tuple(_SPECS) + ("imagefolder:PATH",)
+DATASET_NAMES = tuple(_SPECS) + ("imagefolder:PATH", "tonic:NAME[:T]")
 
 
 def data_root(explicit: str | os.PathLike | None = None) -> Path:
@@ -69,6 +69,11 @@ def dataset_spec(name: str, root: str | os.PathLike | None = None) -> DatasetSpe
     """The spec of ``name``; for ``imagefolder:PATH`` this looks at the tree."""
     if name in _SPECS:
         return _SPECS[name]
+    if name.startswith("tonic:"):
+        from .events import event_spec
+
+        shape, classes = event_spec(name)
+        return DatasetSpec(name, shape, classes, (0.0,) * shape[0], (1.0,) * shape[0])
     if name.startswith("imagefolder:"):
         folder = _imagefolder_split(Path(name.split(":", 1)[1]), "test")
         classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
@@ -150,6 +155,10 @@ def load_dataset(name: str, split: Split = "test", root: str | os.PathLike | Non
         return _digits(split)
     if name.startswith("imagefolder:"):
         return _image_dataset(_imagefolder_split(Path(name.split(":", 1)[1]), split))
+    if name.startswith("tonic:"):  # event data (annsnn.events): the ANN's view, frames averaged over time
+        from .events import load_event_dataset
+
+        return load_event_dataset(name, split, data_root(root), download)
     if name not in _SPECS:
         raise UsageError(f"unknown dataset {name!r}: use one of {', '.join(DATASET_NAMES)}")
     from torchvision import datasets, transforms

@@ -277,7 +277,7 @@ def evaluate(
         sizes = [len(batch) for batch in loader.batch_sampler]  # type: ignore[arg-type]
         on_event(Planned(len(mine), len(loader), max(spec.T), sum(sizes[i] for i in mine)))
         for count, (index, (x, y)) in enumerate(zip(mine, select_batches(loader, mine)), start=1):
-            if tuple(x.shape[1:]) != expected:
+            if tuple(x.shape[2 if spec.encoding == "events" else 1:]) != expected:  # events: [B, frames, ...]
                 raise UsageError(f"the data has shape {tuple(x.shape[1:])}, the SNN expects {expected}")
             analyzer.run(x, y, batch_index=index)
             if store is not None and size == 1:

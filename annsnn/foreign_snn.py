@@ -50,6 +50,7 @@ __all__ = [
     "spikingjelly_neuron_spec",
     "as_spiking",
     "network_from_direct",
+    "network_from_stdp",
     "without_stand_in_accuracy",
 ]
 
@@ -317,6 +318,37 @@ def network_from_direct(payload: dict) -> SpikingNetwork:
     meta = {"source": "annsnn-direct-snn", "arch": payload["arch"], "trained_T": int(payload["T"]), "neuron": cfg,
             "dataset": {"name": payload.get("dataset")}, "normalization": {"mean": norm[0], "std": norm[1]}}
     return as_spiking(canonical.module, spec, meta, shape)
+
+
+def network_from_stdp(payload: dict):
+    """An STDP checkpoint as a :class:`~annsnn.snn.SpikingNetwork` (Poisson input only):
+    ``encoder -> Linear(784, N) -> DiehlCookNeurons -> Linear(N, classes)`` readout."""
+    from .zoo.stdp import STDP_FORMAT, DiehlCookNeurons, RateEncoder, load_stdp_checkpoint, readout_matrix
+
+    if payload.get("format") != STDP_FORMAT:
+        raise UsageError("not an STDP checkpoint")
+    weight, theta, assignments, params, prob, classes = load_stdp_checkpoint(payload)
+    root = nn.Module()
+    root.add_module("encoder", RateEncoder(prob))
+    synapse = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    synapse.weight.data.copy_(weight)
+    root.add_module("synapse", synapse)
+    root.add_module("excitatory", DiehlCookNeurons(theta, params))
+    readout = nn.Linear(weight.shape[0], classes, bias=False)
+    readout.weight.data.copy_(readout_matrix(assignments, classes))
+    root.add_module("readout", readout)
+    graph = fx.Graph()
+    x = graph.placeholder("x")
+    value = graph.call_module("encoder", (x,))
+    value = graph.call_module("flatten", (value,))
+    root.add_module("flatten", nn.Flatten())
+    for name in ("synapse", "excitatory", "readout"):
+        value = graph.call_module(name, (value,))
+    graph.output(value)
+    shape = tuple(int(s) for s in payload.get("input_shape", [1, 28, 28]))
+    meta = {"source": STDP_FORMAT, "encoding": "poisson", "trained_T": int(payload.get("T", 0)),
+            "dataset": {"name": payload.get("dataset")}, "neurons": int(weight.shape[0])}
+    return network_from_graph(fx.GraphModule(root, graph), shape, meta)
 
 
 def without_stand_in_accuracy(result):

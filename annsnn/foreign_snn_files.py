@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .errors import UsageError
-from .foreign_snn import from_spikingjelly, network_from_direct
+from .foreign_snn import from_spikingjelly, network_from_direct, network_from_stdp
 from .model_files import sniff, unsafe_pickle
 from .nir_io import load_nir
 from .snn import SpikingNetwork
@@ -38,8 +38,10 @@ def load_foreign(path: str, *, trust: bool = False, dt: float = 1.0, input_shape
         payload = None
     if isinstance(payload, dict) and payload.get("format") == "annsnn-direct-snn":
         return network_from_direct(payload)
+    if isinstance(payload, dict) and payload.get("format") == "annsnn-stdp-snn":
+        return network_from_stdp(payload)
     if payload is not None:
-        raise UsageError(f"{str(file)!r} is neither a NIR file, a directly trained SNN checkpoint nor a pickled SpikingJelly network")
+        raise UsageError(f"{str(file)!r} is neither a NIR file, a directly trained (or STDP) SNN checkpoint nor a pickled SpikingJelly network")
     if not trust:
         raise UsageError(f"{str(file)!r} is a pickled module; loading it runs code from the file: pass --trust if you trust it")
     try:

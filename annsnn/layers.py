@@ -206,24 +206,33 @@ class Normalize(nn.Module):
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
 
-Encoding = Literal["direct", "poisson"]
+Encoding = Literal["direct", "poisson", "events"]
 
 
 class InputEncoder(TemporalModule):
     """The SNN's input: ``direct`` passes the analog image (static, computed once);
-    ``poisson`` emits Bernoulli spikes ``[K*B, ...]`` with rate = pixel value in [0, 1]."""
+    ``poisson`` emits Bernoulli spikes ``[K*B, ...]`` with rate = pixel value in [0, 1];
+    ``events`` takes recorded frames ``[B, F, ...]`` (:mod:`annsnn.events`) and emits frame
+    t at step t (event counts: every event is a spike)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.encoding: Encoding = "direct"
         self.generator: torch.Generator | None = None
+        self.t = 0
 
     def reset_state(self) -> None:
-        pass
+        self.t = 0
 
     def forward(self, x: Tensor) -> Tensor:
         if self.encoding == "direct":
             return x
+        if self.encoding == "events":
+            if x.dim() < 3 or self.t + self.steps > x.shape[1]:
+                raise UsageError(f"event input has {x.shape[1] if x.dim() >= 3 else 0} frames per sample; cannot simulate step {self.t + self.steps} (use --T at most the frame count, tonic:NAME:T)")
+            frames = x[:, self.t : self.t + self.steps].transpose(0, 1)
+            self.t += self.steps
+            return frames.reshape(-1, *x.shape[2:])
         if float(x.min()) < 0 or float(x.max()) > 1:
             raise UsageError("poisson encoding needs inputs in [0, 1]; normalization belongs inside the model")
         seq = bernoulli_encode(x, self.steps, self.generator)

@@ -14,7 +14,7 @@ from .record import SnnRecord
 
 __all__ = ["SpikingNetwork", "Encoding", "static_nodes"]
 
-Encoding = Literal["direct", "poisson"]
+Encoding = Literal["direct", "poisson", "events"]
 
 
 class SpikingNetwork(nn.Module):
@@ -56,7 +56,7 @@ class SpikingNetwork(nn.Module):
     def runner(self, encoding: Encoding) -> fx.GraphModule:
         """The graph prepared for ``encoding``: for ``direct``, everything computed from the
         image alone runs once per batch and is repeated over time (:class:`TimeExpand`)."""
-        if encoding not in ("direct", "poisson"):
+        if encoding not in ("direct", "poisson", "events"):
             raise ValueError(f"unknown encoding {encoding!r}")
         if encoding not in self._runners:
             self._runners[encoding] = _build_runner(self.graph, encoding, self.registry)

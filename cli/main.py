@@ -289,6 +289,21 @@ def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, cali
 # evaluate and energy
 
 
+def _event_frames(run, encoding, data_root, download, samples, batch_size):
+    """With --encoding events: the run with the event dataset's frames [B, T, ...] instead of their mean."""
+    if encoding != "events":
+        return run
+    import dataclasses
+
+    name, split = run.dataset, run.split
+    from annsnn.data import data_root as root_of, make_loader
+    from annsnn.events import is_event_dataset, load_event_dataset
+
+    if not is_event_dataset(name):
+        raise UsageError(f"--encoding events needs event data (--data tonic:NAME[:T]), not {name!r}")
+    return dataclasses.replace(run, loader=make_loader(load_event_dataset(name, split, root_of(data_root), download, view="frames"), batch_size, samples))
+
+
 def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False, device: str = "cpu", *, data):
     """Run :func:`annsnn.evaluation.evaluate` and draw its progress events as a bar on stderr."""
     from annsnn.evaluation import BatchDone, EvalSpec, Planned, ProgressDiscarded, ProgressStore, Resumed, evaluate
@@ -327,7 +342,7 @@ _data_options = [
     click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True),
     click.option("--samples", type=click.IntRange(min=1), help="Use N samples evenly spaced over the split, in order, so every class is represented (default: all)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
-    click.option("--encoding", type=click.Choice(["direct", "poisson"]), default="direct", show_default=True, help="direct: the image every step; poisson: Bernoulli spikes with rate = pixel value."),
+    click.option("--encoding", type=click.Choice(["direct", "poisson", "events"]), default="direct", show_default=True, help="direct: the image every step; poisson: Bernoulli spikes with rate = pixel value; events: recorded event frames, one per step (--data tonic:NAME[:T])."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Poisson encoder."),
     click.option("--chunk", type=click.IntRange(min=1), help="Time steps simulated at once (default: automatic, bounded memory)."),
     click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (a GPU is optional)."),
@@ -368,7 +383,7 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
     check_device(device)
     if json_path:
         check_output_path(json_path, inputs=(snn or "",))
-    run = open_snn_run(snn, data, data_root, download, split, samples, batch_size)
+    run = _event_frames(open_snn_run(snn, data, data_root, download, split, samples, batch_size), encoding, data_root, download, samples, batch_size)
     result, rank = _analyze(run.network, run.loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False, progress_path=_progress_path(json_path, "evaluate", Path(run.file.path)), resume=resume, device=device, data=run.data)
     if rank != 0:
         return
@@ -442,8 +457,11 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         raise UsageError("give either SNN or --model, not both")
     if foreign_model:
         run = open_foreign_run(foreign_model, trust, dt, input_shape, data, data_root, download, split, samples, batch_size)
+        if run.network.meta.get("encoding") not in (None, encoding):
+            raise UsageError(f"{foreign_model} is driven by {run.network.meta['encoding']} input: pass --encoding {run.network.meta['encoding']}")
     else:
         run = open_snn_run(snn, data, data_root, download, split, samples, batch_size)
+    run = _event_frames(run, encoding, data_root, download, samples, batch_size)
     result, rank = _analyze(run.network, run.loader, T, encoding, seed, chunk, models, count=True, progress_path=_progress_path(json_path, "energy", Path(run.file.path)), resume=resume, device=device, data=run.data)
     if rank != 0:
         return
@@ -829,7 +847,12 @@ def zoo_list(macs: bool) -> None:
 @click.option("--snn", "direct_snn", is_flag=True, help="Train a spiking network directly (surrogate gradients, SpikingJelly LIF neurons in place of the ReLUs, direct encoding) instead of an ANN.")
 @click.option("--T", "T", type=click.IntRange(min=1), default=5, show_default=True, help="With --snn: time steps per sample.")
 @click.option("--tau", type=click.FloatRange(min=1.0), default=2.0, show_default=True, help="With --snn: LIF membrane time constant in steps.")
-def zoo_train(arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, out_path, direct_snn, T, tau) -> None:
+@click.option("--rule", type=click.Choice(["surrogate", "stdp"]), default="surrogate", show_default=True, help="With --snn: surrogate gradients, or unsupervised STDP (arch stdp_mnist, Diehl & Cook 2015; --T: presentation steps of 2 ms, default 125; --batch-size default 64).")
+@click.option("--neurons", type=click.IntRange(min=1), default=400, show_default=True, help="With --rule stdp: excitatory neurons.")
+@click.option("--assign-samples", type=click.IntRange(min=1), default=10000, show_default=True, help="With --rule stdp: training images (learning off) that assign each neuron its label.")
+@click.option("--test-samples", type=click.IntRange(min=1), help="With --rule stdp: test images scored after each epoch, evenly spaced (default: all).")
+@click.pass_context
+def zoo_train(ctx, arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, out_path, direct_snn, T, tau, rule, neurons, assign_samples, test_samples) -> None:
     """Train ARCH on a dataset; the checkpoint records arch, dataset and normalization,
     so 'annsnn convert FILE' needs no other flag.
 
@@ -839,9 +862,26 @@ def zoo_train(arch, data, data_root, download, epochs, lr, batch_size, optimizer
       annsnn zoo train lenet5 --data mnist --snn --T 5 --epochs 2   # a directly trained SNN baseline
     Its checkpoint (weights and JSON config; loads weights-only) is analysed with
       annsnn energy --model lenet5-mnist-snn5.pt --T 5,20,50
+    Unsupervised STDP (Diehl & Cook 2015), e.g.
+      annsnn zoo train stdp_mnist --snn --rule stdp --data mnist   # 20,000 images
     """
     from annsnn.files import atomic_path, check_output_path
     from annsnn.zoo.train import TrainConfig, checkpoint_dict, train
+
+    if rule == "stdp":
+        from .stdp import train_stdp_command
+
+        if not direct_snn:
+            raise UsageError("--rule stdp trains a spiking network: add --snn")
+        source = click.core.ParameterSource
+        steps = None if ctx.get_parameter_source("T") == source.DEFAULT else T
+        data = "mnist" if ctx.get_parameter_source("data") == source.DEFAULT else data
+        batch = None if ctx.get_parameter_source("batch_size") == source.DEFAULT else batch_size
+        epochs = 1 if ctx.get_parameter_source("epochs") == source.DEFAULT else epochs
+        target = Path(out_path or f"{arch}-{data.replace(':', '_').replace('/', '_')}-stdp{neurons}.pt")
+        check_output_path(target)
+        train_stdp_command(arch, data, data_root, download, epochs, batch, seed, samples, steps, neurons, assign_samples, test_samples, target, _progress, out, err)
+        return
 
     suffix = f"-snn{T}" if direct_snn else ""
     target = Path(out_path or f"{arch}-{data.replace(':', '_').replace('/', '_')}{suffix}.pt")

@@ -9,6 +9,7 @@ from torch import nn
 
 __all__ = [
     "mlp",
+    "nmnist_cnn",
     "CifarCnnS",
     "CifarCnnM",
     "CifarCnn5",
@@ -32,6 +33,16 @@ def mlp(sizes: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
             if dropout:
                 layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
+
+
+def nmnist_cnn(num_classes: int = 10) -> nn.Sequential:
+    """For N-MNIST's 2x34x34 event frames: conv 5x5 (16) - ReLU - AvgPool 2 - conv 5x5 (32) -
+    ReLU - AvgPool 2 - Linear 800-num_classes (34 -> 30 -> 15 -> 11 -> 5)."""
+    return nn.Sequential(
+        nn.Conv2d(2, 16, 5), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Conv2d(16, 32, 5), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 5 * 5, num_classes),
+    )
 
 
 def _conv_pool(cin: int, cout: int, pool: nn.Module) -> list[nn.Module]:

@@ -8,7 +8,7 @@ from annsnn.counting import count_ann, dense_macs
 from annsnn.pipeline import ann_to_snn
 from annsnn.zoo import architectures, build, embedded_checkpoint
 
-SMALL = [name for name, spec in architectures().items() if spec.input_shape[-1] <= 32]
+SMALL = [name for name, spec in architectures().items() if spec.dataset != "imagefolder"]  # not ImageNet-size
 
 
 @pytest.mark.parametrize("name", SMALL)
@@ -54,7 +54,7 @@ def test_training_is_deterministic_with_a_seed():
         assert torch.equal(v, w), k
 
 
-LARGE = [name for name, spec in architectures().items() if spec.input_shape[-1] > 32]
+LARGE = [name for name, spec in architectures().items() if spec.dataset == "imagefolder"]
 
 
 @pytest.mark.slow
