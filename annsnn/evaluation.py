@@ -32,6 +32,7 @@ from typing import Any, Callable, Union
 
 import torch
 from torch.utils.data import DataLoader
+from torch import Tensor
 
 from .analyzer import AnalysisResult, Analyzer
 from .energy import EnergyModel
@@ -39,7 +40,7 @@ from .errors import UsageError
 from .snn import SpikingNetwork
 
 __all__ = [
-    "DataSpec", "EvalSpec", "EvalOutcome", "ProgressStore", "evaluate", "run_key", "snn_fingerprint",
+    "DataSpec", "EvalSpec", "EvalOutcome", "ProgressStore", "evaluate", "run_key", "snn_fingerprint", "tensor_bytes",
     "Event", "Planned", "Resumed", "ProgressDiscarded", "BatchDone", "data_spec_for",
 ]
 
@@ -135,6 +136,15 @@ class EvalOutcome:
 # --- resume -------------------------------------------------------------------
 
 
+def tensor_bytes(tensor: Tensor) -> bytes:
+    """A tensor's values as bytes, in C order (numpy's ``tobytes``), for any shape and dtype.
+
+    Flattened first: ``Tensor.view(dtype)`` to a smaller element size refuses 0-dim tensors
+    ("self.dim() cannot be 0 to view Float as Byte"), and a scalar buffer is a valid SNN part."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
 def snn_fingerprint(snn: SpikingNetwork) -> str:
     """SHA-256 of everything an SNN file holds: both graphs, every tensor, and the metadata
     (conversion options, scales, calibration data). Two SNNs that can give different
@@ -156,7 +166,7 @@ def snn_fingerprint(snn: SpikingNetwork) -> str:
         for name, tensor in sorted(module.state_dict().items()):
             digest.update(name.encode())
             digest.update(str((tensor.dtype, tuple(tensor.shape))).encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            digest.update(tensor_bytes(tensor))
     return digest.hexdigest()
 
 
