@@ -569,6 +569,9 @@ def _measured_and_dataset(result, network, loader, T, chunk, device, grid, measu
         if measured.sensors.notice:
             out.print(f"note: {measured.sensors.notice}")
         out.print(measured_table(measured, result))
+        for run in measured.runs:
+            if run.energy_notice:
+                out.print(f"note: {run.network}: {run.energy_notice}")
         for note in measured.notes:
             out.print(f"note: {note}")
         extra["measured"] = measured.to_dict()
