@@ -295,7 +295,7 @@ def data_spec_for(name: str, split: str, samples: int | None, batch_size: int, r
 
     if name == "digits":
         resolved = None
-    elif name.startswith("imagefolder:"):
+    elif name.startswith(("imagefolder:", "imagenet:")):
         resolved = str(Path(name.split(":", 1)[1]).resolve())
     else:
         resolved = str(data_root(root).resolve())

@@ -86,7 +86,7 @@ def _load(model: str | None, arch: str | None, trust: bool, weights: str | None 
     return load_model(model, arch, trust=trust, input_shape=input_shape)
 
 
-def _resolve(loaded, data: str | None, mean: list[float] | None, std: list[float] | None, input_shape: tuple[int, ...] | None, data_root: str | None):
+def _resolve(loaded, data: str | None, mean: list[float] | None, std: list[float] | None, input_shape: tuple[int, ...] | None, data_root: str | None, preprocess=None):
     from annsnn.data import dataset_spec
     from annsnn.zoo import architectures
 
@@ -94,8 +94,8 @@ def _resolve(loaded, data: str | None, mean: list[float] | None, std: list[float
     record = loaded.record
     name = data or record.get("dataset") or (arch_spec.dataset if arch_spec and arch_spec.dataset != "imagefolder" else None)
     if name is None:
-        raise UsageError("which data? pass --data NAME (digits, mnist, cifar10, ..., imagefolder:PATH)")
-    spec = dataset_spec(name, data_root)
+        raise UsageError("which data? pass --data NAME (digits, mnist, cifar10, ..., imagefolder:PATH, imagenet:ROOT)")
+    spec = dataset_spec(name, data_root, preprocess)
     if mean is not None or std is not None:
         if mean is None or std is None:
             raise UsageError("--mean and --std go together")
@@ -110,7 +110,8 @@ def _resolve(loaded, data: str | None, mean: list[float] | None, std: list[float
     else:
         norm = (list(spec.mean), list(spec.std))
         source = f"{spec.name}'s standard normalization"
-    shape = tuple(input_shape or record.get("input_shape") or spec.input_shape)
+    read = spec.input_shape if preprocess is not None and preprocess.crop is not None else None  # the images as preprocessed
+    shape = tuple(input_shape or read or record.get("input_shape") or spec.input_shape)
     if len(norm[0]) not in (1, shape[0]) or len(norm[1]) != len(norm[0]):
         raise UsageError(f"normalization has {len(norm[0])} values but the input has {shape[0]} channels")
     return spec, norm, source, shape
@@ -237,6 +238,9 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--data-root", type=click.Path(file_okay=False), help="Folder with local datasets (default $ANNSNN_DATA_ROOT or ./data).")
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=1024, show_default=True, help="Training images used for calibration.")
+@click.option("--weights", help="torchvision:NAME: read images as these weights' transforms() do (e.g. DEFAULT, IMAGENET1K_V2); zoo:NAME: also load them. timm:NAME uses timm's data config without it.")
+@click.option("--resize", type=click.IntRange(min=1), help="Resize the shorter image side to N pixels (image folders, imagenet:ROOT); recorded in the SNN.")
+@click.option("--crop", type=click.IntRange(min=1), help="Centre-crop N x N pixels after --resize; recorded in the SNN.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--mean", type=FLOAT_LIST, help="Input normalization mean, overriding the recorded one.")
 @click.option("--std", type=FLOAT_LIST, help="Input normalization std, overriding the recorded one.")
@@ -244,7 +248,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="SNN file (default: next to MODEL, NAME.snn.pt).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the conversion report as JSON.")
 @click.option("--trust", is_flag=True, help="Allow unpickling a whole pickled nn.Module (runs code from the file).")
-def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
+def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, maxpool, hybrid, data, data_root, download, calib_samples, weights, resize, crop, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
 
     BatchNorm is folded, one calibration pass records each activation's exact max and a
@@ -277,16 +281,21 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay)
     if options.readout_delay == "auto" and calib_samples <= options.bias_images:  # before loading anything
         raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {options.bias_images}; pass more, or --readout-delay K")
-    loaded = _load(model, arch, trust, input_shape=input_shape)
+    from annsnn.data import preprocess_for
+
+    zoo = model is not None and model.startswith("zoo:")
+    preprocess = preprocess_for(arch, None if zoo else weights, resize, crop)
+    loaded = _load(model, arch, trust, weights=weights if zoo else None, input_shape=input_shape)
     target = Path(out_path) if out_path else _default_out(model, loaded.arch or "model")
     check_output_path(target, inputs=(model or "",))
     if json_path:
         check_output_path(json_path, inputs=(model or "", str(target)))
-    spec, norm, norm_source, shape = _resolve(loaded, data, mean, std, input_shape, data_root)
+    spec, norm, norm_source, shape = _resolve(loaded, data, mean, std, input_shape, data_root, preprocess)
     convertible_module(loaded, shape)
     check_fits(loaded.module, shape, batch_size)
-    loader = make_loader(load_dataset(spec.name, "train", data_root, download), batch_size, calib_samples)
+    loader = make_loader(load_dataset(spec.name, "train", data_root, download, preprocess), batch_size, calib_samples)
     meta = {
+        "preprocess": preprocess.to_dict() if preprocess is not None else None,
         "source": {"path": str(Path(loaded.path).resolve()) if not loaded.path.startswith("zoo:") else loaded.path, "kind": loaded.kind, "arch": loaded.arch},
         "dataset": spec.to_dict(),
         "normalization": {"mean": norm[0], "std": norm[1], "source": norm_source},
@@ -307,6 +316,8 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         lines.append("[yellow]note:[/] MaxPool was replaced by AvgPool: the converted network approximates a changed ANN")
     lines.extend(f"note: {note}" for note in report.notes)
     lines.append(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s")
+    if preprocess is not None:
+        lines.append(f"images: resize {preprocess.resize or '-'}, centre crop {preprocess.crop or '-'}, {preprocess.interpolation} ({preprocess.source}); recorded in the SNN for evaluate")
     lines.append(f"calibration: {calibration} for T={calib_T} (valid for every T <= {calib_T}; beyond it the last step's bias repeats)" if calibration != "none" else "calibration: none (plain normalization)")
     if snn.meta.get("readout_delay"):
         lines.append(f"readout: the first {snn.meta['readout_delay']} output step(s) are left out at T >= {calib_T} (below, the same share: floor(k T / {calib_T})); every step is simulated and counted")
@@ -357,7 +368,9 @@ def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_siz
     name = data or snn.meta.get("dataset", {}).get("name")
     if not name:
         raise UsageError("the SNN records no dataset; pass --data NAME")
-    loader = make_loader(load_dataset(name, split, data_root, download), batch_size, samples)
+    from annsnn.data import Preprocess
+
+    loader = make_loader(load_dataset(name, split, data_root, download, Preprocess.from_dict(snn.meta.get("preprocess"))), batch_size, samples)
     return path, snn, name, loader, data_spec_for(name, split, samples, batch_size, data_root)
 
 
