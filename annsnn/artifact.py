@@ -25,6 +25,8 @@ from __future__ import annotations
 import builtins
 import json
 import keyword
+import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -36,20 +38,81 @@ from torch import fx, nn
 from .errors import UsageError
 from .files import atomic_path
 from .ops import OpRegistry, default_registry
+from .record import SnnRecord
 from .snn import SpikingNetwork
 
-__all__ = ["save_snn", "load_snn", "graph_to_spec", "graph_from_spec", "validate_spec", "FORMAT"]
+__all__ = ["save_snn", "write_snn", "load_snn", "check_runs", "graph_to_spec", "graph_from_spec", "validate_spec", "FORMAT", "VERSION"]
 
 FORMAT = "annsnn-snn"
-VERSION = 1
+VERSION = 2  # 2: a typed ``record`` (annsnn.record.SnnRecord); 1: an untyped ``meta`` dict
+READS = (1, 2)
 
 def _make_module(type_name: str, config: dict, state: dict[str, torch.Tensor], prefix: str, registry: OpRegistry) -> nn.Module:
+    """Build a layer from its entry's ``load``: first on the meta device (no memory), where
+    its tensors' names, shapes and dtypes are compared with the file's, then for real."""
     found = registry.module_type(type_name)
     if found is None:
         raise UsageError(f"SNN file names an unknown layer type {type_name!r}")
     load = found[1].load
     assert load is not None
-    return load(config, state, prefix, registry)
+    if type_name == "IFNeurons":
+        _check_neuron_config(config, state, prefix)
+    try:
+        with torch.device("meta"):
+            probe = load(config, state, prefix, registry)
+    except UsageError:
+        raise
+    except Exception:  # noqa: BLE001 - a layer built from the file's own tensors (they bound its size) may not build on meta
+        probe = None
+    if probe is not None:
+        _compare(probe, state, prefix, type_name)
+    try:
+        module = load(config, state, prefix, registry)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a config the layer's constructor rejects
+        raise _bad(f"layer {prefix[:-1]} ({type_name}) has a bad configuration ({type(exc).__name__}: {_first_line(exc)[:200]})") from None
+    if probe is None:
+        _compare(module, state, prefix, type_name)
+    return module
+
+
+def _compare(module: nn.Module, state: dict[str, torch.Tensor], prefix: str, type_name: str) -> None:
+    """The file's tensors for ``module`` have the names, shapes and dtypes it needs."""
+    for name, expected in module.state_dict().items():
+        key = prefix + name
+        stored = state.get(key)
+        if stored is None:
+            continue  # reported as a missing tensor once the graph is built
+        if tuple(stored.shape) != tuple(expected.shape) or stored.dtype != expected.dtype:
+            raise _bad(f"tensor {key} is {_describe(stored)} but layer {prefix[:-1]} ({type_name}) needs {_describe(expected)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _describe(tensor: torch.Tensor) -> str:
+    return f"{str(tensor.dtype).replace('torch.', '')} {list(tensor.shape)}"
+
+
+def _check_neuron_config(config: dict, state: dict[str, torch.Tensor], prefix: str) -> None:
+    """IF neurons: ``v_init`` a finite number, ``bias_steps`` S >= 0 an int, and a stored
+    ``step_bias`` float32 of S steps exactly when S > 0."""
+    name = prefix[:-1]
+    v_init = config.get("v_init", 0.0)
+    if isinstance(v_init, bool) or not isinstance(v_init, (int, float)) or not math.isfinite(v_init):
+        raise _bad(f"layer {name} has v_init = {v_init!r}, not a finite number")
+    steps = config.get("bias_steps", 0)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise _bad(f"layer {name} has bias_steps = {steps!r}, not an integer >= 0")
+    bias = state.get(prefix + "step_bias")
+    if bias is not None:
+        if bias.dtype != torch.float32:
+            raise _bad(f"tensor {prefix}step_bias is {_describe(bias)}, not float32")
+        if bias.dim() < 1 or int(bias.shape[0]) != steps:
+            raise _bad(f"tensor {prefix}step_bias is {_describe(bias)} but layer {name} records bias_steps = {steps}")
 
 
 def _encode(value: Any) -> Any:
@@ -335,17 +398,27 @@ def save_snn(snn: SpikingNetwork, path: str | os.PathLike, registry: OpRegistry 
     """Write ``snn`` atomically to ``path``; its ops must be in ``registry`` (default: the
     registry ``snn`` was converted or loaded with)."""
     registry = registry if registry is not None else snn.registry
-    payload = {
+    payload = _payload(snn, registry)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:  # a Python file: a full disk is an OSError (ENOSPC), not torch's bare RuntimeError
+            torch.save(payload, handle)
+
+
+def _payload(snn: SpikingNetwork, registry: OpRegistry) -> dict:
+    return {
         "format": FORMAT,
         "version": VERSION,
-        "meta": json.dumps(snn.meta, default=_jsonable),
+        "record": json.dumps(snn.record.to_dict(), default=_jsonable, allow_nan=False),
         "snn_graph": json.dumps(graph_to_spec(snn.graph, registry)),
         "ann_graph": json.dumps(graph_to_spec(snn.ann, registry)),
         "snn_state": {k: _own_storage(v) for k, v in snn.graph.state_dict().items()},
         "ann_state": {k: _own_storage(v) for k, v in snn.ann.state_dict().items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, str(tmp))
+
+
+def write_snn(snn: SpikingNetwork, handle, registry: OpRegistry | None = None) -> None:
+    """Write ``snn`` to an open binary file ``handle`` (see :func:`save_snn`)."""
+    torch.save(_payload(snn, registry if registry is not None else snn.registry), handle)
 
 
 def _jsonable(value: Any) -> Any:
@@ -379,14 +452,69 @@ def load_snn(path: str | os.PathLike, registry: OpRegistry | None = None) -> Spi
         raise UsageError(f"{str(file)!r} is not a readable annsnn SNN file (corrupt, truncated, or another format)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UsageError(f"{str(file)!r} is not an annsnn SNN file; convert a model first with 'annsnn convert'")
-    if payload.get("version") != VERSION:
-        raise UsageError(f"{str(file)!r} has SNN format version {payload.get('version')}; this annsnn reads version {VERSION}")
+    if payload.get("version") not in READS:
+        raise UsageError(f"{str(file)!r} has SNN format version {payload.get('version')}; this annsnn reads versions {', '.join(map(str, READS))}")
     try:
-        meta = json.loads(payload["meta"])
-        snn_graph = graph_from_spec(json.loads(payload["snn_graph"]), payload["snn_state"], registry)
-        ann_graph = graph_from_spec(json.loads(payload["ann_graph"]), payload["ann_state"], registry)
-    except UsageError:
-        raise
-    except (KeyError, ValueError, TypeError) as exc:
-        raise UsageError(f"{str(file)!r} is a damaged annsnn SNN file ({type(exc).__name__})") from None
-    return SpikingNetwork(snn_graph, ann_graph, meta, registry=registry).eval()
+        if payload["version"] == 1:
+            record = SnnRecord.from_meta(json.loads(payload["meta"]))
+        else:
+            record = SnnRecord.from_dict(json.loads(payload["record"]))
+        snn_state, ann_state = payload["snn_state"], payload["ann_state"]
+        _check_tensors(snn_state, "SNN")
+        _check_tensors(ann_state, "ANN")
+        snn_graph = graph_from_spec(json.loads(payload["snn_graph"]), snn_state, registry)
+        ann_graph = graph_from_spec(json.loads(payload["ann_graph"]), ann_state, registry)
+    except UsageError as exc:
+        raise UsageError(f"{str(file)!r}: {exc}") from None
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise UsageError(f"{str(file)!r} is a damaged annsnn SNN file ({type(exc).__name__}: {_first_line(exc)[:200]})") from None
+    snn = SpikingNetwork(snn_graph, ann_graph, record, registry=registry).eval()
+    try:
+        check_runs(snn)
+    except UsageError as exc:
+        raise UsageError(f"{str(file)!r}: {exc}") from None
+    return snn
+
+
+def _check_tensors(state: Any, side: str) -> None:
+    """Every stored tensor is a real (not complex) tensor; floating ones are finite."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise _bad(f"the {side} tensors are not a name -> tensor table")
+    for name, tensor in state.items():
+        if tensor.is_complex():
+            raise _bad(f"{side} tensor {name} is {_describe(tensor)}: complex values")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise _bad(f"{side} tensor {name} holds NaN or infinite values")
+
+
+def check_runs(snn: SpikingNetwork) -> None:
+    """Run the SNN graph (one step) and the ANN once on a shape-only ``[1, *input_shape]``
+    input (torch's ``FakeTensorMode``: no memory, no values); a graph whose tensors do not
+    fit together (a step bias of 17 channels on a 16-channel layer, an input shape the
+    layers cannot take) is refused with one line. A graph that cannot run on shape-only
+    tensors (data-dependent code) is left to the real run."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from .layers import TemporalModule
+    from .memory import data_dependent_failure
+
+    shape = snn.record.input_shape
+    fake_log = logging.getLogger("torch._subclasses.fake_tensor")
+    was_disabled, fake_log.disabled = fake_log.disabled, True
+    temporal = [m for m in snn.graph.modules() if isinstance(m, TemporalModule)]
+    try:
+        for label, graph in (("ANN", snn.ann), ("SNN", snn.graph)):
+            for module in temporal:
+                module.steps = 1
+                module.reset_state()
+            try:
+                with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+                    graph(torch.empty((1, *shape)))
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if data_dependent_failure(exc):
+                    continue
+                raise _bad(f"its {label} graph does not run on its input shape {list(shape)} ({_first_line(exc)[:200]})") from None
+    finally:
+        fake_log.disabled = was_disabled
+        for module in temporal:
+            module.reset_state()

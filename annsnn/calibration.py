@@ -61,22 +61,13 @@ from .functional import if_soft_reset
 from .heap import release_free_heap
 from .layers import IFNeurons
 from .layerwise import BufferPool, run_layerwise
+from .record import CALIBRATIONS  # --calibration NAME -> (threshold method, bias method), re-exported
 from .simulate import simulate
 from .snn import SpikingNetwork
 
 __all__ = ["CalibrationMethod", "CALIBRATIONS", "BiasFit", "ann_channel_targets", "fit_layer_bias", "fit_step_bias", "quantile_bias", "StepSolver", "calibration_options", "DelayChoice", "choose_readout_delay"]
 
 CalibrationMethod = Literal["none", "threshold", "bias", "step-bias", "threshold+bias", "threshold+step-bias"]
-
-# --calibration NAME -> (threshold method, bias method); the first is the default pipeline
-CALIBRATIONS: dict[str, tuple[str, str]] = {
-    "threshold+step-bias": ("if-search", "step"),
-    "threshold+bias": ("if-search", "layer"),
-    "threshold": ("if-search", "none"),
-    "step-bias": ("mode", "step"),
-    "bias": ("mode", "layer"),
-    "none": ("mode", "none"),
-}
 
 _MIN_ACTIVE = 0.05  # floor of p_c: a channel that is almost never positive gets a bounded step
 _MAX_BIAS = 1.0  # |bias| per step, in thresholds

@@ -191,38 +191,15 @@ def check_same_size(dataset: Dataset, name: str, probes: int = 64) -> tuple[int,
     firsts: dict[int, int] = {}
     for i, (_, label) in enumerate(dataset.samples):  # type: ignore[attr-defined]
         firsts.setdefault(label, i)
-    picks = sorted(set(spread_indices(len(files), probes)) | set(list(firsts.values())[:probes]))
-    shapes: dict[tuple[int, ...], str] = {}
+    picks = sorted(set(spread_indices(len(files), probes)) | set(list(firsts.values())[:probes]) | {0})
+    first = None
     for i in picks:
         shape = tuple(dataset[i][0].shape)
-        shapes.setdefault(shape, files[i])
-        if len(shapes) > 1:
-            (a, fa), (b, fb) = shapes.items()
-            raise UsageError(f"images of different sizes in {name} ({fa}: {'x'.join(map(str, a))}, {fb}: {'x'.join(map(str, b))}): "
-                             "pass --resize N --crop M, or --arch torchvision:NAME --weights W / timm:NAME for the model's own preprocessing")
-    return next(iter(shapes))
-
-
-class _SameSize(Dataset):
-    """A folder dataset that checks each image's shape against the probed one, so an image the
-    probes missed is the same one-line error (not a failed ``torch.stack``)."""
-
-    def __init__(self, inner: Dataset, name: str) -> None:
-        self.inner, self.name, self.shape = inner, name, None
-        self.classes = inner.classes  # type: ignore[attr-defined]
-        self.samples = inner.samples  # type: ignore[attr-defined]
-
-    def __len__(self) -> int:
-        return len(self.inner)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int):
-        x, y = self.inner[index]
-        if self.shape is None:
-            self.shape = tuple(x.shape)
-        elif tuple(x.shape) != self.shape:
-            raise UsageError(f"images of different sizes in {self.name} ({self.samples[index][0]}: {'x'.join(map(str, x.shape))}, others {'x'.join(map(str, self.shape))}): "
-                             "pass --resize N --crop M, or --arch torchvision:NAME --weights W / timm:NAME for the model's own preprocessing")
-        return x, y
+        if first is None:
+            first = shape
+        elif shape != first:
+            raise _odd_size(files[i], shape, files[0], first)
+    return first
 
 
 def _digits(split: Split) -> Dataset:
@@ -261,33 +238,61 @@ def _open_image(path: str):
         raise UsageError(f"cannot read image {path!r} ({reason}); remove or replace the file") from None
 
 
+def _size(shape) -> str:
+    """``W×H`` of a ``[C, H, W]`` image tensor shape."""
+    return f"{int(shape[-1])}×{int(shape[-2])}"
+
+
+SIZE_HINT = "the images of a folder must share one size: pass --resize N --crop M, or --arch torchvision:NAME --weights W / timm:NAME for the model's own preprocessing"
+
+
+def _odd_size(path: str, shape, first_path: str, first_shape) -> UsageError:
+    return UsageError(f"image {path!r} is {_size(shape)}, but {first_path!r} is {_size(first_shape)}: {SIZE_HINT}")
+
+
 def _image_dataset(folder: Path, preprocess: Preprocess | None = None) -> Dataset:
     from torchvision import datasets, transforms
 
+    class SameSizeImageFolder(datasets.ImageFolder):
+        """Images that must all have the first image's size (a batch stacks them): an
+        image of another size is a one-line error naming it and both sizes."""
+
+        def __getitem__(self, index: int):
+            image, label = super().__getitem__(index)
+            if not hasattr(self, "_reference"):
+                first = super().__getitem__(0)[0] if index else image
+                self._reference = (tuple(first.shape), self.samples[0][0])
+            shape, first_path = self._reference
+            if tuple(image.shape) != shape:
+                raise _odd_size(self.samples[index][0], image.shape, first_path, shape)
+            return image, label
+
     transform = preprocess.transform() if preprocess is not None else transforms.ToTensor()
     try:
-        return datasets.ImageFolder(str(folder), loader=_open_image, transform=transform)
+        return SameSizeImageFolder(str(folder), loader=_open_image, transform=transform)
     except (FileNotFoundError, RuntimeError) as exc:
         raise UsageError(f"no images found under {str(folder)!r} ({str(exc).splitlines()[0]}); it needs one folder of images per class") from None
 
 
 def _imagenet(path: Path, split: Split, preprocess: Preprocess | None) -> Dataset:
-    """torchvision's ``ImageNet`` (``meta.bin`` present: its wnid-to-class table), else
-    ``train/`` + ``val/`` class folders; the test split is ``val``."""
+    """``train/`` + ``val/`` class folders (the test split is ``val``); with torchvision's
+    ``meta.bin`` (its ``ImageNet`` layout) the classes carry its names. Read as
+    torchvision's ``ImageNet`` reads them (an ``ImageFolder`` per split), with the size check."""
     if not path.is_dir():
         raise UsageError(f"ImageNet folder {str(path)!r} does not exist; check the path after imagenet:")
     part = "train" if split == "train" else "val"
     if not (path / part).is_dir():
         raise UsageError(f"{str(path)!r} has no {part}/ folder: imagenet:ROOT needs ROOT/train/ and ROOT/val/ of class folders (torchvision's ImageNet layout)")
-    if (path / "meta.bin").is_file():
-        from torchvision import datasets, transforms
+    dataset = _image_dataset(path / part, preprocess)
+    if (path / "meta.bin").is_file():  # torchvision's ImageNet: the same folders, classes named by its wnid table
+        from torchvision.datasets.imagenet import load_meta_file
 
-        transform = preprocess.transform() if preprocess is not None else transforms.ToTensor()
         try:
-            return datasets.ImageNet(str(path), split=part, loader=_open_image, transform=transform)
-        except (RuntimeError, FileNotFoundError) as exc:
-            raise UsageError(f"torchvision's ImageNet could not read {str(path)!r} ({str(exc).splitlines()[0]})") from None
-    return _image_dataset(path / part, preprocess)
+            wnid_to_classes = load_meta_file(str(path))[0]
+            dataset.classes = [wnid_to_classes[wnid] for wnid in dataset.classes]  # type: ignore[attr-defined]
+        except (RuntimeError, OSError, KeyError, ValueError, TypeError) as exc:
+            raise UsageError(f"cannot read {str(path / 'meta.bin')!r} ({type(exc).__name__}): torchvision's ImageNet meta file, mapping each wnid folder to its class names") from None
+    return dataset
 
 
 def load_dataset(name: str, split: Split = "test", root: str | os.PathLike | None = None, download: bool = False, preprocess: Preprocess | None = None) -> Dataset:
@@ -298,9 +303,9 @@ def load_dataset(name: str, split: Split = "test", root: str | os.PathLike | Non
     if name == "digits":
         return _digits(split)
     if name.startswith("imagefolder:"):
-        return _SameSize(_image_dataset(_imagefolder_split(Path(name.split(":", 1)[1]), split), preprocess), name)
+        return _image_dataset(_imagefolder_split(Path(name.split(":", 1)[1]), split), preprocess)
     if name.startswith("imagenet:"):
-        return _SameSize(_imagenet(Path(name.split(":", 1)[1]), split, preprocess), name)
+        return _imagenet(Path(name.split(":", 1)[1]), split, preprocess)
     if name not in _SPECS:
         raise UsageError(f"unknown dataset {name!r}: use one of {', '.join(DATASET_NAMES)}")
     from torchvision import datasets, transforms

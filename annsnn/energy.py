@@ -260,9 +260,35 @@ def load_energy_model(path: Path) -> EnergyModel:
         if not isinstance(memory, dict) or set(memory) - {"points", "on_chip_bytes", "dram_pj_per_64b", "citation"}:
             raise UsageError(f"energy-model file {str(path)!r}: memory must be a table of points, on_chip_bytes, dram_pj_per_64b, citation")
         if "points" in memory:
-            memory["points"] = tuple((int(a), float(b)) for a, b in memory["points"])
-        fields["memory"] = SramModel(**memory)
-    return EnergyModel(**fields)
+            memory["points"] = _sram_points(memory["points"], path)
+        try:
+            fields["memory"] = SramModel(**memory)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"energy-model file {str(path)!r}: bad memory table ({exc})") from None
+    try:
+        return EnergyModel(**fields)
+    except TypeError as exc:
+        raise UsageError(f"energy-model file {str(path)!r}: {exc}") from None
+
+
+def _sram_points(points: object, path: Path) -> tuple[tuple[int, float], ...]:
+    """``[[bytes, pJ], ...]``: positive integer sizes, increasing, with finite energies >= 0."""
+    import math
+
+    shape = f"energy-model file {str(path)!r}: memory.points must be [[bytes, pJ], ...] with increasing sizes and finite energies"
+    if not isinstance(points, (list, tuple)) or not points:
+        raise UsageError(shape)
+    out: list[tuple[int, float]] = []
+    for point in points:
+        if not isinstance(point, (list, tuple)) or len(point) != 2:
+            raise UsageError(f"{shape}; got {point!r}")
+        size, energy = point
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or isinstance(energy, bool) or not isinstance(energy, (int, float)) or not math.isfinite(energy) or energy < 0:
+            raise UsageError(f"{shape}; got {point!r}")
+        if out and size <= out[-1][0]:
+            raise UsageError(f"{shape}; {size} does not follow {out[-1][0]}")
+        out.append((size, float(energy)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

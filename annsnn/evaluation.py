@@ -40,6 +40,7 @@ from .errors import UsageError
 from .snn import SpikingNetwork
 
 __all__ = [
+    "check_device",
     "DataSpec", "EvalSpec", "EvalOutcome", "ProgressStore", "evaluate", "run_key", "snn_fingerprint", "tensor_bytes",
     "Event", "Planned", "Resumed", "ProgressDiscarded", "BatchDone", "data_spec_for",
 ]
@@ -216,12 +217,25 @@ class ProgressStore:
 # --- the loop -----------------------------------------------------------------
 
 
+def check_device(name: str) -> torch.device:
+    """The torch device ``name`` (cpu, cuda, cuda:N, ...), refused in one line when torch
+    does not know it or it is not available here."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(f"--device {name!r} is not a device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name}: annsnn runs on cpu or cuda")
+    return device
+
+
 def _preflight(snn: SpikingNetwork, spec: EvalSpec) -> None:
     """Everything after the simulation that could fail, run once before it."""
     from .counting import count_ann
 
-    if spec.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {spec.device}: no CUDA GPU is available here; use --device cpu")
+    check_device(spec.device)
     count_ann(snn.ann, tuple(snn.meta["input_shape"]))
 
 

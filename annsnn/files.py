@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import UsageError
+from .outputs import probe_writable
 
 __all__ = ["atomic_path", "write_json", "write_text", "json_dumps", "check_output_path"]
 
@@ -23,11 +24,10 @@ def check_output_path(path: str | os.PathLike, *, inputs: tuple[str | os.PathLik
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"cannot write {str(out)!r}: folder {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"cannot write {str(out)!r}: folder {str(parent)!r} is not writable")
     for source in inputs:
         if source and out.resolve() == Path(source).resolve():
             raise UsageError(f"refusing to overwrite the input file {str(source)!r}; choose another --out")
+    probe_writable(parent, out)  # read-only, permission, quota: refused now, by name and reason
     return out
 
 

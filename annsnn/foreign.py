@@ -329,13 +329,18 @@ def load_foreign(path: str, *, trust: bool = False, dt: float = 1.0, input_shape
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"model file {str(file)!r} does not exist")
-    if file.suffix.lower() == ".nir":
+    from .io import sniff, unsafe_pickle
+
+    if file.suffix.lower() == ".nir" or sniff(file) == "hdf5":  # by content: a NIR graph named .pt is still one
         from .nir_io import load_nir
 
         return load_nir(file, dt=dt, input_shape=input_shape)
     try:
         payload = torch.load(str(file), map_location="cpu", weights_only=True)
-    except Exception:
+    except Exception as exc:  # noqa: BLE001 - not weights-only: a pickle (refused unless trusted) or no torch file
+        refusal = unsafe_pickle(exc, file)
+        if refusal is not None:
+            raise UsageError(refusal) from None
         payload = None
     if isinstance(payload, dict) and payload.get("format") == "annsnn-direct-snn":
         return network_from_direct(payload)

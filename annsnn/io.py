@@ -29,7 +29,7 @@ from torch import nn
 
 from .errors import UsageError
 
-__all__ = ["LoadedModel", "load_model", "strip_prefix", "convertible_module"]
+__all__ = ["LoadedModel", "load_model", "strip_prefix", "convertible_module", "sniff", "unsafe_pickle"]
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".th", ".ckpt", ".bin", ".pt2", ".ts", ".jit")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
@@ -100,6 +100,8 @@ def load_model(
     if file.stat().st_size == 0:
         raise UsageError(f"model file {str(file)!r} is empty")
     suffix = file.suffix.lower()
+    if sniff(file) == "hdf5" and suffix != ".onnx":
+        raise UsageError(f"{str(file)!r} is an HDF5 file (a NIR graph?), not a PyTorch model, whatever its name: analyse a NIR SNN with 'annsnn energy --model FILE' (named .nir)")
     if suffix == ".onnx":
         return _load_onnx(file)
     if suffix == ".safetensors":
@@ -128,6 +130,9 @@ def load_model(
     try:
         obj = torch.load(str(file), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        refusal = unsafe_pickle(exc, file)
+        if refusal is not None:  # even with --trust: torch's own blocklist names it
+            raise UsageError(refusal) from None
         if "Unsupported global" in str(exc):  # a real pickle naming Python objects; garbage fails otherwise
             if not trust:
                 raise UsageError(
@@ -139,6 +144,38 @@ def load_model(
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError, KeyError, IndexError, TypeError):
         raise UsageError(f"{str(file)!r} is not a valid checkpoint (corrupt, truncated or not a PyTorch file)") from None
     return _from_checkpoint(obj, file, arch, num_classes)
+
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def sniff(path: Path) -> str:
+    """The file's format by its first bytes, whatever its name: ``hdf5`` (NIR), ``zip``
+    (torch.save, TorchScript, .pt2), ``pickle`` (a bare pickle), or ``unknown``."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return "unknown"
+    if head.startswith(_HDF5_MAGIC):
+        return "hdf5"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    return "unknown"
+
+
+def unsafe_pickle(exc: BaseException, file: Path) -> str | None:
+    """The one-line refusal of a pickle that torch's weights-only loader blocks as unsafe
+    (it names a global of a blocklisted module such as ``os`` or ``subprocess``), or None."""
+    import re
+
+    found = re.search(r"unsupported GLOBAL (\S+) whose module (\S+) is blocked", str(exc))
+    if found is None:
+        return None
+    return (f"{str(file)!r} was refused as unsafe: its pickle calls {found.group(1)}, which torch's weights-only loader blocks "
+            "(a file that runs system commands when loaded); it is not loaded, even with --trust")
 
 
 def _load_trusted(file: Path) -> LoadedModel:

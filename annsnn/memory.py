@@ -6,10 +6,16 @@ records ``bytes(inputs) + bytes(output)``; the largest such sum over the layers 
 **lower bound** on the peak memory of one real forward pass of one sample (the layer's
 inputs and output must coexist). Only when that lower bound times the batch exceeds the
 memory available is the request refused, so a run that could fit is never refused.
+
+When the shape-only run fails, the failure decides: an error the real run would hit as
+well (a shape mismatch: the model cannot take this input) is refused at once, before
+the real run allocates anything; a model that cannot run on shape-only tensors
+(data-dependent code) is refused only when its input batch alone exceeds the memory.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -19,11 +25,15 @@ from torch import nn
 
 from .errors import UsageError
 
-__all__ = ["ActivationEstimate", "EstimateUnavailable", "estimate_activation_memory", "available_memory", "check_fits"]
+__all__ = ["ActivationEstimate", "EstimateUnavailable", "ModelRejectsInput", "data_dependent_failure", "estimate_activation_memory", "available_memory", "check_fits"]
 
 
 class EstimateUnavailable(Exception):
     """The model cannot run on shape-only tensors (data-dependent code); no estimate."""
+
+
+class ModelRejectsInput(Exception):
+    """The shape-only run failed the way the real run would (e.g. a shape mismatch)."""
 
 
 @dataclass(frozen=True)
@@ -64,13 +74,25 @@ def estimate_activation_memory(model: nn.Module, input_shape: Sequence[int]) -> 
             x = torch.empty((1, *map(int, input_shape)))
             best[0] = max(best[0], _nbytes(x))
             model(x)
-    except Exception as exc:  # noqa: BLE001 - any failure means "no estimate"; the real run reports it
-        raise EstimateUnavailable(f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - classified: data-dependent code, or the model rejects this input
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if data_dependent_failure(exc):
+            raise EstimateUnavailable(f"{type(exc).__name__}: {text}") from None
+        raise ModelRejectsInput(text[:300]) from None
     finally:
         fake_log.disabled = was_disabled
         for handle in handles:
             handle.remove()
     return ActivationEstimate(int(best[0]), str(best[1]) or "input")
+
+
+def data_dependent_failure(exc: BaseException) -> bool:
+    """Whether a failure on shape-only tensors says nothing about the real run."""
+    from torch._subclasses import fake_tensor
+
+    kinds = (fake_tensor.DataDependentOutputException, fake_tensor.DynamicOutputShapeException, fake_tensor.UnsupportedOperatorException, fake_tensor.UnsupportedFakeTensorException)
+    text = str(exc).lower()
+    return isinstance(exc, kinds) or "data-dependent" in text or "data dependent" in text or "fake" in text or "data pointer" in text or "meta tensor" in text
 
 
 def available_memory() -> int:
@@ -93,14 +115,19 @@ def check_fits(model: nn.Module, input_shape: Sequence[int], batch: int = 1, *, 
     """Refuse (``UsageError``) a forward pass of ``batch`` samples whose lower-bound activation
     memory exceeds ``available`` (default: :func:`available_memory`). Returns the estimate,
     or None when the model cannot be estimated on fake tensors."""
+    shape = "×".join(map(str, input_shape))
+    limit = available_memory() if available is None else available
     try:
         estimate = estimate_activation_memory(model, input_shape)
-    except EstimateUnavailable:
+    except ModelRejectsInput as exc:
+        raise UsageError(f"the model cannot run on input {shape}: {exc}") from None
+    except EstimateUnavailable as exc:
+        need = 4 * math.prod(int(v) for v in input_shape) * max(1, int(batch))
+        if need > limit:
+            raise UsageError(f"input {shape} alone needs {_gib(need)} for a batch of {batch}; {_gib(limit)} is available, and the model cannot be checked in advance ({exc})") from None
         return None
-    limit = available_memory() if available is None else available
     need = estimate.bytes_per_sample * max(1, int(batch))
     if need > limit:
-        shape = "×".join(map(str, input_shape))
         per = f" ({batch} × {_gib(estimate.bytes_per_sample)})" if batch > 1 else ""
         raise UsageError(
             f"input {shape} needs at least {_gib(need)}{per} of activations (at layer {estimate.layer}); "

@@ -11,6 +11,7 @@ from .equivalence import Equivalence, check_equivalence
 from .errors import UsageError
 from .graph import canonicalize
 from .ops import OpRegistry
+from .record import Calibration, SnnRecord, calibration_method
 from .snn import SpikingNetwork
 
 __all__ = ["ann_to_snn", "check_finite_weights"]
@@ -42,7 +43,7 @@ def ann_to_snn(
     The first batch also runs through the user's model: the canonical ANN must give the
     same output within a float tolerance (:func:`~annsnn.equivalence.check_equivalence`),
     or conversion stops with one line naming the first diverging node. The check is
-    recorded in ``report.equivalence`` and ``meta["equivalence"]``; the SNN's reference
+    recorded in ``report.equivalence`` and ``snn.record.equivalence``; the SNN's reference
     ANN (``snn.ann``) is that verified canonical graph.
 
     ``registry`` (default :func:`annsnn.ops.default_registry`) holds the ops conversion
@@ -79,18 +80,18 @@ def ann_to_snn(
     del calibrator  # its histograms are read; the bias passes below need the memory
     report.equivalence = equivalence
     sizes = _activation_sizes(canonical.module, input_shape)
-    info = dict(meta or {})
-    info.update(
-        {
-            "options": options.to_dict(),
-            "input_shape": list(input_shape),
-            "max_activation_numel": max(sizes) if sizes else 1,
-            "scales": {layer.name: layer.scale for layer in report.layers if layer.spiking},
-            "report": report.to_dict(),
-            "equivalence": report.to_dict()["equivalence"],
-        }
-    )
-    snn = SpikingNetwork(graph, canonical.module, info, registry=canonical.registry)
+    given = dict(meta or {})  # provenance from the caller: source, dataset, normalization, annsnn_version
+    record = SnnRecord.from_meta({
+        **given,
+        "options": options.to_dict(),
+        "input_shape": list(input_shape),
+        "max_activation_numel": max(sizes) if sizes else 1,
+        "scales": {layer.name: layer.scale for layer in report.layers if layer.spiking},
+        "report": report.to_dict(),
+        "equivalence": report.to_dict()["equivalence"],
+    })
+    snn = SpikingNetwork(graph, canonical.module, record, registry=canonical.registry)
+    bias_fit: dict | None = None
     if options.bias != "none":
         from .calibration import fit_layer_bias, fit_step_bias
 
@@ -98,21 +99,20 @@ def ann_to_snn(
         images = torch.cat(kept)
         fit = fit_step_bias(snn, images, options.T, options.step_solver) if options.bias == "step" else fit_layer_bias(snn, images, options.T)
         report.notes.append(f"{options.bias} bias fitted for T={options.T} on {fit.samples} calibration images")
-        info["bias_fit"] = fit.to_dict()
-        info["report"] = report.to_dict()
+        bias_fit = fit.to_dict()
+    delay_choice: dict | None = None
+    readout_delay = 0
     if options.readout_delay == "auto":
         from .calibration import choose_readout_delay
 
         assert options.T is not None
         delay = choose_readout_delay(snn, torch.cat(choice), options.T)
-        info["readout_delay"] = delay.delay
-        info["delay_choice"] = delay.to_dict()
+        readout_delay, delay_choice = delay.delay, delay.to_dict()
         report.notes.append(f"readout delay {delay.delay} step(s), chosen at T={options.T} on {delay.samples} calibration images the bias fit did not use (agreement with the ANN {100 * delay.agreement[delay.delay]:.1f}% vs {100 * delay.agreement[0]:.1f}% without)")
-        info["report"] = report.to_dict()
     elif options.readout_delay:
-        info["readout_delay"] = int(options.readout_delay)
-    if options.T is not None:
-        info["calibrated_T"] = options.T
+        readout_delay = int(options.readout_delay)
+    calibration = Calibration(T=options.T, method=calibration_method(options.to_dict()), readout_delay=readout_delay, delay_choice=delay_choice, bias_fit=bias_fit)
+    snn.record = record.replace(calibration=calibration, report=report.to_dict())  # the final report, once
     return snn, report
 
 

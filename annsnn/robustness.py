@@ -285,7 +285,7 @@ class SurrogateSNN(nn.Module):
     def __init__(self, snn: SpikingNetwork, T: int, surrogate: str = "atan", alpha: float = 2.0) -> None:
         super().__init__()
         self.T = int(T)
-        self.delay = readout_start(readout_delay_of(snn), self.T, snn.meta.get("calibrated_T"))
+        self.delay = readout_start(readout_delay_of(snn), self.T, snn.record.calibration.T)
         runner = copy.deepcopy(snn.runner("direct"))
         for name, module in list(runner.named_modules()):
             if isinstance(module, IFNeurons):

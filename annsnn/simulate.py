@@ -44,7 +44,7 @@ class SimulationResult:
 
 def auto_chunk(snn: SpikingNetwork, batch_size: int, max_steps: int, budget_bytes: int = _DEFAULT_BUDGET) -> int:
     """Steps per chunk so that about ``budget_bytes`` of activations are live at once."""
-    per_sample = int(snn.meta.get("max_activation_numel", 1)) * 4
+    per_sample = snn.record.max_activation_numel * 4
     steps = budget_bytes // max(1, per_sample * batch_size)
     return int(max(1, min(max_steps, steps)))
 
@@ -64,7 +64,7 @@ def simulate(
 ) -> SimulationResult:
     """Run ``snn`` on ``inputs`` ([B, ...], values as the ANN takes them) for max(T) steps.
 
-    ``readout_delay`` (default: the SNN's own, ``snn.meta["readout_delay"]``, 0 if none):
+    ``readout_delay`` (default: the SNN's own, ``snn.record.calibration.readout_delay``):
     the first k output steps are left out of the readout (:class:`SimulationResult`)."""
     steps = tuple(sorted(set([T] if isinstance(T, int) else T)))
     if not steps or steps[0] < 1:
@@ -73,7 +73,7 @@ def simulate(
     delay = readout_delay_of(snn) if readout_delay is None else int(readout_delay)
     if delay < 0:
         raise UsageError(f"invalid readout delay {delay}: use 0 or more steps")
-    calibrated = snn.meta.get("calibrated_T")
+    calibrated = snn.record.calibration.T
     skip = {T: readout_start(delay, T, calibrated) for T in steps}
     starts = sorted(set(skip.values()))
     batch = int(inputs.shape[0])
@@ -136,5 +136,5 @@ def readout_start(k: int, T: int, calibrated_T: int | None) -> int:
 
 
 def readout_delay_of(snn: SpikingNetwork) -> int:
-    """The readout delay k recorded at conversion (``meta["readout_delay"]``), 0 if none."""
-    return int(snn.meta.get("readout_delay", 0))
+    """The readout delay k recorded at conversion (``snn.record.calibration``), 0 if none."""
+    return snn.record.calibration.readout_delay

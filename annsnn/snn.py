@@ -10,6 +10,7 @@ from torch import fx, nn
 from .analog import AnalogOp, StaticAnalog
 from .layers import IFNeurons, InputEncoder, TemporalModule, TimeExpand, SpikingMaxPool2d
 from .ops import OpRegistry, Role, default_registry
+from .record import SnnRecord
 
 __all__ = ["SpikingNetwork", "Encoding", "static_nodes"]
 
@@ -19,18 +20,25 @@ Encoding = Literal["direct", "poisson"]
 class SpikingNetwork(nn.Module):
     """``graph`` runs on merged ``[K*B, ...]`` tensors; ``ann`` is the (BN-folded) ANN.
 
-    ``meta`` is JSON-serializable: source model, options, scales, dataset spec.
+    ``record`` is the typed :class:`~annsnn.record.SnnRecord` (provenance, normalization,
+    calibration, input shape, ...); a format-1 ``meta`` dict is accepted and validated into
+    one. ``meta`` is the record as that flat dict, read-only (a fresh copy each time).
     ``registry`` is the op registry (:mod:`annsnn.ops`) it was converted or loaded with;
     counting and saving read its entries (default: the built-in registry).
     """
 
-    def __init__(self, graph: fx.GraphModule, ann: fx.GraphModule, meta: dict, *, registry: OpRegistry | None = None) -> None:
+    def __init__(self, graph: fx.GraphModule, ann: fx.GraphModule, record: SnnRecord | dict, *, registry: OpRegistry | None = None) -> None:
         super().__init__()
         self.graph = graph
         self.ann = ann
-        self.meta = meta
+        self.record = record if isinstance(record, SnnRecord) else SnnRecord.from_meta(record)
         self.registry = registry if registry is not None else default_registry()
         self._runners: dict[str, fx.GraphModule] = {}
+
+    @property
+    def meta(self) -> dict:
+        """The record as SNN format 1's flat dict (a copy: change ``record`` instead)."""
+        return self.record.meta()
 
     def neuron_layers(self) -> dict[str, IFNeurons]:
         return {name: m for name, m in self.graph.named_modules() if isinstance(m, IFNeurons)}

@@ -6,6 +6,7 @@ Errors are one line on stderr: exit 2 for bad input, 1 for run-time failures.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 import sys
@@ -25,6 +26,8 @@ from annsnn.errors import AnnsnnError, UsageError
 
 from annsnn.calibration import CALIBRATIONS
 
+from annsnn.modes import MAX_TIME_STEPS
+
 from .params import FLOAT_LIST, MODE, READOUT_DELAY, SHAPE, TIME_STEPS
 
 __all__ = ["cli", "main"]
@@ -37,8 +40,20 @@ DEFAULT_CALIB_T = 32  # latency the default conversion is calibrated for (see RE
 CALIBRATION_NAMES = tuple(CALIBRATIONS)  # the first is the default pipeline
 
 
+class _Bars(Progress):
+    """Progress bars on stderr that vanish when the block fails: the error is then the
+    only line (a finished run keeps its final bars)."""
+
+    def __exit__(self, exc_type, exc_val, exc_tb) -> None:
+        if exc_type is not None:
+            self.live.transient = True
+            for task in list(self.task_ids):
+                self.remove_task(task)
+        super().__exit__(exc_type, exc_val, exc_tb)
+
+
 def _progress() -> Progress:
-    return Progress(
+    return _Bars(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
     )
@@ -226,7 +241,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--channel-wise/--layer-wise", "channel_wise", default=None, help="One scale per channel or per layer (default: per channel with a T-aware threshold search, else per layer).")
 @click.option("--percentile-of", type=click.Choice(["all", "positive"]), default="all", show_default=True, help="Population of a percentile mode: all: every activation, zeros included (numpy/torch.quantile, SpikingJelly); positive: only the non-zero ones (snntoolbox), which gives higher scales.")
 @click.option("--v-init", type=float, default=0.5, show_default=True, help="Initial membrane potential as a fraction of the threshold (0.5: the IF neuron rounds instead of flooring).")
-@click.option("--T", "calib_T", type=click.IntRange(min=1), default=DEFAULT_CALIB_T, show_default=True, help="Latency N the SNN is calibrated for; valid for every T <= N (beyond N the last step's bias repeats).")
+@click.option("--T", "calib_T", type=click.IntRange(min=1, max=MAX_TIME_STEPS), default=DEFAULT_CALIB_T, show_default=True, help="Latency N the SNN is calibrated for; valid for every T <= N (beyond N the last step's bias repeats).")
 @click.option("--calibration", type=click.Choice(list(CALIBRATION_NAMES)), default=CALIBRATION_NAMES[0], show_default=True, help="threshold: per-channel thresholds minimising the IF quantisation error at T=N (Li et al. ICML 2021); bias: constant per-channel bias correction (Li et al. 2021); step-bias: a bias per step and channel (after FTBC, Wu et al. ECCV 2024); none: plain --mode normalization.")
 @click.option("--bias-samples", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration images (the first of --calib-samples) the bias passes simulate.")
 @click.option("--threshold-scale", type=click.FloatRange(min=0.0, max=4.0, min_open=True), default=None, help="Multiply the IF-search thresholds by this factor (default: the low-latency pipeline's, measured on held-out training images; 1 is the error-search optimum itself).")
@@ -266,11 +281,12 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
       annsnn convert model.onnx --data cifar10
       annsnn convert ft.safetensors --arch torchvision:resnet18 --data imagefolder:DIR --input-shape 3,64,64
     """
-    from annsnn.artifact import save_snn
+    from annsnn.artifact import write_snn
     from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset, make_loader
-    from annsnn.files import check_output_path, json_dumps, write_text
+    from annsnn.files import json_dumps
     from annsnn.memory import check_fits
+    from annsnn.outputs import OutputSet
     from annsnn.pipeline import ann_to_snn
     from annsnn.workspace import remember_last_snn
 
@@ -287,15 +303,16 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     preprocess = preprocess_for(arch, None if zoo else weights, resize, crop)
     loaded = _load(model, arch, trust, weights=weights if zoo else None, input_shape=input_shape)
     target = Path(out_path) if out_path else _default_out(model, loaded.arch or "model")
-    check_output_path(target, inputs=(model or "",))
+    outputs = OutputSet(inputs=(model or "",))
+    outputs.file(target)
     if json_path:
-        check_output_path(json_path, inputs=(model or "", str(target)))
+        outputs.file(json_path)
     spec, norm, norm_source, shape = _resolve(loaded, data, mean, std, input_shape, data_root, preprocess)
     convertible_module(loaded, shape)
     check_fits(loaded.module, shape, batch_size)
     loader = make_loader(load_dataset(spec.name, "train", data_root, download, preprocess), batch_size, calib_samples)
     meta = {
-        "preprocess": preprocess.to_dict() if preprocess is not None else None,
+        **({"preprocess": preprocess.to_dict()} if preprocess is not None else {}),  # how images are read (annsnn.data.Preprocess); evaluate reads it back
         "source": {"path": str(Path(loaded.path).resolve()) if not loaded.path.startswith("zoo:") else loaded.path, "kind": loaded.kind, "arch": loaded.arch},
         "dataset": spec.to_dict(),
         "normalization": {"mean": norm[0], "std": norm[1], "source": norm_source},
@@ -324,14 +341,12 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     if options.threshold == "if-search":
         lines.append(f"note: thresholds come from the IF error search at T={calib_T}; --mode/--percentile-of apply with --calibration none, bias or step-bias")
     calibrated = {key: snn.meta[key] for key in ("calibrated_T", "readout_delay", "delay_choice") if key in snn.meta}
-    json_text = json_dumps({"schema_version": 1, "snn": str(target), **meta, **calibrated, "report": report.to_dict()}) if json_path else None
-    save_snn(snn, target)
-    if json_text is not None:
-        try:
-            write_text(json_path, json_text)
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
+    report_json = {"schema_version": 1, "snn": str(target), **meta, **calibrated, "report": report.to_dict()}
+    json_dumps(report_json)  # fails here (strict: no NaN) before anything is written
+    outputs.write(target, lambda handle: write_snn(snn, handle))
+    if json_path:  # the JSON names the SNN it describes by its SHA-256 (written after it, under the same lock)
+        outputs.text(json_path, lambda: json_dumps({**report_json, "snn_sha256": outputs.staged_sha256(target)}))
+    outputs.commit()
     remember_last_snn(target)
     for line in lines:
         out.print(line)
@@ -371,7 +386,15 @@ def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_siz
     from annsnn.data import Preprocess
 
     loader = make_loader(load_dataset(name, split, data_root, download, Preprocess.from_dict(snn.meta.get("preprocess"))), batch_size, samples)
+    _check_data_shape(loader, tuple(shape))
     return path, snn, name, loader, data_spec_for(name, split, samples, batch_size, data_root)
+
+
+def _check_data_shape(loader, shape: tuple[int, ...]) -> None:
+    """The first sample has the shape the network takes (checked before any progress bar)."""
+    first = loader.dataset[0][0]
+    if tuple(first.shape) != shape:
+        raise UsageError(f"the data has shape {tuple(first.shape)}, the SNN expects {shape}")
 
 
 def _foreign_and_data(model_path, trust, dt, input_shape, data, data_root, download, split, samples, batch_size):
@@ -454,6 +477,9 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
 
     from .render import evaluation_table
 
+    from annsnn.evaluation import check_device
+
+    check_device(device)
     if json_path:
         check_output_path(json_path, inputs=(snn or "",))
     path, network, name, loader, data_spec = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
@@ -516,7 +542,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     is still cheaper than the ANN. Without SNN: the last conversion.
     """
     from annsnn.energy import get_energy_model
-    from annsnn.files import check_output_path, json_dumps, write_text
+    from annsnn.files import json_dumps
 
     from .render import ann_layer_table, energy_table, layer_table
 
@@ -524,9 +550,16 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     for name in names:
         get_energy_model(name[: -len("+sram")] if name.endswith("+sram") else name)  # validate early
     models = [get_energy_model(name) for name in names]
+    from annsnn.evaluation import check_device
+    from annsnn.outputs import OutputSet
+
+    check_device(device)
+    outputs = OutputSet(inputs=(snn or "", ann_model or "", foreign_model or ""))
     for path in (json_path, csv_path, md_path):
         if path:
-            check_output_path(path, inputs=(snn or "", ann_model or ""))
+            outputs.file(path)
+    if plot_dir:
+        outputs.folder(plot_dir)
     if ann_model:
         _energy_ann_only(ann_model, arch, input_shape, models, json_path)
         return
@@ -557,16 +590,16 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     data_out.update({"snn": str(path), "dataset": name, "split": split})
     if measure or per_dataset:
         data_out.update(_measured_and_dataset(result, network, loader, T, chunk, device, grid_intensity, measure, per_dataset))
-    # every text is made (and can fail) before the first one is written
-    texts = [(p, make()) for p, make in ((json_path, lambda: json_dumps(data_out)), (csv_path, lambda: _csv(result)), (md_path, lambda: _markdown(result))) if p]
-    for target, text in texts:
-        write_text(target, text)
-        out.print(f"wrote {target}")
+    # every text is made (and can fail) before the first one is written; then all are written together
+    for p, make in ((json_path, lambda: json_dumps(data_out)), (csv_path, lambda: _csv(result)), (md_path, lambda: _markdown(result))):
+        if p:
+            outputs.text(p, make())
     if plot_dir:
         from annsnn.plots import save_plots
 
-        for written in save_plots(result, plot_dir):
-            out.print(f"wrote {written}")
+        outputs.files_in(plot_dir, lambda folder: save_plots(result, folder))
+    for written in outputs.commit():
+        out.print(f"wrote {written}")
 
 
 def _measured_and_dataset(result, network, loader, T, chunk, device, grid, measure: bool, per_dataset: bool) -> dict:
@@ -747,7 +780,7 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
       annsnn robustness m.snn.pt --fgsm 0,0.02,0.05 --pgd 0.02 --attack-on both --attack-T 8 --json r.json
     """
     from annsnn.data import select_batches
-    from annsnn.files import check_output_path, write_json, write_text
+    from annsnn.files import json_dumps
     from annsnn.robustness import Robustness, RobustnessSpec
 
     from .render import robustness_csv, robustness_table
@@ -756,11 +789,16 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
                           attack_on=attack_on, attack_T=attack_T, pgd_steps=pgd_steps, surrogate=surrogate, seed=seed)
     if not (noise or salt_pepper or fgsm or pgd):
         raise UsageError("give at least one of --noise, --salt-pepper, --fgsm, --pgd")
+    from annsnn.evaluation import check_device
+    from annsnn.outputs import OutputSet
+
+    check_device(device)
+    outputs = OutputSet(inputs=(snn or "",))
     for path in (json_path, csv_path):
         if path:
-            check_output_path(path, inputs=(snn or "",))
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+            outputs.file(path)
+    if plot_dir:
+        outputs.folder(plot_dir)
     path, network, name, loader, _ = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
     classes = network.meta.get("dataset", {}).get("num_classes")
     study = Robustness(network, spec, num_classes=int(classes) if classes else None, chunk=chunk, device=device)
@@ -776,16 +814,15 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
     if json_path:
         data_out = result.to_dict()
         data_out.update({"snn": str(path), "dataset": name, "split": split})
-        write_json(json_path, data_out)
-        out.print(f"wrote {json_path}")
+        outputs.text(json_path, json_dumps(data_out))
     if csv_path:
-        write_text(csv_path, robustness_csv(result))
-        out.print(f"wrote {csv_path}")
+        outputs.text(csv_path, robustness_csv(result))
     if plot_dir:
         from annsnn.plots import save_robustness_plots
 
-        for written in save_robustness_plots(result, plot_dir):
-            out.print(f"wrote {written}")
+        outputs.files_in(plot_dir, lambda folder: save_robustness_plots(result, folder))
+    for written in outputs.commit():
+        out.print(f"wrote {written}")
 
 
 # ---------------------------------------------------------------------------
@@ -798,10 +835,8 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
 def demo(out_dir: str, T) -> None:
     """The whole job on the bundled digits CNN, no download: convert (99.99), then the
     accuracy–energy trade-off at T = 5, 20, 50 with plots."""
-    from annsnn.artifact import save_snn
     from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset, make_loader
-    from annsnn.files import write_json
     from annsnn.io import load_model
     from annsnn.modes import parse_mode
     from annsnn.pipeline import ann_to_snn
@@ -811,11 +846,13 @@ def demo(out_dir: str, T) -> None:
 
     from .render import conversion_table, energy_table
 
-    directory = Path(out_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    from annsnn.files import check_output_path
+    from annsnn.artifact import write_snn
+    from annsnn.files import json_dumps
+    from annsnn.outputs import OutputSet
 
-    check_output_path(directory / "digits_cnn.snn.pt")
+    directory = Path(out_dir)
+    outputs = OutputSet()
+    outputs.folder(directory)  # refused now if it cannot be created or written
     loaded = load_model(embedded_checkpoint())
     spec, norm, norm_source, shape = _resolve(loaded, None, None, None, None, None)
     steps = sorted(T) if not isinstance(T, int) else [T]
@@ -829,8 +866,6 @@ def demo(out_dir: str, T) -> None:
     plain, _ = ann_to_snn(loaded.module, iter(images), input_shape=shape, options=plain_options, normalization=norm, meta=meta)
     snn, report = ann_to_snn(loaded.module, iter(images), input_shape=shape, options=options, normalization=norm, meta=meta)
     target = directory / "digits_cnn.snn.pt"
-    save_snn(snn, target)
-    remember_last_snn(target)
     out.print(conversion_table(report))
     from annsnn.evaluation import data_spec_for
 
@@ -845,8 +880,18 @@ def demo(out_dir: str, T) -> None:
     data_out = result.to_dict()
     data_out.update({"snn": str(target), "dataset": "digits", "split": "test", "conversion": report.to_dict(),
                      "plain_top1": {str(row.T): row.top1 for row in plain_result.rows}})
-    write_json(directory / "demo.json", data_out)
-    plots = save_plots(result, directory / "plots")
+    json_text = json_dumps(data_out)
+
+    def write_all(folder: Path) -> None:  # the SNN, the JSON and the plots, moved into --out-dir together
+        with open(folder / target.name, "wb") as handle:
+            write_snn(snn, handle)
+        (folder / "demo.json").write_text(json_text, encoding="utf-8")
+        save_plots(result, folder / "plots")
+
+    outputs.files_in(directory, write_all)
+    outputs.commit()
+    remember_last_snn(target)
+    plots = sorted((directory / "plots").glob("*.png"))
     out.print(f"wrote {target}, {directory / 'demo.json'} and plots: " + ", ".join(str(p) for p in plots))
     out.print(f"done in {time.perf_counter() - started:.1f} s; next: 'annsnn evaluate' or 'annsnn energy --T 5,20,50' reuse this SNN")
 
@@ -1020,6 +1065,10 @@ def _train_direct(arch, data, data_root, download, epochs, lr, batch_size, optim
 # ---------------------------------------------------------------------------
 
 
+# disk full, read-only, permission, quota: conditions of the user's machine, one line and exit 2
+_MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors, exit 2 for usage errors and 1 for failures."""
     args = sys.argv[1:] if argv is None else argv
@@ -1048,6 +1097,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:
+        if debug or exc.errno not in _MACHINE_ERRNOS:
+            raise
+        print(f"error: cannot write {exc.filename!r}: {exc.strerror}" if exc.filename else f"error: {exc.strerror}", file=sys.stderr)
+        sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - last resort, one line
         if debug:
             raise

@@ -48,7 +48,7 @@ def test_mixed_sizes_without_preprocessing_is_one_clear_line(imagenet_root):
     with pytest.raises(UsageError) as info:
         dataset_spec(f"imagenet:{imagenet_root}")
     message = str(info.value)
-    assert "\n" not in message and "images of different sizes" in message and "--resize N --crop M" in message
+    assert "\n" not in message and "must share one size" in message and "--resize N --crop M" in message
 
 
 def test_resize_and_crop_equal_pil_alone(imagenet_root):
@@ -65,15 +65,19 @@ def test_resize_and_crop_equal_pil_alone(imagenet_root):
             assert torch.allclose(x, _reference(path, 48, 32), atol=1 / 255 + 1e-6)  # PIL rounds to uint8 once; torchvision too
 
 
-def test_torchvision_meta_bin_layout_reads_the_same_images(imagenet_root, tmp_path):
-    """With meta.bin (torchvision's ImageNet layout) torchvision's ImageNet reads the folders."""
+def test_torchvision_meta_bin_layout_reads_as_torchvisions_imagenet(imagenet_root, tmp_path):
+    """With meta.bin (torchvision's ImageNet layout): the same images, labels and class names
+    as torchvision.datasets.ImageNet itself."""
     import shutil
+
+    from torchvision.datasets import ImageNet
 
     shutil.copytree(imagenet_root, tmp_path / "tv")
     torch.save(({w: (f"class {w}",) for w in WNIDS}, []), tmp_path / "tv" / "meta.bin")
     pre = Preprocess(48, 32)
-    ours, theirs = load_dataset(f"imagenet:{imagenet_root}", "test", preprocess=pre), load_dataset(f"imagenet:{tmp_path / 'tv'}", "test", preprocess=pre)
-    assert theirs.classes == [(f"class {w}",) for w in WNIDS]
+    ours, theirs = load_dataset(f"imagenet:{tmp_path / 'tv'}", "test", preprocess=pre), ImageNet(str(tmp_path / "tv"), split="val", transform=pre.transform())
+    assert ours.classes == theirs.classes == [(f"class {w}",) for w in WNIDS]
+    assert len(ours) == len(theirs) == 6
     for i in range(len(ours)):
         assert torch.equal(ours[i][0], theirs[i][0]) and ours[i][1] == theirs[i][1]
 
@@ -132,7 +136,7 @@ def test_cli_convert_records_the_preprocessing_and_evaluate_uses_it(imagenet_roo
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "r18.pt")
     code, _, err = run_cli(capsys, "convert", "r18.pt", "--arch", "torchvision:resnet18", "--data", f"imagenet:{imagenet_root}", "--calibration", "none", "--calib-samples", "8", "--out", "r.snn.pt")
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "images of different sizes" in err and "Traceback" not in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "must share one size" in err and "Traceback" not in err
     assert not (tmp_path / "r.snn.pt").exists()
     code, out, err = run_cli(capsys, "convert", "r18.pt", "--arch", "torchvision:resnet18", "--data", f"imagenet:{imagenet_root}", "--resize", "48", "--crop", "32",
                              "--calibration", "none", "--calib-samples", "8", "--out", "r.snn.pt")

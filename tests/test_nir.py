@@ -1,6 +1,8 @@
 """NIR export/import, the snnTorch cross-check, and counting of SNNs annsnn did not convert."""
 from __future__ import annotations
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
@@ -359,5 +361,5 @@ def test_readout_delay_is_refused(digits):
     assert all(layer.step_bias is None for layer in snn.neuron_layers().values())
     with pytest.raises(UsageError, match="readout delay"):
         to_nir(snn)
-    snn.meta["readout_delay"] = 0
+    snn.record = snn.record.replace(calibration=dataclasses.replace(snn.record.calibration, readout_delay=0))
     to_nir(snn)  # the same SNN without the delay exports

@@ -96,9 +96,13 @@ def _half_then(exc: BaseException):
         buffer = io.BytesIO()
         real_save(obj, buffer, *args, **kwargs)
         data = buffer.getvalue()
-        with open(f, "wb") as handle:
-            handle.write(data[: len(data) // 2])
-            handle.flush()
+        if hasattr(f, "write"):  # an open file (save_snn writes through one)
+            f.write(data[: len(data) // 2])
+            f.flush()
+        else:
+            with open(f, "wb") as handle:
+                handle.write(data[: len(data) // 2])
+                handle.flush()
         raise exc
 
     return save
@@ -152,8 +156,8 @@ real_save = torch.save
 def save(obj, f, *a, **k):
     buffer = io.BytesIO(); real_save(obj, buffer)
     data = buffer.getvalue()
-    with open(f, "wb") as handle:
-        handle.write(data[: len(data) // 2]); handle.flush()
+    handle = f if hasattr(f, "write") else open(f, "wb")
+    handle.write(data[: len(data) // 2]); handle.flush()
     Path(ready).touch()
     time.sleep(600)  # killed here, inside the write
 torch.save = save
@@ -280,3 +284,466 @@ def test_cli_resume_never_merges_two_different_runs(small_snn_file, tmp_path, mo
     assert code == 0, err
     fresh = _json.loads(fresh_out.read_text())
     assert {k: v for k, v in resumed.items() if k != "snn"} == {k: v for k, v in fresh.items() if k != "snn"}
+
+
+# ===========================================================================
+# Issue 25: 32 bad inputs. Every case: one line on stderr starting "error:", the documented
+# exit code (2), no traceback, no "internal error", no half-written or lost output.
+# Crafted SNN files start from tests/data/digits_stepbias_v1.snn.pt, a small step-bias SNN
+# written by annsnn's SNN format version 1 (main at ab5bfe9, tests/data/make_digits_v1_snn.py).
+# This session runs as root, where chmod does not block writes: read-only and full
+# filesystems are emulated by monkeypatching the OS-level write calls (see _read_only and
+# _full_disk), full-disk writes really go to /dev/full.
+
+import errno
+import hashlib
+import io
+
+V1_SNN = Path(__file__).parent / "data" / "digits_stepbias_v1.snn.pt"
+
+
+def _cli(capsys, *args):
+    from annsnn.cli.main import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+_FINISHED_BAR = __import__("re").compile(r"━ (\d+)/\1 ")
+
+
+def _one_error_line(code, err, *, exit_code=2, contains=(), after_finished_bars=False):
+    """``err`` is one line "error: ..." (with ``after_finished_bars``: after the final
+    state of bars that completed, k/k, before the failure; never an unfinished one)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    if after_finished_bars:
+        lines = [line for line in lines if not _FINISHED_BAR.search(line)]
+    assert code == exit_code, (code, err)
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "internal error" not in lines[0] and "Traceback" not in err, lines[0]
+    for word in contains:
+        assert word.lower() in lines[0].lower(), (word, lines[0])
+    return lines[0]
+
+
+def _crafted(tmp_path, edit, name="crafted.snn.pt") -> Path:
+    """V1_SNN with its JSON parts (meta, snn_graph, ann_graph) or tensors edited by ``edit``."""
+    import torch
+
+    payload = torch.load(str(V1_SNN), map_location="cpu", weights_only=True)
+    parts = {key: json.loads(payload[key]) for key in ("meta", "snn_graph", "ann_graph")}
+    edit(parts, payload["snn_state"], payload["ann_state"])
+    for key, value in parts.items():
+        payload[key] = json.dumps(value)
+    target = tmp_path / name
+    torch.save(payload, str(target))
+    return target
+
+
+def _neurons(parts):
+    return [info["config"] for info in parts["snn_graph"]["modules"].values() if info["type"] == "IFNeurons"]
+
+
+def test_a_v1_file_written_by_the_old_format_still_loads_and_evaluates(tmp_path, capsys):
+    from annsnn.artifact import load_snn
+
+    snn = load_snn(V1_SNN)
+    assert tuple(snn.meta["input_shape"]) == (1, 8, 8) and snn.meta["calibrated_T"] == 4
+    code, out, err = _cli(capsys, "evaluate", V1_SNN, "--T", "4", "--samples", "10")
+    assert code == 0, err
+
+
+# --- A. a crafted SNN file is refused, not run into garbage ------------------------------
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_a_crafted_v_init_nan_or_inf_is_refused(tmp_path, capsys, value):
+    def edit(parts, snn_state, ann_state):
+        _neurons(parts)[0]["v_init"] = value
+
+    code, _, err = _cli(capsys, "evaluate", _crafted(tmp_path, edit), "--T", "4", "--samples", "10")
+    _one_error_line(code, err, contains=("v_init",))
+
+
+def test_a_crafted_v_init_inf_is_refused_by_robustness(tmp_path, capsys):
+    def edit(parts, snn_state, ann_state):
+        _neurons(parts)[1]["v_init"] = float("inf")
+
+    code, _, err = _cli(capsys, "robustness", _crafted(tmp_path, edit), "--T", "4", "--samples", "10", "--noise", "0.1")
+    _one_error_line(code, err, contains=("v_init",))
+
+
+def test_a_crafted_nan_weight_is_refused(tmp_path, capsys):
+    def edit(parts, snn_state, ann_state):
+        ann_state["model.classifier.3.weight"][0, 0] = float("nan")
+
+    code, _, err = _cli(capsys, "evaluate", _crafted(tmp_path, edit), "--T", "4", "--samples", "10")
+    _one_error_line(code, err, contains=("model.classifier.3.weight",))
+
+
+def _set_meta(key, value):
+    def edit(parts, snn_state, ann_state):
+        parts["meta"][key] = value
+    return edit
+
+
+def _bias_steps_negative(parts, snn_state, ann_state):
+    _neurons(parts)[0]["bias_steps"] = -10
+
+
+def _step_bias_int32(parts, snn_state, ann_state):
+    snn_state["model.features.2.step_bias"] = snn_state["model.features.2.step_bias"].round().to(__import__("torch").int32)
+
+
+@pytest.mark.parametrize("edit,word", [(_set_meta("calibrated_T", -5), "calibrated_T"), (_bias_steps_negative, "bias_steps"), (_step_bias_int32, "step_bias")],
+                         ids=["calibrated_T=-5", "bias_steps=-10", "int32 step_bias"])
+def test_a_crafted_value_out_of_range_or_of_the_wrong_type_is_refused(tmp_path, capsys, edit, word):
+    code, _, err = _cli(capsys, "evaluate", _crafted(tmp_path, edit), "--T", "4", "--samples", "10")
+    _one_error_line(code, err, contains=(word,))
+
+
+# --- B. bad input gives one line and exit 2, never "internal error" --------------------
+
+
+def _state_edit(side, key, make):
+    def edit(parts, snn_state, ann_state):
+        state = snn_state if side == "snn" else ann_state
+        state[key] = make(state[key])
+    return edit
+
+
+def _config_edit(path, **changes):
+    def edit(parts, snn_state, ann_state):
+        parts["snn_graph"]["modules"][path]["config"].update(changes)
+    return edit
+
+
+@pytest.mark.parametrize("edit", [
+    _state_edit("snn", "model.classifier.1.weight", lambda t: t.round().to(__import__("torch").int64)),
+    _config_edit("model.classifier.1", out_features=65),
+    _state_edit("snn", "model.features.3.weight", lambda t: __import__("torch").zeros(32, 16, 5, 5)),
+    _state_edit("snn", "model.features.0.weight", lambda t: t.reshape(-1)),
+], ids=["int64 weight", "out_features 65 vs 64 rows", "weight of the wrong shape", "rank-1 conv weight"])
+def test_b_spec_and_tensors_that_disagree_are_one_line(tmp_path, capsys, edit):
+    code, _, err = _cli(capsys, "evaluate", _crafted(tmp_path, edit), "--T", "4", "--samples", "10")
+    _one_error_line(code, err)
+
+
+@pytest.mark.parametrize("edit", [
+    _state_edit("snn", "model.features.0.weight", lambda t: t.double()),
+    _state_edit("snn", "model.features.0.weight", lambda t: t.to(__import__("torch").complex64)),
+    _state_edit("snn", "model.features.2.step_bias", lambda t: __import__("torch").zeros(4, 17, 1, 1)),
+], ids=["float64 weight", "complex64 weight", "step bias with 17 channels on 16"])
+def test_b_wrong_tensor_dtype_or_channels_is_one_line(tmp_path, capsys, edit):
+    code, _, err = _cli(capsys, "evaluate", _crafted(tmp_path, edit), "--T", "4", "--samples", "10")
+    _one_error_line(code, err)
+
+
+@pytest.mark.parametrize("edit", [_config_edit("model.classifier.1", in_features=10**6, out_features=10**6), _config_edit("model.features.3", in_channels=2**20, out_channels=2**20)],
+                         ids=["Linear(1e6, 1e6)", "Conv2d(2^20, 2^20)"])
+def test_b_absurd_layer_is_refused_before_it_is_built(tmp_path, capsys, monkeypatch, edit):
+    import torch
+
+    real_empty = torch.empty
+
+    def guarded_empty(*size, **kwargs):  # nothing may allocate more than 1 GB here
+        dims = size[0] if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else size
+        numel = 1
+        for d in dims:
+            numel *= int(d)
+        if kwargs.get("device") != "meta" and str(kwargs.get("device", "")) != "meta" and numel * 4 > 2**30:
+            raise AssertionError(f"allocated {numel * 4 / 2**40:.1f} TB")
+        return real_empty(*size, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", guarded_empty)
+    code, _, err = _cli(capsys, "evaluate", _crafted(tmp_path, edit), "--T", "4", "--samples", "10")
+    _one_error_line(code, err)
+
+
+def test_b_crafted_huge_input_shape_is_refused(tmp_path, capsys):
+    code, _, err = _cli(capsys, "evaluate", _crafted(tmp_path, _set_meta("input_shape", [1, 100000, 100000])), "--T", "4", "--samples", "10")
+    _one_error_line(code, err)
+
+
+def test_b_info_with_a_huge_input_shape_is_refused(capsys):
+    code, _, err = _cli(capsys, "info", "zoo:cifar_cnn_s", "--input-shape", "3,60000,60000")
+    _one_error_line(code, err, contains=("60000",))
+
+
+def test_b_convert_caps_T_like_evaluate(tmp_path, capsys):
+    code, _, err = _cli(capsys, "convert", "--T", "100000000", "--out", tmp_path / "m.snn.pt")
+    _one_error_line(code, err, contains=("100000",))
+    assert not (tmp_path / "m.snn.pt").exists()
+
+
+@pytest.mark.parametrize("edit", [_set_meta("calibrated_T", "abc"), lambda parts, s, a: parts.__setitem__("meta", [1, 2])], ids=["calibrated_T='abc'", "meta is a list"])
+def test_b_bad_metadata_is_one_line(tmp_path, capsys, edit):
+    code, _, err = _cli(capsys, "evaluate", _crafted(tmp_path, edit), "--T", "4", "--samples", "10")
+    _one_error_line(code, err)
+
+
+def _image_folder(root: Path, sizes: dict[str, tuple[int, int]], mode: str = "L") -> Path:
+    from PIL import Image
+
+    for rel, size in sizes.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new(mode, size, color=128).save(path)
+    return root
+
+
+def test_b_mixed_size_image_folder_names_the_first_odd_file(tmp_path, capsys):
+    folder = _image_folder(tmp_path / "imgs", {"a/0.png": (32, 32), "a/1.png": (32, 32), "b/2.png": (33, 31), "b/3.png": (32, 32)}, mode="RGB")
+    code, _, err = _cli(capsys, "convert", "zoo:cifar_cnn_s", "--calibration", "none", "--data", f"imagefolder:{folder}", "--batch-size", "4", "--out", tmp_path / "m.snn.pt")
+    _one_error_line(code, err, contains=("2.png", "33×31"))
+
+
+def test_b_malformed_energy_model_points_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "bad", "e_mac_pj": 4.6, "e_ac_pj": 0.9, "e_neuron_pj": 1.0, "citation": "x", "memory": {"points": [[8192], [32768, 20.0]]}}))
+    code, _, err = _cli(capsys, "energy", V1_SNN, "--T", "4", "--samples", "10", "--energy-model", bad)
+    _one_error_line(code, err, contains=("bad.json", "points"))
+
+
+@pytest.mark.parametrize("command", ["evaluate", "robustness"])
+def test_b_unknown_device_is_one_line(capsys, command):
+    extra = ["--noise", "0.1"] if command == "robustness" else []
+    code, _, err = _cli(capsys, command, V1_SNN, "--T", "4", "--samples", "10", "--device", "nonsense", *extra)
+    _one_error_line(code, err, contains=("nonsense",))
+
+
+def _under(path, folder: Path) -> bool:
+    try:
+        return isinstance(path, (str, os.PathLike)) and Path(os.path.abspath(path)).is_relative_to(folder.resolve())
+    except (TypeError, ValueError):
+        return False
+
+
+def _read_only(monkeypatch, folder: Path, code=errno.EROFS):
+    """Emulate ``folder`` on a read-only filesystem (root ignores chmod): access(W_OK) is
+    False, and creating, opening for writing or renaming anything under it fails with EROFS."""
+    import builtins
+
+    message = os.strerror(code)
+    real_access, real_mkdir, real_open, real_os_open, real_replace = os.access, os.mkdir, builtins.open, os.open, os.replace
+
+    def access(path, mode, *a, **k):
+        if mode & os.W_OK and _under(path, folder):
+            return False
+        return real_access(path, mode, *a, **k)
+
+    def mkdir(path, *a, **k):
+        if _under(path, folder):
+            raise OSError(code, message, str(path))
+        return real_mkdir(path, *a, **k)
+
+    def open_(file, mode="r", *a, **k):
+        if any(c in mode for c in "wax+") and _under(file, folder):
+            raise OSError(code, message, str(file))
+        return real_open(file, mode, *a, **k)
+
+    def os_open(path, flags, *a, **k):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and _under(path, folder):
+            raise OSError(code, message, str(path))
+        return real_os_open(path, flags, *a, **k)
+
+    def replace(src, dst, *a, **k):
+        if _under(dst, folder):
+            raise OSError(code, message, str(dst))
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(io, "open", open_)  # pathlib's write_text opens through io.open
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def _full_disk(monkeypatch, folder: Path):
+    """Emulate a full filesystem at ``folder``: every byte written to a file under it goes to
+    /dev/full (ENOSPC, as a full disk gives), through torch.save, open() and os.open()."""
+    import builtins
+
+    import torch
+
+    real_save, real_open, real_os_open = torch.save, builtins.open, os.open
+
+    def save(obj, f, *a, **k):
+        if _under(f, folder):
+            return real_save(obj, "/dev/full", *a, **k)
+        return real_save(obj, f, *a, **k)
+
+    def open_(file, mode="r", *a, **k):
+        if any(c in mode for c in "wax+") and _under(file, folder):
+            real_open(file, mode, *a, **k).close()  # the file itself can be created
+            return real_open("/dev/full", mode.replace("x", "w"), *a, **k)
+        return real_open(file, mode, *a, **k)
+
+    def os_open(path, flags, *a, **k):
+        if flags & (os.O_WRONLY | os.O_RDWR) and _under(path, folder):
+            real_os_close = real_os_open(path, flags, *a, **k)
+            os.close(real_os_close)
+            return real_os_open("/dev/full", os.O_WRONLY)
+        return real_os_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(io, "open", open_)  # pathlib's write_text opens through io.open
+    monkeypatch.setattr(os, "open", os_open)
+
+
+def test_b_demo_into_a_read_only_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _read_only(monkeypatch, ro)
+    code, _, err = _cli(capsys, "demo", "--out-dir", ro / "demo-out")
+    _one_error_line(code, err, contains=("read-only",))
+
+
+def test_b_convert_out_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    full = tmp_path / "full"
+    full.mkdir()
+    _full_disk(monkeypatch, full)
+    code, _, err = _cli(capsys, "convert", "--calibration", "none", "--calib-samples", "64", "--out", full / "m.snn.pt")
+    _one_error_line(code, err, contains=("m.snn.pt", "no space left"), after_finished_bars=True)
+    assert list(full.iterdir()) == []
+
+
+def test_b_convert_json_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    full = tmp_path / "full"
+    full.mkdir()
+    _full_disk(monkeypatch, full)
+    code, _, err = _cli(capsys, "convert", "--calibration", "none", "--calib-samples", "64", "--out", tmp_path / "m.snn.pt", "--json", full / "m.json")
+    _one_error_line(code, err, contains=("m.json", "no space left"), after_finished_bars=True)
+    assert list(full.iterdir()) == [] and not (tmp_path / "m.snn.pt").exists()
+
+
+# --- C. a failed run leaves no partial output and destroys no earlier output ------------
+
+
+def test_c_energy_with_a_read_only_plot_folder_writes_nothing(tmp_path, capsys, monkeypatch):
+    o = tmp_path / "o"
+    o.mkdir()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _read_only(monkeypatch, ro)
+    code, _, err = _cli(capsys, "energy", V1_SNN, "--T", "4", "--samples", "10", "--json", o / "e.json", "--csv", o / "e.csv", "--plot", ro / "plots")
+    _one_error_line(code, err, contains=("plots",))
+    assert list(o.iterdir()) == []
+
+
+def test_c_robustness_with_a_read_only_plot_folder_writes_nothing(tmp_path, capsys, monkeypatch):
+    o = tmp_path / "o"
+    o.mkdir()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _read_only(monkeypatch, ro)
+    code, _, err = _cli(capsys, "robustness", V1_SNN, "--T", "4", "--samples", "10", "--noise", "0.1", "--json", o / "r.json", "--plot", ro)
+    _one_error_line(code, err)
+    assert list(o.iterdir()) == []
+
+
+def test_c_energy_csv_on_a_full_disk_leaves_no_json(tmp_path, capsys, monkeypatch):
+    o = tmp_path / "o"
+    o.mkdir()
+    full = tmp_path / "full"
+    full.mkdir()
+    (o / "e.json").write_text('{"earlier": true}')
+    _full_disk(monkeypatch, full)
+    code, _, err = _cli(capsys, "energy", V1_SNN, "--T", "4", "--samples", "10", "--json", o / "e.json", "--csv", full / "e.csv")
+    _one_error_line(code, err, contains=("e.csv", "no space left"), after_finished_bars=True)
+    assert (o / "e.json").read_text() == '{"earlier": true}' and [p.name for p in o.iterdir()] == ["e.json"]
+
+
+def test_c_convert_whose_json_fails_keeps_the_earlier_snn(tmp_path, capsys, monkeypatch):
+    o = tmp_path / "o"
+    o.mkdir()
+    earlier = o / "m.snn.pt"
+    earlier.write_bytes(V1_SNN.read_bytes())
+    full = tmp_path / "full"
+    full.mkdir()
+    _full_disk(monkeypatch, full)
+    code, _, err = _cli(capsys, "convert", "--calibration", "none", "--calib-samples", "64", "--out", earlier, "--json", full / "m.json")
+    _one_error_line(code, err, contains=("m.json", "no space left"), after_finished_bars=True)
+    assert earlier.read_bytes() == V1_SNN.read_bytes()
+
+
+def test_c_two_converts_writing_the_same_pair_leave_a_consistent_pair(tmp_path, capsys):
+    out, report = tmp_path / "m.snn.pt", tmp_path / "m.json"
+    env = _env(tmp_path)
+    env["OMP_NUM_THREADS"] = "1"
+    runs = [subprocess.Popen(ANNSNN + ["convert", "--calibration", "none", "--calib-samples", "64", "--mode", mode, "--out", str(out), "--json", str(report)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for mode in ("max", "99.9")]
+    for run in runs:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr
+    recorded = json.loads(report.read_text())
+    assert recorded["snn_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()  # the pair on disk comes from one run
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".m.")) == []  # no temporaries left
+
+
+# --- D. one line means one line: no progress-bar residue before the error ---------------
+
+
+def _readout_delay_negative(parts, snn_state, ann_state):
+    parts["meta"]["readout_delay"] = -1
+
+
+def test_d_crafted_negative_readout_delay_is_one_line(tmp_path, capsys):
+    code, _, err = _cli(capsys, "evaluate", _crafted(tmp_path, _readout_delay_negative), "--T", "4", "--samples", "10")
+    _one_error_line(code, err, contains=("readout_delay",))
+
+
+def test_d_corrupt_jpeg_is_one_line(tmp_path, capsys):
+    folder = _image_folder(tmp_path / "imgs", {"a/0.png": (32, 32), "a/1.png": (32, 32), "b/3.png": (32, 32)}, mode="RGB")
+    (folder / "b" / "2.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    code, _, err = _cli(capsys, "convert", "zoo:cifar_cnn_s", "--calibration", "none", "--data", f"imagefolder:{folder}", "--batch-size", "2", "--out", tmp_path / "m.snn.pt")
+    _one_error_line(code, err, contains=("2.jpg",))
+
+
+@pytest.mark.parametrize("command", ["evaluate", "robustness"])
+def test_d_wrong_data_shape_is_one_line(tmp_path, capsys, command):
+    folder = _image_folder(tmp_path / "imgs", {"a/0.png": (8, 8), "b/1.png": (8, 8)}, mode="RGB")  # 3×8×8 against 1×8×8
+    extra = ["--noise", "0.1"] if command == "robustness" else []
+    code, _, err = _cli(capsys, command, V1_SNN, "--T", "4", "--data", f"imagefolder:{folder}", *extra)
+    _one_error_line(code, err, contains=("(3, 8, 8)",))
+
+
+# --- E. messages that say what happened ------------------------------------------------
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ.get('ANNSNN_EVIL_MARKER', '/nonexistent/x')}",))
+
+
+@pytest.mark.parametrize("trust", [False, True], ids=["untrusted", "--trust"])
+def test_e_a_pickle_that_calls_os_system_is_refused_as_unsafe(tmp_path, capsys, monkeypatch, trust):
+    import pickle
+
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("ANNSNN_EVIL_MARKER", str(marker))
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(_Evil(), protocol=2))
+    code, _, err = _cli(capsys, "info", evil, "--input-shape", "1,8,8", *(["--trust"] if trust else []))
+    _one_error_line(code, err, contains=("unsafe",))
+    assert "corrupt" not in err and not marker.exists()
+
+
+@pytest.mark.parametrize("command", ["info", "energy --model"])
+def test_e_a_nir_file_named_pt_is_named_by_its_content(tmp_path, capsys, command):
+    import h5py
+
+    fake = tmp_path / "net.pt"
+    with h5py.File(fake, "w") as handle:
+        handle.create_group("node")
+    args = ["info", fake] if command == "info" else ["energy", "--model", fake, "--data", "digits", "--T", "4", "--samples", "10"]
+    code, _, err = _cli(capsys, *args)
+    line = _one_error_line(code, err, contains=("NIR",))
+    assert "--trust" not in line
