@@ -256,6 +256,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--weights", help="torchvision:NAME: read images as these weights' transforms() do (e.g. DEFAULT, IMAGENET1K_V2); zoo:NAME: also load them. timm:NAME uses timm's data config without it.")
 @click.option("--resize", type=click.IntRange(min=1), help="Resize the shorter image side to N pixels (image folders, imagenet:ROOT); recorded in the SNN.")
 @click.option("--crop", type=click.IntRange(min=1), help="Centre-crop N x N pixels after --resize; recorded in the SNN.")
+@click.option("--device", default="cpu", show_default=True, help="Run every calibration pass on cpu, cuda or cuda:N (the SNN file is the same; a GPU is optional).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--mean", type=FLOAT_LIST, help="Input normalization mean, overriding the recorded one.")
 @click.option("--std", type=FLOAT_LIST, help="Input normalization std, overriding the recorded one.")
@@ -263,7 +264,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="SNN file (default: next to MODEL, NAME.snn.pt).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the conversion report as JSON.")
 @click.option("--trust", is_flag=True, help="Allow unpickling a whole pickled nn.Module (runs code from the file).")
-def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, maxpool, hybrid, data, data_root, download, calib_samples, weights, resize, crop, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
+def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, maxpool, hybrid, data, data_root, download, calib_samples, weights, resize, crop, device, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
 
     BatchNorm is folded, one calibration pass records each activation's exact max and a
@@ -294,6 +295,9 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
 
     from annsnn.io import convertible_module
 
+    from annsnn.evaluation import check_device
+
+    check_device(device)
     options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay)
     if options.readout_delay == "auto" and calib_samples <= options.bias_images:  # before loading anything
         raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {options.bias_images}; pass more, or --readout-delay K")
@@ -321,7 +325,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     started = time.perf_counter()
     with _progress() as progress:
         calib = (x for x, _ in _batches(loader, progress, "calibrating"))
-        snn, report = ann_to_snn(loaded.module, calib, input_shape=shape, options=options, normalization=norm, meta=meta)
+        snn, report = ann_to_snn(loaded.module, calib, input_shape=shape, options=options, normalization=norm, meta=meta, device=device)
     # everything that can fail runs before the first byte is written: the table, the notes and
     # the JSON text (strict: no NaN); then the SNN and the JSON are written, then remembered
     lines: list = [conversion_table(report)]
@@ -332,7 +336,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     if options.maxpool == "avg":
         lines.append("[yellow]note:[/] MaxPool was replaced by AvgPool: the converted network approximates a changed ANN")
     lines.extend(f"note: {note}" for note in report.notes)
-    lines.append(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s")
+    lines.append(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s on {_device_name(device)}")
     if preprocess is not None:
         lines.append(f"images: resize {preprocess.resize or '-'}, centre crop {preprocess.crop or '-'}, {preprocess.interpolation} ({preprocess.source}); recorded in the SNN for evaluate")
     lines.append(f"calibration: {calibration} for T={calib_T} (valid for every T <= {calib_T}; beyond it the last step's bias repeats)" if calibration != "none" else "calibration: none (plain normalization)")
@@ -353,6 +357,15 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     out.print(f"wrote {target}  (remembered: 'annsnn evaluate' and 'annsnn energy' now use it)")
     if json_path:
         out.print(f"wrote {json_path}")
+
+
+def _device_name(device: str) -> str:
+    """``cpu``, or ``cuda:0 (NVIDIA H100 ...)``: which device ran."""
+    d = torch.device(device)
+    if d.type == "cuda":
+        index = d.index if d.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return d.type
 
 
 def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver=None, threshold_scale=None, readout_delay=None):
@@ -1003,7 +1016,8 @@ def zoo_list(macs: bool) -> None:
 @click.option("--snn", "direct_snn", is_flag=True, help="Train a spiking network directly (surrogate gradients, SpikingJelly LIF neurons in place of the ReLUs, direct encoding) instead of an ANN.")
 @click.option("--T", "T", type=click.IntRange(min=1), default=5, show_default=True, help="With --snn: time steps per sample.")
 @click.option("--tau", type=click.FloatRange(min=1.0), default=2.0, show_default=True, help="With --snn: LIF membrane time constant in steps.")
-def zoo_train(arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, out_path, direct_snn, T, tau) -> None:
+@click.option("--device", default="cpu", show_default=True, help="Train the ANN on cpu, cuda or cuda:N.")
+def zoo_train(arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, out_path, direct_snn, T, tau, device) -> None:
     """Train ARCH on a dataset; the checkpoint records arch, dataset and normalization,
     so 'annsnn convert FILE' needs no other flag.
 
@@ -1016,6 +1030,11 @@ def zoo_train(arch, data, data_root, download, epochs, lr, batch_size, optimizer
     from annsnn.files import atomic_path, check_output_path
     from annsnn.zoo.train import TrainConfig, checkpoint_dict, train
 
+    from annsnn.evaluation import check_device
+
+    check_device(device)
+    if direct_snn and device != "cpu":
+        raise UsageError("--device applies to ANN training; --snn trains on the CPU")
     suffix = f"-snn{T}" if direct_snn else ""
     target = Path(out_path or f"{arch}-{data.replace(':', '_').replace('/', '_')}{suffix}.pt")
     check_output_path(target)
@@ -1023,9 +1042,9 @@ def zoo_train(arch, data, data_root, download, epochs, lr, batch_size, optimizer
     if direct_snn:
         _train_direct(arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, T, tau, target)
         return
-    config = TrainConfig(arch=arch, dataset=data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, optimizer=optimizer, data_root=data_root, download=download, train_samples=samples)
+    config = TrainConfig(arch=arch, dataset=data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, optimizer=optimizer, data_root=data_root, download=download, train_samples=samples, device=device)
     with _progress() as progress:
-        task = progress.add_task(f"training {arch}", total=None, status="")
+        task = progress.add_task(f"training {arch} on {device}", total=None, status="")
 
         def on_step(step: int, total: int, loss: float, acc: float) -> None:
             progress.update(task, completed=step, total=total, status=f"loss {loss:.4f} acc {100 * acc:.2f}%")
@@ -1035,7 +1054,7 @@ def zoo_train(arch, data, data_root, download, epochs, lr, batch_size, optimizer
         torch.save(checkpoint_dict(config, result), str(tmp))
     for row in result.history:
         out.print(f"epoch {row['epoch']}: loss {row['loss']:.4f}  train {100 * row['train_top1']:.2f}%  test {100 * row['test_top1']:.2f}%")
-    out.print(f"wrote {target} (test top-1 {100 * result.test_top1:.2f}%)")
+    out.print(f"wrote {target} (test top-1 {100 * result.test_top1:.2f}%; trained on {device})")
 
 
 def _train_direct(arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, T, tau, target: Path) -> None:
