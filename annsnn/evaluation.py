@@ -256,13 +256,11 @@ def evaluate(
     shard and every rank returns the merged result.
     """
     from .data import select_batches
-    from .distributed import gather_objects, init_from_env, shard_batches
+    from .distributed import gather_objects, init_from_env, rank_device, shard_batches
 
     _preflight(snn, spec)
-    device = spec.device
-    rank, size = init_from_env(device)
-    if size > 1 and device == "cuda":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    device = rank_device(spec.device)  # under torchrun: each rank its own GPU
+    rank, size = init_from_env(spec.device)
     if size > 1 and resume:
         raise UsageError("--resume works in a single process; rerun without torchrun or without --resume")
     key = run_key(snn, loader, data, spec)

@@ -97,3 +97,51 @@ def test_zoo_train_on_a_device_gives_a_cpu_checkpoint(tmp_path):
     for result in results:
         assert all(t.device.type == "cpu" for t in result.model.state_dict().values())
     assert results[0].history[0]["test_top1"] > 0.0
+
+
+@pytest.mark.parametrize("local_rank,gpus,device,expected", [
+    ("0", 2, "cuda", "cuda:0"), ("1", 2, "cuda", "cuda:1"), ("3", 4, "cuda", "cuda:3"), ("1", 2, "cpu", "cpu"),
+])
+def test_each_torchrun_rank_takes_its_own_gpu(monkeypatch, local_rank, gpus, device, expected):
+    """Issue 24 item 6: under torchrun (WORLD_SIZE > 1) --device cuda is cuda:LOCAL_RANK."""
+    from annsnn.distributed import rank_device
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", local_rank)
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert rank_device(device) == expected
+
+
+def test_a_rank_without_a_gpu_or_a_pinned_gpu_is_one_line(monkeypatch):
+    from annsnn.distributed import rank_device
+    from annsnn.errors import UsageError
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(UsageError, match="has no GPU of its own: this machine has 2"):
+        rank_device("cuda")
+    with pytest.raises(UsageError, match="pass --device cuda"):
+        rank_device("cuda:1")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert rank_device("cuda:1") == "cuda:1"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs (the CPU case: tests/test_reliability.py::test_two_processes_with_gloo_equal_one_process)")
+def test_torchrun_two_gpus_equal_one_process(tmp_path):
+    """With 2 GPUs: torchrun --nproc-per-node 2 evaluate --device cuda equals one process."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "ANNSNN_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    common = ["evaluate", "--T", "4,16", "--batch-size", "16", "--samples", "100", "--device", "cuda", "--json"]
+    subprocess.run([sys.executable, "-m", "annsnn", "convert", "--calib-samples", "128", "--bias-samples", "64", "--out", str(tmp_path / "d.snn.pt")], check=True, env=env, timeout=600)
+    subprocess.run([sys.executable, "-m", "annsnn", *common[:1], str(tmp_path / "d.snn.pt"), *common[1:], str(tmp_path / "one.json")], check=True, env=env, timeout=600)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "annsnn", common[0], str(tmp_path / "d.snn.pt"), *common[1:], str(tmp_path / "two.json")],
+                   check=True, env=env, timeout=600)
+    one, two = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
+    assert one["samples"] == two["samples"] == 100 and one["rows"] == two["rows"]
