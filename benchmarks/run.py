@@ -641,6 +641,20 @@ def summary() -> None:
             ("T sweep {5,20,50} / one 50-step run", f"{r['sweep_ratio']:.3f}", "<= 1.05", "re-running per T would cost 1.5", "speed"),
             ("peak memory T=256 / T=16 (chunked)", f"{r['memory_ratio_T256_vs_T16']:.3f}", "<= 1.5", f"{r['peak_mb_T16']:.0f} MB vs {r['peak_mb_T256']:.0f} MB growth", "speed"),
         ]
+    if (r := load("speed_cuda")):
+        for row in r["rows"]:
+            rows.append((f"GPU simulate, VGG-11 random weights, B={row['batch']}, T={row['T']}: annsnn / SpikingJelly 2.0 multi-step", f"{row['annsnn_over_sj_best']:.3f}", "<= 0.8",
+                         f"{r['gpu']}, torch {r['torch']}; annsnn / (T x ANN) {row['annsnn_over_T_ann']:.3f}, / ANN over [T*B] {row['annsnn_over_ann_merged']:.3f} (target <= 1.1 at B=256, T=16); commit {r.get('commit', '?')}", "speed --device cuda"))
+    for device in ("cpu", "cuda"):
+        if (r := load(f"imagenet_cost_{device}")):
+            for row in r["rows"]:
+                if "error" in row:
+                    rows.append((f"{row['model']} 224^2 conversion ({device})", "error", "", row["error"], r["command"]))
+                    continue
+                speed = f"; simulate T=32: {row['simulate_T32_images_per_s']:.1f} images/s" if "simulate_T32_images_per_s" in row else ""
+                rows.append((f"{row['model']} 224^2, default pipeline N=32, {row['images']} images ({device}{', ' + r['gpu'] if r.get('gpu') else ''}): time / ANN pass, memory / ANN pass",
+                             f"{row['time_ratio']:.1f}x, {row['memory_ratio']:.2f}x", "<= 40x, <= 2x",
+                             f"{row['conversion_s']:.1f} s vs {row['ann_pass_s']:.2f} s; {row['conversion_peak_mb']:.0f} vs {row['ann_peak_mb']:.0f} MB{speed}; commit {r.get('commit', '?')}", r["command"]))
     if (r := load("overhead")):
         rows.append(("analyzer: with counting / without, VGG-11 (random weights), T=16", f"{r['ratio']:.3f}", "<= 1.15", f"interleaved, median of 5; commit {r.get('commit', '?')}", "overhead"))
     if (r := load("calibration")):
@@ -727,7 +741,7 @@ def summary() -> None:
              "Commit of each results file (rows from different commits are not one run; see the notes column): "
              + ", ".join(f"{p.stem} {_commit_of(json.loads(p.read_text()))}" for p in sorted(RESULTS.glob("*.json"))) + "\n\n",
              "| measure | result | target | notes | command |\n|---|---|---|---|---|\n"]
-    lines += [f"| {a} | {b} | {c} | {d} | `python benchmarks/run.py {e}` |\n" for a, b, c, d, e in rows]
+    lines += [f"| {a} | {b} | {c} | {d} | `{e if e.startswith('python ') else 'python benchmarks/run.py ' + e}` |\n" for a, b, c, d, e in rows]
     (ROOT / "benchmarks" / "RESULTS.md").write_text("".join(lines))
 
 
