@@ -3,8 +3,8 @@
 Library entry points::
 
     from annsnn import ann_to_snn, ConversionOptions, parse_mode, simulate, Analyzer
-    snn, report = ann_to_snn(model, calibration_batches, input_shape=(3, 32, 32),
-                             options=ConversionOptions(mode=parse_mode("99.99")))
+    snn, report = ann_to_snn(model, calibration_batches, input_shape=(3, 32, 32))  # calibrated for T=32
+    # plain normalization: options=ConversionOptions.plain(parse_mode("99.99"))
     with Analyzer(snn, T=[5, 20, 50]) as a:
         for x, y in loader:
             a.run(x, y)
@@ -14,10 +14,14 @@ from __future__ import annotations
 
 from .analyzer import AnalysisResult, Analyzer
 from .artifact import load_snn, save_snn
-from .convert import Calibrator, ConversionOptions, ConversionReport, convert
+from .record import SnnRecord
+from .calibrator import Calibrator
+from .conversion_options import ConversionOptions, ConversionReport
+from .convert import convert
 from .counting import AnnCounts, SnnCounter, count_ann
-from .foreign import GenericNeurons, NeuronSpec, load_foreign
-from .energy import PRESETS, EnergyModel, break_even, get_energy_model
+from .foreign import GenericNeurons, NeuronSpec
+from .foreign_files import load_foreign
+from .energy import PRESETS, BreakEven, BreakEvenKind, EnergyModel, break_even, get_energy_model
 from .errors import AnnsnnError, RunFailure, UsageError
 from .graph import canonicalize
 from .io import LoadedModel, load_model
@@ -29,6 +33,8 @@ from .ops import AnalogUse, Demand, OpRegistry, OpSpec, Role, default_registry
 from .coverage import CoverageResult, check_model
 from .pipeline import ann_to_snn
 from .simulate import SimulationResult, simulate
+from .sources import ZooModel, load_zoo_model
+from .workspace import SnnFile
 from .snn import SpikingNetwork
 from .metrics import ClassificationMetrics, classification_metrics
 from .robustness import Robustness, RobustnessResult, RobustnessSpec
@@ -36,7 +42,7 @@ from .measure import MeasuredResult, measure_inference
 from .scale import Scale
 from .equivalence import Equivalence, check_equivalence
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -54,10 +60,16 @@ __all__ = [
     "RunFailure",
     "ScaleMode",
     "SimulationResult",
+    "SnnRecord",
     "SnnCounter",
     "SpikingNetwork",
     "UsageError",
     "ann_to_snn",
+    "BreakEven",
+    "BreakEvenKind",
+    "ZooModel",
+    "load_zoo_model",
+    "SnnFile",
     "break_even",
     "canonicalize",
     "convert",

@@ -41,7 +41,7 @@ from torch import Tensor, fx, nn
 
 from .errors import UsageError
 from .layers import TemporalModule
-from .ops import AnalogUse, OpRegistry, default_registry
+from .opspec import AnalogUse, OpRegistry
 
 __all__ = [
     "AnalogOp",
@@ -114,7 +114,7 @@ class AnalogOp(TemporalModule):
 
     ``op`` is a module whose registry entry may stay analog (``nn.GELU``, ``nn.LayerNorm``,
     ...), or the saved name of such a function, or such a tensor method's name; ``registry``
-    (default :func:`annsnn.ops.default_registry`) resolves and allowlists it. ``template`` is ``(args, kwargs)`` of the original
+    resolves and allowlists it. ``template`` is ``(args, kwargs)`` of the original
     call with ``_Slot("input", i)`` for the forward's i-th argument and ``_Slot("const", j)``
     for stored tensors (a parameter used in ``forward``). ``streams[i]`` tells whether input i
     is a time-varying tensor (rate-estimated, multiplied by ``scale_i``) or a plain value such
@@ -131,12 +131,11 @@ class AnalogOp(TemporalModule):
         consts: list[Tensor],
         select: int | None = None,
         *,
-        registry: OpRegistry | None = None,
+        registry: OpRegistry,
     ) -> None:
         super().__init__()
         if kind not in ("module", "function", "method"):
             raise ValueError(f"unknown analog op kind {kind!r}")
-        registry = registry if registry is not None else default_registry()
         self._fn: Callable | None = None
         self._save: Callable[[nn.Module], dict] | None = None
         if kind == "module":
@@ -263,10 +262,9 @@ class AnalogOp(TemporalModule):
         return config
 
     @classmethod
-    def from_config(cls, config: dict, state: dict[str, Tensor], prefix: str, *, registry: OpRegistry | None = None) -> "AnalogOp":
+    def from_config(cls, config: dict, state: dict[str, Tensor], prefix: str, *, registry: OpRegistry) -> "AnalogOp":
         """Rebuild from :meth:`config` and the state_dict: only ops whose entry in ``registry``
-        (default :func:`annsnn.ops.default_registry`) may stay analog."""
-        registry = registry if registry is not None else default_registry()
+        may stay analog."""
         kind, target = config.get("kind"), config.get("target")
         if kind == "module":
             found = registry.module_type(str(target))
@@ -322,7 +320,7 @@ def analog_macs(module: AnalogOp, values: tuple) -> int:
 
 
 def is_analog(
-    node: fx.Node, modules: dict[str, nn.Module], streams: set[fx.Node], constants: set[fx.Node], registry: OpRegistry | None = None
+    node: fx.Node, modules: dict[str, nn.Module], streams: set[fx.Node], constants: set[fx.Node], registry: OpRegistry
 ) -> bool:
     """Whether ``node`` stays analog in a hybrid SNN, by its entry's ``analog`` field:
     NONLINEAR always; PRODUCT when two operands vary over time (a stored tensor counts as
@@ -330,7 +328,6 @@ def is_analog(
 
     ``streams``: nodes carrying time-varying tensors; ``constants``: stored tensors (get_attr).
     """
-    registry = registry if registry is not None else default_registry()
     if node.op not in ("call_module", "call_function", "call_method"):
         return False
     spec = registry.lookup(node, modules)
@@ -359,9 +356,8 @@ class AnalogCall:
     kind: str = "function"
 
 
-def analog_call(node: fx.Node, modules: dict[str, nn.Module], constants: set[fx.Node], registry: OpRegistry | None = None) -> AnalogCall:
+def analog_call(node: fx.Node, modules: dict[str, nn.Module], constants: set[fx.Node], registry: OpRegistry) -> AnalogCall:
     """Split ``node``'s arguments into module inputs (each node once), stored tensors and a template."""
-    registry = registry if registry is not None else default_registry()
     call = AnalogCall()
     index: dict[fx.Node, _Slot] = {}
 

@@ -10,6 +10,9 @@
 
 The ANN and the SNN see the same tensors in the same order, in eval mode.
 Counts are totals over all samples; the report gives them per inference.
+With ``count=False`` nothing is counted, and every count, SNN energy, ratio and
+break-even T in the report is ``None`` ("not counted"), never 0; firing rates are
+measured either way.
 """
 from __future__ import annotations
 
@@ -19,15 +22,16 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .counting import AnnCounts, SnnCounter, count_ann, dense_macs
-from .energy import BreakEven, EnergyModel, break_even, get_energy_model
+from .counting import AnnCounts, SnnCounter, count_ann
+from .energy import BreakEven, EnergyModel, ann_energy_pj, break_even, get_energy_model
 from .errors import UsageError
 from .metrics import classification_metrics, ranked_classes
 from .modes import parse_time_steps
+from .names import layer_label
 from .simulate import simulate
 from .snn import Encoding, SpikingNetwork
 
-__all__ = ["Analyzer", "AnalysisResult", "AnnSummary", "AnnLayerSummary", "TimeStepRow", "LayerSummary", "SCHEMA_VERSION"]
+__all__ = ["Analyzer", "AnalysisResult", "AnnEnergy", "ann_energy", "layer_label", "AnnSummary", "AnnLayerSummary", "TimeStepRow", "LayerSummary", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 _COUNT_FIELDS = ("synaptic_acs", "macs", "bias_acs", "neuron_updates", "spikes", "active_updates", "comparisons")
@@ -68,16 +72,17 @@ class TimeStepRow:
     agreement: float  # share of samples where SNN and ANN predict the same class
     recall_macro: float | None
     f1_macro: float | None
-    firing_rate: float  # spikes per neuron per step, all layers
-    synaptic_acs: float  # per inference (SyOPs)
-    macs: float
-    bias_acs: float
-    neuron_updates: float
-    active_updates: float  # neuron updates with input or a spike (Loihi's active updates)
-    comparisons: float  # spiking max-pool comparisons
-    total_ops: float
-    energy_pj: dict[str, float]
-    energy_ratio: dict[str, float | None]  # SNN / ANN
+    firing_rate: float | None  # spikes per neuron per step, all layers (None: no IF layer)
+    # per inference; None: not counted (Analyzer(count=False))
+    synaptic_acs: float | None  # SyOPs
+    macs: float | None
+    bias_acs: float | None
+    neuron_updates: float | None
+    active_updates: float | None  # neuron updates with input or a spike (Loihi's active updates)
+    comparisons: float | None  # spiking max-pool comparisons
+    total_ops: float | None
+    energy_pj: dict[str, float] | None
+    energy_ratio: dict[str, float | None] | None  # SNN / ANN (a value is None without an ANN energy)
     seed_bound_pj: dict[str, list[float]] | None = None  # [low, high]; Poisson input only
     top5: float | None = None  # with >= 10 classes
     confusion: list[list[int]] | None = None  # [label][prediction]
@@ -109,13 +114,26 @@ class AnalysisResult:
     layers: list[LayerSummary]
     ann_layers: list[AnnLayerSummary]
     firing_rates: dict[str, dict[str, float]]  # layer -> {T: rate}
-    break_even_T: dict[str, int | str | None]
+    break_even_T: dict[str, BreakEven] | None  # None: not counted
     energy_models: dict[str, dict]
     unsupported: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def energy_pj_counted(self) -> bool:
+        """Whether every row has SNN energies (ops were counted)."""
+        return all(row.energy_pj is not None for row in self.rows)
+
+    @property
+    def counted(self) -> bool:
+        """Whether ops and energy were counted (``Analyzer(count=True)``)."""
+        return self.break_even_T is not None
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready: break-even T as ``{"kind", "T"}``, "not counted" as null."""
+        data = asdict(self)
+        data["break_even_T"] = None if self.break_even_T is None else {k: v.to_json() for k, v in self.break_even_T.items()}
+        return data
+
 
 
 def _dense_capacity(counter: SnnCounter, name: str) -> float:
@@ -124,7 +142,7 @@ def _dense_capacity(counter: SnnCounter, name: str) -> float:
     module = counter.modules.get(name)
     if layer.role != "synaptic" or module is None or not layer.output_numel:
         return 0.0
-    return float(dense_macs(module, layer.input_shape))
+    return float(counter.dense_macs(module, layer.input_shape))
 
 
 def _metrics(pred: Tensor, labels: Tensor | None) -> tuple[float | None, float | None, float | None]:
@@ -133,7 +151,7 @@ def _metrics(pred: Tensor, labels: Tensor | None) -> tuple[float | None, float |
     from sklearn.metrics import f1_score, recall_score
 
     y, p = labels.numpy(), pred.numpy()
-    top1 = float((pred == labels).float().mean())
+    top1 = int((pred == labels).sum()) / len(labels)  # exact in float64, no float32 noise
     return top1, float(recall_score(y, p, average="macro", zero_division=0)), float(f1_score(y, p, average="macro", zero_division=0))
 
 
@@ -182,6 +200,7 @@ class Analyzer:
         self.num_classes = 0  # outputs of the network, set by run()
         self._records: dict[int, dict] = {}  # batch index -> predictions and labels
         self._spikes: dict[str, Tensor] = {}
+        self._neurons: dict[str, int] = {}  # layer -> neurons per sample, when not counting
         self._next_index = 0
 
     def __enter__(self) -> "Analyzer":
@@ -229,6 +248,7 @@ class Analyzer:
         }
         for name, counts in result.spike_counts.items():
             self._spikes[name] = self._spikes.get(name, torch.zeros_like(counts)) + counts
+        self._neurons.update(result.neurons)
 
     # --- state: resume and multi-process merge ---------------------------------
     def state_dict(self) -> dict:
@@ -241,6 +261,7 @@ class Analyzer:
             "records": {i: {"ann": r["ann"], "snn": {str(t): p for t, p in r["snn"].items()}, "labels": r["labels"],
                             "ann_top5": r["ann_top5"], "snn_top5": {str(t): p for t, p in r["snn_top5"].items()}} for i, r in self._records.items()},
             "spikes": dict(self._spikes),
+            "neurons": dict(self._neurons),
             "counter": counter,
             "counter_samples": self.counter.samples if self.counter is not None else 0,
         }
@@ -257,6 +278,7 @@ class Analyzer:
         self.samples += int(state["samples"])
         for name, counts in state["spikes"].items():
             self._spikes[name] = self._spikes.get(name, torch.zeros_like(counts)) + counts
+        self._neurons.update({str(k): int(v) for k, v in state.get("neurons", {}).items()})
         if self.counter is not None:
             for name, fields in state["counter"].items():
                 layer = self.counter.layers[name]
@@ -283,10 +305,8 @@ class Analyzer:
         ann_counts = self.ann_counts
         ann_layer_energy = self._ann_layer_energy(ann_counts)
         ann_energy: dict[str, float | None] = {m.name: sum(e[m.name] for e in ann_layer_energy.values()) for m in self.models}
-        neuron_layers = self.snn.neuron_layers()
-        total_neurons = sum(int(self.counter.layers[k].neurons) if self.counter and k in self.counter.layers else 0 for k in neuron_layers)
-        if not total_neurons:
-            total_neurons = int(self.snn.meta.get("report", {}).get("neurons", 0))
+        neurons = self._layer_neurons()
+        total_neurons = sum(neurons.values())
         spike_counts = self._neuron_spikes()
         spikes_total = sum(spike_counts.values()) if spike_counts else torch.zeros(self.max_t, dtype=torch.float64)
         cum_spikes = torch.cumsum(spikes_total, 0)
@@ -315,30 +335,33 @@ class Analyzer:
             energy = {name: curve[i] for name, curve in energy_curve.items()}
             bound = self._seed_bound(t) if self.encoding == "poisson" and self.counter is not None else None
             ratio = {name: (energy[name] / ann_energy[name] if ann_energy[name] else None) for name in energy}
-            c = {a: float(cum[a][i]) for a in fields}
+            c: dict[str, float | None] = {a: float(cum[a][i]) for a in fields}
+            if self.counter is None:  # not counted: None, never 0
+                c = {a: None for a in fields}
+                energy, ratio = None, None  # type: ignore[assignment]
             extra = _extra_metrics(pred, labels, classes, torch.cat([r["snn_top5"][t] for r in records]))
             rows.append(
                 TimeStepRow(
                     T=t, top1=top1, gap=(top1 - ann_top1) if top1 is not None and ann_top1 is not None else None,
-                    agreement=float((pred == ann_pred).float().mean()), recall_macro=recall, f1_macro=f1,
-                    firing_rate=float(cum_spikes[i]) / (total_neurons * t * n) if total_neurons else 0.0,
+                    agreement=int((pred == ann_pred).sum()) / len(pred), recall_macro=recall, f1_macro=f1,
+                    firing_rate=float(cum_spikes[i]) / (total_neurons * t * n) if total_neurons else None,
                     synaptic_acs=c["synaptic_acs"], macs=c["macs"], bias_acs=c["bias_acs"],
                     neuron_updates=c["neuron_updates"], active_updates=c["active_updates"], comparisons=c["comparisons"],
-                    total_ops=c["synaptic_acs"] + c["macs"] + c["bias_acs"] + c["neuron_updates"] + c["comparisons"],
+                    total_ops=None if self.counter is None else sum(c[a] for a in ("synaptic_acs", "macs", "bias_acs", "neuron_updates", "comparisons")),  # type: ignore[misc]
                     energy_pj=energy, energy_ratio=ratio, seed_bound_pj=bound, top5=extra[0], confusion=extra[1],
                 )
             )
         firing = {}
         for name, counts in spike_counts.items():
-            neurons = self.counter.layers[name].neurons if self.counter and name in self.counter.layers else 0
+            size = neurons.get(name, 0)
+            if not size:
+                continue  # a layer with no neurons has no rate
             cum_layer = torch.cumsum(counts, 0)
-            firing[name] = {str(t): (float(cum_layer[t - 1]) / (neurons * t * n) if neurons else 0.0) for t in self.time_steps}
+            firing[name] = {str(t): float(cum_layer[t - 1]) / (size * t * n) for t in self.time_steps}
         layer_rows = self._layer_rows(n, memory)
-        breaks: dict[str, int | str | None] = {}
-        for model in self.models:
-            reference_energy = ann_energy[model.name]
-            be = break_even(energy_curve[model.name], reference_energy) if reference_energy is not None else BreakEven(None, False)
-            breaks[model.name] = be.to_json()
+        breaks: dict[str, BreakEven] | None = None
+        if self.counter is not None:
+            breaks = {model.name: break_even(energy_curve[model.name], ann_energy[model.name]) for model in self.models}
         has_memory = bool(memory)
         notes = [
             "counts are per inference; energies are compute-only estimates (no memory traffic)" if not has_memory
@@ -370,6 +393,13 @@ class Analyzer:
             unsupported=list(self.counter.unsupported) if self.counter else [], notes=notes,
         )
 
+    def _layer_neurons(self) -> dict[str, int]:
+        """Neurons per sample of each IF layer: the counter's when it counts, otherwise what
+        the simulation saw."""
+        if self.counter is None:
+            return dict(self._neurons)
+        return {name: int(self.counter.layers[name].neurons) for name in self.snn.neuron_layers() if name in self.counter.layers}
+
     def _neuron_spikes(self) -> dict[str, Tensor]:
         """Spikes per step of each IF layer (summed over samples): the counter's when it counts,
         otherwise what the simulation recorded; never both, the hook runs once per step."""
@@ -399,7 +429,7 @@ class Analyzer:
         for name, layer in self.counter.layers.items():
             module = self.counter.modules.get(name)
             if layer.weight_numel and module is not None:
-                out[name] = (layer.weight_numel, layer.input_numel, layer.output_numel, dense_macs(module, layer.input_shape))
+                out[name] = (layer.weight_numel, layer.input_numel, layer.output_numel, self.counter.dense_macs(module, layer.input_shape))
         return out
 
     def _memory_energy(self, model: EnergyModel, n: int) -> dict[str, Tensor]:
@@ -430,7 +460,7 @@ class Analyzer:
                 if dense:
                     per_step += layer.macs * (e_w + e_in + e_out * outputs / dense)
             elif layer.role == "synaptic":  # identity synapse into a neuron layer
-                target = self.counter.layers.get(name.replace(" (identity synapse)", ""))
+                target = self.counter.layers.get(layer.feeds) if layer.feeds is not None else None
                 size = target.neurons if target is not None and target.neurons else 1
                 per_step += layer.synaptic_acs * 2 * access(size)
             out[name] = per_step / n
@@ -445,9 +475,7 @@ class Analyzer:
         for layer in counts.layers:
             energies = {}
             for model in self.models:
-                ref = model if model.kind == "digital" else get_energy_model(model.ann_reference)
-                energy = ref.ann_energy_pj(layer.macs, layer.bias_adds)
-                assert energy is not None, f"{model.ann_reference} is not a digital model"
+                energy = ann_energy_pj(model, layer.macs, layer.bias_adds)
                 if model.memory is not None and layer.name in sizes:
                     weights, inputs, outputs, _ = sizes[layer.name]
                     w = model.value_bytes
@@ -472,3 +500,46 @@ class Analyzer:
             rate = float(layer.spikes.sum()) / (layer.neurons * self.max_t * n) if layer.neurons else 0.0
             rows.append(LayerSummary(name, layer.type, layer.role, int(layer.neurons), rate, counts["synaptic_acs"], counts["macs"], counts["comparisons"], energies))
         return rows
+
+
+@dataclass(frozen=True)
+class AnnEnergy:
+    """An ANN alone (``annsnn energy --ann``): its MACs and compute energy per inference.
+
+    ``energy_pj[m] = E_MAC MACs + E_AC bias_adds`` under ``m``, or under ``references[m]`` for
+    a neuromorphic ``m`` (:func:`annsnn.energy.ann_energy_pj`). A memory-aware ``NAME+sram``
+    model needs the layer sizes a simulation records: it is listed in ``not_computed``
+    with the reason, never priced 0."""
+
+    macs: int
+    macs_with_padding: int
+    bias_adds: int
+    unsupported: dict[str, int]
+    energy_pj: dict[str, float]
+    references: dict[str, str]
+    energy_models: dict[str, dict]
+    not_computed: dict[str, str]
+
+    def to_dict(self) -> dict:
+        return {"schema_version": SCHEMA_VERSION, "ann": {"macs": self.macs, "macs_with_padding": self.macs_with_padding, "unsupported": dict(self.unsupported),
+                                                          "bias_adds": self.bias_adds, "energy_pj": dict(self.energy_pj)},
+                "energy_models": dict(self.energy_models), "references": dict(self.references), "not_computed": dict(self.not_computed)}
+
+
+ANN_MEMORY_REASON = "memory traffic needs the layer sizes of a simulation: 'annsnn energy SNN' reports the ANN under it"
+
+
+def ann_energy(module: torch.nn.Module, input_shape: tuple[int, ...], energy_models: Sequence[str | EnergyModel]) -> AnnEnergy:
+    """MACs (fvcore, padded positions excluded) and compute energy of ``module`` alone."""
+    models = [m if isinstance(m, EnergyModel) else get_energy_model(m) for m in energy_models]
+    skipped = [m.name for m in models if m.memory is not None]
+    if models and len(skipped) == len(models):
+        raise UsageError(f"--ann: {', '.join(skipped)} needs the layer sizes of a simulation; run 'annsnn energy SNN', whose report gives the ANN under it too, or pick a compute model")
+    models = [m for m in models if m.memory is None]
+    counts = count_ann(module, tuple(input_shape))
+    return AnnEnergy(
+        counts.macs, counts.macs_with_padding, counts.bias_adds, dict(counts.unsupported),
+        {m.name: ann_energy_pj(m, counts.macs, counts.bias_adds) for m in models},
+        {m.name: m.ann_reference for m in models if m.kind != "digital"},
+        {m.name: m.to_dict() for m in models}, {name: ANN_MEMORY_REASON for name in skipped},
+    )

@@ -37,7 +37,8 @@ from torch import fx, nn
 
 from .errors import UsageError
 from .files import atomic_path
-from .ops import OpRegistry, default_registry
+from .ops import default_registry
+from .opspec import OpRegistry
 from .record import SnnRecord
 from .snn import SpikingNetwork
 
@@ -226,10 +227,9 @@ def _check_value(value: Any, known: set[str], where: str) -> None:
         raise _bad(f"{where} holds an argument annsnn cannot read ({tag!r})")
 
 
-def validate_spec(spec: Any, registry: OpRegistry | None = None) -> None:
+def validate_spec(spec: Any, registry: OpRegistry) -> None:
     """Check a graph description before anything is built from it; raise ``UsageError`` if it
     could put anything but allowlisted calls (ops of ``registry``) into the code fx generates."""
-    registry = registry if registry is not None else default_registry()
     if not isinstance(spec, dict) or not isinstance(spec.get("nodes"), list) or not isinstance(spec.get("modules"), dict):
         raise _bad("the graph is not a {nodes, modules} description")
     for path, info in spec["modules"].items():
@@ -290,9 +290,8 @@ def validate_spec(spec: Any, registry: OpRegistry | None = None) -> None:
         raise _bad("the graph does not end in exactly one output")
 
 
-def graph_to_spec(gm: fx.GraphModule, registry: OpRegistry | None = None) -> dict:
+def graph_to_spec(gm: fx.GraphModule, registry: OpRegistry) -> dict:
     """A JSON-ready description of ``gm``'s graph and modules (ops of ``registry`` only)."""
-    registry = registry if registry is not None else default_registry()
     nodes, modules = [], {}
     named = dict(gm.named_modules())
     for node in gm.graph.nodes:
@@ -325,14 +324,13 @@ def graph_to_spec(gm: fx.GraphModule, registry: OpRegistry | None = None) -> dic
     return {"nodes": nodes, "modules": modules}
 
 
-def graph_from_spec(spec: dict, state: dict[str, torch.Tensor], registry: OpRegistry | None = None) -> fx.GraphModule:
+def graph_from_spec(spec: dict, state: dict[str, torch.Tensor], registry: OpRegistry) -> fx.GraphModule:
     """Rebuild a GraphModule from :func:`graph_to_spec` output and its state_dict.
 
     The description is validated first (:func:`validate_spec`); nodes are then named by fx's
     own namespace, and a name it would have to change is refused. Modules and functions come
-    from ``registry`` (default :func:`annsnn.ops.default_registry`) only.
+    from ``registry`` only.
     """
-    registry = registry if registry is not None else default_registry()
     validate_spec(spec, registry)
     root = nn.Module()
     for path, info in spec["modules"].items():

@@ -65,7 +65,7 @@ from .record import CALIBRATIONS  # --calibration NAME -> (threshold method, bia
 from .simulate import simulate
 from .snn import SpikingNetwork
 
-__all__ = ["CalibrationMethod", "CALIBRATIONS", "BiasFit", "ann_channel_targets", "fit_layer_bias", "fit_step_bias", "quantile_bias", "StepSolver", "calibration_options", "DelayChoice", "choose_readout_delay"]
+__all__ = ["CalibrationMethod", "CALIBRATIONS", "BiasFit", "ann_channel_targets", "fit_layer_bias", "fit_step_bias", "quantile_bias", "StepSolver", "calibration_options", "resolve_calibration", "DelayChoice", "choose_readout_delay"]
 
 CalibrationMethod = Literal["none", "threshold", "bias", "step-bias", "threshold+bias", "threshold+step-bias"]
 
@@ -77,6 +77,25 @@ _UPDATE_IMAGES = 16  # images per span of the fit's statistics and IF updates: e
 # integer counts, so the span does not change a value; small spans keep the temporaries small
 _TARGET_ELEMENTS = 1 << 18  # activations per channel block when reading the ANN targets (2 MiB as float64)
 _CHOICE_BATCH = 64  # images per layer-major run when choosing the readout delay (bounded memory)
+
+
+def resolve_calibration(calibration: str | None, *, mode_given: bool, percentile_of_given: bool = False) -> str:
+    """The ``--calibration`` a command line means, so that every explicit flag changes the result.
+
+    Without ``--calibration`` the default pipeline searches each threshold at T
+    (``threshold+step-bias``); an explicit ``--mode`` then sets the thresholds instead, with
+    the same per-step bias fitted on top (``step-bias``). With an explicit calibration that
+    searches its thresholds, ``--mode`` / ``--percentile-of`` would be ignored, so they are
+    refused with the reason."""
+    default = next(iter(CALIBRATIONS))
+    if calibration is None:
+        return "step-bias" if mode_given or percentile_of_given else default
+    threshold, _ = calibration_options(calibration)
+    if threshold == "if-search" and (mode_given or percentile_of_given):
+        flag = "--mode" if mode_given else "--percentile-of"
+        bias = {"threshold+step-bias": "step-bias", "threshold+bias": "bias", "threshold": "none"}[calibration]
+        raise UsageError(f"{flag} sets the thresholds, but --calibration {calibration} searches them at T: drop {flag}, or use --calibration {bias} to keep its bias with {flag}'s thresholds")
+    return calibration
 
 
 def calibration_options(name: str) -> tuple[str, str]:

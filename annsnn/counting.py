@@ -15,10 +15,9 @@ sample for a static (direct-encoded) input, every step otherwise. Each neuron
 costs one update per step; each bias of a time-varying layer one AC per step.
 
 Each op's counting rule is a field of its entry in the op registry (:mod:`annsnn.ops`):
-its structural form (``fanout``), whether spikes reaching it are synaptic events
-(``sink``), and a weight layer's dense MACs (``macs``). :func:`default_structural_handlers`
-is the registry's module-type view. An op with no rule is reported as unsupported, never
-counted as zero.
+its structural form (``fanout``, :mod:`annsnn.rules.fanout`), whether spikes reaching it are
+synaptic events (``sink``), and a weight layer's dense MACs (``macs``). An op with no rule
+is reported as unsupported, never counted as zero.
 """
 from __future__ import annotations
 
@@ -26,17 +25,16 @@ import math
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .analog import AnalogOp, analog_macs
 from .errors import UsageError
 from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, TemporalModule
-from .ops import OpRegistry, Role, default_registry
+from .opspec import OpRegistry, Role
+from .rules.fanout import StructuralFn, dense_macs, valid_taps
 from .snn import Encoding, SpikingNetwork, static_nodes
 
 __all__ = [
@@ -47,7 +45,6 @@ __all__ = [
     "valid_taps",
     "SnnCounter",
     "SnnLayerCounts",
-    "default_structural_handlers",
     "WorkSplit",
 ]
 
@@ -110,39 +107,6 @@ class AnnCounts:
         }
 
 
-def valid_taps(spatial: tuple[int, ...], kernel: tuple[int, ...], stride, padding, dilation) -> int:
-    """Kernel taps that land on real (unpadded) inputs, summed over all output positions:
-    a convolution of an all-ones input with an all-ones kernel, ``sum(conv(1, 1))``."""
-    dims = len(spatial)
-    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims]
-    ones = torch.ones(1, 1, *spatial, dtype=torch.float64)
-    return int(fn(ones, torch.ones(1, 1, *kernel, dtype=torch.float64), None, stride, padding, dilation).sum())
-
-
-def dense_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """MACs per sample of a Conv/Linear on an input of ``input_shape`` (no batch), padding excluded::
-
-        conv:   C_out * C_in/groups * sum over outputs of the taps on real inputs
-        linear: prod(input_shape[:-1]) * in_features * out_features
-    """
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        if module.padding_mode != "zeros":
-            raise UsageError(f"cannot count {type(module).__name__} with padding_mode={module.padding_mode!r}")
-        spatial = tuple(input_shape[1:])
-        padding = module.padding if not isinstance(module.padding, str) else _same_padding(module)
-        taps = valid_taps(spatial, tuple(module.kernel_size), module.stride, padding, module.dilation)
-        return module.out_channels * (module.in_channels // module.groups) * taps
-    if isinstance(module, nn.Linear):
-        return math.prod(input_shape[:-1]) * module.in_features * module.out_features
-    raise TypeError(f"no closed form for {type(module).__name__}")
-
-
-def _same_padding(module: nn.Module) -> tuple[int, ...]:
-    if module.padding == "valid":
-        return (0,) * len(module.kernel_size)
-    raise UsageError(f"cannot count {type(module).__name__} with padding={module.padding!r}; give explicit padding")
-
-
 def _conv_macs_jit(inputs: list, outputs: list) -> Counter:
     """fvcore handle for ``aten::_convolution``: MACs on real inputs (padding excluded) as
     ``conv``, and fvcore's own count (padding included) as ``conv_with_padding``."""
@@ -184,6 +148,9 @@ def count_ann(model: nn.Module, input_shape: tuple[int, ...]) -> AnnCounts:
     no count for are returned in ``unsupported`` (never printed). Module names need not
     be identifiers (onnx2torch's ``11/Relu`` works).
     """
+    from .quiet import import_fvcore_nn
+
+    import_fvcore_nn()  # without torch's jit.script notice
     from fvcore.nn import FlopCountAnalysis
 
     class _Analysis(FlopCountAnalysis):
@@ -281,78 +248,7 @@ class SnnLayerCounts:
     input_numel: int = 0
     output_numel: int = 0
     input_shape: tuple[int, ...] = ()
-
-
-StructuralFn = Callable[[nn.Module, Tensor], Tensor]
-
-
-def _conv_structure(module: nn.Module, x: Tensor) -> Tensor:
-    if getattr(module, "padding_mode", "zeros") != "zeros":
-        raise UsageError(f"cannot count {type(module).__name__} with padding_mode={module.padding_mode!r}")
-    ones = torch.ones_like(module.weight, dtype=x.dtype)
-    fn = F.conv1d if isinstance(module, nn.Conv1d) else F.conv2d
-    return fn(x, ones, None, module.stride, module.padding, module.dilation, module.groups)
-
-
-def _linear_structure(module: nn.Module, x: Tensor) -> Tensor:
-    return F.linear(x, torch.ones_like(module.weight, dtype=x.dtype))
-
-
-def _avgpool1d_structure(module: nn.Module, x: Tensor) -> Tensor:
-    """A sum pool over the 1-d windows (as a 1 x k 2-d pool: ``avg_pool1d`` has no divisor override)."""
-    return F.avg_pool2d(x.unsqueeze(-2), (1, module.kernel_size[0]), (1, module.stride[0]), (0, module.padding[0]),
-                        module.ceil_mode, module.count_include_pad, divisor_override=1).squeeze(-2)
-
-
-def _avgpool2d_structure(module: nn.Module, x: Tensor) -> Tensor:
-    return F.avg_pool2d(x, module.kernel_size, module.stride, module.padding, module.ceil_mode, module.count_include_pad, divisor_override=1)
-
-
-def _adaptive_windows(n_in: int, n_out: int, dtype: torch.dtype) -> Tensor:
-    """``[n_out, n_in]`` 0/1 matrix: output i of an adaptive pool reads inputs
-    ``floor(i * n_in / n_out) <= k < ceil((i + 1) * n_in / n_out)`` (windows may overlap)."""
-    windows = torch.zeros(n_out, n_in, dtype=dtype)
-    for i in range(n_out):
-        windows[i, (i * n_in) // n_out : -((-(i + 1) * n_in) // n_out)] = 1
-    return windows
-
-
-def _adaptive_avgpool_structure(module: nn.Module, x: Tensor) -> Tensor:
-    """Sum over each output's window, even or uneven: ``y[i, j] = sum_{h in H_i, w in W_j} x[h, w]``."""
-    out_sizes = module(x[:1]).shape[2:]
-    in_sizes = x.shape[2:]
-    if all(i % o == 0 for i, o in zip(in_sizes, out_sizes)):
-        return module(x) * math.prod(i // o for i, o in zip(in_sizes, out_sizes))
-    mats = [_adaptive_windows(i, o, x.dtype) for i, o in zip(in_sizes, out_sizes)]
-    if len(mats) == 1:
-        return torch.einsum("...l,ol->...o", x, mats[0])
-    return torch.einsum("...hw,oh,pw->...op", x, mats[0], mats[1])
-
-
-def _identity_structure(module: nn.Module, x: Tensor) -> Tensor:
-    return x
-
-
-def _pool_windows_structure(module: nn.Module, x: Tensor) -> Tensor:
-    """Spiking max-pool comparisons: one per pooling window that holds the spiking input,
-    so the structural map is a sum pool over the pool's windows (padding excluded)."""
-    if module.ceil_mode:
-        if tuple(module.dilation) != (1, 1):
-            raise UsageError(f"cannot count a spiking max-pool with ceil_mode and dilation {tuple(module.dilation)}")
-        return F.avg_pool2d(x, module.kernel_size, module.stride, module.padding, True, False, divisor_override=1)
-    return F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride).sum()
-
-
-def default_structural_handlers(registry: OpRegistry | None = None) -> dict[type, StructuralFn]:
-    """Layer type -> its structural (all-ones, sum-pool) map for fan-out counting: the
-    ``fanout`` rules of the module entries of ``registry`` (default: the built-in one)."""
-    registry = registry if registry is not None else default_registry()
-    handlers: dict[type, StructuralFn] = {}
-    for spec in registry.specs():
-        if spec.fanout is not None:
-            for cls in spec.modules:
-                handlers[cls] = (lambda module, x, _rule=spec.fanout: _rule(module, (x,), {}))  # type: ignore[misc]
-    return handlers
+    feeds: str | None = None  # an identity synapse: the layer it feeds (neurons or an analog op)
 
 
 @dataclass(frozen=True)
@@ -395,15 +291,13 @@ class SnnCounter:
         snn: SpikingNetwork,
         encoding: Encoding,
         max_steps: int,
-        handlers: dict[type, StructuralFn] | None = None,
         *,
         registry: OpRegistry | None = None,
     ) -> None:
         self.snn = snn
         self.encoding = encoding
         self.max_steps = max_steps
-        self.registry = registry if registry is not None else getattr(snn, "registry", None) or default_registry()
-        self.handlers = handlers if handlers is not None else default_structural_handlers(self.registry)
+        self.registry = registry if registry is not None else snn.registry  # default: the entries it was converted with
         self.samples = 0
         self.unsupported: list[str] = []
         graph_module = snn.graph
@@ -435,10 +329,19 @@ class SnnCounter:
         spec = self.registry.for_module(module)
         return spec is not None and spec.sink
 
-    def _macs(self, module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    def dense_macs(self, module: nn.Module, input_shape: tuple[int, ...]) -> int:
+        """Dense MACs per sample of weight layer ``module`` on ``input_shape``: its entry's ``macs`` rule."""
         spec = self.registry.for_module(module)
         assert spec is not None and spec.macs is not None
         return spec.macs(module, input_shape)
+
+    def _fanout(self, module: nn.Module) -> StructuralFn | None:
+        """The entry's structural form of ``module`` on a spike-count map, or None (no rule)."""
+        spec = self.registry.for_module(module)
+        if spec is None or spec.fanout is None:
+            return None
+        rule = spec.fanout
+        return lambda layer, x: rule(layer, (x,), {})
 
     def _is_source(self, module: nn.Module) -> bool:
         return isinstance(module, (IFNeurons, SpikingMaxPool2d)) or (isinstance(module, InputEncoder) and self.encoding == "poisson")
@@ -480,10 +383,10 @@ class SnnCounter:
                 bias = out if module.bias is not None or (node in input_fed and self.encoding == "poisson" and normalized) else 0
                 sizes = {"weight_numel": module.weight.numel(), "input_numel": _numel(node.args[0]), "output_numel": out, "input_shape": in_shape}
                 if node in input_fed:
-                    self._input_layers.append((name, self._macs(module, in_shape)))
+                    self._input_layers.append((name, self.dense_macs(module, in_shape)))
                 if node in analog_reach:
                     is_static = node in self.static
-                    self._mac_layers.append((name, self._macs(module, in_shape), bias, is_static))
+                    self._mac_layers.append((name, self.dense_macs(module, in_shape), bias, is_static))
                     layer = self._layer(name, type(module).__name__, "mac")
                     layer.static = is_static
                 else:
@@ -493,7 +396,7 @@ class SnnCounter:
                 for key, value in sizes.items():
                     setattr(layer, key, value)
                 continue
-            known = self._is_sink(module) or isinstance(module, (InputEncoder, Normalize, TemporalModule)) or type(module) in self.handlers
+            known = self._is_sink(module) or isinstance(module, (InputEncoder, Normalize, TemporalModule)) or self._fanout(module) is not None
             if not known:
                 has_params = any(True for _ in module.parameters(recurse=False))
                 self.unsupported.append(f"{name} ({type(module).__name__})")
@@ -557,7 +460,7 @@ class SnnCounter:
         shape = _shape(source)
         x = torch.zeros(1, *shape, dtype=torch.float64, requires_grad=True)
         values: dict[fx.Node, Tensor] = {source: x}
-        sinks: list[tuple[str, str, Tensor]] = []  # name, count field, structural output
+        sinks: list[tuple[str, str, Tensor, str | None]] = []  # name, count field, structural output, the layer an identity synapse feeds
         graph = self.snn.graph.graph
         reached = {source}
         for node in graph.nodes:
@@ -567,35 +470,35 @@ class SnnCounter:
             if not any(a in reached for a in inputs):
                 continue
             if node.op == "output":
-                sinks.append(("output", "synaptic_acs", _arg_value(node.args[0], values)))
+                sinks.append(("output", "synaptic_acs", _arg_value(node.args[0], values), None))
                 continue
             if node.op == "call_module":
                 module = self.modules[str(node.target)]
                 name = str(node.target)
                 routed = _arg_value(node.args[0], values)
                 if self._is_weight(module):
-                    handler = self.handlers.get(type(module))
+                    handler = self._fanout(module)
                     if handler is None:
                         self.unsupported.append(f"{name} ({type(module).__name__}) on a spike path")
                     else:
-                        sinks.append((name, "synaptic_acs", handler(module, routed)))
+                        sinks.append((name, "synaptic_acs", handler(module, routed), None))
                     continue
                 if isinstance(module, SpikingMaxPool2d):
-                    handler = self.handlers.get(SpikingMaxPool2d)
+                    handler = self._fanout(module)
                     if handler is None:
                         self.unsupported.append(f"{name} (SpikingMaxPool2d comparisons)")
                     else:
-                        sinks.append((name, "comparisons", handler(module, routed)))
+                        sinks.append((name, "comparisons", handler(module, routed), None))
                     continue
                 if isinstance(module, AnalogOp):  # each spike is one add into its input's running sum
                     parts = [values[a] for a in node.all_input_nodes if isinstance(values.get(a), Tensor) and values[a].requires_grad]
                     if parts:
-                        sinks.append((f"{name} (analog input)", "synaptic_acs", sum(p.sum() for p in parts)))
+                        sinks.append((f"{name} (analog input)", "synaptic_acs", sum(p.sum() for p in parts), None))
                     continue
                 if self._is_sink(module):
-                    sinks.append((f"{name} (identity synapse)", "synaptic_acs", routed))
+                    sinks.append((f"{name} (identity synapse)", "synaptic_acs", routed, name))
                     continue
-                handler = self.handlers.get(type(module))
+                handler = self._fanout(module)
                 if handler is None:
                     self.unsupported.append(f"{name} ({type(module).__name__}) on a spike path")
                     continue
@@ -619,7 +522,7 @@ class SnnCounter:
                 values[node] = spec.fanout(op, args, kwargs)
             reached.add(node)
         names, fields, columns = [], [], []
-        for sink_name, count_field, y in sinks:
+        for sink_name, count_field, y, feeds in sinks:
             if not isinstance(y, Tensor) or not y.requires_grad:
                 continue
             (grad,) = torch.autograd.grad(y.sum(), x, retain_graph=True)
@@ -627,7 +530,8 @@ class SnnCounter:
             fields.append(count_field)
             columns.append(grad.reshape(-1))
             if count_field == "synaptic_acs":
-                self._layer(sink_name, "identity synapse" if "identity" in sink_name or sink_name == "output" else self._type_of(sink_name), "synaptic")
+                identity = feeds is not None or sink_name == "output"
+                self._layer(sink_name, "identity synapse" if identity else self._type_of(sink_name), "synaptic").feeds = feeds
         if columns:
             self.fanout[str(source.target)] = (names, fields, torch.stack(columns, dim=1).detach())
 
@@ -665,7 +569,7 @@ class SnnCounter:
         for name, layer in self.layers.items():
             module = self.modules.get(name)
             if layer.role == "synaptic" and self._is_weight(module) and layer.input_shape:
-                spike += self._macs(module, tuple(layer.input_shape))  # type: ignore[arg-type]
+                spike += self.dense_macs(module, tuple(layer.input_shape))  # type: ignore[arg-type]
         return WorkSplit(spike, self.analog_macs_per_step())
 
     def detach(self) -> None:

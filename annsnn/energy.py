@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, replace
+from enum import Enum
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -43,6 +44,8 @@ __all__ = [
     "load_energy_model",
     "with_memory",
     "BreakEven",
+    "BreakEvenKind",
+    "ann_energy_pj",
     "break_even",
 ]
 
@@ -291,22 +294,51 @@ def _sram_points(points: object, path: Path) -> tuple[tuple[int, float], ...]:
     return tuple(out)
 
 
+class BreakEvenKind(Enum):
+    """What a break-even T says (see :class:`BreakEven`)."""
+
+    AT = "at"  # cheaper up to T, dearer after it
+    BEYOND = "beyond"  # still cheaper at the last simulated step T
+    NEVER = "never"  # dearer already at T = 1
+    NO_REFERENCE = "no reference"  # no ANN energy to compare with
+
+
 @dataclass(frozen=True)
 class BreakEven:
-    """Largest T with E_SNN(T) < E_ANN. ``T is None``: not even at T=1.
-    ``beyond_simulated``: still cheaper at the last simulated step; ``T`` is then that step."""
+    """Largest T with E_SNN(T) < E_ANN, as a typed value.
 
-    T: int | None
-    beyond_simulated: bool
+    ``kind`` is AT (``T`` is that largest T), BEYOND (still cheaper at the last simulated
+    step, ``T``), NEVER (dearer already at T = 1; ``T`` is None) or NO_REFERENCE (no ANN
+    energy to compare with; ``T`` is None). ``str()`` is the one wording every output uses.
+    """
 
-    def to_json(self) -> int | str | None:
-        if self.T is None:
-            return None
-        return f">={self.T}" if self.beyond_simulated else self.T
+    kind: BreakEvenKind
+    T: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.T is None) != (self.kind in (BreakEvenKind.NEVER, BreakEvenKind.NO_REFERENCE)):
+            raise ValueError(f"BreakEven {self.kind.value} {'needs' if self.T is None else 'takes no'} T")
+
+    @property
+    def beyond_simulated(self) -> bool:
+        return self.kind is BreakEvenKind.BEYOND
+
+    def __str__(self) -> str:
+        if self.kind is BreakEvenKind.AT:
+            return f"T={self.T}"
+        if self.kind is BreakEvenKind.BEYOND:
+            return f"T>={self.T} (cheaper at every simulated T)"
+        return "never cheaper" if self.kind is BreakEvenKind.NEVER else "no ANN reference"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind.value, "T": self.T}
 
 
-def break_even(snn_energy_per_step_cumulative: Sequence[float], ann_energy: float) -> BreakEven:
-    """Scan cumulative SNN energy E(1..Tmax) (non-decreasing) against the ANN's."""
+def break_even(snn_energy_per_step_cumulative: Sequence[float], ann_energy: float | None) -> BreakEven:
+    """Scan cumulative SNN energy E(1..Tmax) (non-decreasing) against the ANN's
+    (``None``: no reference)."""
+    if ann_energy is None:
+        return BreakEven(BreakEvenKind.NO_REFERENCE)
     values = list(snn_energy_per_step_cumulative)
     lo, hi = 0, len(values)  # find first index with E >= ann (binary search; E is monotone)
     while lo < hi:
@@ -316,5 +348,16 @@ def break_even(snn_energy_per_step_cumulative: Sequence[float], ann_energy: floa
         else:
             hi = mid
     if lo == 0:
-        return BreakEven(None, False)
-    return BreakEven(lo, lo == len(values))
+        return BreakEven(BreakEvenKind.NEVER)
+    return BreakEven(BreakEvenKind.BEYOND if lo == len(values) else BreakEvenKind.AT, lo)
+
+
+def ann_energy_pj(model: EnergyModel, macs: float, bias_adds: float) -> float:
+    """Compute energy of an ANN under ``model``: ``E_MAC MACs + E_AC bias_adds`` of the model
+    itself, or of its ``ann_reference`` digital model for a neuromorphic one (an ANN does not
+    run on a neuromorphic chip). Memory traffic (``NAME+sram``) is not included here."""
+    reference = model if model.kind == "digital" else get_energy_model(model.ann_reference)
+    energy = reference.ann_energy_pj(macs, bias_adds)
+    if energy is None:
+        raise UsageError(f"{model.name}: its ann_reference {model.ann_reference!r} is not a digital model")
+    return energy

@@ -28,7 +28,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import torch
 from torch.utils.data import DataLoader
@@ -42,7 +42,7 @@ from .snn import SpikingNetwork
 __all__ = [
     "check_device",
     "DataSpec", "EvalSpec", "EvalOutcome", "ProgressStore", "evaluate", "run_key", "snn_fingerprint", "tensor_bytes",
-    "Event", "Planned", "Resumed", "ProgressDiscarded", "BatchDone", "data_spec_for",
+    "Event", "Planned", "Resumed", "ProgressDiscarded", "BatchDone", "data_spec_for", "analyze",
 ]
 
 
@@ -93,6 +93,7 @@ class Planned:
     todo: int
     total: int
     max_T: int
+    todo_images: int = 0  # images in the batches this process runs (a progress bar counts these)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class BatchDone:
     index: int
     done: int  # batches finished in this process
     todo: int
+    images: int = 0  # images in this batch
 
 
 Event = Union[Planned, Resumed, ProgressDiscarded, BatchDone]
@@ -155,7 +157,7 @@ def snn_fingerprint(snn: SpikingNetwork) -> str:
 
     def structure(gm) -> object:
         try:
-            return graph_to_spec(gm, getattr(snn, "registry", None))
+            return graph_to_spec(gm, snn.registry)
         except UsageError:  # not an annsnn file (a foreign SNN): its generated code and module configurations
             return {"code": gm.code, "modules": {name: repr(m) for name, m in gm.named_modules()}}
 
@@ -236,7 +238,7 @@ def _preflight(snn: SpikingNetwork, spec: EvalSpec) -> None:
     from .counting import count_ann
 
     check_device(spec.device)
-    count_ann(snn.ann, tuple(snn.meta["input_shape"]))
+    count_ann(snn.ann, snn.record.input_shape)
 
 
 def evaluate(
@@ -264,7 +266,7 @@ def evaluate(
     if size > 1 and resume:
         raise UsageError("--resume works in a single process; rerun without torchrun or without --resume")
     key = run_key(snn, loader, data, spec)
-    expected = tuple(snn.meta["input_shape"])
+    expected = snn.record.input_shape
     options = dict(encoding=spec.encoding, seed=spec.seed, energy_models=spec.energy_models, count=spec.count, chunk=spec.chunk)
     resumed, discarded = 0, ()
     with Analyzer(snn, list(spec.T), device=device, **options) as analyzer:  # type: ignore[arg-type]
@@ -280,14 +282,15 @@ def evaluate(
                 on_event(Resumed(resumed, len(loader)))
         done = analyzer.done_batches()
         mine = [index for index in shard_batches(len(loader), rank, size) if index not in done]
-        on_event(Planned(len(mine), len(loader), max(spec.T)))
+        sizes = [len(batch) for batch in loader.batch_sampler]  # type: ignore[arg-type]
+        on_event(Planned(len(mine), len(loader), max(spec.T), sum(sizes[i] for i in mine)))
         for count, (index, (x, y)) in enumerate(zip(mine, select_batches(loader, mine)), start=1):
             if tuple(x.shape[1:]) != expected:
                 raise UsageError(f"the data has shape {tuple(x.shape[1:])}, the SNN expects {expected}")
             analyzer.run(x, y, batch_index=index)
             if store is not None and size == 1:
                 store.save(key, analyzer.state_dict())
-            on_event(BatchDone(index, count, len(mine)))
+            on_event(BatchDone(index, count, len(mine), int(x.shape[0])))
         if size > 1:
             states = gather_objects(analyzer.state_dict())
             merged = Analyzer(snn.cpu(), list(spec.T), **options)  # type: ignore[arg-type]
@@ -298,6 +301,19 @@ def evaluate(
     if store is not None:
         store.clear()
     return EvalOutcome(result, rank, size, resumed, discarded)
+
+
+def analyze(snn: SpikingNetwork, batches: Iterable, T: Sequence[int], **options: Any) -> AnalysisResult:
+    """Simulate ``snn`` on every batch for the time steps ``T`` and score it beside its ANN:
+    the loop of :func:`evaluate` for batches already in hand, with no data spec, sharding or
+    resume. ``batches`` yields ``(x, y)`` pairs, or ``x`` alone (no labels: no accuracy);
+    ``options`` go to :class:`~annsnn.analyzer.Analyzer` (``count``, ``energy_models``,
+    ``encoding``, ``device``, ...)."""
+    with Analyzer(snn, list(T), **options) as analyzer:
+        for batch in batches:
+            x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+            analyzer.run(x, y)
+        return analyzer.report()
 
 
 def data_spec_for(name: str, split: str, samples: int | None, batch_size: int, root: str | os.PathLike | None) -> DataSpec:

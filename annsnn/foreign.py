@@ -37,6 +37,7 @@ from torch import Tensor, fx, nn
 
 from .errors import UsageError
 from .layers import IFNeurons, InputEncoder, ReLUClip, TemporalModule
+from .ops import default_registry
 from .snn import SpikingNetwork
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "spikingjelly_neuron_spec",
     "as_spiking",
     "network_from_direct",
-    "load_foreign",
     "without_stand_in_accuracy",
 ]
 
@@ -154,7 +154,7 @@ def network_from_graph(graph: fx.GraphModule, input_shape: tuple[int, ...], meta
     for module in graph.modules():
         if isinstance(module, TemporalModule):
             module.reset_state()
-    return SpikingNetwork(graph.eval(), ann, info).eval()
+    return SpikingNetwork(graph.eval(), ann, info, registry=default_registry()).eval()
 
 
 # ---------------------------------------------------------------------------
@@ -288,8 +288,6 @@ def as_spiking(canonical: fx.GraphModule, spec: NeuronSpec, meta: dict, input_sh
     return network_from_graph(gm, input_shape, meta)
 
 
-
-
 def network_from_direct(payload: dict) -> SpikingNetwork:
     """A directly trained checkpoint (``annsnn zoo train --snn``) in annsnn's form: the
     architecture canonicalized (BatchNorm folded, as in eval) with its LIF neurons."""
@@ -319,44 +317,6 @@ def network_from_direct(payload: dict) -> SpikingNetwork:
     meta = {"source": "annsnn-direct-snn", "arch": payload["arch"], "trained_T": int(payload["T"]), "neuron": cfg,
             "dataset": {"name": payload.get("dataset")}, "normalization": {"mean": norm[0], "std": norm[1]}}
     return as_spiking(canonical.module, spec, meta, shape)
-
-
-def load_foreign(path: str, *, trust: bool = False, dt: float = 1.0, input_shape: tuple[int, ...] | None = None) -> SpikingNetwork:
-    """An SNN that annsnn did not convert: a ``.nir`` file, a directly trained checkpoint
-    (weights only), or, with ``trust``, a pickled SpikingJelly ``nn.Sequential``."""
-    from pathlib import Path
-
-    file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"model file {str(file)!r} does not exist")
-    from .io import sniff, unsafe_pickle
-
-    if file.suffix.lower() == ".nir" or sniff(file) == "hdf5":  # by content: a NIR graph named .pt is still one
-        from .nir_io import load_nir
-
-        return load_nir(file, dt=dt, input_shape=input_shape)
-    try:
-        payload = torch.load(str(file), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - not weights-only: a pickle (refused unless trusted) or no torch file
-        refusal = unsafe_pickle(exc, file)
-        if refusal is not None:
-            raise UsageError(refusal) from None
-        payload = None
-    if isinstance(payload, dict) and payload.get("format") == "annsnn-direct-snn":
-        return network_from_direct(payload)
-    if payload is not None:
-        raise UsageError(f"{str(file)!r} is neither a NIR file, a directly trained SNN checkpoint nor a pickled SpikingJelly network")
-    if not trust:
-        raise UsageError(f"{str(file)!r} is a pickled module; loading it runs code from the file: pass --trust if you trust it")
-    try:
-        module = torch.load(str(file), map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise UsageError(f"cannot unpickle {str(file)!r} ({type(exc).__name__})") from None
-    if not isinstance(module, nn.Module):
-        raise UsageError(f"{str(file)!r} holds a {type(module).__name__}, not an nn.Module")
-    if input_shape is None:
-        raise UsageError("a pickled network records no input shape; pass --input-shape C,H,W")
-    return from_spikingjelly(module, tuple(input_shape), {"source": "spikingjelly", "path": str(file)})
 
 
 def without_stand_in_accuracy(result):

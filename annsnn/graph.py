@@ -33,20 +33,22 @@ import copy
 import inspect
 import operator
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import torch
 from torch import fx, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from .errors import UsageError
 from .layers import Normalize, ReLUClip
-from .ops import OpRegistry, Role, default_registry, describe
+from .ops import default_registry
+from .opspec import OpRegistry, Role, describe
 
 __all__ = [
     "CanonicalGraph",
     "canonicalize",
     "trace",
     "classify_activation",
+    "ActivationClass",
     "WithInputNormalization",
     "check_runs",
 ]
@@ -57,6 +59,7 @@ class CanonicalGraph:
     """A traced ANN in canonical form, plus what canonicalization found."""
 
     module: fx.GraphModule
+    registry: OpRegistry  # the ops it was classified with
     activations: list[str] = field(default_factory=list)  # ReLUClip submodule names, in order
     analog: list[str] = field(default_factory=list)  # unconvertible activations kept analog (hybrid)
     folded_bn: list[str] = field(default_factory=list)
@@ -65,13 +68,12 @@ class CanonicalGraph:
     materialized: list[str] = field(default_factory=list)  # parametrized layers made plain
     reference: nn.Module | None = None  # the user's model (with normalization in front), eval mode
     traced: fx.GraphModule | None = None  # its fx trace, before canonicalization (shares its modules)
-    registry: OpRegistry = field(default_factory=default_registry)  # the ops it was classified with
 
 
 ORIGIN = "annsnn_origin"  # node.meta key: the traced node whose value this node equals
 
 
-def trace(model: nn.Module, registry: OpRegistry | None = None) -> fx.GraphModule:
+def trace(model: nn.Module, registry: OpRegistry) -> fx.GraphModule:
     """Symbolically trace ``model``; an untraceable one gives a one-line error. A module
     type registered in ``registry`` is a leaf (called, not traced into)."""
     if isinstance(model, torch.jit.ScriptModule):
@@ -80,7 +82,7 @@ def trace(model: nn.Module, registry: OpRegistry | None = None) -> fx.GraphModul
             "annsnn.io.load_model(path, input_shape=...) or annsnn.io.convertible_module(loaded, input_shape)"
         )
     try:
-        tracer = _Tracer(registry if registry is not None else default_registry())
+        tracer = _Tracer(registry)
         graph = tracer.trace(model)
         return fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as exc:  # fx raises many kinds; name the cause in one line
@@ -101,26 +103,34 @@ class _Tracer(fx.Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
 
-def classify_activation(node: fx.Node, modules: dict[str, nn.Module], registry: OpRegistry | None = None) -> tuple[str, float | None]:
-    """Classify ``node`` by its registry entry: ("relu", ceiling) for a ReLU-like call,
-    ("analog", None) for an activation with no IF form, ("dropout", None) for an identity
-    in eval, else ("other", None)."""
-    registry = registry if registry is not None else default_registry()
+class ActivationClass(StrEnum):
+    """What an activation call is to conversion (:func:`classify_activation`)."""
+
+    RELU = "relu"  # ReLU-like: becomes IF neurons (with its ceiling, if any)
+    ANALOG = "analog"  # an activation with no IF form: refused, or analog under --hybrid
+    DROPOUT = "dropout"  # the identity in eval: removed
+    OTHER = "other"  # not an activation
+
+
+def classify_activation(node: fx.Node, modules: dict[str, nn.Module], registry: OpRegistry) -> tuple[ActivationClass, float | None]:
+    """Classify ``node`` by its registry entry: (RELU, ceiling) for a ReLU-like call,
+    (ANALOG, None) for an activation with no IF form, (DROPOUT, None) for an identity
+    in eval, else (OTHER, None)."""
     if node.op not in ("call_module", "call_function", "call_method"):
-        return "other", None
+        return ActivationClass.OTHER, None
     spec = registry.lookup(node, modules)
     if spec is None:
-        return "other", None
+        return ActivationClass.OTHER, None
     if spec.role is Role.NEURON:
         assert spec.relu is not None
         form = spec.relu(node, modules[str(node.target)] if node.op == "call_module" else None)
         if form is not None:
-            return "relu", form.ceiling
+            return ActivationClass.RELU, form.ceiling
     if spec.role is Role.DROP and (spec.when is None or spec.when(node)):
-        return "dropout", None
+        return ActivationClass.DROPOUT, None
     if spec.activation:
-        return "analog", None
-    return "other", None
+        return ActivationClass.ANALOG, None
+    return ActivationClass.OTHER, None
 
 
 def _unique_name(gm: fx.GraphModule, base: str) -> str:
@@ -480,10 +490,10 @@ def _canonicalize_traced(gm: fx.GraphModule, *, hybrid: bool, maxpool_to_avgpool
 
     for node in list(graph.nodes):
         kind, ceiling = classify_activation(node, modules, registry)
-        if kind == "dropout":
+        if kind is ActivationClass.DROPOUT:
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
-        elif kind == "relu":
+        elif kind is ActivationClass.RELU:
             if node.op == "call_module":
                 base = str(node.target)
                 used_targets[base] = used_targets.get(base, 0) + 1
@@ -504,7 +514,7 @@ def _canonicalize_traced(gm: fx.GraphModule, *, hybrid: bool, maxpool_to_avgpool
             node.replace_all_uses_with(new)
             graph.erase_node(node)
             result.activations.append(name)
-        elif kind == "analog":
+        elif kind is ActivationClass.ANALOG:
             if not hybrid:
                 unconvertible.append(describe(node, modules))
             else:
@@ -516,7 +526,7 @@ def _canonicalize_traced(gm: fx.GraphModule, *, hybrid: bool, maxpool_to_avgpool
         )
     _functional_pools_to_modules(gm, registry)
     modules = dict(gm.named_modules())
-    _fold_batchnorm(gm, result)
+    _fold_batchnorm(gm, result, registry)
     _standalone_batchnorm(gm)
     if maxpool_to_avgpool:
         _replace_maxpool(gm)
@@ -547,7 +557,9 @@ def _functional_pools_to_modules(gm: fx.GraphModule, registry: OpRegistry) -> No
         graph.erase_node(node)
 
 
-def _fold_batchnorm(gm: fx.GraphModule, result: CanonicalGraph) -> None:
+def _fold_batchnorm(gm: fx.GraphModule, result: CanonicalGraph, registry: OpRegistry) -> None:
+    """A BatchNorm right after a layer whose entry can fold it (``OpSpec.fold_batchnorm``)
+    becomes part of that layer."""
     graph = gm.graph
     modules = dict(gm.named_modules())
     for node in list(graph.nodes):
@@ -560,11 +572,9 @@ def _fold_batchnorm(gm: fx.GraphModule, result: CanonicalGraph) -> None:
         bn = modules[str(node.target)]
         if not bn.track_running_stats or bn.running_mean is None:
             continue
-        if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
-            fused = fuse_conv_bn_eval(layer.eval(), bn.eval())
-        elif isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d):
-            fused = fuse_linear_bn_eval(layer.eval(), bn.eval())
-        else:
+        spec = registry.for_module(layer)
+        fused = spec.fold_batchnorm(layer, bn) if spec is not None and spec.fold_batchnorm is not None else None
+        if fused is None:
             continue
         gm.set_submodule(str(prev.target), fused)
         modules[str(prev.target)] = fused

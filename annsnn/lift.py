@@ -412,6 +412,8 @@ def _sym_size(b: _Builder, node: fx.Node, a: dict) -> Any:
     return b.graph.call_method("size", (x, dim))
 
 
+# ATen activation -> its module; each module type is an entry of the op registry (annsnn.ops),
+# which decides what conversion does with it (tests/test_architecture.py checks the names)
 _ACTIVATIONS: dict[str, Callable[[dict], nn.Module]] = {
     "aten::relu": lambda a: nn.ReLU(),
     "aten::relu_": lambda a: nn.ReLU(),

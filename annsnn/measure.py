@@ -47,6 +47,8 @@ __all__ = [
     "GRID_INTENSITY_G_PER_KWH",
     "GRID_INTENSITY_SOURCE",
     "J_PER_KWH",
+    "DatasetEnergyTable",
+    "dataset_energy_table",
     "EnergyCounter",
     "Clock",
     "SystemClock",
@@ -309,6 +311,40 @@ def dataset_energy(joules_per_inference: float, samples: int, grid_g_per_kwh: fl
         raise UsageError("grid intensity must be ≥ 0 g/kWh")
     kwh = joules_per_inference / J_PER_KWH * samples
     return DatasetEnergy(samples, joules_per_inference, joules_per_inference * samples, kwh, kwh * grid_g_per_kwh)
+
+
+@dataclass(frozen=True)
+class DatasetEnergyTable:
+    """ESTIMATED energy of a whole sample set under every energy model of an analysis:
+    ``rows[model][network]`` with network ``"ANN"`` (priced under ``references[model]`` for a
+    neuromorphic model) and ``"SNN T=t"``."""
+
+    samples: int
+    grid_g_per_kwh: float
+    grid_source: str
+    rows: dict[str, dict[str, DatasetEnergy]]
+    references: dict[str, str]
+    kind: str = "estimated"
+
+    def to_dict(self) -> dict:
+        return {"samples": self.samples, "grid_g_per_kwh": self.grid_g_per_kwh, "grid_source": self.grid_source, "kind": self.kind,
+                "energy": {m: {k: asdict(v) for k, v in r.items()} for m, r in self.rows.items()}}
+
+
+def dataset_energy_table(result, grid_g_per_kwh: float = GRID_INTENSITY_G_PER_KWH) -> DatasetEnergyTable:
+    """Per-inference energies of an :class:`~annsnn.analyzer.AnalysisResult` (counted) times
+    its sample count, for the ANN and every T, under every energy model."""
+    if not result.counted:
+        raise UsageError("the energy of a sample set needs counted ops (Analyzer(count=True))")
+    source = GRID_INTENSITY_SOURCE if grid_g_per_kwh == GRID_INTENSITY_G_PER_KWH else "--grid-intensity"
+    rows: dict[str, dict[str, DatasetEnergy]] = {}
+    for model in result.energy_models:
+        ann_pj = result.ann.energy_pj[model]
+        rows[model] = {} if ann_pj is None else {"ANN": dataset_energy(ann_pj * 1e-12, result.samples, grid_g_per_kwh)}
+        for r in result.rows:
+            rows[model][f"SNN T={r.T}"] = dataset_energy(r.energy_pj[model] * 1e-12, result.samples, grid_g_per_kwh)
+    references = {m: d.get("ann_reference") for m, d in result.energy_models.items() if d.get("kind", "digital") != "digital"}
+    return DatasetEnergyTable(result.samples, grid_g_per_kwh, source, rows, references)
 
 
 # --- host memory -----------------------------------------------------------------------

@@ -48,11 +48,11 @@ def classification_metrics(pred: Tensor, labels: Tensor, num_classes: int, top5:
     y = labels.long().cpu()
     top5_score = None
     if top5 is not None and num_classes >= TOP5_MIN_CLASSES and top5.shape[1] >= 5:
-        top5_score = float((top5[:, :5].cpu() == y.unsqueeze(1)).any(1).float().mean())
+        top5_score = int((top5[:, :5].cpu() == y.unsqueeze(1)).any(1).sum()) / len(y)
     yn, pn = y.numpy(), pred.numpy()
     confusion = confusion_matrix(yn, pn, labels=list(range(num_classes))).tolist()
     return ClassificationMetrics(
-        top1=float((pred == y).float().mean()),
+        top1=int((pred == y).sum()) / len(y),
         recall_macro=float(recall_score(yn, pn, average="macro", zero_division=0)),
         f1_macro=float(f1_score(yn, pn, average="macro", zero_division=0)),
         top5=top5_score,

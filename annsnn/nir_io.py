@@ -29,7 +29,9 @@ Exported nodes: Conv1d/Conv2d, Affine (Linear with bias) or Linear, IF, AvgPool2
 (also for an evenly dividing adaptive average pool), Flatten, Scale (annsnn's Rescale
 synapse), and residual adds as several edges into one node (NIR sums a node's inputs).
 Anything else (spiking max-pool, hybrid analog activations, padding, slicing,
-concatenation) is refused in one line that lists every such layer.
+concatenation) is refused in one line that lists every such layer. Each op's NIR form is
+the ``nir`` field of its entry in the op registry (:mod:`annsnn.rules.nir_export`); the
+exporter reads the entries of the registry the SNN was converted with.
 """
 from __future__ import annotations
 
@@ -49,6 +51,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 from .errors import UsageError
 from .files import atomic_path
 from .foreign import GenericNeurons, NeuronSpec, network_from_graph
+from .opspec import Role
+from .rules.nir_export import node_shape
 from .layers import IFNeurons, InputEncoder, Normalize, Rescale, TemporalModule
 from .snn import SpikingNetwork
 
@@ -89,89 +93,13 @@ def _propagate(snn: SpikingNetwork) -> None:
             module.reset_state()
 
 
-def _shape(node: fx.Node) -> tuple[int, ...]:
-    return tuple(int(s) for s in node.meta["tensor_meta"].shape[1:])
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy().astype(np.float32)
-
-
-def _module_to_nir(module: nn.Module, node: fx.Node, label: str):
-    """The NIR node of one annsnn module, or a reason string if NIR cannot express it."""
-    import nir
-
-    in_shape = _shape(node.args[0]) if isinstance(node.args[0], fx.Node) else ()
-    out_shape = _shape(node)
-    if isinstance(module, IFNeurons):
-        if type(module) is not IFNeurons:
-            return f"{label} ({type(module).__name__})"
-        extra = [n for n, _ in module.named_parameters()] + [n for n, _ in module.named_buffers()]
-        extra += [k for k, v in vars(module).items() if isinstance(v, torch.Tensor) and k != "v"]
-        if extra:
-            return f"{label} (IF neurons with per-step corrections {', '.join(extra)}: NIR's IF has no time-varying bias)"
-        ones = np.ones(out_shape, dtype=np.float32)
-        return nir.IF(
-            r=ones, v_threshold=ones.copy(), v_reset=np.zeros(out_shape, dtype=np.float32),
-            metadata={"reset": "subtract", "fires_at": ">=", "v_init": float(module.v_init), "dt": 1.0},
-        )
-    if isinstance(module, nn.Conv2d):
-        if module.padding_mode != "zeros" or isinstance(module.padding, str):
-            return f"{label} (Conv2d padding {module.padding!r}/{module.padding_mode})"
-        bias = _np(module.bias) if module.bias is not None else np.zeros(module.out_channels, dtype=np.float32)
-        return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_np(module.weight), stride=tuple(module.stride), padding=tuple(module.padding),
-                          dilation=tuple(module.dilation), groups=module.groups, bias=bias)
-    if isinstance(module, nn.Conv1d):
-        if module.padding_mode != "zeros" or isinstance(module.padding, str):
-            return f"{label} (Conv1d padding {module.padding!r}/{module.padding_mode})"
-        bias = _np(module.bias) if module.bias is not None else np.zeros(module.out_channels, dtype=np.float32)
-        return nir.Conv1d(input_shape=int(in_shape[1]), weight=_np(module.weight), stride=int(module.stride[0]), padding=int(module.padding[0]),
-                          dilation=int(module.dilation[0]), groups=module.groups, bias=bias)
-    if isinstance(module, nn.Linear):
-        if len(in_shape) != 1:
-            return f"{label} (Linear on a {len(in_shape)}-d sample)"
-        if module.bias is None:
-            return nir.Linear(weight=_np(module.weight))
-        return nir.Affine(weight=_np(module.weight), bias=_np(module.bias))
-    if isinstance(module, nn.AvgPool2d):
-        k, s, p = (tuple(v) if isinstance(v, (tuple, list)) else (v, v) for v in (module.kernel_size, module.stride or module.kernel_size, module.padding))
-        if module.ceil_mode or module.divisor_override or (any(p) and not module.count_include_pad):
-            return f"{label} (AvgPool2d with ceil_mode/divisor_override/count_include_pad=False)"
-        return nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(p))
-    if isinstance(module, nn.AdaptiveAvgPool2d):
-        if any(i % o for i, o in zip(in_shape[1:], out_shape[1:])):
-            return f"{label} (adaptive average pool with uneven windows)"
-        k = tuple(i // o for i, o in zip(in_shape[1:], out_shape[1:]))
-        return nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(k), padding=np.array((0, 0)))
-    if isinstance(module, nn.Flatten):
-        return _flatten(in_shape, module.start_dim, module.end_dim, label)
-    if isinstance(module, Rescale):
-        return nir.Scale(scale=np.broadcast_to(_np(module.factor), out_shape).copy())
-    from .analog import AnalogOp
-
-    if isinstance(module, AnalogOp):  # hybrid: an analog op on running rates has no NIR node
-        return f"{label} (analog {module.target})"
-    return f"{label} ({type(module).__name__})"
-
-
-def _flatten(in_shape: tuple[int, ...], start_dim: int, end_dim: int, label: str):
-    import nir
-
-    # torch dims count the batch; NIR's shapes do not (snnTorch's exporter subtracts 1 too)
-    rank = len(in_shape) + 1
-    start = start_dim % rank
-    end = end_dim % rank
-    if start == 0:
-        return f"{label} (flatten over the batch)"
-    return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=start - 1, end_dim=end - 1 if end != rank - 1 else -1)
-
-
 def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
     """The NIR graph of ``snn``; raises :class:`UsageError` listing every layer NIR cannot express."""
     nir = _require_nir()
 
     _propagate(snn)
     gm = snn.graph
+    registry = snn.registry
     modules = dict(gm.named_modules())
     nodes: dict[str, object] = {}
     edges: list[tuple[str, str]] = []
@@ -188,7 +116,7 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
             if not isinstance(arg, fx.Node):
                 problems.append("output (not a single tensor)")
                 continue
-            nodes["output"] = nir.Output(output_type={"output": np.array(_shape(arg))})
+            nodes["output"] = nir.Output(output_type={"output": np.array(node_shape(arg))})
             edges += [(s, "output") for s in sources.get(arg, [])]
             continue
         ins = [a for a in node.all_input_nodes]
@@ -198,37 +126,34 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
             if isinstance(module, InputEncoder):
                 sources[node] = sources[node.args[0]]
                 continue
-            if isinstance(module, Normalize):
+            spec = registry.for_module(module)
+            if spec is not None and spec.role is Role.INPUT:
                 if sources[node.args[0]] != ["input"]:
                     problems.append(f"{label} (normalization inside the network)")
                 normalization = module.config()
                 sources[node] = sources[node.args[0]]
                 continue
-            result = _module_to_nir(module, node, label)
-        elif _is_add(node) and len(ins) == 2 and all(isinstance(a, fx.Node) for a in node.args[:2]):
-            merged = sources[ins[0]] + sources[ins[1]]
-            if len(set(merged)) != len(merged):
-                problems.append(f"{label} (adds a value to itself)")
-            sources[node] = merged
-            continue
-        elif _is_flatten(node):
-            start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-            end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-            result = _flatten(_shape(node.args[0]), int(start), int(end), label)
-        elif _is_view_flatten(node):
-            result = _flatten(_shape(node.args[0]), 1, -1, label)
-        elif not hasattr(node.meta.get("tensor_meta"), "shape"):
-            continue  # sizes and other non-tensor values feed shapes only
+            result = spec.nir(module, node, label) if spec is not None and spec.nir is not None else None
+            if result is None:
+                result = f"{label} ({type(module).__name__})"
         else:
-            target = getattr(node.target, "__name__", str(node.target))
-            problems.append(f"{label} ({_DESCRIBE.get(target, target)})")
-            sources[node] = [s for a in ins for s in sources.get(a, [])]
-            continue
+            if not hasattr(node.meta.get("tensor_meta"), "shape"):
+                continue  # sizes and other non-tensor values feed shapes only
+            spec = registry.lookup(node, modules)
+            if spec is not None and spec.role is Role.ADD and len(ins) == 2 and all(isinstance(a, fx.Node) for a in node.args[:2]):
+                merged = sources[ins[0]] + sources[ins[1]]  # NIR sums a node's inputs: the add is edges into one node
+                if len(set(merged)) != len(merged):
+                    problems.append(f"{label} (adds a value to itself)")
+                sources[node] = merged
+                continue
+            result = spec.nir(None, node, label) if spec is not None and spec.nir is not None else None
+            if result is None:
+                result = f"{label} ({getattr(node.target, '__name__', str(node.target))})"
         if isinstance(result, str):
             problems.append(result)
             sources[node] = [s for a in ins for s in sources.get(a, [])]
             continue
-        name = re.sub(r"\W", "_", node.name)
+        name = _node_name(node, label, nodes)
         nodes[name] = result
         src = sources.get(node.args[0], []) if isinstance(node.args[0], fx.Node) else []
         edges += [(s, name) for s in src]
@@ -260,21 +185,13 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
 
 
-_DESCRIBE = {"getitem": "slicing x[...]", "pad": "F.pad", "cat": "torch.cat", "mul": "multiplication by a tensor", "mean": "mean"}
+def _node_name(node: fx.Node, label: str, taken: dict) -> str:
+    """A NIR node's name: the layer's name as annsnn's tables show it (``features.2`` ->
+    ``features_2``), or the graph node's own unique name for a function or a reused module."""
+    from .names import layer_label
 
-
-def _is_add(node: fx.Node) -> bool:
-    return (node.op == "call_function" and node.target in (operator.add, operator.iadd, torch.add)) or (node.op == "call_method" and node.target in ("add", "add_"))
-
-
-def _is_flatten(node: fx.Node) -> bool:
-    return (node.op == "call_function" and node.target is torch.flatten) or (node.op == "call_method" and node.target == "flatten")
-
-
-def _is_view_flatten(node: fx.Node) -> bool:
-    if not (node.op == "call_method" and node.target in ("view", "reshape")) or "tensor_meta" not in node.meta:
-        return False
-    return len(node.meta["tensor_meta"].shape) == 2
+    name = re.sub(r"\W", "_", layer_label(label) if node.op == "call_module" else node.name)
+    return name if name not in taken and name not in ("input", "output") else re.sub(r"\W", "_", node.name)
 
 
 def export_nir(snn: SpikingNetwork, path: str | os.PathLike) -> NirExport:

@@ -375,20 +375,25 @@ def _identity(g: _Graph, node: Any, a: dict) -> Any:
     return g.values[node.input[0]]
 
 
+# ONNX activation -> its module; each module type is an entry of the op registry (annsnn.ops),
+# which decides what conversion does with it (tests/test_architecture.py checks the names)
+_ACTIVATIONS: dict[str, Callable[[dict], nn.Module]] = {
+    "Relu": lambda a: nn.ReLU(),
+    "LeakyRelu": lambda a: nn.LeakyReLU(float(a.get("alpha", 0.01))),
+    "Sigmoid": lambda a: nn.Sigmoid(),
+    "Tanh": lambda a: nn.Tanh(),
+    "Elu": lambda a: nn.ELU(float(a.get("alpha", 1.0))),
+    "HardSwish": lambda a: nn.Hardswish(),
+    "HardSigmoid": _hardsigmoid,
+    "Gelu": lambda a: nn.GELU(approximate=(a.get("approximate", b"none").decode() if isinstance(a.get("approximate"), bytes) else a.get("approximate", "none"))),
+}
+
 _HANDLERS: dict[str, Callable[[_Graph, Any, dict], Any]] = {
     "Conv": _conv,
     "Gemm": _gemm,
     "MatMul": _matmul,
     "BatchNormalization": _batch_norm,
-    "Relu": _simple(lambda a: nn.ReLU()),
     "Clip": _clip,
-    "LeakyRelu": _simple(lambda a: nn.LeakyReLU(float(a.get("alpha", 0.01)))),
-    "Sigmoid": _simple(lambda a: nn.Sigmoid()),
-    "Tanh": _simple(lambda a: nn.Tanh()),
-    "Elu": _simple(lambda a: nn.ELU(float(a.get("alpha", 1.0)))),
-    "HardSwish": _simple(lambda a: nn.Hardswish()),
-    "HardSigmoid": _simple(_hardsigmoid),
-    "Gelu": _simple(lambda a: nn.GELU(approximate=(a.get("approximate", b"none").decode() if isinstance(a.get("approximate"), bytes) else a.get("approximate", "none")))),
     "MaxPool": _pool("max"),
     "AveragePool": _pool("avg"),
     "GlobalAveragePool": _global_avg,
@@ -407,6 +412,8 @@ _HANDLERS: dict[str, Callable[[_Graph, Any, dict], Any]] = {
     "Identity": _identity,
     "Dropout": _identity,
 }
+for _name, _factory in _ACTIVATIONS.items():
+    _HANDLERS[_name] = _simple(_factory)
 
 
 def _fold(g: _Graph, node: Any) -> list[np.ndarray]:

@@ -6,7 +6,9 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from .convert import Calibrator, ConversionOptions, ConversionReport, convert
+from .calibrator import Calibrator
+from .conversion_options import ConversionOptions, ConversionReport
+from .convert import convert
 from .equivalence import Equivalence, check_equivalence
 from .errors import UsageError
 from .graph import canonicalize

@@ -7,86 +7,136 @@ from pathlib import Path
 from .analyzer import AnalysisResult
 from .files import atomic_path
 
-__all__ = ["save_plots", "save_robustness_plots"]
+__all__ = ["make_figures", "save_plots", "save_robustness_plots"]
 
 
-def save_plots(result: AnalysisResult, directory: str | os.PathLike, prefix: str = "") -> list[Path]:
-    """Write accuracy-vs-T, energy-vs-T, accuracy-energy Pareto and per-layer firing plots."""
+_REFERENCE_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))
+
+
+def _time_axis(ax, steps: list[int]) -> None:
+    """A log T axis labelled at every simulated T (5, 20, 50), not only at powers of ten."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(steps))
+    ax.xaxis.set_major_formatter(lambda value, _pos: f"{value:g}")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("time steps T")
+
+
+def _percent_range(ax, values: list[float], min_span: float = 5.0) -> None:
+    """A y range of at least ``min_span`` points around ``values`` (within 0..101), so a
+    difference of 0.3 points does not fill the plot like a cliff."""
+    low, high = min(values), max(values)
+    pad = max(0.0, min_span - (high - low)) / 2 + 0.5
+    low, high = max(0.0, low - pad), min(101.0, high + pad)  # 101: a curve at 100% stays visible
+    low = max(0.0, min(low, high - min_span))
+    ax.set_ylim(low, high)
+
+
+def make_figures(result: AnalysisResult, *, plain: AnalysisResult | None = None) -> dict:
+    """The figures :func:`save_plots` writes, by name (matplotlib ``Figure`` objects), so
+    that their legends and ticks can be read back. ``plain``: the same ANN converted with
+    plain normalization, drawn beside it in accuracy-vs-T."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    from .names import layer_label
+
     steps = [row.T for row in result.rows]
-    written: list[Path] = []
+    figures: dict = {}
 
-    from matplotlib.ticker import NullFormatter
-
-    def save(fig, name: str) -> None:
-        for axis in fig.axes:
-            axis.xaxis.set_minor_formatter(NullFormatter())
-            axis.yaxis.set_minor_formatter(NullFormatter())
-        path = out / f"{prefix}{name}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        written.append(path)
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    if result.rows and result.rows[0].top1 is not None:
-        ax.plot(steps, [100 * (r.top1 or 0) for r in result.rows], "o-", label="SNN")
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    labelled = result.rows and result.rows[0].top1 is not None
+    values: list[float] = []
+    if labelled:
+        ys = [100 * (r.top1 or 0) for r in result.rows]
+        ax.plot(steps, ys, "o-", label="SNN (calibrated)" if plain is not None else "SNN")
+        values += ys
+        if plain is not None and plain.rows and plain.rows[0].top1 is not None:
+            plain_ys = [100 * (r.top1 or 0) for r in plain.rows]
+            ax.plot([r.T for r in plain.rows], plain_ys, "s--", label="SNN (plain normalization)")
+            values += plain_ys
         if result.ann.top1 is not None:
-            ax.axhline(100 * result.ann.top1, color="k", ls="--", label="ANN")
+            ax.axhline(100 * result.ann.top1, color="k", ls=":", label="ANN")
+            values.append(100 * result.ann.top1)
         ax.set_ylabel("top-1 accuracy (%)")
     else:
-        ax.plot(steps, [100 * r.agreement for r in result.rows], "o-", label="agreement with ANN")
+        values = [100 * r.agreement for r in result.rows]
+        ax.plot(steps, values, "o-", label="agreement with ANN")
         ax.set_ylabel("agreement (%)")
-    ax.set_xscale("log")
-    ax.set_xlabel("time steps T")
+    _percent_range(ax, values)
+    _time_axis(ax, steps)
     ax.set_title("Accuracy vs T")
-    ax.legend()
-    save(fig, "accuracy_vs_T")
+    ax.legend(loc="lower right", fontsize=8)
+    figures["accuracy_vs_T"] = fig
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name in result.energy_models:
-        ax.plot(steps, [r.energy_pj[name] / 1e6 for r in result.rows], "o-", label=f"SNN {name}")
-        ann = result.ann.energy_pj.get(name)
-        if ann:
-            ax.axhline(ann / 1e6, ls="--", lw=1, label=f"ANN ({name if result.energy_models[name]['kind'] == 'digital' else result.energy_models[name]['ann_reference']})")
-    ax.set_xscale("log")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    if result.energy_pj_counted():
+        references: dict[tuple[str, float], str] = {}  # one line per distinct ANN reference
+        for index, name in enumerate(result.energy_models):
+            (line,) = ax.plot(steps, [r.energy_pj[name] / 1e6 for r in result.rows], "o-", label=f"SNN {name}")  # type: ignore[index]
+            ann = result.ann.energy_pj.get(name)
+            model = result.energy_models[name]
+            reference = name if model.get("kind", "digital") == "digital" else model["ann_reference"]
+            if ann and (reference, ann) not in references:
+                style = _REFERENCE_STYLES[len(references) % len(_REFERENCE_STYLES)]
+                ax.axhline(ann / 1e6, ls=style, lw=1.2, color=line.get_color(), label=f"ANN ({reference})")
+                references[(reference, ann)] = name
     ax.set_yscale("log")
-    ax.set_xlabel("time steps T")
+    _time_axis(ax, steps)
     ax.set_ylabel("energy per inference (µJ)")
     ax.set_title("Energy vs T")
-    ax.legend(fontsize=7)
-    save(fig, "energy_vs_T")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    figures["energy_vs_T"] = fig
 
     first = next(iter(result.energy_models))
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    xs = [r.energy_pj[first] / 1e6 for r in result.rows]
-    ys = [100 * (r.top1 if r.top1 is not None else r.agreement) for r in result.rows]
-    ax.plot(xs, ys, "o-", label="SNN")
-    for x, y, t in zip(xs, ys, steps):
-        ax.annotate(f"T={t}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    if result.ann.energy_pj.get(first) and result.ann.top1 is not None:
-        ax.plot([result.ann.energy_pj[first] / 1e6], [100 * result.ann.top1], "k*", ms=12, label="ANN")
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    if result.energy_pj_counted():
+        xs = [r.energy_pj[first] / 1e6 for r in result.rows]  # type: ignore[index]
+        ys = [100 * (r.top1 if r.top1 is not None else r.agreement) for r in result.rows]
+        ax.plot(xs, ys, "o-", label="SNN")
+        for x, y, t in zip(xs, ys, steps):
+            ax.annotate(f"T={t}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if result.ann.energy_pj.get(first) and result.ann.top1 is not None:
+            ax.plot([result.ann.energy_pj[first] / 1e6], [100 * result.ann.top1], "k*", ms=12, label="ANN")
+            ys = ys + [100 * result.ann.top1]
+        _percent_range(ax, ys)
     ax.set_xscale("log")
     ax.set_xlabel(f"energy per inference (µJ, {first})")
     ax.set_ylabel("top-1 (%)")
     ax.set_title("Accuracy–energy trade-off")
-    ax.legend()
-    save(fig, "pareto")
+    ax.legend(loc="lower right", fontsize=8)
+    figures["pareto"] = fig
 
     neuron_rows = [layer for layer in result.layers if layer.role == "neurons" and layer.neurons]
     if neuron_rows:
         fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(neuron_rows)), 3.5))
         ax.bar(range(len(neuron_rows)), [layer.firing_rate for layer in neuron_rows])
-        ax.set_xticks(range(len(neuron_rows)), [layer.name for layer in neuron_rows], rotation=90, fontsize=7)
+        ax.set_xticks(range(len(neuron_rows)), [layer_label(layer.name) for layer in neuron_rows], rotation=90, fontsize=7)
         ax.set_ylabel(f"spikes / neuron / step (T={steps[-1]})")
         ax.set_title("Per-layer firing rates")
-        save(fig, "firing_rates")
+        figures["firing_rates"] = fig
+    return figures
+
+
+def save_plots(result: AnalysisResult, directory: str | os.PathLike, prefix: str = "", *, plain: AnalysisResult | None = None) -> list[Path]:
+    """Write accuracy-vs-T, energy-vs-T, accuracy-energy Pareto and per-layer firing plots
+    (:func:`make_figures`) as PNG files."""
+    import matplotlib.pyplot as plt
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, fig in make_figures(result, plain=plain).items():
+        path = out / f"{prefix}{name}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
     return written
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,7 @@ from .snn import SpikingNetwork
 
 __all__ = [
     "ATTACKS",
+    "run_robustness",
     "NOISES",
     "Condition",
     "RobustnessSpec",
@@ -434,7 +435,7 @@ class Robustness:
             for t in self.spec.time_steps:
                 pred = torch.cat([r["snn"][t][0] for r in recs])
                 snn[t] = classification_metrics(pred, labels, classes, torch.cat([r["snn"][t][1] for r in recs]))
-                agreement[t] = float((pred == ann_pred).float().mean())
+                agreement[t] = int((pred == ann_pred).sum()) / len(pred)
             rows.append(RobustnessRow(condition.kind, condition.strength, condition.crafted_on, condition.description,
                                       classification_metrics(ann_pred, labels, classes, ann_rank), snn, agreement))
         notes = [
@@ -446,3 +447,22 @@ class Robustness:
         if self.spec.pgd:
             notes.append(f"pgd: torchattacks.PGD, L-inf, {self.spec.pgd_steps} steps, random start, step {'2.5·ε/steps' if self.spec.pgd_alpha is None else self.spec.pgd_alpha}")
         return RobustnessResult(SCHEMA_VERSION, self.samples, list(self.spec.time_steps), self.spec.to_dict(), rows, notes)
+
+
+def run_robustness(snn: SpikingNetwork, loader, spec: RobustnessSpec, *, chunk: int | None = None, device: str | torch.device = "cpu",
+                   on_batch: Callable[[int], None] | None = None) -> RobustnessResult:
+    """Every batch of the unshuffled ``loader`` through :class:`Robustness`, in order.
+    ``on_batch(images)`` is called after each batch with its number of images (a
+    progress bar counts images, not batches). The class count is the SNN file's dataset's."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    classes = snn.meta.get("dataset", {}).get("num_classes")
+    expected = tuple(snn.meta["input_shape"])
+    study = Robustness(snn, spec, num_classes=int(classes) if classes else None, chunk=chunk, device=device)
+    for index, (x, y) in enumerate(loader):
+        if tuple(x.shape[1:]) != expected:
+            raise UsageError(f"the data has shape {tuple(x.shape[1:])}, the SNN expects {expected}")
+        study.run(x, y, batch_index=index)
+        if on_batch is not None:
+            on_batch(int(x.shape[0]))
+    return study.report()

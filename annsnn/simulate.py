@@ -38,6 +38,7 @@ class SimulationResult:
     outputs: dict[int, Tensor]
     spike_counts: dict[str, Tensor] = field(default_factory=dict)  # layer -> [max T] spikes per step (batch total)
     readout_delay: int = 0
+    neurons: dict[str, int] = field(default_factory=dict)  # layer -> neurons per sample (with record_spikes)
 
     def predictions(self, T: int) -> Tensor:
         return self.outputs[T].argmax(dim=1)
@@ -98,12 +99,15 @@ def simulate(
     snn.encoder.generator = generator
     handles = []
     counts: dict[str, list[Tensor]] = {}
+    neurons: dict[str, int] = {}
     if record_spikes:
         for name, module in snn.neuron_layers().items():
             counts[name] = []
 
             def hook(mod, args, out, _name=name):
-                counts[_name].append(out.reshape(mod.steps, -1).sum(1, dtype=torch.float64).cpu())  # noqa: B023
+                per_step = out.reshape(mod.steps, -1)
+                neurons[_name] = int(per_step.shape[1]) // batch  # noqa: B023
+                counts[_name].append(per_step.sum(1, dtype=torch.float64).cpu())  # noqa: B023
 
             handles.append(module.register_forward_hook(hook))
     wanted = set(steps)
@@ -136,7 +140,7 @@ def simulate(
         for module in temporal:
             module.reset_state()
     spike_counts = {name: torch.cat(parts) for name, parts in counts.items()}
-    return SimulationResult(time_steps=steps, outputs=outputs, spike_counts=spike_counts, readout_delay=delay)
+    return SimulationResult(time_steps=steps, outputs=outputs, spike_counts=spike_counts, readout_delay=delay, neurons=neurons)
 
 
 def readout_start(k: int, T: int, calibrated_T: int | None) -> int:

@@ -9,7 +9,7 @@ from torch import fx, nn
 
 from .analog import AnalogOp, StaticAnalog
 from .layers import IFNeurons, InputEncoder, TemporalModule, TimeExpand, SpikingMaxPool2d
-from .ops import OpRegistry, Role, default_registry
+from .opspec import OpRegistry, Role
 from .record import SnnRecord
 
 __all__ = ["SpikingNetwork", "Encoding", "static_nodes"]
@@ -24,15 +24,15 @@ class SpikingNetwork(nn.Module):
     calibration, input shape, ...); a format-1 ``meta`` dict is accepted and validated into
     one. ``meta`` is the record as that flat dict, read-only (a fresh copy each time).
     ``registry`` is the op registry (:mod:`annsnn.ops`) it was converted or loaded with;
-    counting and saving read its entries (default: the built-in registry).
+    counting and saving read its entries.
     """
 
-    def __init__(self, graph: fx.GraphModule, ann: fx.GraphModule, record: SnnRecord | dict, *, registry: OpRegistry | None = None) -> None:
+    def __init__(self, graph: fx.GraphModule, ann: fx.GraphModule, record: SnnRecord | dict, *, registry: OpRegistry) -> None:
         super().__init__()
         self.graph = graph
         self.ann = ann
         self.record = record if isinstance(record, SnnRecord) else SnnRecord.from_meta(record)
-        self.registry = registry if registry is not None else default_registry()
+        self.registry = registry
         self._runners: dict[str, fx.GraphModule] = {}
 
     @property
@@ -66,8 +66,47 @@ class SpikingNetwork(nn.Module):
         runner = self.runner(encoding)
         return [m for m in runner.modules() if isinstance(m, TemporalModule)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - use simulate()
-        raise RuntimeError("run an SNN with annsnn.simulate(snn, x, T=...)")
+    def reset(self) -> None:
+        """Start a new input: every membrane potential back to ``v_init``, every per-step bias
+        back to step 1 (as SpikingJelly's ``functional.reset_net``)."""
+        for encoding in ("direct", "poisson"):
+            if encoding in self._runners:
+                for module in self.temporal_modules(encoding):  # type: ignore[arg-type]
+                    module.reset_state()
+        for module in self.graph.modules():
+            if isinstance(module, TemporalModule):
+                module.reset_state()
+
+    def forward(self, x: torch.Tensor, T: int | None = None, *, encoding: Encoding = "direct") -> torch.Tensor:
+        """Run the SNN on ``x`` ``[B, *input_shape]`` (values as the ANN takes them), keeping
+        the neurons' state from call to call until :meth:`reset`.
+
+        * single step (``T=None``): one time step; returns that step's output current
+          ``o_t`` ``[B, classes]``;
+        * multi-step (``T=n``): n steps on the same input; returns ``[n, B, classes]``.
+
+        The readout of :func:`annsnn.simulate` is the running sum of these outputs from the
+        first step (``readout_delay=0``; with a delay k it starts after step d(T), see
+        :func:`annsnn.simulate.readout_start`), and the two agree bit for bit::
+
+            snn.reset()
+            acc = snn(x)
+            for _ in range(T - 1):
+                acc = acc + snn(x)
+            # acc == simulate(snn, x, T, readout_delay=0).outputs[T]
+
+        Forward hooks on the IF layers (``snn.neuron_layers()``) see each step's spikes.
+        """
+        steps = 1 if T is None else int(T)
+        if steps < 1:
+            raise ValueError("T must be at least 1")
+        runner = self.runner(encoding)
+        for module in self.temporal_modules(encoding):
+            module.steps = steps
+        self.encoder.encoding = encoding
+        out = runner(x)
+        out = out.reshape(steps, int(x.shape[0]), *out.shape[1:])
+        return out[0] if T is None else out
 
 
 def static_nodes(graph: fx.Graph, modules: dict[str, nn.Module], encoding: Encoding) -> set[fx.Node]:

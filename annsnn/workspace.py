@@ -1,18 +1,26 @@
-"""Remembers the last conversion so ``annsnn evaluate`` / ``annsnn energy`` need no path.
+"""The last conversion of each working directory, and the identity of an SNN file.
 
-The record is a small JSON file in ``$ANNSNN_HOME`` (default
-``~/.local/state/annsnn``): ``{"last_snn": "/abs/path/model.snn.pt"}``.
+``annsnn evaluate`` / ``annsnn energy`` with no path use the last SNN converted *from the
+same working directory*: a conversion (or ``annsnn demo``) run from another directory, in
+another shell, does not change it. The record is one small JSON file per directory in
+``$ANNSNN_HOME`` (default ``$XDG_STATE_HOME/annsnn`` or ``~/.local/state/annsnn``):
+``last/<sha256 of the directory>.json`` = ``{"directory": ..., "last_snn": ...}``.
+
+Every result names the file it came from with :class:`SnnFile`: its path and the SHA-256
+of its bytes, so two files of the same name are told apart.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
 from .files import write_json
 
-__all__ = ["state_dir", "remember_last_snn", "last_snn"]
+__all__ = ["state_dir", "remember_last_snn", "last_snn", "SnnFile", "snn_file"]
 
 
 def state_dir() -> Path:
@@ -23,19 +31,58 @@ def state_dir() -> Path:
     return Path(base) / "annsnn"
 
 
-def remember_last_snn(path: str | os.PathLike) -> None:
-    directory = state_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / "last.json", {"last_snn": str(Path(path).resolve())})
+def _record(directory: str | os.PathLike | None) -> tuple[Path, Path]:
+    where = Path(directory if directory is not None else os.getcwd()).resolve()
+    key = hashlib.sha256(str(where).encode()).hexdigest()[:24]
+    return where, state_dir() / "last" / f"{key}.json"
 
 
-def last_snn() -> Path:
-    record = state_dir() / "last.json"
+def remember_last_snn(path: str | os.PathLike, directory: str | os.PathLike | None = None) -> None:
+    """Record ``path`` as the last conversion of ``directory`` (default: the working one)."""
+    where, record = _record(directory)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    write_json(record, {"directory": str(where), "last_snn": str(Path(path).resolve())})
+
+
+def last_snn(directory: str | os.PathLike | None = None) -> Path:
+    """The last SNN converted from ``directory`` (default: the working one)."""
+    where, record = _record(directory)
     try:
         data = json.loads(record.read_text(encoding="utf-8"))
         path = Path(data["last_snn"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise UsageError("no SNN given and no conversion recorded yet; run 'annsnn convert MODEL' (or 'annsnn demo') first, or pass the .snn.pt path") from None
+        raise UsageError(f"no SNN given and none converted from this directory ({where}) yet; run 'annsnn convert MODEL' (or 'annsnn demo') here first, or pass the .snn.pt path") from None
     if not path.is_file():
         raise UsageError(f"the last conversion {str(path)!r} no longer exists; pass an SNN path or convert again")
     return path
+
+
+@dataclass(frozen=True)
+class SnnFile:
+    """An SNN file as a result names it: the path and the SHA-256 of its bytes."""
+
+    path: str
+    sha256: str
+
+    @property
+    def short(self) -> str:
+        """The first 12 hex digits of the SHA-256, as every output prints them."""
+        return self.sha256[:12]
+
+    def __str__(self) -> str:
+        return f"{self.path} (sha256 {self.short})"
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "sha256": self.sha256}
+
+
+def snn_file(path: str | os.PathLike) -> SnnFile:
+    """The identity of the file at ``path`` (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise UsageError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    return SnnFile(str(path), digest.hexdigest())

@@ -2,7 +2,7 @@
 
 Per architecture: the same calibration images (the first ``--calib`` of train/) and the
 same evenly spaced test images (``--test`` of test/). For every calibration method and
-every N in ``--T``, convert once for N and evaluate at T = N with the Analyzer; record
+every N in ``--T``, convert once for N and evaluate at T = N (annsnn.evaluation.analyze); record
 top-1, gap to the ANN, SyOPs, bias ACs and energy per inference (45nm-fp32, Horowitz 2014),
 and conversion wall time as a ratio to one ANN pass over the calibration images (peak
 memory: ``python benchmarks/run.py calibration_cost``). Writes
@@ -15,7 +15,6 @@ of reports/cifar10.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from annsnn.analyzer import Analyzer
+from annsnn.evaluation import analyze
 from annsnn.calibration import CALIBRATIONS
 from annsnn.convert import ConversionOptions
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader, spread_indices
@@ -47,28 +46,30 @@ def heldout_indices(train_size: int, calib: int, heldout: int) -> list[int]:
     return [rest[i] for i in spread_indices(len(rest), heldout)]
 
 
+_SUFFIXES = {"samples": ("bias_samples", int), "scale": ("threshold_scale", float), "delay": ("readout_delay", int)}
+
+
 def _options(method: str, T: int) -> ConversionOptions:
-    """``method`` is a ``--calibration`` name, ``best-flags``, ``NAME:quantile`` for the
-    per-step bias with ``--step-solver quantile``, ``NAME:scale=S`` for ``--threshold-scale S``, ``NAME:samples=K`` for ``--bias-samples K``, or
-    ``NAME:delay=K`` for ``--readout-delay K`` (rows measured before the readout delay existed
-    carry ``:delay=0``: they ran with every output step counted)."""
-    if method.endswith(":quantile"):
-        base = _options(method.split(":")[0], T)
-        return dataclasses.replace(base, step_solver="quantile")
-    if ":samples=" in method:  # NAME:samples=K, the same with --bias-samples K
-        name, _, samples = method.partition(":samples=")
-        return dataclasses.replace(_options(name, T), bias_samples=int(samples))
-    if ":scale=" in method:  # NAME:scale=S, the same with --threshold-scale S
-        name, _, scale = method.partition(":scale=")
-        return dataclasses.replace(_options(name, T), threshold_scale=float(scale))
-    if ":delay=" in method:  # NAME:delay=K, the same with --readout-delay K (0: every output step counts)
-        name, _, delay = method.partition(":delay=")
-        return dataclasses.replace(_options(name, T), readout_delay=int(delay))
-    if method == "none":  # today's plain normalization
+    """``method`` is a ``--calibration`` name, ``best-flags``, or a name with suffixes:
+    ``:quantile`` (``--step-solver quantile``), ``:scale=S`` (``--threshold-scale S``),
+    ``:samples=K`` (``--bias-samples K``), ``:delay=K`` (``--readout-delay K``; rows measured
+    before the readout delay existed carry ``:delay=0``: they ran with every output step
+    counted). A calibration name is exactly ``annsnn convert --calibration NAME --T N`` with
+    those flags (:meth:`ConversionOptions.calibrated`)."""
+    name, *suffixes = method.split(":")
+    if name == "none" and not suffixes:  # today's plain normalization
         return ConversionOptions(mode=parse_mode("99.99"))
-    if method == "best-flags":  # the issue's "best flags today"
+    if name == "best-flags" and not suffixes:  # the issue's "best flags today"
         return ConversionOptions(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5)
-    return ConversionOptions.calibrated(method, T, mode=parse_mode("99.99"))  # exactly `annsnn convert --calibration METHOD --T N`
+    overrides: dict = {}
+    for suffix in suffixes:
+        if suffix == "quantile":
+            overrides["step_solver"] = "quantile"
+            continue
+        key, _, value = suffix.partition("=")
+        field, kind = _SUFFIXES[key]
+        overrides[field] = kind(value)
+    return ConversionOptions.calibrated(name, T, mode=parse_mode("99.99"), **overrides)
 
 
 def main() -> None:
@@ -120,10 +121,7 @@ def main() -> None:
             started = time.perf_counter()
             snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=options, normalization=norm)
             seconds = time.perf_counter() - started
-            with Analyzer(snn, [T], energy_models=["45nm-fp32"]) as analyzer:
-                for x, y in test_batches:
-                    analyzer.run(x, y)
-            report = analyzer.report()
+            report = analyze(snn, test_batches, [T], energy_models=["45nm-fp32"])
             heldout = {}
             if heldout_batches:  # plain simulation: the accuracy on training images the conversion never saw
                 hits = sum(int((simulate(snn, x, T).predictions(T) == y).sum()) for x, y in heldout_batches)

@@ -303,14 +303,13 @@ def _peak_mb(fn) -> float:
 
 
 def overhead() -> None:
-    from annsnn.analyzer import Analyzer
+    from annsnn.evaluation import analyze
 
     batch, T = 64, 16
     _, snn, x = _vgg11(batch)
 
     def run(count: bool):
-        with Analyzer(snn, [T], count=count) as a:
-            a.run(x)
+        analyze(snn, [x], [T], count=count)
 
     with torch.no_grad():
         t = interleaved({"plain": lambda: run(False), "counted": lambda: run(True)}, repeats=5)
@@ -508,13 +507,11 @@ def _nir_case(snn, images) -> dict:
     """Export to NIR and re-import, against one 'evaluate' pass (ANN + SNN, T=8) over ``images``."""
     import tempfile
 
-    from annsnn.analyzer import Analyzer
+    from annsnn.evaluation import analyze
     from annsnn.nir_io import export_nir, load_nir
 
     def evaluate():
-        with Analyzer(snn, [8], count=False) as a:
-            a.run(images)
-        return a.report()
+        return analyze(snn, [images], [8], count=False)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "net.nir"
@@ -562,16 +559,15 @@ def nir_roundtrip() -> None:
 
 
 def _eval_only(snn, images):
-    from annsnn.analyzer import Analyzer
+    from annsnn.evaluation import analyze
 
-    with Analyzer(snn, [8], count=False) as a:
-        a.run(images)
+    analyze(snn, [images], [8], count=False)
 
 
 def robustness() -> None:
     """Issue 14: robustness over 21 FGSM ε at T=32 vs 21 evaluates at T=32 plus the attack's
     own gradient pass; every perturbed batch is simulated once for all T. ResNet-20 (shared)."""
-    from annsnn.analyzer import Analyzer
+    from annsnn.evaluation import analyze
     from annsnn.convert import ConversionOptions
     from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
     from annsnn.io import load_model
@@ -594,10 +590,7 @@ def robustness() -> None:
         return study.report()
 
     def run_evaluate():
-        with Analyzer(snn, [32], count=False) as a:
-            for x, y in batches:
-                a.run(x, y)
-        return a.report()
+        return analyze(snn, batches, [32], count=False)
 
     def run_gradients():
         ann = Robustness(snn, RobustnessSpec(time_steps=(32,), fgsm=(0.0,))).ann

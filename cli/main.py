@@ -5,14 +5,11 @@ Errors are one line on stderr: exit 2 for bad input, 1 for run-time failures.
 """
 from __future__ import annotations
 
-import csv
 import errno
-import io
 import os
 import sys
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
@@ -25,14 +22,14 @@ from annsnn import __version__
 from annsnn.errors import AnnsnnError, UsageError
 
 from annsnn.calibration import CALIBRATIONS
-
+from annsnn.conversion_options import PIPELINE_THRESHOLD_SCALE
 from annsnn.modes import MAX_TIME_STEPS
 
 from .params import FLOAT_LIST, MODE, READOUT_DELAY, SHAPE, TIME_STEPS
 
 __all__ = ["cli", "main"]
 
-out = Console(width=None if sys.stdout.isatty() else 160)
+out = Console()  # a terminal: its width; piped: $COLUMNS, else 80 (rich)
 err = Console(stderr=True)
 
 DEFAULT_T = "5,20,50"
@@ -68,83 +65,30 @@ def cli(ctx: click.Context, debug: bool) -> None:
     and measure what the conversion costs in accuracy and saves in energy.
 
     \b
-    Typical session:
+    Examples (a typical session):
       annsnn demo                               # the whole job on bundled digits data
       annsnn info model.pt --arch resnet20      # layers, MACs, convertible activations
-      annsnn convert model.pt --arch resnet20 --mode 99.99 --data cifar10
-      annsnn evaluate --T 8,32,128              # accuracy at every T, one simulation
-      annsnn energy --T 5,20,50 --plot plots/   # ops, energy and break-even T
+      annsnn convert model.pt --arch resnet20 --data cifar10   # calibrated for T=32
+      annsnn evaluate --T 8,16,32               # accuracy at every T, one simulation
+      annsnn energy --T 8,16,32 --plot plots/   # ops, energy and break-even T
 
-    The last conversion is remembered, so evaluate and energy need no path.
+    The last conversion made in a directory is remembered there, so evaluate and energy
+    run from that directory need no path; every result names the SNN file it used.
     """
     ctx.obj = {"debug": debug}
 
 
 # ---------------------------------------------------------------------------
-# shared resolution of models, data and normalization
-
-
-def _load(model: str | None, arch: str | None, trust: bool, weights: str | None = None, input_shape: tuple[int, ...] | None = None):
-    from annsnn.io import LoadedModel, load_model
-    from annsnn.library import is_library_arch
-    from annsnn.zoo import architectures, build, embedded_checkpoint
-
-    if model is None:
-        return load_model(embedded_checkpoint())
-    if model.startswith("zoo:"):
-        name = model[4:]
-        return LoadedModel(build(name, weights=weights).eval(), model, "zoo", arch=name)
-    if weights is not None:
-        raise UsageError("--weights applies to zoo:NAME models only")
-    if arch is not None and arch not in architectures() and not is_library_arch(arch):
-        raise UsageError(f"unknown --arch {arch!r}: run 'annsnn zoo list' to see the names, or use torchvision:NAME / timm:NAME")
-    return load_model(model, arch, trust=trust, input_shape=input_shape)
-
-
-def _resolve(loaded, data: str | None, mean: list[float] | None, std: list[float] | None, input_shape: tuple[int, ...] | None, data_root: str | None, preprocess=None):
-    from annsnn.data import dataset_spec
-    from annsnn.zoo import architectures
-
-    arch_spec = architectures().get(loaded.arch) if loaded.arch else None
-    record = loaded.record
-    name = data or record.get("dataset") or (arch_spec.dataset if arch_spec and arch_spec.dataset != "imagefolder" else None)
-    if name is None:
-        raise UsageError("which data? pass --data NAME (digits, mnist, cifar10, ..., imagefolder:PATH, imagenet:ROOT)")
-    spec = dataset_spec(name, data_root, preprocess)
-    if mean is not None or std is not None:
-        if mean is None or std is None:
-            raise UsageError("--mean and --std go together")
-        norm = (mean, std)
-        source = "--mean/--std"
-    elif "normalization" in record:
-        norm = (list(record["normalization"]["mean"]), list(record["normalization"]["std"]))
-        source = "recorded in the model file"
-    elif arch_spec is not None and arch_spec.normalization is not None:
-        norm = (list(arch_spec.normalization[0]), list(arch_spec.normalization[1]))
-        source = f"{arch_spec.name}'s training normalization"
-    else:
-        norm = (list(spec.mean), list(spec.std))
-        source = f"{spec.name}'s standard normalization"
-    read = spec.input_shape if preprocess is not None and preprocess.crop is not None else None  # the images as preprocessed
-    shape = tuple(input_shape or read or record.get("input_shape") or spec.input_shape)
-    if len(norm[0]) not in (1, shape[0]) or len(norm[1]) != len(norm[0]):
-        raise UsageError(f"normalization has {len(norm[0])} values but the input has {shape[0]} channels")
-    return spec, norm, source, shape
+# progress
 
 
 def _batches(loader, progress: Progress | None, description: str) -> Iterable:
-    task = progress.add_task(description, total=len(loader), status="") if progress else None
+    """The loader's batches; the bar counts images, so a one-batch run still moves."""
+    task = progress.add_task(f"{description} (images)", total=len(loader.dataset), status="") if progress else None
     for x, y in loader:
         yield x, y
         if progress is not None and task is not None:
-            progress.advance(task)
-
-
-def _default_out(model: str | None, name: str) -> Path:
-    if model is None or model.startswith("zoo:"):
-        return Path(f"{name}.snn.pt")
-    path = Path(model)
-    return path.with_name(path.name.split(".")[0] + ".snn.pt")
+            progress.advance(task, int(x.shape[0]))
 
 
 # ---------------------------------------------------------------------------
@@ -178,54 +122,30 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     """
     from annsnn.counting import count_ann
     from annsnn.files import check_output_path, write_json
-    from annsnn.graph import classify_activation, trace
+    from annsnn.io import convertible_module
     from annsnn.memory import check_fits
-    from annsnn.zoo import architectures
+    from annsnn.sources import activation_support, load_source, model_input_shape
 
     if json_path:
         check_output_path(json_path, inputs=(model or "",))
-    from annsnn.io import convertible_module
-
-    loaded = _load(model, arch, trust, weights, input_shape)
-    arch_spec = architectures().get(loaded.arch) if loaded.arch else None
-    shape = tuple(input_shape or loaded.record.get("input_shape") or (arch_spec.input_shape if arch_spec else ()))
-    if not shape:
-        raise UsageError("pass --input-shape C,H,W (this file records none)")
+    loaded = load_source(model, arch, trust, weights, input_shape)
+    shape = model_input_shape(loaded, input_shape)
     convertible_module(loaded, shape)
     check_fits(loaded.module, shape, 1)
     counts = count_ann(loaded.module, shape)
-    support: dict[str, str] = {}
-    notes: list[str] = []
-    try:
-        traced = trace(loaded.module)
-        modules = dict(traced.named_modules())
-        functional = {"relu": 0, "analog": 0}
-        for node in traced.graph.nodes:
-            kind, ceiling = classify_activation(node, modules)
-            label = "yes" if kind == "relu" else ("no: --hybrid keeps it analog" if kind == "analog" else "")
-            if node.op == "call_module" and label:
-                support[str(node.target)] = label + (f" (clip {ceiling:g})" if ceiling else "")
-            elif label and kind in functional:
-                functional[kind] += 1
-        if functional["relu"]:
-            notes.append(f"{functional['relu']} functional ReLU-like activation(s) in forward(): convertible")
-        if functional["analog"]:
-            notes.append(f"{functional['analog']} functional activation(s) that need --hybrid")
-    except UsageError as exc:
-        notes.append(f"not convertible as written: {exc}")
-    from .render import info_table
+    support = activation_support(loaded.module)
+    notes = support.notes()
+    from .render import info_table, mac_summary
 
-    out.print(info_table(counts, support, f"{loaded.path} — input {'×'.join(map(str, shape))}"))
-    conv = sum(l.macs for l in counts.layers if l.type.startswith("Conv"))
-    lin = sum(l.macs for l in counts.layers if l.type == "Linear")
-    out.print(f"MACs (padded positions excluded): [bold]{counts.macs / 1e9:.4f} G[/] (conv {conv / 1e9:.4f} G, linear {lin / 1e9:.4f} G, other {(counts.macs - conv - lin) / 1e9:.4f} G); fvcore's count with padding {counts.macs_with_padding / 1e9:.4f} G; parameters {counts.params:,}")
+    out.print(info_table(counts, support.modules, f"{loaded.path} — input {'×'.join(map(str, shape))}"))
+    out.print(mac_summary(counts))
     if counts.unsupported:
         out.print("note: ops without a count: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.unsupported.items())))
     for note in notes:
         out.print(f"note: {note}")
     if json_path:
         data = counts.to_dict()
-        data.update({"model": loaded.path, "support": support, "notes": notes})
+        data.update({"model": loaded.path, "support": support.modules, "notes": notes})
         write_json(json_path, data)
         out.print(f"wrote {json_path}")
 
@@ -237,15 +157,15 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @cli.command()
 @click.argument("model", required=False)
 @click.option("--arch", help="Architecture of a state_dict (.pt/.safetensors): a zoo name ('annsnn zoo list'), torchvision:NAME or timm:NAME (classes read from the checkpoint).")
-@click.option("--mode", type=MODE, default="99.99", show_default=True, help="Scale per layer: 'max', a percentile (99.9, 99.99%), or a fraction of the max (0.5, 1/3). A bare number above 1 is a percentile, one up to 1 a fraction: --mode 50 is the 50th percentile, --mode 0.5 is half the max (write 0.5% for the 0.5th percentile).")
+@click.option("--mode", type=MODE, default=None, help="Set each layer's threshold from its activations instead of the T-aware search: 'max', a percentile (99.9, 99.99%), or a fraction of the max (0.5, 1/3); the per-step bias is still fitted on top (--calibration step-bias). A bare number above 1 is a percentile, one up to 1 a fraction: --mode 50 is the 50th percentile, --mode 0.5 is half the max (write 0.5% for the 0.5th percentile). Default: the T-aware search; 99.99 with --calibration none, bias or step-bias.")
 @click.option("--channel-wise/--layer-wise", "channel_wise", default=None, help="One scale per channel or per layer (default: per channel with a T-aware threshold search, else per layer).")
-@click.option("--percentile-of", type=click.Choice(["all", "positive"]), default="all", show_default=True, help="Population of a percentile mode: all: every activation, zeros included (numpy/torch.quantile, SpikingJelly); positive: only the non-zero ones (snntoolbox), which gives higher scales.")
+@click.option("--percentile-of", type=click.Choice(["all", "positive"]), default=None, help="Population of a percentile --mode: all (default): every activation, zeros included (numpy/torch.quantile, SpikingJelly); positive: only the non-zero ones (snntoolbox), which gives higher scales.")
 @click.option("--v-init", type=float, default=0.5, show_default=True, help="Initial membrane potential as a fraction of the threshold (0.5: the IF neuron rounds instead of flooring).")
 @click.option("--T", "calib_T", type=click.IntRange(min=1, max=MAX_TIME_STEPS), default=DEFAULT_CALIB_T, show_default=True, help="Latency N the SNN is calibrated for; valid for every T <= N (beyond N the last step's bias repeats).")
-@click.option("--calibration", type=click.Choice(list(CALIBRATION_NAMES)), default=CALIBRATION_NAMES[0], show_default=True, help="threshold: per-channel thresholds minimising the IF quantisation error at T=N (Li et al. ICML 2021); bias: constant per-channel bias correction (Li et al. 2021); step-bias: a bias per step and channel (after FTBC, Wu et al. ECCV 2024); none: plain --mode normalization.")
+@click.option("--calibration", type=click.Choice(list(CALIBRATION_NAMES)), default=None, help=f"threshold: per-channel thresholds minimising the IF quantisation error at T=N (Li et al. ICML 2021); bias: constant per-channel bias correction (Li et al. 2021); step-bias: a bias per step and channel (after FTBC, Wu et al. ECCV 2024); none: plain --mode normalization. Default: {CALIBRATION_NAMES[0]}, or step-bias with an explicit --mode.")
 @click.option("--bias-samples", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration images (the first of --calib-samples) the bias passes simulate.")
-@click.option("--threshold-scale", type=click.FloatRange(min=0.0, max=4.0, min_open=True), default=None, help="Multiply the IF-search thresholds by this factor (default: the low-latency pipeline's, measured on held-out training images; 1 is the error-search optimum itself).")
-@click.option("--step-solver", type=click.Choice(["linear", "quantile"]), default=None, help="How the per-step bias meets each step's firing target: linear: shortfall / active share; quantile: exact on the calibration images (default: the low-latency pipeline's).")
+@click.option("--threshold-scale", type=click.FloatRange(min=0.0, max=4.0, min_open=True), default=None, help=f"Multiply the IF-search thresholds by this factor (default {PIPELINE_THRESHOLD_SCALE:g}, measured on held-out training images; 1 is the error-search optimum itself).")
+@click.option("--step-solver", type=click.Choice(["linear", "quantile"]), default=None, help="How the per-step bias meets each step's firing target: linear (default): shortfall / active share; quantile: exact on the calibration images.")
 @click.option("--readout-delay", type=READOUT_DELAY, default=None, help="Leave the first K output steps out of the readout (every step is still simulated and counted). auto: the K in 0..N-1 that agrees most with the ANN at T=N on calibration images the bias fit does not use (default with --T calibration); 0 with --calibration none.")
 @click.option("--maxpool", type=click.Choice(["spiking", "avg"]), default="spiking", show_default=True, help="spiking: a max-pool that spikes when the largest input spike count grows (output rate = max input rate); avg: replace MaxPool by AvgPool (changes the ANN).")
 @click.option("--hybrid", is_flag=True, help="Keep unconvertible activations (GELU, SiLU, ...) analog instead of failing.")
@@ -267,94 +187,88 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, maxpool, hybrid, data, data_root, download, calib_samples, weights, resize, crop, device, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
 
-    BatchNorm is folded, one calibration pass records each activation's exact max and a
-    histogram, the scale is read by --mode, and the scales are folded into the weights so
-    that every threshold is 1 and neurons emit real 0/1 spikes. The SNN file loads without
-    unpickling code. Without MODEL: the bundled digits CNN.
+    BatchNorm is folded and one calibration pass over training images records each
+    activation's histogram. By default each channel's threshold is searched to minimise
+    the IF quantisation error at T=--T, and a per-step bias is fitted on top; an explicit
+    --mode sets the thresholds instead (the bias is still fitted), and --calibration none
+    is plain normalization. The scales are folded into the weights so that every threshold
+    is 1 and neurons emit real 0/1 spikes. The SNN file loads without unpickling code.
+    Without MODEL: the bundled digits CNN.
 
     MODEL may be any format 'annsnn info' reads: checkpoint or .safetensors with --arch
     (zoo, torchvision:NAME, timm:NAME), TorchScript, torch.export .pt2, or ONNX.
 
     \b
     Examples:
-      annsnn convert model.pt --arch resnet20 --mode 99.99 --data imagefolder:../shared/data/CIFAR10-jpeg
-      annsnn convert model.pt --arch vgg16_cifar --mode 1/3 --channel-wise --v-init 0.5
+      annsnn convert                                # the bundled digits CNN, calibrated for T=32
+      annsnn convert model.pt --arch resnet20 --T 16 --data imagefolder:../shared/data/CIFAR10-jpeg
+      annsnn convert model.pt --arch resnet20 --mode 99.99   # 99.99th-percentile thresholds + step bias
+      annsnn convert model.pt --arch vgg16_cifar --calibration none --mode 99.9   # plain normalization
       annsnn convert model.onnx --data cifar10
       annsnn convert ft.safetensors --arch torchvision:resnet18 --data imagefolder:DIR --input-shape 3,64,64
     """
     from annsnn.artifact import write_snn
-    from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset, make_loader
     from annsnn.files import json_dumps
+    from annsnn.io import convertible_module
     from annsnn.memory import check_fits
     from annsnn.outputs import OutputSet
     from annsnn.pipeline import ann_to_snn
-    from annsnn.workspace import remember_last_snn
+    from annsnn.sources import default_snn_path, load_source, provenance, resolve_inputs
+    from annsnn.workspace import SnnFile, remember_last_snn, snn_file
 
-    from .render import conversion_table
+    from .render import conversion_notes, conversion_table
 
-    from annsnn.io import convertible_module
+    from annsnn.calibration import resolve_calibration
+    from annsnn.modes import parse_mode
 
     from annsnn.evaluation import check_device
 
-    check_device(device)
-    options = _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay)
+    check_device(device)  # before anything is loaded
+    calibration = resolve_calibration(calibration, mode_given=mode is not None, percentile_of_given=percentile_of is not None)
+    options = _calibrated_options(mode or parse_mode("99.99"), channel_wise, percentile_of or "all", v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay)
     if options.readout_delay == "auto" and calib_samples <= options.bias_images:  # before loading anything
         raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {options.bias_images}; pass more, or --readout-delay K")
     from annsnn.data import preprocess_for
 
     zoo = model is not None and model.startswith("zoo:")
     preprocess = preprocess_for(arch, None if zoo else weights, resize, crop)
-    loaded = _load(model, arch, trust, weights=weights if zoo else None, input_shape=input_shape)
-    target = Path(out_path) if out_path else _default_out(model, loaded.arch or "model")
+    loaded = load_source(model, arch, trust, weights=weights if zoo else None, input_shape=input_shape)
+    target = Path(out_path) if out_path else default_snn_path(model, loaded.arch)
     outputs = OutputSet(inputs=(model or "",))
     outputs.file(target)
     if json_path:
         outputs.file(json_path)
-    spec, norm, norm_source, shape = _resolve(loaded, data, mean, std, input_shape, data_root, preprocess)
+    inputs = resolve_inputs(loaded, data, mean, std, input_shape, data_root, preprocess)
+    spec, norm, norm_source, shape = inputs.dataset, inputs.normalization, inputs.normalization_source, inputs.input_shape
     convertible_module(loaded, shape)
     check_fits(loaded.module, shape, batch_size)
     loader = make_loader(load_dataset(spec.name, "train", data_root, download, preprocess), batch_size, calib_samples)
-    meta = {
-        **({"preprocess": preprocess.to_dict()} if preprocess is not None else {}),  # how images are read (annsnn.data.Preprocess); evaluate reads it back
-        "source": {"path": str(Path(loaded.path).resolve()) if not loaded.path.startswith("zoo:") else loaded.path, "kind": loaded.kind, "arch": loaded.arch},
-        "dataset": spec.to_dict(),
-        "normalization": {"mean": norm[0], "std": norm[1], "source": norm_source},
-        "annsnn_version": __version__,
-    }
+    meta = provenance(loaded, inputs)
+    if preprocess is not None:
+        meta["preprocess"] = preprocess.to_dict()  # how images are read (annsnn.data.Preprocess); evaluate reads it back
     started = time.perf_counter()
     with _progress() as progress:
         calib = (x for x, _ in _batches(loader, progress, "calibrating"))
         snn, report = ann_to_snn(loaded.module, calib, input_shape=shape, options=options, normalization=norm, meta=meta, device=device)
     # everything that can fail runs before the first byte is written: the table, the notes and
     # the JSON text (strict: no NaN); then the SNN and the JSON are written, then remembered
-    lines: list = [conversion_table(report)]
-    if report.rescale_synapses:
-        lines.append(f"{len(report.rescale_synapses)} rescale synapse(s) on residual/shortcut paths (listed in --json)")
-    if report.folded_batchnorm:
-        lines.append(f"folded {len(report.folded_batchnorm)} BatchNorm layer(s)")
-    if options.maxpool == "avg":
-        lines.append("[yellow]note:[/] MaxPool was replaced by AvgPool: the converted network approximates a changed ANN")
-    lines.extend(f"note: {note}" for note in report.notes)
+    lines: list = [conversion_table(report), *conversion_notes(report, options, calibration, snn.record.calibration.readout_delay)]
     lines.append(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s on {_device_name(device)}")
     if preprocess is not None:
         lines.append(f"images: resize {preprocess.resize or '-'}, centre crop {preprocess.crop or '-'}, {preprocess.interpolation} ({preprocess.source}); recorded in the SNN for evaluate")
-    lines.append(f"calibration: {calibration} for T={calib_T} (valid for every T <= {calib_T}; beyond it the last step's bias repeats)" if calibration != "none" else "calibration: none (plain normalization)")
-    if snn.meta.get("readout_delay"):
-        lines.append(f"readout: the first {snn.meta['readout_delay']} output step(s) are left out at T >= {calib_T} (below, the same share: floor(k T / {calib_T})); every step is simulated and counted")
-    if options.threshold == "if-search":
-        lines.append(f"note: thresholds come from the IF error search at T={calib_T}; --mode/--percentile-of apply with --calibration none, bias or step-bias")
     calibrated = {key: snn.meta[key] for key in ("calibrated_T", "readout_delay", "delay_choice") if key in snn.meta}
-    report_json = {"schema_version": 1, "snn": str(target), **meta, **calibrated, "report": report.to_dict()}
-    json_dumps(report_json)  # fails here (strict: no NaN) before anything is written
+    json_data = {"schema_version": 1, "snn": {"path": str(target), "sha256": None}, **meta, **calibrated, "report": report.to_dict()}
+    json_dumps(json_data)  # fails here (strict: no NaN) before anything is written
     outputs.write(target, lambda handle: write_snn(snn, handle))
     if json_path:  # the JSON names the SNN it describes by its SHA-256 (written after it, under the same lock)
-        outputs.text(json_path, lambda: json_dumps({**report_json, "snn_sha256": outputs.staged_sha256(target)}))
+        outputs.text(json_path, lambda: json_dumps({**json_data, "snn": SnnFile(str(target), outputs.staged_sha256(target)).to_dict()}))
     outputs.commit()
+    written = snn_file(target)
     remember_last_snn(target)
     for line in lines:
         out.print(line)
-    out.print(f"wrote {target}  (remembered: 'annsnn evaluate' and 'annsnn energy' now use it)")
+    out.print(f"wrote {written}  (remembered for this directory: 'annsnn evaluate' and 'annsnn energy' run here now use it)")
     if json_path:
         out.print(f"wrote {json_path}")
 
@@ -380,49 +294,6 @@ def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, cali
 # evaluate and energy
 
 
-def _snn_and_data(snn_path, data, data_root, download, split, samples, batch_size):
-    from annsnn.artifact import load_snn
-    from annsnn.data import load_dataset, make_loader
-    from annsnn.evaluation import data_spec_for
-    from annsnn.memory import check_fits
-    from annsnn.workspace import last_snn
-
-    path = Path(snn_path) if snn_path else last_snn()
-    snn = load_snn(path)
-    shape = snn.meta.get("input_shape")
-    if not (isinstance(shape, list) and shape and all(isinstance(v, int) and v > 0 for v in shape)):
-        raise UsageError(f"{str(path)!r} records no valid input shape (damaged SNN file)")
-    check_fits(snn.ann, shape, batch_size)
-    name = data or snn.meta.get("dataset", {}).get("name")
-    if not name:
-        raise UsageError("the SNN records no dataset; pass --data NAME")
-    from annsnn.data import Preprocess
-
-    loader = make_loader(load_dataset(name, split, data_root, download, Preprocess.from_dict(snn.meta.get("preprocess"))), batch_size, samples)
-    _check_data_shape(loader, tuple(shape))
-    return path, snn, name, loader, data_spec_for(name, split, samples, batch_size, data_root)
-
-
-def _check_data_shape(loader, shape: tuple[int, ...]) -> None:
-    """The first sample has the shape the network takes (checked before any progress bar)."""
-    first = loader.dataset[0][0]
-    if tuple(first.shape) != shape:
-        raise UsageError(f"the data has shape {tuple(first.shape)}, the SNN expects {shape}")
-
-
-def _foreign_and_data(model_path, trust, dt, input_shape, data, data_root, download, split, samples, batch_size):
-    from annsnn.data import load_dataset, make_loader
-    from annsnn.evaluation import data_spec_for
-    from annsnn.foreign import load_foreign
-
-    network = load_foreign(model_path, trust=trust, dt=dt, input_shape=input_shape)
-    name = data or (network.meta.get("dataset") or {}).get("name")
-    if not name:
-        raise UsageError("the model records no dataset; pass --data NAME")
-    loader = make_loader(load_dataset(name, split, data_root, download), batch_size, samples)
-    return Path(model_path), network, name, loader, data_spec_for(name, split, samples, batch_size, data_root)
-
-
 def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progress_path: Path | None = None, resume: bool = False, device: str = "cpu", *, data):
     """Run :func:`annsnn.evaluation.evaluate` and draw its progress events as a bar on stderr."""
     from annsnn.evaluation import BatchDone, EvalSpec, Planned, ProgressDiscarded, ProgressStore, Resumed, evaluate
@@ -438,9 +309,9 @@ def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progres
             elif isinstance(event, Resumed):
                 err.print(f"resuming: {event.done} of {event.total} batches already done")
             elif isinstance(event, Planned) and state.get("rank", 0) == 0:
-                state["task"] = progress.add_task(f"simulating T≤{event.max_T}", total=event.todo, status="")
+                state["task"] = progress.add_task(f"simulating T≤{event.max_T} (images)", total=event.todo_images, status="")
             elif isinstance(event, BatchDone) and "task" in state:
-                progress.advance(state["task"])
+                progress.advance(state["task"], event.images)
 
         from annsnn.distributed import world
 
@@ -484,44 +355,34 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
     """Accuracy of SNN at every requested T, beside its ANN on the same samples.
 
     One simulation of max(T) steps reads out every T (prefix sums, not re-runs), and the ANN
-    is scored on exactly the same tensors. Without SNN: the last conversion.
+    is scored on exactly the same tensors. Without SNN: the last conversion made in this
+    directory.
+
+    \b
+    Examples:
+      annsnn evaluate                                # the last conversion here, T = 5,20,50
+      annsnn evaluate resnet20.snn.pt --T 8,16,32 --samples 1000 --json eval.json
+      annsnn evaluate m.snn.pt --encoding poisson --seed 1 --T 50,100
     """
-    from annsnn.files import check_output_path, write_json
-
-    from .render import evaluation_table
-
     from annsnn.evaluation import check_device
+    from annsnn.files import check_output_path, write_json
+    from annsnn.runs import open_snn_run
+
+    from .render import evaluation_table, latency_notes, result_json
 
     check_device(device)
     if json_path:
         check_output_path(json_path, inputs=(snn or "",))
-    path, network, name, loader, data_spec = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    result, rank = _analyze(network, loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False, progress_path=_progress_path(json_path, "evaluate", path), resume=resume, device=device, data=data_spec)
+    run = open_snn_run(snn, data, data_root, download, split, samples, batch_size)
+    result, rank = _analyze(run.network, run.loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False, progress_path=_progress_path(json_path, "evaluate", Path(run.file.path)), resume=resume, device=device, data=run.data)
     if rank != 0:
         return
-    out.print(evaluation_table(result))
+    out.print(evaluation_table(result, run.file))
+    for note in latency_notes(run.network, T):
+        out.print(f"note: {note}")
     if json_path:
-        data_out = _evaluation_json(result, path, name, split)
-        write_json(json_path, data_out)
+        write_json(json_path, result_json(result, run))
         out.print(f"wrote {json_path}")
-
-
-def _evaluation_json(result, path, dataset, split) -> dict:
-    return {
-        "schema_version": 1,
-        "snn": str(path),
-        "dataset": dataset,
-        "split": split,
-        "samples": result.samples,
-        "encoding": result.encoding,
-        "seed": result.seed,
-        "ann": {"top1": result.ann.top1, "recall_macro": result.ann.recall_macro, "f1_macro": result.ann.f1_macro, "top5": result.ann.top5, "confusion": result.ann.confusion},
-        "rows": [
-            {"T": r.T, "top1": r.top1, "gap": r.gap, "agreement": r.agreement, "recall_macro": r.recall_macro, "f1_macro": r.f1_macro, "top5": r.top5, "confusion": r.confusion, "firing_rate": r.firing_rate}
-            for r in result.rows
-        ],
-        "firing_rates": result.firing_rates,
-    }
 
 
 @cli.command()
@@ -552,20 +413,26 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     MACs are counted once for direct input (Poisson spikes drive it with ACs), each neuron
     costs one update per step, a spiking max-pool one comparison per input spike and window. Energy = counts × the per-op
     constants of each named, cited model. Break-even T is the largest T at which the SNN
-    is still cheaper than the ANN. Without SNN: the last conversion.
+    is still cheaper than the ANN. Without SNN: the last conversion made in this directory.
+
+    \b
+    Examples:
+      annsnn energy                                  # the last conversion here, T = 5,20,50
+      annsnn energy m.snn.pt --T 8,32 --per-layer --json e.json --csv e.csv --plot plots/
+      annsnn energy --energy-model loihi --energy-model my_chip.toml
+      annsnn energy --ann model.pt --arch resnet20   # an ANN alone: MACs and energy
+      annsnn energy --model direct.nir --data digits --dt 1
     """
     from annsnn.energy import get_energy_model
+    from annsnn.evaluation import check_device
     from annsnn.files import json_dumps
+    from annsnn.outputs import OutputSet
+    from annsnn.runs import open_foreign_run, open_snn_run
 
-    from .render import ann_layer_table, energy_table, layer_table
+    from .render import ann_layer_table, break_even_line, energy_csv, energy_markdown, energy_table, latency_notes, layer_table, result_json
 
     names = energy_models or ("45nm-fp32", "45nm-fp32+sram", "loihi")
-    for name in names:
-        get_energy_model(name[: -len("+sram")] if name.endswith("+sram") else name)  # validate early
-    models = [get_energy_model(name) for name in names]
-    from annsnn.evaluation import check_device
-    from annsnn.outputs import OutputSet
-
+    models = [get_energy_model(name) for name in names]  # validated before anything runs
     check_device(device)
     outputs = OutputSet(inputs=(snn or "", ann_model or "", foreign_model or ""))
     for path in (json_path, csv_path, md_path):
@@ -579,32 +446,30 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     if foreign_model and snn:
         raise UsageError("give either SNN or --model, not both")
     if foreign_model:
-        path, network, name, loader, data_spec = _foreign_and_data(foreign_model, trust, dt, input_shape, data, data_root, download, split, samples, batch_size)
+        run = open_foreign_run(foreign_model, trust, dt, input_shape, data, data_root, download, split, samples, batch_size)
     else:
-        path, network, name, loader, data_spec = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    result, rank = _analyze(network, loader, T, encoding, seed, chunk, models, count=True, progress_path=_progress_path(json_path, "energy", path), resume=resume, device=device, data=data_spec)
+        run = open_snn_run(snn, data, data_root, download, split, samples, batch_size)
+    result, rank = _analyze(run.network, run.loader, T, encoding, seed, chunk, models, count=True, progress_path=_progress_path(json_path, "energy", Path(run.file.path)), resume=resume, device=device, data=run.data)
     if rank != 0:
         return
     if foreign_model:
         from annsnn.foreign import without_stand_in_accuracy
 
         result = without_stand_in_accuracy(result)
-    out.print(energy_table(result))
-    breaks = ", ".join(f"{k}: {'never cheaper' if v is None else v}" for k, v in result.break_even_T.items())
-    out.print(f"break-even T (largest T with SNN energy below the ANN's): {breaks}")
-    for note in result.notes:
+    out.print(energy_table(result, run.file))
+    out.print(break_even_line(result))
+    for note in result.notes + latency_notes(run.network, T):
         out.print(f"note: {note}")
     if result.unsupported:
         err.print(f"[yellow]warning:[/] not counted (unsupported layers): {', '.join(result.unsupported)}")
     if per_layer:
         out.print(layer_table(result))
         out.print(ann_layer_table(result))
-    data_out = result.to_dict()
-    data_out.update({"snn": str(path), "dataset": name, "split": split})
+    data_out = result_json(result, run)
     if measure or per_dataset:
-        data_out.update(_measured_and_dataset(result, network, loader, T, chunk, device, grid_intensity, measure, per_dataset))
+        data_out.update(_measured_and_dataset(result, run, T, chunk, device, grid_intensity, measure, per_dataset))
     # every text is made (and can fail) before the first one is written; then all are written together
-    for p, make in ((json_path, lambda: json_dumps(data_out)), (csv_path, lambda: _csv(result)), (md_path, lambda: _markdown(result))):
+    for p, make in ((json_path, lambda: json_dumps(data_out)), (csv_path, lambda: energy_csv(result, run.file)), (md_path, lambda: energy_markdown(result, run.file))):
         if p:
             outputs.text(p, make())
     if plot_dir:
@@ -615,16 +480,16 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         out.print(f"wrote {written}")
 
 
-def _measured_and_dataset(result, network, loader, T, chunk, device, grid, measure: bool, per_dataset: bool) -> dict:
-    """--measure and --per-dataset: print the three kinds of figures apart; return their JSON."""
-    from annsnn.measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy, measure_inference
+def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, per_dataset: bool) -> dict:
+    """--measure and --per-dataset: print the measured and the estimated figures apart; return their JSON."""
+    from annsnn.measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy_table, measure_inference
 
-    from .render import dataset_energy_table, measured_table
+    from .render import dataset_energy_table as dataset_table, measured_table
 
-    source = GRID_INTENSITY_SOURCE if grid == GRID_INTENSITY_G_PER_KWH else "--grid-intensity"
     extra: dict = {}
     if measure:
-        measured = measure_inference(network, [x for x, _ in loader], T, device=device, chunk=chunk, grid_g_per_kwh=grid, grid_source=source)
+        source = GRID_INTENSITY_SOURCE if grid == GRID_INTENSITY_G_PER_KWH else "--grid-intensity"
+        measured = measure_inference(run.network, [x for x, _ in run.loader], T, device=device, chunk=chunk, grid_g_per_kwh=grid, grid_source=source)
         if measured.sensors.notice:
             out.print(f"note: {measured.sensors.notice}")
         out.print(measured_table(measured, result))
@@ -635,100 +500,49 @@ def _measured_and_dataset(result, network, loader, T, chunk, device, grid, measu
             out.print(f"note: {note}")
         extra["measured"] = measured.to_dict()
     if per_dataset:
-        rows = {}
-        for model in result.energy_models:
-            ann_pj = result.ann.energy_pj[model]
-            rows[model] = {} if ann_pj is None else {"ANN": dataset_energy(ann_pj * 1e-12, result.samples, grid)}
-            for r in result.rows:
-                rows[model][f"SNN T={r.T}"] = dataset_energy(r.energy_pj[model] * 1e-12, result.samples, grid)
-        references = {m: d.get("ann_reference") for m, d in result.energy_models.items() if d.get("kind", "digital") != "digital"}
-        out.print(dataset_energy_table(rows, result.samples, grid, source, references))
-        extra["per_dataset"] = {"samples": result.samples, "grid_g_per_kwh": grid, "grid_source": source, "kind": "estimated",
-                                "energy": {m: {k: asdict(v) for k, v in r.items()} for m, r in rows.items()}}
+        table = dataset_energy_table(result, grid)
+        out.print(dataset_table(table))
+        extra["per_dataset"] = table.to_dict()
     return extra
 
 
 def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
-    """``energy --ann``: MACs and compute energy of the ANN alone. A ``NAME+sram`` model is
-    named as not computed (its memory traffic needs the layer sizes a simulation records),
-    or refused when it is all that was asked for."""
-    from annsnn.counting import count_ann
-    from annsnn.energy import get_energy_model
+    """``energy --ann``: MACs and compute energy of the ANN alone (:func:`annsnn.analyzer.ann_energy`)."""
+    from annsnn.analyzer import ann_energy
     from annsnn.files import write_json
-    from annsnn.zoo import architectures
-
-    from .render import energy_str, si
-
-    skipped = [m.name for m in models if m.memory is not None]
-    if len(skipped) == len(models):
-        raise UsageError(f"--ann: {', '.join(skipped)} needs the layer sizes of a simulation; run 'annsnn energy SNN', whose report gives the ANN under it too, or pick a compute model")
-    models = [m for m in models if m.memory is None]
-    loaded = _load(model, arch, False)
-    spec = architectures().get(loaded.arch) if loaded.arch else None
-    shape = tuple(input_shape or loaded.record.get("input_shape") or (spec.input_shape if spec else ()))
-    if not shape:
-        raise UsageError("pass --input-shape C,H,W")
     from annsnn.io import convertible_module
     from annsnn.memory import check_fits
+    from annsnn.sources import load_source, model_input_shape
 
+    from .render import ann_energy_lines
+
+    if all(m.memory is not None for m in models):
+        ann_energy(torch.nn.Identity(), (1,), models)  # refuses before loading anything
+    loaded = load_source(model, arch, False)
+    shape = model_input_shape(loaded, input_shape)
     module = convertible_module(loaded, shape)
     check_fits(module, shape, 1)
-    counts = count_ann(module, shape)
-    energies = {}
-    for m in models:
-        ref = m if m.kind == "digital" else get_energy_model(m.ann_reference)
-        energies[m.name] = ref.ann_energy_pj(counts.macs, counts.bias_adds)
-        out.print(f"{m.name}: {energy_str(energies[m.name])} per inference" + ("" if m.kind == "digital" else f" (ANN under {m.ann_reference})"))
-    out.print(f"MACs {si(counts.macs)}, bias adds {si(counts.bias_adds)}")
-    reason = "memory traffic needs the layer sizes of a simulation: 'annsnn energy SNN' reports the ANN under it"
-    for name in skipped:
-        out.print(f"note: {name} not computed: {reason}")
+    result = ann_energy(module, shape, models)
+    for line in ann_energy_lines(result):
+        out.print(line)
     if json_path:
-        write_json(json_path, {"schema_version": 1, "ann": {"macs": counts.macs, "macs_with_padding": counts.macs_with_padding, "unsupported": counts.unsupported, "bias_adds": counts.bias_adds, "energy_pj": energies},
-                               "energy_models": {m.name: m.to_dict() for m in models}, "not_computed": {name: reason for name in skipped}})
+        write_json(json_path, {**result.to_dict(), "model": loaded.path})
         out.print(f"wrote {json_path}")
-
-
-def _csv(result) -> str:
-    buffer = io.StringIO()
-    names = list(result.energy_models)
-    writer = csv.writer(buffer)
-    writer.writerow(["T", "top1", "gap", "agreement", "synaptic_acs", "macs", "bias_acs", "neuron_updates", "active_updates", "comparisons", "total_ops"] + [f"energy_pj_{n}" for n in names] + [f"energy_ratio_{n}" for n in names])
-    writer.writerow(["ANN", result.ann.top1, "", 1.0, 0, result.ann.macs, result.ann.bias_adds, 0, 0, 0, result.ann.macs + result.ann.bias_adds] + [result.ann.energy_pj[n] for n in names] + [1.0 for _ in names])
-    for r in result.rows:
-        writer.writerow([r.T, r.top1, r.gap, r.agreement, r.synaptic_acs, r.macs, r.bias_acs, r.neuron_updates, r.active_updates, r.comparisons, r.total_ops] + [r.energy_pj[n] for n in names] + [r.energy_ratio[n] for n in names])
-    return buffer.getvalue()
-
-
-def _markdown(result) -> str:
-    from .render import energy_str, pct, si
-
-    names = list(result.energy_models)
-    head = ["T", "top-1 %", "gap", "SyOPs", "MACs", "total ops"] + [f"E {n}" for n in names] + [f"SNN/ANN {n}" for n in names]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    ann = result.ann
-    lines.append("| ANN | " + " | ".join([pct(ann.top1), "", "–", si(ann.macs), si(ann.macs + ann.bias_adds)] + [energy_str(ann.energy_pj[n]) for n in names] + ["1" for _ in names]) + " |")
-    for r in result.rows:
-        lines.append("| " + " | ".join([str(r.T), pct(r.top1), pct(r.gap, True), si(r.synaptic_acs), si(r.macs), si(r.total_ops)] + [energy_str(r.energy_pj[n]) for n in names] + [f"{r.energy_ratio[n]:.3f}" if r.energy_ratio[n] is not None else "–" for n in names]) + " |")
-    lines.append("")
-    lines.append("Break-even T: " + ", ".join(f"{k} {v}" for k, v in result.break_even_T.items()))
-    return "\n".join(lines) + "\n"
 
 
 @cli.command("energy-models")
 def energy_models_cmd() -> None:
-    """List the energy-model presets with their constants and sources."""
-    from rich.table import Table
+    """List the energy-model presets with their constants and sources.
 
+    \b
+    Example:
+      annsnn energy-models      # then: annsnn energy --energy-model NAME
+    """
     from annsnn.energy import PRESETS
 
-    table = Table(title="Energy models (pJ per operation)", title_justify="left")
-    for col in ("name", "kind", "E_MAC", "E_AC / synop", "E_neuron", "value bytes", "source"):
-        table.add_column(col, overflow="fold")
-    for m in PRESETS:
-        neuron = f"{m.e_neuron_pj:g}" if m.e_neuron_inactive_pj is None else f"{m.e_neuron_pj:g} active / {m.e_neuron_inactive_pj:g} inactive"
-        table.add_row(m.name, m.kind, "–" if m.e_mac_pj is None else f"{m.e_mac_pj:g}", f"{m.e_ac_pj:g}", neuron, "" if m.kind != "digital" else str(m.value_bytes), m.citation + ("" if m.verified else " [UNVERIFIED]"))
-    out.print(table)
+    from .render import energy_models_table
+
+    out.print(energy_models_table(PRESETS))
     out.print("E_MAC –: a neuromorphic chip has no MACs; its ANN comparison uses the ann_reference digital model")
     out.print("memory-aware: NAME+sram adds memory accesses (weights, inputs, potentials) to a digital model: SRAM priced by tensor size, DRAM for tensors over 1 MiB; values as wide as the model's precision")
     out.print('custom: a JSON/TOML file {"name", "e_mac_pj", "e_ac_pj", "e_neuron_pj", "citation"[, "kind"]} passed to --energy-model')
@@ -757,7 +571,7 @@ STRENGTHS = _Strengths()
 
 @cli.command()
 @click.argument("snn", required=False)
-@click.option("--T", "T", type=TIME_STEPS, default="8,32", show_default=True, help="Time steps to read out (one simulation of max(T) per perturbed batch).")
+@click.option("--T", "T", type=TIME_STEPS, default=DEFAULT_T, show_default=True, help="Time steps to read out (one simulation of max(T) per perturbed batch).")
 @click.option("--noise", type=STRENGTHS, help="Gaussian noise σ in pixel units ([0,1] images), e.g. 0,0.05,0.1,0.2; clipped to [0, 1].")
 @click.option("--salt-pepper", type=STRENGTHS, help="Salt-and-pepper: fraction of values set to 0 or 1, e.g. 0,0.05,0.1.")
 @click.option("--fgsm", type=STRENGTHS, help="FGSM ε in [0, 1], e.g. 0,0.05,0.1 or 0:1:0.05 (start:stop:step, inclusive).")
@@ -792,9 +606,11 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
       annsnn robustness --T 8,32 --noise 0,0.05,0.1,0.2 --fgsm 0:1:0.05 --samples 500 --plot plots/
       annsnn robustness m.snn.pt --fgsm 0,0.02,0.05 --pgd 0.02 --attack-on both --attack-T 8 --json r.json
     """
-    from annsnn.data import select_batches
+    from annsnn.evaluation import check_device
     from annsnn.files import json_dumps
-    from annsnn.robustness import Robustness, RobustnessSpec
+    from annsnn.outputs import OutputSet
+    from annsnn.robustness import RobustnessSpec, run_robustness
+    from annsnn.runs import open_snn_run
 
     from .render import robustness_csv, robustness_table
 
@@ -802,9 +618,6 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
                           attack_on=attack_on, attack_T=attack_T, pgd_steps=pgd_steps, surrogate=surrogate, seed=seed)
     if not (noise or salt_pepper or fgsm or pgd):
         raise UsageError("give at least one of --noise, --salt-pepper, --fgsm, --pgd")
-    from annsnn.evaluation import check_device
-    from annsnn.outputs import OutputSet
-
     check_device(device)
     outputs = OutputSet(inputs=(snn or "",))
     for path in (json_path, csv_path):
@@ -812,24 +625,17 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
             outputs.file(path)
     if plot_dir:
         outputs.folder(plot_dir)
-    path, network, name, loader, _ = _snn_and_data(snn, data, data_root, download, split, samples, batch_size)
-    classes = network.meta.get("dataset", {}).get("num_classes")
-    study = Robustness(network, spec, num_classes=int(classes) if classes else None, chunk=chunk, device=device)
+    run = open_snn_run(snn, data, data_root, download, split, samples, batch_size)
     with _progress() as progress:
-        for index, (x, y) in enumerate(_batches(loader, progress, f"perturbing, simulating T≤{max(T)}")):
-            if tuple(x.shape[1:]) != tuple(network.meta["input_shape"]):
-                raise UsageError(f"the data has shape {tuple(x.shape[1:])}, the SNN expects {tuple(network.meta['input_shape'])}")
-            study.run(x, y, batch_index=index)
-    result = study.report()
-    out.print(robustness_table(result))
+        task = progress.add_task(f"perturbing, simulating T≤{max(T)} (images)", total=len(run.loader.dataset), status="")
+        result = run_robustness(run.network, run.loader, spec, chunk=chunk, device=device, on_batch=lambda images: progress.advance(task, images))
+    out.print(robustness_table(result, run.file))
     for note in result.notes:
         out.print(f"note: {note}")
     if json_path:
-        data_out = result.to_dict()
-        data_out.update({"snn": str(path), "dataset": name, "split": split})
-        outputs.text(json_path, json_dumps(data_out))
+        outputs.text(json_path, json_dumps({**result.to_dict(), **run.header()}))
     if csv_path:
-        outputs.text(csv_path, robustness_csv(result))
+        outputs.text(csv_path, robustness_csv(result, run.file))
     if plot_dir:
         from annsnn.plots import save_robustness_plots
 
@@ -846,67 +652,74 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
 @click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True, help="Where the SNN, JSON and plots go.")
 @click.option("--T", "T", type=TIME_STEPS, default=DEFAULT_T, show_default=True)
 def demo(out_dir: str, T) -> None:
-    """The whole job on the bundled digits CNN, no download: convert (99.99), then the
-    accuracy–energy trade-off at T = 5, 20, 50 with plots."""
+    """The whole job on the bundled digits CNN, no download: convert it with the default
+    calibrated pipeline (calibrated for T = max(T)) and with plain 99.99th-percentile
+    normalization, then show accuracy, ops and energy at every T, with plots.
+
+    \b
+    Examples:
+      annsnn demo                               # SNN, demo.json and plots/ here
+      annsnn demo --out-dir demo-out --T 5,20   # elsewhere, at two latencies
+    """
+    from annsnn.artifact import write_snn
     from annsnn.convert import ConversionOptions
     from annsnn.data import load_dataset, make_loader
-    from annsnn.io import load_model
+    from annsnn.evaluation import data_spec_for
+    from annsnn.files import json_dumps
     from annsnn.modes import parse_mode
+    from annsnn.outputs import OutputSet
     from annsnn.pipeline import ann_to_snn
     from annsnn.plots import save_plots
-    from annsnn.workspace import remember_last_snn
-    from annsnn.zoo import embedded_checkpoint
+    from annsnn.runs import SnnRun
+    from annsnn.sources import load_source, provenance, resolve_inputs
+    from annsnn.workspace import SnnFile, remember_last_snn
 
-    from .render import conversion_table, energy_table
-
-    from annsnn.artifact import write_snn
-    from annsnn.files import json_dumps
-    from annsnn.outputs import OutputSet
+    from .render import break_even_line, conversion_table, energy_table, result_json
 
     directory = Path(out_dir)
     outputs = OutputSet()
     outputs.folder(directory)  # refused now if it cannot be created or written
-    loaded = load_model(embedded_checkpoint())
-    spec, norm, norm_source, shape = _resolve(loaded, None, None, None, None, None)
+    target = directory / "digits_cnn.snn.pt"
+    loaded = load_source(None)
+    inputs = resolve_inputs(loaded)
     steps = sorted(T) if not isinstance(T, int) else [T]
     plain_options = ConversionOptions(mode=parse_mode("99.99"))
     options = _calibrated_options(parse_mode("99.99"), None, "all", 0.5, max(steps), CALIBRATION_NAMES[0], 256, "spiking", False)
     started = time.perf_counter()
-    meta = {"source": {"path": str(embedded_checkpoint()), "kind": "checkpoint", "arch": loaded.arch}, "dataset": spec.to_dict(),
-            "normalization": {"mean": norm[0], "std": norm[1], "source": norm_source}, "annsnn_version": __version__}
+    meta = provenance(loaded, inputs)
     with _progress() as progress:
         images = [x for x, _ in _batches(make_loader(load_dataset("digits", "train"), 256), progress, "calibrating")]
-    plain, _ = ann_to_snn(loaded.module, iter(images), input_shape=shape, options=plain_options, normalization=norm, meta=meta)
-    snn, report = ann_to_snn(loaded.module, iter(images), input_shape=shape, options=options, normalization=norm, meta=meta)
-    target = directory / "digits_cnn.snn.pt"
+    plain, _ = ann_to_snn(loaded.module, iter(images), input_shape=inputs.input_shape, options=plain_options, normalization=inputs.normalization, meta=meta)
+    snn, report = ann_to_snn(loaded.module, iter(images), input_shape=inputs.input_shape, options=options, normalization=inputs.normalization, meta=meta)
     out.print(conversion_table(report))
-    from annsnn.evaluation import data_spec_for
+    import io as _io
+
+    snn_bytes = _io.BytesIO()
+    write_snn(snn, snn_bytes)
+    import hashlib
 
     test_loader = make_loader(load_dataset("digits", "test"), 360)
-    test_spec = data_spec_for("digits", "test", None, 360, None)
-    plain_result, _ = _analyze(plain, test_loader, T, "direct", 0, None, ("45nm-fp32",), count=False, data=test_spec)
+    run = SnnRun(SnnFile(str(target), hashlib.sha256(snn_bytes.getvalue()).hexdigest()), snn, "digits", "test", test_loader, data_spec_for("digits", "test", None, 360, None))
+    plain_result, _ = _analyze(plain, test_loader, T, "direct", 0, None, ("45nm-fp32",), count=False, data=run.data)
     out.print("plain normalization (--calibration none --v-init 0): top-1 " + ", ".join(f"T={row.T}: {100 * (row.top1 or 0.0):.1f}%" for row in plain_result.rows))
     out.print(f"calibrated ({CALIBRATION_NAMES[0]}, calibrated for T={max(steps)}, valid for every T <= {max(steps)}):")
-    result, _ = _analyze(snn, test_loader, T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True, data=test_spec)
-    out.print(energy_table(result))
-    out.print("break-even T: " + ", ".join(f"{k}: {'never' if v is None else v}" for k, v in result.break_even_T.items()))
-    data_out = result.to_dict()
-    data_out.update({"snn": str(target), "dataset": "digits", "split": "test", "conversion": report.to_dict(),
-                     "plain_top1": {str(row.T): row.top1 for row in plain_result.rows}})
+    result, _ = _analyze(snn, test_loader, T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True, data=run.data)
+    out.print(energy_table(result, run.file))
+    out.print(break_even_line(result))
+    data_out = {**result_json(result, run), "conversion": report.to_dict(), "plain_top1": {str(row.T): row.top1 for row in plain_result.rows}}
     json_text = json_dumps(data_out)
 
     def write_all(folder: Path) -> None:  # the SNN, the JSON and the plots, moved into --out-dir together
-        with open(folder / target.name, "wb") as handle:
-            write_snn(snn, handle)
+        (folder / target.name).write_bytes(snn_bytes.getvalue())
         (folder / "demo.json").write_text(json_text, encoding="utf-8")
-        save_plots(result, folder / "plots")
+        save_plots(result, folder / "plots", plain=plain_result)
 
     outputs.files_in(directory, write_all)
     outputs.commit()
     remember_last_snn(target)
     plots = sorted((directory / "plots").glob("*.png"))
-    out.print(f"wrote {target}, {directory / 'demo.json'} and plots: " + ", ".join(str(p) for p in plots))
-    out.print(f"done in {time.perf_counter() - started:.1f} s; next: 'annsnn evaluate' or 'annsnn energy --T 5,20,50' reuse this SNN")
+    out.print(f"wrote {run.file}, {directory / 'demo.json'} and plots: " + ", ".join(str(p) for p in plots))
+    out.print(f"done in {time.perf_counter() - started:.1f} s; next: 'annsnn evaluate' or 'annsnn energy --T 5,20,50' (run from this directory) reuse this SNN")
 
 
 # ---------------------------------------------------------------------------
@@ -921,7 +734,10 @@ def export_cmd(snn: str | None, nir_path: str) -> None:
     snnTorch, Norse, sinabs, Rockpool, Lava/Loihi 2, SpiNNaker 2 and Speck/Xylo read.
 
     \b
-    annsnn export model.snn.pt --nir model.nir
+    Examples:
+      annsnn export model.snn.pt --nir model.nir
+      annsnn export --nir last.nir        # the last conversion made in this directory
+
     Nodes: Conv, Affine/Linear, IF (r=1, v_threshold=1, dt=1), AvgPool2d, Flatten, Scale,
     residual adds as edges. Reset by subtraction, firing at v >= 1 and v_init go into each
     IF node's metadata (NIR 1.0 has no fields for them); the input normalization and the
@@ -956,18 +772,17 @@ def import_nir_cmd(nir_file: str, dt: float, input_shape) -> None:
     IF/LIF nodes written by others follow NIR's equations with forward Euler at --dt:
     a strict threshold and reset to v_reset. Unknown node types, recurrent edges and
     per-neuron parameter arrays are refused in one line.
-    """
-    from rich.table import Table
 
+    \b
+    Examples:
+      annsnn import-nir model.nir
+      annsnn import-nir snntorch_export.nir --dt 0.5 --input-shape 1,28,28
+    """
     from annsnn.nir_io import load_nir
 
-    network = load_nir(nir_file, dt=dt, input_shape=input_shape)
-    table = Table(title=f"{nir_file}: input {tuple(network.meta['input_shape'])}, dt={dt:g}", title_justify="left")
-    for col in ("layer", "type", "details"):
-        table.add_column(col)
-    for name, module in network.graph.named_children():
-        table.add_row(name, type(module).__name__, module.extra_repr())
-    out.print(table)
+    from .render import nir_table
+
+    out.print(nir_table(load_nir(nir_file, dt=dt, input_shape=input_shape), nir_file, dt))
 
 
 # ---------------------------------------------------------------------------
@@ -976,29 +791,35 @@ def import_nir_cmd(nir_file: str, dt: float, input_shape) -> None:
 
 @cli.group()
 def zoo() -> None:
-    """Architectures by name, and training them."""
+    """Architectures by name, and training them.
+
+    \b
+    Examples:
+      annsnn zoo list --no-macs
+      annsnn zoo train lenet5 --data mnist --epochs 2
+    """
 
 
 @zoo.command("list")
 @click.option("--macs/--no-macs", default=True, show_default=True, help="Count MACs (slower for ImageNet models).")
 def zoo_list(macs: bool) -> None:
-    """Show every architecture with its input, parameters and MACs."""
-    from rich.table import Table
+    """Show every architecture with its input, parameters and MACs.
 
+    \b
+    Example:
+      annsnn zoo list --no-macs   # faster: skips counting the ImageNet models
+    """
     from annsnn.counting import count_ann
     from annsnn.zoo import architectures, build
 
-    table = Table(title="annsnn model zoo", title_justify="left")
-    for col in ("name", "input", "dataset", "params", "MACs", "description"):
-        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
-    from .render import si
+    from .render import zoo_table
 
+    rows = []
     for spec in architectures().values():
         model = build(spec.name)
         params = sum(p.numel() for p in model.parameters())
-        count = si(count_ann(model, spec.input_shape).macs) if macs else ""
-        table.add_row(spec.name, "×".join(map(str, spec.input_shape)), spec.dataset, f"{params:,}", count, spec.description)
-    out.print(table)
+        rows.append((spec.name, "×".join(map(str, spec.input_shape)), spec.dataset, params, count_ann(model, spec.input_shape).macs if macs else None, spec.description))
+    out.print(zoo_table(rows))
 
 
 @zoo.command("train")
@@ -1022,8 +843,9 @@ def zoo_train(arch, data, data_root, download, epochs, lr, batch_size, optimizer
     so 'annsnn convert FILE' needs no other flag.
 
     \b
-    With --snn: a directly trained SNN baseline, e.g.
-      annsnn zoo train lenet5 --data mnist --snn --T 5 --epochs 2
+    Examples:
+      annsnn zoo train digits_cnn --epochs 30
+      annsnn zoo train lenet5 --data mnist --snn --T 5 --epochs 2   # a directly trained SNN baseline
     Its checkpoint (weights and JSON config; loads weights-only) is analysed with
       annsnn energy --model lenet5-mnist-snn5.pt --T 5,20,50
     """

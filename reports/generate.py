@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from annsnn import __version__
-from annsnn.analyzer import Analyzer
+from annsnn import evaluation
 from annsnn.convert import ConversionOptions
 from annsnn.counting import count_ann
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader
@@ -54,8 +54,8 @@ def header(title: str, command: str, data: str) -> str:
 
 
 def be(v) -> str:
-    """Break-even T; None means the SNN never costs less than the ANN."""
-    return "never" if v is None else str(v)
+    """Break-even T, in the wording every annsnn output uses (``str(BreakEven)``)."""
+    return str(v)
 
 
 def pct(v) -> str:
@@ -67,17 +67,11 @@ def uj(v) -> str:
 
 
 def analyze(snn, loader, steps):
-    with Analyzer(snn, steps, energy_models=MODELS) as a:
-        for x, y in loader:
-            a.run(x, y)
-    return a.report()
+    return evaluation.analyze(snn, loader, steps, energy_models=MODELS)
 
 
 def evaluate_only(snn, loader, steps):
-    with Analyzer(snn, steps, count=False) as a:
-        for x, y in loader:
-            a.run(x, y)
-    return a.report()
+    return evaluation.analyze(snn, loader, steps, count=False)
 
 
 # ---------------------------------------------------------------------------
@@ -266,9 +260,7 @@ def structure() -> None:
         model = calibrate_batchnorm(build(arch), images, batch_size=64)
         counts = count_ann(model, (3, 32, 32))
         snn, report = ann_to_snn(model, images.split(128), input_shape=(3, 32, 32), options=ConversionOptions(mode=parse_mode("99.99")))
-        with Analyzer(snn, steps, energy_models=MODELS) as a:
-            a.run(images[:64])
-        r = a.report()
+        r = evaluation.analyze(snn, [images[:64]], steps, energy_models=MODELS)
         lines.append(f"## {arch}\n\nANN: {counts.macs:,} MACs, padded positions excluded ({counts.macs_with_padding:,} as fvcore counts them, padding included), {counts.params:,} parameters; BatchNorm (folded by the converter) would add {counts.other_ops().get('batch_norm', 0):,} ops. {len(report.layers)} IF layers, {report.neurons:,} neurons, {len(report.rescale_synapses)} rescale synapses.\n\n")
         lines.append("| layer | type | MACs |\n|---|---|---|\n" + "".join(f"| {l.name} | {l.type} | {l.macs:,} |\n" for l in counts.layers if l.macs))
         lines.append("\n| T | SyOPs | MACs (analog-input layers) | neuron updates | total ops | total ops / ANN MACs | E SNN/ANN (45nm) |\n|---|---|---|---|---|---|---|\n")

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from generate import REPORTS, SHARED, header, pct  # noqa: E402
 
-from annsnn.analyzer import Analyzer  # noqa: E402
+from annsnn.evaluation import analyze  # noqa: E402
 from annsnn.convert import ConversionOptions  # noqa: E402
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader  # noqa: E402
 from annsnn.files import write_text  # noqa: E402
@@ -31,10 +31,7 @@ MODELS = ["45nm-fp32", "45nm-fp32+sram"]
 
 def study(name: str, snn, loader, steps) -> tuple[str, dict]:
     batches = [(x, y) for x, y in loader]
-    with Analyzer(snn, steps, energy_models=MODELS) as a:
-        for x, y in batches:
-            a.run(x, y)
-    est = a.report()
+    est = analyze(snn, batches, steps, energy_models=MODELS)
     measured = measure_inference(snn, [x for x, _ in batches], steps)
     ann_run = measured.runs[0]
     by_t = {r.T: r for r in est.rows}

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "reports"))
 
 from generate import REPORTS, SHARED, header  # noqa: E402
 
-from annsnn.analyzer import Analyzer  # noqa: E402
+from annsnn.evaluation import analyze  # noqa: E402
 from annsnn.convert import ConversionOptions  # noqa: E402
 from annsnn.data import load_dataset, make_loader  # noqa: E402
 from annsnn.files import write_text  # noqa: E402
@@ -46,10 +46,7 @@ def _bytes(module: torch.nn.Module) -> int:
 
 
 def _analyze(snn, loader, steps):
-    with Analyzer(snn, steps, energy_models=MODELS) as a:
-        for x, y in loader:
-            a.run(x, y)
-    return a.report()
+    return analyze(snn, loader, steps, energy_models=MODELS)
 
 
 def _wall_ms(fn, loader) -> float:

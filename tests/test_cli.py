@@ -29,15 +29,33 @@ def test_version_and_help_entry_points():
     assert helped.returncode == 0 and "--mode" in helped.stdout and "Examples" in helped.stdout
 
 
+def _readme_states(demo: dict) -> None:
+    """Every demo figure the README states is what this run printed (README's tour and headline results)."""
+    from annsnn.cli.render import energy_str
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    top1 = " | ".join(f"{100 * r['top1']:.2f}" for r in demo["rows"])
+    plain = " | ".join(f"{100 * v:.1f}" for v in demo["plain_top1"].values())
+    assert f"| SNN, default calibration | {top1} |" in readme
+    assert f"| SNN, plain normalization | {plain} |" in readme
+    ann = f"{100 * demo['ann']['top1']:.2f}"
+    assert f"| ANN | {ann} | {ann} | {ann} |" in readme
+    fp32 = demo["break_even_T"]["45nm-fp32"]
+    assert f"break-even T = {fp32['T']}" in readme and f"{demo['rows'][0]['energy_ratio']['45nm-fp32']:.3f}× the ANN" in readme
+    assert f"│ 45nm-fp32      │ {energy_str(demo['ann']['energy_pj']['45nm-fp32']):>11} │ {energy_str(demo['rows'][0]['energy_pj']['45nm-fp32']):>8} │" in readme
+    assert f"{demo['ann']['macs'] / 1e3:.4g} k MACs" in readme
+
+
 def test_demo_then_evaluate_and_energy_without_arguments(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(capsys, "demo", "--T", "5,20")
+    code, out, err = run(capsys, "demo")  # as 'make demo' runs it, so the README's figures are checked
     assert code == 0, err
     assert (tmp_path / "digits_cnn.snn.pt").is_file() and (tmp_path / "demo.json").is_file()
     assert len(list((tmp_path / "plots").glob("*.png"))) == 4
     demo = json.loads((tmp_path / "demo.json").read_text())
-    assert demo["schema_version"] == 1 and [r["T"] for r in demo["rows"]] == [5, 20]
+    assert demo["schema_version"] == 1 and [r["T"] for r in demo["rows"]] == [5, 20, 50]
     assert demo["rows"][1]["top1"] > 0.9 and 0 <= demo["rows"][0]["agreement"] <= 1
+    _readme_states(demo)
 
     code, out, err = run(capsys, "evaluate", "--T", "20,5,20", "--samples", "100", "--json", "eval.json")
     assert code == 0, err
@@ -297,7 +315,9 @@ def test_every_documented_convert_flag_combination_with_json(capsys, tmp_path, f
     assert code == 0, (case, err)
     report = _no_nan(report_path.read_text())
     options = report["report"]["options"]
-    calibration = flags[flags.index("--calibration") + 1] if "--calibration" in flags else "threshold+step-bias"
+    # an explicit --mode / --percentile-of sets the thresholds, with the default's step bias on top
+    explicit = "--mode" in flags or "--percentile-of" in flags
+    calibration = flags[flags.index("--calibration") + 1] if "--calibration" in flags else ("step-bias" if explicit else "threshold+step-bias")
     searched = calibration.startswith("threshold")
     # the default pipeline searches per-channel T-aware thresholds; --layer-wise/--channel-wise override
     assert options["channel_wise"] == ("--channel-wise" in flags or (searched and "--layer-wise" not in flags))

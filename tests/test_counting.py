@@ -300,15 +300,15 @@ def test_torchvision_vgg19_and_mobilenet_v2_macs():
 
 
 def test_unsupported_layer_is_reported_not_counted_as_zero():
-    from annsnn.counting import default_structural_handlers
+    import dataclasses
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 2)).eval()
     x = torch.rand(4, 1, 4, 4)
     snn, _ = ann_to_snn(model, [x], input_shape=(1, 4, 4))
-    handlers = default_structural_handlers()
-    del handlers[nn.AvgPool2d]
-    counter = SnnCounter(snn, "direct", 3, handlers=handlers)
+    registry = snn.registry.copy()  # the same entries, AvgPool2d without its counting rule
+    registry.register(dataclasses.replace(registry["AvgPool2d"], fanout=None), replace=True)
+    counter = SnnCounter(snn, "direct", 3, registry=registry)
     assert any("AvgPool2d" in item for item in counter.unsupported)
 
 

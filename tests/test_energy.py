@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from annsnn.analyzer import Analyzer
-from annsnn.energy import PRESETS, EnergyModel, break_even, get_energy_model, load_energy_model
+from annsnn.energy import PRESETS, BreakEven, BreakEvenKind, EnergyModel, break_even, get_energy_model, load_energy_model
 from annsnn.errors import UsageError
 from annsnn.io import load_model
 from annsnn.pipeline import ann_to_snn
@@ -140,7 +140,7 @@ def test_break_even_in_report_is_the_closed_form():
     r = a.report()
     assert r.ann.energy_pj["45nm-fp32"] == pytest.approx(188.5)
     assert r.rows[0].energy_pj["45nm-fp32"] == pytest.approx(119.5 + 12.6 * 8)
-    assert r.break_even_T["45nm-fp32"] == 5
+    assert r.break_even_T["45nm-fp32"] == BreakEven(BreakEvenKind.AT, 5)
 
 
 def test_neuromorphic_presets_against_a_hand_count():

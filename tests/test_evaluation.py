@@ -51,12 +51,12 @@ def test_events_and_an_interrupted_run_resumes_to_the_same_numbers(snns, tmp_pat
     snn = snns["99.99"]
     events = []
     whole = evaluate(snn, _loader(BASE_DATA), BASE_DATA, BASE_SPEC, on_event=events.append)
-    assert events == [Planned(2, 2, 3), BatchDone(0, 1, 2), BatchDone(1, 2, 2)]
+    assert events == [Planned(2, 2, 3, 16), BatchDone(0, 1, 2, 8), BatchDone(1, 2, 2, 8)]  # the bar counts images
     store = ProgressStore(tmp_path / "p.pt")
     _interrupted(snn, store)
     events = []
     resumed = evaluate(snn, _loader(BASE_DATA), BASE_DATA, BASE_SPEC, store=store, resume=True, on_event=events.append)
-    assert events[:2] == [Resumed(1, 2), Planned(1, 2, 3)] and resumed.resumed_batches == 1 and resumed.discarded == ()
+    assert events[:2] == [Resumed(1, 2), Planned(1, 2, 3, 8)] and resumed.resumed_batches == 1 and resumed.discarded == ()
     assert resumed.result.to_dict() == whole.result.to_dict()
     assert not store.path.exists()
 
@@ -159,3 +159,16 @@ def test_fingerprint_of_an_snn_with_a_0_dim_buffer(snns):
     assert snn_fingerprint(first) == snn_fingerprint(second)
     second.graph.scalar.fill_(0.25)
     assert snn_fingerprint(first) != snn_fingerprint(second)
+
+
+def test_analyze_of_batches_in_hand_gives_the_numbers_of_evaluate(snns):
+    """``analyze`` (the loop benchmarks and reports call) scores the same batches to the same
+    numbers as ``evaluate`` (the CLI's loop); batches without labels are scored without accuracy."""
+    from annsnn.evaluation import analyze
+
+    snn = snns["99.99"]
+    batches = list(_loader(BASE_DATA))
+    whole = evaluate(snn, _loader(BASE_DATA), BASE_DATA, dataclasses.replace(BASE_SPEC, count=True))
+    assert analyze(snn, batches, BASE_SPEC.T, energy_models=BASE_SPEC.energy_models).to_dict() == whole.result.to_dict()
+    unlabelled = analyze(snn, [x for x, _ in batches], BASE_SPEC.T, count=False)
+    assert [row.top1 for row in unlabelled.rows] == [None, None]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from annsnn.artifact import load_snn, save_snn
-from annsnn.convert import ConversionOptions
+from annsnn.convert import ConversionOptions, LayerKind
 from annsnn.errors import UsageError
 from annsnn.io import convertible_module, load_model
 from annsnn.modes import parse_mode
@@ -86,7 +86,7 @@ FORMATS = ["traced", "scripted", "pt2", "onnx-ts-13", pytest.param("onnx-ts-17",
 def _convert_and_check(module: nn.Module, original: nn.Module, digits, tmp_path) -> dict[int, float]:
     (xtr, _), (xte, _) = digits
     snn, report = ann_to_snn(module, [xtr[:256]], input_shape=SHAPE, options=ConversionOptions(mode=parse_mode("max")))
-    assert [layer.kind for layer in report.layers] == ["IF clip 6", "IF", "IF"]
+    assert [(layer.kind, layer.ceiling, layer.label) for layer in report.layers] == [(LayerKind.IF, 6.0, "IF clip 6"), (LayerKind.IF, None, "IF"), (LayerKind.IF, None, "IF")]
     path = tmp_path / "m.snn.pt"
     save_snn(snn, path)
     snn = load_snn(path)

@@ -214,6 +214,7 @@ def test_tiny_vit_trained_on_digits_is_within_one_point_of_its_ann(digits):
 @pytest.mark.parametrize("target", ["__class__", "a.__init__.__globals__", "x=__import__('os')", "missing"])
 def test_snn_file_reading_a_bad_stored_tensor_is_refused(target):
     from annsnn.artifact import graph_from_spec
+    from annsnn.ops import default_registry
     from annsnn.errors import UsageError
 
     spec = {
@@ -225,18 +226,19 @@ def test_snn_file_reading_a_bad_stored_tensor_is_refused(target):
         ],
     }
     with pytest.raises(UsageError):
-        graph_from_spec(spec, {})
+        graph_from_spec(spec, {}, default_registry())
 
 
 @pytest.mark.parametrize("kind, target", [("function", "os.system"), ("method", "__reduce__"), ("module", "Conv2d"), ("other", "F.gelu")])
 def test_analog_op_from_a_file_names_only_allowlisted_ops(kind, target):
     from annsnn.analog import AnalogOp
     from annsnn.errors import UsageError
+    from annsnn.ops import default_registry
 
     config = {"kind": kind, "target": target, "template": {"tuple": [{"tuple": [{"slot": ["input", 0]}]}, {"dict": {}}]},
               "streams": [True], "unit": [True], "n_consts": 0, "select": None, "module": {}}
     with pytest.raises(UsageError):
-        AnalogOp.from_config(config, {}, "")
+        AnalogOp.from_config(config, {}, "", registry=default_registry())
 
 
 def test_cli_convert_hybrid_json_lists_analog_ops_without_nan(capsys, tmp_path):
@@ -258,6 +260,6 @@ def test_cli_convert_hybrid_json_lists_analog_ops_without_nan(capsys, tmp_path):
     assert code == 0, capsys.readouterr().err
     layers = json.loads((tmp_path / "c.json").read_text())["report"]["layers"]
     analog = [layer for layer in layers if not layer["spiking"]]
-    assert [(a["kind"], a["max"]) for a in analog] == [("analog LeakyReLU", None)]
+    assert [(a["kind"], a["op"], a["label"], a["max"]) for a in analog] == [("analog", "LeakyReLU", "analog LeakyReLU", None)]
     loaded = load_snn(tmp_path / "m.snn.pt")
     assert [m.op.negative_slope for m in loaded.graph.modules() if type(m).__name__ == "AnalogOp"] == [0.3]

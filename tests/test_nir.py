@@ -281,7 +281,7 @@ def test_bad_nir_files_fail_with_one_line_and_exit_2(capsys, digits_nir, tmp_pat
     unknown = tmp_path / "unknown.nir"
     unknown.write_bytes(digits_nir.read_bytes())
     with h5py.File(unknown, "r+") as f:
-        node = f["node"]["nodes"]["model_features_11"]
+        node = f["node"]["nodes"]["features_10"]  # the layer as tables name it (features.10)
         del node["type"]
         node.create_dataset("type", data=b"Izhikevich")
     for path, text in ((truncated, "not a readable NIR file"), (unknown, "node type NIR (and annsnn) does not know")):

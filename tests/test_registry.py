@@ -293,14 +293,14 @@ def test_every_registry_entry_round_trips(name, tmp_path):
     model, snn, counter, result, again, head_inputs, x = _run(example, tmp_path)
     if example.contains is not None:
         assert any(isinstance(m, example.contains) for m in snn.graph.modules())
-    if spec.modules and spec.role not in (Role.NEURON, Role.DROP, Role.SNN, Role.INPUT):
+    if spec.modules and spec.role not in (Role.NEURON, Role.DROP, Role.SPIKING, Role.INPUT):
         # the op itself survives canonicalization, in the SNN or (analog) inside an AnalogOp
         held = [m for m in snn.graph.modules() if type(m) in spec.modules] + [m.op for m in snn.graph.modules() if isinstance(m, AnalogOp) and m.kind == "module"]
         assert any(type(m) in spec.modules for m in held) or spec.role is Role.POOL, name
     assert torch.equal(result.outputs[T], again.outputs[T])
     loaded = load_snn(tmp_path / "net.snn")
     for built, reloaded in ((snn.graph, loaded.graph), (snn.ann, loaded.ann)):  # every module's arguments survive
-        assert graph_to_spec(reloaded) == graph_to_spec(built)
+        assert graph_to_spec(reloaded, loaded.registry) == graph_to_spec(built, snn.registry)
     _check_counts(name, example, model, snn, counter, head_inputs, x.shape[0])
     assert not torch.isnan(result.outputs[T]).any()
 
@@ -331,7 +331,7 @@ class ChannelShuffle(nn.Module):
 
 def _shuffle_registry():
     save, load = constructor_io(ChannelShuffle, ("groups",))
-    spec = OpSpec("ChannelShuffle", Role.MOVE, modules=(ChannelShuffle,), convert=move_scale, copies_spikes=True,
+    spec = OpSpec("ChannelShuffle", Role.LAYOUT, modules=(ChannelShuffle,), convert=move_scale, copies_spikes=True,
                   fanout=run_op, save=save, load=load)
     return default_registry().register(spec)
 

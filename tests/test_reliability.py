@@ -684,7 +684,7 @@ def test_c_two_converts_writing_the_same_pair_leave_a_consistent_pair(tmp_path, 
         _, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr
     recorded = json.loads(report.read_text())
-    assert recorded["snn_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()  # the pair on disk comes from one run
+    assert recorded["snn"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()  # the pair on disk comes from one run
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".m.")) == []  # no temporaries left
 
 
@@ -747,3 +747,37 @@ def test_e_a_nir_file_named_pt_is_named_by_its_content(tmp_path, capsys, command
     code, _, err = _cli(capsys, *args)
     line = _one_error_line(code, err, contains=("NIR",))
     assert "--trust" not in line
+
+
+@pytest.mark.parametrize("code", [errno.EDQUOT, errno.ENOSPC, errno.EACCES], ids=["quota", "disk full", "permission"])
+def test_c_an_output_set_writes_all_or_nothing(tmp_path, code):
+    """The library's OutputSet: the second output fails while being written; the first
+    target keeps its old bytes, nothing new appears, no temporary is left."""
+    from annsnn.errors import OutputError
+    from annsnn.outputs import OutputSet
+
+    first, second = tmp_path / "a.json", tmp_path / "b.csv"
+    first.write_text("old")
+    outputs = OutputSet()
+    outputs.file(first)
+    outputs.file(second)
+    outputs.text(first, "new")
+
+    def failing(handle):
+        handle.write(b"half")
+        raise OSError(code, os.strerror(code))
+
+    outputs.write(second, failing)
+    with pytest.raises(OutputError) as caught:
+        outputs.commit()
+    assert str(caught.value) == f"cannot write {str(second)!r}: {os.strerror(code)}"
+    assert first.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, errno.EDQUOT], ids=["read-only", "permission", "quota"])
+def test_c_an_unwritable_output_is_refused_before_the_work(tmp_path, capsys, monkeypatch, code):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _read_only(monkeypatch, ro, code)
+    code_, _, err = _cli(capsys, "evaluate", V1_SNN, "--T", "4", "--samples", "10", "--json", ro / "e.json")
+    _one_error_line(code_, err, contains=("e.json", os.strerror(code)))

@@ -1,0 +1,220 @@
+"""What conversion is asked to do (:class:`ConversionOptions`) and what it reports
+(:class:`ConversionReport`, one :class:`LayerReport` per activation).
+
+``--calibration NAME`` maps to a threshold method and a bias method through
+:data:`annsnn.calibration.CALIBRATIONS`; :meth:`ConversionOptions.calibrated` builds the
+options of a name.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from .equivalence import Equivalence
+from .errors import UsageError
+from .modes import ScaleMode
+from .observer import PercentileOf
+
+__all__ = [
+    "ConversionOptions",
+    "LayerKind",
+    "LayerReport",
+    "ConversionReport",
+    "PIPELINE_THRESHOLD_SCALE",
+    "MaxPoolStrategy",
+    "ThresholdMethod",
+    "BiasMethod",
+]
+
+MaxPoolStrategy = Literal["spiking", "avg"]
+# the low-latency pipeline's factor on the IF-search thresholds, chosen on held-out training
+# images (annsnn.thresholds, "Scale")
+PIPELINE_THRESHOLD_SCALE = 0.9
+ThresholdMethod = Literal["mode", "if-search"]
+BiasMethod = Literal["none", "layer", "step"]
+
+
+@dataclass(frozen=True)
+class ConversionOptions:
+    """What ``annsnn convert`` was asked to do."""
+
+    mode: ScaleMode = ScaleMode("percentile", 99.99)
+    channel_wise: bool = False
+    v_init: float = 0.0
+    maxpool: MaxPoolStrategy = "spiking"
+    hybrid: bool = False
+    percentile_of: PercentileOf = "all"  # zeros count in percentiles (see observer)
+    # post-training calibration for a latency T (annsnn.calibration); defaults = plain normalization
+    T: int | None = None  # steps the SNN is calibrated for (needed by "if-search" and bias)
+    threshold: ThresholdMethod = "mode"  # "mode": read --mode; "if-search": annsnn.thresholds
+    bias: BiasMethod = "none"  # "layer": Li et al. 2021; "step": per-step (FTBC, Wu et al. 2024)
+    bias_samples: int = 256  # calibration images the bias passes simulate
+    step_solver: str = "linear"  # bias "step": "linear" (shortfall / active share) or "quantile" (exact per step)
+    threshold_scale: float = 1.0  # "if-search": theta = threshold_scale * argmin_theta E(theta) (annsnn.thresholds)
+    # readout delay k: the first k output steps are left out of the readout (annsnn.simulate);
+    # "auto": chosen at T=N by agreement with the ANN on calibration images the bias fit
+    # does not use (annsnn.calibration.choose_readout_delay)
+    readout_delay: int | Literal["auto"] = 0
+    delay_samples: int = 256  # "auto": calibration images (after the bias images) the choice reads
+
+    def __post_init__(self) -> None:
+        if self.threshold not in ("mode", "if-search"):
+            raise UsageError(f"invalid threshold method {self.threshold!r}: use 'mode' or 'if-search'")
+        if self.bias not in ("none", "layer", "step"):
+            raise UsageError(f"invalid bias method {self.bias!r}: use 'none', 'layer' or 'step'")
+        if (self.threshold != "mode" or self.bias != "none") and (self.T is None or self.T < 1):
+            raise UsageError("calibration for a latency needs --T N with N >= 1")
+        if self.step_solver not in ("linear", "quantile"):
+            raise UsageError(f"invalid step solver {self.step_solver!r}: use 'linear' or 'quantile'")
+        if not 0.0 < self.threshold_scale <= 4.0:
+            raise UsageError(f"invalid --threshold-scale {self.threshold_scale}: use a factor in (0, 4]")
+        if self.threshold_scale != 1.0 and self.threshold != "if-search":
+            raise UsageError("--threshold-scale scales the IF-search thresholds; it needs --calibration threshold, threshold+bias or threshold+step-bias")
+        if self.readout_delay == "auto":
+            if self.T is None:
+                raise UsageError("--readout-delay auto chooses the delay for the calibrated latency: it needs --T N")
+        elif isinstance(self.readout_delay, bool) or not isinstance(self.readout_delay, int) or self.readout_delay < 0:
+            raise UsageError(f"invalid --readout-delay {self.readout_delay!r}: use 'auto' or a number of steps >= 0")
+        elif self.T is not None and self.readout_delay >= self.T:
+            raise UsageError(f"invalid --readout-delay {self.readout_delay}: the readout needs at least one of the T={self.T} steps; use 0..{self.T - 1}")
+        if self.delay_samples < 1:
+            raise UsageError(f"invalid delay samples {self.delay_samples}: use at least 1")
+        if self.bias_samples < 1:
+            raise UsageError(f"invalid bias samples {self.bias_samples}: use at least 1")
+        if not 0.0 <= self.v_init < 1.0:
+            raise UsageError(f"invalid --v-init {self.v_init}: use a fraction of the threshold in [0, 1)")
+        if self.maxpool not in ("spiking", "avg"):
+            raise UsageError(f"invalid --maxpool {self.maxpool!r}: use 'spiking' or 'avg'")
+        if self.percentile_of not in ("positive", "all"):
+            raise UsageError(f"invalid --percentile-of {self.percentile_of!r}: use 'positive' or 'all'")
+
+    @classmethod
+    def low_latency(cls, T: int = 32, **overrides) -> "ConversionOptions":
+        """The pipeline ``annsnn convert`` uses by default: per-channel T-aware thresholds
+        (scaled by :data:`PIPELINE_THRESHOLD_SCALE`), a per-step per-channel bias fitted for
+        ``T`` steps, initial potential theta/2, and a readout delay chosen at T on
+        calibration images the bias fit does not use.
+
+        ``ConversionOptions()`` itself is plain normalization (Rueckauer et al. 2017), so
+        that code written against earlier versions keeps its meaning."""
+        settings = dict(T=T, threshold="if-search", bias="step", channel_wise=True, v_init=0.5, threshold_scale=PIPELINE_THRESHOLD_SCALE, readout_delay="auto")
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def calibrated(cls, calibration: str, T: int | None, **overrides) -> "ConversionOptions":
+        """The options of ``annsnn convert --calibration NAME --T N`` (see
+        :data:`annsnn.calibration.CALIBRATIONS`): the named threshold and bias methods with
+        the low-latency pipeline's settings where they apply (per-channel IF-search
+        thresholds scaled by its ``threshold_scale``, its step solver, v_init 1/2, its
+        readout delay).
+        ``calibration="none"`` is plain ``--mode`` normalization, per layer. ``overrides``
+        (any field; None leaves the default) win."""
+        from .calibration import calibration_options
+
+        threshold, bias = calibration_options(calibration)
+        pipeline = cls.low_latency(1)
+        settings: dict = dict(threshold=threshold, bias=bias, channel_wise=threshold == "if-search", v_init=pipeline.v_init,
+                              T=T if calibration != "none" else None)
+        if threshold == "if-search":
+            settings["threshold_scale"] = pipeline.threshold_scale
+        if bias == "step":
+            settings["step_solver"] = pipeline.step_solver
+        if calibration != "none":
+            settings["readout_delay"] = pipeline.readout_delay
+        given = {key: value for key, value in overrides.items() if value is not None}
+        if "step_solver" in given and bias != "step":
+            raise UsageError(f"--step-solver applies to the per-step bias; --calibration {calibration} has none")
+        settings.update(given)
+        return cls(**settings)
+
+    @property
+    def bias_images(self) -> int:
+        """Calibration images the bias pass takes first (0 without a bias); an automatic
+        readout delay is chosen on the ones after them, so a calibration set needs more."""
+        return self.bias_samples if self.bias != "none" else 0
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode.to_dict(),
+            "channel_wise": self.channel_wise,
+            "v_init": self.v_init,
+            "maxpool": self.maxpool,
+            "hybrid": self.hybrid,
+            "percentile_of": self.percentile_of,
+            "T": self.T,
+            "threshold": self.threshold,
+            "bias": self.bias,
+            "bias_samples": self.bias_samples,
+            "step_solver": self.step_solver,
+            "threshold_scale": self.threshold_scale,
+            "readout_delay": self.readout_delay,
+            "delay_samples": self.delay_samples,
+        }
+
+
+class LayerKind(StrEnum):
+    """What a converted activation became."""
+
+    IF = "IF"  # IF neurons (reset by subtraction)
+    ANALOG = "analog"  # kept analog under --hybrid (annsnn.analog.AnalogOp)
+
+
+@dataclass
+class LayerReport:
+    """One converted activation: IF neurons (``ceiling``: the clip of a ReLU6-like
+    activation, None for a plain ReLU) or an op kept analog (``op``: its name)."""
+
+    name: str
+    kind: LayerKind
+    neurons: int
+    max: float | None  # calibration max; None for an analog layer (not observed)
+    scale: float  # the layer's scale (mean over channels when channel-wise)
+    clipped_fraction: float  # share of calibration activations above the scale
+    spiking: bool
+    scales: list[float] = field(default_factory=list)  # one per channel when channel-wise, else [scale]
+    scale_rule: str = ""  # how the scale was chosen, fallbacks included (see annsnn.calibrator.neuron_scale)
+    ceiling: float | None = None  # IF: the activation's clip (ReLU6: 6); None: none
+    op: str | None = None  # ANALOG: the op kept analog
+
+    def __post_init__(self) -> None:
+        self.kind = LayerKind(self.kind)
+
+    @property
+    def label(self) -> str:
+        """``IF``, ``IF clip 6`` or ``analog <op>``, as the conversion table shows it."""
+        if self.kind is LayerKind.ANALOG:
+            return f"analog {self.op}"
+        return "IF" if self.ceiling is None else f"IF clip {self.ceiling:g}"
+
+
+@dataclass
+class ConversionReport:
+    """Per-layer conversion summary (the table ``annsnn convert`` prints)."""
+
+    options: dict
+    layers: list[LayerReport] = field(default_factory=list)
+    analog: list[str] = field(default_factory=list)
+    folded_batchnorm: list[str] = field(default_factory=list)
+    reordered_maxpool: list[str] = field(default_factory=list)
+    rescale_synapses: list[str] = field(default_factory=list)
+    calibration_samples: int = 0
+    notes: list[str] = field(default_factory=list)
+    # set by ann_to_snn: the canonical ANN (the SNN's reference, ``snn.ann``) was checked
+    # equal to the user's model on the first calibration batch
+    equivalence: Equivalence | None = None
+
+    @property
+    def neurons(self) -> int:
+        return sum(layer.neurons for layer in self.layers if layer.spiking)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["neurons"] = self.neurons
+        for row, layer in zip(data["layers"], self.layers):
+            row["kind"] = layer.kind.value
+            row["label"] = layer.label
+        if self.equivalence is not None:
+            data["equivalence"]["relative_deviation"] = self.equivalence.relative_deviation
+        return data

@@ -1,0 +1,53 @@
+"""Load an SNN file that annsnn did not convert, whatever its format.
+
+A ``.nir`` file (:mod:`annsnn.nir_io`), a directly trained checkpoint (weights only,
+:func:`annsnn.foreign.network_from_direct`), or, with ``trust``, a pickled SpikingJelly
+``nn.Sequential`` (:func:`annsnn.foreign.from_spikingjelly`). This dispatcher sits above
+both readers, so neither imports the other.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UsageError
+from .foreign import from_spikingjelly, network_from_direct
+from .io import sniff, unsafe_pickle
+from .nir_io import load_nir
+from .snn import SpikingNetwork
+
+__all__ = ["load_foreign"]
+
+
+def load_foreign(path: str, *, trust: bool = False, dt: float = 1.0, input_shape: tuple[int, ...] | None = None) -> SpikingNetwork:
+    """An SNN that annsnn did not convert: a ``.nir`` file, a directly trained checkpoint
+    (weights only), or, with ``trust``, a pickled SpikingJelly ``nn.Sequential``."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"model file {str(file)!r} does not exist")
+    if file.suffix.lower() == ".nir" or sniff(file) == "hdf5":  # by content: a NIR graph named .pt is still one
+        return load_nir(file, dt=dt, input_shape=input_shape)
+    try:
+        payload = torch.load(str(file), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - not weights-only: a pickle (refused unless trusted) or no torch file
+        refusal = unsafe_pickle(exc, file)
+        if refusal is not None:
+            raise UsageError(refusal) from None
+        payload = None
+    if isinstance(payload, dict) and payload.get("format") == "annsnn-direct-snn":
+        return network_from_direct(payload)
+    if payload is not None:
+        raise UsageError(f"{str(file)!r} is neither a NIR file, a directly trained SNN checkpoint nor a pickled SpikingJelly network")
+    if not trust:
+        raise UsageError(f"{str(file)!r} is a pickled module; loading it runs code from the file: pass --trust if you trust it")
+    try:
+        module = torch.load(str(file), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise UsageError(f"cannot unpickle {str(file)!r} ({type(exc).__name__})") from None
+    if not isinstance(module, nn.Module):
+        raise UsageError(f"{str(file)!r} holds a {type(module).__name__}, not an nn.Module")
+    if input_shape is None:
+        raise UsageError("a pickled network records no input shape; pass --input-shape C,H,W")
+    return from_spikingjelly(module, tuple(input_shape), {"source": "spikingjelly", "path": str(file)})

@@ -1,0 +1,358 @@
+"""A new user's first hour (issue 29): results name their SNN, "not counted" is None,
+break-even T is a typed value with one wording, the last conversion is per directory."""
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from annsnn import Analyzer, ann_to_snn
+from annsnn.energy import BreakEven, BreakEvenKind, break_even
+from annsnn.errors import UsageError
+from conftest import run_cli
+from annsnn.zoo import embedded_checkpoint
+
+
+def _tiny_snn():
+    """Identity Linear(5,5) -> IF -> Linear(5,3): the pattern's 3 ones spike at every step,
+    so the IF layer's firing rate is exactly 3/5 at every T."""
+    from annsnn.convert import ConversionOptions
+    from annsnn.modes import parse_mode
+
+    pattern = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0]])
+    first = nn.Linear(5, 5)
+    with torch.no_grad():
+        first.weight.copy_(torch.eye(5))
+        first.bias.zero_()
+    model = nn.Sequential(first, nn.ReLU(), nn.Linear(5, 3, bias=False)).eval()
+    options = ConversionOptions.plain(parse_mode("max")) if hasattr(ConversionOptions, "plain") else ConversionOptions(mode=parse_mode("max"))
+    snn, _ = ann_to_snn(model, [pattern], input_shape=(5,), options=options)
+    return snn, pattern
+
+
+@pytest.mark.parametrize("count", [True, False])
+def test_firing_rates_are_measured_and_not_counted_is_none(count):
+    snn, pattern = _tiny_snn()
+    with Analyzer(snn, [4, 8], count=count) as a:
+        a.run(pattern)
+    r = a.report()
+    (layer,) = snn.neuron_layers()
+    assert r.firing_rates == {layer: {"4": 0.6, "8": 0.6}}
+    assert [row.firing_rate for row in r.rows] == [0.6, 0.6]
+    if count:
+        assert r.rows[1].synaptic_acs == 8 * 3 * 3 and r.counted
+        assert r.break_even_T["45nm-fp32"] == BreakEven(BreakEvenKind.AT, 5)
+    else:  # not counted: None, never 0
+        assert not r.counted and r.break_even_T is None
+        for row in r.rows:
+            assert (row.synaptic_acs, row.macs, row.bias_acs, row.neuron_updates, row.active_updates, row.comparisons, row.total_ops) == (None,) * 7
+            assert row.energy_pj is None and row.energy_ratio is None
+        assert json.loads(json.dumps(r.to_dict()))["rows"][0]["synaptic_acs"] is None
+
+
+def test_break_even_is_one_typed_value_with_one_wording():
+    assert break_even([1.0, 2.0, 3.0], 2.5) == BreakEven(BreakEvenKind.AT, 2)
+    assert break_even([1.0, 2.0, 3.0], 9.0) == BreakEven(BreakEvenKind.BEYOND, 3)
+    assert break_even([1.0, 2.0, 3.0], 0.5) == BreakEven(BreakEvenKind.NEVER)
+    assert break_even([1.0, 2.0, 3.0], None) == BreakEven(BreakEvenKind.NO_REFERENCE)
+    assert [str(b) for b in (break_even([1.0, 2.0], 1.5), break_even([1.0], 5.0), break_even([1.0], 0.1), break_even([1.0], None))] == [
+        "T=1", "T>=1 (cheaper at every simulated T)", "never cheaper", "no ANN reference"]
+    assert BreakEven(BreakEvenKind.NEVER).to_json() == {"kind": "never", "T": None}
+    with pytest.raises(ValueError):
+        BreakEven(BreakEvenKind.AT)
+    with pytest.raises(ValueError):
+        BreakEven(BreakEvenKind.NEVER, 3)
+
+
+def test_accuracies_are_exact_fractions_not_float32():
+    snn, pattern = _tiny_snn()
+    x = pattern.repeat(9, 1)
+    labels = torch.tensor([0] * 7 + [1, 2])
+    with Analyzer(snn, [2], count=False) as a:
+        a.run(x, labels)
+    r = a.report()
+    predicted = int(snn.ann(x).argmax(1)[0])
+    assert r.ann.top1 == sum(int(v == predicted) for v in labels.tolist()) / 9  # a float64 fraction, bit for bit
+
+
+def test_the_last_conversion_is_remembered_per_directory(tmp_path):
+    from annsnn.workspace import last_snn, remember_last_snn
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "mine.snn.pt").write_bytes(b"x")
+    (b / "demo.snn.pt").write_bytes(b"y")
+    remember_last_snn(a / "mine.snn.pt", directory=a)
+    with pytest.raises(UsageError, match="none converted from this directory"):
+        last_snn(directory=b)
+    remember_last_snn(b / "demo.snn.pt", directory=b)  # another shell, another directory
+    assert last_snn(directory=a) == (a / "mine.snn.pt").resolve()
+    assert last_snn(directory=b) == (b / "demo.snn.pt").resolve()
+
+
+@pytest.fixture(scope="module")
+def plain_snn(tmp_path_factory):
+    """The bundled digits CNN, plain normalization (a few seconds)."""
+    import os
+
+    directory = tmp_path_factory.mktemp("plain")
+    target = directory / "mine.snn.pt"
+    from annsnn.cli.main import main
+
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        main(["convert", "--calibration", "none", "--calib-samples", "128", "--out", str(target)])
+    except SystemExit as exc:
+        assert not exc.code
+    finally:
+        os.chdir(cwd)
+    return target
+
+
+def test_every_result_names_its_snn_file_and_hash(plain_snn, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    digest = hashlib.sha256(plain_snn.read_bytes()).hexdigest()
+    code, out, err = run_cli(capsys, "energy", str(plain_snn), "--T", "5,20", "--samples", "40", "--json", "e.json", "--csv", "e.csv", "--markdown", "e.md")
+    assert code == 0, err
+    assert f"{plain_snn} (sha256 {digest[:12]})" in out.replace("\n", "")
+    data = json.loads(Path("e.json").read_text())
+    assert data["snn"] == {"path": str(plain_snn), "sha256": digest}
+    rows = list(csv.DictReader(Path("e.csv").read_text().splitlines()))
+    assert {(r["snn_file"], r["snn_sha256"]) for r in rows} == {(str(plain_snn), digest)}
+    assert f"`{plain_snn}` (sha256 `{digest[:12]}`)" in Path("e.md").read_text()
+    # one wording for break-even T in the terminal, the Markdown and the CSV
+    wording = {name: str(BreakEven(BreakEvenKind(v["kind"]), v["T"])) for name, v in data["break_even_T"].items()}
+    assert "None" not in Path("e.md").read_text()
+    for name, text in wording.items():
+        assert f"{name}: {text}" in " ".join(out.split()) and f"{name}: {text}" in Path("e.md").read_text()
+        assert {r[f"break_even_{name}"] for r in rows} == {text}
+    # the ANN row of a neuromorphic model says what it is priced under
+    assert rows[0]["ann_reference_loihi"] == "45nm-fp32"
+
+    code, out, err = run_cli(capsys, "evaluate", str(plain_snn), "--T", "5,20", "--samples", "40", "--json", "v.json")
+    assert code == 0, err
+    assert digest[:12] in out
+    evaluation = json.loads(Path("v.json").read_text())
+    assert evaluation["snn"]["sha256"] == digest
+    # evaluate counts nothing, but measures firing rates: the same as energy's, never 0.0
+    assert evaluation["firing_rates"] == data["firing_rates"] and all(v > 0 for r in data["firing_rates"].values() for v in r.values())
+    assert [r["firing_rate"] for r in evaluation["rows"]] == [r["firing_rate"] for r in data["rows"]]
+    assert evaluation["rows"][0]["synaptic_acs"] is None and evaluation["break_even_T"] is None
+
+
+def test_evaluate_beyond_the_calibrated_T_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "convert", "--T", "8", "--calib-samples", "320", "--bias-samples", "64", "--out", "c.snn.pt")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "evaluate", "--T", "5,20", "--samples", "20")
+    assert code == 0, err
+    assert "T=20 is beyond the T=8 this SNN was calibrated for" in " ".join(out.split())
+
+
+def _commands(group, prefix=()):
+    import click
+
+    for name, command in group.commands.items():
+        yield prefix + (name,), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, prefix + (name,))
+
+
+def test_every_command_help_has_an_example_and_shows_its_defaults():
+    from click.testing import CliRunner
+
+    from annsnn.cli.main import cli
+
+    runner = CliRunner()
+    missing = []
+    for path, _ in [((), cli), *_commands(cli)]:
+        text = runner.invoke(cli, [*path, "--help"], terminal_width=80).output
+        if "Example" not in text or "annsnn " + " ".join(path) not in " ".join(text.split()):
+            missing.append(" ".join(path) or "annsnn")
+    assert missing == []
+    convert = " ".join(runner.invoke(cli, ["convert", "--help"]).output.split())
+    assert "default 0.9" in convert and "linear (default)" in convert and "pipeline's" not in convert
+    demo = runner.invoke(cli, ["demo", "--help"]).output
+    assert "(99.99)" not in demo
+
+
+def test_an_explicit_mode_changes_the_result_or_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ("--T", "8", "--calib-samples", "320", "--bias-samples", "64")
+    scales = {}
+    for name, flags in (("default", ()), ("third", ("--mode", "1/3"))):
+        code, out, err = run_cli(capsys, "convert", *common, *flags, "--out", f"{name}.snn.pt", "--json", f"{name}.json")
+        assert code == 0, err
+        report = json.loads(Path(f"{name}.json").read_text())["report"]
+        scales[name] = [layer["scale"] for layer in report["layers"]]
+        assert report["options"]["bias"] == "step"  # the bias fit stays on top
+    assert report["options"]["threshold"] == "mode" and report["options"]["mode"]["kind"] == "fraction"
+    assert scales["default"] != scales["third"]
+    code, out, err = run_cli(capsys, "convert", *common, "--calibration", "threshold", "--mode", "99.9", "--out", "x.snn.pt")
+    assert code == 2 and "--mode sets the thresholds, but --calibration threshold searches them" in err and not Path("x.snn.pt").exists()
+    code, out, err = run_cli(capsys, "convert", *common, "--calibration", "threshold", "--out", "t.snn.pt")
+    assert code == 0 and "bias repeats" not in out  # no step bias, no sentence about it
+
+
+@pytest.fixture(scope="module")
+def demo_like():
+    """The bundled CNN, plain conversion, analysed at T=5,20,50 under the demo's three models."""
+    from annsnn.convert import ConversionOptions
+    from annsnn.data import load_dataset, make_loader
+    from annsnn.modes import parse_mode
+    from annsnn.sources import load_source, resolve_inputs
+
+    loaded = load_source(None)
+    inputs = resolve_inputs(loaded)
+    images = [x for x, _ in make_loader(load_dataset("digits", "train"), 128, 256)]
+    options = ConversionOptions.plain(parse_mode("99.99")) if hasattr(ConversionOptions, "plain") else ConversionOptions(mode=parse_mode("99.99"))
+    snn, report = ann_to_snn(loaded.module, images, input_shape=inputs.input_shape, options=options, normalization=inputs.normalization)
+    x, y = next(iter(make_loader(load_dataset("digits", "test"), 60, 60)))
+    with Analyzer(snn, [5, 20, 50], energy_models=["45nm-fp32", "45nm-fp32+sram", "loihi"]) as a:
+        a.run(x, y)
+    return snn, report, a.report()
+
+
+def _render(renderable, width: int) -> str:
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    Console(width=width, file=buffer, color_system=None).print(renderable)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_tables_fit_80_columns_and_nothing_is_cut(demo_like, width):
+    from annsnn.cli.render import ann_layer_table, conversion_table, energy_str, energy_table, evaluation_table, layer_table, pct, si
+    from annsnn.workspace import SnnFile
+
+    snn, report, result = demo_like
+    file = SnnFile("/home/someone/projects/digits/digits_cnn.snn.pt", "ab" * 32)
+    texts = {name: _render(table, width) for name, table in (
+        ("conversion", conversion_table(report)), ("evaluation", evaluation_table(result, file)), ("energy", energy_table(result, file)),
+        ("layers", layer_table(result)), ("ann layers", ann_layer_table(result)))}
+    for name, text in texts.items():
+        assert "…" not in text, name
+        assert max(len(line) for line in text.splitlines()) <= width, name
+    energy = texts["energy"]
+    cells = [pct(r.top1) for r in result.rows] + [si(r.synaptic_acs) for r in result.rows] + [si(r.total_ops) for r in result.rows]
+    cells += [energy_str(r.energy_pj[m]) for r in result.rows for m in result.energy_models] + [f"×{r.energy_ratio[m]:.3f}" for r in result.rows for m in result.energy_models]
+    cells += ["45nm-fp32", "loihi", "sha256 abababababab"] + [f"T={r.T}" for r in result.rows]
+    assert [c for c in cells if c not in energy] == []
+    layers = texts["layers"] + texts["ann layers"]
+    assert [c for l in result.layers for c in (energy_str(l.energy_pj["loihi"]), l.name.removeprefix("model.")) if c not in layers] == []
+
+
+def test_piped_output_follows_COLUMNS():
+    import os
+    import subprocess
+    import sys
+
+    widths = {}
+    for columns in ("80", "132"):
+        env = dict(os.environ, COLUMNS=columns)
+        done = subprocess.run([sys.executable, "-m", "annsnn", "energy-models"], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        widths[columns] = max(len(line) for line in done.stdout.splitlines())
+    assert widths["80"] <= 80 < widths["132"] <= 132
+
+
+def test_spiking_network_forward_equals_simulate_bit_for_bit(demo_like):
+    from annsnn import simulate
+
+    snn, _, _ = demo_like
+    from annsnn.data import load_dataset, make_loader
+
+    x, _ = next(iter(make_loader(load_dataset("digits", "test"), 16, 16)))
+    reference = simulate(snn, x, [1, 7, 12], readout_delay=0, chunk=5)
+    seen = []
+    (first, layer), *_ = snn.neuron_layers().items()
+    hook = layer.register_forward_hook(lambda m, a, out: seen.append(out.clone()))
+    snn.reset()
+    acc = snn(x)
+    assert torch.equal(acc, reference.outputs[1])
+    for t in range(2, 13):
+        acc = acc + snn(x)
+        if t in (7, 12):
+            assert torch.equal(acc, reference.outputs[t]), t
+    hook.remove()
+    assert len(seen) == 12 and all(set(s.unique().tolist()) <= {0.0, 1.0} for s in seen)
+    snn.reset()
+    steps = snn(x, T=12)
+    assert steps.shape == (12, 16, 10)
+    running = steps[0]
+    for t in range(1, 12):
+        running = running + steps[t]
+    assert torch.equal(running, reference.outputs[12])
+    snn.reset()  # reset() starts afresh: the same first step again
+    assert torch.equal(snn(x), reference.outputs[1])
+
+
+def test_plots_read_back_legends_and_ticks(demo_like):
+    from annsnn.plots import make_figures
+
+    _, _, result = demo_like
+    figures = make_figures(result, plain=result)
+    for fig in figures.values():
+        fig.canvas.draw()
+    energy = figures["energy_vs_T"].axes[0]
+    labels = [t.get_text() for t in energy.get_legend().get_texts()]
+    assert len(labels) == len(set(labels))  # "ANN (45nm-fp32)" once, though loihi prices the ANN under it too
+    assert labels == ["SNN 45nm-fp32", "ANN (45nm-fp32)", "SNN 45nm-fp32+sram", "ANN (45nm-fp32+sram)", "SNN loihi"]
+    references = [line for line in energy.get_lines() if line.get_label().startswith("ANN")]
+    assert len({str(line.get_linestyle()) for line in references}) == len(references) == 2
+    legend_box = energy.get_legend().get_window_extent()
+    assert legend_box.x0 >= energy.get_window_extent().x1  # beside the curves, not on them
+    for name in ("accuracy_vs_T", "energy_vs_T"):
+        ax = figures[name].axes[0]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["5", "20", "50"], name
+    accuracy = figures["accuracy_vs_T"].axes[0]
+    assert [t.get_text() for t in accuracy.get_legend().get_texts()] == ["SNN (calibrated)", "SNN (plain normalization)", "ANN"]
+    low, high = accuracy.get_ylim()
+    assert high - low >= 5 and 0 <= low and high <= 101
+    firing = figures["firing_rates"].axes[0]
+    names = [t.get_text() for t in firing.get_xticklabels()]
+    assert names == [layer.name.removeprefix("model.") for layer in result.layers if layer.role == "neurons"]
+    assert all(not n.startswith("model.") for n in names)
+    import matplotlib.pyplot as plt
+
+    for fig in figures.values():
+        plt.close(fig)
+
+
+def test_importing_and_counting_print_no_warning():
+    """fvcore's import-time torch.jit.script FutureWarning does not reach the user."""
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('default')\n"
+            "import torch, annsnn\nfrom annsnn.counting import count_ann\n"
+            "count_ann(torch.nn.Sequential(torch.nn.Linear(3, 2)), (3,))\n")
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_readme_library_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
+    text = README.read_text(encoding="utf-8")
+    start = text.index("```python", text.index("**From Python.**")) + len("```python")
+    snippet = text[start: text.index("```", start)]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(snippet, str(README), "exec"), namespace)  # noqa: S102 - the README's own code
+    result, snn, x = namespace["result"], namespace["snn"], namespace["x"]
+    assert [row.T for row in result.rows] == [8, 16, 32] and result.rows[-1].top1 > 0.97
+    assert snn.record.calibration.T == 32  # the library default is the calibrated pipeline
+    from annsnn import simulate
+
+    assert torch.equal(namespace["out"], simulate(snn, x, 8, readout_delay=0).outputs[8])
+    printed = capsys.readouterr().out
+    assert printed.startswith("[(8, ") and ("T=" in printed or "never cheaper" in printed)
