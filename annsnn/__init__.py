@@ -38,7 +38,7 @@ from .workspace import SnnFile
 from .snn import SpikingNetwork
 from .metrics import ClassificationMetrics, classification_metrics
 from .robustness import Robustness, RobustnessResult, RobustnessSpec
-from .measure import MeasuredResult, measure_inference
+from .hardware_measure import MeasuredResult, measure_inference
 from .scale import Scale
 from .equivalence import Equivalence, check_equivalence
 

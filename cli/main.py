@@ -482,7 +482,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
 
 def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, per_dataset: bool) -> dict:
     """--measure and --per-dataset: print the measured and the estimated figures apart; return their JSON."""
-    from annsnn.measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy_table, measure_inference
+    from annsnn.hardware_measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy_table, measure_inference
 
     from .render import dataset_energy_table as dataset_table, measured_table
 
@@ -493,9 +493,9 @@ def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, pe
         if measured.sensors.notice:
             out.print(f"note: {measured.sensors.notice}")
         out.print(measured_table(measured, result))
-        for run in measured.runs:
-            if run.energy_notice:
-                out.print(f"note: {run.network}: {run.energy_notice}")
+        for measured_run in measured.runs:
+            if measured_run.energy_notice:
+                out.print(f"note: {measured_run.network}: {measured_run.energy_notice}")
         for note in measured.notes:
             out.print(f"note: {note}")
         extra["measured"] = measured.to_dict()

@@ -412,7 +412,7 @@ def measured_table(measured, result) -> Table:
 
 
 def dataset_energy_table(table_data) -> Table:
-    """ESTIMATED energy of the whole sample set (a :class:`~annsnn.measure.DatasetEnergyTable`)."""
+    """ESTIMATED energy of the whole sample set (a :class:`~annsnn.hardware_measure.DatasetEnergyTable`)."""
     samples, grid = table_data.samples, table_data.grid_g_per_kwh
     table = Table(title=f"Estimated energy for {samples:,} samples (per inference × {samples:,}); CO2 at {grid:g} g/kWh ({table_data.grid_source})", title_justify="left")
     for col in ("energy model", "network", "per inference", "total J", "total kWh", "CO2 g"):

@@ -20,7 +20,7 @@ from annsnn.convert import ConversionOptions  # noqa: E402
 from annsnn.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset, make_loader  # noqa: E402
 from annsnn.files import write_text  # noqa: E402
 from annsnn.io import load_model  # noqa: E402
-from annsnn.measure import dataset_energy, measure_inference, probe_sensors  # noqa: E402
+from annsnn.hardware_measure import dataset_energy, measure_inference, probe_sensors  # noqa: E402
 from annsnn.modes import parse_mode  # noqa: E402
 from annsnn.pipeline import ann_to_snn  # noqa: E402
 from annsnn.zoo import embedded_checkpoint  # noqa: E402

@@ -1,4 +1,4 @@
-"""Measured time/memory/energy (annsnn.measure) and whole-dataset energy (--per-dataset)."""
+"""Measured time/memory/energy (annsnn.hardware_measure) and whole-dataset energy (--per-dataset)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import annsnn.measure as measure
+import annsnn.hardware_measure as measure
 from annsnn.data import load_dataset
 from annsnn.errors import UsageError
 from annsnn.io import load_model
