@@ -153,7 +153,7 @@ def ann_channel_targets(snn: SpikingNetwork, images: Tensor) -> dict[str, tuple[
 
         def hook(mod, args, out, _name=name, _theta=theta):
             channels = int(out.shape[1])
-            part = sums.setdefault(_name, [torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0, tuple(out.shape[1:])])
+            part = sums.setdefault(_name, [torch.zeros(channels, dtype=torch.float64, device=out.device), torch.zeros(channels, dtype=torch.float64, device=out.device), 0, tuple(out.shape[1:])])
             step = max(1, _TARGET_ELEMENTS // max(1, out[:, :1].numel()))
             for lo in range(0, channels, step):  # a few channels at a time: each row's sum does not depend on the others
                 hi = min(lo + step, channels)
@@ -207,7 +207,7 @@ def fit_layer_bias(snn: SpikingNetwork, images: Tensor, steps: int, iterations: 
     ``layers * iterations + 1`` simulations."""
     targets = ann_channel_targets(snn, images)
     neurons = snn.neuron_layers()
-    bias = {name: torch.zeros(_channel_shape(targets[name][2]), dtype=torch.float64) for name in neurons}
+    bias = {name: torch.zeros(_channel_shape(targets[name][2]), dtype=torch.float64, device=images.device) for name in neurons}
     fit = BiasFit("layer", steps, int(images.shape[0]))
     for name, module in neurons.items():
         module.set_step_bias(None)
@@ -274,7 +274,7 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
     spike_buffers: list[Tensor] = []  # the current layer's step output, reused at every step
     pool = BufferPool()  # the run's trains and buffers, and the potentials: allocated once, reused layer after layer
     for name, module in neurons.items():
-        module.set_step_bias(torch.zeros((steps,) + _channel_shape(targets[name][2]), dtype=torch.float32))
+        module.set_step_bias(torch.zeros((steps,) + _channel_shape(targets[name][2]), dtype=torch.float32, device=images.device))
 
     def step(name: str, module, x: Tensor, t: int) -> Tensor:
         if name not in neurons:

@@ -29,7 +29,7 @@ class Calibrator:
     Run batches through :meth:`observe` once; then :func:`convert` may read any mode.
     """
 
-    def __init__(self, canonical: CanonicalGraph, *, channel_wise: bool = False, bins: int = DEFAULT_BINS) -> None:
+    def __init__(self, canonical: CanonicalGraph, *, channel_wise: bool = False, bins: int = DEFAULT_BINS, device: torch.device | str = "cpu") -> None:
         self.canonical = canonical
         # a new graph over the same layers (fx builds fresh parent containers for the observers):
         # observing needs no copy of the weights
@@ -40,7 +40,7 @@ class Calibrator:
         for node in list(graph.nodes):
             if node.op == "call_module" and str(node.target) in canonical.activations:
                 obs_name = f"{node.target}__observer"
-                observer = ActivationObserver(bins=bins, channel_wise=channel_wise)
+                observer = ActivationObserver(bins=bins, channel_wise=channel_wise, device=device)
                 self.module.add_submodule(obs_name, observer)
                 self.observers[str(node.target)] = observer
                 with graph.inserting_after(node):
@@ -103,7 +103,7 @@ def neuron_scale(observer: ActivationObserver, options: ConversionOptions, ceili
                 value = torch.where(dead, torch.full_like(value, layer_theta), value)
         elif float(value) <= 0:
             notes.append("layer never fired in calibration; scale set to 1")
-            value = torch.tensor(1.0, dtype=torch.float64)
+            value = torch.tensor(1.0, dtype=torch.float64, device=value.device)
     elif channel_wise:
         value = observer.scale(mode, True, options.percentile_of)
         dead = observer.channel_max <= 0
@@ -113,7 +113,7 @@ def neuron_scale(observer: ActivationObserver, options: ConversionOptions, ceili
             notes.append(f"{int(dead.sum())} channel(s) never fired in calibration; their scale is the layer-wise scale {fallback:.4g}")
             value = torch.where(dead, torch.full_like(value, fallback), value)
         if bool(rare.any()):
-            positive = torch.tensor([observer.percentile(mode.value, c, "positive") if bool(rare[c]) else 0.0 for c in range(value.numel())], dtype=value.dtype)
+            positive = torch.tensor([observer.percentile(mode.value, c, "positive") if bool(rare[c]) else 0.0 for c in range(value.numel())], dtype=value.dtype, device=value.device)
             notes.append(f"{int(rare.sum())} channel(s) have a {mode} percentile of 0 over all values; their scale is the {mode} percentile of their positive values")
             value = torch.where(rare, positive, value)
             value = torch.where(value > 0, value, observer.channel_max.to(value))
@@ -121,7 +121,7 @@ def neuron_scale(observer: ActivationObserver, options: ConversionOptions, ceili
         number, note = layer_value()
         if note is not None:
             notes.append(note)
-        value = torch.tensor(number, dtype=torch.float64)
+        value = torch.tensor(number, dtype=torch.float64, device="cpu")
     if ceiling is not None:
         value = value.clamp(max=ceiling)
     if options.max_spikes > 1:  # the scale is the ceiling K spikes reach; one spike is worth 1/K of it
@@ -130,7 +130,7 @@ def neuron_scale(observer: ActivationObserver, options: ConversionOptions, ceili
         view = [1] * (len(shape) - 1)
         view[0] = -1
         value = value.view(view)
-    return value.float(), notes
+    return value.float().cpu(), notes
 
 
 def clipped_fraction(observer: ActivationObserver, scales: Tensor) -> float:

@@ -81,8 +81,8 @@ def convert(
     """
     canonical = calibrator.canonical
     registry = registry if registry is not None else canonical.registry
-    gm = copy.deepcopy(canonical.module).eval()
-    ShapeProp(gm).propagate(torch.zeros(1, *input_shape))
+    gm = copy.deepcopy(canonical.module).to("cpu").eval()  # folding runs on the CPU; the observers stay where they ran
+    ShapeProp(gm).propagate(torch.zeros(1, *input_shape, device="cpu"))
     modules = dict(gm.named_modules())
     report = ConversionReport(
         options=options.to_dict(),

@@ -3,9 +3,16 @@ is part of the model (:class:`~annsnn.layers.Normalize`), so Poisson coding sees
 real pixel intensities.
 
 Names: ``digits`` (scikit-learn's bundled 8x8 digits, no download), ``mnist``,
-``fashion-mnist``, ``cifar10``, ``cifar100``, ``flowers102`` (torchvision), and
+``fashion-mnist``, ``cifar10``, ``cifar100``, ``flowers102`` (torchvision),
 ``imagefolder:PATH`` (class folders, or ``train/`` and ``test/``/``val/`` of
-class folders).
+class folders), and ``imagenet:ROOT`` (torchvision's ``ImageNet`` layout, with its
+``meta.bin``, or ``train/`` + ``val/`` of class folders; the test split is ``val``).
+
+Image folders are read as they are (``ToTensor``) unless a :class:`Preprocess` says how to
+resize and crop them: ``--resize/--crop``, the weights' own ``transforms()`` for
+``torchvision:NAME --weights W``, or timm's data config for ``timm:NAME``
+(:func:`preprocess_for`). Images of different sizes without one are one clear error
+(:func:`check_same_size`), never a failed ``torch.stack``.
 
 Where data lives: ``--data-root DIR``, else ``$ANNSNN_DATA_ROOT``, else ``./data``.
 """
@@ -23,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .errors import UsageError
 
-__all__ = ["DatasetSpec", "dataset_spec", "load_dataset", "make_loader", "select_batches", "data_root", "DATASET_NAMES", "spread_indices", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["Preprocess", "preprocess_for", "check_same_size", "DatasetSpec", "dataset_spec", "load_dataset", "make_loader", "select_batches", "data_root", "DATASET_NAMES", "spread_indices", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 Split = Literal["train", "test"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -55,7 +62,101 @@ _SPECS = {
     "cifar100": DatasetSpec("cifar100", (3, 32, 32), 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "flowers102": DatasetSpec("flowers102", (3, 224, 224), 102, IMAGENET_MEAN, IMAGENET_STD),
 }
-DATASET_NAMES = tuple(_SPECS) + ("imagefolder:PATH", "tonic:NAME[:T]")
+DATASET_NAMES = tuple(_SPECS) + ("imagefolder:PATH", "imagenet:ROOT", "tonic:NAME[:T]")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the shorter side to ``resize`` (``interpolation``, antialiased), then
+    centre-crop ``crop`` x ``crop``, then scale to [0, 1]. Normalization stays in the model.
+    ``source`` says where it came from; the record travels in the SNN file, so ``evaluate``
+    reads images exactly as ``convert`` calibrated on them."""
+
+    resize: int | None
+    crop: int | None
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    source: str = "--resize/--crop"
+
+    def __post_init__(self) -> None:
+        for name in ("resize", "crop"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UsageError(f"invalid --{name} {value!r}: use a number of pixels >= 1")
+        if self.resize is None and self.crop is None:
+            raise UsageError("preprocessing needs --resize N, --crop N or both")
+        if self.interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise UsageError(f"invalid interpolation {self.interpolation!r}: use bilinear, bicubic or nearest")
+
+    def transform(self):
+        from torchvision import transforms
+
+        mode = {"bilinear": transforms.InterpolationMode.BILINEAR, "bicubic": transforms.InterpolationMode.BICUBIC, "nearest": transforms.InterpolationMode.NEAREST}[self.interpolation]
+        steps = []
+        if self.resize is not None:
+            steps.append(transforms.Resize(self.resize, interpolation=mode, antialias=True))
+        if self.crop is not None:
+            steps.append(transforms.CenterCrop(self.crop))
+        return transforms.Compose([*steps, transforms.ToTensor()])
+
+    def output_size(self) -> int | None:
+        """The side of every output image (crop, else None: a resize alone keeps the aspect)."""
+        return self.crop
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict | None) -> "Preprocess | None":
+        if data is None:
+            return None
+        if not isinstance(data, dict) or set(data) != {"resize", "crop", "interpolation", "source"}:
+            raise UsageError("the SNN file's preprocessing record is damaged")
+        return Preprocess(**data)
+
+
+def preprocess_for(arch: str | None, weights: str | None = None, resize: int | None = None, crop: int | None = None) -> Preprocess | None:
+    """How to read images for ``arch``: ``--resize/--crop`` when given; else the torchvision
+    weights' ``transforms()`` (``torchvision:NAME --weights W``: resize, crop, interpolation);
+    else timm's ``resolve_data_config`` (``timm:NAME``: resize = floor(size / crop_pct), as
+    timm's own eval transform); else ``None`` (images as they are)."""
+    if resize is not None or crop is not None:
+        if weights is not None:
+            raise UsageError("--weights W takes the preprocessing of W; --resize/--crop set it by hand: pass one or the other")
+        return Preprocess(resize, crop)
+    library, _, name = (arch or "").partition(":")
+    if weights is not None:
+        if library != "torchvision" or not name:
+            raise UsageError("--weights W names torchvision weights: it needs --arch torchvision:NAME")
+        import torchvision.models as tvm
+
+        try:
+            enum = tvm.get_model_weights(name)
+            chosen = enum[weights] if weights != "DEFAULT" else enum.DEFAULT  # type: ignore[index,attr-defined]
+        except (KeyError, ValueError):
+            known = ", ".join(["DEFAULT", *(w.name for w in tvm.get_model_weights(name))]) if name in tvm.list_models() else "none"
+            raise UsageError(f"unknown --weights {weights!r} for torchvision:{name}: use one of {known}") from None
+        t = chosen.transforms()
+        interpolation = str(t.interpolation.value)
+        return Preprocess(int(t.resize_size[0]), int(t.crop_size[0]), interpolation, f"torchvision {name} {chosen.name}.transforms()")  # type: ignore[arg-type]
+    if library == "timm" and name:
+        import math
+
+        try:
+            import timm
+            from timm.data import resolve_data_config
+        except ImportError:  # pragma: no cover - optional dependency
+            raise UsageError("--arch timm:NAME needs the timm package (pip install 'annsnn[formats]')") from None
+        if not timm.is_model(name):
+            raise UsageError(f"unknown timm architecture {name!r}: see timm.list_models()")
+        config = resolve_data_config({}, model=timm.create_model(name, pretrained=False))
+        size = int(config["input_size"][-1])
+        if config.get("crop_mode", "center") != "center":
+            raise UsageError(f"timm:{name} evaluates with crop mode {config['crop_mode']!r}; annsnn supports centre crops: pass --resize/--crop")
+        interpolation = config.get("interpolation", "bilinear")
+        if interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise UsageError(f"timm:{name} evaluates with {interpolation!r} interpolation; annsnn supports bilinear, bicubic and nearest: pass --resize/--crop")
+        return Preprocess(math.floor(size / float(config.get("crop_pct", 1.0))), size, interpolation, f"timm {name} resolve_data_config")
+    return None
 
 
 def data_root(explicit: str | os.PathLike | None = None) -> Path:
@@ -65,8 +166,9 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path("data")
 
 
-def dataset_spec(name: str, root: str | os.PathLike | None = None) -> DatasetSpec:
-    """The spec of ``name``; for ``imagefolder:PATH`` this looks at the tree."""
+def dataset_spec(name: str, root: str | os.PathLike | None = None, preprocess: Preprocess | None = None) -> DatasetSpec:
+    """The spec of ``name``; for ``imagefolder:PATH`` and ``imagenet:ROOT`` this looks at the
+    tree (and checks that the images it reads come out the same size)."""
     if name in _SPECS:
         return _SPECS[name]
     if name.startswith("tonic:"):
@@ -74,12 +176,35 @@ def dataset_spec(name: str, root: str | os.PathLike | None = None) -> DatasetSpe
 
         shape, classes = event_spec(name)
         return DatasetSpec(name, shape, classes, (0.0,) * shape[0], (1.0,) * shape[0])
-    if name.startswith("imagefolder:"):
-        folder = _imagefolder_split(Path(name.split(":", 1)[1]), "test")
-        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-        sample = _image_dataset(folder)[0][0]
-        return DatasetSpec(name, tuple(sample.shape), len(classes), (0.0,) * sample.shape[0], (1.0,) * sample.shape[0])
+    if name.startswith(("imagefolder:", "imagenet:")):
+        dataset = load_dataset(name, "test", root, preprocess=preprocess)
+        shape = check_same_size(dataset, name)
+        classes = len(dataset.classes)  # type: ignore[attr-defined]
+        if name.startswith("imagenet:"):
+            return DatasetSpec(name, shape, classes, IMAGENET_MEAN, IMAGENET_STD)
+        return DatasetSpec(name, shape, classes, (0.0,) * shape[0], (1.0,) * shape[0])
     raise UsageError(f"unknown dataset {name!r}: use one of {', '.join(DATASET_NAMES)}")
+
+
+def check_same_size(dataset: Dataset, name: str, probes: int = 64) -> tuple[int, ...]:
+    """The image shape of a folder dataset, read at ``probes`` evenly spread images (the first
+    of every class among them); images of different sizes raise one :class:`UsageError` that
+    says how to preprocess them. Batches are stacked, so one size is required."""
+    files = [path for path, _ in dataset.samples]  # type: ignore[attr-defined]
+    if not files:
+        raise UsageError(f"no images found in {name}")
+    firsts: dict[int, int] = {}
+    for i, (_, label) in enumerate(dataset.samples):  # type: ignore[attr-defined]
+        firsts.setdefault(label, i)
+    picks = sorted(set(spread_indices(len(files), probes)) | set(list(firsts.values())[:probes]) | {0})
+    first = None
+    for i in picks:
+        shape = tuple(dataset[i][0].shape)
+        if first is None:
+            first = shape
+        elif shape != first:
+            raise _odd_size(files[i], shape, files[0], first)
+    return first
 
 
 def _digits(split: Split) -> Dataset:
@@ -123,7 +248,14 @@ def _size(shape) -> str:
     return f"{int(shape[-1])}×{int(shape[-2])}"
 
 
-def _image_dataset(folder: Path) -> Dataset:
+SIZE_HINT = "the images of a folder must share one size: pass --resize N --crop M, or --arch torchvision:NAME --weights W / timm:NAME for the model's own preprocessing"
+
+
+def _odd_size(path: str, shape, first_path: str, first_shape) -> UsageError:
+    return UsageError(f"image {path!r} is {_size(shape)}, but {first_path!r} is {_size(first_shape)}: {SIZE_HINT}")
+
+
+def _image_dataset(folder: Path, preprocess: Preprocess | None = None) -> Dataset:
     from torchvision import datasets, transforms
 
     class SameSizeImageFolder(datasets.ImageFolder):
@@ -137,24 +269,48 @@ def _image_dataset(folder: Path) -> Dataset:
                 self._reference = (tuple(first.shape), self.samples[0][0])
             shape, first_path = self._reference
             if tuple(image.shape) != shape:
-                raise UsageError(f"image {self.samples[index][0]!r} is {_size(image.shape)}, but {first_path!r} is {_size(shape)}: "
-                                 "the images of a folder must share one size (resize them first)")
+                raise _odd_size(self.samples[index][0], image.shape, first_path, shape)
             return image, label
 
+    transform = preprocess.transform() if preprocess is not None else transforms.ToTensor()
     try:
-        return SameSizeImageFolder(str(folder), loader=_open_image, transform=transforms.ToTensor())
+        return SameSizeImageFolder(str(folder), loader=_open_image, transform=transform)
     except (FileNotFoundError, RuntimeError) as exc:
         raise UsageError(f"no images found under {str(folder)!r} ({str(exc).splitlines()[0]}); it needs one folder of images per class") from None
 
 
-def load_dataset(name: str, split: Split = "test", root: str | os.PathLike | None = None, download: bool = False) -> Dataset:
-    """A dataset of ``(image in [0, 1], label)`` pairs."""
+def _imagenet(path: Path, split: Split, preprocess: Preprocess | None) -> Dataset:
+    """``train/`` + ``val/`` class folders (the test split is ``val``); with torchvision's
+    ``meta.bin`` (its ``ImageNet`` layout) the classes carry its names. Read as
+    torchvision's ``ImageNet`` reads them (an ``ImageFolder`` per split), with the size check."""
+    if not path.is_dir():
+        raise UsageError(f"ImageNet folder {str(path)!r} does not exist; check the path after imagenet:")
+    part = "train" if split == "train" else "val"
+    if not (path / part).is_dir():
+        raise UsageError(f"{str(path)!r} has no {part}/ folder: imagenet:ROOT needs ROOT/train/ and ROOT/val/ of class folders (torchvision's ImageNet layout)")
+    dataset = _image_dataset(path / part, preprocess)
+    if (path / "meta.bin").is_file():  # torchvision's ImageNet: the same folders, classes named by its wnid table
+        from torchvision.datasets.imagenet import load_meta_file
+
+        try:
+            wnid_to_classes = load_meta_file(str(path))[0]
+            dataset.classes = [wnid_to_classes[wnid] for wnid in dataset.classes]  # type: ignore[attr-defined]
+        except (RuntimeError, OSError, KeyError, ValueError, TypeError) as exc:
+            raise UsageError(f"cannot read {str(path / 'meta.bin')!r} ({type(exc).__name__}): torchvision's ImageNet meta file, mapping each wnid folder to its class names") from None
+    return dataset
+
+
+def load_dataset(name: str, split: Split = "test", root: str | os.PathLike | None = None, download: bool = False, preprocess: Preprocess | None = None) -> Dataset:
+    """A dataset of ``(image in [0, 1], label)`` pairs; image folders and ImageNet read through
+    ``preprocess`` when given (see :class:`Preprocess`)."""
     if split not in ("train", "test"):
         raise UsageError(f"unknown split {split!r}: use train or test")
     if name == "digits":
         return _digits(split)
     if name.startswith("imagefolder:"):
-        return _image_dataset(_imagefolder_split(Path(name.split(":", 1)[1]), split))
+        return _image_dataset(_imagefolder_split(Path(name.split(":", 1)[1]), split), preprocess)
+    if name.startswith("imagenet:"):
+        return _imagenet(Path(name.split(":", 1)[1]), split, preprocess)
     if name.startswith("tonic:"):  # event data (annsnn.events): the ANN's view, frames averaged over time
         from .events import load_event_dataset
 

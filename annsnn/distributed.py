@@ -15,7 +15,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["world", "init_from_env", "shard_batches", "gather_objects", "shutdown"]
+__all__ = ["world", "rank_device", "init_from_env", "shard_batches", "gather_objects", "shutdown"]
 
 
 def world() -> tuple[int, int]:
@@ -23,12 +23,35 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def rank_device(device: str) -> str:
+    """This rank's device: under torchrun with several processes, ``--device cuda`` gives
+    each rank its own GPU, ``cuda:LOCAL_RANK`` (``torchrun --nproc-per-node N`` on a machine
+    with N GPUs); ``cpu`` stays ``cpu``. One process: ``device`` unchanged."""
+    from .errors import UsageError
+
+    rank, size = world()
+    if size == 1 or not device.startswith("cuda"):
+        return device
+    if device != "cuda":
+        raise UsageError(f"--device {device} under torchrun: pass --device cuda, and each rank takes its own GPU (cuda:LOCAL_RANK)")
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    count = torch.cuda.device_count()
+    if local >= count:
+        raise UsageError(f"rank {rank} (local rank {local}) has no GPU of its own: this machine has {count}; run torchrun --nproc-per-node {max(count, 1)} or fewer")
+    return f"cuda:{local}"
+
+
 def init_from_env(device: str = "cpu") -> tuple[int, int]:
-    """Join the process group torchrun set up (no-op for a single process)."""
+    """Join the process group torchrun set up (no-op for a single process): gloo on the
+    CPU; nccl on CUDA, with this rank's GPU made current first (:func:`rank_device`), so
+    the collectives run on it and not all on GPU 0."""
     rank, size = world()
     if size > 1 and not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        if device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.set_device(torch.device(rank_device(device)))
+            dist.init_process_group(backend="nccl")
+        else:
+            dist.init_process_group(backend="gloo")
     return rank, size
 
 

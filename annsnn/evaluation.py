@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Sequence, Union
 
 import torch
 from torch.utils.data import DataLoader
+from torch import Tensor
 
 from .analyzer import AnalysisResult, Analyzer
 from .energy import EnergyModel
@@ -40,7 +41,7 @@ from .snn import SpikingNetwork
 
 __all__ = [
     "check_device",
-    "DataSpec", "EvalSpec", "EvalOutcome", "ProgressStore", "evaluate", "run_key", "snn_fingerprint",
+    "DataSpec", "EvalSpec", "EvalOutcome", "ProgressStore", "evaluate", "run_key", "snn_fingerprint", "tensor_bytes",
     "Event", "Planned", "Resumed", "ProgressDiscarded", "BatchDone", "data_spec_for", "analyze",
 ]
 
@@ -138,6 +139,15 @@ class EvalOutcome:
 # --- resume -------------------------------------------------------------------
 
 
+def tensor_bytes(tensor: Tensor) -> bytes:
+    """A tensor's values as bytes, in C order (numpy's ``tobytes``), for any shape and dtype.
+
+    Flattened first: ``Tensor.view(dtype)`` to a smaller element size refuses 0-dim tensors
+    ("self.dim() cannot be 0 to view Float as Byte"), and a scalar buffer is a valid SNN part."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
 def snn_fingerprint(snn: SpikingNetwork) -> str:
     """SHA-256 of everything an SNN file holds: both graphs, every tensor, and the metadata
     (conversion options, scales, calibration data). Two SNNs that can give different
@@ -159,7 +169,7 @@ def snn_fingerprint(snn: SpikingNetwork) -> str:
         for name, tensor in sorted(module.state_dict().items()):
             digest.update(name.encode())
             digest.update(str((tensor.dtype, tuple(tensor.shape))).encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            digest.update(tensor_bytes(tensor))
     return digest.hexdigest()
 
 
@@ -248,13 +258,11 @@ def evaluate(
     shard and every rank returns the merged result.
     """
     from .data import select_batches
-    from .distributed import gather_objects, init_from_env, shard_batches
+    from .distributed import gather_objects, init_from_env, rank_device, shard_batches
 
     _preflight(snn, spec)
-    device = spec.device
-    rank, size = init_from_env(device)
-    if size > 1 and device == "cuda":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    device = rank_device(spec.device)  # under torchrun: each rank its own GPU
+    rank, size = init_from_env(spec.device)
     if size > 1 and resume:
         raise UsageError("--resume works in a single process; rerun without torchrun or without --resume")
     key = run_key(snn, loader, data, spec)
@@ -315,7 +323,7 @@ def data_spec_for(name: str, split: str, samples: int | None, batch_size: int, r
 
     if name == "digits":
         resolved = None
-    elif name.startswith("imagefolder:"):
+    elif name.startswith(("imagefolder:", "imagenet:")):
         resolved = str(Path(name.split(":", 1)[1]).resolve())
     else:
         resolved = str(data_root(root).resolve())

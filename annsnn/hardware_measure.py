@@ -21,7 +21,9 @@ it, read from ``/proc/self/status`` (``VmHWM`` reset through ``/proc/self/clear_
 freed by an earlier run is not reused unseen. It is per process. GPU memory:
 ``torch.cuda.max_memory_allocated``.
 
-Energy: ``E = Σ_packages ΔE_RAPL(+DRAM) + Σ_gpus ΔE_NVML`` over the run, in J; kWh = J / 3.6e6;
+Energy: ``ΔE_RAPL(packages + DRAM)`` on the CPU, ``ΔE_NVML`` of the GPU on CUDA, read over a
+window of repeated passes (≥ 1 s and ≥ 10 counter updates, idle power measured just before;
+:func:`measure_energy`), per pass = ΔE / passes, in J; kWh = J / 3.6e6;
 CO₂ = kWh × grid intensity (g/kWh). RAPL counts the whole CPU package, other processes
 included, so on a shared machine it is an upper bound for this run.
 """
@@ -47,7 +49,11 @@ __all__ = [
     "J_PER_KWH",
     "DatasetEnergyTable",
     "dataset_energy_table",
-    "EnergySensor",
+    "EnergyCounter",
+    "Clock",
+    "SystemClock",
+    "EnergyWindow",
+    "measure_energy",
     "SensorStatus",
     "RunMeasurement",
     "MeasuredResult",
@@ -62,14 +68,131 @@ GRID_INTENSITY_G_PER_KWH = 480.0
 GRID_INTENSITY_SOURCE = "world average 2023 (Ember, Global Electricity Review 2024)"
 
 
-class EnergySensor(Protocol):
-    """A hardware energy counter: ``begin()``, then ``end()`` returns joules since ``begin``."""
+class EnergyCounter(Protocol):
+    """A hardware energy counter: ``read()`` gives cumulative joules, which change only when the
+    hardware updates the counter (NVML: tens of ms; RAPL: about 1 ms). ``power_limit_w`` is the
+    device's power limit (NVML's enforced limit), ``None`` where none is readable."""
 
     name: str
+    power_limit_w: float | None
 
-    def begin(self) -> None: ...
+    def read(self) -> float: ...
 
-    def end(self) -> float: ...
+
+class Clock(Protocol):
+    """Seconds and waiting; the system's in use, a fake one in tests."""
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """``time.perf_counter`` and ``time.sleep``."""
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class EnergyWindow:
+    """One energy reading of a repeated workload, between two counter updates.
+
+    The workload runs ``runs`` times between two counter updates at least ``min_window_s``
+    apart and ``min_updates`` updates apart, so the counter's resolution is spread over many
+    runs. Idle power ``P_idle`` is measured the same way just before, with nothing running.
+    ``E_run = ΔE / runs`` (total) and ``E_run,above idle = (P̄ − P_idle) · Δt / runs`` with
+    ``P̄ = ΔE / Δt``. The figure is refused (``refused`` holds one line, and the measured
+    fields of :class:`RunMeasurement` are ``None``) when ``P̄`` exceeds the device's power limit
+    or lies below idle: a physically impossible reading is noise, never a measurement.
+
+    Edges are seen when polled (after a run, or a ``poll_s`` sleep when idle), so each end of
+    the window lags the true update by less than one run: ``|error| / E_run < 1 / runs``."""
+
+    runs: int
+    window_s: float
+    updates: int
+    joules: float
+    idle_w: float
+    idle_window_s: float
+    idle_updates: int
+    power_limit_w: float | None
+    refused: str | None
+
+    @property
+    def average_w(self) -> float:
+        return self.joules / self.window_s
+
+    @property
+    def joules_per_run(self) -> float:
+        return self.joules / self.runs
+
+    @property
+    def above_idle_joules_per_run(self) -> float:
+        return (self.average_w - self.idle_w) * self.window_s / self.runs
+
+
+def _span(step, counter: EnergyCounter, clock: Clock, min_window_s: float, min_updates: int, max_wait_s: float) -> tuple[int, float, int, float] | None:
+    """Call ``step()`` until the counter changes (the window opens at that update), then until
+    ``min_window_s`` and ``min_updates`` updates have passed and it changes again. Returns
+    (steps inside the window, window seconds, updates, joules), or ``None`` when the counter
+    stays still for ``max_wait_s``."""
+    first = counter.read()
+    started = clock.now()
+    while (opened := counter.read()) == first:
+        if clock.now() - started > max_wait_s:
+            return None
+        step()
+    t0 = clock.now()
+    last, updates, steps = opened, 0, 0
+    while True:
+        step()
+        steps += 1
+        value = counter.read()
+        if value != last:
+            updates += 1
+            last = value
+            now = clock.now()
+            if now - t0 >= min_window_s and updates >= min_updates:
+                return steps, now - t0, updates, value - opened
+        elif clock.now() - t0 > max_wait_s:
+            return None
+
+
+def measure_energy(
+    workload,
+    counter: EnergyCounter,
+    *,
+    clock: Clock | None = None,
+    min_window_s: float = 1.0,
+    min_updates: int = 10,
+    poll_s: float = 0.001,
+    max_wait_s: float = 30.0,
+) -> EnergyWindow | str:
+    """Idle power just before, then ``workload()`` repeated over a window of at least
+    ``min_window_s`` seconds and ``min_updates`` counter updates (see :class:`EnergyWindow`).
+    Returns one line instead when the counter does not update within ``max_wait_s``."""
+    if min_window_s <= 0 or min_updates < 1:
+        raise UsageError("an energy window needs a positive length and at least one counter update")
+    clock = clock or SystemClock()
+    idle = _span(lambda: clock.sleep(poll_s), counter, clock, min_window_s, min_updates, max_wait_s)
+    if idle is None:
+        return f"the energy counter of {counter.name} did not update within {max_wait_s:g} s: no energy measured"
+    _, idle_s, idle_updates, idle_j = idle
+    busy = _span(workload, counter, clock, min_window_s, min_updates, max_wait_s)
+    if busy is None:
+        return f"the energy counter of {counter.name} did not update within {max_wait_s:g} s: no energy measured"
+    runs, window_s, updates, joules = busy
+    idle_w, average_w, limit = idle_j / idle_s, joules / window_s, counter.power_limit_w
+    refused = None
+    if limit is not None and average_w > limit:
+        refused = f"not a measurement: {counter.name} averaged {average_w:.4g} W over {window_s:.3g} s, above the device's power limit of {limit:.4g} W"
+    elif average_w < idle_w:
+        refused = f"not a measurement: {counter.name} averaged {average_w:.4g} W over {window_s:.3g} s, below its idle power of {idle_w:.4g} W measured just before"
+    return EnergyWindow(runs, window_s, updates, joules, idle_w, idle_s, idle_updates, limit, refused)
 
 
 @dataclass
@@ -79,26 +202,30 @@ class SensorStatus:
     notice: str | None  # one line when nothing is readable
 
 
-class _ZeusSensor:
+class _ZeusCounter:
+    """Cumulative joules of the GPU (NVML) or the CPU packages plus DRAM (RAPL), read through
+    zeus's device layer. Power limit: NVML's enforced limit for a GPU; none for RAPL (DRAM
+    has no limit of its own, so package + DRAM has none either)."""
+
     def __init__(self, monitor, names: list[str], gpu: bool) -> None:
         self.monitor = monitor
         self.name = ", ".join(names)
         self.gpu = gpu
-        self._key = "annsnn"
+        self.power_limit_w = sum(monitor.gpus.get_power_management_limit(i) / 1000.0 for i in monitor.gpu_indices) if gpu else None
 
-    def begin(self) -> None:
-        self.monitor.begin_window(self._key, sync_execution=self.gpu)
+    def read(self) -> float:
+        if self.gpu:
+            return sum(self.monitor.gpus.get_total_energy_consumption(i) / 1000.0 for i in self.monitor.gpu_indices)
+        total = 0.0
+        for i in self.monitor.cpu_indices:
+            m = self.monitor.cpus.get_total_energy_consumption(i)
+            total += (m.cpu_mj + (m.dram_mj or 0.0)) / 1000.0
+        return total
 
-    def end(self) -> float:
-        m = self.monitor.end_window(self._key, sync_execution=self.gpu)
-        total = sum(m.gpu_energy.values())
-        total += sum((m.cpu_energy or {}).values())
-        total += sum((m.dram_energy or {}).values())
-        return float(total)
 
-
-def probe_sensors(device: str | torch.device = "cpu") -> tuple[SensorStatus, EnergySensor | None]:
-    """Which energy counters are readable here, through zeus; never a TDP-based stand-in."""
+def probe_sensors(device: str | torch.device = "cpu") -> tuple[SensorStatus, EnergyCounter | None]:
+    """Which energy counters are readable here, through zeus; never a TDP-based stand-in.
+    On a CUDA device only that GPU's NVML counter is read; on the CPU, RAPL packages + DRAM."""
     try:
         import logging
 
@@ -108,7 +235,10 @@ def probe_sensors(device: str | torch.device = "cpu") -> tuple[SensorStatus, Ene
         return SensorStatus(False, [], "no energy sensor: the optional zeus library is missing (pip install annsnn[measure]); reporting time and memory only"), None
     gpu = torch.device(device).type == "cuda"
     try:
-        monitor = ZeusMonitor(gpu_indices=[torch.device(device).index or 0] if gpu else [], approx_instant_energy=False)
+        if gpu:
+            monitor = ZeusMonitor(gpu_indices=[torch.device(device).index or 0], cpu_indices=[], approx_instant_energy=False)
+        else:
+            monitor = ZeusMonitor(gpu_indices=[], approx_instant_energy=False)
     except Exception as exc:  # noqa: BLE001 - zeus raises several kinds; any means "not readable"
         return SensorStatus(False, [], f"no energy sensor readable ({type(exc).__name__}); reporting time and memory only"), None
     names = []
@@ -120,7 +250,10 @@ def probe_sensors(device: str | torch.device = "cpu") -> tuple[SensorStatus, Ene
         powercap = Path("/sys/class/powercap")
         why = "no /sys/class/powercap (RAPL hidden)" if not powercap.exists() else "RAPL not readable"
         return SensorStatus(False, [], f"no energy sensor readable here ({why}; no NVML GPU): reporting time and memory only"), None
-    return SensorStatus(True, names, None), _ZeusSensor(monitor, names, gpu)
+    try:
+        return SensorStatus(True, names, None), _ZeusCounter(monitor, names, gpu)
+    except Exception as exc:  # noqa: BLE001 - the power limit is not readable: no counter we can check
+        return SensorStatus(False, [], f"no energy sensor usable ({type(exc).__name__} reading the power limit); reporting time and memory only"), None
 
 
 @dataclass
@@ -135,10 +268,13 @@ class RunMeasurement:
     host_peak_bytes: int | None  # peak RSS during the run minus RSS before it; None where /proc is not readable
     host_peak_rss_bytes: int | None  # the process's peak RSS during the run (weights, data and libraries included)
     gpu_peak_bytes: int | None  # torch.cuda.max_memory_allocated; None on CPU
-    energy_j: float | None  # measured by a sensor; None when none is readable
+    energy_j: float | None  # one pass over the samples, from the repeated window; None when no sensor is readable or the reading is refused
     energy_j_per_inference: float | None
     energy_kwh: float | None
     co2_g: float | None
+    energy_above_idle_j: float | None = None  # the same pass, above the idle power measured just before
+    energy_window: EnergyWindow | None = None  # the raw window (also when refused): runs, seconds, updates, idle and average power
+    energy_notice: str | None = None  # one line when there is no measured energy although a sensor is readable (refused, counter still)
 
 
 @dataclass
@@ -254,25 +390,42 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _measure(label: str, T: int | None, fn, batches: Sequence[Tensor], device: torch.device, sensor: EnergySensor | None, grid: float) -> RunMeasurement:
+def _measure(label: str, T: int | None, fn, batches: Sequence[Tensor], device: torch.device, counter: EnergyCounter | None, grid: float, window: dict) -> RunMeasurement:
+    """Time and memory of one pass over ``batches``; then, with a counter, its energy from a
+    window of repeated passes (:func:`measure_energy`)."""
     fn(batches[0])  # warm-up (graph building, allocator); not timed
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     samples = sum(int(b.shape[0]) for b in batches)
     with _HostPeak() as host:
-        if sensor is not None:
-            sensor.begin()
         start = time.perf_counter()
         for batch in batches:
             fn(batch)
         _sync(device)
         wall = time.perf_counter() - start
-        joules = sensor.end() if sensor is not None else None
     gpu_peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    joules = above = reading = notice = None
+    if counter is not None:
+
+        def one_pass() -> None:
+            for batch in batches:
+                fn(batch)
+            _sync(device)
+
+        outcome = measure_energy(one_pass, counter, **window)
+        if isinstance(outcome, str):
+            notice = outcome
+        else:
+            reading = outcome
+            if outcome.refused is not None:
+                notice = outcome.refused
+            else:
+                joules, above = outcome.joules_per_run, outcome.above_idle_joules_per_run
     per = joules / samples if joules is not None else None
     kwh = joules / J_PER_KWH if joules is not None else None
-    return RunMeasurement(label, T, samples, wall, wall / samples, host.peak_bytes, host.absolute_bytes, gpu_peak, joules, per, kwh, kwh * grid if kwh is not None else None)
+    return RunMeasurement(label, T, samples, wall, wall / samples, host.peak_bytes, host.absolute_bytes, gpu_peak, joules, per, kwh,
+                          kwh * grid if kwh is not None else None, above, reading, notice)
 
 
 @torch.no_grad()
@@ -283,16 +436,21 @@ def measure_inference(
     *,
     device: str | torch.device = "cpu",
     chunk: int | None = None,
-    sensor: EnergySensor | None = None,
+    sensor: EnergyCounter | None = None,
     status: SensorStatus | None = None,
     grid_g_per_kwh: float = GRID_INTENSITY_G_PER_KWH,
     grid_source: str = GRID_INTENSITY_SOURCE,
+    clock: Clock | None = None,
+    min_window_s: float = 1.0,
+    min_updates: int = 10,
 ) -> MeasuredResult:
     """Time, memory and (with a sensor) energy of the ANN, then of the SNN simulated for each T
     on its own (one inference at T costs T steps), over the same ``batches`` held in memory.
 
     ``sensor``/``status`` default to :func:`probe_sensors`; pass ``status`` with ``sensor=None``
-    to measure time and memory only."""
+    to measure time and memory only. Energy: each network's pass is repeated over a window of at
+    least ``min_window_s`` and ``min_updates`` counter updates, after idle power is measured
+    (:func:`measure_energy`)."""
     if not batches:
         raise UsageError("no samples to measure")
     if grid_g_per_kwh < 0:
@@ -302,11 +460,13 @@ def measure_inference(
         status, sensor = probe_sensors(dev)
     snn = snn.to(dev).eval()
     data = [b.to(dev) for b in batches]
-    runs = [_measure("ANN", None, snn.ann, data, dev, sensor, grid_g_per_kwh)]
+    window = {"clock": clock, "min_window_s": min_window_s, "min_updates": min_updates}
+    runs = [_measure("ANN", None, snn.ann, data, dev, sensor, grid_g_per_kwh, window)]
     for t in sorted(set(int(t) for t in time_steps)):
-        runs.append(_measure(f"SNN T={t}", t, lambda x, _t=t: simulate(snn, x, _t, chunk=chunk), data, dev, sensor, grid_g_per_kwh))
+        runs.append(_measure(f"SNN T={t}", t, lambda x, _t=t: simulate(snn, x, _t, chunk=chunk), data, dev, sensor, grid_g_per_kwh, window))
     notes = ["one warm-up batch per network is run before timing and not counted", "the SNN is simulated for each T on its own: an inference at T costs T steps"]
     if status.readable:
+        notes.append(f"energy: each pass repeated over >= {min_window_s:g} s and >= {min_updates} counter updates, idle power measured just before; total and above-idle are both given")
         notes.append("RAPL counts the whole CPU package (other processes included): an upper bound for this run on a shared machine")
     return MeasuredResult(
         device=str(dev), threads=torch.get_num_threads(), samples=runs[0].samples, sensors=status,

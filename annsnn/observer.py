@@ -60,20 +60,20 @@ class ActivationObserver(nn.Module):
     the channel's resolution ``channel_range[c] / bins``, not the layer's.
     """
 
-    def __init__(self, bins: int = DEFAULT_BINS, channel_wise: bool = False) -> None:
+    def __init__(self, bins: int = DEFAULT_BINS, channel_wise: bool = False, device: torch.device | str = "cpu") -> None:
         super().__init__()
         if bins < 2 or bins % 2:
             raise ValueError("bins must be an even number >= 2")
         self.bins = bins
         self.channel_wise = channel_wise
-        self.register_buffer("max_val", torch.tensor(0.0, dtype=torch.float64))
-        self.register_buffer("channel_max", torch.zeros(0, dtype=torch.float64))
-        self.register_buffer("range", torch.tensor(0.0, dtype=torch.float64))
-        self.register_buffer("histogram", torch.zeros(bins, dtype=torch.float64))
-        self.register_buffer("channel_histogram", torch.zeros(0, bins, dtype=torch.float64))
-        self.register_buffer("channel_range", torch.zeros(0, dtype=torch.float64))
-        self.register_buffer("zeros", torch.tensor(0.0, dtype=torch.float64))
-        self.register_buffer("total", torch.tensor(0.0, dtype=torch.float64))
+        self.register_buffer("max_val", torch.tensor(0.0, dtype=torch.float64, device=device))
+        self.register_buffer("channel_max", torch.zeros(0, dtype=torch.float64, device=device))
+        self.register_buffer("range", torch.tensor(0.0, dtype=torch.float64, device=device))
+        self.register_buffer("histogram", torch.zeros(bins, dtype=torch.float64, device=device))
+        self.register_buffer("channel_histogram", torch.zeros(0, bins, dtype=torch.float64, device=device))
+        self.register_buffer("channel_range", torch.zeros(0, dtype=torch.float64, device=device))
+        self.register_buffer("zeros", torch.tensor(0.0, dtype=torch.float64, device=device))
+        self.register_buffer("total", torch.tensor(0.0, dtype=torch.float64, device=device))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
         for name in ("channel_max", "channel_histogram", "channel_range"):

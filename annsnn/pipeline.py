@@ -36,6 +36,7 @@ def ann_to_snn(
     meta: dict | None = None,
     on_batch: Callable[[int], None] | None = None,
     registry: OpRegistry | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[SpikingNetwork, ConversionReport]:
     """Canonicalize, calibrate once over ``calibration`` batches, convert.
 
@@ -50,10 +51,15 @@ def ann_to_snn(
 
     ``registry`` (default :func:`annsnn.ops.default_registry`) holds the ops conversion
     knows; the SNN keeps it (``snn.registry``) for counting and saving.
+
+    ``device``: where every calibration pass runs (observers and histograms, the threshold
+    search, the bias and step-bias fits, the readout-delay choice); batches are moved there
+    one at a time. The SNN returned lives on the CPU (it is saved from there).
     """
     check_finite_weights(model)
+    device = torch.device(device)
     canonical = canonicalize(model, normalization=normalization, hybrid=options.hybrid, maxpool_to_avgpool=options.maxpool == "avg", input_shape=input_shape, registry=registry)
-    calibrator = Calibrator(canonical, channel_wise=options.channel_wise)
+    calibrator = Calibrator(canonical, channel_wise=options.channel_wise, device=device)
     equivalence: Equivalence | None = None
     kept: list[Tensor] = []  # the first bias_samples images, for the bias passes
     held = 0
@@ -63,7 +69,9 @@ def ann_to_snn(
         if tuple(batch.shape[1:]) != tuple(input_shape):
             raise UsageError(f"calibration batch has shape {tuple(batch.shape[1:])}, the model expects {tuple(input_shape)}")
         if equivalence is None:
-            equivalence = check_equivalence(canonical, batch)
+            equivalence = check_equivalence(canonical, batch)  # on the CPU, where the user's model is
+            canonical.module.to(device)  # with the layers the calibrator's graph shares
+        batch = batch.to(device)
         calibrator.observe(batch)
         if options.bias != "none" and held < options.bias_samples:
             kept.append(batch[: options.bias_samples - held])
@@ -78,12 +86,15 @@ def ann_to_snn(
             on_batch(int(batch.shape[0]))
     if options.readout_delay == "auto" and not choice:
         raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: pass more than {options.bias_images} calibration images (--calib-samples > --bias-samples), or a fixed --readout-delay K")
-    graph, report = convert(calibrator, options, input_shape)
+    with torch.device("cpu"):  # folding the scales into the weights: cheap, on the CPU; the threshold search reads the observers where they are
+        graph, report = convert(calibrator, options, input_shape)
     if options.max_spikes > 1:
         report.notes.append(f"burst neurons: up to {options.max_spikes} spikes per step (thresholds 1..{options.max_spikes}), each spike worth 1/{options.max_spikes} of the layer's searched ceiling")
     del calibrator  # its histograms are read; the bias passes below need the memory
     report.equivalence = equivalence
-    sizes = _activation_sizes(canonical.module, input_shape)
+    canonical.module.to("cpu")
+    with torch.device("cpu"):
+        sizes = _activation_sizes(canonical.module, input_shape)
     given = dict(meta or {})  # provenance from the caller: source, dataset, normalization, annsnn_version
     record = SnnRecord.from_meta({
         **given,
@@ -95,6 +106,7 @@ def ann_to_snn(
         "equivalence": report.to_dict()["equivalence"],
     })
     snn = SpikingNetwork(graph, canonical.module, record, registry=canonical.registry)
+    snn.to(device)  # the bias fits and the readout-delay choice simulate it there
     bias_fit: dict | None = None
     if options.bias != "none":
         from .calibration import fit_layer_bias, fit_step_bias
@@ -115,6 +127,7 @@ def ann_to_snn(
         report.notes.append(f"readout delay {delay.delay} step(s), chosen at T={options.T} on {delay.samples} calibration images the bias fit did not use (agreement with the ANN {100 * delay.agreement[delay.delay]:.1f}% vs {100 * delay.agreement[0]:.1f}% without)")
     elif options.readout_delay:
         readout_delay = int(options.readout_delay)
+    snn.to("cpu")
     calibration = Calibration(T=options.T, method=calibration_method(options.to_dict()), readout_delay=readout_delay, delay_choice=delay_choice, bias_fit=bias_fit)
     snn.record = record.replace(calibration=calibration, report=report.to_dict())  # the final report, once
     return snn, report

@@ -22,7 +22,8 @@ __all__ = ["SimulationResult", "simulate", "auto_chunk", "StepHook", "readout_de
 # Called once per chunk with (first_step, steps_in_chunk).
 StepHook = Callable[[int, int], None]
 
-_DEFAULT_BUDGET = 8 * 1024 * 1024  # bytes per activation tensor; larger ones are slower on CPU (mmap)
+_DEFAULT_BUDGET = 8 * 1024 * 1024  # bytes per activation tensor on a CPU; larger ones are slower there (mmap)
+_GPU_SHARE = 16  # on a GPU: one activation tensor may take 1/16 of the free memory (a layer holds a few at once)
 
 
 @dataclass
@@ -43,8 +44,17 @@ class SimulationResult:
         return self.outputs[T].argmax(dim=1)
 
 
-def auto_chunk(snn: SpikingNetwork, batch_size: int, max_steps: int, budget_bytes: int = _DEFAULT_BUDGET) -> int:
-    """Steps per chunk so that about ``budget_bytes`` of activations are live at once."""
+def auto_chunk(snn: SpikingNetwork, batch_size: int, max_steps: int, budget_bytes: int | None = None, *, device: torch.device | str = "cpu") -> int:
+    """Steps per chunk so that the largest activation ``[K*B, ...]`` takes about
+    ``budget_bytes``: 8 MiB on a CPU (larger tensors are slower there), 1/16 of the free
+    memory on a GPU, where merging every step into one batch (K = T) is fastest."""
+    if budget_bytes is None:
+        device = torch.device(device)
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget_bytes = int(free) // _GPU_SHARE
+        else:
+            budget_bytes = _DEFAULT_BUDGET
     per_sample = snn.record.max_activation_numel * 4
     steps = budget_bytes // max(1, per_sample * batch_size)
     return int(max(1, min(max_steps, steps)))
@@ -78,7 +88,7 @@ def simulate(
     skip = {T: readout_start(delay, T, calibrated) for T in steps}
     starts = sorted(set(skip.values()))
     batch = int(inputs.shape[0])
-    chunk = auto_chunk(snn, batch, max_t) if chunk is None else int(chunk)
+    chunk = auto_chunk(snn, batch, max_t, device=inputs.device) if chunk is None else int(chunk)
     if chunk < 1:
         raise UsageError("chunk must be at least 1")
     runner = snn.runner(encoding)
@@ -116,8 +126,11 @@ def simulate(
             for i in range(k):
                 step = start + i + 1
                 for d in starts:
-                    if step > d:
-                        acc[d] = out[i].clone() if d not in acc else acc[d] + out[i]
+                    if step > d:  # in place: the same sums in the same order, without a new tensor per step
+                        if d in acc:
+                            acc[d].add_(out[i])
+                        else:
+                            acc[d] = out[i].clone()
                 if step in wanted:
                     outputs[step] = acc[skip[step]].clone()
             start += k

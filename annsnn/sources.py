@@ -79,7 +79,7 @@ class ResolvedInputs:
 
 
 def resolve_inputs(loaded: LoadedModel, data: str | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                   input_shape: tuple[int, ...] | None = None, data_root: str | os.PathLike | None = None) -> ResolvedInputs:
+                   input_shape: tuple[int, ...] | None = None, data_root: str | os.PathLike | None = None, preprocess=None) -> ResolvedInputs:
     """Dataset, normalization and input shape by the precedence in the module docstring."""
     from .data import dataset_spec
     from .zoo import architectures
@@ -88,8 +88,8 @@ def resolve_inputs(loaded: LoadedModel, data: str | None = None, mean: Sequence[
     record = loaded.record
     name = data or record.get("dataset") or (arch_spec.dataset if arch_spec and arch_spec.dataset != "imagefolder" else None)
     if name is None:
-        raise UsageError("which data? pass --data NAME (digits, mnist, cifar10, ..., imagefolder:PATH)")
-    spec = dataset_spec(name, data_root)
+        raise UsageError("which data? pass --data NAME (digits, mnist, cifar10, ..., imagefolder:PATH, imagenet:ROOT)")
+    spec = dataset_spec(name, data_root, preprocess)
     if mean is not None or std is not None:
         if mean is None or std is None:
             raise UsageError("--mean and --std go together")
@@ -100,7 +100,8 @@ def resolve_inputs(loaded: LoadedModel, data: str | None = None, mean: Sequence[
         norm, source = (list(arch_spec.normalization[0]), list(arch_spec.normalization[1])), f"{arch_spec.name}'s training normalization"
     else:
         norm, source = (list(spec.mean), list(spec.std)), f"{spec.name}'s standard normalization"
-    shape = tuple(input_shape or record.get("input_shape") or spec.input_shape)
+    read = spec.input_shape if preprocess is not None and preprocess.crop is not None else None  # the images as preprocessed (annsnn.data.Preprocess)
+    shape = tuple(input_shape or read or record.get("input_shape") or spec.input_shape)
     if len(norm[0]) not in (1, shape[0]) or len(norm[1]) != len(norm[0]):
         raise UsageError(f"normalization has {len(norm[0])} values but the input has {shape[0]} channels")
     return ResolvedInputs(spec, tuple(float(v) for v in norm[0]), tuple(float(v) for v in norm[1]), source, shape)

@@ -61,15 +61,15 @@ def if_quantize(x: Tensor, theta: float | Tensor, T: int) -> Tensor:
     return torch.clamp(torch.floor(x * T / theta + 0.5), 0, T) * theta / T
 
 
-def _level_starts(bins: int, T: int) -> Tensor:
+def _level_starts(bins: int, T: int, device: torch.device | str = "cpu") -> Tensor:
     """``start[j, k]``: the first bin whose centre the quantiser with threshold ``(j+1) w``
     maps to level >= k (k = 0..T+1), in exact integer arithmetic.
 
     Bin b (centre ``(b + 1/2) w``) lies at level >= k when
     ``(2b + 1) T + (j + 1) >= 2 k (j + 1)``, i.e. ``b >= ((2k - 1)(j + 1) - T) / (2T)``.
     """
-    j1 = torch.arange(1, bins + 1, dtype=torch.int64).view(-1, 1)
-    k = torch.arange(0, T + 2, dtype=torch.int64).view(1, -1)
+    j1 = torch.arange(1, bins + 1, dtype=torch.int64, device=device).view(-1, 1)
+    k = torch.arange(0, T + 2, dtype=torch.int64, device=device).view(1, -1)
     numerator = (2 * k - 1) * j1 - T
     start = -((-numerator) // (2 * T))  # ceil division
     start = start.clamp(0, bins)
@@ -90,18 +90,19 @@ def if_quantization_errors(histogram: Tensor, bin_width: float, T: int) -> Tenso
     squeeze = hist.dim() == 1
     hist = hist.view(-1, hist.shape[-1])
     bins = hist.shape[-1]
-    centres = (torch.arange(bins, dtype=torch.float64) + 0.5) * bin_width
-    zero = torch.zeros(hist.shape[0], 1, dtype=torch.float64)
+    device = hist.device  # the search runs where the histograms are (annsnn convert --device)
+    centres = (torch.arange(bins, dtype=torch.float64, device=device) + 0.5) * bin_width
+    zero = torch.zeros(hist.shape[0], 1, dtype=torch.float64, device=device)
     s0 = torch.cat([zero, hist.cumsum(1)], 1)
     s1 = torch.cat([zero, (hist * centres).cumsum(1)], 1)
     s2 = torch.cat([zero, (hist * centres * centres).cumsum(1)], 1)
     # level k covers bins [start[k], start[k+1]); summing k * (moment over level k) over
     # k telescopes into T * total - sum_{k<T} cumsum[start[k+1]], so one gather per moment:
     # E = S2 - 2 (theta/T) (T S1 - sum_k s1[b_k]) + (theta/T)^2 (T^2 S0 - sum_k (2k+1) s0[b_k])
-    bounds = _level_starts(bins, T)[:, 1 : T + 1].reshape(-1)  # [candidates * T]
-    odd = (2 * torch.arange(T, dtype=torch.float64) + 1).view(1, 1, T)
-    step = torch.arange(1, bins + 1, dtype=torch.float64).view(1, -1) * bin_width / T  # theta / T
-    errors = torch.empty(hist.shape[0], bins, dtype=torch.float64)
+    bounds = _level_starts(bins, T, device)[:, 1 : T + 1].reshape(-1)  # [candidates * T]
+    odd = (2 * torch.arange(T, dtype=torch.float64, device=device) + 1).view(1, 1, T)
+    step = torch.arange(1, bins + 1, dtype=torch.float64, device=device).view(1, -1) * bin_width / T  # theta / T
+    errors = torch.empty(hist.shape[0], bins, dtype=torch.float64, device=device)
     block = max(1, _GATHER_ELEMENTS // (bins * T))  # channels at a time: bounded memory (each row's sums do not depend on the block)
     for c in range(0, hist.shape[0], block):
         rows = slice(c, c + block)
@@ -128,12 +129,12 @@ def search_if_threshold(histogram: Tensor, bin_width: float | Tensor, T: int, ce
     hist = histogram.to(torch.float64)
     bins = hist.shape[-1]
     rows_hist = hist.view(-1, bins)
-    widths = torch.as_tensor(bin_width, dtype=torch.float64).reshape(-1)
+    widths = torch.as_tensor(bin_width, dtype=torch.float64, device=hist.device).reshape(-1)
     widths = widths.expand(rows_hist.shape[0]) if widths.numel() == 1 else widths
     if widths.numel() != rows_hist.shape[0]:
         raise ValueError("one bin width, or one per histogram row")
     rows = if_quantization_errors(rows_hist, 1.0, T) * widths.view(-1, 1) ** 2
-    candidates = torch.arange(1, bins + 1, dtype=torch.float64).view(1, -1) * widths.view(-1, 1)
+    candidates = torch.arange(1, bins + 1, dtype=torch.float64, device=hist.device).view(1, -1) * widths.view(-1, 1)
     if ceiling is not None:
         allowed = candidates <= ceiling * (1 + 1e-12)
         allowed[:, 0] |= ~allowed.any(1)
@@ -158,6 +159,6 @@ def if_thresholds(observer, T: int, channel_wise: bool, ceiling: float | None = 
         return theta * (observer.channel_max > 0).to(torch.float64)
     width = observer.bin_width
     if width <= 0:
-        return torch.tensor(0.0, dtype=torch.float64)
+        return torch.tensor(0.0, dtype=torch.float64, device=observer.histogram.device)
     theta, _ = search_if_threshold(observer.histogram, width, T, ceiling)
     return theta

@@ -175,6 +175,91 @@ def speed() -> None:
     })
 
 
+def _synced(fn, device):
+    def run():
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out
+    return run
+
+
+def speed_gpu(device_name: str, batches=(64, 256, 1024), time_steps=(8, 16, 32)) -> None:
+    """Issue 24 item 2 on a GPU: annsnn simulate vs SpikingJelly 2.0 multi-step vs T x ANN and one ANN pass over the merged [T*B]
+    batch, VGG-11 random weights, B in {64, 256, 1024}, T in {8, 16, 32}; interleaved,
+    synchronized, median of 5 after a warm-up. Records the GPU name and torch version."""
+    from annsnn.simulate import simulate
+
+    device = torch.device(device_name)
+    torch.backends.cudnn.benchmark = False
+    rows = []
+    for batch in batches:
+        model, snn, x_cpu = _vgg11(batch)
+        import spikingjelly.activation_based.functional as sjf
+
+        snn = snn.to(device)
+        x = x_cpu.to(device)
+        for T in time_steps:
+            xt = x.repeat(T, 1, 1, 1)
+            fns = {
+                "ann": _synced(lambda: snn.ann(x), device),
+                "ann_merged": _synced(lambda xt=xt: snn.ann(xt), device),
+                "annsnn": _synced(lambda T=T: simulate(snn, x, [T]), device),
+            }
+            nets = _sj_multi_nets(model, x_cpu, T, device)
+            for backend, net in nets.items():
+                def run_sj(net=net, xt=xt, T=T):
+                    sjf.reset_net(net)
+                    return net(xt).reshape(T, batch, -1).sum(0)
+                fns[f"sj_{backend}"] = _synced(run_sj, device)
+            with torch.no_grad():
+                t = interleaved(fns, repeats=5)
+            sj_best = min(v for k, v in t.items() if k.startswith("sj_"))
+            rows.append({"batch": batch, "T": T, **{f"{k}_s": v for k, v in t.items()},
+                         "annsnn_over_T_ann": t["annsnn"] / (T * t["ann"]), "annsnn_over_sj_best": t["annsnn"] / sj_best,
+                         "annsnn_over_ann_merged": t["annsnn"] / t["ann_merged"], "sj_best_over_T_ann": sj_best / (T * t["ann"])})
+            print(rows[-1], flush=True)
+        del snn, x
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    save(f"speed_{device.type}", {
+        "model": "vgg11_cifar, RANDOM weights, BN folded, mode 99.9, 32x32 inputs", "device": device_name,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "torch": torch.__version__, "cuda": torch.version.cuda,
+        "method": "interleaved (ANN, ANN over [T*B], annsnn, SJ multi-step per backend), synchronized, median of 5 after one warm-up",
+        "rows": rows,
+        "targets": {"annsnn_over_sj_best": "<= 0.8 for every B, T", "annsnn_over_ann_merged": "<= 1.1 at B=256, T=16"},
+    })
+
+
+def _sj_multi_nets(model, x_cpu, T: int, device) -> dict:
+    """SpikingJelly 2.0's conversion in multi-step mode for T, on ``device``."""
+    import copy
+
+    from spikingjelly.activation_based import neuron
+    from spikingjelly.activation_based.ann2snn import FXConverter, RateCodingRecipe
+
+    sj = FXConverter(RateCodingRecipe([(x_cpu, torch.zeros(len(x_cpu)))], mode="99.9%")).convert(copy.deepcopy(model)).eval()
+    # SpikingJelly 2.0's IFNode has no backend switch: if_multi_step picks its kernel by device
+    net = copy.deepcopy(sj)
+    for name, module in list(net.named_modules()):
+        if isinstance(module, neuron.BaseNode):
+            module.step_mode = "m"
+            net.set_submodule(name, _MergedNode(module, T))
+    nets = {"multi": net.to(device)}
+    return nets
+
+
+class _MergedNode(torch.nn.Module):
+    """[T*B, ...] -> the node's multi-step [T, B, ...] -> [T*B, ...] (SeqToANNContainer's merge)."""
+
+    def __init__(self, node, T: int) -> None:
+        super().__init__()
+        self.node, self.T = node, T
+
+    def forward(self, z):
+        return self.node(z.reshape(self.T, -1, *z.shape[1:])).reshape(z.shape)
+
+
 def _peak_subprocess(kind: str, T: int) -> float:
     """Peak RSS growth of simulating T steps in a fresh process that only loaded the SNN."""
     import tempfile
@@ -600,6 +685,20 @@ def summary() -> None:
             ("T sweep {5,20,50} / one 50-step run", f"{r['sweep_ratio']:.3f}", "<= 1.05", "re-running per T would cost 1.5", "speed"),
             ("peak memory T=256 / T=16 (chunked)", f"{r['memory_ratio_T256_vs_T16']:.3f}", "<= 1.5", f"{r['peak_mb_T16']:.0f} MB vs {r['peak_mb_T256']:.0f} MB growth", "speed"),
         ]
+    if (r := load("speed_cuda")):
+        for row in r["rows"]:
+            rows.append((f"GPU simulate, VGG-11 random weights, B={row['batch']}, T={row['T']}: annsnn / SpikingJelly 2.0 multi-step", f"{row['annsnn_over_sj_best']:.3f}", "<= 0.8",
+                         f"{r['gpu']}, torch {r['torch']}; annsnn / (T x ANN) {row['annsnn_over_T_ann']:.3f}, / ANN over [T*B] {row['annsnn_over_ann_merged']:.3f} (target <= 1.1 at B=256, T=16); commit {r.get('commit', '?')}", "speed --device cuda"))
+    for device in ("cpu", "cuda"):
+        if (r := load(f"imagenet_cost_{device}")):
+            for row in r["rows"]:
+                if "error" in row:
+                    rows.append((f"{row['model']} 224^2 conversion ({device})", "error", "", row["error"], r["command"]))
+                    continue
+                speed = f"; simulate T=32: {row['simulate_T32_images_per_s']:.1f} images/s" if "simulate_T32_images_per_s" in row else ""
+                rows.append((f"{row['model']} 224^2, default pipeline N=32, {row['images']} images ({device}{', ' + r['gpu'] if r.get('gpu') else ''}): time / ANN pass, memory / ANN pass",
+                             f"{row['time_ratio']:.1f}x, {row['memory_ratio']:.2f}x", "<= 40x, <= 2x",
+                             f"{row['conversion_s']:.1f} s vs {row['ann_pass_s']:.2f} s; {row['conversion_peak_mb']:.0f} vs {row['ann_peak_mb']:.0f} MB{speed}; commit {r.get('commit', '?')}", r["command"]))
     if (r := load("overhead")):
         rows.append(("analyzer: with counting / without, VGG-11 (random weights), T=16", f"{r['ratio']:.3f}", "<= 1.15", f"interleaved, median of 5; commit {r.get('commit', '?')}", "overhead"))
     if (r := load("calibration")):
@@ -686,14 +785,21 @@ def summary() -> None:
              "Commit of each results file (rows from different commits are not one run; see the notes column): "
              + ", ".join(f"{p.stem} {_commit_of(json.loads(p.read_text()))}" for p in sorted(RESULTS.glob("*.json"))) + "\n\n",
              "| measure | result | target | notes | command |\n|---|---|---|---|---|\n"]
-    lines += [f"| {a} | {b} | {c} | {d} | `python benchmarks/run.py {e}` |\n" for a, b, c, d, e in rows]
+    lines += [f"| {a} | {b} | {c} | {d} | `{e if e.startswith('python ') else 'python benchmarks/run.py ' + e}` |\n" for a, b, c, d, e in rows]
     (ROOT / "benchmarks" / "RESULTS.md").write_text("".join(lines))
 
 
 if __name__ == "__main__":
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     jobs = {"speed": speed, "overhead": overhead, "calibration": calibration, "distributed": distributed, "accuracy": accuracy, "nir": nir_roundtrip, "robustness": robustness, "calibration_cost": calibration_cost, "sj_low_latency": sj_low_latency, "sj_heldout": sj_heldout, "sj_full_test": sj_full_test, "suite_low_latency": suite_low_latency, "nir_target": nir_target, "summary": lambda: None}
-    names = sys.argv[1:] or ["speed", "overhead", "calibration"]
+    args = sys.argv[1:]
+    if "--device" in args:  # speed --device cuda: the GPU table (issue 24)
+        where = args.index("--device")
+        bench_device = args[where + 1]
+        del args[where : where + 2]
+        if bench_device != "cpu":
+            jobs["speed"] = lambda: speed_gpu(bench_device)
+    names = args or ["speed", "overhead", "calibration"]
     if names == ["all"]:
         names = list(jobs)
     sys.path.insert(0, str(ROOT / "benchmarks"))

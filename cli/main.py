@@ -177,6 +177,10 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--data-root", type=click.Path(file_okay=False), help="Folder with local datasets (default $ANNSNN_DATA_ROOT or ./data).")
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=1024, show_default=True, help="Training images used for calibration.")
+@click.option("--weights", help="torchvision:NAME: read images as these weights' transforms() do (e.g. DEFAULT, IMAGENET1K_V2); zoo:NAME: also load them. timm:NAME uses timm's data config without it.")
+@click.option("--resize", type=click.IntRange(min=1), help="Resize the shorter image side to N pixels (image folders, imagenet:ROOT); recorded in the SNN.")
+@click.option("--crop", type=click.IntRange(min=1), help="Centre-crop N x N pixels after --resize; recorded in the SNN.")
+@click.option("--device", default="cpu", show_default=True, help="Run every calibration pass on cpu, cuda or cuda:N (the SNN file is the same; a GPU is optional).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--mean", type=FLOAT_LIST, help="Input normalization mean, overriding the recorded one.")
 @click.option("--std", type=FLOAT_LIST, help="Input normalization std, overriding the recorded one.")
@@ -184,7 +188,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="SNN file (default: next to MODEL, NAME.snn.pt).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the conversion report as JSON.")
 @click.option("--trust", is_flag=True, help="Allow unpickling a whole pickled nn.Module (runs code from the file).")
-def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, deploy_target, max_spikes, maxpool, hybrid, data, data_root, download, calib_samples, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
+def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, deploy_target, max_spikes, maxpool, hybrid, data, data_root, download, calib_samples, weights, resize, crop, device, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
 
     BatchNorm is folded and one calibration pass over training images records each
@@ -222,6 +226,9 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     from annsnn.calibration import resolve_calibration
     from annsnn.modes import parse_mode
 
+    from annsnn.evaluation import check_device
+
+    check_device(device)  # before anything is loaded
     calibration = resolve_calibration(calibration, mode_given=mode is not None, percentile_of_given=percentile_of is not None)
     if deploy_target == "nir":
         from annsnn.nir_target import NIR_CALIBRATION, nir_options
@@ -233,22 +240,28 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         options = _calibrated_options(mode or parse_mode("99.99"), channel_wise, percentile_of or "all", v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver, threshold_scale, readout_delay, max_spikes)
     if options.readout_delay == "auto" and calib_samples <= options.bias_images:  # before loading anything
         raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {options.bias_images}; pass more, or --readout-delay K")
-    loaded = load_source(model, arch, trust, input_shape=input_shape)
+    from annsnn.data import preprocess_for
+
+    zoo = model is not None and model.startswith("zoo:")
+    preprocess = preprocess_for(arch, None if zoo else weights, resize, crop)
+    loaded = load_source(model, arch, trust, weights=weights if zoo else None, input_shape=input_shape)
     target = Path(out_path) if out_path else default_snn_path(model, loaded.arch)
     outputs = OutputSet(inputs=(model or "",))
     outputs.file(target)
     if json_path:
         outputs.file(json_path)
-    inputs = resolve_inputs(loaded, data, mean, std, input_shape, data_root)
+    inputs = resolve_inputs(loaded, data, mean, std, input_shape, data_root, preprocess)
     spec, norm, norm_source, shape = inputs.dataset, inputs.normalization, inputs.normalization_source, inputs.input_shape
     convertible_module(loaded, shape)
     check_fits(loaded.module, shape, batch_size)
-    loader = make_loader(load_dataset(spec.name, "train", data_root, download), batch_size, calib_samples)
+    loader = make_loader(load_dataset(spec.name, "train", data_root, download, preprocess), batch_size, calib_samples)
     meta = provenance(loaded, inputs)
+    if preprocess is not None:
+        meta["preprocess"] = preprocess.to_dict()  # how images are read (annsnn.data.Preprocess); evaluate reads it back
     started = time.perf_counter()
     with _progress() as progress:
         calib = (x for x, _ in _batches(loader, progress, "calibrating"))
-        snn, report = ann_to_snn(loaded.module, calib, input_shape=shape, options=options, normalization=norm, meta=meta)
+        snn, report = ann_to_snn(loaded.module, calib, input_shape=shape, options=options, normalization=norm, meta=meta, device=device)
     if deploy_target == "nir":
         from annsnn.nir_io import to_nir
         from annsnn.nir_target import fold_constant_bias
@@ -260,7 +273,9 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     # everything that can fail runs before the first byte is written: the table, the notes and
     # the JSON text (strict: no NaN); then the SNN and the JSON are written, then remembered
     lines: list = [conversion_table(report), *conversion_notes(report, options, calibration, snn.record.calibration.readout_delay)]
-    lines.append(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s")
+    lines.append(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s on {_device_name(device)}")
+    if preprocess is not None:
+        lines.append(f"images: resize {preprocess.resize or '-'}, centre crop {preprocess.crop or '-'}, {preprocess.interpolation} ({preprocess.source}); recorded in the SNN for evaluate")
     calibrated = {key: snn.meta[key] for key in ("calibrated_T", "readout_delay", "delay_choice") if key in snn.meta}
     json_data = {"schema_version": 1, "snn": {"path": str(target), "sha256": None}, **meta, **calibrated, "report": report.to_dict()}
     json_dumps(json_data)  # fails here (strict: no NaN) before anything is written
@@ -275,6 +290,15 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     out.print(f"wrote {written}  (remembered for this directory: 'annsnn evaluate' and 'annsnn energy' run here now use it)")
     if json_path:
         out.print(f"wrote {json_path}")
+
+
+def _device_name(device: str) -> str:
+    """``cpu``, or ``cuda:0 (NVIDIA H100 ...)``: which device ran."""
+    d = torch.device(device)
+    if d.type == "cuda":
+        index = d.index if d.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return d.type
 
 
 def _calibrated_options(mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, maxpool, hybrid, step_solver=None, threshold_scale=None, readout_delay=None, max_spikes=1):
@@ -506,6 +530,9 @@ def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, pe
         if measured.sensors.notice:
             out.print(f"note: {measured.sensors.notice}")
         out.print(measured_table(measured, result))
+        for measured_run in measured.runs:
+            if measured_run.energy_notice:
+                out.print(f"note: {measured_run.network}: {measured_run.energy_notice}")
         for note in measured.notes:
             out.print(f"note: {note}")
         extra["measured"] = measured.to_dict()
@@ -851,8 +878,9 @@ def zoo_list(macs: bool) -> None:
 @click.option("--neurons", type=click.IntRange(min=1), default=400, show_default=True, help="With --rule stdp: excitatory neurons.")
 @click.option("--assign-samples", type=click.IntRange(min=1), default=10000, show_default=True, help="With --rule stdp: training images (learning off) that assign each neuron its label.")
 @click.option("--test-samples", type=click.IntRange(min=1), help="With --rule stdp: test images scored after each epoch, evenly spaced (default: all).")
+@click.option("--device", default="cpu", show_default=True, help="Train the ANN on cpu, cuda or cuda:N.")
 @click.pass_context
-def zoo_train(ctx, arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, out_path, direct_snn, T, tau, rule, neurons, assign_samples, test_samples) -> None:
+def zoo_train(ctx, arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, out_path, direct_snn, T, tau, rule, neurons, assign_samples, test_samples, device) -> None:
     """Train ARCH on a dataset; the checkpoint records arch, dataset and normalization,
     so 'annsnn convert FILE' needs no other flag.
 
@@ -868,11 +896,16 @@ def zoo_train(ctx, arch, data, data_root, download, epochs, lr, batch_size, opti
     from annsnn.files import atomic_path, check_output_path
     from annsnn.zoo.train import TrainConfig, checkpoint_dict, train
 
+    from annsnn.evaluation import check_device
+
+    check_device(device)
     if rule == "stdp":
         from .stdp import train_stdp_command
 
         if not direct_snn:
             raise UsageError("--rule stdp trains a spiking network: add --snn")
+        if device != "cpu":
+            raise UsageError("--device applies to ANN training; --rule stdp trains on the CPU")
         source = click.core.ParameterSource
         steps = None if ctx.get_parameter_source("T") == source.DEFAULT else T
         data = "mnist" if ctx.get_parameter_source("data") == source.DEFAULT else data
@@ -882,6 +915,8 @@ def zoo_train(ctx, arch, data, data_root, download, epochs, lr, batch_size, opti
         check_output_path(target)
         train_stdp_command(arch, data, data_root, download, epochs, batch, seed, samples, steps, neurons, assign_samples, test_samples, target, _progress, out, err)
         return
+    if direct_snn and device != "cpu":
+        raise UsageError("--device applies to ANN training; --snn trains on the CPU")
 
     suffix = f"-snn{T}" if direct_snn else ""
     target = Path(out_path or f"{arch}-{data.replace(':', '_').replace('/', '_')}{suffix}.pt")
@@ -890,9 +925,9 @@ def zoo_train(ctx, arch, data, data_root, download, epochs, lr, batch_size, opti
     if direct_snn:
         _train_direct(arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, T, tau, target)
         return
-    config = TrainConfig(arch=arch, dataset=data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, optimizer=optimizer, data_root=data_root, download=download, train_samples=samples)
+    config = TrainConfig(arch=arch, dataset=data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, optimizer=optimizer, data_root=data_root, download=download, train_samples=samples, device=device)
     with _progress() as progress:
-        task = progress.add_task(f"training {arch}", total=None, status="")
+        task = progress.add_task(f"training {arch} on {device}", total=None, status="")
 
         def on_step(step: int, total: int, loss: float, acc: float) -> None:
             progress.update(task, completed=step, total=total, status=f"loss {loss:.4f} acc {100 * acc:.2f}%")
@@ -902,7 +937,7 @@ def zoo_train(ctx, arch, data, data_root, download, epochs, lr, batch_size, opti
         torch.save(checkpoint_dict(config, result), str(tmp))
     for row in result.history:
         out.print(f"epoch {row['epoch']}: loss {row['loss']:.4f}  train {100 * row['train_top1']:.2f}%  test {100 * row['test_top1']:.2f}%")
-    out.print(f"wrote {target} (test top-1 {100 * result.test_top1:.2f}%)")
+    out.print(f"wrote {target} (test top-1 {100 * result.test_top1:.2f}%; trained on {device})")
 
 
 def _train_direct(arch, data, data_root, download, epochs, lr, batch_size, optimizer, seed, samples, T, tau, target: Path) -> None:

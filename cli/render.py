@@ -380,11 +380,18 @@ def _mib(b: int | None) -> str:
     return "–" if b is None else f"{b / 2**20:.1f} MiB"
 
 
+def _measured_energy(run) -> str:
+    """Total energy per inference and, in brackets, its part above idle power."""
+    if run.energy_j_per_inference is None:
+        return _joules(None) if run.energy_notice is None else "refused" if run.energy_window is not None else "no reading"
+    return f"{_joules(run.energy_j_per_inference)} ({_joules(run.energy_above_idle_j / run.samples)})"
+
+
 def measured_table(measured, result) -> Table:
     """Per inference: MEASURED time, memory, energy beside the two kinds of ESTIMATES."""
     compute = next((m for m, d in result.energy_models.items() if not m.endswith("+sram") and d.get("kind", "digital") == "digital"), None)
     memory = next((m for m in result.energy_models if m.endswith("+sram")), None)
-    energy_label = "measured\nenergy/inf" if measured.sensors.readable else "measured\nenergy/inf\n(no sensor)"
+    energy_label = "measured\nenergy/inf\n(above idle)" if measured.sensors.readable else "measured\nenergy/inf\n(no sensor)"
     table = Table(title=f"Measured on this machine ({measured.device}, {measured.threads} threads, {measured.samples} samples) vs estimated, per inference", title_justify="left")
     cols = ["network", "measured\ntime/inf", "measured\nhost peak\ngrowth", "measured\nprocess\npeak RSS", "measured\nGPU peak", energy_label]
     if compute:
@@ -395,7 +402,7 @@ def measured_table(measured, result) -> Table:
         table.add_column(col, justify="left" if col == "network" else "right")
     by_t = {r.T: r for r in result.rows}
     for run in measured.runs:
-        cells = [run.network, f"{1e3 * run.wall_s_per_inference:.4g} ms", _mib(run.host_peak_bytes), _mib(run.host_peak_rss_bytes), _mib(run.gpu_peak_bytes), _joules(run.energy_j_per_inference)]
+        cells = [run.network, f"{1e3 * run.wall_s_per_inference:.4g} ms", _mib(run.host_peak_bytes), _mib(run.host_peak_rss_bytes), _mib(run.gpu_peak_bytes), _measured_energy(run)]
         for name in (compute, memory):
             if name:
                 pj = result.ann.energy_pj.get(name) if run.T is None else by_t[run.T].energy_pj.get(name)

@@ -37,6 +37,7 @@ class TrainConfig:
     data_root: str | None = None
     download: bool = False
     train_samples: int | None = None
+    device: str = "cpu"  # where training runs (cpu, cuda, cuda:N); the model comes back on the CPU
 
 
 @dataclass
@@ -47,12 +48,12 @@ class TrainResult:
     normalization: tuple[list[float], list[float]] = ((), ())  # type: ignore[assignment]
 
 
-def accuracy(model: nn.Module, loader) -> float:
+def accuracy(model: nn.Module, loader, device: torch.device | str = "cpu") -> float:
     model.eval()
     correct = total = 0
     with torch.no_grad():
         for x, y in loader:
-            correct += int((model(x).argmax(1) == y).sum())
+            correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
             total += int(y.numel())
     return correct / max(total, 1)
 
@@ -73,7 +74,8 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float, float], None]
         raise UsageError(f"{config.arch} expects input {arch_spec.input_shape}, dataset {config.dataset} gives {ds_spec.input_shape}")
     mean, std = (list(arch_spec.normalization[0]), list(arch_spec.normalization[1])) if arch_spec.normalization else (list(ds_spec.mean), list(ds_spec.std))
     net = build(config.arch, num_classes=ds_spec.num_classes)
-    model = WithInputNormalization(net, mean, std)
+    device = torch.device(config.device)
+    model = WithInputNormalization(net, mean, std).to(device)
     train_set = load_dataset(config.dataset, "train", config.data_root, config.download)
     test_set = load_dataset(config.dataset, "test", config.data_root, config.download)
     train_loader = make_loader(train_set, config.batch_size, config.train_samples, shuffle=True, seed=config.seed)
@@ -92,6 +94,7 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float, float], None]
         total_loss = correct = seen = 0.0
         for step, (x, y) in enumerate(train_loader):
             opt.zero_grad()
+            x, y = x.to(device), y.to(device)
             out = model(x)
             loss = loss_fn(out, y)
             loss.backward()
@@ -101,9 +104,9 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float, float], None]
             seen += len(y)
             if on_step is not None:
                 on_step(epoch * steps_per_epoch + step + 1, config.epochs * steps_per_epoch, total_loss / seen, correct / seen)
-        test_top1 = accuracy(model, test_loader)
+        test_top1 = accuracy(model, test_loader, device)
         result.history.append({"epoch": epoch + 1, "loss": total_loss / seen, "train_top1": correct / seen, "test_top1": test_top1})
-    model.eval()
+    model.eval().to("cpu")
     result.test_top1 = result.history[-1]["test_top1"]
     return result
 

@@ -131,6 +131,36 @@ def test_an_onnx_model_evaluates_or_fails_before_simulating(tmp_path):
         assert outcome.result.samples == 16 and outcome.result.ann.macs == count_ann(model, (1, 8, 8)).macs  # names do not matter
 
 
+def _numpy_bytes(tensor: torch.Tensor) -> bytes:
+    """The reference: the tensor's bytes as numpy lays them out (C order, native endianness)."""
+    return tensor.detach().cpu().numpy().tobytes()
+
+
+@pytest.mark.parametrize("value", [torch.tensor(0.75), torch.tensor(3, dtype=torch.int64), torch.tensor(True),
+                                   torch.arange(6, dtype=torch.float64).reshape(2, 3).t(), torch.zeros(0)])
+def test_tensor_bytes_of_0_dim_and_strided_tensors_equal_numpys(value):
+    """Issue 24 item 5: `.view(torch.uint8)` on a 0-dim tensor raised 'self.dim() cannot be 0 to
+    view Float as Byte' (torch 2.11 and 2.14), so the resume key of an SNN holding a scalar
+    buffer failed. The bytes hashed are numpy's, for every shape."""
+    from annsnn.evaluation import tensor_bytes
+
+    assert tensor_bytes(value) == _numpy_bytes(value)
+
+
+def test_fingerprint_of_an_snn_with_a_0_dim_buffer(snns):
+    """A scalar buffer (as a plain-normalization SNN's scalar rescale holds) is hashed by value."""
+    import copy
+
+    from annsnn.evaluation import snn_fingerprint
+
+    first, second = copy.deepcopy(snns["max"]), copy.deepcopy(snns["max"])
+    first.graph.register_buffer("scalar", torch.tensor(0.5))
+    second.graph.register_buffer("scalar", torch.tensor(0.5))
+    assert snn_fingerprint(first) == snn_fingerprint(second)
+    second.graph.scalar.fill_(0.25)
+    assert snn_fingerprint(first) != snn_fingerprint(second)
+
+
 def test_analyze_of_batches_in_hand_gives_the_numbers_of_evaluate(snns):
     """``analyze`` (the loop benchmarks and reports call) scores the same batches to the same
     numbers as ``evaluate`` (the CLI's loop); batches without labels are scored without accuracy."""

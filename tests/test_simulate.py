@@ -82,3 +82,35 @@ def test_accuracy_is_monotone_on_a_trained_model(trained):
     rows = {row.T: row for row in analyzer.report().rows}
     assert rows[256].top1 >= rows[8].top1
     assert rows[256].agreement >= 0.97
+
+
+def test_readout_is_the_plain_step_sum(trained):
+    """The in-place readout equals summing each step's output (recorded by a hook) in step
+    order, bit for bit, with and without a readout delay."""
+    snn, x, _ = trained
+    steps: list[torch.Tensor] = []
+    handle = snn.runner("direct").register_forward_hook(lambda mod, args, out: steps.append(out.reshape(-1, 16, out.shape[-1]).clone()))
+    try:
+        result = simulate(snn, x[:16], [3, 9], chunk=4, readout_delay=2)
+    finally:
+        handle.remove()
+    per_step = torch.cat(steps)
+    for T, d in ((3, 2), (9, 2)):
+        expected = per_step[d].clone()
+        for t in range(d + 1, T):
+            expected = expected + per_step[t]
+        assert torch.equal(result.outputs[T], expected)
+
+
+def test_auto_chunk_merges_every_step_on_a_gpu_when_memory_allows(trained, monkeypatch):
+    """CPU: 8 MiB per activation tensor. GPU: 1/16 of the free memory, so K = T unless an
+    activation [T*B, ...] would not fit: K = floor(free / 16 / (4 * numel * B))."""
+    from annsnn.simulate import auto_chunk
+
+    snn, _, _ = trained
+    numel = snn.record.max_activation_numel
+    assert auto_chunk(snn, 64, 32) == min(32, max(1, 8 * 1024 * 1024 // (4 * numel * 64)))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (16 << 30, 80 << 30))
+    assert auto_chunk(snn, 256, 32, device="cuda") == 32
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4 * numel * 1000 * 16 * 5, 80 << 30))
+    assert auto_chunk(snn, 1000, 32, device="cuda") == 5

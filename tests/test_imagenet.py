@@ -1,0 +1,150 @@
+"""ImageNet-size data (issue 24 item 3): ``imagenet:ROOT``, preprocessing by --resize/--crop,
+by torchvision weights' transforms() and by timm's data config, recorded in the SNN; images
+of mixed sizes without preprocessing are one clear line."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from annsnn.data import Preprocess, dataset_spec, load_dataset, preprocess_for
+from annsnn.errors import UsageError
+
+WNIDS = ("n01440764", "n01443537", "n01484850")
+
+
+def _jpegs(folder, rng, count: int) -> None:
+    for c, wnid in enumerate(WNIDS):
+        (folder / wnid).mkdir(parents=True)
+        for i in range(count):
+            w, h = int(rng.integers(40, 90)), int(rng.integers(40, 90))
+            pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / wnid / f"{wnid}_{i}.JPEG", quality=95)
+
+
+@pytest.fixture(scope="module")
+def imagenet_root(tmp_path_factory):
+    """train/ + val/ of class folders (wnids), JPEGs of random sizes 40..89 px a side."""
+    root = tmp_path_factory.mktemp("imagenet")
+    rng = np.random.default_rng(0)
+    _jpegs(root / "train", rng, 4)
+    _jpegs(root / "val", rng, 2)
+    return root
+
+
+def _reference(path, resize: int, crop: int) -> torch.Tensor:
+    """PIL alone: shorter side to ``resize`` (bilinear, PIL's antialiasing), centre crop, /255."""
+    image = Image.open(path).convert("RGB")
+    w, h = image.size
+    nw, nh = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
+    image = image.resize((nw, nh), Image.BILINEAR)
+    top, left = int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0))
+    image = image.crop((left, top, left + crop, top + crop))
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+def test_mixed_sizes_without_preprocessing_is_one_clear_line(imagenet_root):
+    with pytest.raises(UsageError) as info:
+        dataset_spec(f"imagenet:{imagenet_root}")
+    message = str(info.value)
+    assert "\n" not in message and "must share one size" in message and "--resize N --crop M" in message
+
+
+def test_resize_and_crop_equal_pil_alone(imagenet_root):
+    pre = Preprocess(48, 32)
+    spec = dataset_spec(f"imagenet:{imagenet_root}", preprocess=pre)
+    assert spec.input_shape == (3, 32, 32) and spec.num_classes == 3
+    for split, folder, count in (("train", "train", 12), ("test", "val", 6)):
+        data = load_dataset(f"imagenet:{imagenet_root}", split, preprocess=pre)
+        assert len(data) == count
+        for i in range(count):
+            x, y = data[i]
+            path, label = data.samples[i]
+            assert path.startswith(str(imagenet_root / folder)) and y == label == WNIDS.index(path.split("/")[-2])
+            assert torch.allclose(x, _reference(path, 48, 32), atol=1 / 255 + 1e-6)  # PIL rounds to uint8 once; torchvision too
+
+
+def test_torchvision_meta_bin_layout_reads_as_torchvisions_imagenet(imagenet_root, tmp_path):
+    """With meta.bin (torchvision's ImageNet layout): the same images, labels and class names
+    as torchvision.datasets.ImageNet itself."""
+    import shutil
+
+    from torchvision.datasets import ImageNet
+
+    shutil.copytree(imagenet_root, tmp_path / "tv")
+    torch.save(({w: (f"class {w}",) for w in WNIDS}, []), tmp_path / "tv" / "meta.bin")
+    pre = Preprocess(48, 32)
+    ours, theirs = load_dataset(f"imagenet:{tmp_path / 'tv'}", "test", preprocess=pre), ImageNet(str(tmp_path / "tv"), split="val", transform=pre.transform())
+    assert ours.classes == theirs.classes == [(f"class {w}",) for w in WNIDS]
+    assert len(ours) == len(theirs) == 6
+    for i in range(len(ours)):
+        assert torch.equal(ours[i][0], theirs[i][0]) and ours[i][1] == theirs[i][1]
+
+
+def test_a_missing_split_folder_is_one_line(tmp_path):
+    (tmp_path / "train").mkdir()
+    with pytest.raises(UsageError, match="has no val/ folder"):
+        load_dataset(f"imagenet:{tmp_path}", "test")
+
+
+def test_torchvision_weights_give_their_transforms():
+    """torchvision's documented eval transforms: ResNet-50 V2 resizes to 232, V1 to 256,
+    both crop 224, bilinear."""
+    assert preprocess_for("torchvision:resnet50", "IMAGENET1K_V2") == Preprocess(232, 224, "bilinear", "torchvision resnet50 IMAGENET1K_V2.transforms()")
+    assert preprocess_for("torchvision:resnet50", "IMAGENET1K_V1").resize == 256
+    assert preprocess_for("torchvision:resnet50", "DEFAULT").resize == 232
+    with pytest.raises(UsageError, match="unknown --weights 'V9'"):
+        preprocess_for("torchvision:resnet50", "V9")
+    with pytest.raises(UsageError, match="one or the other"):
+        preprocess_for("torchvision:resnet50", "DEFAULT", 256, 224)
+    assert preprocess_for("resnet20", None) is None
+
+
+def test_timm_data_config_equals_timms_own_eval_transform(imagenet_root):
+    """timm:NAME reads images as timm's create_transform(**resolve_data_config(model)) does
+    (normalization excepted: it lives in the model)."""
+    pytest.importorskip("timm")
+    from timm.data import create_transform, resolve_data_config
+    import timm
+
+    pre = preprocess_for("timm:resnet18")
+    config = resolve_data_config({}, model=timm.create_model("resnet18", pretrained=False))
+    theirs = create_transform(**{**config, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)})
+    ours = pre.transform()
+    assert (pre.crop, pre.interpolation) == (224, "bicubic")
+    for path, _ in load_dataset(f"imagenet:{imagenet_root}", "test", preprocess=pre).samples:
+        image = Image.open(path).convert("RGB")
+        assert torch.equal(ours(image), theirs(image))
+
+
+def test_preprocess_record_round_trips_and_rejects_damage():
+    pre = Preprocess(256, 224, "bicubic", "x")
+    assert Preprocess.from_dict(pre.to_dict()) == pre and Preprocess.from_dict(None) is None
+    with pytest.raises(UsageError):
+        Preprocess.from_dict({"resize": 256})
+    with pytest.raises(UsageError):
+        Preprocess(0, 224)
+
+
+def test_cli_convert_records_the_preprocessing_and_evaluate_uses_it(imagenet_root, tmp_path, capsys, monkeypatch):
+    import torchvision
+
+    from conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "r18.pt")
+    code, _, err = run_cli(capsys, "convert", "r18.pt", "--arch", "torchvision:resnet18", "--data", f"imagenet:{imagenet_root}", "--calibration", "none", "--calib-samples", "8", "--out", "r.snn.pt")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "must share one size" in err and "Traceback" not in err
+    assert not (tmp_path / "r.snn.pt").exists()
+    code, out, err = run_cli(capsys, "convert", "r18.pt", "--arch", "torchvision:resnet18", "--data", f"imagenet:{imagenet_root}", "--resize", "48", "--crop", "32",
+                             "--calibration", "none", "--calib-samples", "8", "--out", "r.snn.pt")
+    assert code == 0, err
+    assert "images: resize 48, centre crop 32, bilinear (--resize/--crop)" in out
+    from annsnn.artifact import load_snn
+
+    snn = load_snn(tmp_path / "r.snn.pt")
+    assert snn.meta["preprocess"] == Preprocess(48, 32).to_dict() and snn.meta["input_shape"] == [3, 32, 32]
+    code, out, err = run_cli(capsys, "evaluate", "r.snn.pt", "--T", "2", "--samples", "6")  # mixed sizes: only the recorded preprocessing reads them
+    assert code == 0, err
