@@ -274,6 +274,8 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     # the JSON text (strict: no NaN); then the SNN and the JSON are written, then remembered
     lines: list = [conversion_table(report), *conversion_notes(report, options, calibration, snn.record.calibration.readout_delay)]
     lines.append(f"input normalization: {norm_source}; calibrated on {spec.name} in {time.perf_counter() - started:.1f} s on {_device_name(device)}")
+    if zoo and weights is None:
+        lines.append(f"note: {model} is the architecture with random weights (untrained): its accuracy means nothing; convert a trained checkpoint ({model[4:]} via 'annsnn zoo train', or MODEL.pt --arch {model[4:]}){', or pass --weights' if loaded.arch and ':' in loaded.arch else ''}")
     if preprocess is not None:
         lines.append(f"images: resize {preprocess.resize or '-'}, centre crop {preprocess.crop or '-'}, {preprocess.interpolation} ({preprocess.source}); recorded in the SNN for evaluate")
     calibrated = {key: snn.meta[key] for key in ("calibrated_T", "readout_delay", "delay_choice") if key in snn.meta}

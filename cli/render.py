@@ -343,10 +343,10 @@ def robustness_table(result, file: SnnFile | None = None) -> Table:
     its agreement with the ANN below it (80 columns; macro F1 is in --json and --csv)."""
     table = _table(f"Robustness on {result.samples} samples: top-1 %, and (agreement with the ANN %) at every T", file)
     for col in ("perturbation", "strength", "crafted on", "ANN top-1 %"):
-        table.add_column(col, justify="left" if col in ("perturbation", "crafted on") else "right", overflow="fold")
+        table.add_column(col, justify="left" if col in ("perturbation", "crafted on") else "right", no_wrap=True)
     for t in result.time_steps:
         table.add_column(f"SNN T={t}", justify="right", overflow="fold")
-    where = {"none": "–", "ann": "ANN (transfer to SNN)", "snn": "SNN (direct, BPTT)"}
+    where = {"none": "–", "ann": "ANN", "snn": "SNN (BPTT)"}  # the notes say how each attack transfers
     for row in result.rows:
         cells = [row.perturbation, f"{row.strength:g}", where[row.crafted_on], pct(row.ann.top1)]
         cells += [f"{pct(row.snn[t].top1)}\n({pct(row.agreement[t])})" for t in result.time_steps]
@@ -387,40 +387,50 @@ def _measured_energy(run) -> str:
     return f"{_joules(run.energy_j_per_inference)} ({_joules(run.energy_above_idle_j / run.samples)})"
 
 
-def measured_table(measured, result) -> Table:
-    """Per inference: MEASURED time, memory, energy beside the two kinds of ESTIMATES."""
+def measured_table(measured, result) -> Group:
+    """Per inference: what was MEASURED (time, memory, energy), then the measured energy beside
+    the two kinds of ESTIMATES. Two tables, so that each fits 80 columns unwrapped."""
     compute = next((m for m, d in result.energy_models.items() if not m.endswith("+sram") and d.get("kind", "digital") == "digital"), None)
     memory = next((m for m in result.energy_models if m.endswith("+sram")), None)
-    energy_label = "measured\nenergy/inf\n(above idle)" if measured.sensors.readable else "measured\nenergy/inf\n(no sensor)"
-    table = Table(title=f"Measured on this machine ({measured.device}, {measured.threads} threads, {measured.samples} samples) vs estimated, per inference", title_justify="left")
-    cols = ["network", "measured\ntime/inf", "measured\nhost peak\ngrowth", "measured\nprocess\npeak RSS", "measured\nGPU peak", energy_label]
-    if compute:
-        cols.append(f"estimated\ncompute-only\n{compute}")
-    if memory:
-        cols.append(f"estimated\nwith memory\n{memory}")
+    energy_label = "energy/inf\n(above idle)" if measured.sensors.readable else "energy/inf\n(no sensor)"
+    on_gpu = not str(measured.device).startswith("cpu")
+    times = Table(title=f"Measured on this machine ({measured.device}, {measured.threads} threads, {measured.samples} samples), per inference", title_justify="left")
+    cols = ["network", "time/inf", "host peak\ngrowth", "process\npeak RSS", *(["GPU peak"] if on_gpu else []), energy_label]
     for col in cols:
-        table.add_column(col, justify="left" if col == "network" else "right")
+        times.add_column(col, justify="left" if col == "network" else "right", no_wrap=True)
+    for run in measured.runs:
+        memory_cells = [_mib(run.host_peak_bytes), _mib(run.host_peak_rss_bytes), *([_mib(run.gpu_peak_bytes)] if on_gpu else [])]
+        times.add_row(run.network, f"{1e3 * run.wall_s_per_inference:.4g} ms", *memory_cells, _measured_energy(run))
+    versus = Table(title="Energy per inference: measured vs estimated", title_justify="left")
+    versus.add_column("network", no_wrap=True)
+    versus.add_column(f"measured\n{energy_label}", justify="right", no_wrap=True)
+    for name, kind in ((compute, "compute-only"), (memory, "with memory")):
+        if name:
+            versus.add_column(f"estimated\n{kind}\n{name}", justify="right", no_wrap=True)
     by_t = {r.T: r for r in result.rows}
     for run in measured.runs:
-        cells = [run.network, f"{1e3 * run.wall_s_per_inference:.4g} ms", _mib(run.host_peak_bytes), _mib(run.host_peak_rss_bytes), _mib(run.gpu_peak_bytes), _measured_energy(run)]
+        cells = [run.network, _measured_energy(run)]
         for name in (compute, memory):
             if name:
                 pj = result.ann.energy_pj.get(name) if run.T is None else by_t[run.T].energy_pj.get(name)
                 cells.append(_joules(None if pj is None else pj * 1e-12))
-        table.add_row(*cells)
-    return table
+        versus.add_row(*cells)
+    return Group(times, versus)
 
 
 def dataset_energy_table(table_data) -> Table:
-    """ESTIMATED energy of the whole sample set (a :class:`~annsnn.hardware_measure.DatasetEnergyTable`)."""
+    """ESTIMATED energy of the whole sample set (a :class:`~annsnn.hardware_measure.DatasetEnergyTable`).
+    An ANN priced under another model's constants (neuromorphic models' reference) is marked *."""
     samples, grid = table_data.samples, table_data.grid_g_per_kwh
-    table = Table(title=f"Estimated energy for {samples:,} samples (per inference × {samples:,}); CO2 at {grid:g} g/kWh ({table_data.grid_source})", title_justify="left")
+    priced = sorted({f"{model}: {ref}" for model, ref in table_data.references.items() if ref and "ANN" in table_data.rows.get(model, {})})
+    caption = f"* ANN priced under its reference model ({'; '.join(priced)})" if priced else None
+    table = Table(title=f"Estimated energy for {samples:,} samples (per inference × {samples:,}); CO2 at {grid:g} g/kWh ({table_data.grid_source})",
+                  title_justify="left", caption=caption, caption_justify="left")
     for col in ("energy model", "network", "per inference", "total J", "total kWh", "CO2 g"):
-        table.add_column(col, justify="left" if col in ("energy model", "network") else "right", overflow="fold")
+        table.add_column(col, justify="left" if col in ("energy model", "network") else "right", no_wrap=True)
     for model, entries in table_data.rows.items():
         for network, e in entries.items():
-            reference = table_data.references.get(model)
-            if network == "ANN" and reference:
-                network = f"ANN (under {reference})"
+            if network == "ANN" and table_data.references.get(model):
+                network = "ANN *"
             table.add_row(model, network, _joules(e.joules_per_inference), f"{e.joules:.4g}", f"{e.kwh:.4g}", f"{e.co2_g:.4g}")
     return table

@@ -112,3 +112,21 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def table_headings(stdout: str) -> list[list[str]]:
+    """The column headings of every rich table in ``stdout``: the header rows (between the
+    ``┏`` and ``┡`` rules) split at ``┃`` and joined per column, so a heading that wraps
+    over lines ("recall" / "macro") reads as one ("recall macro")."""
+    tables: list[list[str]] = []
+    rows: list[list[str]] | None = None
+    for line in stdout.splitlines():
+        if line.startswith("┏"):
+            rows = []
+        elif line.startswith("┡") and rows is not None:
+            columns = zip(*rows) if rows else ()
+            tables.append([" ".join(part for part in column if part) for column in columns])
+            rows = None
+        elif rows is not None and line.startswith("┃"):
+            rows.append([cell.strip() for cell in line.strip().strip("┃").split("┃")])
+    return tables

@@ -153,6 +153,19 @@ def test_evaluate_beyond_the_calibrated_T_says_so(tmp_path, capsys, monkeypatch)
     assert "T=20 is beyond the T=8 this SNN was calibrated for" in " ".join(out.split())
 
 
+def test_converting_an_untrained_zoo_architecture_says_so(tmp_path, capsys, monkeypatch):
+    """zoo:NAME is the bare architecture (random weights): a user who converts it must be told
+    that its accuracy means nothing; the bundled trained CNN gets no such note."""
+    monkeypatch.chdir(tmp_path)
+    common = ("--T", "8", "--calib-samples", "160", "--bias-samples", "64")
+    code, out, err = run_cli(capsys, "convert", "zoo:digits_cnn", *common, "--out", "z.snn.pt")
+    assert code == 0, err
+    assert "note: zoo:digits_cnn is the architecture with random weights (untrained)" in " ".join(out.split())
+    code, out, err = run_cli(capsys, "convert", *common, "--out", "b.snn.pt")
+    assert code == 0, err
+    assert "random weights" not in out
+
+
 def _commands(group, prefix=()):
     import click
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -17,6 +18,7 @@ from annsnn.errors import UsageError
 from annsnn.model_files import load_model
 from annsnn.pipeline import ann_to_snn
 from annsnn.zoo import embedded_checkpoint
+from conftest import table_headings
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +154,10 @@ def test_measure_inference_reads_each_network_over_a_repeated_window(digits_snn)
     for run in result.runs:
         w = run.energy_window
         assert w.refused is None and run.energy_notice is None and w.window_s >= 0.2 and w.updates >= 5 and w.idle_window_s >= 0.2
-        assert w.idle_w < w.average_w <= 110.0 + 1e-6
+        # the fake counter charges 100 W per CPU-second of this process: at most 100 W per core
+        # busy, plus 10 W idle; each end of the window may be off by one 20 ms update
+        ceiling = (10.0 + 100.0 * (os.cpu_count() or 1)) * w.window_s / (w.window_s - 0.04)
+        assert w.idle_w < w.average_w <= ceiling
         assert run.energy_j == w.joules / w.runs and run.energy_j_per_inference == run.energy_j / 120
         assert run.energy_above_idle_j == (w.average_w - w.idle_w) * w.window_s / w.runs
         assert run.energy_kwh == run.energy_j / 3.6e6 and run.co2_g == run.energy_kwh * 300.0
@@ -191,8 +196,10 @@ def test_cli_measure_without_sensor_one_line_notice_and_per_dataset(tmp_path, ca
     code, stdout, stderr = _run(capsys, monkeypatch, tmp_path, "energy", "d.snn.pt", "--data", "digits", "--samples", "90", "--T", "4,8", "--measure", "--per-dataset", "--json", "e.json")
     assert code == 0, stderr
     assert sum("no energy sensor" in line for line in stdout.splitlines()) == 1
-    for heading in ("time/inf", "host peak", "compute-only", "with memory", "45nm-fp32+sram", "(no sensor)"):
-        assert heading in stdout
+    headings = table_headings(stdout)
+    assert ["network", "time/inf", "host peak growth", "process peak RSS", "energy/inf (no sensor)"] in headings  # CPU: no GPU column
+    assert ["network", "measured energy/inf (no sensor)", "estimated compute-only 45nm-fp32", "estimated with memory 45nm-fp32+sram"] in headings
+    assert all(len(line) <= 80 for line in stdout.splitlines())
     data = json.loads((tmp_path / "e.json").read_text())
     runs = data["measured"]["runs"]
     assert [r["network"] for r in runs] == ["ANN", "SNN T=4", "SNN T=8"]

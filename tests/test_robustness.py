@@ -16,6 +16,7 @@ from annsnn.pipeline import ann_to_snn
 from annsnn.robustness import Robustness, RobustnessSpec, SurrogateSNN, fgsm, gaussian_noise, parse_strengths
 from annsnn.simulate import simulate
 from annsnn.zoo import embedded_checkpoint
+from conftest import table_headings
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +171,9 @@ def test_cli_robustness_json_csv_plots(tmp_path, capsys, monkeypatch, digits_snn
     row = data["rows"][0]
     assert sum(map(sum, row["ann"]["confusion"])) == 60 and set(row["snn"]) == {"4", "8"}
     assert "transfer" in row["description"] or row["description"] == "no perturbation"
-    assert "SNN (direct, BPTT)" in stdout and "ANN (transfer→SNN)" in stdout
+    crafted = [line.split("│")[3].strip() for line in stdout.splitlines() if line.startswith("│ fgsm")]
+    assert crafted == ["ANN", "ANN", "SNN (BPTT)", "SNN (BPTT)"]  # one unwrapped cell per row, in --attack-on order
+    assert "crafted_on=ann: white-box on the ANN" in stdout
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["robustness_fgsm_ann.png", "robustness_fgsm_snn.png", "robustness_gaussian.png"]
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 1 + 6 * 3
 
@@ -188,7 +191,7 @@ def test_evaluate_json_has_confusion_and_top5(tmp_path, capsys, monkeypatch, dig
         assert confusion.shape == (10, 10) and confusion.sum() == 90
         assert np.trace(confusion) / 90 == pytest.approx(block["top1"], abs=1e-7)  # top-1 is a float32 mean
         assert block["top5"] is not None and block["top5"] >= block["top1"]
-    assert "recall macro" in stdout and "top-5 %" in stdout
+    assert table_headings(stdout)[0] == ["T", "top-1 %", "top-5 %", "gap pts", "agree %", "recall macro", "F1 macro", "firing rate"]
 
 
 def test_pgd_through_torchattacks_is_seeded_and_at_least_as_strong_as_fgsm(digits_snn):
