@@ -17,7 +17,8 @@ $(BIN)/.annsnn-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# setuptools' generic editable-install notice (a UserWarning box) says nothing about this project
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
 setup: $(BIN)/.annsnn-installed

@@ -124,7 +124,8 @@ def ann_to_snn(
         assert options.T is not None
         delay = choose_readout_delay(snn, torch.cat(choice), options.T)
         readout_delay, delay_choice = delay.delay, delay.to_dict()
-        report.notes.append(f"readout delay {delay.delay} step(s), chosen at T={options.T} on {delay.samples} calibration images the bias fit did not use (agreement with the ANN {100 * delay.agreement[delay.delay]:.1f}% vs {100 * delay.agreement[0]:.1f}% without)")
+        held_out = "calibration images the bias fit did not use" if options.bias != "none" else "held-out calibration images"
+        report.notes.append(f"readout delay {delay.delay} step(s), chosen at T={options.T} on {delay.samples} {held_out} (agreement with the ANN {100 * delay.agreement[delay.delay]:.1f}% vs {100 * delay.agreement[0]:.1f}% without)")
     elif options.readout_delay:
         readout_delay = int(options.readout_delay)
     snn.to("cpu")

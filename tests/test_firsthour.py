@@ -166,6 +166,16 @@ def test_converting_an_untrained_zoo_architecture_says_so(tmp_path, capsys, monk
     assert "random weights" not in out
 
 
+def test_a_threshold_only_conversion_mentions_no_bias_fit(tmp_path, capsys, monkeypatch):
+    """--calibration threshold fits no bias: no printed line may speak of one (issue 29, item 9)."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "convert", "--calibration", "threshold", "--T", "8", "--calib-samples", "320", "--out", "t.snn.pt")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "readout delay" in text and "held-out calibration images" in text
+    assert text.count("bias") == text.count("no bias") == 1  # only "thresholds searched at T=8; no bias"
+
+
 def _commands(group, prefix=()):
     import click
 
