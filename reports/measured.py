@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generate import REPORTS, SHARED, header, pct  # noqa: E402
+from generate import REPORTS, SHARED, code_commit, header, pct  # noqa: E402
 
 from annsnn.evaluation import analyze  # noqa: E402
 from annsnn.convert import ConversionOptions  # noqa: E402
@@ -90,16 +90,6 @@ def resnet20() -> str:
     return text
 
 
-def _commit() -> str:
-    """Short hash of HEAD, ``+dirty`` when annsnn/ or cli/ has uncommitted changes."""
-    import subprocess
-
-    root = REPORTS.parent
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "annsnn", "cli"], cwd=root, capture_output=True, text=True).stdout.strip()
-    return commit + ("+dirty" if dirty else "")
-
-
 def demo_only() -> None:
     """``python reports/measured.py demo``: regenerate only the demo section (a minute) in
     place, stamped with the commit; the other sections keep their own stamp."""
@@ -111,7 +101,7 @@ def demo_only() -> None:
     start = text.index("\n## Demo model")
     end = text.index("\n## ", start + 5)
     section = demo()
-    stamp = f"- demo section: regenerated at commit `{_commit()}` on {datetime.date.today().isoformat()} by `python reports/measured.py demo`; the other sections keep the date of their own run\n"
+    stamp = f"- demo section: regenerated at commit `{code_commit()}` on {datetime.date.today().isoformat()} by `python reports/measured.py demo`; the other sections keep the date of their own run\n"
     text = text[:start] + section.rstrip("\n") + "\n" + text[end:]
     text = re.sub(r"^- demo section: .*\n", "", text, flags=re.M)
     text = text.replace("- machine:", stamp + "- machine:", 1)
@@ -135,7 +125,7 @@ def main() -> None:
         started = time.perf_counter()
         lines.append({"demo": demo, "resnet20": resnet20}[job]())
         print(job, f"{time.perf_counter() - started:.0f} s", flush=True)
-    text = "".join(lines).replace("- machine:", f"- code: commit `{_commit()}`\n- machine:", 1)
+    text = "".join(lines).replace("- machine:", f"- code: commit `{code_commit()}`\n- machine:", 1)
     write_text(REPORTS / "measured.md", text)
 
 
