@@ -11,7 +11,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 # a missing or incomplete folder fails them (tests/conftest.py).
 SHARED ?= $(wildcard $(abspath ../shared))
 
-.PHONY: setup demo test test-fast reports bench embedded clean threeway threeway-stdp report-robustness report-measured coverage lowlat
+.PHONY: setup demo test test-fast regenerate reports bench embedded clean threeway threeway-stdp report-robustness report-measured coverage lowlat
 
 $(BIN)/.annsnn-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ lowlat: setup
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/low_latency.py --arch resnet32 --methods threshold+step-bias:delay=0:scale=1.0 --T 8,16 --heldout 1024 --append
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python benchmarks/run.py suite_low_latency calibration_cost sj_low_latency
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python reports/generate.py lowlat
+
+# Every report and benchmark result at one code commit (about 2 hours on 2 cores; see the script's header).
+regenerate: setup
+	ANNSNN_SHARED=$(SHARED) PY=$(BIN)/python bash reports/regenerate.sh
 
 reports: setup
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python reports/generate.py

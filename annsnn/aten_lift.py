@@ -29,7 +29,7 @@ from torch.fx.operator_schemas import normalize_function
 
 from .errors import UsageError
 
-__all__ = ["lift_aten", "sanitize_path"]
+__all__ = ["attach_module", "lift_aten", "sanitize_path"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,18 @@ def sanitize_path(path: str) -> str:
     """``'11/Relu'`` -> ``'11_Relu'``; ``'features.0'`` stays; every part an identifier-like name."""
     parts = [re.sub(r"\W", "_", part) or "_" for part in path.split(".")]
     return ".".join(parts)
+
+
+def attach_module(root: nn.Module, path: str, layer: nn.Module) -> None:
+    """Put ``layer`` (in eval mode) at the dotted ``path`` under ``root``, creating empty
+    ``nn.Module`` parents for the missing parts, so that ``call_module(path)`` finds it."""
+    parent = root
+    parts = path.split(".")
+    for part in parts[:-1]:
+        if not hasattr(parent, part):
+            parent.add_module(part, nn.Module())
+        parent = getattr(parent, part)
+    parent.add_module(parts[-1], layer.eval())
 
 
 class _Builder:
@@ -75,13 +87,7 @@ class _Builder:
 
     def module(self, base: str, layer: nn.Module, args: tuple) -> fx.Node:
         path = self.name(base)
-        parent: nn.Module = self.root
-        parts = path.split(".")
-        for part in parts[:-1]:
-            if not hasattr(parent, part):
-                parent.add_module(part, nn.Module())
-            parent = getattr(parent, part)
-        parent.add_module(parts[-1], layer.eval())
+        attach_module(self.root, path, layer)
         return self.graph.call_module(path, args)
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from .errors import UsageError
 from .foreign_snn import from_spikingjelly, network_from_direct, network_from_stdp
-from .model_files import sniff, unsafe_pickle
+from .model_files import sniff, unpickle_trusted_module, unsafe_pickle
 from .nir_io import load_nir
 from .snn import SpikingNetwork
 
@@ -44,12 +43,7 @@ def load_foreign(path: str, *, trust: bool = False, dt: float = 1.0, input_shape
         raise UsageError(f"{str(file)!r} is neither a NIR file, a directly trained (or STDP) SNN checkpoint nor a pickled SpikingJelly network")
     if not trust:
         raise UsageError(f"{str(file)!r} is a pickled module; loading it runs code from the file: pass --trust if you trust it")
-    try:
-        module = torch.load(str(file), map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise UsageError(f"cannot unpickle {str(file)!r} ({type(exc).__name__})") from None
-    if not isinstance(module, nn.Module):
-        raise UsageError(f"{str(file)!r} holds a {type(module).__name__}, not an nn.Module")
+    module = unpickle_trusted_module(file)
     if input_shape is None:
         raise UsageError("a pickled network records no input shape; pass --input-shape C,H,W")
     return from_spikingjelly(module, tuple(input_shape), {"source": "spikingjelly", "path": str(file)})

@@ -29,7 +29,7 @@ from torch import nn
 
 from .errors import UsageError
 
-__all__ = ["LoadedModel", "load_model", "strip_prefix", "convertible_module", "sniff", "unsafe_pickle"]
+__all__ = ["LoadedModel", "load_model", "strip_prefix", "convertible_module", "sniff", "unpickle_trusted_module", "unsafe_pickle"]
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".th", ".ckpt", ".bin", ".pt2", ".ts", ".jit")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
@@ -178,14 +178,20 @@ def unsafe_pickle(exc: BaseException, file: Path) -> str | None:
             "(a file that runs system commands when loaded); it is not loaded, even with --trust")
 
 
-def _load_trusted(file: Path) -> LoadedModel:
+def unpickle_trusted_module(file: Path) -> nn.Module:
+    """Unpickle a whole ``nn.Module`` from ``file``. This runs code from the file: call it only
+    when the user passed ``--trust`` (``trust=True``) for that file."""
     try:
         obj = torch.load(str(file), map_location="cpu", weights_only=False)
     except Exception as exc:
         raise UsageError(f"{str(file)!r} could not be unpickled ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     if not isinstance(obj, nn.Module):
         raise UsageError(f"{str(file)!r} unpickled to a {type(obj).__name__}, not an nn.Module")
-    return LoadedModel(obj.eval(), str(file), "pickle")
+    return obj
+
+
+def _load_trusted(file: Path) -> LoadedModel:
+    return LoadedModel(unpickle_trusted_module(file).eval(), str(file), "pickle")
 
 
 def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:

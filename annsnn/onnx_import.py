@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .errors import UsageError
-from .aten_lift import sanitize_path
+from .aten_lift import attach_module, sanitize_path
 
 __all__ = ["load_onnx", "import_onnx"]
 
@@ -65,13 +65,7 @@ class _Graph:
             k += 1
             candidate = f"{path}_{k}"
         self.used.add(candidate)
-        parent: nn.Module = self.root
-        parts = candidate.split(".")
-        for part in parts[:-1]:
-            if not hasattr(parent, part):
-                parent.add_module(part, nn.Module())
-            parent = getattr(parent, part)
-        parent.add_module(parts[-1], layer.eval())
+        attach_module(self.root, candidate, layer)
         return self.graph.call_module(candidate, args)
 
 

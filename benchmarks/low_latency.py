@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +40,9 @@ from annsnn.model_files import load_model
 from annsnn.modes import parse_mode
 from annsnn.nir_target import fold_constant_bias, nir_options
 from annsnn.pipeline import ann_to_snn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import code_commit  # noqa: E402
 
 SHARED = Path(os.environ.get("ANNSNN_SHARED", "/work/shared"))
 WEIGHTS = {"resnet20": "cifar10-resnet/resnet20-12fca82f.th", "resnet32": "cifar10-resnet/resnet32-d509ac18.th", "resnet20_jpeg": "cifar10-jpeg/resnet20_jpeg.pt"}
@@ -116,10 +119,7 @@ def main() -> None:
         ann_heldout = sum(int((net((x - mean) / std).argmax(1) == y).sum()) for x, y in heldout_batches) / max(1, args.heldout)
     out = args.out
     data = json.loads(out.read_text()) if out.is_file() else {}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!benchmarks/RESULTS.md", ":!reports"],
-                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
-    commit += "+dirty" if dirty else ""
+    commit = code_commit()
     # a run replaces the architecture's block: rows of another run (other images) must never
     # sit under this run's settings. --append keeps rows measured on the same images; each
     # row names its commit, and the block's "commit" lists them all.

@@ -27,6 +27,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 JSON_PATH = HERE / "coverage.json"
 MD_PATH = HERE / "coverage.md"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from provenance import code_commit  # noqa: E402
+
 T = 4  # simulation steps; the reload is checked at T = 2
 
 
@@ -65,13 +68,9 @@ def setup_for(name: str) -> Setup:
 
 
 def code_version() -> str:
-    """Short hash of the last commit touching the library (``annsnn/``); ``+dirty`` if it has
-    uncommitted changes (such rows are never reused). Each row records its own input and
-    batch, so a change of :data:`SETUPS` shows in the table, not in this version."""
-    paths = ["annsnn"]
-    commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", *paths], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return (commit or "unknown") + ("+dirty" if dirty else "")
+    """The code commit (``benchmarks/provenance.py``); ``+dirty`` rows are never reused. Each
+    row records its own input and batch, so a change of :data:`SETUPS` shows in the table."""
+    return code_commit(ROOT)
 
 
 def architectures() -> list[tuple[str, int]]:
@@ -137,9 +136,9 @@ def render(results: dict[str, dict], order: dict[str, int], current: str) -> str
     for r in rows:
         versions.setdefault(r.get("code", "unknown"), []).append(r["name"])
     if len(versions) == 1:
-        provenance = f"All {len(rows)} rows ran on code `{next(iter(versions))}` (last commit touching `annsnn/`)."
+        provenance = f"All {len(rows)} rows ran on code commit `{next(iter(versions))}` (`benchmarks/provenance.py`)."
     else:
-        provenance = "**Rows come from different code versions** (last commit touching `annsnn/`): " + "; ".join(
+        provenance = "**Rows come from different code versions** (last commit touching the code): " + "; ".join(
             f"`{v}`: {len(names)} rows" + (f" ({', '.join(names)})" if len(names) <= 12 else "") for v, names in sorted(versions.items(), key=lambda kv: -len(kv[1]))
         ) + "."
     if current not in versions or len(versions) > 1:
