@@ -130,3 +130,42 @@ def table_headings(stdout: str) -> list[list[str]]:
         elif rows is not None and line.startswith("┃"):
             rows.append([cell.strip() for cell in line.strip().strip("┃").split("┃")])
     return tables
+
+
+@pytest.fixture(scope="module")
+def cnn_and_data():
+    """The bundled, trained digits CNN behind its input normalization (no training in the
+    test), 512 training images for calibration and 256 held-out training images."""
+    from torch import nn
+
+    from annsnn.data import load_dataset
+    from annsnn.layers import Normalize
+    from annsnn.model_files import load_model
+    from annsnn.zoo import embedded_checkpoint
+
+    loaded = load_model(embedded_checkpoint())
+    norm = loaded.record["normalization"]
+    model = nn.Sequential(Normalize(norm["mean"], norm["std"]), loaded.module.eval())
+    (xtr, _) = load_dataset("digits", "train").tensors  # type: ignore[attr-defined]
+    return model.eval(), xtr[:512], xtr[512:768]
+
+
+class SmallResidualNet(torch.nn.Module):
+    """conv -> ReLU -> conv, added to its input, ReLU -> linear: the smallest residual block (1x8x8 in)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.b = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.head = torch.nn.Linear(256, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.head(torch.flatten(torch.relu(self.b(h) + h), 1))
+
+
+@pytest.fixture
+def small_residual_net() -> SmallResidualNet:
+    """A :class:`SmallResidualNet` with the weights of ``torch.manual_seed(0)``, in eval mode."""
+    torch.manual_seed(0)
+    return SmallResidualNet().eval()

@@ -12,7 +12,7 @@ from annsnn.artifact import load_snn, save_snn
 from annsnn.convert import ConversionOptions
 from annsnn.errors import UsageError
 from annsnn.functional import if_soft_reset
-from annsnn.layers import IFNeurons, Normalize
+from annsnn.layers import IFNeurons
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
@@ -95,19 +95,6 @@ def test_threshold_search_with_k_is_the_binary_search_at_k_times_t():
 
 # ----- conversion, counting, save/load -------------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def cnn_and_data():
-    """The bundled, trained digits CNN and training images (no test images)."""
-    from annsnn.data import load_dataset
-    from annsnn.model_files import load_model
-    from annsnn.zoo import embedded_checkpoint
-
-    loaded = load_model(embedded_checkpoint())
-    norm = loaded.record["normalization"]
-    model = nn.Sequential(Normalize(norm["mean"], norm["std"]), loaded.module.eval())
-    (xtr, _) = load_dataset("digits", "train").tensors  # type: ignore[attr-defined]
-    return model.eval(), xtr[:512], xtr[512:768]
 
 
 def _convert(model, calib, T, K, bias="step", readout_delay=0):

@@ -8,13 +8,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 from annsnn.artifact import load_snn, save_snn
 from annsnn.calibration import CALIBRATIONS, ann_channel_targets
 from annsnn.convert import ConversionOptions
 from annsnn.errors import UsageError
-from annsnn.layers import IFNeurons, Normalize
+from annsnn.layers import IFNeurons
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
@@ -91,19 +90,6 @@ def test_if_quantize_is_the_if_neuron_rate():
 
 # ----- helpers: a small trained CNN -----------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def cnn_and_data():
-    """The bundled, trained digits CNN (no training in the test) and training images."""
-    from annsnn.data import load_dataset
-    from annsnn.model_files import load_model
-    from annsnn.zoo import embedded_checkpoint
-
-    loaded = load_model(embedded_checkpoint())
-    norm = loaded.record["normalization"]
-    model = nn.Sequential(Normalize(norm["mean"], norm["std"]), loaded.module.eval())
-    (xtr, _) = load_dataset("digits", "train").tensors  # type: ignore[attr-defined]
-    return model.eval(), xtr[:512], xtr[512:768]
 
 
 def _convert(model, calib, T, name, v_init=0.5, step_solver="linear"):

@@ -249,22 +249,9 @@ def test_per_step_corrections_are_refused(digits):
         to_nir(snn)
 
 
-def test_residual_add_becomes_two_edges_and_rescale_a_scale_node(digits):
+def test_residual_add_becomes_two_edges_and_rescale_a_scale_node(digits, small_residual_net):
     (x_train, _), (x_test, _) = digits
-
-    class Res(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Conv2d(1, 4, 3, padding=1)
-            self.b = nn.Conv2d(4, 4, 3, padding=1)
-            self.head = nn.Linear(256, 10)
-
-        def forward(self, x):
-            h = torch.relu(self.a(x))
-            return self.head(torch.flatten(torch.relu(self.b(h) + h), 1))
-
-    torch.manual_seed(0)
-    snn, _ = ann_to_snn(Res(), [x_train[:128]], input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode("max")))
+    snn, _ = ann_to_snn(small_residual_net, [x_train[:128]], input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode("max")))
     graph = to_nir(snn)
     into = {}
     for src, dst in graph.edges:

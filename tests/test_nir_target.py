@@ -57,20 +57,8 @@ def test_folding_the_constant_bias_keeps_the_network_and_exports(digits_model):
     to_nir(snn)
 
 
-def test_fold_through_a_residual_add_goes_into_the_branch_synapse():
-    class Res(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Conv2d(1, 4, 3, padding=1)
-            self.b = nn.Conv2d(4, 4, 3, padding=1)
-            self.head = nn.Linear(256, 10)
-
-        def forward(self, x):
-            h = torch.relu(self.a(x))
-            return self.head(torch.relu(self.b(h) + h).flatten(1))
-
-    torch.manual_seed(0)
-    model = Res().eval()
+def test_fold_through_a_residual_add_goes_into_the_branch_synapse(small_residual_net):
+    model = small_residual_net
     calib, held = torch.rand(256, 1, 8, 8), torch.rand(64, 1, 8, 8)
     snn, _ = ann_to_snn(model, [calib], input_shape=(1, 8, 8), options=nir_options(6, bias_samples=128))
     before = simulate(snn, held, 6).outputs[6]
