@@ -108,17 +108,31 @@ def resolve_inputs(loaded: LoadedModel, data: str | None = None, mean: Sequence[
 
 
 def provenance(loaded: LoadedModel, inputs: ResolvedInputs) -> dict:
-    """What the SNN file records about its source: the model file (absolute path), its kind
+    """What the SNN file records about its source: the model file (absolute path; the bundled one as ``bundled:digits_cnn.pt``), its kind
     and architecture, the dataset, the normalization and where it came from, the version."""
     from .version import __version__
 
-    path = loaded.path if loaded.path.startswith("zoo:") else str(Path(loaded.path).resolve())
+    path = _recorded_path(loaded.path)
     return {
         "source": {"path": path, "kind": loaded.kind, "arch": loaded.arch},
         "dataset": inputs.dataset.to_dict(),
         "normalization": {"mean": list(inputs.mean), "std": list(inputs.std), "source": inputs.normalization_source},
         "annsnn_version": __version__,
     }
+
+
+BUNDLED = "bundled:digits_cnn.pt"  # how an SNN file names the bundled checkpoint, wherever annsnn is installed
+
+
+def _recorded_path(path: str) -> str:
+    """``zoo:NAME`` as is; the bundled checkpoint as :data:`BUNDLED` (so its SNN's bytes and
+    SHA-256 are the same in every clone); any other file by its absolute path."""
+    from .zoo import embedded_checkpoint
+
+    if path.startswith("zoo:"):
+        return path
+    resolved = Path(path).resolve()
+    return BUNDLED if resolved == embedded_checkpoint().resolve() else str(resolved)
 
 
 def default_snn_path(model: str | None, arch: str | None) -> Path:

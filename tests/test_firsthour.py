@@ -153,6 +153,24 @@ def test_evaluate_beyond_the_calibrated_T_says_so(tmp_path, capsys, monkeypatch)
     assert "T=20 is beyond the T=8 this SNN was calibrated for" in " ".join(out.split())
 
 
+def test_the_bundled_models_snn_file_does_not_depend_on_the_install_location(tmp_path, capsys, monkeypatch):
+    """The bundled CNN's SNN records a location-free source name, so its bytes and SHA-256 are
+    the same in every clone (the README quotes the hash); a user's own file keeps its absolute path."""
+    from annsnn import load_snn
+
+    monkeypatch.chdir(tmp_path)
+    common = ("--T", "8", "--calib-samples", "160", "--bias-samples", "64")
+    code, out, err = run_cli(capsys, "convert", *common, "--out", "b.snn.pt")
+    assert code == 0, err
+    source = load_snn(tmp_path / "b.snn.pt").record.source
+    assert (source.path, source.kind, source.arch) == ("bundled:digits_cnn.pt", "checkpoint", "digits_cnn")
+    copy = tmp_path / "mine.pt"
+    copy.write_bytes(embedded_checkpoint().read_bytes())
+    code, out, err = run_cli(capsys, "convert", str(copy), *common, "--out", "m.snn.pt")
+    assert code == 0, err
+    assert load_snn(tmp_path / "m.snn.pt").record.source.path == str(copy.resolve())
+
+
 def test_converting_an_untrained_zoo_architecture_says_so(tmp_path, capsys, monkeypatch):
     """zoo:NAME is the bare architecture (random weights): a user who converts it must be told
     that its accuracy means nothing; the bundled trained CNN gets no such note."""
