@@ -93,7 +93,11 @@ class SpikingNetwork(nn.Module):
             acc = snn(x)
             for _ in range(T - 1):
                 acc = acc + snn(x)
-            # acc == simulate(snn, x, T, readout_delay=0).outputs[T]
+            # acc == simulate(snn, x, T, readout_delay=0, chunk=1).outputs[T]
+
+        (``simulate``'s default chunk merges steps into ``[K*B, ...]`` batches; where a CPU's
+        kernels round by batch size, e.g. MKL's AVX2 matrix products, that readout agrees to
+        float32 rounding instead.)
 
         Forward hooks on the IF layers (``snn.neuron_layers()``) see each step's spikes.
         """
