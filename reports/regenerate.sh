@@ -4,7 +4,7 @@
 #   bash reports/regenerate.sh            # everything below
 #   LOGS=dir bash reports/regenerate.sh   # logs (default .annsnn/regenerate)
 # Not re-run here (each keeps the commit it names; benchmarks/RESULTS.md lists them apart):
-# SpikingJelly's 80-minute recipes (sj_low_latency, accuracy), sj_full_test, imagenet_cost,
+# SpikingJelly's 80-minute recipes (sj_low_latency, accuracy), sj_full_test,
 # distributed, the VGG19 calibration and NIR timing benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,14 +25,16 @@ lane_a() {
   [ -f $STDP_CKPT ] || run stdp_train nice .venv/bin/annsnn zoo train stdp_mnist --snn --rule stdp --data mnist --data-root "$ANNSNN_SHARED/data" --out $STDP_CKPT
   run threeway nice $PY reports/threeway.py --stdp $STDP_CKPT
   run speed nice $PY benchmarks/run.py speed overhead
+  run imagenet_cost nice $PY benchmarks/imagenet_cost.py --device cpu --images 8 --models mobilenet_v2,resnet50
 }
 lane_b() {
   LL="nice $PY benchmarks/low_latency.py"
   run ll_jpeg $LL --arch resnet20_jpeg --methods threshold+step-bias --T 2,4,8,16,32,64 --test 10000 --heldout 1024
   run ll_jpeg_burst $LL --arch resnet20_jpeg --methods threshold+step-bias:K=4 --T 2,4,8 --test 10000 --heldout 1024 --append
   run ll_jpeg_burst6 $LL --arch resnet20_jpeg --methods threshold+step-bias:K=6 --T 2 --test 10000 --heldout 1024 --append
-  run ll_jpeg_nir $LL --arch resnet20_jpeg --methods nir --T 16 --test 10000 --heldout 1024 --append
+  run ll_jpeg_nir $LL --arch resnet20_jpeg --methods nir --T 8,16,32 --test 10000 --heldout 1024 --append
   run ll_resnet20 $LL --arch resnet20 --methods threshold+step-bias --T 8,16,32,64 --test 1000 --heldout 1024
+  run ll_resnet32 $LL --arch resnet32 --methods threshold+step-bias --T 8,16,32,64 --test 1000 --heldout 1024
   run sj_heldout nice $PY benchmarks/run.py sj_heldout
   run mnist nice $PY reports/generate.py mnist
   run cifar nice $PY reports/generate.py cifar
