@@ -379,7 +379,7 @@ class Analyzer:
             else "event input: every recorded event is a spike driving the first layer with ACs (SyOPs), one bias AC per output per step; the ANN sees the frames' mean",
         ]
         if self.encoding == "poisson" and self.counter is not None:
-            notes.append("seed_bound_pj: the seed report's bound [T E_MAC O_MAC, T (E_AC O_AC + E_MAC O_MAC)] (O_MAC = the input layer's dense MACs, O_AC = every other spike-fed synapse active); shown for Poisson input only")
+            notes.append("seed_bound_pj: the bound of an earlier, unpublished project report [T E_MAC O_MAC, T (E_AC O_AC + E_MAC O_MAC)] (O_MAC = the input layer's dense MACs, O_AC = every other spike-fed synapse active); shown for Poisson input only")
         if ann_counts.unsupported:
             notes.append("ANN ops without a count (fvcore): " + ", ".join(f"{k} x{v}" for k, v in sorted(ann_counts.unsupported.items())))
         for model in self.models:
@@ -416,7 +416,7 @@ class Analyzer:
         return {name: self.counter.layers[name].spikes for name in self.snn.neuron_layers() if name in self.counter.layers}
 
     def _seed_bound(self, T: int) -> dict[str, list[float]]:
-        """The seed report's E in [T E_MAC O_MAC, T (E_AC O_AC + E_MAC O_MAC)], with O_MAC the
+        """An earlier, unpublished project report's E in [T E_MAC O_MAC, T (E_AC O_AC + E_MAC O_MAC)], with O_MAC the
         dense MACs of the layers fed by the input and O_AC the synaptic capacity per step of
         the other spike-fed layers (every synapse active)."""
         assert self.counter is not None

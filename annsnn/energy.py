@@ -190,7 +190,7 @@ PRESETS: tuple[EnergyModel, ...] = (
     EnergyModel("45nm-int8", 0.23, 0.03, 0.03, _HOROWITZ + "; int8 mult 0.2 + add 0.03 pJ", note="a neuron update is charged as one add", value_bytes=1),
     EnergyModel(
         "12nm-t4", 1.6, 0.58, 0.58,
-        "estimate used by the seed report for an NVIDIA T4 (12 nm); not from a vendor or peer-reviewed source",
+        "estimate for an NVIDIA T4 (12 nm) from an earlier, unpublished project report; not from a vendor or peer-reviewed source",
         verified=False, note="unverified figures; use for comparison with that report only; values assumed 4 bytes wide",
     ),
     EnergyModel(

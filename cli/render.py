@@ -98,15 +98,23 @@ def zoo_table(rows: list[tuple[str, str, str, int, int | None, str]]) -> Table:
     return table
 
 
-def energy_models_table(presets) -> Table:
-    """``annsnn energy-models``: every preset with its constants and source."""
+def energy_models_table(presets) -> Group:
+    """``annsnn energy-models``: every preset's constants in a table narrow enough for 80
+    columns, its source as a reference ``[n]`` into the numbered list below the table (so a
+    citation wraps between words, never inside one)."""
+    from rich.text import Text
+
+    sources = list(dict.fromkeys(m.citation + ("" if m.verified else " [UNVERIFIED]") for m in presets))
     table = Table(title="Energy models (pJ per operation)", title_justify="left")
-    for col in ("name", "kind", "E_MAC", "E_AC / synop", "E_neuron", "value bytes", "source"):
-        table.add_column(col, overflow="fold")
+    for col, justify in (("name", "left"), ("kind", "left"), ("E_MAC", "right"), ("E_AC / synop", "right"),
+                         ("E_neuron (active / idle)", "right"), ("bytes", "right"), ("source", "right")):
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=col in ("name", "kind"))
     for m in presets:
-        neuron = f"{m.e_neuron_pj:g}" if m.e_neuron_inactive_pj is None else f"{m.e_neuron_pj:g} active / {m.e_neuron_inactive_pj:g} inactive"
-        table.add_row(m.name, m.kind, "–" if m.e_mac_pj is None else f"{m.e_mac_pj:g}", f"{m.e_ac_pj:g}", neuron, "" if m.kind != "digital" else str(m.value_bytes), m.citation + ("" if m.verified else " [UNVERIFIED]"))
-    return table
+        neuron = f"{m.e_neuron_pj:g}" if m.e_neuron_inactive_pj is None else f"{m.e_neuron_pj:g} / {m.e_neuron_inactive_pj:g}"
+        source = sources.index(m.citation + ("" if m.verified else " [UNVERIFIED]")) + 1
+        table.add_row(m.name, m.kind, "–" if m.e_mac_pj is None else f"{m.e_mac_pj:g}", f"{m.e_ac_pj:g}", neuron,
+                      "" if m.kind != "digital" else str(m.value_bytes), f"[{source}]")
+    return Group(table, *(Text(f"[{n}] {citation}") for n, citation in enumerate(sources, 1)))
 
 
 def nir_table(network, path: str, dt: float) -> Table:

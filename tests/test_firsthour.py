@@ -295,6 +295,26 @@ def test_tables_fit_80_columns_and_nothing_is_cut(demo_like, width):
     assert [c for l in result.layers for c in (energy_str(l.energy_pj["loihi"]), l.name.removeprefix("model.")) if c not in layers] == []
 
 
+@pytest.mark.parametrize("width", [80, 100])
+def test_energy_models_listing_fits_and_breaks_no_word(width):
+    """'annsnn energy-models' at 80 columns: every constant in a narrow table, every
+    citation whole (word for word, none folded mid-word) in a numbered list under it."""
+    from annsnn.cli.render import energy_models_table
+    from annsnn.energy import PRESETS
+
+    text = _render(energy_models_table(PRESETS), width)
+    lines = text.splitlines()
+    assert "…" not in text and max(len(line) for line in lines) <= width
+    words = set(text.split())
+    for m in PRESETS:
+        assert any(line.startswith(f"│ {m.name} ") and f" {m.kind} " in line for line in lines), m.name
+        assert set(m.citation.split()) <= words, m.name  # a word folded across lines would be missing
+        assert f"{m.e_ac_pj:g}" in text
+    flat = " ".join(text.split())
+    for number, citation in enumerate(dict.fromkeys(m.citation for m in PRESETS), 1):
+        assert f"[{number}] {' '.join(citation.split())}" in flat
+
+
 def test_piped_output_follows_COLUMNS():
     import os
     import subprocess
