@@ -89,12 +89,18 @@ def mac_summary(counts: AnnCounts) -> str:
 
 
 def zoo_table(rows: list[tuple[str, str, str, int, int | None, str]]) -> Table:
-    """``annsnn zoo list``: name, input, dataset, parameters, MACs (None: not counted), description."""
-    table = Table(title="annsnn model zoo", title_justify="left")
-    for col in ("name", "input", "dataset", "params", "MACs", "description"):
-        table.add_column(col, justify="right" if col in ("params", "MACs") else "left", overflow="fold")
+    """``annsnn zoo list``: name (its description under it, wrapped between words), input,
+    dataset, parameters, MACs (None: not counted); fits 80 columns."""
+    from rich.text import Text
+
+    table = Table(title="annsnn model zoo", title_justify="left", show_lines=True)
+    table.add_column("name: description", ratio=1, overflow="fold")
+    for col in ("input", "dataset", "params", "MACs"):
+        table.add_column(col, justify="right" if col in ("params", "MACs") else "left", no_wrap=True)
     for name, shape, dataset, params, macs, description in rows:
-        table.add_row(name, shape, dataset, f"{params:,}", "" if macs is None else si(macs), description)
+        cell = Text(name, style="bold")
+        cell.append("\n" + description, style="dim")
+        table.add_row(cell, shape, dataset, si(params), "" if macs is None else si(macs))
     return table
 
 

@@ -315,6 +315,24 @@ def test_energy_models_listing_fits_and_breaks_no_word(width):
         assert f"[{number}] {' '.join(citation.split())}" in flat
 
 
+@pytest.mark.parametrize("width", [80, 100])
+def test_zoo_listing_fits_and_breaks_no_word(width):
+    """'annsnn zoo list' at 80 columns: each model's description is readable, wrapped between
+    words (a narrow description column folded 'conv-BN-ReLU' into 'conv-BN-Re' / 'LU')."""
+    from annsnn.cli.render import si, zoo_table
+    from annsnn.zoo import architectures
+
+    rows = [(spec.name, "×".join(map(str, spec.input_shape)), spec.dataset, 1_234_567, 36_960_000, spec.description) for spec in architectures().values()]
+    text = _render(zoo_table(rows), width)
+    lines = text.splitlines()
+    assert "…" not in text and max(len(line) for line in lines) <= width
+    words = set(text.replace("│", " ").split())
+    for name, shape, dataset, _, _, description in rows:
+        assert any(f"│ {name} " in line and f" {shape} " in line and f" {dataset} " in line for line in lines), name
+        assert set(description.split()) <= words, name
+    assert si(1_234_567) in text and si(36_960_000) in text
+
+
 def test_piped_output_follows_COLUMNS():
     import os
     import subprocess
