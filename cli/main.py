@@ -66,10 +66,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     \b
     Examples (a typical session):
-      annsnn demo                               # the whole job on bundled digits data
-      annsnn info model.pt --arch resnet20      # layers, MACs, convertible activations
-      annsnn convert model.pt --arch resnet20 --data cifar10   # calibrated for T=32
-      annsnn evaluate --T 8,16,32               # accuracy at every T, one simulation
+      annsnn demo                          # the whole job on bundled digits data
+      annsnn info model.pt --arch resnet20 # layers, MACs, convertible activations
+      annsnn convert model.pt --arch resnet20 --data cifar10   # for T=32
+      annsnn evaluate --T 8,16,32          # accuracy at every T, one simulation
       annsnn energy --T 8,16,32 --plot plots/   # ops, energy and break-even T
 
     The last conversion made in a directory is remembered there, so evaluate and energy
@@ -115,9 +115,9 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
     \b
     Examples:
       annsnn info zoo:vgg19 --input-shape 3,224,224
-      annsnn info ../shared/models/cifar10-resnet/resnet20-12fca82f.th --arch resnet20
-      annsnn info model.pt2                          # torch.export.save: shape recorded
-      annsnn info traced.pt --input-shape 3,32,32    # torch.jit.trace / script
+      annsnn info resnet20-12fca82f.th --arch resnet20
+      annsnn info model.pt2              # torch.export.save: shape recorded
+      annsnn info traced.pt --input-shape 3,32,32   # torch.jit.trace / script
       annsnn info finetuned.safetensors --arch timm:resnet18
     """
     from annsnn.counting import count_ann
@@ -164,7 +164,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--percentile-of", type=click.Choice(["all", "positive"]), default=None, help="Population of a percentile --mode: all (default): every activation, zeros included (numpy/torch.quantile, SpikingJelly); positive: only the non-zero ones (snntoolbox), which gives higher scales.")
 @click.option("--v-init", type=float, default=0.5, show_default=True, help="Initial membrane potential as a fraction of the threshold (0.5: the IF neuron rounds instead of flooring).")
 @click.option("--T", "calib_T", type=click.IntRange(min=1, max=MAX_TIME_STEPS), default=DEFAULT_CALIB_T, show_default=True, help="Latency N the SNN is calibrated for; valid for every T <= N (beyond N the last step's bias repeats).")
-@click.option("--calibration", type=click.Choice(list(CALIBRATION_NAMES)), default=None, help=f"threshold: per-channel thresholds minimising the IF quantisation error at T=N (Li et al. ICML 2021); bias: constant per-channel bias correction (Li et al. 2021); step-bias: a bias per step and channel (after FTBC, Wu et al. ECCV 2024); none: plain --mode normalization. Default: {CALIBRATION_NAMES[0]}, or step-bias with an explicit --mode.")
+@click.option("--calibration", type=click.Choice(list(CALIBRATION_NAMES)), default=None, metavar="METHOD", help=f"One of {', '.join(CALIBRATION_NAMES)}. threshold: per-channel thresholds minimising the IF quantisation error at T=N (Li et al. ICML 2021); bias: constant per-channel bias correction (Li et al. 2021); step-bias: a bias per step and channel (after FTBC, Wu et al. ECCV 2024); none: plain --mode normalization. Default: {CALIBRATION_NAMES[0]}, or step-bias with an explicit --mode.")
 @click.option("--bias-samples", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration images (the first of --calib-samples) the bias passes simulate.")
 @click.option("--threshold-scale", type=click.FloatRange(min=0.0, max=4.0, min_open=True), default=None, help=f"Multiply the IF-search thresholds by this factor (default {PIPELINE_THRESHOLD_SCALE:g}, measured on held-out training images; 1 is the error-search optimum itself).")
 @click.option("--step-solver", type=click.Choice(["linear", "quantile"]), default=None, help="How the per-step bias meets each step's firing target: linear (default): shortfall / active share; quantile: exact on the calibration images.")
@@ -204,12 +204,16 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
 
     \b
     Examples:
-      annsnn convert                                # the bundled digits CNN, calibrated for T=32
-      annsnn convert model.pt --arch resnet20 --T 16 --data imagefolder:../shared/data/CIFAR10-jpeg
-      annsnn convert model.pt --arch resnet20 --mode 99.99   # 99.99th-percentile thresholds + step bias
-      annsnn convert model.pt --arch vgg16_cifar --calibration none --mode 99.9   # plain normalization
+      annsnn convert               # the bundled digits CNN, calibrated for T=32
+      annsnn convert model.pt --arch resnet20 --T 16 \\
+          --data imagefolder:../shared/data/CIFAR10-jpeg
+      # 99.99th-percentile thresholds, with the step bias fitted on top:
+      annsnn convert model.pt --arch resnet20 --mode 99.99
+      # plain normalization (Rueckauer et al. 2017):
+      annsnn convert model.pt --arch vgg16_cifar --calibration none --mode 99.9
       annsnn convert model.onnx --data cifar10
-      annsnn convert ft.safetensors --arch torchvision:resnet18 --data imagefolder:DIR --input-shape 3,64,64
+      annsnn convert ft.safetensors --arch torchvision:resnet18 \\
+          --data imagefolder:DIR --input-shape 3,64,64
     """
     from annsnn.artifact import write_snn
     from annsnn.data import load_dataset, make_loader
@@ -396,7 +400,7 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
 
     \b
     Examples:
-      annsnn evaluate                                # the last conversion here, T = 5,20,50
+      annsnn evaluate              # the last conversion here, T = 5,20,50
       annsnn evaluate resnet20.snn.pt --T 8,16,32 --samples 1000 --json eval.json
       annsnn evaluate m.snn.pt --encoding poisson --seed 1 --T 50,100
     """
@@ -453,10 +457,11 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
 
     \b
     Examples:
-      annsnn energy                                  # the last conversion here, T = 5,20,50
-      annsnn energy m.snn.pt --T 8,32 --per-layer --json e.json --csv e.csv --plot plots/
+      annsnn energy                # the last conversion here, T = 5,20,50
+      annsnn energy m.snn.pt --T 8,32 --per-layer \\
+          --json e.json --csv e.csv --plot plots/
       annsnn energy --energy-model loihi --energy-model my_chip.toml
-      annsnn energy --ann model.pt --arch resnet20   # an ANN alone: MACs and energy
+      annsnn energy --ann model.pt --arch resnet20   # an ANN alone
       annsnn energy --model direct.nir --data digits --dt 1
     """
     from annsnn.energy import get_energy_model
@@ -642,8 +647,10 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
 
     \b
     Examples:
-      annsnn robustness --T 8,32 --noise 0,0.05,0.1,0.2 --fgsm 0:1:0.05 --samples 500 --plot plots/
-      annsnn robustness m.snn.pt --fgsm 0,0.02,0.05 --pgd 0.02 --attack-on both --attack-T 8 --json r.json
+      annsnn robustness --T 8,32 --noise 0,0.05,0.1,0.2 --fgsm 0:1:0.05 \\
+          --samples 500 --plot plots/
+      annsnn robustness m.snn.pt --fgsm 0,0.02,0.05 --pgd 0.02 \\
+          --attack-on both --attack-T 8 --json r.json
     """
     from annsnn.evaluation import check_device
     from annsnn.files import json_dumps
@@ -775,7 +782,7 @@ def export_cmd(snn: str | None, nir_path: str) -> None:
     \b
     Examples:
       annsnn export model.snn.pt --nir model.nir
-      annsnn export --nir last.nir        # the last conversion made in this directory
+      annsnn export --nir last.nir  # the last conversion made in this directory
 
     Nodes: Conv, Affine/Linear, IF (r=1, v_threshold=1, dt=1), AvgPool2d, Flatten, Scale,
     residual adds as edges. Reset by subtraction, firing at v >= 1 and v_init go into each
@@ -889,7 +896,8 @@ def zoo_train(ctx, arch, data, data_root, download, epochs, lr, batch_size, opti
     \b
     Examples:
       annsnn zoo train digits_cnn --epochs 30
-      annsnn zoo train lenet5 --data mnist --snn --T 5 --epochs 2   # a directly trained SNN baseline
+      # a directly trained SNN baseline:
+      annsnn zoo train lenet5 --data mnist --snn --T 5 --epochs 2
     Its checkpoint (weights and JSON config; loads weights-only) is analysed with
       annsnn energy --model lenet5-mnist-snn5.pt --T 5,20,50
     Unsupervised STDP (Diehl & Cook 2015), e.g.

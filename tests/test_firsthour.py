@@ -215,6 +215,9 @@ def test_every_command_help_has_an_example_and_shows_its_defaults():
         if "Example" not in text or "annsnn " + " ".join(path) not in " ".join(text.split()):
             missing.append(" ".join(path) or "annsnn")
     assert missing == []
+    wide = [f"{' '.join(path) or 'annsnn'}: {line}" for path, _ in [((), cli), *_commands(cli)]
+            for line in runner.invoke(cli, [*path, "--help"], terminal_width=80).output.splitlines() if len(line) > 80]
+    assert wide == []  # examples too: a terminal of 80 columns would wrap them mid-command
     convert = " ".join(runner.invoke(cli, ["convert", "--help"]).output.split())
     assert "default 0.9" in convert and "linear (default)" in convert and "pipeline's" not in convert
     demo = runner.invoke(cli, ["demo", "--help"]).output
