@@ -336,6 +336,29 @@ def test_zoo_listing_fits_and_breaks_no_word(width):
     assert si(1_234_567) in text and si(36_960_000) in text
 
 
+@pytest.mark.parametrize("time_steps", [[5, 20, 50], [2, 4, 8, 16, 32, 64]])
+def test_robustness_table_fits_80_columns_for_any_number_of_T(time_steps):
+    """At 80 columns a score such as 100.00 was folded into '(100.' / '00)' by five columns of
+    T; one row per perturbation and T keeps every number whole, however many T there are."""
+    from annsnn.cli.render import pct, robustness_table
+    from annsnn.metrics import ClassificationMetrics
+    from annsnn.robustness import RobustnessResult, RobustnessRow
+
+    def scores(top1):
+        return ClassificationMetrics(top1, top1, top1, None, [[1]])
+
+    rows = [RobustnessRow(name, strength, on, "", scores(0.9667), {t: scores(1.0 - t / 1000) for t in time_steps}, {t: 0.9833 for t in time_steps})
+            for name, strength, on in (("clean", 0.0, "none"), ("salt-pepper", 0.05, "none"), ("fgsm", 0.05, "ann"), ("pgd", 0.02, "snn"))]
+    result = RobustnessResult(1, 60, time_steps, {}, rows)
+    text = _render(robustness_table(result), 80)
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    for row in rows:
+        for t in time_steps:
+            line = next(line for line in text.splitlines() if f"│ {t:>2} │" in line and pct(row.snn[t].top1) in line)
+            assert pct(row.agreement[t]) in line
+    assert text.count("96.67") == len(rows) and "SNN (BPTT)" in text and "salt-pepper" in text
+
+
 def test_piped_output_follows_COLUMNS():
     import os
     import subprocess
