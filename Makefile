@@ -13,13 +13,14 @@ SHARED ?= $(wildcard $(abspath ../shared))
 
 .PHONY: setup demo test test-fast regenerate reports bench embedded clean threeway threeway-stdp report-robustness report-measured coverage lowlat
 
+# setuptools' generic editable-install notice (a UserWarning box) says nothing about this project
 $(BIN)/.annsnn-installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
-	# setuptools' generic editable-install notice (a UserWarning box) says nothing about this project
-	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $@
+	@echo "setting up $(VENV): pip, $(TORCH_PINS), annsnn (editable, with its test extras)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	@PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
 
 setup: $(BIN)/.annsnn-installed
 
