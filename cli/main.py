@@ -995,6 +995,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         err.print("aborted")
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # 'annsnn' or 'annsnn zoo' alone: a request for help
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else cli.get_help(click.Context(cli, info_name="annsnn")))
+        sys.exit(0)
     except click.ClickException as exc:
         if debug:
             raise

@@ -359,6 +359,17 @@ def test_robustness_table_fits_80_columns_for_any_number_of_T(time_steps):
     assert text.count("96.67") == len(rows) and "SNN (BPTT)" in text and "salt-pepper" in text
 
 
+@pytest.mark.parametrize("args", [(), ("zoo",)])
+def test_a_bare_command_prints_its_help_not_an_error(capsys, args):
+    """'annsnn' alone is a request for help: the formatted help on stdout, exit 0, not the
+    help flattened into one 'error: Usage: ...' line (click raises NoArgsIsHelpError)."""
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].startswith(" ".join(("Usage: annsnn", *args))) and "Commands:" in lines
+    assert any(line.split()[:1] == ["list" if args else "convert"] for line in lines)
+
+
 def test_piped_output_follows_COLUMNS():
     import os
     import subprocess
