@@ -15,7 +15,7 @@ SHARED ?= $(wildcard $(abspath ../shared))
 
 # setuptools' generic editable-install notice (a UserWarning box) says nothing about this project
 $(BIN)/.annsnn-installed: pyproject.toml
-	@echo "setting up $(VENV): pip, $(TORCH_PINS), annsnn (editable, with its test extras)"
+	@echo "setting up $(VENV): $(TORCH_PINS) and annsnn"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
 	@$(BIN)/python -m pip install --quiet $(TORCH_PINS)
