@@ -996,7 +996,7 @@ def main(argv: list[str] | None = None) -> None:
         err.print("aborted")
         sys.exit(130)
     except click.exceptions.NoArgsIsHelpError as exc:  # 'annsnn' or 'annsnn zoo' alone: a request for help
-        click.echo(exc.ctx.get_help() if exc.ctx is not None else cli.get_help(click.Context(cli, info_name="annsnn")))
+        click.echo(exc.ctx.get_help())
         sys.exit(0)
     except click.ClickException as exc:
         if debug:

@@ -110,14 +110,15 @@ def energy_models_table(presets) -> Group:
     citation wraps between words, never inside one)."""
     from rich.text import Text
 
-    sources = list(dict.fromkeys(m.citation + ("" if m.verified else " [UNVERIFIED]") for m in presets))
+    cited = [m.citation + ("" if m.verified else " [UNVERIFIED]") for m in presets]
+    sources = list(dict.fromkeys(cited))
     table = Table(title="Energy models (pJ per operation)", title_justify="left")
     for col, justify in (("name", "left"), ("kind", "left"), ("E_MAC", "right"), ("E_AC / synop", "right"),
                          ("E_neuron (active / idle)", "right"), ("bytes", "right"), ("source", "right")):
         table.add_column(col, justify=justify, overflow="fold", no_wrap=col in ("name", "kind"))
-    for m in presets:
+    for m, citation in zip(presets, cited):
         neuron = f"{m.e_neuron_pj:g}" if m.e_neuron_inactive_pj is None else f"{m.e_neuron_pj:g} / {m.e_neuron_inactive_pj:g}"
-        source = sources.index(m.citation + ("" if m.verified else " [UNVERIFIED]")) + 1
+        source = sources.index(citation) + 1
         table.add_row(m.name, m.kind, "–" if m.e_mac_pj is None else f"{m.e_mac_pj:g}", f"{m.e_ac_pj:g}", neuron,
                       "" if m.kind != "digital" else str(m.value_bytes), f"[{source}]")
     return Group(table, *(Text(f"[{n}] {citation}") for n, citation in enumerate(sources, 1)))
