@@ -126,10 +126,27 @@ def _channel_view(x: Tensor) -> Tensor:
     return x.transpose(0, 1).reshape(x.shape[1], -1)
 
 
-def _channel_count(x: Tensor) -> Tensor:
-    """Per channel (dim 1), the sum over every other dim, float64: exact for the 0/1 values
-    it counts (spikes, threshold crossings), whatever the summation order, and no copy."""
-    return x.sum(dim=[d for d in range(x.dim()) if d != 1], dtype=torch.float64)
+_FLOAT32_WHOLE = 2.0**24  # every whole number up to this is a float32, so are the partial sums of a count below it
+
+
+def _channel_count(x: Tensor, largest: float = 1.0) -> Tensor:
+    """Per channel (dim 1 of ``[B, C, ...]``), the sum over every other dim, float64: exact
+    for the whole numbers it counts (0/1 spikes and threshold crossings, burst counts
+    0..``largest``), whatever the summation order. A contiguous sum per image and channel
+    first, in float32 when no partial sum can pass 2**24 (int32 for flags), then over the
+    images in float64: 3x faster on CPU than one float64 sum over the strided dims."""
+    grouped = x.reshape(x.shape[0], x.shape[1], -1)
+    if x.dtype == torch.bool:
+        return grouped.sum(2, dtype=torch.int32).sum(0, dtype=torch.float64)
+    inner = torch.float32 if x.dtype == torch.float32 and largest * grouped.shape[2] <= _FLOAT32_WHOLE else torch.float64
+    return grouped.sum(2, dtype=inner).sum(0, dtype=torch.float64)
+
+
+def _crossings(potential: Tensor) -> Tensor:
+    """Per channel, how many entries of ``potential`` (a fresh float32 ``v + x``) reach the
+    threshold 1, float64; ``potential`` is overwritten with the 0/1 flags (as floats:
+    a bool mask costs 3x as much on CPU)."""
+    return _channel_count(potential.ge_(1.0))
 
 
 def _channel_shape(sample_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -291,9 +308,9 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
         target, active, _ = targets[name]
         K = module.max_spikes
         if K == 1:
-            fired = sum(_channel_count((v[lo:hi] + x[lo:hi]) >= 1.0) for lo, hi in spans) / per_sample
+            fired = sum(_crossings(v[lo:hi] + x[lo:hi]) for lo, hi in spans) / per_sample
         else:  # a burst neuron fires clip(floor(v + x), 0, K) spikes (mean per neuron)
-            fired = sum(_channel_count(torch.floor(v[lo:hi] + x[lo:hi]).clamp_(0.0, float(K))) for lo, hi in spans) / per_sample
+            fired = sum(_channel_count(torch.floor(v[lo:hi] + x[lo:hi]).clamp_(0.0, float(K)), float(K)) for lo, hi in spans) / per_sample
         before = counts.get(name, torch.zeros_like(target))
         plain[name] = plain.get(name, torch.zeros_like(target)) + fired
         want = (target * (t + 1) - before).clamp(0.0, float(K))
@@ -304,10 +321,12 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
         module.step_bias[t] = b.to(torch.float32).view(module.step_bias.shape[1:])
         bias = module.step_bias[t]
         spikes = spike_buffers[0]
+        emitted = torch.zeros_like(target)
         for lo, hi in spans:  # IFNeurons.forward, one step: the same neuron function on the same values
-            fired_now, _ = if_soft_reset((x[lo:hi] + bias).unsqueeze(0), v[lo:hi], module.max_spikes)  # updates v in place
+            fired_now, _ = if_soft_reset((x[lo:hi] + bias).unsqueeze(0), v[lo:hi], module.max_spikes, overwrite=True)  # updates v in place
+            emitted += _channel_count(fired_now[0], float(K))
             spikes[lo:hi].copy_(fired_now[0])
-        counts[name] = before + sum(_channel_count(spikes[lo:hi]) for lo, hi in spans) / per_sample  # span by span: a float64 sum copies its input
+        counts[name] = before + emitted / per_sample
         if t == steps - 1:
             pool.give(potentials.pop(name))
         return spikes if module.max_spikes == 1 else spikes.clone()  # a burst train is cached as it is (not packed): one tensor per step

@@ -137,5 +137,5 @@ def clipped_fraction(observer: ActivationObserver, scales: Tensor) -> float:
     """Share of all calibration values above their channel's scale (channels hold equal counts)."""
     if float(observer.total) == 0 or observer.channel_histogram.numel() == 0:
         return 0.0
-    fractions = [observer.fraction_above(s, channel=c) for c, s in enumerate(scales.tolist())]
+    fractions = observer.channel_fractions_above(scales.reshape(-1)).tolist()
     return sum(fractions) / len(fractions)

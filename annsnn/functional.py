@@ -13,7 +13,7 @@ from spikingjelly.activation_based.functional import if_multi_step
 __all__ = ["if_soft_reset", "if_soft_reset_reference", "count_max_pool2d", "bernoulli_encode"]
 
 
-def if_soft_reset(x_seq: Tensor, v: Tensor, max_spikes: int = 1) -> tuple[Tensor, Tensor]:
+def if_soft_reset(x_seq: Tensor, v: Tensor, max_spikes: int = 1, *, overwrite: bool = False) -> tuple[Tensor, Tensor]:
     """Integrate-and-fire with threshold 1 and reset by subtraction over ``x_seq[T, ...]``.
 
     ``v[t] = v[t-1] + x[t]``; ``s[t] = 1[v[t] >= 1]``; ``v[t] = v[t] - s[t]``.
@@ -26,18 +26,20 @@ def if_soft_reset(x_seq: Tensor, v: Tensor, max_spikes: int = 1) -> tuple[Tensor
     each one crossed emits a spike and subtracts 1, so ``s[t] = clip(floor(v[t]), 0, K)``
     (an integer in 0..K) and ``v[t] = v[t] - s[t]``. K = 1 is the binary neuron above, bit
     for bit (its own code path).
+
+    ``overwrite=True`` writes the spikes over ``x_seq`` (a temporary the caller owns, e.g.
+    ``x + bias``): no second buffer is allocated, and no value changes.
     """
+    spikes = x_seq if overwrite else torch.empty_like(x_seq)  # step t's input is read before its spikes are written
     if max_spikes != 1:
-        spikes = torch.empty_like(x_seq)
         for t in range(x_seq.shape[0]):
             v.add_(x_seq[t])
             torch.floor(v, out=spikes[t]).clamp_(0.0, float(max_spikes))
             v.sub_(spikes[t])
         return spikes, v
-    spikes = torch.empty_like(x_seq)
     for t in range(x_seq.shape[0]):
         v.add_(x_seq[t])
-        torch.ge(v, 1.0, out=spikes[t]) if spikes.dtype == torch.bool else spikes[t].copy_(v >= 1.0)
+        torch.ge(v, 1.0, out=spikes[t])  # 0/1 written as floats directly: a bool mask copied over costs 4x as much on CPU
         v.sub_(spikes[t])
     return spikes, v
 

@@ -114,12 +114,14 @@ class IFNeurons(TemporalModule):
         seq = x.reshape(self.steps, -1, *x.shape[1:])
         if self.v is None:
             self.v = torch.full(seq.shape[1:], self.v_init, dtype=torch.float32, device=x.device)
+        fresh = seq.dtype != torch.float32  # seq is a temporary of this call (not the caller's x): the spikes may overwrite it
         seq = seq if seq.dtype == torch.float32 else seq.float()
         if self.step_bias is not None:
             index = torch.arange(self.t, self.t + self.steps, device=x.device).clamp_(max=self.step_bias.shape[0] - 1)
             seq = seq + self.step_bias.to(seq.device)[index].unsqueeze(1)
+            fresh = True
         self.t += self.steps
-        spikes, self.v = if_soft_reset(seq, self.v, self.max_spikes)
+        spikes, self.v = if_soft_reset(seq, self.v, self.max_spikes, overwrite=fresh)
         return spikes.to(x.dtype).reshape(x.shape)
 
     def config(self) -> dict:

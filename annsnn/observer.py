@@ -49,7 +49,8 @@ __all__ = ["ActivationObserver", "DEFAULT_BINS", "PercentileOf"]
 PercentileOf = Literal["positive", "all"]
 
 DEFAULT_BINS = 2048
-_CHUNK = 1 << 17  # elements binned at a time, bounds the temporaries (about 5 x 8 bytes each: 5 MiB)
+_CHUNK = 1 << 18  # elements binned at a time, bounds the temporaries (about 3 x 8 bytes each: 6 MiB)
+_INT32_MAX = 2**31 - 1  # per-channel counts are int32 (half of float64's memory) while no bin can reach this
 
 
 class ActivationObserver(nn.Module):
@@ -88,12 +89,12 @@ class ActivationObserver(nn.Module):
             return x
         values = x.detach()
         channels = values.shape[1] if values.dim() >= 2 else 1
-        per_channel = values.transpose(0, 1).reshape(channels, -1) if values.dim() >= 2 else values.reshape(1, -1)
-        cmax = per_channel.amax(dim=1).to(torch.float64).clamp_min(0)
+        grouped = values.reshape(values.shape[0], channels, -1) if values.dim() >= 2 else values.reshape(1, 1, -1)  # [B, C, M]
+        cmax = grouped.amax(dim=(0, 2)).to(torch.float64).clamp_min(0)
         if self.channel_max.numel() == 0:
             self.channel_max = torch.zeros(channels, dtype=torch.float64, device=cmax.device)
             if self.channel_wise:
-                self.channel_histogram = torch.zeros(channels, self.bins, dtype=torch.float64, device=cmax.device)
+                self.channel_histogram = torch.zeros(channels, self.bins, dtype=torch.int32, device=cmax.device)
                 self.channel_range = torch.zeros(channels, dtype=torch.float64, device=cmax.device)
         self.channel_max = torch.maximum(self.channel_max, cmax)
         batch_max = float(cmax.max())
@@ -105,21 +106,15 @@ class ActivationObserver(nn.Module):
         layer_hist, layer_range = _grow(self.histogram.unsqueeze(0), self.range.view(1), cmax.max().view(1))
         self.histogram = layer_hist.squeeze(0)
         self.range.fill_(float(layer_range[0]))
-        if self.channel_wise:
-            self.channel_histogram, self.channel_range = _grow(self.channel_histogram, self.channel_range, cmax)
-        width = float(self.range) / self.bins
-        step = max(1, _CHUNK // channels)
-        for start in range(0, per_channel.shape[1], step):
-            block = per_channel[:, start : start + step].to(torch.float64)
-            positive = block > 0
-            idx = (block / width).floor_().clamp_(0, self.bins - 1).to(torch.int64)
-            self.histogram += torch.bincount(idx[positive], minlength=self.bins).to(torch.float64)
-            if self.channel_wise:
-                widths = (self.channel_range / self.bins).clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)
-                cidx = (block / widths).floor_().clamp_(0, self.bins - 1).to(torch.int64)
-                offsets = torch.arange(channels, device=cidx.device).unsqueeze(1) * self.bins
-                counts = torch.bincount((cidx + offsets)[positive], minlength=channels * self.bins)
-                self.channel_histogram += counts.view(channels, self.bins).to(torch.float64)
+        if not self.channel_wise:
+            self.histogram += _bin_counts(grouped.reshape(grouped.shape[0], 1, -1), self.range.view(1), self.bins)[0].to(torch.float64)
+            return x
+        self.channel_histogram, self.channel_range = _grow(self.channel_histogram, self.channel_range, cmax)
+        if self.channel_histogram.dtype == torch.int32 and float(self.total) / channels > _INT32_MAX:
+            self.channel_histogram = self.channel_histogram.to(torch.int64)  # a bin could overflow int32 from here on
+        counts = _bin_counts(grouped, self.channel_range, self.bins)
+        self.channel_histogram += counts.to(self.channel_histogram.dtype)
+        self.histogram += _coarsen(counts, self.channel_range, self.range).to(torch.float64)
         return x
 
     # ----- reading statistics -------------------------------------------------
@@ -161,7 +156,7 @@ class ActivationObserver(nn.Module):
     def _channel_hist(self, channel: int) -> Tensor:
         if not self.channel_wise:
             raise UsageError("per-channel percentiles need calibration with --channel-wise")
-        return self.channel_histogram[channel]
+        return self.channel_histogram[channel].to(torch.float64)
 
     def scale(self, mode: ScaleMode, channel_wise: bool = False, percentile_of: PercentileOf = "all") -> Tensor:
         """The scale under ``mode``: a 0-d tensor, or one value per channel."""
@@ -194,8 +189,90 @@ class ActivationObserver(nn.Module):
             above += float(hist[index]) * (1.0 - (position - index))
         return above / total
 
+    def channel_fractions_above(self, thresholds: Tensor) -> Tensor:
+        """:meth:`fraction_above` for every channel at once (``thresholds``: one per channel),
+        float64: the same arithmetic on the same values, so each entry equals the scalar
+        call's exactly (a test checks), without a Python loop over the channels."""
+        channels = self.channel_max.numel()
+        total = float(self.total) / max(1, channels)
+        hist = self.channel_histogram
+        if channels == 0 or total == 0 or hist.numel() == 0:
+            return torch.zeros(channels, dtype=torch.float64)
+        threshold = thresholds.to(device=hist.device, dtype=torch.float64).reshape(channels)
+        width = self.channel_range / self.bins
+        position = torch.where(width > 0, threshold.clamp_min(0.0) / torch.where(width > 0, width, torch.ones_like(width)), torch.zeros_like(width))
+        index = position.floor().to(torch.int64).clamp_(0, self.bins)  # position < bins below the channel max
+        exact = hist.to(torch.int64)
+        after = torch.cat([exact.flip(1).cumsum(1).flip(1), torch.zeros(channels, 1, dtype=torch.int64, device=hist.device)], 1)  # after[c, i] = sum_{j >= i}
+        above = after.gather(1, (index + 1).clamp(max=self.bins).view(-1, 1)).view(-1).to(torch.float64)
+        inside = exact.gather(1, index.clamp(max=self.bins - 1).view(-1, 1)).view(-1).to(torch.float64)
+        above = torch.where(index < self.bins, above + inside * (1.0 - (position - index.to(torch.float64))), above)
+        fractions = above / total
+        return torch.where(threshold >= self.channel_max, torch.zeros_like(fractions), fractions).cpu()
+
     def extra_repr(self) -> str:
         return f"bins={self.bins}, channel_wise={self.channel_wise}, max={float(self.max_val):.4g}"
+
+
+def _bin_counts(grouped: Tensor, ranges: Tensor, bins: int) -> Tensor:
+    """Counts ``[C, bins]`` of the positive values of ``grouped`` (``[B, C, M]``): a value x of
+    channel c goes to bin ``floor(x * bins / ranges[c])`` (clamped to ``bins - 1``), int64.
+
+    Every range is a power of two, so ``bins / range`` is one too and the product is exact
+    in float32 as in float64 (a scaling by ``2**k``, at worst rounding a value below 1
+    bin to a subnormal or 0, which floors to 0 either way): the float32 bin of a value
+    equals its exact bin. A range whose ``bins / range`` float32 cannot hold exactly (a
+    channel below ``2**-100``, say) is binned in float64. Zeros, negatives and NaN are not
+    counted. ``_CHUNK`` values at a time: bounded temporaries.
+    """
+    images, channels, per_image = grouped.shape
+    factor = torch.where(ranges > 0, bins / ranges, torch.zeros_like(ranges))  # 0 for a channel with no positive value
+    compute = torch.float64 if grouped.dtype == torch.float64 else torch.float32
+    if compute == torch.float32 and not bool((factor.to(torch.float32).to(torch.float64) == factor).all()):
+        compute = torch.float64
+    factor = factor.to(compute).view(1, channels, 1)
+    offsets = (torch.arange(channels, device=grouped.device) * bins).view(1, channels, 1)
+    outside = channels * bins  # the bin of every value not counted, dropped below
+    counts = torch.zeros(outside + 1, dtype=torch.int64, device=grouped.device)
+    span = max(1, _CHUNK // max(1, channels * per_image))  # images per block
+    width = per_image if span > 1 else max(1, _CHUNK // channels)  # values per channel per block
+    for lo in range(0, images, span):
+        for start in range(0, per_image, width):
+            block = grouped[lo : lo + span, :, start : start + width]
+            block = block if block.dtype == compute else block.to(compute)
+            index = torch.mul(block, factor).floor_().clamp_(0, bins - 1).to(torch.int64).add_(offsets)
+            index.masked_fill_(~(block > 0), outside)
+            counts += torch.bincount(index.view(-1), minlength=outside + 1)
+    return counts[:outside].view(channels, bins)
+
+
+def _coarsen(counts: Tensor, ranges: Tensor, layer_range: Tensor) -> Tensor:
+    """The layer histogram (``bins`` over ``[0, layer_range)``) of the values whose channel
+    counts are ``counts`` (``[C, bins]``, channel c over ``[0, ranges[c])``), int64.
+
+    A layer's range is a power of two at least its channels' (both are the smallest power
+    of two above a running max), so channel c's bin j lies in the layer's bin
+    ``floor(j / 2**m_c)``, ``2**m_c = layer_range / ranges[c]``: exactly the bin its values
+    would take, since ``floor(floor(y) / n) = floor(y / n)`` for an integer n.
+    """
+    channels, bins = counts.shape
+    layer = torch.zeros(bins, dtype=torch.int64, device=counts.device)
+    used = ranges > 0
+    if not bool(used.any()):
+        return layer
+    ratio = layer_range.to(torch.float64) / ranges[used]
+    _, exponent = torch.frexp(ratio)  # ratio = 2**m: mantissa 0.5, exponent m + 1
+    shifts = exponent - 1
+    if bool((ratio < 1).any()) or not bool((torch.ldexp(torch.ones_like(ratio), shifts) == ratio).all()):
+        raise ValueError("channel ranges must be powers of two no larger than the layer's")
+    rows = counts[used]
+    for shift in sorted(set(shifts.tolist())):
+        merged = rows[shifts == shift].sum(0)
+        if (1 << shift) >= bins:
+            layer[0] += merged.sum()
+        else:
+            layer[: bins >> shift] += merged.view(bins >> shift, 1 << shift).sum(1)
+    return layer
 
 
 def _power_of_two_above(values: Tensor) -> Tensor:
@@ -218,7 +295,7 @@ def _grow(histograms: Tensor, ranges: Tensor, maxima: Tensor) -> tuple[Tensor, T
         if not bool(grow.any()):
             return histograms, ranges
         rows = histograms[grow]
-        merged = rows.view(rows.shape[0], bins // 2, 2).sum(2)
+        merged = rows.view(rows.shape[0], bins // 2, 2).sum(2, dtype=histograms.dtype)
         histograms = histograms.clone()
         histograms[grow] = torch.cat([merged, torch.zeros_like(merged)], dim=1)
         ranges = torch.where(grow, ranges * 2, ranges)

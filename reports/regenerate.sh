@@ -25,7 +25,7 @@ lane_a() {
   [ -f $STDP_CKPT ] || run stdp_train nice .venv/bin/annsnn zoo train stdp_mnist --snn --rule stdp --data mnist --data-root "$ANNSNN_SHARED/data" --out $STDP_CKPT
   run threeway nice $PY reports/threeway.py --stdp $STDP_CKPT
   run speed nice $PY benchmarks/run.py speed overhead
-  run imagenet_cost nice $PY benchmarks/imagenet_cost.py --device cpu --images 8 --models mobilenet_v2,resnet50
+  run imagenet_cost nice $PY benchmarks/imagenet_cost.py --device cpu --images 64 --models mobilenet_v2,resnet50
 }
 lane_b() {
   LL="nice $PY benchmarks/low_latency.py"

@@ -174,3 +174,93 @@ def test_histograms_are_identical_whatever_the_batch_order():
         b(batch)
     for name, buffer in a.state_dict().items():
         assert torch.equal(buffer, b.state_dict()[name]), name
+
+
+def _numpy_histograms(batches: list[np.ndarray], bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """The observer's histograms from first principles, in float64 numpy: each range is the
+    smallest power of two strictly above the running max (layer, and per channel), and a
+    positive value x lands in bin floor(x * bins / range). Since bins only ever merge in
+    pairs as a range doubles, binning every value at the FINAL range gives the same counts."""
+    per_channel = np.concatenate([b.reshape(b.shape[0], b.shape[1], -1).transpose(1, 0, 2).reshape(b.shape[1], -1) for b in batches], axis=1).astype(np.float64)
+    def histogram(values: np.ndarray) -> np.ndarray:
+        positive = values[values > 0]
+        if positive.size == 0:
+            return np.zeros(bins)
+        top = 2.0 ** (np.floor(np.log2(positive.max())) + 1)  # smallest power of two strictly above the max
+        return np.bincount(np.minimum(np.floor(positive / (top / bins)), bins - 1).astype(np.int64), minlength=bins).astype(np.float64)
+    return histogram(per_channel.ravel()), np.stack([histogram(row) for row in per_channel])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 4),  # batches
+    st.integers(1, 3),  # images per batch
+    st.integers(1, 5),  # channels
+    st.integers(1, 40),  # values per channel and image
+    st.lists(st.floats(-60, 60), min_size=5, max_size=5),  # log2 scale of each channel
+    st.integers(0, 2**31 - 1),
+    st.sampled_from([torch.float32, torch.float64, torch.float16]),
+)
+def test_histograms_equal_a_numpy_reference_bin_for_bin(batches, images, channels, size, exponents, seed, dtype):
+    """Layer and per-channel histograms equal an independent float64 numpy binning exactly,
+    for channels from 2**-60 to 2**60 (float32 binning must be exact), with zeros and negatives."""
+    generator = torch.Generator().manual_seed(seed)
+    scales = torch.tensor([2.0 ** e for e in exponents[:channels]], dtype=torch.float64).view(1, channels, 1)
+    if dtype == torch.float16:
+        scales = scales.clamp(2.0**-10, 2.0**10)  # what float16 can hold
+    data = []
+    for _ in range(batches):
+        batch = ((torch.rand(images, channels, size, generator=generator, dtype=torch.float64) * 2 - 0.5) * scales).to(dtype)
+        # bin edges of the range 2 * scale (the max lies in [scale, 2 scale)) and the values
+        # just below them: a binning off by one ulp puts these in the neighbouring bin
+        edges = (torch.randint(1, 64, batch.shape, generator=generator).double() * scales / 32).to(dtype)
+        below = torch.nextafter(edges, torch.zeros_like(edges))
+        pick = torch.randint(0, 4, batch.shape, generator=generator)
+        batch = torch.where(pick == 1, edges, torch.where(pick == 2, below, batch))
+        batch[0, :, 0] = (scales.view(-1) * 1.5).to(dtype)
+        data.append(batch)
+    obs = ActivationObserver(bins=64, channel_wise=True)
+    for batch in data:
+        obs(batch)
+    layer, per_channel = _numpy_histograms([b.double().numpy() for b in data], 64)
+    assert np.array_equal(obs.histogram.numpy(), layer)
+    assert np.array_equal(obs.channel_histogram.double().numpy(), per_channel)
+    plain = ActivationObserver(bins=64)
+    for batch in data:
+        plain(batch)
+    assert np.array_equal(plain.histogram.numpy(), layer)
+
+
+def test_channel_counts_widen_before_they_could_overflow(monkeypatch):
+    """Per-channel counts are kept as int32 (half the memory of float64) and become int64 once
+    a channel has seen more values than int32 holds; the counts stay exact across the switch."""
+    import annsnn.observer as observer_module
+
+    monkeypatch.setattr(observer_module, "_INT32_MAX", 100)
+    obs = ActivationObserver(bins=8, channel_wise=True)
+    batch = torch.full((60, 2), 0.3)
+    obs(batch)
+    assert obs.channel_histogram.dtype == torch.int32
+    obs(batch)  # 120 values per channel > 100
+    assert obs.channel_histogram.dtype == torch.int64
+    assert obs.channel_histogram.sum(1).tolist() == [120, 120]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(0, 2**31 - 1), st.lists(st.floats(-1, 3), min_size=6, max_size=6))
+def test_all_channels_fractions_above_equal_the_scalar_call_exactly(channels, seed, relative):
+    """The vectorised clipped fractions (one call for every channel) equal fraction_above
+    channel by channel, to the last bit: thresholds below zero, on bin edges, inside bins,
+    at the channel max and above it."""
+    generator = torch.Generator().manual_seed(seed)
+    scale = torch.tensor([4.0**c for c in range(channels)]).view(1, channels, 1) * 1e-3
+    x = torch.relu(torch.randn(5, channels, 50, generator=generator)) * scale
+    obs = ActivationObserver(bins=32, channel_wise=True)
+    obs(x)
+    tops = obs.channel_max.float()
+    thresholds = torch.tensor(relative[:channels], dtype=torch.float32) * tops
+    thresholds[0] = tops[0]  # exactly the max: nothing above
+    if channels > 1:
+        thresholds[1] = float(obs.channel_range[1]) / 32 * 3  # a bin edge
+    vectorised = obs.channel_fractions_above(thresholds).tolist()
+    assert vectorised == [obs.fraction_above(t, channel=c) for c, t in enumerate(thresholds.tolist())]
