@@ -200,7 +200,7 @@ class ActivationObserver(nn.Module):
             return torch.zeros(channels, dtype=torch.float64)
         threshold = thresholds.to(device=hist.device, dtype=torch.float64).reshape(channels)
         width = self.channel_range / self.bins
-        position = torch.where(width > 0, threshold.clamp_min(0.0) / torch.where(width > 0, width, torch.ones_like(width)), torch.zeros_like(width))
+        position = (threshold.clamp_min(0.0) / width).nan_to_num(0.0, 0.0, 0.0)  # width 0 (a channel that never fired): position 0, as the scalar call
         index = position.floor().to(torch.int64).clamp_(0, self.bins)  # position < bins below the channel max
         exact = hist.to(torch.int64)
         after = torch.cat([exact.flip(1).cumsum(1).flip(1), torch.zeros(channels, 1, dtype=torch.int64, device=hist.device)], 1)  # after[c, i] = sum_{j >= i}
