@@ -41,11 +41,15 @@ Readout delay (the issue's optional "delayed readout"; the same idea as the warm
 Rueckauer et al. 2017 leave out of their accuracy curves): spikes need steps to reach the
 output of a deep net, so the first output currents carry little but noise. The readout
 ``sum_{t > k} o_t`` leaves out the first k steps; every step is still simulated and counted.
-:func:`choose_readout_delay` picks k at T = N: the k in 0..N-1 whose readout agrees most
-often with the ANN's class (ties: the smallest squared error of the mean readout against
-the ANN's output, then the smallest k), on calibration images the bias fit did not use,
-from one simulation of N steps. Below N the same share of steps is left out
-(:func:`annsnn.simulate.readout_start`).
+:func:`choose_readout_delay` picks k at T = N, on calibration images the bias fit did not
+use, from one simulation of N steps: by default the k in 0..N-1 whose mean readout
+``(S_N - S_k) / (N - k)`` has the smallest squared error against the ANN's output (ties: the
+smallest k). ``criterion="agreement"`` is the earlier rule: the k whose readout agrees most
+often with the ANN's class (ties: the smallest squared error, then the smallest k). Agreement
+moves in steps of one image and its maximum is often a single image above a near-flat
+plateau; the squared error is continuous. On ResNet-20-JPEG it chose the delay with the best
+held-out accuracy at T = 4 and 8 where agreement did not (docs/low-latency.md). Below N the
+same share of steps is left out (:func:`annsnn.simulate.readout_start`).
 """
 from __future__ import annotations
 
@@ -61,11 +65,11 @@ from .functional import if_soft_reset
 from .free_heap import release_free_heap
 from .layers import IFNeurons
 from .layerwise import BufferPool, run_layerwise
-from .record import CALIBRATIONS  # --calibration NAME -> (threshold method, bias method), re-exported
+from .record import CALIBRATIONS, DELAY_CRITERIA, DelayCriterion  # --calibration NAME -> (threshold method, bias method); --delay-criterion names; re-exported
 from .simulate import simulate
 from .snn import SpikingNetwork
 
-__all__ = ["CalibrationMethod", "CALIBRATIONS", "BiasFit", "ann_channel_targets", "fit_layer_bias", "fit_step_bias", "quantile_bias", "StepSolver", "calibration_options", "resolve_calibration", "DelayChoice", "choose_readout_delay"]
+__all__ = ["CalibrationMethod", "CALIBRATIONS", "BiasFit", "ann_channel_targets", "fit_layer_bias", "fit_step_bias", "quantile_bias", "StepSolver", "calibration_options", "resolve_calibration", "DelayCriterion", "DELAY_CRITERIA", "DelayChoice", "choose_readout_delay"]
 
 CalibrationMethod = Literal["none", "threshold", "bias", "step-bias", "threshold+bias", "threshold+step-bias"]
 
@@ -341,29 +345,37 @@ def fit_step_bias(snn: SpikingNetwork, images: Tensor, steps: int, solver: StepS
 
 @dataclass
 class DelayChoice:
-    """What :func:`choose_readout_delay` measured: per candidate delay k, the share of the
-    choice images whose SNN class at T = ``steps`` equals the ANN's."""
+    """What :func:`choose_readout_delay` measured, per candidate delay k: the share of the
+    choice images whose SNN class at T = ``steps`` equals the ANN's, and the mean squared
+    error of the mean readout against the ANN's output; ``criterion`` chose ``delay``."""
 
     delay: int
     steps: int
     samples: int
     agreement: list[float]  # index k
-    output_mse: list[float]  # index k: mean (readout / (N - k) - ANN output)^2, the tie-break
+    output_mse: list[float]  # index k: mean (readout / (N - k) - ANN output)^2
+    criterion: DelayCriterion = "output-mse"
 
     def to_dict(self) -> dict:
-        return {"delay": self.delay, "steps": self.steps, "samples": self.samples, "agreement": self.agreement, "output_mse": self.output_mse}
+        return {"delay": self.delay, "steps": self.steps, "samples": self.samples, "criterion": self.criterion,
+                "agreement": self.agreement, "output_mse": self.output_mse}
 
 
 @torch.no_grad()
-def choose_readout_delay(snn: SpikingNetwork, images: Tensor, steps: int) -> DelayChoice:
-    """The readout delay k in ``0 .. steps-1`` that maximises agreement with the ANN's class
-    on ``images`` at T = ``steps``: ``argmax_k mean_i [argmax (S_T - S_k)_i == ann_i]`` with
-    ``S_t`` the output summed over the first t steps (one simulation). Ties (easy images
-    agree at many k) go to the smallest mean squared error between the mean readout
-    ``(S_T - S_k) / (T - k)`` and the ANN's output, then to the smallest k. ``images`` must
-    not be ones the bias was fitted on."""
+def choose_readout_delay(snn: SpikingNetwork, images: Tensor, steps: int, criterion: DelayCriterion = "output-mse") -> DelayChoice:
+    """The readout delay k in ``0 .. steps-1`` for ``images`` at T = ``steps``, with ``S_t``
+    the output summed over the first t steps (one simulation) and ``a`` the ANN's output:
+
+    * ``"output-mse"`` (default): ``argmin_k mean_i ||(S_T - S_k)_i / (T - k) - a_i||^2``
+      (ties: the smallest k);
+    * ``"agreement"``: ``argmax_k mean_i [argmax (S_T - S_k)_i == argmax a_i]``; ties (easy
+      images agree at many k) go to the smallest squared error, then the smallest k.
+
+    ``images`` must not be ones the bias was fitted on."""
     if steps < 1:
         raise UsageError("the readout delay is chosen for a latency of at least 1 step")
+    if criterion not in DELAY_CRITERIA:
+        raise UsageError(f"invalid delay criterion {criterion!r}: use one of {', '.join(DELAY_CRITERIA)}")
     ann = torch.cat([snn.ann(images[i : i + _ANN_BATCH]) for i in range(0, int(images.shape[0]), _ANN_BATCH)]).to(torch.float64)
     reference = ann.argmax(1)
     every = list(range(1, steps + 1))
@@ -383,5 +395,8 @@ def choose_readout_delay(snn: SpikingNetwork, images: Tensor, steps: int) -> Del
         readout = (sums[steps] - sums[k] if k else sums[steps]).to(torch.float64)
         agreement.append(float((readout.argmax(1) == reference).double().mean()))
         mse.append(float(((readout / (steps - k) - ann) ** 2).mean()))
-    best = max(range(steps), key=lambda k: (agreement[k], -mse[k], -k))
-    return DelayChoice(best, steps, int(images.shape[0]), agreement, mse)
+    if criterion == "output-mse":
+        best = min(range(steps), key=lambda k: (mse[k], k))
+    else:
+        best = max(range(steps), key=lambda k: (agreement[k], -mse[k], -k))
+    return DelayChoice(best, steps, int(images.shape[0]), agreement, mse, criterion)

@@ -15,6 +15,7 @@ from .equivalence import Equivalence
 from .errors import UsageError
 from .modes import ScaleMode
 from .observer import PercentileOf
+from .record import DELAY_CRITERIA, DelayCriterion
 
 __all__ = [
     "ConversionOptions",
@@ -57,10 +58,11 @@ class ConversionOptions:
     step_solver: str = "linear"  # bias "step": "linear" (shortfall / active share) or "quantile" (exact per step)
     threshold_scale: float = PIPELINE_THRESHOLD_SCALE  # "if-search": theta = threshold_scale * argmin_theta E(theta) (annsnn.thresholds)
     # readout delay k: the first k output steps are left out of the readout (annsnn.simulate);
-    # "auto": chosen at T=N by agreement with the ANN on calibration images the bias fit
-    # does not use (annsnn.calibration.choose_readout_delay)
+    # "auto": chosen at T=N by `delay_criterion` on calibration images the bias fit does not
+    # use (annsnn.calibration.choose_readout_delay)
     readout_delay: int | Literal["auto"] = "auto"
     delay_samples: int = 256  # "auto": calibration images (after the bias images) the choice reads
+    delay_criterion: DelayCriterion = "output-mse"  # "auto": least squared error of the mean readout vs the ANN's output, or "agreement" of classes
     # multi-threshold (burst) neurons: up to K spikes per step, each worth theta = ceiling / K
     # (annsnn.layers.IFNeurons); 1 = binary spikes
     max_spikes: int = 1
@@ -89,6 +91,8 @@ class ConversionOptions:
             raise UsageError(f"invalid --readout-delay {self.readout_delay!r}: use 'auto' or a number of steps >= 0")
         elif self.T is not None and self.readout_delay >= self.T:
             raise UsageError(f"invalid --readout-delay {self.readout_delay}: the readout needs at least one of the T={self.T} steps; use 0..{self.T - 1}")
+        if self.delay_criterion not in DELAY_CRITERIA:
+            raise UsageError(f"invalid --delay-criterion {self.delay_criterion!r}: use one of {', '.join(DELAY_CRITERIA)}")
         if self.delay_samples < 1:
             raise UsageError(f"invalid delay samples {self.delay_samples}: use at least 1")
         if self.bias_samples < 1:
@@ -170,6 +174,7 @@ class ConversionOptions:
             "threshold_scale": self.threshold_scale,
             "readout_delay": self.readout_delay,
             "delay_samples": self.delay_samples,
+            "delay_criterion": self.delay_criterion,
             "max_spikes": self.max_spikes,
         }
 

@@ -122,10 +122,13 @@ def ann_to_snn(
         from .calibration import choose_readout_delay
 
         assert options.T is not None
-        delay = choose_readout_delay(snn, torch.cat(choice), options.T)
+        delay = choose_readout_delay(snn, torch.cat(choice), options.T, options.delay_criterion)
         readout_delay, delay_choice = delay.delay, delay.to_dict()
         held_out = "calibration images the bias fit did not use" if options.bias != "none" else "held-out calibration images"
-        report.notes.append(f"readout delay {delay.delay} step(s), chosen at T={options.T} on {delay.samples} {held_out} (agreement with the ANN {100 * delay.agreement[delay.delay]:.1f}% vs {100 * delay.agreement[0]:.1f}% without)")
+        by = "the least squared error of the mean readout against the ANN's output" if delay.criterion == "output-mse" else "the most agreement with the ANN's class"
+        k = delay.delay
+        report.notes.append(f"readout delay {k} step(s), chosen at T={options.T} by {by} on {delay.samples} {held_out} "
+                            f"(squared error {delay.output_mse[k]:.4g} vs {delay.output_mse[0]:.4g} without; agreement {100 * delay.agreement[k]:.1f}% vs {100 * delay.agreement[0]:.1f}%)")
     elif options.readout_delay:
         readout_delay = int(options.readout_delay)
     snn.to("cpu")

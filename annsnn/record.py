@@ -18,11 +18,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from .errors import UsageError
 
-__all__ = ["SnnRecord", "Source", "Normalization", "Calibration", "RECORD_VERSION", "MAX_TIME_STEPS", "calibration_method", "CALIBRATIONS"]
+__all__ = ["SnnRecord", "Source", "Normalization", "Calibration", "RECORD_VERSION", "MAX_TIME_STEPS", "calibration_method", "CALIBRATIONS", "DelayCriterion", "DELAY_CRITERIA"]
 
 RECORD_VERSION = 2
 # --calibration NAME -> (threshold method, bias method); the first is the default pipeline
@@ -35,6 +35,10 @@ CALIBRATIONS: dict[str, tuple[str, str]] = {
     "bias": ("mode", "layer"),
     "none": ("mode", "none"),
 }
+# --delay-criterion: how an automatic readout delay is chosen (annsnn.calibration.choose_readout_delay,
+# which re-exports these); the first is the default
+DelayCriterion = Literal["output-mse", "agreement"]
+DELAY_CRITERIA: tuple[DelayCriterion, ...] = ("output-mse", "agreement")
 MAX_TIME_STEPS = 100_000  # the largest T annsnn simulates (as annsnn.modes.MAX_TIME_STEPS)
 _MAX_NUMEL = 2**40  # no activation of one sample has more elements than this
 

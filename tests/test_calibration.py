@@ -485,11 +485,11 @@ def test_readout_delay_leaves_out_the_first_k_outputs(cnn_and_data, k):
             assert torch.equal(result.outputs[T], simulate(snn, x, T, chunk=1).outputs[T])  # one run per T: the same bits
 
 
-def test_readout_delay_is_chosen_by_agreement_on_images_the_bias_fit_did_not_use(cnn_and_data, monkeypatch):
+def test_readout_delay_is_chosen_by_output_mse_on_images_the_bias_fit_did_not_use(cnn_and_data, monkeypatch):
     """The bias is fitted on the first bias_samples calibration images, the delay is chosen on
-    the next delay_samples; the recorded delay is the k in 0..N-1 whose readout (simulated
-    with that delay, one run per k) agrees most with the ANN; ties: the smallest squared
-    error of the mean readout against the ANN's output, then the smallest k."""
+    the next delay_samples; the recorded delay is the k in 0..N-1 whose mean readout
+    (simulated with that delay, one run per k) has the smallest squared error against the
+    ANN's output; ties: the smallest k."""
     import sys
 
     calibration = sys.modules["annsnn.calibration"]
@@ -507,15 +507,53 @@ def test_readout_delay_is_chosen_by_agreement_on_images_the_bias_fit_did_not_use
     runs = [simulate(snn, images, T, readout_delay=k).outputs[T].double() for k in range(T)]
     agreement = [float((out.argmax(1) == ann.argmax(1)).double().mean()) for out in runs]
     mse = [float(((out / (T - k) - ann) ** 2).mean()) for k, out in enumerate(runs)]
-    best = max(range(T), key=lambda k: (agreement[k], -mse[k], -k))
+    best = min(range(T), key=lambda k: (mse[k], k))
     assert snn.meta["readout_delay"] == best
+    assert snn.meta["delay_choice"]["criterion"] == "output-mse"
     assert snn.meta["delay_choice"]["agreement"] == pytest.approx(agreement, abs=1e-12)
     assert snn.meta["delay_choice"]["output_mse"] == pytest.approx(mse, rel=1e-5)  # float32 sums: S_T - S_k vs a delayed sum
     assert snn.meta["delay_choice"]["samples"] == 300
 
 
+def _crafted_delay_choice(monkeypatch, **kwargs):
+    """choose_readout_delay on two images, 3 classes, T = 2, with the ANN's outputs and the
+    per-step output currents made up so that the criteria disagree. ANN: (1, 0, 0) and
+    (0, 1, 0). Steps: o_1 = (3, 0, 0), (0, 3, 0); o_2 = (0.9, 0, 0), (0, 0.4, 0.5).
+    k = 0: mean readouts (1.95, 0, 0), (0, 1.7, 0.25): both agree; squared error
+    (0.95^2 + 0.7^2 + 0.25^2) / 6 = 0.2425. k = 1: (0.9, 0, 0), (0, 0.4, 0.5): one agrees;
+    (0.1^2 + 0.6^2 + 0.5^2) / 6 = 0.1033. So agreement picks 0 and the output MSE picks 1."""
+    import sys
+    from types import SimpleNamespace
+
+    calibration = sys.modules["annsnn.calibration"]
+    ann = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    steps = [torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0]]), torch.tensor([[0.9, 0.0, 0.0], [0.0, 0.4, 0.5]])]
+
+    def fake_run(snn, images, T, batch, pool, output_step):
+        for t in range(T):
+            output_step(t, steps[t][: images.shape[0]])
+
+    monkeypatch.setattr(calibration, "run_layerwise", fake_run)
+    return calibration.choose_readout_delay(SimpleNamespace(ann=lambda x: ann[: x.shape[0]]), torch.zeros(2, 1), 2, **kwargs)
+
+
+def test_readout_delay_criteria_on_a_hand_made_case(monkeypatch):
+    chosen = _crafted_delay_choice(monkeypatch)
+    assert chosen.agreement == [1.0, 0.5]
+    assert chosen.output_mse == pytest.approx([0.2425, 0.62 / 6], abs=1e-7)
+    assert (chosen.delay, chosen.criterion) == (1, "output-mse")  # the default
+    old = _crafted_delay_choice(monkeypatch, criterion="agreement")
+    assert (old.delay, old.criterion) == (0, "agreement")  # the criterion before: most agreement, then the MSE
+    with pytest.raises(UsageError, match="delay criterion"):
+        _crafted_delay_choice(monkeypatch, criterion="kl")
+
+
 def test_readout_delay_options_are_validated():
     assert ConversionOptions.low_latency(8).readout_delay == "auto"
+    assert ConversionOptions.low_latency(8).delay_criterion == "output-mse"
+    assert ConversionOptions.low_latency(8, delay_criterion="agreement").to_dict()["delay_criterion"] == "agreement"
+    with pytest.raises(UsageError, match="delay-criterion"):
+        ConversionOptions.low_latency(8, delay_criterion="kl")
     assert ConversionOptions.calibrated("threshold", 8).readout_delay == "auto"
     assert ConversionOptions.calibrated("none", None).readout_delay == 0
     for bad in (-1, 8, 1.5, "sometimes", True):
@@ -550,6 +588,34 @@ def test_cli_readout_delay_flag_and_the_early_refusal(capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["convert", str(embedded_checkpoint()), "--readout-delay", "soon", "--out", str(target)])
     assert exc.value.code != 0 and "auto" in capsys.readouterr().err
+
+
+def test_cli_delay_criterion_is_recorded_and_refused_where_no_delay_is_chosen(capsys, tmp_path):
+    """--delay-criterion agreement reaches the choice (recorded in the file and the JSON);
+    beside a fixed delay it would do nothing, so it is refused in one line before any work."""
+    import json
+
+    from annsnn.artifact import load_snn
+    from annsnn.cli.main import main
+    from annsnn.zoo import embedded_checkpoint
+
+    target, report = tmp_path / "c.snn.pt", tmp_path / "c.json"
+    for fixed in (["--readout-delay", "3"], ["--calibration", "none"], ["--target", "nir"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["convert", str(embedded_checkpoint()), "--T", "4", "--delay-criterion", "agreement", *fixed, "--out", str(target)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and not target.exists(), fixed
+        assert "--delay-criterion" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (fixed, err)
+    for criterion in ("agreement", "output-mse"):
+        main(["convert", str(embedded_checkpoint()), "--T", "4", "--calib-samples", "384", "--bias-samples", "128", "--delay-criterion", criterion,
+              "--out", str(target), "--json", str(report)])
+        capsys.readouterr()
+        choice = load_snn(target).record.calibration.delay_choice
+        assert choice["criterion"] == criterion and choice["samples"] == 256
+        pick = (max(range(4), key=lambda k: (choice["agreement"][k], -choice["output_mse"][k], -k)) if criterion == "agreement"
+                else min(range(4), key=lambda k: (choice["output_mse"][k], k)))
+        assert choice["delay"] == pick
+        assert json.loads(report.read_text())["delay_choice"]["criterion"] == criterion
 
 
 def test_readout_delay_round_trips_and_the_attack_twin_reads_the_same_steps(cnn_and_data, tmp_path):
