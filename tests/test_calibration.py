@@ -515,6 +515,40 @@ def test_readout_delay_is_chosen_by_output_mse_on_images_the_bias_fit_did_not_us
     assert snn.meta["delay_choice"]["samples"] == 300
 
 
+def _delay_choice_of(monkeypatch, ann, steps, **kwargs):
+    """choose_readout_delay with the ANN's outputs ``ann`` and the per-step output currents
+    ``steps`` (one [images, classes] tensor per step) made up instead of simulated."""
+    import sys
+    from types import SimpleNamespace
+
+    calibration = sys.modules["annsnn.calibration"]
+
+    def fake_run(snn, images, T, batch, pool, output_step):
+        for t in range(T):
+            output_step(t, steps[t][: images.shape[0]])
+
+    monkeypatch.setattr(calibration, "run_layerwise", fake_run)
+    return calibration.choose_readout_delay(SimpleNamespace(ann=lambda x: ann[: x.shape[0]]), torch.zeros(ann.shape[0], 1), len(steps), **kwargs)
+
+
+def test_readout_delay_ties_go_to_the_smallest_k(monkeypatch):
+    """Equal steps: the mean readout is the same for every k, so every squared error and
+    every agreement ties and both criteria pick k = 0. Agreement tied at 1.0 for k = 0, 1
+    with a smaller error at k = 1 goes to k = 1 (its tie-break)."""
+    ann = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    same = [torch.tensor([[0.5, 0.0], [0.0, 0.5]])] * 3
+    for criterion in ("output-mse", "agreement"):
+        chosen = _delay_choice_of(monkeypatch, ann, same, criterion=criterion)
+        assert chosen.output_mse[0] == chosen.output_mse[1] == chosen.output_mse[2] and chosen.delay == 0, criterion
+    # k = 0: means (5/6, 0), (0, 5/6): agree, error (1/6)^2 * 2 / 4; k = 1: (1, 0), (0, 1): agree, error 0;
+    # k = 2: (1, 0), (0, 1) too: a tie on both measures, so the smaller k = 1 (sums exact in float32)
+    steps = [torch.tensor([[0.5, 0.0], [0.0, 0.5]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])]
+    for criterion in ("output-mse", "agreement"):
+        chosen = _delay_choice_of(monkeypatch, ann, steps, criterion=criterion)
+        assert chosen.agreement == [1.0, 1.0, 1.0] and chosen.output_mse[1] == chosen.output_mse[2] == 0.0
+        assert chosen.output_mse[0] == pytest.approx(1 / 72, abs=1e-7) and chosen.delay == 1, criterion
+
+
 def _crafted_delay_choice(monkeypatch, **kwargs):
     """choose_readout_delay on two images, 3 classes, T = 2, with the ANN's outputs and the
     per-step output currents made up so that the criteria disagree. ANN: (1, 0, 0) and
@@ -522,19 +556,9 @@ def _crafted_delay_choice(monkeypatch, **kwargs):
     k = 0: mean readouts (1.95, 0, 0), (0, 1.7, 0.25): both agree; squared error
     (0.95^2 + 0.7^2 + 0.25^2) / 6 = 0.2425. k = 1: (0.9, 0, 0), (0, 0.4, 0.5): one agrees;
     (0.1^2 + 0.6^2 + 0.5^2) / 6 = 0.1033. So agreement picks 0 and the output MSE picks 1."""
-    import sys
-    from types import SimpleNamespace
-
-    calibration = sys.modules["annsnn.calibration"]
     ann = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     steps = [torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0]]), torch.tensor([[0.9, 0.0, 0.0], [0.0, 0.4, 0.5]])]
-
-    def fake_run(snn, images, T, batch, pool, output_step):
-        for t in range(T):
-            output_step(t, steps[t][: images.shape[0]])
-
-    monkeypatch.setattr(calibration, "run_layerwise", fake_run)
-    return calibration.choose_readout_delay(SimpleNamespace(ann=lambda x: ann[: x.shape[0]]), torch.zeros(2, 1), 2, **kwargs)
+    return _delay_choice_of(monkeypatch, ann, steps, **kwargs)
 
 
 def test_readout_delay_criteria_on_a_hand_made_case(monkeypatch):
