@@ -93,6 +93,8 @@ class ConversionOptions:
             raise UsageError(f"invalid --readout-delay {self.readout_delay}: the readout needs at least one of the T={self.T} steps; use 0..{self.T - 1}")
         if self.delay_criterion not in DELAY_CRITERIA:
             raise UsageError(f"invalid --delay-criterion {self.delay_criterion!r}: use one of {', '.join(DELAY_CRITERIA)}")
+        if self.readout_delay != "auto" and self.delay_criterion != DELAY_CRITERIA[0]:  # nothing would read it
+            raise UsageError(f"--delay-criterion {self.delay_criterion} chooses an automatic readout delay; this conversion has a fixed one ({self.readout_delay} steps): leave it out or use --readout-delay auto")
         if self.delay_samples < 1:
             raise UsageError(f"invalid delay samples {self.delay_samples}: use at least 1")
         if self.bias_samples < 1:

@@ -572,6 +572,16 @@ def test_readout_delay_criteria_on_a_hand_made_case(monkeypatch):
         _crafted_delay_choice(monkeypatch, criterion="kl")
 
 
+def test_library_refuses_a_delay_criterion_with_a_fixed_delay():
+    """The CLI refuses --delay-criterion with a fixed delay; the library did not: a caller's
+    ``delay_criterion="agreement"`` beside ``readout_delay=3`` was silently ignored."""
+    with pytest.raises(UsageError, match="delay-criterion.*fixed"):
+        ConversionOptions.low_latency(8, readout_delay=3, delay_criterion="agreement")
+    with pytest.raises(UsageError, match="delay-criterion.*fixed"):
+        ConversionOptions.calibrated("none", None, delay_criterion="agreement")
+    assert ConversionOptions.low_latency(8, readout_delay=3).delay_criterion == "output-mse"  # the default stays valid
+
+
 def test_readout_delay_options_are_validated():
     assert ConversionOptions.low_latency(8).readout_delay == "auto"
     assert ConversionOptions.low_latency(8).delay_criterion == "output-mse"
