@@ -15,7 +15,7 @@ from .equivalence import Equivalence
 from .errors import UsageError
 from .modes import ScaleMode
 from .observer import PercentileOf
-from .record import DELAY_CRITERIA, DelayCriterion
+from .record import DELAY_CRITERIA, READOUTS, DelayCriterion, Readout
 
 __all__ = [
     "ConversionOptions",
@@ -63,6 +63,9 @@ class ConversionOptions:
     readout_delay: int | Literal["auto"] = "auto"
     delay_samples: int = 256  # "auto": calibration images (after the bias images) the choice reads
     delay_criterion: DelayCriterion = "output-mse"  # "auto": least squared error of the mean readout vs the ANN's output, or "agreement" of classes
+    # how the output steps are summed at T = N: "delay" (sum after the readout delay) or
+    # "weighted" (per-step weights fitted by least squares on the delay images; needs "auto")
+    readout: Readout = "delay"
     # multi-threshold (burst) neurons: up to K spikes per step, each worth theta = ceiling / K
     # (annsnn.layers.IFNeurons); 1 = binary spikes
     max_spikes: int = 1
@@ -95,6 +98,10 @@ class ConversionOptions:
             raise UsageError(f"invalid --delay-criterion {self.delay_criterion!r}: use one of {', '.join(DELAY_CRITERIA)}")
         if self.readout_delay != "auto" and self.delay_criterion != DELAY_CRITERIA[0]:  # nothing would read it
             raise UsageError(f"--delay-criterion {self.delay_criterion} chooses an automatic readout delay; this conversion has a fixed one ({self.readout_delay} steps): leave it out or use --readout-delay auto")
+        if self.readout not in READOUTS:
+            raise UsageError(f"invalid --readout {self.readout!r}: use one of {', '.join(READOUTS)}")
+        if self.readout == "weighted" and self.readout_delay != "auto":
+            raise UsageError(f"--readout weighted fits its weights where an automatic delay is chosen; this conversion has a fixed delay ({self.readout_delay} steps): use --readout-delay auto")
         if self.delay_samples < 1:
             raise UsageError(f"invalid delay samples {self.delay_samples}: use at least 1")
         if self.bias_samples < 1:
@@ -178,6 +185,7 @@ class ConversionOptions:
             "delay_samples": self.delay_samples,
             "delay_criterion": self.delay_criterion,
             "max_spikes": self.max_spikes,
+            **({"readout": self.readout} if self.readout != READOUTS[0] else {}),  # the default is not written: earlier SNN files stay byte for byte
         }
 
 

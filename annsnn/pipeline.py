@@ -118,21 +118,25 @@ def ann_to_snn(
         bias_fit = fit.to_dict()
     delay_choice: dict | None = None
     readout_delay = 0
+    readout_weights: tuple[float, ...] = ()
     if options.readout_delay == "auto":
         from .calibration import choose_readout_delay
 
         assert options.T is not None
-        delay = choose_readout_delay(snn, torch.cat(choice), options.T, options.delay_criterion)
-        readout_delay, delay_choice = delay.delay, delay.to_dict()
+        delay = choose_readout_delay(snn, torch.cat(choice), options.T, options.delay_criterion, fit_weights=options.readout == "weighted")
+        readout_delay, delay_choice, readout_weights = delay.delay, delay.to_dict(), delay.weights
         held_out = "calibration images the bias fit did not use" if options.bias != "none" else "held-out calibration images"
         by = "the least squared error of the mean readout against the ANN's output" if delay.criterion == "output-mse" else "the most agreement with the ANN's class"
         k = delay.delay
         report.notes.append(f"readout delay {k} step(s), chosen at T={options.T} by {by} on {delay.samples} {held_out} "
                             f"(squared error {delay.output_mse[k]:.4g} vs {delay.output_mse[0]:.4g} without; agreement {100 * delay.agreement[k]:.1f}% vs {100 * delay.agreement[0]:.1f}%)")
+        if delay.weights:
+            report.notes.append(f"readout at T={options.T}: per-step weights fitted by least squares on the same images (squared error {delay.weighted_mse:.4g} vs the delay's {delay.output_mse[k]:.4g}); other T read after the delay")
     elif options.readout_delay:
         readout_delay = int(options.readout_delay)
     snn.to("cpu")
-    calibration = Calibration(T=options.T, method=calibration_method(options.to_dict()), readout_delay=readout_delay, delay_choice=delay_choice, bias_fit=bias_fit)
+    calibration = Calibration(T=options.T, method=calibration_method(options.to_dict()), readout_delay=readout_delay, delay_choice=delay_choice, bias_fit=bias_fit,
+                              readout_weights=readout_weights)
     snn.record = record.replace(calibration=calibration, report=report.to_dict())  # the final report, once
     return snn, report
 

@@ -22,7 +22,7 @@ from typing import Any, Literal, Mapping
 
 from .errors import UsageError
 
-__all__ = ["SnnRecord", "Source", "Normalization", "Calibration", "RECORD_VERSION", "MAX_TIME_STEPS", "calibration_method", "CALIBRATIONS", "DelayCriterion", "DELAY_CRITERIA"]
+__all__ = ["SnnRecord", "Source", "Normalization", "Calibration", "RECORD_VERSION", "MAX_TIME_STEPS", "calibration_method", "CALIBRATIONS", "DelayCriterion", "DELAY_CRITERIA", "Readout", "READOUTS"]
 
 RECORD_VERSION = 2
 # --calibration NAME -> (threshold method, bias method); the first is the default pipeline
@@ -39,6 +39,11 @@ CALIBRATIONS: dict[str, tuple[str, str]] = {
 # which re-exports these); the first is the default
 DelayCriterion = Literal["output-mse", "agreement"]
 DELAY_CRITERIA: tuple[DelayCriterion, ...] = ("output-mse", "agreement")
+# --readout: how the output steps are summed at T = N. "delay": sum_{t > k} o_t (k the readout
+# delay); "weighted": sum_t w_t o_t, w fitted by least squares against the ANN's output
+# (annsnn.calibration.fit_readout_weights). The first is the default.
+Readout = Literal["delay", "weighted"]
+READOUTS: tuple[Readout, ...] = ("delay", "weighted")
 MAX_TIME_STEPS = 100_000  # the largest T annsnn simulates (as annsnn.modes.MAX_TIME_STEPS)
 _MAX_NUMEL = 2**40  # no activation of one sample has more elements than this
 
@@ -61,6 +66,13 @@ def _float(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _bad(f"{name} is {value!r}, not a finite number")
     return float(value)
+
+
+def _weights(value: Any) -> tuple[float, ...]:
+    """The readout weights of a file: a list of finite numbers (at most MAX_TIME_STEPS)."""
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_TIME_STEPS:
+        raise _bad(f"readout_weights is {type(value).__name__}, not a list of at most {MAX_TIME_STEPS} numbers")
+    return tuple(_float(w, "a readout weight") for w in value)
 
 
 def _str(value: Any, name: str, *, optional: bool = False) -> str | None:
@@ -164,31 +176,41 @@ class Calibration:
     readout_delay: int = 0
     delay_choice: dict | None = None
     bias_fit: dict | None = None
+    # --readout weighted: w_1..w_N, the readout at T = N is sum_t w_t o_t (empty: the delay's sum)
+    readout_weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.T is not None:
             _int(self.T, "calibrated_T", 1, MAX_TIME_STEPS)
         _int(self.readout_delay, "readout_delay", 0, MAX_TIME_STEPS)
+        if not isinstance(self.readout_weights, tuple):
+            raise _bad(f"readout_weights is a {type(self.readout_weights).__name__}, not a tuple")
+        for w in self.readout_weights:
+            _float(w, "a readout weight")
+        if self.readout_weights and len(self.readout_weights) != self.T:
+            raise _bad(f"readout_weights has {len(self.readout_weights)} entries for a latency of {self.T}: one per step is needed")
         _str(self.method, "calibration method")
         _mapping(self.delay_choice, "delay_choice")
         _mapping(self.bias_fit, "bias_fit")
 
     def to_dict(self) -> dict:
-        return {"T": self.T, "method": self.method, "readout_delay": self.readout_delay, "delay_choice": self.delay_choice, "bias_fit": self.bias_fit}
+        return {"T": self.T, "method": self.method, "readout_delay": self.readout_delay, "delay_choice": self.delay_choice, "bias_fit": self.bias_fit,
+                "readout_weights": list(self.readout_weights)}
 
     @classmethod
     def from_dict(cls, data: Any) -> "Calibration":
         data = _mapping(data, "calibration", optional=False)
         assert data is not None
-        unknown = set(data) - {"T", "method", "readout_delay", "delay_choice", "bias_fit"}
+        unknown = set(data) - {"T", "method", "readout_delay", "delay_choice", "bias_fit", "readout_weights"}
         if unknown:
             raise _bad(f"calibration has unknown fields {sorted(unknown)}")
-        return cls(T=data.get("T"), method=data.get("method", "none"), readout_delay=data.get("readout_delay", 0), delay_choice=data.get("delay_choice"), bias_fit=data.get("bias_fit"))
+        return cls(T=data.get("T"), method=data.get("method", "none"), readout_delay=data.get("readout_delay", 0), delay_choice=data.get("delay_choice"), bias_fit=data.get("bias_fit"),
+                   readout_weights=_weights(data.get("readout_weights", [])))
 
 
 # keys of the format-1 meta dict that the typed fields hold; any other key goes to ``extra``
 _META_KEYS = ("input_shape", "max_activation_numel", "source", "dataset", "normalization", "equivalence", "options", "scales", "report",
-              "annsnn_version", "calibrated_T", "readout_delay", "delay_choice", "bias_fit")
+              "annsnn_version", "calibrated_T", "readout_delay", "delay_choice", "bias_fit", "readout_weights")
 
 
 @dataclass(frozen=True)
@@ -258,7 +280,7 @@ class SnnRecord:
         calibrated = meta.get("calibrated_T")
         calibration = Calibration(
             T=calibrated, method=calibration_method(options) if options else "none", readout_delay=meta.get("readout_delay", 0),
-            delay_choice=meta.get("delay_choice"), bias_fit=meta.get("bias_fit"),
+            delay_choice=meta.get("delay_choice"), bias_fit=meta.get("bias_fit"), readout_weights=_weights(meta.get("readout_weights", [])),
         )
         return cls(
             input_shape=tuple(shape),
@@ -353,6 +375,8 @@ class SnnRecord:
             out["readout_delay"] = cal.readout_delay
         if cal.delay_choice is not None:
             out["delay_choice"] = cal.delay_choice
+        if cal.readout_weights:  # written only when fitted: every other SNN's file is as before
+            out["readout_weights"] = list(cal.readout_weights)
         if cal.T is not None:
             out["calibrated_T"] = cal.T
         return out

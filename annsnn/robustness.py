@@ -281,12 +281,16 @@ class SurrogateIF(TemporalModule):
 class SurrogateSNN(nn.Module):
     """Differentiable twin of ``snn`` (direct input) at ``T`` steps: ``forward(x)`` returns
     the mean output over the steps the readout keeps, ``(1/(T-d)) Σ_{t>d} o_t`` with the
-    SNN's readout delay ``d`` (:func:`~annsnn.simulate.readout_start`) (the readout's sum divided by its step count)."""
+    SNN's readout delay ``d`` (:func:`~annsnn.simulate.readout_start`) (the readout's sum divided by its step count),
+    or ``Σ_t w_t o_t`` at T = N for an SNN with per-step readout weights (``--readout weighted``)."""
 
     def __init__(self, snn: SpikingNetwork, T: int, surrogate: str = "atan", alpha: float = 2.0) -> None:
         super().__init__()
         self.T = int(T)
         self.delay = readout_start(readout_delay_of(snn), self.T, snn.record.calibration.T)
+        weights = snn.record.calibration.readout_weights if snn.record.calibration.T == self.T else ()
+        # --readout weighted at T = N: sum_t w_t o_t, as simulate reads it (its scale differs from the mean's; attacks use the gradient)
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32) if weights else None, persistent=False)
         runner = copy.deepcopy(snn.runner("direct"))
         for name, module in list(runner.named_modules()):
             if isinstance(module, IFNeurons):
@@ -305,7 +309,10 @@ class SurrogateSNN(nn.Module):
             module.steps = self.T
         self.encoder.encoding = "direct"
         out = self.runner(x)
-        return out.reshape(self.T, x.shape[0], *out.shape[1:])[self.delay :].mean(0)
+        steps = out.reshape(self.T, x.shape[0], *out.shape[1:])
+        if self.weights is not None:
+            return torch.einsum("t,tb...->b...", self.weights.to(steps.dtype), steps)
+        return steps[self.delay :].mean(0)
 
 
 def _frozen_ann(snn: SpikingNetwork) -> nn.Module:

@@ -32,13 +32,15 @@ class SimulationResult:
     ``outputs[T] = sum_{t = d(T)+1}^{T} o_t`` over the output currents ``o_t``, with the
     readout delay ``d(T)`` of :func:`readout_start` (``k = readout_delay``; 0: every step
     counts). Every step is simulated and counted whatever k; the delay only drops the first
-    outputs."""
+    outputs. An SNN converted with ``--readout weighted`` is read at its calibrated T = N
+    as ``outputs[N] = sum_{t=1}^{N} w_t o_t`` (``readout_weights``; other T as above)."""
 
     time_steps: tuple[int, ...]
     outputs: dict[int, Tensor]
     spike_counts: dict[str, Tensor] = field(default_factory=dict)  # layer -> [max T] spikes per step (batch total)
     readout_delay: int = 0
     neurons: dict[str, int] = field(default_factory=dict)  # layer -> neurons per sample (with record_spikes)
+    readout_weights: tuple[float, ...] = ()  # w_1..w_N where outputs[N] is weighted (empty: none)
 
     def predictions(self, T: int) -> Tensor:
         return self.outputs[T].argmax(dim=1)
@@ -76,7 +78,9 @@ def simulate(
     """Run ``snn`` on ``inputs`` ([B, ...], values as the ANN takes them) for max(T) steps.
 
     ``readout_delay`` (default: the SNN's own, ``snn.record.calibration.readout_delay``):
-    the first k output steps are left out of the readout (:class:`SimulationResult`)."""
+    the first k output steps are left out of the readout (:class:`SimulationResult`). With
+    the SNN's own readout, one converted with ``--readout weighted`` is read at T = N with
+    its per-step weights; a ``readout_delay`` given here reads every T after that delay."""
     steps = tuple(sorted(set([T] if isinstance(T, int) else T)))
     if not steps or steps[0] < 1:
         raise UsageError("time steps must be positive")
@@ -85,6 +89,8 @@ def simulate(
     if delay < 0:
         raise UsageError(f"invalid readout delay {delay}: use 0 or more steps")
     calibrated = snn.record.calibration.T
+    # the SNN's own readout (no delay given) at its calibrated T: weighted, when it has weights
+    weights = snn.record.calibration.readout_weights if readout_delay is None and calibrated in steps else ()
     skip = {T: readout_start(delay, T, calibrated) for T in steps}
     starts = sorted(set(skip.values()))
     batch = int(inputs.shape[0])
@@ -131,8 +137,13 @@ def simulate(
                             acc[d].add_(out[i])
                         else:
                             acc[d] = out[i].clone()
+                if weights and step <= len(weights):  # sum_t w_t o_t, in step order
+                    if step == 1:
+                        weighted = out[i] * weights[0]
+                    else:
+                        weighted.add_(out[i], alpha=weights[step - 1])
                 if step in wanted:
-                    outputs[step] = acc[skip[step]].clone()
+                    outputs[step] = weighted.clone() if weights and step == len(weights) else acc[skip[step]].clone()
             start += k
     finally:
         for handle in handles:
@@ -140,7 +151,7 @@ def simulate(
         for module in temporal:
             module.reset_state()
     spike_counts = {name: torch.cat(parts) for name, parts in counts.items()}
-    return SimulationResult(time_steps=steps, outputs=outputs, spike_counts=spike_counts, readout_delay=delay, neurons=neurons)
+    return SimulationResult(time_steps=steps, outputs=outputs, spike_counts=spike_counts, readout_delay=delay, neurons=neurons, readout_weights=weights)
 
 
 def readout_start(k: int, T: int, calibrated_T: int | None) -> int:

@@ -60,7 +60,8 @@ def heldout_indices(train_size: int, calib: int, heldout: int) -> list[int]:
     return [rest[i] for i in spread_indices(len(rest), heldout)]
 
 
-_SUFFIXES = {"samples": ("bias_samples", int), "scale": ("threshold_scale", float), "delay": ("readout_delay", int), "K": ("max_spikes", int)}
+_SUFFIXES = {"samples": ("bias_samples", int), "scale": ("threshold_scale", float), "delay": ("readout_delay", int), "K": ("max_spikes", int),
+             "criterion": ("delay_criterion", str), "readout": ("readout", str)}
 
 
 def _options(method: str, T: int) -> ConversionOptions:
@@ -68,7 +69,8 @@ def _options(method: str, T: int) -> ConversionOptions:
     ``:quantile`` (``--step-solver quantile``), ``:scale=S`` (``--threshold-scale S``),
     ``:samples=K`` (``--bias-samples K``), ``:delay=K`` (``--readout-delay K``; rows measured
     before the readout delay existed carry ``:delay=0``: they ran with every output step
-    counted), ``:K=k`` (``--max-spikes k``, burst neurons); or ``nir`` for ``annsnn convert
+    counted), ``:K=k`` (``--max-spikes k``, burst neurons), ``:criterion=C``
+    (``--delay-criterion C``), ``:readout=R`` (``--readout R``); or ``nir`` for ``annsnn convert
     --target nir`` (its bias is folded into the synapses after the conversion). A calibration name is exactly ``annsnn convert --calibration NAME --T N`` with
     those flags (:meth:`ConversionOptions.calibrated`)."""
     if method == "nir":

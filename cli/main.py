@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from annsnn import __version__
 from annsnn.errors import AnnsnnError, UsageError
 
-from annsnn.calibration import CALIBRATIONS, DELAY_CRITERIA
+from annsnn.calibration import CALIBRATIONS, DELAY_CRITERIA, READOUTS
 from annsnn.conversion_options import PIPELINE_THRESHOLD_SCALE
 from annsnn.modes import MAX_TIME_STEPS
 
@@ -171,6 +171,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--step-solver", type=click.Choice(["linear", "quantile"]), default=None, help="How the per-step bias meets each step's firing target: linear (default): shortfall / active share; quantile: exact on the calibration images.")
 @click.option("--readout-delay", type=READOUT_DELAY, default=None, help="Leave the first K output steps out of the readout (every step is still simulated and counted). auto: the K in 0..N-1 chosen by --delay-criterion at T=N on calibration images the bias fit does not use (default with --T calibration); 0 with --calibration none.")
 @click.option("--delay-criterion", type=click.Choice(list(DELAY_CRITERIA)), default=None, help="How --readout-delay auto chooses K. output-mse (default): the least squared error of the mean readout against the ANN's output; agreement: the most images whose class agrees with the ANN's (the rule before; a one-image margin often decides it).")
+@click.option("--readout", type=click.Choice(list(READOUTS)), default=None, help="How the output steps are summed at T=N. delay (default): every step after --readout-delay; weighted: one weight per step, fitted by least squares against the ANN's output on the images the delay is chosen on (needs --readout-delay auto; early steps get small or negative weights). Other T read after the delay. On held-out ResNet-20-JPEG images: +1 point at N=8, +0.7 at N=4, none at N=16. NIR cannot express it.")
 @click.option("--target", "deploy_target", type=click.Choice(["annsnn", "nir"]), default="annsnn", show_default=True, help="annsnn: the best calibration annsnn runs. nir: the best one NIR can express (IF-search thresholds, a constant per-channel bias folded into the synapse bias, no readout delay); checked against 'annsnn export --nir' before anything is written.")
 @click.option("--max-spikes", type=click.IntRange(min=1), default=1, show_default=True, help="Multi-threshold (burst) neurons: up to K spikes per step (thresholds 1..K, reset by subtraction); each spike is one synaptic event. 1: binary spikes. NIR export needs 1.")
 @click.option("--maxpool", type=click.Choice(["spiking", "avg"]), default="spiking", show_default=True, help="spiking: a max-pool that spikes when the largest input spike count grows (output rate = max input rate); avg: replace MaxPool by AvgPool (changes the ANN).")
@@ -190,7 +191,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="SNN file (default: next to MODEL, NAME.snn.pt).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the conversion report as JSON.")
 @click.option("--trust", is_flag=True, help="Allow unpickling a whole pickled nn.Module (runs code from the file).")
-def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, delay_criterion, deploy_target, max_spikes, maxpool, hybrid, data, data_root, download, calib_samples, weights, resize, crop, device, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
+def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, delay_criterion, readout, deploy_target, max_spikes, maxpool, hybrid, data, data_root, download, calib_samples, weights, resize, crop, device, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
 
     BatchNorm is folded and one calibration pass over training images records each
@@ -248,6 +249,10 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         if options.readout_delay != "auto":
             raise UsageError(f"--delay-criterion chooses an automatic readout delay; this conversion has a fixed one ({options.readout_delay} steps: --readout-delay K, --calibration none or --target nir): leave --delay-criterion out")
         options = dataclasses.replace(options, delay_criterion=delay_criterion)
+    if readout is not None:
+        if deploy_target == "nir" and readout != READOUTS[0]:
+            raise UsageError("--target nir: NIR's output sums every step alike; per-step readout weights have no NIR form (leave --readout out)")
+        options = dataclasses.replace(options, readout=readout)  # validated there: weighted needs an automatic delay
     if options.readout_delay == "auto" and calib_samples <= options.bias_images:  # before loading anything
         raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {options.bias_images}; pass more, or --readout-delay K")
     from annsnn.data import preprocess_for
