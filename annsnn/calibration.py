@@ -53,8 +53,8 @@ same share of steps is left out (:func:`annsnn.simulate.readout_start`).
 
 Weighted readout (``--readout weighted``): the delay is a 0/1 weighting of the steps. From the
 same simulation, :func:`fit_readout_weights` fits one weight per step,
-``w = argmin_w sum_i ||sum_t w_t o_{t,i} - a_i||^2`` (N unknowns, the normal equations in
-float64), and the readout at T = N becomes ``sum_t w_t o_t``. Early steps get small or
+``w = argmin_w sum_i ||sum_t w_t o_{t,i} - a_i||^2`` (N unknowns, solved in float64 by
+``torch.linalg.lstsq``), and the readout at T = N becomes ``sum_t w_t o_t``. Early steps get small or
 negative weights (they subtract the transient) instead of none. On held-out ResNet-20-JPEG
 images it gained about 1 point at N = 8 and 0.7 at N = 4, and nothing at N = 16
 (docs/low-latency.md). Other T keep the delay's readout.
@@ -376,10 +376,11 @@ def fit_readout_weights(step_outputs: Tensor, ann: Tensor) -> tuple[float, ...]:
     """Per-step readout weights by least squares: with ``o`` = ``step_outputs`` ``[N, B, C]``
     (each step's output current) and ``a`` = ``ann`` ``[B, C]``,
 
-    ``w = argmin_w sum_{b,c} (sum_t w_t o_{t,b,c} - a_{b,c})^2``, i.e. ``G w = r`` with
-    ``G_ts = sum_{b,c} o_t o_s`` and ``r_t = sum_{b,c} o_t a`` (float64). Where G is singular
-    (a step whose output is the same linear combination of others, e.g. all zero), the
-    minimum-norm solution (``torch.linalg.lstsq`` with the ``gelsd`` driver on the rows)."""
+    ``w = argmin_w sum_{b,c} (sum_t w_t o_{t,b,c} - a_{b,c})^2``: the solution of the normal
+    equations ``G w = r``, ``G_ts = sum_{b,c} o_t o_s``, ``r_t = sum_{b,c} o_t a``, computed
+    in float64 by ``torch.linalg.lstsq`` (``gelsd``, an SVD) on the ``[B*C, N]`` design
+    matrix; where G is singular (e.g. a step whose outputs are all zero) it gives the
+    minimum-norm solution."""
     o = step_outputs.to(torch.float64).reshape(step_outputs.shape[0], -1)  # [N, B*C]
     a = ann.to(torch.float64).reshape(-1)
     if o.shape[1] != a.shape[0]:
@@ -409,11 +410,16 @@ def choose_readout_delay(snn: SpikingNetwork, images: Tensor, steps: int, criter
     every = list(range(1, steps + 1))
     pool = BufferPool()  # shared by the image chunks: their trains and buffers are allocated once
     parts: list[dict[int, Tensor]] = []
+    steps_of_parts: list[list[Tensor]] = []  # fit_weights: per image chunk, o_1..o_N
     for i in range(0, int(images.shape[0]), _CHOICE_BATCH):  # per image: chunks do not interact
         part: dict[int, Tensor] = {}
+        step_parts: list[Tensor] = []
+        steps_of_parts.append(step_parts)
 
-        def collect(t: int, out: Tensor, _part: dict[int, Tensor] = part) -> None:  # S_{t+1}, summed in step order as simulate does
+        def collect(t: int, out: Tensor, _part: dict[int, Tensor] = part, _steps: list[Tensor] = step_parts) -> None:  # S_{t+1}, summed in step order as simulate does
             _part[t + 1] = out.clone() if t == 0 else _part[t] + out
+            if fit_weights:  # o_{t+1} itself, for the weights (not a difference of float32 sums)
+                _steps.append(out.to(torch.float64))
 
         run_layerwise(snn, images[i : i + _CHOICE_BATCH], steps, batch=_CHOICE_BATCH, pool=pool, output_step=collect)
         parts.append(part)
@@ -429,7 +435,7 @@ def choose_readout_delay(snn: SpikingNetwork, images: Tensor, steps: int, criter
         best = max(range(steps), key=lambda k: (agreement[k], -mse[k], -k))
     if not fit_weights:
         return DelayChoice(best, steps, int(images.shape[0]), agreement, mse, criterion)
-    outputs = torch.stack([sums[1]] + [sums[t] - sums[t - 1] for t in every[1:]]).to(torch.float64)  # o_t, [N, B, C]
+    outputs = torch.stack([torch.cat([chunk[t] for chunk in steps_of_parts]) for t in range(steps)])  # o_t, [N, B, C], float64
     weights = fit_readout_weights(outputs, ann)
     readout = torch.einsum("t,tbc->bc", torch.tensor(weights, dtype=torch.float64, device=outputs.device), outputs)
     return DelayChoice(best, steps, int(images.shape[0]), agreement, mse, criterion, weights, float(((readout - ann) ** 2).mean()))

@@ -101,7 +101,8 @@ class ConversionOptions:
         if self.readout not in READOUTS:
             raise UsageError(f"invalid --readout {self.readout!r}: use one of {', '.join(READOUTS)}")
         if self.readout == "weighted" and self.readout_delay != "auto":
-            raise UsageError(f"--readout weighted fits its weights where an automatic delay is chosen; this conversion has a fixed delay ({self.readout_delay} steps): use --readout-delay auto")
+            raise UsageError(f"--readout weighted fits its weights where an automatic delay is chosen; this conversion has a fixed delay ({self.readout_delay} steps: "
+                             "--readout-delay K, or --calibration none, which has no latency to fit for): use a calibration for --T N with --readout-delay auto")
         if self.delay_samples < 1:
             raise UsageError(f"invalid delay samples {self.delay_samples}: use at least 1")
         if self.bias_samples < 1:

@@ -22,7 +22,7 @@ from typing import Any, Literal, Mapping
 
 from .errors import UsageError
 
-__all__ = ["SnnRecord", "Source", "Normalization", "Calibration", "RECORD_VERSION", "MAX_TIME_STEPS", "calibration_method", "CALIBRATIONS", "DelayCriterion", "DELAY_CRITERIA", "Readout", "READOUTS"]
+__all__ = ["SnnRecord", "Source", "Normalization", "Calibration", "RECORD_VERSION", "MAX_TIME_STEPS", "MAX_READOUT_WEIGHT", "calibration_method", "CALIBRATIONS", "DelayCriterion", "DELAY_CRITERIA", "Readout", "READOUTS"]
 
 RECORD_VERSION = 2
 # --calibration NAME -> (threshold method, bias method); the first is the default pipeline
@@ -44,6 +44,7 @@ DELAY_CRITERIA: tuple[DelayCriterion, ...] = ("output-mse", "agreement")
 # (annsnn.calibration.fit_readout_weights). The first is the default.
 Readout = Literal["delay", "weighted"]
 READOUTS: tuple[Readout, ...] = ("delay", "weighted")
+MAX_READOUT_WEIGHT = 1e6  # |w_t| of --readout weighted (fitted ones are O(1)); larger ones are refused on load
 MAX_TIME_STEPS = 100_000  # the largest T annsnn simulates (as annsnn.modes.MAX_TIME_STEPS)
 _MAX_NUMEL = 2**40  # no activation of one sample has more elements than this
 
@@ -186,7 +187,8 @@ class Calibration:
         if not isinstance(self.readout_weights, tuple):
             raise _bad(f"readout_weights is a {type(self.readout_weights).__name__}, not a tuple")
         for w in self.readout_weights:
-            _float(w, "a readout weight")
+            if abs(_float(w, "a readout weight")) > MAX_READOUT_WEIGHT:  # float32 products must stay finite
+                raise _bad(f"a readout weight is {w!r}, beyond +-{MAX_READOUT_WEIGHT:g}")
         if self.readout_weights and len(self.readout_weights) != self.T:
             raise _bad(f"readout_weights has {len(self.readout_weights)} entries for a latency of {self.T}: one per step is needed")
         _str(self.method, "calibration method")
@@ -194,8 +196,8 @@ class Calibration:
         _mapping(self.bias_fit, "bias_fit")
 
     def to_dict(self) -> dict:
-        return {"T": self.T, "method": self.method, "readout_delay": self.readout_delay, "delay_choice": self.delay_choice, "bias_fit": self.bias_fit,
-                "readout_weights": list(self.readout_weights)}
+        fitted = {"readout_weights": list(self.readout_weights)} if self.readout_weights else {}  # only when fitted: other files stay byte for byte
+        return {"T": self.T, "method": self.method, "readout_delay": self.readout_delay, "delay_choice": self.delay_choice, "bias_fit": self.bias_fit, **fitted}
 
     @classmethod
     def from_dict(cls, data: Any) -> "Calibration":

@@ -289,7 +289,7 @@ class SurrogateSNN(nn.Module):
         self.T = int(T)
         self.delay = readout_start(readout_delay_of(snn), self.T, snn.record.calibration.T)
         weights = snn.record.calibration.readout_weights if snn.record.calibration.T == self.T else ()
-        # --readout weighted at T = N: sum_t w_t o_t, as simulate reads it (its scale differs from the mean's; attacks use the gradient)
+        # --readout weighted at T = N: sum_t w_t o_t, as simulate reads it (like the mean, an estimate of the ANN's output)
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32) if weights else None, persistent=False)
         runner = copy.deepcopy(snn.runner("direct"))
         for name, module in list(runner.named_modules()):

@@ -184,7 +184,8 @@ def conversion_notes(report: ConversionReport, options, calibration: str, readou
         lines.append(f"calibration: {calibration} for T={n} (thresholds searched at T={n}; no bias)")
     weighted = options.readout == "weighted"
     if weighted:
-        lines.append(f"readout: at T={n} the sum of the {n} output steps with the fitted per-step weights (--json lists them); at other T as the delay below")
+        other = "as the delay below" if readout_delay else "every step summed"
+        lines.append(f"readout: at T={n} the sum of the {n} output steps with the fitted per-step weights (--json lists them); at other T {other}")
     if readout_delay:
         lines.append(f"readout{' at other T' if weighted else ''}: the first {readout_delay} output step(s) are left out at T >= {n} (below, the same share: floor(k T / {n})); every step is simulated and counted")
     return lines

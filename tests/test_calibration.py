@@ -496,7 +496,7 @@ def test_readout_delay_is_chosen_by_output_mse_on_images_the_bias_fit_did_not_us
     seen: dict = {}
     fit, choose = calibration.fit_step_bias, calibration.choose_readout_delay
     monkeypatch.setattr(calibration, "fit_step_bias", lambda snn, images, *a: seen.setdefault("bias", images.clone()) is None or fit(snn, images, *a))
-    monkeypatch.setattr(calibration, "choose_readout_delay", lambda snn, images, *a: seen.setdefault("delay", images.clone()) is None or choose(snn, images, *a))
+    monkeypatch.setattr(calibration, "choose_readout_delay", lambda snn, images, *a, **kw: seen.setdefault("delay", images.clone()) is None or choose(snn, images, *a, **kw))
     model, calib, _ = cnn_and_data
     T = 6
     snn = _pipeline(model, calib, T, bias_samples=160, delay_samples=300)

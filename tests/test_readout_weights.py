@@ -84,6 +84,9 @@ def test_simulate_reads_the_weighted_sum_at_N_and_the_delay_elsewhere(weighted):
     result = simulate(snn, x, [2, N])
     assert result.readout_weights == w
     assert torch.allclose(result.outputs[N], expected, atol=1e-5)
+    for chunk in (1, 3):  # steps split across chunks: the same weighted sum
+        assert torch.allclose(simulate(snn, x, [2, N], chunk=chunk).outputs[N], expected, atol=1e-5), chunk
+    assert simulate(snn, x, [2, N + 1]).readout_weights == ()  # N not asked for: no weights anywhere
     k = snn.record.calibration.readout_delay
     delayed = simulate(snn, x, [2, N], readout_delay=k)  # a delay given: every T after it
     assert torch.equal(result.outputs[2], delayed.outputs[2])
@@ -102,13 +105,31 @@ def test_weights_survive_save_and_load(weighted, tmp_path):
     assert torch.equal(simulate(loaded, held[:16], N).outputs[N], simulate(snn, held[:16], N).outputs[N])
 
 
-@pytest.mark.parametrize("bad", [[float("nan"), 1.0, 1.0, 1.0], ["1", 1.0, 1.0, 1.0], [1.0, 1.0], "1,1,1,1", [True, 1.0, 1.0, 1.0]])
+_CRAFTED = [[float("nan"), 1.0, 1.0, 1.0], ["1", 1.0, 1.0, 1.0], [1.0, 1.0], "1,1,1,1", [True, 1.0, 1.0, 1.0], [1e300, 1.0, 1.0, 1.0]]
+
+
+@pytest.mark.parametrize("bad", _CRAFTED)
 def test_crafted_weights_are_refused(weighted, bad):
+    """Both readers: the format-1 meta dict and the record dict that files are written as
+    (1e300 is finite, but ``out * 1e300`` is inf in float32)."""
     snn, _, _ = weighted
     meta = dict(snn.record.meta())
     meta["readout_weights"] = bad
     with pytest.raises(UsageError, match="SNN file refused"):
         SnnRecord.from_meta(meta)
+    data = snn.record.to_dict()
+    data["calibration"] = {**data["calibration"], "readout_weights": bad}
+    with pytest.raises(UsageError, match="SNN file refused"):
+        SnnRecord.from_dict(data)
+
+
+def test_records_without_weights_are_written_as_before(cnn_and_data):
+    """No ``readout_weights`` key anywhere in a default SNN's record: its file is byte for
+    byte what the code before --readout wrote (which refuses unknown keys)."""
+    model, calib, _ = cnn_and_data
+    snn, _ = ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=ConversionOptions.low_latency(N))
+    assert "readout_weights" not in snn.record.to_dict()["calibration"]
+    assert "readout_weights" not in snn.record.meta() and "weights" not in snn.record.calibration.delay_choice
 
 
 def test_nir_refuses_weighted_readout(weighted):
@@ -133,6 +154,9 @@ def test_cli_readout_weighted(capsys, tmp_path):
     code, stdout, _ = run_cli(capsys, "convert", str(embedded_checkpoint()), "--T", "4", "--readout", "weighted", "--out", str(out), "--json", str(report))
     assert code == 0 and "fitted per-step weights" in stdout
     assert len(load_snn(out).record.calibration.readout_weights) == 4
+    import json
+
+    assert json.loads(report.read_text())["readout_weights"] == list(load_snn(out).record.calibration.readout_weights)
     for extra in (["--readout-delay", "2"], ["--target", "nir"]):
         target = tmp_path / "refused.snn.pt"
         code, stdout, stderr = run_cli(capsys, "convert", str(embedded_checkpoint()), "--T", "4", "--readout", "weighted", *extra, "--out", str(target))
