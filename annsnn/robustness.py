@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import UsageError
-from .layers import IFNeurons, TemporalModule
+from .layers import IFNeurons, InputEncoder, TemporalModule
 from .metrics import ClassificationMetrics, classification_metrics, ranked_classes
 from .modes import parse_time_steps
 from .simulate import readout_delay_of, readout_start, simulate
@@ -301,13 +301,16 @@ class SurrogateSNN(nn.Module):
             p.requires_grad_(False)
         self.runner = runner.eval()
         self._temporal = [m for m in runner.modules() if isinstance(m, TemporalModule)]
-        self.encoder = snn.encoder
+        # the copy's own encoder(s): the runner was copied with whatever encoding the shared
+        # encoder last had (a Poisson simulate leaves 'poisson'); the twin reads direct input
+        self._encoders = [m for m in runner.modules() if isinstance(m, InputEncoder)]
 
     def forward(self, x: Tensor) -> Tensor:
         for module in self._temporal:
             module.reset_state()
             module.steps = self.T
-        self.encoder.encoding = "direct"
+        for encoder in self._encoders:
+            encoder.encoding = "direct"
         out = self.runner(x)
         steps = out.reshape(self.T, x.shape[0], *out.shape[1:])
         if self.weights is not None:

@@ -96,6 +96,16 @@ def test_twin_forward_is_the_simulated_snn(digits_snn):
     assert torch.equal(twin.argmax(1), sim.argmax(1))
 
 
+def test_twin_reads_direct_input_after_a_poisson_simulation(digits_snn):
+    """The twin copies the runner, encoder included: after a Poisson simulate the copy kept
+    Poisson encoding while the twin set 'direct' on the original, and a reshape failed."""
+    snn, x, _ = digits_snn
+    with torch.no_grad():
+        simulate(snn, x[:8].clamp(0, 1), 4, encoding="poisson", generator=torch.Generator().manual_seed(0))
+        twin = SurrogateSNN(snn, 16)(x) * 16
+    torch.testing.assert_close(twin, simulate(snn, x, 16).outputs[16], rtol=0, atol=1e-4)
+
+
 def test_noise_is_seeded_and_zero_noise_is_clean(digits_snn):
     snn, x, _ = digits_snn
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
