@@ -66,6 +66,10 @@ class ConversionOptions:
     # how the output steps are summed at T = N: "delay" (sum after the readout delay) or
     # "weighted" (per-step weights fitted by least squares on the delay images; needs "auto")
     readout: Readout = "delay"
+    # fine-tune the SNN's weights to the ANN's outputs on the kept calibration images
+    # (annsnn.finetune; surrogate-gradient BPTT at T = N), after the calibration passes
+    finetune_epochs: int = 0
+    finetune_lr: float = 1e-4
     # multi-threshold (burst) neurons: up to K spikes per step, each worth theta = ceiling / K
     # (annsnn.layers.IFNeurons); 1 = binary spikes
     max_spikes: int = 1
@@ -103,6 +107,12 @@ class ConversionOptions:
         if self.readout == "weighted" and self.readout_delay != "auto":
             raise UsageError(f"--readout weighted fits its weights where an automatic delay is chosen; this conversion has a fixed delay ({self.readout_delay} steps: "
                              "--readout-delay K, or --calibration none, which has no latency to fit for): use a calibration for --T N with --readout-delay auto")
+        if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) or self.finetune_epochs < 0:
+            raise UsageError(f"invalid --finetune-epochs {self.finetune_epochs!r}: use a whole number >= 0")
+        if not (isinstance(self.finetune_lr, (int, float)) and 0.0 < self.finetune_lr <= 1.0):
+            raise UsageError(f"invalid --finetune-lr {self.finetune_lr!r}: use a learning rate in (0, 1]")
+        if self.finetune_epochs and (self.T is None or (self.bias == "none" and self.readout_delay != "auto")):
+            raise UsageError("--finetune-epochs trains on the calibration images the bias fit or the delay choice keeps: it needs a calibration for --T N (not --calibration none with a fixed delay)")
         if self.delay_samples < 1:
             raise UsageError(f"invalid delay samples {self.delay_samples}: use at least 1")
         if self.bias_samples < 1:
@@ -187,6 +197,7 @@ class ConversionOptions:
             "delay_criterion": self.delay_criterion,
             "max_spikes": self.max_spikes,
             **({"readout": self.readout} if self.readout != READOUTS[0] else {}),  # the default is not written: earlier SNN files stay byte for byte
+            **({"finetune_epochs": self.finetune_epochs, "finetune_lr": self.finetune_lr} if self.finetune_epochs else {}),  # likewise
         }
 
 

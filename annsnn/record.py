@@ -179,6 +179,7 @@ class Calibration:
     bias_fit: dict | None = None
     # --readout weighted: w_1..w_N, the readout at T = N is sum_t w_t o_t (empty: the delay's sum)
     readout_weights: tuple[float, ...] = ()
+    finetune: dict | None = None  # --finetune-epochs: annsnn.finetune.FinetuneResult.to_dict()
 
     def __post_init__(self) -> None:
         if self.T is not None:
@@ -194,25 +195,27 @@ class Calibration:
         _str(self.method, "calibration method")
         _mapping(self.delay_choice, "delay_choice")
         _mapping(self.bias_fit, "bias_fit")
+        _mapping(self.finetune, "finetune")
 
     def to_dict(self) -> dict:
         fitted = {"readout_weights": list(self.readout_weights)} if self.readout_weights else {}  # only when fitted: other files stay byte for byte
+        fitted |= {"finetune": self.finetune} if self.finetune is not None else {}
         return {"T": self.T, "method": self.method, "readout_delay": self.readout_delay, "delay_choice": self.delay_choice, "bias_fit": self.bias_fit, **fitted}
 
     @classmethod
     def from_dict(cls, data: Any) -> "Calibration":
         data = _mapping(data, "calibration", optional=False)
         assert data is not None
-        unknown = set(data) - {"T", "method", "readout_delay", "delay_choice", "bias_fit", "readout_weights"}
+        unknown = set(data) - {"T", "method", "readout_delay", "delay_choice", "bias_fit", "readout_weights", "finetune"}
         if unknown:
             raise _bad(f"calibration has unknown fields {sorted(unknown)}")
         return cls(T=data.get("T"), method=data.get("method", "none"), readout_delay=data.get("readout_delay", 0), delay_choice=data.get("delay_choice"), bias_fit=data.get("bias_fit"),
-                   readout_weights=_weights(data.get("readout_weights", [])))
+                   readout_weights=_weights(data.get("readout_weights", [])), finetune=data.get("finetune"))
 
 
 # keys of the format-1 meta dict that the typed fields hold; any other key goes to ``extra``
 _META_KEYS = ("input_shape", "max_activation_numel", "source", "dataset", "normalization", "equivalence", "options", "scales", "report",
-              "annsnn_version", "calibrated_T", "readout_delay", "delay_choice", "bias_fit", "readout_weights")
+              "annsnn_version", "calibrated_T", "readout_delay", "delay_choice", "bias_fit", "readout_weights", "finetune")
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,7 @@ class SnnRecord:
         calibration = Calibration(
             T=calibrated, method=calibration_method(options) if options else "none", readout_delay=meta.get("readout_delay", 0),
             delay_choice=meta.get("delay_choice"), bias_fit=meta.get("bias_fit"), readout_weights=_weights(meta.get("readout_weights", [])),
+            finetune=meta.get("finetune"),
         )
         return cls(
             input_shape=tuple(shape),
@@ -379,6 +383,8 @@ class SnnRecord:
             out["delay_choice"] = cal.delay_choice
         if cal.readout_weights:  # written only when fitted: every other SNN's file is as before
             out["readout_weights"] = list(cal.readout_weights)
+        if cal.finetune is not None:
+            out["finetune"] = cal.finetune
         if cal.T is not None:
             out["calibrated_T"] = cal.T
         return out

@@ -22,6 +22,7 @@ of reports/cifar10.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -61,7 +62,7 @@ def heldout_indices(train_size: int, calib: int, heldout: int) -> list[int]:
 
 
 _SUFFIXES = {"samples": ("bias_samples", int), "scale": ("threshold_scale", float), "delay": ("readout_delay", int), "K": ("max_spikes", int),
-             "criterion": ("delay_criterion", str), "readout": ("readout", str)}
+             "criterion": ("delay_criterion", str), "readout": ("readout", str), "finetune": ("finetune_epochs", int), "lr": ("finetune_lr", float)}
 
 
 def _options(method: str, T: int) -> ConversionOptions:
@@ -70,11 +71,10 @@ def _options(method: str, T: int) -> ConversionOptions:
     ``:samples=K`` (``--bias-samples K``), ``:delay=K`` (``--readout-delay K``; rows measured
     before the readout delay existed carry ``:delay=0``: they ran with every output step
     counted), ``:K=k`` (``--max-spikes k``, burst neurons), ``:criterion=C``
-    (``--delay-criterion C``), ``:readout=R`` (``--readout R``); or ``nir`` for ``annsnn convert
+    (``--delay-criterion C``), ``:readout=R`` (``--readout R``), ``:finetune=E`` / ``:lr=L``
+    (``--finetune-epochs E`` / ``--finetune-lr L``); or ``nir`` for ``annsnn convert
     --target nir`` (its bias is folded into the synapses after the conversion). A calibration name is exactly ``annsnn convert --calibration NAME --T N`` with
     those flags (:meth:`ConversionOptions.calibrated`)."""
-    if method == "nir":
-        return nir_options(T, mode=parse_mode("99.99"))
     name, *suffixes = method.split(":")
     if name == "none" and not suffixes:  # today's plain normalization
         return ConversionOptions.plain(mode=parse_mode("99.99"))
@@ -88,6 +88,8 @@ def _options(method: str, T: int) -> ConversionOptions:
         key, _, value = suffix.partition("=")
         field, kind = _SUFFIXES[key]
         overrides[field] = kind(value)
+    if name == "nir":  # annsnn convert --target nir, with any suffixes on top
+        return dataclasses.replace(nir_options(T, mode=parse_mode("99.99")), **overrides)
     return ConversionOptions.calibrated(name, T, mode=parse_mode("99.99"), **overrides)
 
 
@@ -137,7 +139,7 @@ def main() -> None:
             options = _options(method, T)
             started = time.perf_counter()
             snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=options, normalization=norm)
-            if method == "nir":
+            if method.split(":")[0] == "nir":
                 fold_constant_bias(snn)  # as convert --target nir does; ResNets' option-A shortcut itself has no NIR form, the calibration's accuracy is the measure
             seconds = time.perf_counter() - started
             report = analyze(snn, test_batches, [T], energy_models=["45nm-fp32"])

@@ -172,6 +172,8 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--readout-delay", type=READOUT_DELAY, default=None, help="Leave the first K output steps out of the readout (every step is still simulated and counted). auto: the K in 0..N-1 chosen by --delay-criterion at T=N on calibration images the bias fit does not use (default with --T calibration); 0 with --calibration none.")
 @click.option("--delay-criterion", type=click.Choice(list(DELAY_CRITERIA)), default=None, help="How --readout-delay auto chooses K. output-mse (default): the least squared error of the mean readout against the ANN's output; agreement: the most images whose class agrees with the ANN's (the rule before; a one-image margin often decides it).")
 @click.option("--readout", type=click.Choice(list(READOUTS)), default=None, help="How the output steps are summed at T=N. delay (default): every step after --readout-delay; weighted: one weight per step, fitted by least squares against the ANN's output on the images the delay is chosen on (needs --readout-delay auto; early steps get small or negative weights). Other T read after the delay. ResNet-20-JPEG: +1.0 / +0.7 points on held-out training images at N=8 / 4 (none at N=16), +0.25 / +0.33 on the 10,000 test images. NIR cannot express it.")
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=0, show_default=True, help="After calibration, train the SNN's weights for E epochs to the ANN's outputs on the kept calibration images (surrogate-gradient backpropagation through the N steps; the ANN is the teacher, no labels). One epoch costs about 3N network passes per image (N=8: ~24 ANN passes over those images). 0: no training.")
+@click.option("--finetune-lr", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=1e-4, show_default=True, help="Adam's learning rate for --finetune-epochs.")
 @click.option("--target", "deploy_target", type=click.Choice(["annsnn", "nir"]), default="annsnn", show_default=True, help="annsnn: the best calibration annsnn runs. nir: the best one NIR can express (IF-search thresholds, a constant per-channel bias folded into the synapse bias, no readout delay); checked against 'annsnn export --nir' before anything is written.")
 @click.option("--max-spikes", type=click.IntRange(min=1), default=1, show_default=True, help="Multi-threshold (burst) neurons: up to K spikes per step (thresholds 1..K, reset by subtraction); each spike is one synaptic event. 1: binary spikes. NIR export needs 1.")
 @click.option("--maxpool", type=click.Choice(["spiking", "avg"]), default="spiking", show_default=True, help="spiking: a max-pool that spikes when the largest input spike count grows (output rate = max input rate); avg: replace MaxPool by AvgPool (changes the ANN).")
@@ -191,7 +193,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="SNN file (default: next to MODEL, NAME.snn.pt).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the conversion report as JSON.")
 @click.option("--trust", is_flag=True, help="Allow unpickling a whole pickled nn.Module (runs code from the file).")
-def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, delay_criterion, readout, deploy_target, max_spikes, maxpool, hybrid, data, data_root, download, calib_samples, weights, resize, crop, device, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
+def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, delay_criterion, readout, finetune_epochs, finetune_lr, deploy_target, max_spikes, maxpool, hybrid, data, data_root, download, calib_samples, weights, resize, crop, device, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
 
     BatchNorm is folded and one calibration pass over training images records each
@@ -253,6 +255,8 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         if deploy_target == "nir" and readout != READOUTS[0]:
             raise UsageError("--target nir: NIR's output sums every step alike; per-step readout weights have no NIR form (leave --readout out)")
         options = dataclasses.replace(options, readout=readout)  # validated there: weighted needs an automatic delay
+    if finetune_epochs:
+        options = dataclasses.replace(options, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr)  # validated there
     if options.readout_delay == "auto" and calib_samples <= options.bias_images:  # before loading anything
         raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {options.bias_images}; pass more, or --readout-delay K")
     from annsnn.data import preprocess_for
