@@ -255,10 +255,11 @@ class SurrogateIF(TemporalModule):
     spike ``s_t = H(v_t − 1)`` has a surrogate derivative; out-of-place, so autograd
     runs backpropagation through time."""
 
-    def __init__(self, v_init: float, spike_fn: nn.Module, step_bias: Tensor | None = None) -> None:
+    def __init__(self, v_init: float, spike_fn: nn.Module, step_bias: Tensor | None = None, max_spikes: int = 1) -> None:
         super().__init__()
         self.v_init = float(v_init)
         self.spike_fn = spike_fn
+        self.max_spikes = int(max_spikes)  # burst neurons: s = sum_{k=1..K} H(v - k) = clip(floor(v), 0, K)
         # the calibrated per-step bias of the IF layer it replaces (x[t] + b[min(t, S-1)])
         self.register_buffer("step_bias", None if step_bias is None else step_bias.detach().clone())
 
@@ -272,7 +273,7 @@ class SurrogateIF(TemporalModule):
         for t in range(self.steps):
             current = seq[t] if self.step_bias is None else seq[t] + self.step_bias[min(t, self.step_bias.shape[0] - 1)]
             v = v + current
-            s = self.spike_fn(v - 1.0)
+            s = self.spike_fn(v - 1.0) if self.max_spikes == 1 else sum(self.spike_fn(v - float(k)) for k in range(1, self.max_spikes + 1))
             v = v - s
             spikes.append(s)
         return torch.stack(spikes).reshape(x.shape)
@@ -296,7 +297,7 @@ class SurrogateSNN(nn.Module):
             if isinstance(module, IFNeurons):
                 parent_name, _, child = name.rpartition(".")
                 parent = runner.get_submodule(parent_name) if parent_name else runner
-                setattr(parent, child, SurrogateIF(module.v_init, _surrogate(surrogate, alpha), module.step_bias))
+                setattr(parent, child, SurrogateIF(module.v_init, _surrogate(surrogate, alpha), module.step_bias, module.max_spikes))
         for p in runner.parameters():
             p.requires_grad_(False)
         self.runner = runner.eval()

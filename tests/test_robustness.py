@@ -96,6 +96,20 @@ def test_twin_forward_is_the_simulated_snn(digits_snn):
     assert torch.equal(twin.argmax(1), sim.argmax(1))
 
 
+def test_twin_of_burst_neurons_is_the_simulated_snn():
+    """--max-spikes K: the twin emits sum_k H(v - k) = clip(floor(v), 0, K) spikes per step, as
+    IFNeurons does (it emitted at most one before, so attacks on a burst SNN used another net)."""
+    xtr, _ = load_dataset("digits", "train").tensors
+    xte, _ = load_dataset("digits", "test").tensors
+    snn, _ = ann_to_snn(load_model(embedded_checkpoint()).module, [xtr[:512]], input_shape=(1, 8, 8), normalization=([0.3054], [0.3761]),
+                        options=ConversionOptions.low_latency(2, max_spikes=4))
+    with torch.no_grad():
+        sim = simulate(snn, xte[:120], 2).outputs[2]
+        d = snn.record.calibration.readout_delay
+        twin = SurrogateSNN(snn, 2)(xte[:120]) * (2 - d)
+    torch.testing.assert_close(twin, sim, rtol=0, atol=1e-4)
+
+
 def test_twin_reads_direct_input_after_a_poisson_simulation(digits_snn):
     """The twin copies the runner, encoder included: after a Poisson simulate the copy kept
     Poisson encoding while the twin set 'direct' on the original, and a reshape failed."""
