@@ -49,10 +49,12 @@ class FinetuneResult:
     loss: list[float] = field(default_factory=list)
     initial_loss: float = math.nan
     final_loss: float = math.nan
+    kept: bool = True  # False: training did not lower the error, and the weights before it were restored
 
     def to_dict(self) -> dict:
         return {"epochs": self.epochs, "lr": self.lr, "samples": self.samples, "parameters": self.parameters,
-                "loss": self.loss, "initial_loss": self.initial_loss, "final_loss": self.final_loss}
+                "loss": [x if math.isfinite(x) else None for x in self.loss], "initial_loss": self.initial_loss,
+                "final_loss": self.final_loss if math.isfinite(self.final_loss) else None, "kept": self.kept}
 
 
 def _readout_error(twin: SurrogateSNN, images: Tensor, targets: Tensor, batch: int) -> float:
@@ -65,13 +67,15 @@ def finetune_to_ann(snn: SpikingNetwork, images: Tensor, steps: int, epochs: int
     """Train the weights and biases of ``snn``'s convolutions and linear layers for
     ``epochs`` passes over ``images`` (training images, as the ANN takes them) so that its
     readout at T = ``steps`` matches the ANN's output (module docstring); in place.
-    ``epochs = 0`` changes nothing."""
+    ``epochs = 0`` changes nothing. Where the trained weights do not lower the readout
+    error on ``images`` (a learning rate too large, a diverged loss), the weights from
+    before are restored and ``kept`` is False."""
     if epochs < 0 or not math.isfinite(lr) or lr < 0:
         raise UsageError(f"invalid fine-tuning: {epochs} epochs at learning rate {lr}: use epochs >= 0 and a learning rate >= 0")
     count = int(images.shape[0])
     with torch.no_grad():
         targets = torch.cat([snn.ann(images[i : i + _ANN_BATCH]) for i in range(0, count, _ANN_BATCH)]).detach()
-    twin = SurrogateSNN(snn, steps).train()
+    twin = SurrogateSNN(snn, steps).to(images.device).train()
     trained = {name: module for name, module in twin.runner.named_modules() if isinstance(module, TRAINED_MODULES)}
     params = [p for module in trained.values() for p in module.parameters(recurse=False)]
     result = FinetuneResult(epochs, float(lr), count, sum(p.numel() for p in params))
@@ -96,9 +100,15 @@ def finetune_to_ann(snn: SpikingNetwork, images: Tensor, steps: int, epochs: int
     for p in params:
         p.requires_grad_(False)
     own = dict(snn.runner("direct").named_modules())  # shares its modules with the SNN's graph (and every runner)
+    before = {(name, key): value.detach().clone() for name in trained for key, value in own[name].named_parameters(recurse=False)}
     with torch.no_grad():
         for name, module in trained.items():
             for key, value in module.named_parameters(recurse=False):
                 getattr(own[name], key).copy_(value)
-    result.final_loss = _readout_error(SurrogateSNN(snn, steps), images, targets, batch)
+    result.final_loss = _readout_error(SurrogateSNN(snn, steps).to(images.device), images, targets, batch)
+    if not result.final_loss < result.initial_loss:  # also NaN: keep the calibrated weights
+        with torch.no_grad():
+            for (name, key), value in before.items():
+                getattr(own[name], key).copy_(value)
+        result.kept = False
     return result

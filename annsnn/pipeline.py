@@ -144,8 +144,12 @@ def ann_to_snn(
         images = torch.cat(kept + choice)
         tuned = finetune_to_ann(snn, images, options.T, options.finetune_epochs, options.finetune_lr)
         finetune = tuned.to_dict()
-        report.notes.append(f"fine-tuned the SNN's weights to the ANN's outputs for {tuned.epochs} epoch(s) on {tuned.samples} calibration images at T={options.T} "
-                            f"(readout squared error {tuned.initial_loss:.4g} -> {tuned.final_loss:.4g}; the readout delay was chosen before)")
+        if tuned.kept:
+            report.notes.append(f"fine-tuned the SNN's weights to the ANN's outputs for {tuned.epochs} epoch(s) on {tuned.samples} calibration images at T={options.T} "
+                                f"(readout squared error {tuned.initial_loss:.4g} -> {tuned.final_loss:.4g}; the readout delay was chosen before)")
+        else:
+            report.notes.append(f"fine-tuning did not lower the readout error ({tuned.initial_loss:.4g} -> {tuned.final_loss:.4g} after {tuned.epochs} epoch(s) at learning rate {tuned.lr:g}): "
+                                "the calibrated weights were kept (try a smaller --finetune-lr)")
     snn.to("cpu")
     calibration = Calibration(T=options.T, method=calibration_method(options.to_dict()), readout_delay=readout_delay, delay_choice=delay_choice, bias_fit=bias_fit,
                               readout_weights=readout_weights, finetune=finetune)

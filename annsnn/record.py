@@ -76,6 +76,27 @@ def _weights(value: Any) -> tuple[float, ...]:
     return tuple(_float(w, "a readout weight") for w in value)
 
 
+def _finetune(value: Any) -> dict | None:
+    """The --finetune-epochs record (annsnn.finetune.FinetuneResult.to_dict): known keys,
+    counts as integers, losses as finite numbers (or null where training diverged)."""
+    data = _mapping(value, "finetune")
+    if data is None:
+        return None
+    unknown = set(data) - {"epochs", "lr", "samples", "parameters", "loss", "initial_loss", "final_loss", "kept"}
+    if unknown:
+        raise _bad(f"finetune has unknown fields {sorted(unknown)}")
+    for key in ("epochs", "samples", "parameters"):
+        _int(data.get(key), f"finetune.{key}", 0)
+    _float(data.get("lr"), "finetune.lr")
+    _float(data.get("initial_loss"), "finetune.initial_loss")
+    for loss in [data.get("final_loss"), *(data.get("loss") if isinstance(data.get("loss"), list) else [0.0, "?"])]:
+        if loss is not None:
+            _float(loss, "a finetune loss")
+    if not isinstance(data.get("kept"), bool):
+        raise _bad(f"finetune.kept is {data.get('kept')!r}, not true or false")
+    return data
+
+
 def _str(value: Any, name: str, *, optional: bool = False) -> str | None:
     if value is None and optional:
         return None
@@ -195,7 +216,7 @@ class Calibration:
         _str(self.method, "calibration method")
         _mapping(self.delay_choice, "delay_choice")
         _mapping(self.bias_fit, "bias_fit")
-        _mapping(self.finetune, "finetune")
+        _finetune(self.finetune)
 
     def to_dict(self) -> dict:
         fitted = {"readout_weights": list(self.readout_weights)} if self.readout_weights else {}  # only when fitted: other files stay byte for byte

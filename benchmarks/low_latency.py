@@ -22,7 +22,6 @@ of reports/cifar10.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -89,7 +88,7 @@ def _options(method: str, T: int) -> ConversionOptions:
         field, kind = _SUFFIXES[key]
         overrides[field] = kind(value)
     if name == "nir":  # annsnn convert --target nir, with any suffixes on top
-        return dataclasses.replace(nir_options(T, mode=parse_mode("99.99")), **overrides)
+        return nir_options(T, mode=parse_mode("99.99"), **overrides)  # its own checks: no delay, no bursts
     return ConversionOptions.calibrated(name, T, mode=parse_mode("99.99"), **overrides)
 
 

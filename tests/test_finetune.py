@@ -82,3 +82,51 @@ def test_cli_finetune_records_the_training(capsys, tmp_path):
     record = load_snn(out).record
     assert record.calibration.finetune["epochs"] == 1 and record.options["finetune_epochs"] == 1
     assert record.calibration.finetune["final_loss"] < record.calibration.finetune["initial_loss"]
+
+
+def test_a_diverging_training_keeps_the_calibrated_weights(converted):
+    """A learning rate of 1 makes the readout error grow: the weights before are restored
+    (state bit for bit), and the record says so."""
+    snn, calib, _ = converted
+    tuned = copy.deepcopy(snn)
+    result = finetune_to_ann(tuned, calib[:128], N, epochs=2, lr=1.0)
+    assert not result.kept and not result.final_loss < result.initial_loss
+    for (name, a), (_, b) in zip(snn.graph.state_dict().items(), tuned.graph.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert result.to_dict()["kept"] is False
+
+
+def test_burst_neurons_are_trained_as_they_run(cnn_and_data):
+    """--max-spikes 2: the error simulate measures on the trained SNN is the one training reports."""
+    model, calib, _ = cnn_and_data
+    snn, _ = ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=ConversionOptions.low_latency(N, max_spikes=2))
+    result = finetune_to_ann(snn, calib[:256], N, epochs=2, lr=1e-3)
+    assert result.kept
+    assert _readout_error(snn, calib[:256]) == pytest.approx(result.final_loss, rel=1e-4)
+
+
+def test_weighted_readout_is_what_training_matches(cnn_and_data):
+    model, calib, _ = cnn_and_data
+    snn, _ = ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=ConversionOptions.low_latency(N, readout="weighted"))
+    result = finetune_to_ann(snn, calib[:256], N, epochs=1, lr=1e-3)
+    w = torch.tensor(snn.record.calibration.readout_weights)
+    with torch.no_grad():
+        snn.reset()
+        out = torch.einsum("t,tbc->bc", w, snn(calib[:256], T=N))
+        error = float(((out - snn.ann(calib[:256])) ** 2).mean())
+    assert error == pytest.approx(result.final_loss if result.kept else result.initial_loss, rel=1e-4)
+
+
+def test_the_record_is_written_only_when_trained_and_validated_on_load(converted):
+    from annsnn.record import SnnRecord
+
+    snn, _, _ = converted
+    assert "finetune" not in snn.record.to_dict()["calibration"] and "finetune" not in snn.record.meta()
+    good = {"epochs": 1, "lr": 1e-4, "samples": 8, "parameters": 10, "loss": [1.0], "initial_loss": 2.0, "final_loss": 1.0, "kept": True}
+    data = snn.record.to_dict()
+    for bad in ({**good, "epochs": "x"}, {**good, "kept": 1}, {**good, "loss": ["a"]}, {**good, "extra": 1}, {**good, "initial_loss": float("inf")}):
+        data["calibration"] = {**data["calibration"], "finetune": bad}
+        with pytest.raises(UsageError, match="SNN file refused"):
+            SnnRecord.from_dict(data)
+    data["calibration"] = {**data["calibration"], "finetune": good}
+    assert SnnRecord.from_dict(data).calibration.finetune == good
