@@ -66,7 +66,7 @@ class ConversionOptions:
     # how the output steps are summed at T = N: "delay" (sum after the readout delay) or
     # "weighted" (per-step weights fitted by least squares on the delay images; needs "auto")
     readout: Readout = "delay"
-    # fine-tune the SNN's weights to the ANN's outputs on the kept calibration images
+    # fine-tune the SNN's weights to the ANN's outputs on every calibration image
     # (annsnn.finetune; surrogate-gradient BPTT at T = N), after the calibration passes
     finetune_epochs: int = 0
     finetune_lr: float = 1e-4
@@ -111,8 +111,8 @@ class ConversionOptions:
             raise UsageError(f"invalid --finetune-epochs {self.finetune_epochs!r}: use a whole number >= 0")
         if not (isinstance(self.finetune_lr, (int, float)) and 0.0 < self.finetune_lr <= 1.0):
             raise UsageError(f"invalid --finetune-lr {self.finetune_lr!r}: use a learning rate in (0, 1]")
-        if self.finetune_epochs and (self.T is None or (self.bias == "none" and self.readout_delay != "auto")):
-            raise UsageError("--finetune-epochs trains on the calibration images the bias fit or the delay choice keeps: it needs a calibration for --T N (not --calibration none with a fixed delay)")
+        if self.finetune_epochs and self.T is None:
+            raise UsageError("--finetune-epochs trains the SNN for the latency it is calibrated for: it needs a calibration for --T N (not --calibration none)")
         if self.delay_samples < 1:
             raise UsageError(f"invalid delay samples {self.delay_samples}: use at least 1")
         if self.bias_samples < 1:

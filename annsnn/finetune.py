@@ -14,9 +14,9 @@ in a fixed, seeded order; the calibrated per-step biases, thresholds (1) and ini
 potentials stay as they are. The trained weights are copied back into the SNN's own
 modules.
 
-Only training images are used (the ones the calibration passes kept). One epoch costs
-about 3 N network evaluations per image (forward and backward over N steps): at N = 8,
-about 24 ANN passes over those images.
+Only training images are used: every calibration image (``convert`` holds them all in
+memory for it). One epoch costs about 3 N network evaluations per image (forward and
+backward over N steps): at N = 8, about 24 ANN passes over the calibration set.
 """
 from __future__ import annotations
 

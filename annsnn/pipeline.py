@@ -65,6 +65,7 @@ def ann_to_snn(
     held = 0
     choice: list[Tensor] = []  # the next delay_samples images: the readout delay is chosen on them
     chosen = 0
+    others: list[Tensor] = []  # --finetune-epochs: every other calibration image (the training set, with the two above)
     for batch in calibration:
         if tuple(batch.shape[1:]) != tuple(input_shape):
             raise UsageError(f"calibration batch has shape {tuple(batch.shape[1:])}, the model expects {tuple(input_shape)}")
@@ -82,6 +83,9 @@ def ann_to_snn(
         if options.readout_delay == "auto" and chosen < options.delay_samples and int(rest.shape[0]):
             choice.append(rest[: options.delay_samples - chosen])
             chosen += int(choice[-1].shape[0])
+            rest = rest[int(choice[-1].shape[0]) :]
+        if options.finetune_epochs and int(rest.shape[0]):
+            others.append(rest)
         if on_batch is not None:
             on_batch(int(batch.shape[0]))
     if options.readout_delay == "auto" and not choice:
@@ -141,7 +145,7 @@ def ann_to_snn(
         assert options.T is not None
         snn.record = record.replace(calibration=Calibration(T=options.T, method=calibration_method(options.to_dict()), readout_delay=readout_delay,
                                                             readout_weights=readout_weights))  # the readout the training matches
-        images = torch.cat(kept + choice)
+        images = torch.cat(kept + choice + others)  # every calibration image
         tuned = finetune_to_ann(snn, images, options.T, options.finetune_epochs, options.finetune_lr)
         finetune = tuned.to_dict()
         if tuned.kept:

@@ -81,6 +81,7 @@ def test_cli_finetune_records_the_training(capsys, tmp_path):
     assert "fine-tuned the SNN's weights" in stdout
     record = load_snn(out).record
     assert record.calibration.finetune["epochs"] == 1 and record.options["finetune_epochs"] == 1
+    assert record.calibration.finetune["samples"] == 1024  # every calibration image (--calib-samples), not only the bias and delay ones
     assert record.calibration.finetune["final_loss"] < record.calibration.finetune["initial_loss"]
 
 
