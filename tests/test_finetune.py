@@ -131,3 +131,15 @@ def test_the_record_is_written_only_when_trained_and_validated_on_load(converted
             SnnRecord.from_dict(data)
     data["calibration"] = {**data["calibration"], "finetune": good}
     assert SnnRecord.from_dict(data).calibration.finetune == good
+
+
+def test_nir_target_with_finetuning_still_exports(capsys, tmp_path):
+    """Fine-tuned weights are plain weights: --target nir --finetune-epochs converts, folds its
+    constant bias, and 'annsnn export --nir' takes the result."""
+    pytest.importorskip("nir")
+    snn_path, nir_path = tmp_path / "n.snn.pt", tmp_path / "n.nir"
+    code, stdout, stderr = run_cli(capsys, "convert", str(embedded_checkpoint()), "--T", "4", "--target", "nir", "--finetune-epochs", "1", "--out", str(snn_path))
+    assert code == 0, stderr
+    code, stdout, stderr = run_cli(capsys, "export", str(snn_path), "--nir", str(nir_path))
+    assert code == 0, stderr
+    assert nir_path.is_file()
