@@ -1,6 +1,7 @@
 """One call from a trained ANN to a calibrated, converted :class:`SpikingNetwork`."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Iterable
 
 import torch
@@ -138,16 +139,16 @@ def ann_to_snn(
             report.notes.append(f"readout at T={options.T}: per-step weights fitted by least squares on the same images (squared error {delay.weighted_mse:.4g} vs the delay's {delay.output_mse[k]:.4g}); other T read after the delay")
     elif options.readout_delay:
         readout_delay = int(options.readout_delay)
-    finetune: dict | None = None
+    calibration = Calibration(T=options.T, method=calibration_method(options.to_dict()), readout_delay=readout_delay, delay_choice=delay_choice, bias_fit=bias_fit,
+                              readout_weights=readout_weights)
     if options.finetune_epochs:
         from .finetune import finetune_to_ann
 
         assert options.T is not None
-        snn.record = record.replace(calibration=Calibration(T=options.T, method=calibration_method(options.to_dict()), readout_delay=readout_delay,
-                                                            readout_weights=readout_weights))  # the readout the training matches
+        snn.record = record.replace(calibration=calibration)  # the readout the training matches
         images = torch.cat(kept + choice + others)  # every calibration image
         tuned = finetune_to_ann(snn, images, options.T, options.finetune_epochs, options.finetune_lr)
-        finetune = tuned.to_dict()
+        calibration = dataclasses.replace(calibration, finetune=tuned.to_dict())
         if tuned.kept:
             report.notes.append(f"fine-tuned the SNN's weights to the ANN's outputs for {tuned.epochs} epoch(s) on {tuned.samples} calibration images at T={options.T} "
                                 f"(readout squared error {tuned.initial_loss:.4g} -> {tuned.final_loss:.4g}; the readout delay was chosen before)")
@@ -155,8 +156,6 @@ def ann_to_snn(
             report.notes.append(f"fine-tuning did not lower the readout error ({tuned.initial_loss:.4g} -> {tuned.final_loss:.4g} after {tuned.epochs} epoch(s) at learning rate {tuned.lr:g}): "
                                 "the calibrated weights were kept (try a smaller --finetune-lr)")
     snn.to("cpu")
-    calibration = Calibration(T=options.T, method=calibration_method(options.to_dict()), readout_delay=readout_delay, delay_choice=delay_choice, bias_fit=bias_fit,
-                              readout_weights=readout_weights, finetune=finetune)
     snn.record = record.replace(calibration=calibration, report=report.to_dict())  # the final report, once
     return snn, report
 

@@ -14,16 +14,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch.utils.data import Subset
-from annsnn.data import load_dataset, make_loader
-from annsnn.model_files import load_model
+from annsnn.data import make_loader
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
-from low_latency import _options, CIFAR_MEAN, CIFAR_STD, SHARED
+from low_latency import _options, CIFAR_MEAN, CIFAR_STD, resnet20_jpeg_and_train
 torch.set_num_threads(1)
 T = int(sys.argv[1])
-root = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
-net = load_model(SHARED / "models" / "cifar10-jpeg/resnet20_jpeg.pt", "resnet20").module.eval()
-train = load_dataset(root, "train")
+net, train = resnet20_jpeg_and_train()
 for seed in (1, 2, 3):
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
     calib = [x for x, _ in make_loader(Subset(train, perm[:1024]), 128, 1024)]

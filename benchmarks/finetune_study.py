@@ -13,20 +13,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch import nn
-from torch.utils.data import Subset
-from annsnn.data import load_dataset, make_loader
-from annsnn.model_files import load_model
-from annsnn.pipeline import ann_to_snn
 from annsnn.robustness import SurrogateSNN
-from low_latency import _options, heldout_indices, CIFAR_MEAN, CIFAR_STD, SHARED
+from low_latency import CIFAR_MEAN, CIFAR_STD, resnet20_jpeg_study
 torch.set_num_threads(1); torch.manual_seed(0)
 T = int(sys.argv[1]); H = int(sys.argv[2]); mode = sys.argv[3]; lr = float(sys.argv[4]); epochs = int(sys.argv[5])
-root = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
-net = load_model(SHARED / "models" / "cifar10-jpeg/resnet20_jpeg.pt", "resnet20").module.eval()
-train = load_dataset(root, "train")
-calib = [x for x, _ in make_loader(train, 128, 1024)]
-held = list(make_loader(Subset(train, heldout_indices(len(train), 1024, H)), 256))
-snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=_options("threshold+step-bias", T), normalization=(list(CIFAR_MEAN), list(CIFAR_STD)))
+net, train, calib, held, snn = resnet20_jpeg_study(T, H)
 twin = SurrogateSNN(snn, T)
 mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
 X = torch.cat(calib)

@@ -15,22 +15,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from torch.utils.data import Subset
 import annsnn.calibration as cal
 import annsnn.layerwise as lw
-from annsnn.data import load_dataset, make_loader
-from annsnn.model_files import load_model
-from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
-from low_latency import _options, heldout_indices, CIFAR_MEAN, CIFAR_STD, SHARED
+from low_latency import resnet20_jpeg_study
 torch.set_num_threads(1)
 T = int(sys.argv[1]); H = int(sys.argv[2]); mode = sys.argv[3] if len(sys.argv) > 3 else "all"
-root = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
-net = load_model(SHARED / "models" / "cifar10-jpeg/resnet20_jpeg.pt", "resnet20").module.eval()
-train = load_dataset(root, "train")
-calib = [x for x, _ in make_loader(train, 128, 1024)]
-held = list(make_loader(Subset(train, heldout_indices(len(train), 1024, H)), 256))
-snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=_options("threshold+step-bias", T), normalization=(list(CIFAR_MEAN), list(CIFAR_STD)))
+net, train, calib, held, snn = resnet20_jpeg_study(T, H)
 allc = torch.cat(calib); bias_imgs, delay_imgs = allc[:256], allc[256:512]
 def heldout(delay):
     with torch.no_grad():

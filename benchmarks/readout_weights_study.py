@@ -15,24 +15,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from torch.utils.data import Subset
-from annsnn.data import load_dataset, make_loader
-from annsnn.model_files import load_model
-from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
-from low_latency import _options, heldout_indices, CIFAR_MEAN, CIFAR_STD, SHARED
+from low_latency import CIFAR_MEAN, CIFAR_STD, resnet20_jpeg_study
 torch.set_num_threads(1)
 T = int(sys.argv[1]); H = int(sys.argv[2]) if len(sys.argv) > 2 else 4096
-root = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
-net = load_model(SHARED / "models" / "cifar10-jpeg/resnet20_jpeg.pt", "resnet20").module.eval()
-train = load_dataset(root, "train")
-calib = [x for x, _ in make_loader(train, 128, 1024)]
-held = list(make_loader(Subset(train, heldout_indices(len(train), 1024, H)), 256))
-mean, std = torch.tensor(CIFAR_MEAN).view(1,3,1,1), torch.tensor(CIFAR_STD).view(1,3,1,1)
 t0 = time.time()
-snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=_options("threshold+step-bias", T), normalization=(list(CIFAR_MEAN), list(CIFAR_STD)))
+net, train, calib, held, snn = resnet20_jpeg_study(T, H)
+mean, std = torch.tensor(CIFAR_MEAN).view(1,3,1,1), torch.tensor(CIFAR_STD).view(1,3,1,1)
 k = snn.record.calibration.readout_delay
-print("converted", time.time() - t0, "delay", k, flush=True)
+print("loaded and converted", time.time() - t0, "delay", k, flush=True)
 def steps_out(x):
     r = simulate(snn, x, list(range(1, T + 1)), readout_delay=0)
     S = torch.stack([r.outputs[t] for t in range(1, T + 1)]).double()
