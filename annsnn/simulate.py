@@ -97,7 +97,7 @@ def simulate(
     chunk = auto_chunk(snn, batch, max_t, device=inputs.device) if chunk is None else int(chunk)
     if chunk < 1:
         raise UsageError("chunk must be at least 1")
-    runner = snn.runner(encoding)
+    split = snn.split_runner(encoding)
     temporal = snn.temporal_modules(encoding)
     for module in temporal:
         module.reset_state()
@@ -120,6 +120,7 @@ def simulate(
     outputs: dict[int, Tensor] = {}
     acc: dict[int, Tensor] = {}  # one sum per distinct start d: the steps after d, in a fixed order
     try:
+        static = split.static(inputs)  # what is the same at every step: once for the whole run, not once per chunk
         start = 0
         while start < max_t:
             k = min(chunk, max_t - start)
@@ -127,7 +128,7 @@ def simulate(
                 module.steps = k
             if on_chunk is not None:
                 on_chunk(start, k)
-            out = runner(inputs)
+            out = split.temporal(*static)
             out = out.reshape(k, batch, *out.shape[1:])
             for i in range(k):
                 step = start + i + 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -12,9 +13,23 @@ from .layers import IFNeurons, InputEncoder, TemporalModule, TimeExpand, Spiking
 from .opspec import OpRegistry, Role
 from .record import SnnRecord
 
-__all__ = ["SpikingNetwork", "Encoding", "static_nodes"]
+__all__ = ["SpikingNetwork", "Encoding", "SplitRunner", "static_nodes"]
 
 Encoding = Literal["direct", "poisson", "events"]
+
+
+@dataclass(frozen=True)
+class SplitRunner:
+    """A runner cut at its static boundary, for a run of several chunks on one batch.
+
+    ``static(inputs)`` computes, once per batch, every value that is the same at every step
+    (under ``direct`` encoding: the encoder and the layers fed by the image alone) and
+    returns the ones the rest reads, as a tuple; ``temporal(*values)`` runs one chunk of K
+    steps from them (``[K*B, ...]`` out). ``temporal(*static(x))`` is ``runner(x)``, op for
+    op; only the static part no longer runs again for every chunk."""
+
+    static: fx.GraphModule
+    temporal: fx.GraphModule
 
 
 class SpikingNetwork(nn.Module):
@@ -34,6 +49,7 @@ class SpikingNetwork(nn.Module):
         self.record = record if isinstance(record, SnnRecord) else SnnRecord.from_meta(record)
         self.registry = registry
         self._runners: dict[str, fx.GraphModule] = {}
+        self._split_runners: dict[str, SplitRunner] = {}
 
     @property
     def meta(self) -> dict:
@@ -61,6 +77,13 @@ class SpikingNetwork(nn.Module):
         if encoding not in self._runners:
             self._runners[encoding] = _build_runner(self.graph, encoding, self.registry)
         return self._runners[encoding]
+
+    def split_runner(self, encoding: Encoding) -> SplitRunner:
+        """:meth:`runner` split into its once-per-batch static part and its per-chunk part
+        (:class:`SplitRunner`); both share the runner's modules."""
+        if encoding not in self._split_runners:
+            self._split_runners[encoding] = _split_runner(self.runner(encoding), encoding)
+        return self._split_runners[encoding]
 
     def temporal_modules(self, encoding: Encoding) -> list[TemporalModule]:
         runner = self.runner(encoding)
@@ -164,6 +187,25 @@ def _build_runner(graph_module: fx.GraphModule, encoding: Encoding, registry: Op
     graph.lint()
     runner.recompile()
     return runner
+
+
+def _split_runner(runner: fx.GraphModule, encoding: Encoding) -> SplitRunner:
+    """Cut ``runner`` where static values (:func:`static_nodes`) are read by the rest."""
+    graph = runner.graph
+    static = static_nodes(graph, dict(runner.named_modules()), encoding)
+    boundary = [n for n in graph.nodes if n in static and any(u not in static for u in n.users)]
+    head = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in graph.nodes:
+        if node in static:  # every placeholder is static: the head takes the runner's arguments
+            env[node] = head.node_copy(node, lambda a: env[a])
+    head.output(tuple(env[n] for n in boundary))
+    tail = fx.Graph()
+    env = {n: tail.placeholder(f"static_{n.name}") for n in boundary}
+    for node in graph.nodes:
+        if node not in static:
+            env[node] = tail.node_copy(node, lambda a: env[a])
+    return SplitRunner(fx.GraphModule(runner, head), fx.GraphModule(runner, tail))
 
 
 def _is_tensor_node(node: fx.Node, modules: dict[str, nn.Module], registry: OpRegistry) -> bool:

@@ -43,7 +43,7 @@ def test_direct_encoding_computes_the_first_layer_once(trained):
     hook = first.register_forward_hook(lambda mod, a, out: batches.append(out.shape[0]))
     simulate(snn, x[:8], [12], chunk=4)
     hook.remove()
-    assert batches == [8, 8, 8]  # once per chunk at batch size B, never K*B
+    assert batches == [8]  # once for the whole run (not once per chunk), at batch size B, never K*B
 
 
 def test_poisson_is_reproducible_with_a_seed(trained):
@@ -89,7 +89,7 @@ def test_readout_is_the_plain_step_sum(trained):
     order, bit for bit, with and without a readout delay."""
     snn, x, _ = trained
     steps: list[torch.Tensor] = []
-    handle = snn.runner("direct").register_forward_hook(lambda mod, args, out: steps.append(out.reshape(-1, 16, out.shape[-1]).clone()))
+    handle = snn.split_runner("direct").temporal.register_forward_hook(lambda mod, args, out: steps.append(out.reshape(-1, 16, out.shape[-1]).clone()))
     try:
         result = simulate(snn, x[:16], [3, 9], chunk=4, readout_delay=2)
     finally:
