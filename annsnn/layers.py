@@ -245,12 +245,15 @@ class InputEncoder(TemporalModule):
 
 
 class TimeExpand(TemporalModule):
-    """Repeat a static ``[B, ...]`` tensor over the chunk's K steps: ``[K*B, ...]``."""
+    """Repeat a static ``[B, ...]`` tensor over the chunk's K steps: ``[K*B, ...]``, always a
+    new tensor (the static value is computed once per run and read by every chunk)."""
 
     def reset_state(self) -> None:
         pass
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.steps == 1:  # a copy, not a view: x is held for the whole run, and an in-place op downstream must not change it
+            return x.clone()
         return x.unsqueeze(0).expand(self.steps, *x.shape).reshape(-1, *x.shape[1:])
 
     def config(self) -> dict:

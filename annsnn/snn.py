@@ -30,6 +30,7 @@ class SplitRunner:
 
     static: fx.GraphModule
     temporal: fx.GraphModule
+    source: fx.GraphModule  # the runner it was cut from: a rebuilt runner gets a new split
 
 
 class SpikingNetwork(nn.Module):
@@ -81,9 +82,11 @@ class SpikingNetwork(nn.Module):
     def split_runner(self, encoding: Encoding) -> SplitRunner:
         """:meth:`runner` split into its once-per-batch static part and its per-chunk part
         (:class:`SplitRunner`); both share the runner's modules."""
-        if encoding not in self._split_runners:
-            self._split_runners[encoding] = _split_runner(self.runner(encoding), encoding)
-        return self._split_runners[encoding]
+        runner = self.runner(encoding)
+        split = self._split_runners.get(encoding)
+        if split is None or split.source is not runner:
+            split = self._split_runners[encoding] = _split_runner(runner, encoding)
+        return split
 
     def temporal_modules(self, encoding: Encoding) -> list[TemporalModule]:
         runner = self.runner(encoding)
@@ -205,7 +208,7 @@ def _split_runner(runner: fx.GraphModule, encoding: Encoding) -> SplitRunner:
     for node in graph.nodes:
         if node not in static:
             env[node] = tail.node_copy(node, lambda a: env[a])
-    return SplitRunner(fx.GraphModule(runner, head), fx.GraphModule(runner, tail))
+    return SplitRunner(fx.GraphModule(runner, head), fx.GraphModule(runner, tail), runner)
 
 
 def _is_tensor_node(node: fx.Node, modules: dict[str, nn.Module], registry: OpRegistry) -> bool:

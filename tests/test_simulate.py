@@ -114,3 +114,44 @@ def test_auto_chunk_merges_every_step_on_a_gpu_when_memory_allows(trained, monke
     assert auto_chunk(snn, 256, 32, device="cuda") == 32
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4 * numel * 1000 * 16 * 5, 80 << 30))
     assert auto_chunk(snn, 1000, 32, device="cuda") == 5
+
+
+class _InPlaceOnStatic(nn.Module):
+    """A static value (the first conv's output) updated in place by a time-varying one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x):
+        y = self.c(x)
+        h = self.c2(torch.relu(y))
+        y = y.add_(h)
+        return self.fc(torch.relu(y).flatten(1))
+
+
+def test_an_in_place_op_on_a_static_value_does_not_leak_into_later_chunks():
+    """The static part runs once per call; at one step per chunk the repeated value must be
+    a copy, or ``y.add_(h)`` writes into the value every later chunk reads. The step-by-step
+    ``snn(x)`` (static part recomputed at every call) is the reference."""
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 8, 8)
+    snn, _ = ann_to_snn(_InPlaceOnStatic().eval(), [x], input_shape=(3, 8, 8), options=ConversionOptions.plain())
+    snn.reset()
+    acc = snn(x)
+    for _ in range(5):
+        acc = acc + snn(x)
+    assert torch.equal(simulate(snn, x, [6], chunk=1, readout_delay=0).outputs[6], acc)
+    assert torch.allclose(simulate(snn, x, [6], chunk=6, readout_delay=0).outputs[6], acc, atol=1e-5)
+
+
+def test_the_split_runner_follows_a_rebuilt_runner(trained):
+    """Clearing the runner cache (as a caller that swaps modules does) rebuilds the split too."""
+    snn, x, _ = trained
+    simulate(snn, x[:8], [4], chunk=2)
+    old = snn.split_runner("direct")
+    snn._runners.clear()
+    assert snn.split_runner("direct") is not old
+    assert snn.split_runner("direct").source is snn.runner("direct")
