@@ -245,15 +245,21 @@ class InputEncoder(TemporalModule):
 
 
 class TimeExpand(TemporalModule):
-    """Repeat a static ``[B, ...]`` tensor over the chunk's K steps: ``[K*B, ...]``, always a
-    new tensor (the static value is computed once per run and read by every chunk)."""
+    """Repeat a static ``[B, ...]`` tensor over the chunk's K steps: ``[K*B, ...]``. The static
+    value is computed once per run and read by every chunk, so at K = 1 (where the repeat
+    would be a view) it is copied unless ``copy`` is False: the runner sets that only for an
+    IF layer, which never writes into its input."""
 
     def reset_state(self) -> None:
         pass
 
+    def __init__(self, copy: bool = True) -> None:
+        super().__init__()
+        self.copy = copy  # False only where the one reader never writes into its input (IF neurons)
+
     def forward(self, x: Tensor) -> Tensor:
-        if self.steps == 1:  # a copy, not a view: x is held for the whole run, and an in-place op downstream must not change it
-            return x.clone()
+        if self.steps == 1:  # a view of x at one step: x is held for the whole run, so a reader that may write in place gets a copy
+            return x.clone() if self.copy else x
         return x.unsqueeze(0).expand(self.steps, *x.shape).reshape(-1, *x.shape[1:])
 
     def config(self) -> dict:

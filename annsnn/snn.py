@@ -183,7 +183,7 @@ def _build_runner(graph_module: fx.GraphModule, encoding: Encoding, registry: Op
         for src in tensor_static:
             count += 1
             name = f"time_expand_{count}"
-            runner.add_submodule(name, TimeExpand())
+            runner.add_submodule(name, TimeExpand(copy=not (node.op == "call_module" and type(modules[str(node.target)]) is IFNeurons)))
             with graph.inserting_before(node):
                 expanded = graph.call_module(name, (src,))
             node.replace_input_with(src, expanded)

@@ -155,3 +155,17 @@ def test_the_split_runner_follows_a_rebuilt_runner(trained):
     snn._runners.clear()
     assert snn.split_runner("direct") is not old
     assert snn.split_runner("direct").source is snn.runner("direct")
+
+
+def test_the_static_value_is_copied_only_for_a_reader_that_may_write_into_it(trained):
+    """At one step per chunk the repeat is a view of the held static value: an IF layer (which
+    never writes into its input) reads it as is, any other reader gets a copy."""
+    from annsnn.layers import TimeExpand
+
+    snn, _, _ = trained
+    expands = [m for m in snn.runner("direct").modules() if isinstance(m, TimeExpand)]
+    assert expands and all(not m.copy for m in expands)
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 8, 8)
+    other, _ = ann_to_snn(_InPlaceOnStatic().eval(), [x], input_shape=(3, 8, 8), options=ConversionOptions.plain())
+    assert any(m.copy for m in other.runner("direct").modules() if isinstance(m, TimeExpand))
