@@ -246,9 +246,10 @@ class InputEncoder(TemporalModule):
 
 class TimeExpand(TemporalModule):
     """Repeat a static ``[B, ...]`` tensor over the chunk's K steps: ``[K*B, ...]``. The static
-    value is computed once per run and read by every chunk, so at K = 1 (where the repeat
-    would be a view) it is copied unless ``copy`` is False: the runner sets that only for an
-    IF layer, which never writes into its input."""
+    value is computed once per run and read by every chunk, so the repeat is new memory (at
+    K = 1 or at batch 1 it would otherwise be a view of the value) unless ``copy`` is False:
+    the runner sets that only for an IF layer, which never writes into its input (forward
+    hooks on IF layers must not write into it either)."""
 
     def reset_state(self) -> None:
         pass
@@ -258,8 +259,8 @@ class TimeExpand(TemporalModule):
         self.copy = copy  # False only where the one reader never writes into its input (IF neurons)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.steps == 1:  # a view of x at one step: x is held for the whole run, so a reader that may write in place gets a copy
-            return x.clone() if self.copy else x
+        if self.copy:  # always new memory: at K = 1, or at batch 1, the repeat below is a view of x
+            return x.repeat(self.steps, *([1] * (x.dim() - 1)))
         return x.unsqueeze(0).expand(self.steps, *x.shape).reshape(-1, *x.shape[1:])
 
     def config(self) -> dict:

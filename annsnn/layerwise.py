@@ -45,7 +45,7 @@ from .snn import SpikingNetwork, static_nodes
 __all__ = ["run_layerwise", "PackedSpikes", "BufferPool", "LayerStep", "call_module"]
 
 
-LayerStep = Callable[[str, nn.Module, Tensor, int], Tensor]
+LayerStep = Callable[[str, nn.Module, Tensor, int], Tensor]  # (name, module, x_t, t) -> output; x_t is read only (it may be a cached value)
 
 
 def call_module(name: str, module: nn.Module, x: Tensor, t: int) -> Tensor:

@@ -169,3 +169,17 @@ def test_the_static_value_is_copied_only_for_a_reader_that_may_write_into_it(tra
     x = torch.rand(2, 3, 8, 8)
     other, _ = ann_to_snn(_InPlaceOnStatic().eval(), [x], input_shape=(3, 8, 8), options=ConversionOptions.plain())
     assert any(m.copy for m in other.runner("direct").modules() if isinstance(m, TimeExpand))
+
+
+def test_one_image_and_several_steps_per_chunk_with_an_in_place_reader():
+    """At batch 1 the repeat over K steps is a stride-0 view too: a reader that writes in place
+    gets a copy (it raised 'more than one element of the written-to tensor refers to a single
+    memory location')."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 8, 8)
+    snn, _ = ann_to_snn(_InPlaceOnStatic().eval(), [torch.rand(4, 3, 8, 8)], input_shape=(3, 8, 8), options=ConversionOptions.plain())
+    snn.reset()
+    acc = snn(x)
+    for _ in range(5):
+        acc = acc + snn(x)
+    assert torch.allclose(simulate(snn, x, [6], chunk=3, readout_delay=0).outputs[6], acc, atol=1e-5)
