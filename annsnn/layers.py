@@ -251,12 +251,12 @@ class TimeExpand(TemporalModule):
     the runner sets that only for an IF layer, which never writes into its input (forward
     hooks on IF layers must not write into it either)."""
 
-    def reset_state(self) -> None:
-        pass
-
     def __init__(self, copy: bool = True) -> None:
         super().__init__()
         self.copy = copy  # False only where the one reader never writes into its input (IF neurons)
+
+    def reset_state(self) -> None:
+        pass
 
     def forward(self, x: Tensor) -> Tensor:
         if self.copy:  # always new memory: at K = 1, or at batch 1, the repeat below is a view of x

@@ -89,7 +89,10 @@ def _finetune(value: Any) -> dict | None:
         _int(data.get(key), f"finetune.{key}", 0)
     _float(data.get("lr"), "finetune.lr")
     _float(data.get("initial_loss"), "finetune.initial_loss")
-    for loss in [data.get("final_loss"), *(data.get("loss") if isinstance(data.get("loss"), list) else [0.0, "?"])]:
+    losses = data.get("loss")
+    if not isinstance(losses, list):
+        raise _bad(f"finetune.loss is {losses!r}, not a list of per-epoch losses")
+    for loss in [data.get("final_loss"), *losses]:
         if loss is not None:
             _float(loss, "a finetune loss")
     if not isinstance(data.get("kept"), bool):

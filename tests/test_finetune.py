@@ -125,7 +125,7 @@ def test_the_record_is_written_only_when_trained_and_validated_on_load(converted
     assert "finetune" not in snn.record.to_dict()["calibration"] and "finetune" not in snn.record.meta()
     good = {"epochs": 1, "lr": 1e-4, "samples": 8, "parameters": 10, "loss": [1.0], "initial_loss": 2.0, "final_loss": 1.0, "kept": True}
     data = snn.record.to_dict()
-    for bad in ({**good, "epochs": "x"}, {**good, "kept": 1}, {**good, "loss": ["a"]}, {**good, "extra": 1}, {**good, "initial_loss": float("inf")}):
+    for bad in ({**good, "epochs": "x"}, {**good, "kept": 1}, {**good, "loss": ["a"]}, {**good, "loss": 3.0}, {**good, "loss": None}, {**good, "extra": 1}, {**good, "initial_loss": float("inf")}):
         data["calibration"] = {**data["calibration"], "finetune": bad}
         with pytest.raises(UsageError, match="SNN file refused"):
             SnnRecord.from_dict(data)
