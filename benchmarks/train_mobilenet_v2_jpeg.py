@@ -55,8 +55,13 @@ def main() -> None:
     args = parser.parse_args()
     from model_zoo.architectures import mobilenet_v2_cifar
 
+    train_dir = Path(args.shared) / "data" / "CIFAR10-jpeg" / "train"
+    if not train_dir.is_dir():
+        parser.error(f"no CIFAR-10 JPEG training images at {train_dir}: pass --shared DIR (the folder that holds data/CIFAR10-jpeg) or set ANNSNN_SHARED")
+    if args.epochs < 1 or args.batch < 1 or (args.samples is not None and args.samples < args.batch):
+        parser.error("--epochs and --batch must be at least 1, and --samples at least --batch")
     torch.manual_seed(args.seed)
-    x, y = load_split(Path(args.shared) / "data" / "CIFAR10-jpeg" / "train")
+    x, y = load_split(train_dir)
     if args.samples is not None:
         keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: args.samples]
         x, y = x[keep], y[keep]
