@@ -51,6 +51,7 @@ __all__ = [
     "ActivationClass",
     "WithInputNormalization",
     "check_runs",
+    "mutates_first_argument",
 ]
 
 
@@ -245,7 +246,7 @@ def _materialize_parametrizations(gm: fx.GraphModule, registry: OpRegistry) -> l
 _INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
 
 
-def _mutates_first_argument(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+def mutates_first_argument(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """True for an op that writes its result into its first argument."""
     if node.op == "call_module":
         return bool(getattr(modules.get(str(node.target)), "inplace", False))
@@ -275,7 +276,7 @@ def _functionalize_inplace(gm: fx.GraphModule) -> None:
     modules = dict(gm.named_modules())
     order = {n: i for i, n in enumerate(graph.nodes)}
     for node in list(graph.nodes):
-        if not node.args or not isinstance(node.args[0], fx.Node) or not _mutates_first_argument(node, modules):
+        if not node.args or not isinstance(node.args[0], fx.Node) or not mutates_first_argument(node, modules):
             continue
         mutated = node.args[0]
         for user in list(mutated.users):

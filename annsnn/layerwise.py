@@ -38,8 +38,9 @@ import numpy as np
 import torch
 from torch import Tensor, fx, nn
 
-from .free_heap import release_free_heap
+from .free_heap import heap_reuse, release_free_heap
 from .layers import InputEncoder, TemporalModule, TimeExpand
+from .graph import mutates_first_argument
 from .snn import SpikingNetwork, static_nodes
 
 __all__ = ["run_layerwise", "PackedSpikes", "BufferPool", "LayerStep", "call_module"]
@@ -123,19 +124,87 @@ class PackedSpikes:
         return torch.from_numpy(bits).to(self.device).to(self.dtype).reshape(stop - start, *self.shape[1:])
 
 
-def _donor(trains: dict, inputs: set, last_use: dict, index: int, steps: int, shape: tuple[int, ...]) -> "PackedSpikes | None":
+def _donor(trains: dict, boundary: set, read_later: set, steps: int, shape: tuple[int, ...]) -> "PackedSpikes | None":
     """A spike train this layer reads for the last time and whose buffer fits the layer's own
     train exactly: step t of the layer's output can overwrite step t of that input, which
     no one reads after the layer's step t (all of a step's inputs are read before the layer
     runs it). Saves one train per residual add, where the block's input and its branch end."""
     size = PackedSpikes.bits_shape(steps, shape)
-    for node in sorted(inputs, key=lambda n: n.name):
+    for node in sorted(boundary, key=lambda n: n.name):
         cached = trains.get(node)
-        if last_use.get(node) == index and isinstance(cached, PackedSpikes) and tuple(cached.bits.shape) == size:
+        if node not in read_later and isinstance(cached, PackedSpikes) and tuple(cached.bits.shape) == size:
             return cached
     return None
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one temporal layer (or the graph output) computes at each step: the stateless
+    ``order`` (topological), from the ``boundary`` values (static values and cached
+    trains); ``drops``: after running a node, the values no later node of the plan reads."""
+
+    order: list[fx.Node]
+    boundary: frozenset[fx.Node]
+    drops: dict[fx.Node, list[fx.Node]]
+
+
+def _plan(nodes: list[fx.Node], target: fx.Node, stops: Callable[[fx.Node], bool]) -> _Plan:
+    between: set[fx.Node] = set()
+    boundary: set[fx.Node] = set()
+    todo = list(target.all_input_nodes)
+    while todo:
+        node = todo.pop()
+        if stops(node):
+            boundary.add(node)
+        elif node not in between:
+            between.add(node)
+            todo.extend(node.all_input_nodes)
+    order = [n for n in nodes if n in between]
+    position = {n: i for i, n in enumerate(order)}
+    drops: dict[fx.Node, list[fx.Node]] = {}
+    for node in boundary | between:  # drop a value once the last node here that reads it has run
+        readers = [position[u] for u in node.users if u in position]
+        if readers and node not in target.all_input_nodes:
+            drops.setdefault(order[max(readers)], []).append(node)
+    return _Plan(order, frozenset(boundary), drops)
+
+
+def _shared_values(plan: _Plan, later: dict[fx.Node, _Plan], nodes: list[fx.Node], stops: Callable[[fx.Node], bool], refused: set[fx.Node]) -> set[fx.Node]:
+    """The stateless values of ``plan`` that the ``later`` plans (by their target) would
+    compute again, and would read directly once cached (not only through another such
+    value). Only values worth caching: each is computed through at least one module (a
+    convolution, say: not a mere view); ``refused`` ones are left out."""
+    recomputed: set[fx.Node] = set().union(*(p.order for p in later.values())) if later else set()
+    inside = set(plan.order)
+
+    def costly(node: fx.Node) -> bool:
+        seen, todo = {node}, [node]
+        while todo:
+            n = todo.pop()
+            if n.op == "call_module":
+                return True
+            for m in n.all_input_nodes:
+                if m in inside and m not in seen:
+                    seen.add(m)
+                    todo.append(m)
+        return False
+
+    shared = {n for n in plan.order if n in recomputed and n not in refused and costly(n)}
+    if not shared:
+        return shared
+    trial = [_plan(nodes, target, lambda n: stops(n) or n in shared) for target in later]
+    return {n for n in shared if any(n in p.boundary for p in trial)}
+
+
+def _train_bytes(train: "PackedSpikes | list[Tensor] | Tensor") -> int:
+    if isinstance(train, PackedSpikes):
+        return train.bits.numel()
+    if isinstance(train, Tensor):
+        return train.numel() * train.element_size()
+    return sum(x.numel() * x.element_size() for x in train)
+
+
+@heap_reuse()
 @torch.no_grad()
 def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int = 64, layer_step: LayerStep = call_module, pool: BufferPool | None = None, output_step: Callable[[int, Tensor], None] | None = None) -> None:
     """Run ``snn`` on ``images`` (direct input) for ``steps`` steps, layer by layer.
@@ -153,11 +222,22 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
     reset before and after, and each layer's once its steps are done. Spike trains and
     input buffers come from ``pool`` (a new :class:`BufferPool` if none), which a caller
     can share for its own per-layer arrays.
+
+    A stateless value that later layers would compute again (a linear-bottleneck stream
+    ``r_k = r_(k-1) + p_k(s_k)``: MobileNetV2's, read by block k+1's expansion and again
+    by ``r_(k+1)``) is cached by its first reader as a float train ``[steps, B, ...]``
+    when the cached values together are no larger than the largest train the run has
+    cached so far; later layers read it from there, so each is computed once per step.
+    The same ops run on the same spans, so no value changes. Not cached: on a GPU (host
+    trains only; recomputing is cheap there), in a graph with an in-place op after the
+    static part (it could write into a cached value through a view), or when a layer
+    with several inputs (computed over all images) shares a run split into spans.
     """
     pool = BufferPool() if pool is None else pool
     release_free_heap()  # what earlier passes freed: the run's buffers should not sit on top of it
     runner = snn.runner("direct")
     graph = runner.graph
+    nodes = list(graph.nodes)
     modules = dict(runner.named_modules())
     static = static_nodes(graph, modules, "direct")
     spike_sources = set(snn.spike_sources().values())
@@ -170,34 +250,20 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
         mod = modules[str(node.target)]
         return isinstance(mod, TemporalModule) and not isinstance(mod, (TimeExpand, InputEncoder))
 
-    layers = [n for n in graph.nodes if is_layer(n)]
-    output = next(n for n in graph.nodes if n.op == "output")
-    # per layer (and the output, when asked for): the stateless nodes to run at each step
-    # (topological order) and the boundary values they start from (static values, or other
-    # layers' cached outputs)
-    plan: dict[fx.Node, tuple[list[fx.Node], set[fx.Node]]] = {}
-    drops: dict[fx.Node, dict[fx.Node, list[fx.Node]]] = {}  # per layer: after running a node, the values no later node needs
-    last_use: dict[fx.Node, int] = {}
-    for index, layer in enumerate(layers + ([output] if output_step is not None else [])):
-        between: set[fx.Node] = set()
-        boundary: set[fx.Node] = set()
-        todo = list(layer.all_input_nodes)
-        while todo:
-            node = todo.pop()
-            if node in static or is_layer(node):
-                boundary.add(node)
-            elif node not in between:
-                between.add(node)
-                todo.extend(node.all_input_nodes)
-        order = [n for n in graph.nodes if n in between and n is not output]
-        plan[layer] = (order, boundary)
-        position = {n: i for i, n in enumerate(order)}
-        for node in boundary | set(order):  # drop a value once the last node here that reads it has run
-            readers = [position[u] for u in node.users if u in position]
-            if readers and node not in layer.all_input_nodes:
-                drops.setdefault(layer, {}).setdefault(order[max(readers)], []).append(node)
-        for node in boundary:
-            last_use[node] = index
+    layers = [n for n in nodes if is_layer(n)]
+    output = next(n for n in nodes if n.op == "output")
+    targets = layers + ([output] if output_step is not None else [])
+    cached: set[fx.Node] = set()  # stateless values held as float trains: boundaries of the plans after their first reader
+
+    def stops(node: fx.Node) -> bool:
+        return node in static or is_layer(node) or node in cached
+
+    plans = {target: _plan(nodes, target, stops) for target in targets}
+    read_static = {n for p in plans.values() for n in p.boundary if n in static}
+    spans = [(lo, min(lo + batch, total)) for lo in range(0, total, batch)]
+    may_cache = images.device.type == "cpu" and not any(
+        n not in static and n.args and isinstance(n.args[0], fx.Node) and mutates_first_argument(n, modules) for n in nodes
+    ) and (len(spans) == 1 or all(len(layer.all_input_nodes) == 1 for layer in layers))
 
     temporal = [m for m in runner.modules() if isinstance(m, TemporalModule)]
     for module in temporal:
@@ -205,9 +271,11 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
         module.steps = 1
     snn.encoder.encoding = "direct"
     interpreter = fx.Interpreter(runner)
-    spans = [(lo, min(lo + batch, total)) for lo in range(0, total, batch)]
     fixed: dict[tuple[int, int], dict[fx.Node, object]] = {}  # per image span: the static values read later
-    trains: dict[fx.Node, PackedSpikes | list[Tensor]] = {}  # layer -> its output at every step
+    trains: dict[fx.Node, PackedSpikes | list[Tensor] | Tensor] = {}  # layer (or cached value) -> its output at every step
+    largest = 0  # bytes of the largest train cached so far: the bound on the cached stateless values' (together)
+    storing: dict[fx.Node, Tensor] = {}  # the current layer's shared values -> their trains [steps, B, ...], being filled
+    refused: set[fx.Node] = set()  # shared values over that bound: recomputed by each reader
 
     def static_values(span: tuple[int, int]) -> dict[fx.Node, object]:
         if span not in fixed:
@@ -216,7 +284,7 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
             for node in graph.nodes:  # as the runner does: everything static, once per batch
                 if node in static and node.op != "output":
                     env[node] = images[span[0] : span[1]] if node.op == "placeholder" else interpreter.run_node(node)
-            fixed[span] = {n: v for n, v in env.items() if n in last_use}
+            fixed[span] = {n: v for n, v in env.items() if n in read_static}
         return fixed[span]
 
     def inputs_at(layer: fx.Node, span: tuple[int, int], t: int) -> dict[fx.Node, object]:
@@ -224,23 +292,48 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
         for images ``span``: from static values and cached trains."""
         values = static_values(span)
         env: dict[fx.Node, object] = {}
-        for node in plan[layer][1]:
+        plan = plans[layer]
+        for node in plan.boundary:
             if node in values:
                 env[node] = values[node]
             else:
                 cached = trains[node]
                 env[node] = cached.load(t, *span) if isinstance(cached, PackedSpikes) else cached[t][span[0] : span[1]]
         interpreter.env = env
-        done = drops.get(layer, {})
-        for node in plan[layer][0]:
+        for node in plan.order:
             env[node] = interpreter.run_node(node)
-            for value in done.get(node, ()):  # bounded temporaries: an op's inputs go once read for the last time
+            if node in sharing:
+                keep(node, env[node], span, t)
+            for value in plan.drops.get(node, ()):  # bounded temporaries: an op's inputs go once read for the last time
                 del env[value]
         return env
 
+    def keep(node: fx.Node, value: object, span: tuple[int, int], t: int) -> None:
+        """Store a shared value of the current layer's plan into its train; its first
+        value (step 0, first span) decides whether it is cached at all."""
+        if node not in storing:
+            if node in refused:
+                return
+            fits = isinstance(value, Tensor) and value.dim() >= 1 and int(value.shape[0]) == span[1] - span[0]
+            held = sum(_train_bytes(trains[n]) for n in cached if n in trains) + sum(_train_bytes(b) for b in storing.values())
+            if not fits or held + steps * total * math.prod(value.shape[1:]) * value.element_size() > largest:  # type: ignore[union-attr]
+                refused.add(node)
+                return
+            storing[node] = pool.take((steps, total, *value.shape[1:]), value.dtype, value.device)  # type: ignore[union-attr]
+        train = storing[node]
+        if not isinstance(value, Tensor) or tuple(value.shape) != (span[1] - span[0], *train.shape[2:]) or value.dtype != train.dtype:
+            pool.give(storing.pop(node))  # not image-major after all (a leading dim that only matched the first span): recomputed
+            refused.add(node)
+            return
+        train[t, span[0] : span[1]] = value
+
+    sharing: set[fx.Node] = set()
     try:
         for index, layer in enumerate(layers):
             name, module = str(layer.target), modules[str(layer.target)]
+            later = {target: plans[target] for target in targets[index + 1 :]}
+            read_later = set().union(*(p.boundary for p in later.values())) if later else set()
+            sharing = _shared_values(plans[layer], later, nodes, stops, refused) if may_cache else set()
             train: PackedSpikes | list[Tensor] | None = None
             donor: PackedSpikes | None = None  # an input train whose buffer this layer's train takes over
             buffer: Tensor | None = None  # the layer's input, all images, filled span by span: one buffer for every step
@@ -267,7 +360,7 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
                 if train is None:
                     dtype = x.dtype if out.dtype == torch.bool and x is not None else out.dtype  # a bool step output stands for 0/1 in the input's dtype
                     if module in spike_sources and getattr(module, "max_spikes", 1) == 1:  # burst counts (0..K) are kept as they are
-                        donor = _donor(trains, plan[layer][1], last_use, index, steps, tuple(out.shape))  # its buffer now holds this train
+                        donor = _donor(trains, set(plans[layer].boundary), read_later, steps, tuple(out.shape))  # its buffer now holds this train
                         train = PackedSpikes(donor.bits, tuple(out.shape), dtype, out.device) if donor is not None else PackedSpikes.empty(steps, tuple(out.shape), dtype, out.device, pool)
                     else:
                         train = []
@@ -284,12 +377,23 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
             del buffer
             assert train is not None
             trains[layer] = train
-            for node in [n for n, last in last_use.items() if last == index]:
-                dropped = trains.pop(node, None)
+            largest = max(largest, _train_bytes(train))
+            if storing:  # the later plans read these values instead of computing them
+                trains.update(storing)
+                cached.update(storing)
+                storing.clear()
+                plans.update({target: _plan(nodes, target, stops) for target in targets[index + 1 :]})
+            sharing = set()
+            read_later = set().union(*(plans[target].boundary for target in targets[index + 1 :])) if index + 1 < len(targets) else set()
+            for node in [n for n in trains if n not in read_later]:
+                dropped = trains.pop(node)
                 if isinstance(dropped, PackedSpikes) and dropped is not donor:
                     pool.give(dropped.bits)
-                for values in fixed.values():
-                    values.pop(node, None)
+                elif isinstance(dropped, Tensor):
+                    pool.give(dropped)
+            for values in fixed.values():
+                for node in [n for n in values if n not in read_later]:
+                    del values[node]
             release_free_heap()  # the layer's temporaries: the next layer's should not sit beside them
         if output_step is not None:
             for t in range(steps):
@@ -301,5 +405,8 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
                 output_step(t, parts[0] if len(parts) == 1 else torch.cat(parts))
     finally:
         interpreter.env = {}
+        for train in storing.values():  # a run stopped by an exception: the pool may be the caller's
+            pool.give(train)
+        storing.clear()
         for module in temporal:
             module.reset_state()

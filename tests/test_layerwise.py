@@ -42,6 +42,29 @@ class _Residual(nn.Module):
         return self.fc(x.view(x.size(0), -1))
 
 
+class _LinearBottleneck(nn.Module):
+    """MobileNetV2's shape of residual: the stream ``r`` between blocks has no neuron
+    (linear bottleneck), so each block's expansion reads ``r_k = r_(k-1) + p_k(...)``, a
+    stateless value that the next block's ``r_(k+1)`` reads again. ``stream`` channels at
+    4 x 4 (p1 has stride 2): 2 of them (32 floats per image) are as many bytes per step as
+    the stem's 16 x 8 x 8 spikes in bits; 4 are twice as many."""
+
+    def __init__(self, stream: int = 2) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 16, 3, padding=1)
+        self.p1 = nn.Conv2d(16, stream, 1, stride=2)
+        self.expand = nn.ModuleList(nn.Conv2d(stream, 8, 1) for _ in range(3))
+        self.project = nn.ModuleList(nn.Conv2d(8, stream, 1) for _ in range(3))
+        self.head = nn.Conv2d(stream, 8, 1)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        r = self.p1(F.relu(self.stem(x)))
+        for e, p in zip(self.expand, self.project):
+            r = r + p(F.relu(e(r)))
+        return self.fc(F.relu(self.head(r)).flatten(1))
+
+
 def _mlp():
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))
 
@@ -74,7 +97,7 @@ def _record(snn, run) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
     return seen
 
 
-@pytest.mark.parametrize("builder", [_Residual, _mlp])
+@pytest.mark.parametrize("builder", [_Residual, _mlp, _LinearBottleneck])
 @pytest.mark.parametrize("batch", [4, 64])
 def test_layerwise_run_gives_every_layer_the_inputs_and_outputs_of_a_step_major_run(images, builder, batch):
     """Against simulate(chunk=1), the step-major reference: every IF layer and spiking
@@ -89,7 +112,7 @@ def test_layerwise_run_gives_every_layer_the_inputs_and_outputs_of_a_step_major_
     parts = [_record(snn, lambda lo=lo, hi=hi: simulate(snn, x[lo:hi], T, chunk=1)) for lo, hi in spans]
     reference = {name: [(torch.cat([p[name][t][0] for p in parts]), torch.cat([p[name][t][1] for p in parts])) for t in range(T)] for name in parts[0]}
     layerwise = _record(snn, lambda: run_layerwise(snn, x, T, batch=batch))
-    assert set(reference) == set(layerwise) and len(reference) == (5 if builder is _Residual else 2)
+    assert set(reference) == set(layerwise) and len(reference) == {_Residual: 5, _mlp: 2, _LinearBottleneck: 5}[builder]
     if builder is _Residual:
         assert any(isinstance(m, SpikingMaxPool2d) for m in snn.graph.modules())
     for name in reference:
@@ -219,7 +242,7 @@ def test_buffer_pool_hands_back_the_smallest_free_buffer_that_fits():
     assert int(bits.sum()) == 7 * 21 and float(again.sum()) == 1.5 * 20  # the views do not overlap
 
 
-@pytest.mark.parametrize("builder", [_Residual, _mlp])
+@pytest.mark.parametrize("builder", [_Residual, _mlp, _LinearBottleneck])
 def test_layerwise_output_is_the_step_major_output_at_every_step(images, builder):
     """``output_step`` gives the graph output of each step, bit for bit as simulate(chunk=1)
     on the same images (simulate's running sum S_t differenced back to the step outputs)."""
@@ -279,6 +302,98 @@ def test_residual_add_writes_its_train_over_the_inputs_it_reads_last(images, mon
     run_layerwise(snn, images[:8], 4, layer_step=lambda name, m, x, t: (shapes.append(tuple(x.shape)) if t == 0 else None) or m(x))
     assert len(shapes) == 5
     assert len(made) == 4
+
+
+@pytest.mark.parametrize("batch", [4, 64])
+@pytest.mark.parametrize("stream", [2, 4])
+def test_a_stateless_value_that_later_layers_read_again_is_computed_once_per_step(images, batch, stream):
+    """In a linear-bottleneck stream (MobileNetV2) each block's expansion neurons read
+    ``r_k``, which the next block reads again through ``r_(k+1)``. Recomputing the stream
+    from its spike trains at every reader ran p1 (the stream's start) once per later neuron
+    layer at each step: 4 T times per image span, not T (the projections were a quarter of
+    the conversion's convolution work on torchvision's mobilenet_v2). Such a value is now
+    cached as a float train by its first reader when that train is no larger than the
+    largest spike train the run has cached (the stem's here, at ``stream`` = 2), so p1 runs
+    once per step and span. A larger one (``stream`` = 4) is recomputed as before: memory
+    over time. Either way every layer sees the step-major run's values (checked above)."""
+    T = 5
+    snn = _snn(lambda: _LinearBottleneck(stream), images, T)
+    calls: list[int] = []
+    p1 = dict(snn.graph.named_modules())["p1"]
+    handle = p1.register_forward_hook(lambda mod, args, out: calls.append(int(out.shape[0])))
+    try:
+        run_layerwise(snn, images[:10], T, batch=batch)
+    finally:
+        handle.remove()
+    spans = -(-10 // batch)
+    readers = 1 if stream == 2 else 4  # the stream's first reader only, or each expansion and the head
+    assert len(calls) == readers * T * spans
+    assert sum(calls) == readers * 10 * T
+
+
+class _InPlaceThroughAView(nn.Module):
+    """``y`` is read by two layers; after the first, an op writes into it through a view
+    (``y[:, :1].mul_(3)``), and ``w = c4(y)`` was read before the write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 16, 3, padding=1)
+        self.c1 = nn.Conv2d(16, 2, 1, stride=2)
+        self.c2, self.c3, self.c4 = nn.Conv2d(2, 8, 1), nn.Conv2d(1, 8, 1), nn.Conv2d(2, 8, 1)
+        self.fc = nn.Linear(3 * 8 * 16, 10)
+
+    def forward(self, x):
+        y = self.c1(F.relu(self.stem(x)))
+        a = F.relu(self.c2(y))
+        w = self.c4(y)
+        z = y[:, :1]
+        z.mul_(3.0)
+        b = F.relu(self.c3(z))
+        return self.fc(torch.cat([a.flatten(1), b.flatten(1), F.relu(w).flatten(1)], 1))
+
+
+class _HybridProduct(nn.Module):
+    """A hybrid net: ``r`` is read first by an analog product (a layer with two inputs,
+    computed over all images at once) and then by an IF layer (computed span by span)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.l0, self.l1 = nn.Linear(64, 512), nn.Linear(512, 16)
+        self.l2, self.l3, self.l4, self.l5 = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 32), nn.Linear(48, 10)
+
+    def forward(self, x):
+        r = self.l1(F.relu(self.l0(x.flatten(1))))
+        p = self.l2(r) * self.l3(r)
+        q = F.relu(self.l4(r))
+        return self.l5(torch.cat([p, q], 1))
+
+
+@pytest.mark.parametrize("builder, hybrid, batch", [(_InPlaceThroughAView, False, 64), (_HybridProduct, True, 4)])
+def test_caching_never_changes_what_a_layer_reads(images, builder, hybrid, batch):
+    """Two ways a cached stateless value could differ from the recomputed one (found in
+    review): an op that writes into it through a view would change the cached train for
+    its later readers; and a value computed over all images by a layer with several
+    inputs, then read in spans of ``batch`` images, rounds as the all-image matmul does,
+    not as a step-major run of each span. Against simulate(chunk=1) per span, bit for
+    bit: both failed before caching was limited to graphs and runs where neither can
+    happen."""
+    T, x = 4, images[:10]
+    torch.manual_seed(0)
+    options = ConversionOptions.plain(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=T, threshold="if-search", bias="none", readout_delay=0, hybrid=hybrid)
+    snn = ann_to_snn(builder().eval(), [images], input_shape=tuple(images.shape[1:]), options=options)[0]
+    spans = [(lo, min(lo + batch, 10)) for lo in range(0, 10, batch)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the Linear's rounding depends on the batch there
+    try:
+        parts = [_record(snn, lambda lo=lo, hi=hi: simulate(snn, x[lo:hi], T, chunk=1)) for lo, hi in spans]
+        layerwise = _record(snn, lambda: run_layerwise(snn, x, T, batch=batch))
+    finally:
+        torch.set_num_threads(threads)
+    reference = {name: [(torch.cat([p[name][t][0] for p in parts]), torch.cat([p[name][t][1] for p in parts])) for t in range(T)] for name in parts[0]}
+    assert set(reference) == set(layerwise) and len(reference) == {_InPlaceThroughAView: 4, _HybridProduct: 2}[builder]
+    for name in reference:
+        for t, ((xi, yi), (xj, yj)) in enumerate(zip(reference[name], layerwise[name])):
+            assert torch.equal(xi, xj) and torch.equal(yi, yj), (name, t)
 
 
 def test_ann_channel_targets_equal_numpy_float64(images):
