@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .errors import UsageError
+from .free_heap import heap_reuse
 from .snn import Encoding, SpikingNetwork
 
 __all__ = ["SimulationResult", "simulate", "auto_chunk", "StepHook", "readout_delay_of", "readout_start"]
@@ -62,6 +63,7 @@ def auto_chunk(snn: SpikingNetwork, batch_size: int, max_steps: int, budget_byte
     return int(max(1, min(max_steps, steps)))
 
 
+@heap_reuse()
 @torch.no_grad()
 def simulate(
     snn: SpikingNetwork,

@@ -143,12 +143,13 @@ def _spikingjelly(model, x):
 
 
 def speed() -> None:
+    from annsnn.free_heap import heap_reuse
     from annsnn.simulate import simulate
 
     batch, T = 64, 16
     model, snn, x = _vgg11(batch)
     sj_single, sj_multi = _spikingjelly(model, x)
-    with torch.no_grad():
+    with torch.no_grad(), heap_reuse():  # every contender under the allocator setting simulate runs with (annsnn.free_heap)
         t = interleaved({
             "ann": lambda: snn.ann(x),
             "annsnn": lambda: simulate(snn, x, [T]),
@@ -161,7 +162,7 @@ def speed() -> None:
     ann = t["ann"]
     save("speed", {
         "model": "vgg11_cifar, RANDOM weights (untrained), BN folded, AvgPool (no max-pool), mode 99.9", "batch": batch, "T": T,
-        "method": "interleaved rounds (ANN, annsnn, SJ single-step, SJ multi-step), median of 5 after one warm-up",
+        "method": "interleaved rounds (ANN, annsnn, SJ single-step, SJ multi-step), median of 5 after one warm-up, all inside annsnn.free_heap.heap_reuse",
         "ann_forward_s": ann, "annsnn_snn_s": t["annsnn"], "spikingjelly_single_step_s": t["sj_single"], "spikingjelly_multi_step_s": t["sj_multi"],
         "annsnn_ratio_vs_T_ann": t["annsnn"] / (T * ann),
         "spikingjelly_single_step_ratio_vs_T_ann": t["sj_single"] / (T * ann),
