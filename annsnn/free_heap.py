@@ -11,8 +11,8 @@ releases the top of the heap and the unused whole pages inside it (man 3 malloc_
 :func:`annsnn.layerwise.run_layerwise` also calls it after each layer, so one layer's
 temporaries do not stay resident beside the next one's. Over 5 fresh processes each
 (``benchmarks/run.py calibration_cost``), the default conversion's peak (N = 32) went from
-1.26 to 2.10 times the ANN pass's (median 1.93) to 1.30 to 1.58 times (median 1.50). It
-changes no value, only which pages stay resident. Elsewhere (macOS, Windows, musl)
+1.26 to 2.10 times the ANN pass's (median 1.93) to 1.30 to 1.58 times (median 1.50), before
+:func:`heap_reuse` existed. It changes no value, only which pages stay resident. Elsewhere (macOS, Windows, musl)
 :func:`release_free_heap` does nothing.
 
 :func:`heap_reuse` is the other side: glibc serves every allocation over its mmap threshold
@@ -20,8 +20,8 @@ changes no value, only which pages stay resident. Elsewhere (macOS, Windows, mus
 frees large tensors, as a simulation step or a calibration pass does, faults every page
 in again each time (PyTorch's CPU allocator keeps no cache). A CPU conversion of
 torchvision's mobilenet_v2 at 224 x 224 (64 images, 1 thread) took 12.0 M minor page
-faults and 24 s of its 72 s in the kernel; with the heap kept, 1.5 M and 3.8 s, and the
-conversion went from 64.3 s to 45.3 s. An ANN pass pays the same (1.98 s against 1.13 s
+faults and 24 s of its 72 s in the kernel; with the heap kept throughout (glibc tunables
+set for the whole process), 1.5 M and 3.8 s, and the conversion went from 64.3 s to 45.3 s. An ANN pass pays the same (1.98 s against 1.13 s
 for 64 images in batches of 8), so benchmarks time both under the same setting.
 Inside it, ``mallopt(M_MMAP_MAX, 0)`` puts large blocks in the heap too and
 ``mallopt(M_TRIM_THRESHOLD, INT_MAX)`` keeps freed ones there; the outermost exit sets
@@ -29,8 +29,10 @@ both back and returns the free heap to the OS. It is process wide while it lasts
 threads' large allocations come from the heap too). glibc's dynamic mmap threshold stays
 off afterwards (any ``mallopt`` call turns it off), so the exit sets the thresholds that
 rule settles at (:func:`_restored_settings`), or what ``GLIBC_TUNABLES`` /
-``MALLOC_*_`` asked for. A process forked inside the block keeps the setting. The price is memory: freed blocks stay resident until reused,
-so a conversion's peak grows (mobilenet_v2 above: about 0.9 GB against 0.7 GB).
+``MALLOC_*_`` asked for. A process forked inside the block keeps the setting. The price is
+memory: freed blocks stay resident until reused or trimmed (run_layerwise still trims after
+each layer), so a conversion's peak grows (mobilenet_v2 above: about 0.9 GB against 0.7 GB
+over runs of the same conversion).
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ import sys
 import threading
 from typing import Iterator
 
-__all__ = ["release_free_heap", "heap_reuse"]
+__all__ = ["release_free_heap", "heap_reuse", "heap_reuse_applies"]
 
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 _M_MMAP_THRESHOLD = -3
@@ -80,8 +82,9 @@ def _malloc_trim():
 
 
 def _restored_settings() -> dict[int, int]:
-    """The ``mallopt`` values :func:`heap_reuse` sets back: what the environment asked for
-    at start-up (``GLIBC_TUNABLES`` first, then the ``MALLOC_*_`` variables). For what it
+    """The ``mallopt`` values :func:`heap_reuse` sets back: what the environment asks for
+    (``GLIBC_TUNABLES`` first, then the ``MALLOC_*_`` variables; read when the block
+    exits, as glibc read them at start-up unless the process changed them). For what it
     did not set: when it set none of the allocator's thresholds (mmap, trim, top pad, map
     count), glibc's default map count and the thresholds glibc's dynamic rule settles at
     in a process that frees large tensors (mmap 32 MiB, trim 64 MiB): ``mallopt`` turns
@@ -127,6 +130,11 @@ def release_free_heap() -> bool:
     were released, False if none were or the C library has no such call."""
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
+
+
+def heap_reuse_applies() -> bool:
+    """True where :func:`heap_reuse` changes anything (glibc); elsewhere it does nothing."""
+    return _libc() is not None
 
 
 @contextlib.contextmanager

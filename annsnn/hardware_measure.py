@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from .errors import UsageError
-from .free_heap import heap_reuse, release_free_heap
+from .free_heap import heap_reuse, heap_reuse_applies, release_free_heap
 from .simulate import simulate
 from .snn import SpikingNetwork
 
@@ -465,8 +465,9 @@ def measure_inference(
         runs = [_measure("ANN", None, snn.ann, data, dev, sensor, grid_g_per_kwh, window)]
         for t in sorted(set(int(t) for t in time_steps)):
             runs.append(_measure(f"SNN T={t}", t, lambda x, _t=t: simulate(snn, x, _t, chunk=chunk), data, dev, sensor, grid_g_per_kwh, window))
-    notes = ["one warm-up batch per network is run before timing and not counted", "the SNN is simulated for each T on its own: an inference at T costs T steps",
-             "both networks run with freed C heap memory kept for reuse (annsnn.free_heap.heap_reuse), as simulate runs"]
+    notes = ["one warm-up batch per network is run before timing and not counted", "the SNN is simulated for each T on its own: an inference at T costs T steps"]
+    if heap_reuse_applies():
+        notes.append("both networks run with freed C heap memory kept for reuse (annsnn.free_heap.heap_reuse), as simulate runs")
     if status.readable:
         notes.append(f"energy: each pass repeated over >= {min_window_s:g} s and >= {min_updates} counter updates, idle power measured just before; total and above-idle are both given")
         notes.append("RAPL counts the whole CPU package (other processes included): an upper bound for this run on a shared machine")

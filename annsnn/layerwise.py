@@ -39,8 +39,8 @@ import torch
 from torch import Tensor, fx, nn
 
 from .free_heap import heap_reuse, release_free_heap
-from .layers import InputEncoder, TemporalModule, TimeExpand
 from .graph import mutates_first_argument
+from .layers import InputEncoder, TemporalModule, TimeExpand
 from .snn import SpikingNetwork, static_nodes
 
 __all__ = ["run_layerwise", "PackedSpikes", "BufferPool", "LayerStep", "call_module"]
@@ -228,10 +228,12 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
     by ``r_(k+1)``) is cached by its first reader as a float train ``[steps, B, ...]``
     when the cached values together are no larger than the largest train the run has
     cached so far; later layers read it from there, so each is computed once per step.
-    The same ops run on the same spans, so no value changes. Not cached: on a GPU (host
-    trains only; recomputing is cheap there), in a graph with an in-place op after the
-    static part (it could write into a cached value through a view), or when a layer
-    with several inputs (computed over all images) shares a run split into spans.
+    The same ops run on the same spans, so no value changes. Not cached: off the CPU
+    (host trains only; recomputing is cheap on a GPU), in a graph with an op after the
+    static part that writes into a tensor it reads (in place, or with ``out=``: it could
+    write into a cached value through a view), or when a layer with several inputs
+    (computed over all images) shares a run split into spans. Every train goes back to
+    ``pool`` when the run ends.
     """
     pool = BufferPool() if pool is None else pool
     release_free_heap()  # what earlier passes freed: the run's buffers should not sit on top of it
@@ -261,9 +263,9 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
     plans = {target: _plan(nodes, target, stops) for target in targets}
     read_static = {n for p in plans.values() for n in p.boundary if n in static}
     spans = [(lo, min(lo + batch, total)) for lo in range(0, total, batch)]
-    may_cache = images.device.type == "cpu" and not any(
-        n not in static and n.args and isinstance(n.args[0], fx.Node) and mutates_first_argument(n, modules) for n in nodes
-    ) and (len(spans) == 1 or all(len(layer.all_input_nodes) == 1 for layer in layers))
+    writes = any(n not in static and ((n.args and isinstance(n.args[0], fx.Node) and mutates_first_argument(n, modules)) or n.kwargs.get("out") is not None)
+                 for n in nodes)  # an op that writes into a tensor it reads: in place, or through out=
+    may_cache = images.device.type == "cpu" and not writes and (len(spans) == 1 or all(len(layer.all_input_nodes) == 1 for layer in layers))
 
     temporal = [m for m in runner.modules() if isinstance(m, TemporalModule)]
     for module in temporal:
@@ -400,13 +402,20 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
                 parts = []
                 for span in spans:
                     env = inputs_at(output, span, t)
-                    parts.append(interpreter.run_node(output))  # the output node returns its argument
+                    value = interpreter.run_node(output)  # the output node returns its argument
+                    if isinstance(value, Tensor) and any(n in cached for n in output.all_input_nodes):
+                        value = value.clone()  # a cached train's view: the pool hands its buffer out again after the run
+                    parts.append(value)
                     del env
                 output_step(t, parts[0] if len(parts) == 1 else torch.cat(parts))
     finally:
         interpreter.env = {}
-        for train in storing.values():  # a run stopped by an exception: the pool may be the caller's
-            pool.give(train)
+        for held in list(storing.values()) + list(trains.values()):  # the pool may be the caller's, shared by its runs
+            if isinstance(held, PackedSpikes):
+                pool.give(held.bits)  # a donor's bits and its taker's are one buffer: the second give is ignored
+            elif isinstance(held, Tensor):
+                pool.give(held)
         storing.clear()
+        trains.clear()
         for module in temporal:
             module.reset_state()

@@ -352,6 +352,19 @@ class _InPlaceThroughAView(nn.Module):
         return self.fc(torch.cat([a.flatten(1), b.flatten(1), F.relu(w).flatten(1)], 1))
 
 
+class _OutKeyword(_InPlaceThroughAView):
+    """The same write into ``y``'s view, through ``out=`` instead of an in-place method."""
+
+    def forward(self, x):
+        y = self.c1(F.relu(self.stem(x)))
+        a = F.relu(self.c2(y))
+        w = self.c4(y)
+        z = y[:, :1]
+        z2 = torch.add(z, z, out=z)
+        b = F.relu(self.c3(z2))
+        return self.fc(torch.cat([a.flatten(1), b.flatten(1), F.relu(w).flatten(1)], 1))
+
+
 class _HybridProduct(nn.Module):
     """A hybrid net: ``r`` is read first by an analog product (a layer with two inputs,
     computed over all images at once) and then by an IF layer (computed span by span)."""
@@ -368,11 +381,11 @@ class _HybridProduct(nn.Module):
         return self.l5(torch.cat([p, q], 1))
 
 
-@pytest.mark.parametrize("builder, hybrid, batch", [(_InPlaceThroughAView, False, 64), (_HybridProduct, True, 4)])
+@pytest.mark.parametrize("builder, hybrid, batch", [(_InPlaceThroughAView, False, 64), (_OutKeyword, False, 64), (_HybridProduct, True, 4)])
 def test_caching_never_changes_what_a_layer_reads(images, builder, hybrid, batch):
     """Two ways a cached stateless value could differ from the recomputed one (found in
-    review): an op that writes into it through a view would change the cached train for
-    its later readers; and a value computed over all images by a layer with several
+    review): an op that writes into it through a view (in place, or with ``out=``) would
+    change the cached train for its later readers; and a value computed over all images by a layer with several
     inputs, then read in spans of ``batch`` images, rounds as the all-image matmul does,
     not as a step-major run of each span. Against simulate(chunk=1) per span, bit for
     bit: both failed before caching was limited to graphs and runs where neither can
@@ -380,7 +393,7 @@ def test_caching_never_changes_what_a_layer_reads(images, builder, hybrid, batch
     T, x = 4, images[:10]
     torch.manual_seed(0)
     options = ConversionOptions.plain(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=T, threshold="if-search", bias="none", readout_delay=0, hybrid=hybrid)
-    snn = ann_to_snn(builder().eval(), [images], input_shape=tuple(images.shape[1:]), options=options)[0]
+    snn = ann_to_snn(builder().eval().requires_grad_(False), [images], input_shape=tuple(images.shape[1:]), options=options)[0]
     spans = [(lo, min(lo + batch, 10)) for lo in range(0, 10, batch)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: the Linear's rounding depends on the batch there
@@ -390,10 +403,28 @@ def test_caching_never_changes_what_a_layer_reads(images, builder, hybrid, batch
     finally:
         torch.set_num_threads(threads)
     reference = {name: [(torch.cat([p[name][t][0] for p in parts]), torch.cat([p[name][t][1] for p in parts])) for t in range(T)] for name in parts[0]}
-    assert set(reference) == set(layerwise) and len(reference) == {_InPlaceThroughAView: 4, _HybridProduct: 2}[builder]
+    assert set(reference) == set(layerwise) and len(reference) == {_InPlaceThroughAView: 4, _OutKeyword: 4, _HybridProduct: 2}[builder]
     for name in reference:
         for t, ((xi, yi), (xj, yj)) in enumerate(zip(reference[name], layerwise[name])):
             assert torch.equal(xi, xj) and torch.equal(yi, yj), (name, t)
+
+
+def test_a_pool_shared_by_runs_gets_every_buffer_back(images):
+    """choose_readout_delay shares one BufferPool over its image chunks. Trains the graph
+    output reads were never given back, so each run left its buffers lent and the next
+    allocated new ones; a cached float train (32x a packed one per neuron) would leak
+    the same way. After each run every buffer is back in the pool, and later runs reuse
+    them: the pool's buffers stay as many as after the first run."""
+    from annsnn.layerwise import BufferPool
+
+    snn = _snn(_LinearBottleneck, images, 4)
+    pool = BufferPool()
+    sizes = []
+    for _ in range(3):
+        run_layerwise(snn, images[:10], 4, batch=4, pool=pool, output_step=lambda t, out: None)
+        assert pool._lent == {}
+        sizes.append(len(pool._free))
+    assert sizes[0] == sizes[1] == sizes[2] > 0
 
 
 def test_ann_channel_targets_equal_numpy_float64(images):
