@@ -45,7 +45,7 @@ import sys
 import threading
 from typing import Iterator
 
-__all__ = ["release_free_heap", "heap_reuse", "heap_reuse_applies"]
+__all__ = ["release_free_heap", "heap_reuse", "heap_reuse_applies", "environment_sets_allocator"]
 
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 _M_MMAP_THRESHOLD = -3
@@ -92,16 +92,31 @@ def _restored_settings() -> dict[int, int]:
     afresh from then on. When it set one, glibc ran without the rule from the start, so
     glibc's defaults (128 KiB). Values a program set itself with ``mallopt`` before are
     not known here and are not restored."""
+    asked = _asked()
+    # any of these set at start-up turns glibc's dynamic rule off from the start: the others stay at glibc's defaults
+    fallback = _GLIBC_DEFAULTS if environment_sets_allocator() else _SETTLED
+    return {param: value if value is not None else fallback[param] for param, value in asked.items()}
+
+
+def _tunables() -> dict[str, str]:
     tunables: dict[str, str] = {}
     for item in os.environ.get("GLIBC_TUNABLES", "").split(":"):
         name, _, value = item.partition("=")
         tunables[name.strip()] = value.strip()
-    asked = {param: _parse_size(tunables.get(tunable, os.environ.get(variable, ""))) for param, (tunable, variable) in _TUNABLES.items()}
-    fixed_at_start = any(value is not None for value in asked.values()) or any(
-        name in tunables for name in ("glibc.malloc.top_pad",)) or "MALLOC_TOP_PAD_" in os.environ
-    # any of these set at start-up turns glibc's dynamic rule off from the start: the others stay at glibc's defaults
-    fallback = _GLIBC_DEFAULTS if fixed_at_start else _SETTLED
-    return {param: value if value is not None else fallback[param] for param, value in asked.items()}
+    return tunables
+
+
+def _asked() -> dict[int, int | None]:
+    tunables = _tunables()
+    return {param: _parse_size(tunables.get(tunable, os.environ.get(variable, ""))) for param, (tunable, variable) in _TUNABLES.items()}
+
+
+def environment_sets_allocator() -> bool:
+    """True when the environment configures glibc's large-block policy: its map count, mmap
+    or trim threshold or top pad (``GLIBC_TUNABLES`` or ``MALLOC_*_``). :func:`heap_reuse`
+    then leaves the allocator as configured: the way to keep the lower memory peak of
+    fresh mappings, e.g. ``GLIBC_TUNABLES=glibc.malloc.mmap_max=65536 annsnn convert ...``."""
+    return any(value is not None for value in _asked().values()) or "glibc.malloc.top_pad" in _tunables() or "MALLOC_TOP_PAD_" in os.environ
 
 
 def _parse_size(text: str) -> int | None:
@@ -133,18 +148,20 @@ def release_free_heap() -> bool:
 
 
 def heap_reuse_applies() -> bool:
-    """True where :func:`heap_reuse` changes anything (glibc); elsewhere it does nothing."""
-    return _libc() is not None
+    """True where :func:`heap_reuse` changes anything: glibc, with an environment that does
+    not configure the allocator itself (:func:`environment_sets_allocator`)."""
+    return _libc() is not None and not environment_sets_allocator()
 
 
 @contextlib.contextmanager
 def heap_reuse() -> Iterator[None]:
     """Within the block, freed C heap memory is kept for the next allocation instead of
     being unmapped (the module docstring); the outermost exit sets the allocator back and
-    returns the free heap to the OS. Nests; does nothing where the C library is not glibc.
+    returns the free heap to the OS. Nests; does nothing where the C library is not glibc,
+    or where the environment configures the allocator (:func:`environment_sets_allocator`).
     Changes no value, only where memory comes from."""
     libc = _libc()
-    if libc is None:
+    if libc is None or environment_sets_allocator():
         yield
         return
     with _DEPTH.lock:

@@ -4,6 +4,7 @@ large blocks again, with the thresholds glibc's own rule would have reached."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -53,12 +54,15 @@ print(json.dumps([s for s in seen if s is not None]))
 """
 
 
-def _mapped(steps: str) -> list[int]:
+def _mapped(steps: str, tunables: str | None = None) -> list[int]:
     """In a fresh process (a heap with no free blocks left by other tests, which glibc would
     hand out before mapping): for each number in ``steps``, how many blocks glibc mapped
     (``mallinfo2().hblks``) while a tensor of that many MiB was alive; ``enter``/``exit``
     open and close a heap_reuse block, ``raise`` runs one that raises."""
-    done = subprocess.run([sys.executable, "-c", _PROBE, steps], capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
+    if tunables is not None:
+        env["GLIBC_TUNABLES"] = tunables
+    done = subprocess.run([sys.executable, "-c", _PROBE, steps], capture_output=True, text=True, check=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -69,6 +73,14 @@ def test_inside_heap_reuse_a_large_tensor_is_not_mapped_afresh():
     is mapped (M_MMAP_MAX = 0): it comes from the heap, where freed memory is kept. After
     it, a block larger than any the heap has freed is mapped again."""
     assert _mapped("64,enter,64,exit,128") == [1, 0, 1]
+
+
+def test_an_allocator_the_environment_configures_is_left_as_it_is():
+    """The opt-out for memory-bound machines is glibc's own: with the map count (or a
+    threshold) set in GLIBC_TUNABLES, heap_reuse changes nothing, so large blocks are
+    still mapped inside it; with an unrelated tunable it applies as usual."""
+    assert _mapped("enter,64,exit", tunables="glibc.malloc.mmap_max=65536") == [1]
+    assert _mapped("enter,64,exit", tunables="glibc.malloc.arena_max=2") == [0]
 
 
 def test_heap_reuse_nests_and_restores_once_the_outermost_exits():
