@@ -28,8 +28,8 @@ Inside it, ``mallopt(M_MMAP_MAX, 0)`` puts large blocks in the heap too and
 both back and returns the free heap to the OS. It is process wide while it lasts (other
 threads' large allocations come from the heap too). glibc's dynamic mmap threshold stays
 off afterwards (any ``mallopt`` call turns it off), so the exit sets the thresholds that
-rule settles at (:func:`_restored_settings`), or what ``GLIBC_TUNABLES`` /
-``MALLOC_*_`` asked for. A process forked inside the block keeps the setting. The price is
+rule settles at (``_SETTLED``). Where the environment configures the allocator itself,
+heap_reuse does nothing (:func:`environment_sets_allocator`). A process forked inside the block keeps the setting. The price is
 memory: freed blocks stay resident until reused or trimmed (run_layerwise still trims after
 each layer), so a conversion's peak grows (mobilenet_v2 above: about 0.9 GB against 0.7 GB
 over runs of the same conversion).
@@ -52,10 +52,12 @@ _M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 _INT_MAX = 2**31 - 1
 _MMAP_THRESHOLD_MAX = 32 * 2**20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: where glibc's dynamic threshold stops
-# what heap_reuse sets back when the environment asks for nothing: glibc's DEFAULT_MMAP_MAX, and the
-# thresholds its dynamic rule reaches once a large block has been freed (mmap 32 MiB, trim twice that)
+# what heap_reuse sets back (it applies only when the environment sets none of these): glibc's
+# DEFAULT_MMAP_MAX, and the thresholds its dynamic rule reaches once a large block has been freed
+# (mmap 32 MiB, trim twice that). mallopt turns that rule off for good, and glibc's start-up
+# 128 KiB would map every tensor over 128 KiB afresh from then on. Values a program set itself
+# with mallopt before are not known here and are not restored.
 _SETTLED = {_M_MMAP_MAX: 65536, _M_MMAP_THRESHOLD: _MMAP_THRESHOLD_MAX, _M_TRIM_THRESHOLD: 2 * _MMAP_THRESHOLD_MAX}
-_GLIBC_DEFAULTS = {_M_MMAP_MAX: 65536, _M_MMAP_THRESHOLD: 128 * 1024, _M_TRIM_THRESHOLD: 128 * 1024}  # DEFAULT_MMAP_MAX, DEFAULT_*_THRESHOLD
 _TUNABLES = {_M_MMAP_MAX: ("glibc.malloc.mmap_max", "MALLOC_MMAP_MAX_"), _M_MMAP_THRESHOLD: ("glibc.malloc.mmap_threshold", "MALLOC_MMAP_THRESHOLD_"),
              _M_TRIM_THRESHOLD: ("glibc.malloc.trim_threshold", "MALLOC_TRIM_THRESHOLD_")}
 
@@ -79,23 +81,6 @@ def _libc():
 def _malloc_trim():
     libc = _libc()
     return None if libc is None else libc.malloc_trim
-
-
-def _restored_settings() -> dict[int, int]:
-    """The ``mallopt`` values :func:`heap_reuse` sets back: what the environment asks for
-    (``GLIBC_TUNABLES`` first, then the ``MALLOC_*_`` variables; read when the block
-    exits, as glibc read them at start-up unless the process changed them). For what it
-    did not set: when it set none of the allocator's thresholds (mmap, trim, top pad, map
-    count), glibc's default map count and the thresholds glibc's dynamic rule settles at
-    in a process that frees large tensors (mmap 32 MiB, trim 64 MiB): ``mallopt`` turns
-    that rule off for good, and the start-up 128 KiB would map every tensor over 128 KiB
-    afresh from then on. When it set one, glibc ran without the rule from the start, so
-    glibc's defaults (128 KiB). Values a program set itself with ``mallopt`` before are
-    not known here and are not restored."""
-    asked = _asked()
-    # any of these set at start-up turns glibc's dynamic rule off from the start: the others stay at glibc's defaults
-    fallback = _GLIBC_DEFAULTS if environment_sets_allocator() else _SETTLED
-    return {param: value if value is not None else fallback[param] for param, value in asked.items()}
 
 
 def _tunables() -> dict[str, str]:
@@ -125,8 +110,9 @@ def environment_sets_allocator() -> bool:
 
 def _parse_size(text: str) -> int | None:
     """A tunable's value as glibc reads it (decimal, 0x hex or 0 octal); None if unset or not a number."""
-    try:
-        value = int(text.strip(), 0) if text.strip() else None
+    text = text.strip()
+    try:  # strtoul with base 0, as glibc: 0x.. hex, 0.. octal (Python's base 0 refuses "010")
+        value = (int(text, 8) if len(text) > 1 and text[0] == "0" and text[1] not in "xX" else int(text, 0)) if text else None
     except ValueError:
         return None
     return value if value is not None and 0 <= value <= _INT_MAX else None
@@ -179,6 +165,6 @@ def heap_reuse() -> Iterator[None]:
         with _DEPTH.lock:
             _DEPTH.open -= 1
             if _DEPTH.open == 0:
-                for param, value in _restored_settings().items():
+                for param, value in _SETTLED.items():  # only reached when the environment set none of them
                     libc.mallopt(param, value)
                 libc.malloc_trim(0)

@@ -99,31 +99,30 @@ def test_after_heap_reuse_a_block_below_the_settled_threshold_comes_from_the_hea
     assert _mapped("enter,exit,16,64") == [0, 1]
 
 
-def test_restored_values_follow_the_environment(monkeypatch):
-    """What the allocator is set back to: glibc's default of 65,536 mappings and the
-    thresholds its dynamic rule settles at (mmap 32 MiB, trim 64 MiB), or what
-    GLIBC_TUNABLES / MALLOC_*_ asked for at start-up."""
-    for name in ("GLIBC_TUNABLES", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"):
-        monkeypatch.delenv(name, raising=False)
-    MAX, MMAP, TRIM = free_heap._M_MMAP_MAX, free_heap._M_MMAP_THRESHOLD, free_heap._M_TRIM_THRESHOLD
-    assert free_heap._restored_settings() == {MAX: 65536, MMAP: 32 * 2**20, TRIM: 64 * 2**20}
-    monkeypatch.setenv("MALLOC_MMAP_MAX_", "7")
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=4096")
-    assert free_heap._restored_settings() == {MAX: 7, MMAP: 1048576, TRIM: 4096}
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0")
-    assert free_heap._restored_settings()[MAX] == 0
-
-
-def test_a_threshold_set_at_start_up_keeps_glibc_defaults_for_the_others(monkeypatch):
-    """Setting any of them at start-up turns glibc's dynamic rule off from the start, so the
-    thresholds not set stay at glibc's 128 KiB; values may be hex, as glibc reads them."""
+def test_which_environments_configure_the_allocator(monkeypatch):
+    """heap_reuse leaves the allocator alone exactly when the environment sets glibc's
+    map count, a threshold or the top pad (GLIBC_TUNABLES first, then MALLOC_*_), with
+    values read as glibc reads them (hex too); an unrelated or unreadable tunable does
+    not count. When it applies, the exit sets glibc's default map count and the
+    thresholds its dynamic rule settles at (checked in a fresh process above)."""
     for name in ("GLIBC_TUNABLES", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_"):
         monkeypatch.delenv(name, raising=False)
-    MAX, MMAP, TRIM = free_heap._M_MMAP_MAX, free_heap._M_MMAP_THRESHOLD, free_heap._M_TRIM_THRESHOLD
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0x1000")
-    assert free_heap._restored_settings() == {MAX: 65536, MMAP: 128 * 1024, TRIM: 4096}
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.top_pad=0")
-    assert free_heap._restored_settings() == {MAX: 65536, MMAP: 128 * 1024, TRIM: 128 * 1024}
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=lots")  # not a number: as if unset
-    assert free_heap._restored_settings() == {MAX: 65536, MMAP: 32 * 2**20, TRIM: 64 * 2**20}
+    assert free_heap._SETTLED == {free_heap._M_MMAP_MAX: 65536, free_heap._M_MMAP_THRESHOLD: 32 * 2**20, free_heap._M_TRIM_THRESHOLD: 64 * 2**20}
+    assert free_heap.environment_sets_allocator() is False
+    cases = [
+        ("GLIBC_TUNABLES", "glibc.malloc.arena_max=2", False),
+        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=lots", False),
+        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0x1000", True),
+        ("GLIBC_TUNABLES", "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=1048576", True),
+        ("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0", True),
+        ("GLIBC_TUNABLES", "glibc.malloc.top_pad=0", True),
+        ("MALLOC_MMAP_MAX_", "7", True),
+        ("MALLOC_TRIM_THRESHOLD_", "4096", True),
+        ("MALLOC_TOP_PAD_", "0", True),
+    ]
+    for name, value, expected in cases:
+        monkeypatch.setenv(name, value)
+        assert free_heap.environment_sets_allocator() is expected, (name, value)
+        assert free_heap.heap_reuse_applies() is (not expected), (name, value)
+        monkeypatch.delenv(name)
+    assert free_heap._parse_size("0x1000") == 4096 and free_heap._parse_size("010") == 8 and free_heap._parse_size("lots") is None and free_heap._parse_size(str(2**31)) is None
