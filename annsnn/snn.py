@@ -57,12 +57,28 @@ class SpikingNetwork(nn.Module):
         """The record as SNN format 1's flat dict (a copy: change ``record`` instead)."""
         return self.record.meta()
 
+    def _modules_in_execution_order(self, kinds: tuple[type, ...]) -> dict[str, nn.Module]:
+        """The graph's modules of ``kinds``, in the order the graph first calls them.
+        Registration order (``named_modules``) can differ: canonicalization registers the
+        module of a functional activation (a CIFAR ResNet's ``F.relu`` stem) after every
+        module the model declared."""
+        modules = dict(self.graph.named_modules())
+        ordered: dict[str, nn.Module] = {}
+        for node in self.graph.graph.nodes:
+            if node.op == "call_module" and isinstance(modules.get(str(node.target)), kinds):
+                ordered.setdefault(str(node.target), modules[str(node.target)])
+        for name, module in modules.items():  # never called: listed after the rest
+            if isinstance(module, kinds):
+                ordered.setdefault(name, module)
+        return ordered
+
     def neuron_layers(self) -> dict[str, IFNeurons]:
-        return {name: m for name, m in self.graph.named_modules() if isinstance(m, IFNeurons)}
+        """The IF layers, in execution (topological) order: layer-by-layer fits rely on it."""
+        return self._modules_in_execution_order((IFNeurons,))  # type: ignore[return-value]
 
     def spike_sources(self) -> dict[str, nn.Module]:
-        """Modules whose outputs are spikes: IF neurons and spiking max-pools."""
-        return {name: m for name, m in self.graph.named_modules() if isinstance(m, (IFNeurons, SpikingMaxPool2d))}
+        """Modules whose outputs are spikes: IF neurons and spiking max-pools, in execution order."""
+        return self._modules_in_execution_order((IFNeurons, SpikingMaxPool2d))
 
     @property
     def encoder(self) -> InputEncoder:

@@ -683,3 +683,65 @@ def test_attack_twin_runs_the_calibrated_step_bias(cnn_and_data):
         twin = SurrogateSNN(snn, 6)(x) * 6
     reference = simulate(snn, x, 6).outputs[6]
     torch.testing.assert_close(twin, reference, rtol=0, atol=1e-4)
+
+
+class _FunctionalStem(torch.nn.Module):
+    """conv -> F.relu -> conv -> ReLU -> linear on 1x8x8: the first activation is functional,
+    as in a CIFAR ResNet's stem (``F.relu(self.bn1(self.conv1(x)))``). Canonicalization gives
+    it a module, registered after every module the model declared, so ``named_modules``
+    lists the first neuron layer last."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.early = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.late = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.late_relu = torch.nn.ReLU()
+        self.head = torch.nn.Linear(256, 10)
+
+    def forward(self, x):
+        return self.head(self.late_relu(self.late(torch.nn.functional.relu(self.early(x)))).flatten(1))
+
+
+def _functional_stem_snn(options):
+    calib = torch.rand(128, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    return ann_to_snn(_FunctionalStem().eval(), [calib], input_shape=(1, 8, 8), options=options)[0], calib
+
+
+def test_neuron_layers_are_listed_in_execution_order_not_registration_order():
+    options = ConversionOptions.plain(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=6, threshold="if-search")
+    snn, _ = _functional_stem_snn(options)
+    names = list(snn.neuron_layers())
+    assert len(names) == 2 and names[1].endswith("late_relu"), names
+    assert list(snn.spike_sources()) == names
+
+
+def test_layer_bias_fit_fits_the_first_layer_first():
+    """Li et al.'s light calibration fits each layer after every layer upstream of it. The
+    stem's bias must be fitted before the layer it feeds (exact closed form below, as in
+    :func:`test_layer_bias_is_fitted_layer_by_layer_from_the_input`): the second layer's
+    bias is the correction for the stem WITH its fitted bias. Before the fix the stem,
+    registered last, was fitted last, and the second layer's bias corrected an uncorrected
+    stem."""
+    from annsnn.calibration import _counts_hooks
+
+    T = 4
+    options = ConversionOptions.calibrated("threshold+bias", T, mode=parse_mode("99.99"))
+    options = dataclasses.replace(options, readout_delay=0)
+    snn, calib = _functional_stem_snn(options)
+    images = calib[: options.bias_samples]
+    neurons = snn.neuron_layers()
+    stem = next(name for name in neurons if not name.endswith("late_relu"))
+    late = next(name for name in neurons if name.endswith("late_relu"))
+    assert float(neurons[stem].step_bias.abs().max()) > 0.01  # the stem's bias matters
+    fitted_late = neurons[late].step_bias.clone()
+    neurons[late].set_step_bias(None)
+    counts: dict = {}
+    handles = _counts_hooks({late: neurons[late]}, counts)
+    simulate(snn, images, T)
+    for h in handles:
+        h.remove()
+    target, active, shape = ann_channel_targets(snn, images)[late]
+    rate = counts[late] / (T * int(np.prod(shape[1:])) * images.shape[0])
+    expected = ((target.clamp(max=1.0) - rate) / active.clamp(min=0.05)).clamp(-1.0, 1.0)
+    assert torch.allclose(fitted_late.double().reshape(-1), expected, atol=1e-5)
