@@ -295,3 +295,60 @@ def test_a_percentile_of_zero_falls_back_to_the_positive_percentile_and_says_so(
     assert layer.scale == pytest.approx(0.5, abs=2 / 1024)  # median of the positives, not the max (1.0)
     assert "percentile of all values is 0" in layer.scale_rule and "90.0%" in layer.scale_rule
     assert any("positive values instead" in note for note in report.notes)
+
+
+class _FoldNet(nn.Module):
+    """A convolution, a depthwise (grouped) convolution and two linear layers, the first wide:
+    every kind of weight :func:`annsnn.rules.scale.scale_weight` folds scales into."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.wide = nn.Linear(8 * 8 * 8, 2048)
+        self.head = nn.Linear(2048, 10)
+
+    def forward(self, x):
+        x = F.relu(self.depthwise(F.relu(self.conv(x))))
+        return self.head(F.relu(self.wide(x.flatten(1))))
+
+
+def _fold_snn(monkeypatch, elements: int):
+    import annsnn.rules.scale as rules
+
+    monkeypatch.setattr(rules, "FOLD_ELEMENTS", elements, raising=False)
+    calib = torch.rand(32, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    options = ConversionOptions.plain(mode=parse_mode("99.9"), channel_wise=True)
+    return ann_to_snn(_FoldNet().eval(), [calib], input_shape=(3, 8, 8), options=options)[0]
+
+
+def test_weight_folding_in_row_blocks_is_bit_identical(monkeypatch):
+    """``W * s_in / s_out`` folded a block of output rows at a time gives, bit for bit, the
+    weights of one pass over the whole tensor (every block in one: the earlier code)."""
+    whole = _fold_snn(monkeypatch, 1 << 30).graph.state_dict()
+    for elements in (1, 100, 5000):
+        blocked = _fold_snn(monkeypatch, elements).graph.state_dict()
+        assert whole.keys() == blocked.keys()
+        for key in whole:
+            assert torch.equal(whole[key], blocked[key]), (elements, key)
+    assert not torch.equal(whole["wide.weight"], _FoldNet().wide.weight)  # scales were folded in
+
+
+def test_weight_folding_never_copies_a_whole_weight_to_float64(monkeypatch):
+    """The fold of a 1 M-weight layer holds at most one block of float64 weights at a time.
+    Before, it made three whole-size float64 temporaries (2.5 GB on VGG-16's first linear
+    layer, most of its conversion's peak memory)."""
+    largest = []
+    original = torch.Tensor.double
+
+    def recording(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        largest.append(out.numel())
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "double", recording)
+    _fold_snn(monkeypatch, 1 << 16)
+    wide = 8 * 8 * 8 * 2048
+    assert max(largest) <= 1 << 16, max(largest)
+    assert wide > 1 << 16
