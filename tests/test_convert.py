@@ -338,17 +338,27 @@ def test_weight_folding_in_row_blocks_is_bit_identical(monkeypatch):
 def test_weight_folding_never_copies_a_whole_weight_to_float64(monkeypatch):
     """The fold of a 1 M-weight layer holds at most one block of float64 weights at a time.
     Before, it made three whole-size float64 temporaries (2.5 GB on VGG-16's first linear
-    layer, most of its conversion's peak memory)."""
-    largest = []
-    original = torch.Tensor.double
+    layer, most of its conversion's peak memory). Every op's output is watched (a dispatch
+    mode), so a float64 copy made by type promotion counts too, not only ``.double()``."""
+    from torch.utils._python_dispatch import TorchDispatchMode
 
-    def recording(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        largest.append(out.numel())
-        return out
-
-    monkeypatch.setattr(torch.Tensor, "double", recording)
-    _fold_snn(monkeypatch, 1 << 16)
     wide = 8 * 8 * 8 * 2048
-    assert max(largest) <= 1 << 16, max(largest)
-    assert wide > 1 << 16
+
+    class LargestFloat64(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                    LargestFloat64.largest = max(LargestFloat64.largest, t.numel())
+            return out
+
+    import annsnn.rules.scale as rules
+
+    monkeypatch.setattr(rules, "FOLD_ELEMENTS", 1 << 16, raising=False)
+    calib = torch.rand(32, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    options = ConversionOptions.plain(mode=parse_mode("99.9"))  # layer-wise: no per-channel float64 histograms
+    with LargestFloat64():
+        ann_to_snn(_FoldNet().eval(), [calib], input_shape=(3, 8, 8), options=options)
+    assert 0 < LargestFloat64.largest <= 1 << 16 < wide, LargestFloat64.largest
