@@ -226,33 +226,61 @@ def _layer_rates(snn: SpikingNetwork, neurons: dict[str, IFNeurons], images: Ten
 
 
 @torch.no_grad()
-def fit_layer_bias(snn: SpikingNetwork, images: Tensor, steps: int, iterations: int = 1) -> BiasFit:
+@torch.no_grad()
+def fit_layer_bias(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int = _FIT_BATCH) -> BiasFit:
     """Constant per-channel bias (Li et al. 2021, light calibration), layer by layer from the
-    input: each layer is corrected ``iterations`` times, each time after a simulation of
-    ``steps`` steps with every upstream layer's correction already in place, by
-    ``b_c += (mean_ann_c / theta_c - rate_c) / max(p_c, 0.05)``. Correcting all layers at
-    once instead (each for upstream biases that are changing in the same pass) overshoots
-    on deep nets: 15 % top-1 on the shared ResNet-20 at T=8. Costs
-    ``layers * iterations + 1`` simulations."""
+    input: with every upstream layer's bias in place, the layer's mean spike count per step
+    over ``steps`` steps WITHOUT its own bias, ``rate_c``, gives
+    ``b_c = clip((mean_ann_c / theta_c - rate_c) / max(p_c, 0.05), -1, 1)``
+    (``mean_ann_c / theta_c`` clipped at K spikes). Correcting all layers at once instead
+    (each for upstream biases that are changing in the same pass) overshoots on deep nets:
+    15 % top-1 on the shared ResNet-20 at T=8.
+
+    One layer-major run (:func:`annsnn.layerwise.run_layerwise`): each layer's inputs are
+    computed twice, once for a bias-free IF run that measures ``rate_c``
+    (``layer_prepass``) and once to run the layer with its bias, whose spikes the later
+    layers read. Before, each layer took a simulation of the whole network (``layers + 1``
+    in all). The IF arithmetic is :func:`~annsnn.functional.if_soft_reset`'s, as in
+    :class:`~annsnn.layers.IFNeurons`."""
     targets = ann_channel_targets(snn, images)
     neurons = snn.neuron_layers()
-    bias = {name: torch.zeros(_channel_shape(targets[name][2]), dtype=torch.float64, device=images.device) for name in neurons}
     fit = BiasFit("layer", steps, int(images.shape[0]))
-    for name, module in neurons.items():
+    crossings: dict[str, Tensor] = {}  # per channel: spikes of the bias-free run, all steps
+    emitted: dict[str, Tensor] = {}  # per channel: spikes with the bias, all steps
+    potentials: dict[str, Tensor] = {}
+    for module in neurons.values():
         module.set_step_bias(None)
-    for name, module in neurons.items():  # topological order
-        for it in range(iterations):
-            rate = _layer_rates(snn, {name: module}, images, steps, targets)[name]
-            target, active, _ = targets[name]
-            error = target.clamp(max=float(module.max_spikes)) - rate  # a neuron emits at most K spikes per step
-            if it == 0:
-                fit.error_before[name] = float(error.abs().mean())  # upstream already corrected
-            step = (error / active.clamp(min=_MIN_ACTIVE)).view(bias[name].shape)
-            bias[name] = (bias[name] + step).clamp(-_MAX_BIAS, _MAX_BIAS)
-            module.set_step_bias(bias[name].unsqueeze(0))
-    rates = _layer_rates(snn, neurons, images, steps, targets)
+
+    def per_step(name: str, counts: Tensor) -> Tensor:
+        return counts / (steps * math.prod(targets[name][2][1:]) * images.shape[0])
+
+    def measure(name: str, module, x: Tensor, t: int) -> None:
+        if name not in neurons:
+            return
+        x = x if x.dtype == torch.float32 else x.float()
+        if t == 0:
+            potentials[name] = torch.full(tuple(x.shape), module.v_init, dtype=torch.float32, device=x.device)
+        spikes, _ = if_soft_reset(x.unsqueeze(0), potentials[name], module.max_spikes)  # updates the potential in place
+        crossings[name] = crossings.get(name, 0.0) + _channel_count(spikes[0], float(module.max_spikes))  # type: ignore[operator]
+        if t == steps - 1:
+            del potentials[name]
+
+    def run(name: str, module, x: Tensor, t: int) -> Tensor:
+        if name not in neurons:
+            return module(x)
+        if t == 0:
+            target, active, shape = targets[name]
+            error = target.clamp(max=float(module.max_spikes)) - per_step(name, crossings.pop(name))  # a neuron emits at most K spikes per step
+            fit.error_before[name] = float(error.abs().mean())  # upstream already corrected
+            bias = (error / active.clamp(min=_MIN_ACTIVE)).clamp(-_MAX_BIAS, _MAX_BIAS).view(_channel_shape(shape))
+            module.set_step_bias(bias.unsqueeze(0))
+        out = module(x)
+        emitted[name] = emitted.get(name, 0.0) + _channel_count(out, float(module.max_spikes))  # type: ignore[operator]
+        return out
+
+    run_layerwise(snn, images, steps, batch=batch, layer_step=run, layer_prepass=measure)
     for name, module in neurons.items():
-        fit.error_after[name] = float((targets[name][0].clamp(max=float(module.max_spikes)) - rates[name]).abs().mean())
+        fit.error_after[name] = float((targets[name][0].clamp(max=float(module.max_spikes)) - per_step(name, emitted[name])).abs().mean())
     return fit
 
 

@@ -206,7 +206,8 @@ def _train_bytes(train: "PackedSpikes | list[Tensor] | Tensor") -> int:
 
 @heap_reuse()
 @torch.no_grad()
-def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int = 64, layer_step: LayerStep = call_module, pool: BufferPool | None = None, output_step: Callable[[int, Tensor], None] | None = None) -> None:
+def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int = 64, layer_step: LayerStep = call_module, pool: BufferPool | None = None, output_step: Callable[[int, Tensor], None] | None = None,
+                  layer_prepass: Callable[[str, nn.Module, Tensor, int], None] | None = None) -> None:
     """Run ``snn`` on ``images`` (direct input) for ``steps`` steps, layer by layer.
 
     For each temporal layer in topological order and each step t = 0 .. steps-1, its input
@@ -222,6 +223,13 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
     reset before and after, and each layer's once its steps are done. Spike trains and
     input buffers come from ``pool`` (a new :class:`BufferPool` if none), which a caller
     can share for its own per-layer arrays.
+
+    ``layer_prepass`` (optional): before a layer with one input runs its steps, its inputs
+    ``x_t`` for t = 0 .. steps-1 are computed the same way and handed to
+    ``layer_prepass(name, module, x_t, t)``, which returns nothing; then the layer runs. A
+    caller can so read every step of a layer's input before its first output (the
+    constant bias of :func:`annsnn.calibration.fit_layer_bias`), at the price of computing
+    the layer's inputs twice.
 
     A stateless value that later layers would compute again (a linear-bottleneck stream
     ``r_k = r_(k-1) + p_k(s_k)``: MobileNetV2's, read by block k+1's expansion and again
@@ -335,25 +343,35 @@ def run_layerwise(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int
             name, module = str(layer.target), modules[str(layer.target)]
             later = {target: plans[target] for target in targets[index + 1 :]}
             read_later = set().union(*(p.boundary for p in later.values())) if later else set()
+            buffer: Tensor | None = None  # the layer's input, all images, filled span by span: one buffer for every step
+
+            def layer_input(t: int) -> Tensor:
+                nonlocal buffer
+                source = layer.all_input_nodes[0]
+                x: Tensor | None = None
+                for span in spans:
+                    part = inputs_at(layer, span, t)[source]
+                    if len(spans) == 1:
+                        return part  # type: ignore[return-value]
+                    if buffer is None:
+                        buffer = pool.take((total, *part.shape[1:]), part.dtype, part.device)  # type: ignore[union-attr]
+                    buffer[span[0] : span[1]] = part
+                    del part
+                    x = buffer
+                assert x is not None
+                return x
+
+            if layer_prepass is not None and len(layer.all_input_nodes) == 1:  # sharing is empty here: nothing is stored
+                for t in range(steps):
+                    layer_prepass(name, module, layer_input(t), t)
+                    interpreter.env = {}
             sharing = _shared_values(plans[layer], later, nodes, stops, refused) if may_cache else set()
             train: PackedSpikes | list[Tensor] | None = None
             donor: PackedSpikes | None = None  # an input train whose buffer this layer's train takes over
-            buffer: Tensor | None = None  # the layer's input, all images, filled span by span: one buffer for every step
             for t in range(steps):
                 x: Tensor | None = None
                 if len(layer.all_input_nodes) == 1:
-                    source = layer.all_input_nodes[0]
-                    for span in spans:
-                        part = inputs_at(layer, span, t)[source]
-                        if len(spans) == 1:
-                            x = part  # type: ignore[assignment]
-                            break
-                        if buffer is None:
-                            buffer = pool.take((total, *part.shape[1:]), part.dtype, part.device)  # type: ignore[union-attr]
-                        buffer[span[0] : span[1]] = part
-                        del part
-                        x = buffer
-                    assert x is not None
+                    x = layer_input(t)
                     out = layer_step(name, module, x, t)
                 else:  # several inputs (an analog op of a hybrid net): all images at once, its own forward
                     interpreter.env = inputs_at(layer, (0, total), t)

@@ -745,3 +745,26 @@ def test_layer_bias_fit_fits_the_first_layer_first():
     rate = counts[late] / (T * int(np.prod(shape[1:])) * images.shape[0])
     expected = ((target.clamp(max=1.0) - rate) / active.clamp(min=0.05)).clamp(-1.0, 1.0)
     assert torch.allclose(fitted_late.double().reshape(-1), expected, atol=1e-5)
+
+
+def test_layer_bias_fit_computes_each_layer_input_twice_not_once_per_layer(cnn_and_data):
+    """The layer-by-layer fit is one layer-major run: the last layer's synapse runs for
+    2 x N steps over the bias images (the bias-free measuring pass, then the run with the
+    bias). Before, the fit simulated the whole network once per layer and once more at the
+    end (layers + 1 runs of N steps), so it ran (layers + 1) x N x images."""
+    from annsnn.calibration import fit_layer_bias
+
+    model, calib, _ = cnn_and_data
+    T = 6
+    options = ConversionOptions.plain(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=T, threshold="if-search")
+    snn = ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=options)[0]
+    images = calib[:96]
+    last = [m for m in snn.graph.modules() if isinstance(m, torch.nn.Linear)][-2]  # the synapse of the last IF layer
+    seen = []
+    handle = last.register_forward_hook(lambda mod, args, out: seen.append(int(args[0].shape[0])))
+    try:
+        fit_layer_bias(snn, images, T)
+    finally:
+        handle.remove()
+    assert len(snn.neuron_layers()) >= 3
+    assert sum(seen) == 2 * T * images.shape[0], seen
