@@ -11,8 +11,9 @@ layer's input current per channel, in topological order, so that its mean output
   version Li et al. 2022, arXiv:2205.10121): one constant bias per channel,
   ``b_c += (mean_ann_c / theta_c - rate_c) / p_c``, where ``rate_c`` is the mean spike rate
   over N steps and ``p_c`` the share of the channel's ANN activations that are positive (a
-  bias moves only neurons that integrate). Layer by layer from the input, each layer after
-  a simulation with every upstream correction in place (one simulation per layer).
+  bias moves only neurons that integrate). Layer by layer from the input, each layer's rate
+  measured with every upstream correction in place, in one layer-major run that computes
+  each layer's inputs twice (the rate without the bias, then the layer with it).
 * ``step`` (after FTBC, Wu, Chua, Zhang, Li, Tan, ECCV 2024, arXiv:2403.18388): a bias
   ``b[t]`` per layer, step and channel, fitted step by step in one simulation of N
   steps. At step t, when the layer is reached (its inputs at step t are final because
