@@ -227,7 +227,6 @@ def _layer_rates(snn: SpikingNetwork, neurons: dict[str, IFNeurons], images: Ten
 
 
 @torch.no_grad()
-@torch.no_grad()
 def fit_layer_bias(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int = _FIT_BATCH) -> BiasFit:
     """Constant per-channel bias (Li et al. 2021, light calibration), layer by layer from the
     input: with every upstream layer's bias in place, the layer's mean spike count per step

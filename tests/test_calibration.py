@@ -421,21 +421,25 @@ def test_calibrated_options_are_the_named_methods_with_the_pipeline_settings(nam
         assert options == pipeline
 
 
-def test_layer_bias_is_fitted_layer_by_layer_from_the_input(cnn_and_data):
+@pytest.mark.parametrize("max_spikes", [1, 2])
+def test_layer_bias_is_fitted_layer_by_layer_from_the_input(cnn_and_data, max_spikes):
     """Li et al.'s light calibration corrects one layer at a time, from the input, each for
     the upstream layers' corrections already in place. Independent re-computation: with
     every *upstream* bias installed and this layer's removed, simulate N steps and apply the
     closed-form step ``(mean_ann/theta - rate) / max(p, 0.05)``; it must give the fitted bias
-    of every layer. A fit that corrects all layers at once (each for the upstream biases of
-    the previous pass) fails this: on the shared ResNet-20 it fell to 15 % top-1 at T=8."""
+    of every layer (and the recorded error before it, ``mean |target - rate|``). A fit that
+    corrects all layers at once (each for the upstream biases of the previous pass) fails
+    this: on the shared ResNet-20 it fell to 15 % top-1 at T=8. Burst neurons (K = 2) count
+    up to K spikes per step and clip the target at K, not 1."""
     from annsnn.calibration import _counts_hooks, fit_layer_bias
 
     model, calib, _ = cnn_and_data
     T = 6
-    options = ConversionOptions.plain(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=T, threshold="if-search")
+    options = ConversionOptions.plain(mode=parse_mode("99.99"), channel_wise=True, v_init=0.5, T=T, threshold="if-search", max_spikes=max_spikes,
+                                      maxpool="spiking" if max_spikes == 1 else "avg")
     snn = ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=options)[0]
     images = calib[:128]
-    fit_layer_bias(snn, images, T)
+    fit = fit_layer_bias(snn, images, T)
     neurons = snn.neuron_layers()
     fitted = {name: module.step_bias.clone() for name, module in neurons.items()}
     targets = ann_channel_targets(snn, images)
@@ -452,8 +456,9 @@ def test_layer_bias_is_fitted_layer_by_layer_from_the_input(cnn_and_data):
         target, active, shape = targets[name]
         per_channel = int(np.prod(shape[1:])) * images.shape[0]
         rate = counts[name] / (T * per_channel)
-        expected = ((target.clamp(max=1.0) - rate) / active.clamp(min=0.05)).clamp(-1.0, 1.0)
+        expected = ((target.clamp(max=float(max_spikes)) - rate) / active.clamp(min=0.05)).clamp(-1.0, 1.0)
         assert torch.allclose(fitted[name].double().reshape(-1), expected, atol=1e-5), name
+        assert fit.error_before[name] == pytest.approx(float((target.clamp(max=float(max_spikes)) - rate).abs().mean()), rel=1e-9), name
 
 
 # ----- readout delay ---------------------------------------------------------------------
