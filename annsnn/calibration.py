@@ -72,10 +72,8 @@ from torch import Tensor
 from .errors import UsageError
 from .functional import if_soft_reset
 from .free_heap import release_free_heap
-from .layers import IFNeurons
 from .layerwise import BufferPool, run_layerwise
 from .record import CALIBRATIONS, DELAY_CRITERIA, READOUTS, DelayCriterion, Readout  # --calibration NAME -> (threshold method, bias method); --delay-criterion and --readout names; re-exported
-from .simulate import simulate
 from .snn import SpikingNetwork
 
 __all__ = ["CalibrationMethod", "CALIBRATIONS", "BiasFit", "ann_channel_targets", "fit_layer_bias", "fit_step_bias", "quantile_bias", "StepSolver", "calibration_options", "resolve_calibration", "DelayCriterion", "DELAY_CRITERIA", "DelayChoice", "choose_readout_delay", "fit_readout_weights", "Readout", "READOUTS"]
@@ -203,29 +201,6 @@ def ann_channel_targets(snn: SpikingNetwork, images: Tensor) -> dict[str, tuple[
     return {name: (s / n, active / n, shape) for name, (s, active, n, shape) in sums.items()}
 
 
-def _counts_hooks(neurons: dict[str, IFNeurons], store: dict[str, Tensor]):
-    handles = []
-    for name, module in neurons.items():
-
-        def hook(mod, args, out, _name=name):
-            store[_name] = store.get(_name, 0.0) + _channel_count(out)  # type: ignore[operator]  # every step at once
-
-        handles.append(module.register_forward_hook(hook))
-    return handles
-
-
-def _layer_rates(snn: SpikingNetwork, neurons: dict[str, IFNeurons], images: Tensor, steps: int, targets) -> dict[str, Tensor]:
-    """Mean spike rate per channel of each layer in ``neurons`` over ``steps`` steps (float64)."""
-    counts: dict[str, Tensor] = {}
-    handles = _counts_hooks(neurons, counts)
-    try:
-        simulate(snn, images, steps)
-    finally:
-        for h in handles:
-            h.remove()
-    return {name: counts[name] / (steps * math.prod(targets[name][2][1:]) * images.shape[0]) for name in neurons}
-
-
 @torch.no_grad()
 def fit_layer_bias(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: int = _FIT_BATCH) -> BiasFit:
     """Constant per-channel bias (Li et al. 2021, light calibration), layer by layer from the
@@ -237,17 +212,15 @@ def fit_layer_bias(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: in
     15 % top-1 on the shared ResNet-20 at T=8.
 
     One layer-major run (:func:`annsnn.layerwise.run_layerwise`): each layer's inputs are
-    computed twice, once for a bias-free IF run that measures ``rate_c``
-    (``layer_prepass``) and once to run the layer with its bias, whose spikes the later
-    layers read. Before, each layer took a simulation of the whole network (``layers + 1``
-    in all). The IF arithmetic is :func:`~annsnn.functional.if_soft_reset`'s, as in
-    :class:`~annsnn.layers.IFNeurons`."""
+    computed twice: the layer itself runs once without its bias to measure ``rate_c``
+    (``layer_prepass``), then again from ``v_init`` with it, and later layers read the
+    second run's spikes. Before, each layer took a simulation of the whole network
+    (``layers + 1`` in all)."""
     targets = ann_channel_targets(snn, images)
     neurons = snn.neuron_layers()
     fit = BiasFit("layer", steps, int(images.shape[0]))
     crossings: dict[str, Tensor] = {}  # per channel: spikes of the bias-free run, all steps
     emitted: dict[str, Tensor] = {}  # per channel: spikes with the bias, all steps
-    potentials: dict[str, Tensor] = {}
     for module in neurons.values():
         module.set_step_bias(None)
 
@@ -257,13 +230,9 @@ def fit_layer_bias(snn: SpikingNetwork, images: Tensor, steps: int, *, batch: in
     def measure(name: str, module, x: Tensor, t: int) -> None:
         if name not in neurons:
             return
-        x = x if x.dtype == torch.float32 else x.float()
-        if t == 0:
-            potentials[name] = torch.full(tuple(x.shape), module.v_init, dtype=torch.float32, device=x.device)
-        spikes, _ = if_soft_reset(x.unsqueeze(0), potentials[name], module.max_spikes)  # updates the potential in place
-        crossings[name] = crossings.get(name, 0.0) + _channel_count(spikes[0], float(module.max_spikes))  # type: ignore[operator]
+        crossings[name] = crossings.get(name, 0.0) + _channel_count(module(x), float(module.max_spikes))  # type: ignore[operator]  # no bias yet
         if t == steps - 1:
-            del potentials[name]
+            module.reset_state()  # the run with the bias starts from v_init again
 
     def run(name: str, module, x: Tensor, t: int) -> Tensor:
         if name not in neurons:

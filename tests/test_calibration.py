@@ -421,6 +421,20 @@ def test_calibrated_options_are_the_named_methods_with_the_pipeline_settings(nam
         assert options == pipeline
 
 
+
+def _counts_hooks(neurons, store):
+    """Forward hooks summing each IF layer's spikes per channel (every step of a call at
+    once), float64: the independent count the layer-bias tests compare with."""
+    handles = []
+    for name, module in neurons.items():
+
+        def hook(mod, args, out, _name=name):
+            store[_name] = store.get(_name, 0.0) + out.transpose(0, 1).reshape(out.shape[1], -1).sum(1, dtype=torch.float64)
+
+        handles.append(module.register_forward_hook(hook))
+    return handles
+
+
 @pytest.mark.parametrize("max_spikes", [1, 2])
 def test_layer_bias_is_fitted_layer_by_layer_from_the_input(cnn_and_data, max_spikes):
     """Li et al.'s light calibration corrects one layer at a time, from the input, each for
@@ -431,7 +445,7 @@ def test_layer_bias_is_fitted_layer_by_layer_from_the_input(cnn_and_data, max_sp
     corrects all layers at once (each for the upstream biases of the previous pass) fails
     this: on the shared ResNet-20 it fell to 15 % top-1 at T=8. Burst neurons (K = 2) count
     up to K spikes per step and clip the target at K, not 1."""
-    from annsnn.calibration import _counts_hooks, fit_layer_bias
+    from annsnn.calibration import fit_layer_bias
 
     model, calib, _ = cnn_and_data
     T = 6
@@ -728,8 +742,6 @@ def test_layer_bias_fit_fits_the_first_layer_first():
     bias is the correction for the stem WITH its fitted bias. Before the fix the stem,
     registered last, was fitted last, and the second layer's bias corrected an uncorrected
     stem."""
-    from annsnn.calibration import _counts_hooks
-
     T = 4
     options = ConversionOptions.calibrated("threshold+bias", T, mode=parse_mode("99.99"))
     options = dataclasses.replace(options, readout_delay=0)
