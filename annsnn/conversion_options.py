@@ -26,12 +26,27 @@ __all__ = [
     "MaxPoolStrategy",
     "ThresholdMethod",
     "BiasMethod",
+    "SHORT_LATENCY_MAX_T",
+    "SHORT_LATENCY_BIAS_SAMPLES",
+    "BIAS_SAMPLES",
+    "DELAY_SAMPLES",
+    "short_latency_settings",
 ]
 
 MaxPoolStrategy = Literal["spiking", "avg"]
 # the low-latency pipeline's factor on the IF-search thresholds, chosen on held-out training
 # images (annsnn.thresholds, "Scale")
 PIPELINE_THRESHOLD_SCALE = 0.9
+# At N <= SHORT_LATENCY_MAX_T the default pipeline (IF-search thresholds, per-step bias,
+# automatic delay, binary spikes) also reads out with per-step weights fitted by least squares
+# (``readout="weighted"``) and fits its step bias on every calibration image the delay choice
+# does not read, at most SHORT_LATENCY_BIAS_SAMPLES and at least BIAS_SAMPLES. Chosen on held-out training images of ResNet-20-JPEG
+# (docs/low-latency.md): the weighted readout +0.66 / +0.96 / +0.02 points at N = 4 / 8 / 16
+# (4,096 images), 768 bias images instead of 256 +0.43 at N = 8 (mean of three calibration sets)
+SHORT_LATENCY_MAX_T = 8
+BIAS_SAMPLES = 256  # calibration images the bias passes simulate, above SHORT_LATENCY_MAX_T
+SHORT_LATENCY_BIAS_SAMPLES = 768  # ... and at most this many at or below it
+DELAY_SAMPLES = 256  # calibration images (after the bias images) an automatic readout delay is chosen on
 ThresholdMethod = Literal["mode", "if-search"]
 BiasMethod = Literal["none", "layer", "step"]
 
@@ -41,8 +56,11 @@ class ConversionOptions:
     """What a conversion does. The defaults are the best measured method, the one
     ``annsnn convert`` runs: per-channel thresholds searched for T = 32 (scaled by
     :data:`PIPELINE_THRESHOLD_SCALE`), a per-step per-channel bias fitted on top, initial
-    potential theta/2 and an automatic readout delay (:meth:`low_latency`). Plain data-based
-    normalization (Rueckauer et al. 2017) is :meth:`plain`."""
+    potential theta/2 and an automatic readout delay (:meth:`low_latency`). At
+    ``T <= SHORT_LATENCY_MAX_T`` the default also has the weighted readout and more bias
+    images: build it with :meth:`low_latency` (``ConversionOptions(T=8)`` is the T = 32
+    pipeline run for 8 steps).
+    Plain data-based normalization (Rueckauer et al. 2017) is :meth:`plain`."""
 
     mode: ScaleMode = ScaleMode("percentile", 99.99)  # read when threshold == "mode"
     channel_wise: bool = True
@@ -54,14 +72,18 @@ class ConversionOptions:
     T: int | None = 32  # steps the SNN is calibrated for (needed by "if-search" and bias); None with plain normalization
     threshold: ThresholdMethod = "if-search"  # "mode": read `mode`; "if-search": annsnn.thresholds
     bias: BiasMethod = "step"  # "layer": Li et al. 2021; "step": per-step (FTBC, Wu et al. 2024); "none"
-    bias_samples: int = 256  # calibration images the bias passes simulate
+    bias_samples: int = BIAS_SAMPLES  # calibration images the bias passes simulate (the first ones)
+    # True: when the calibration set is too small for bias_samples + delay_samples images, the
+    # bias passes give the automatic delay choice its images, down to BIAS_SAMPLES of their own
+    # (:meth:`bias_images_of`); False: they take bias_samples, whatever is left
+    bias_yields_to_delay: bool = False
     step_solver: str = "linear"  # bias "step": "linear" (shortfall / active share) or "quantile" (exact per step)
     threshold_scale: float = PIPELINE_THRESHOLD_SCALE  # "if-search": theta = threshold_scale * argmin_theta E(theta) (annsnn.thresholds)
     # readout delay k: the first k output steps are left out of the readout (annsnn.simulate);
     # "auto": chosen at T=N by `delay_criterion` on calibration images the bias fit does not
     # use (annsnn.calibration.choose_readout_delay)
     readout_delay: int | Literal["auto"] = "auto"
-    delay_samples: int = 256  # "auto": calibration images (after the bias images) the choice reads
+    delay_samples: int = DELAY_SAMPLES  # "auto": calibration images (after the bias images) the choice reads
     delay_criterion: DelayCriterion = "output-mse"  # "auto": least squared error of the mean readout vs the ANN's output, or "agreement" of classes
     # how the output steps are summed at T = N: "delay" (sum after the readout delay) or
     # "weighted" (per-step weights fitted by least squares on the delay images; needs "auto")
@@ -115,6 +137,8 @@ class ConversionOptions:
             raise UsageError("--finetune-epochs trains the SNN for the latency it is calibrated for: it needs a calibration for --T N (not --calibration none)")
         if self.delay_samples < 1:
             raise UsageError(f"invalid delay samples {self.delay_samples}: use at least 1")
+        if not isinstance(self.bias_yields_to_delay, bool):
+            raise UsageError(f"invalid bias_yields_to_delay {self.bias_yields_to_delay!r}: use True or False")
         if self.bias_samples < 1:
             raise UsageError(f"invalid bias samples {self.bias_samples}: use at least 1")
         if not 0.0 <= self.v_init < 1.0:
@@ -129,10 +153,13 @@ class ConversionOptions:
         """The pipeline ``annsnn convert`` uses by default: per-channel T-aware thresholds
         (scaled by :data:`PIPELINE_THRESHOLD_SCALE`), a per-step per-channel bias fitted for
         ``T`` steps, initial potential theta/2, and a readout delay chosen at T on
-        calibration images the bias fit does not use: ``ConversionOptions()`` at ``T``."""
+        calibration images the bias fit does not use: ``ConversionOptions()`` at ``T``.
+        At ``T <= SHORT_LATENCY_MAX_T`` (binary spikes) the readout is weighted and the bias
+        fit takes up to 768 images, leaving the delay choice its 256
+        (:func:`short_latency_settings`). ``overrides`` (any field) win."""
         settings = dict(T=T, threshold="if-search", bias="step", channel_wise=True, v_init=0.5, threshold_scale=PIPELINE_THRESHOLD_SCALE, readout_delay="auto")
         settings.update(overrides)
-        return cls(**settings)
+        return cls(**short_latency_settings(settings, set(overrides)))
 
     @classmethod
     def plain(cls, mode: ScaleMode = ScaleMode("percentile", 99.99), **overrides) -> "ConversionOptions":
@@ -151,7 +178,8 @@ class ConversionOptions:
         :data:`annsnn.calibration.CALIBRATIONS`): the named threshold and bias methods with
         the low-latency pipeline's settings where they apply (per-channel IF-search
         thresholds scaled by its ``threshold_scale``, its step solver, v_init 1/2, its
-        readout delay).
+        readout delay; at ``T <= SHORT_LATENCY_MAX_T`` its weighted readout and bias images,
+        :func:`short_latency_settings`).
         ``calibration="none"`` is plain ``--mode`` normalization, per layer. ``overrides``
         (any field; None leaves the default) win."""
         from .calibration import calibration_options
@@ -170,13 +198,29 @@ class ConversionOptions:
         if "step_solver" in given and bias != "step":
             raise UsageError(f"--step-solver applies to the per-step bias; --calibration {calibration} has none")
         settings.update(given)
-        return cls.plain(**settings)
+        plain = cls.plain()
+        full = {**{name: getattr(plain, name) for name in cls.__dataclass_fields__}, **settings}
+        return cls.plain(**short_latency_settings(full, set(given)))
 
     @property
     def bias_images(self) -> int:
-        """Calibration images the bias pass takes first (0 without a bias); an automatic
-        readout delay is chosen on the ones after them, so a calibration set needs more."""
-        return self.bias_samples if self.bias != "none" else 0
+        """The fewest calibration images the bias passes take first (0 without a bias); an
+        automatic readout delay is chosen on the ones after them, so a calibration set needs
+        more."""
+        if self.bias == "none":
+            return 0
+        return min(self.bias_samples, BIAS_SAMPLES) if self.bias_yields_to_delay else self.bias_samples
+
+    def bias_images_of(self, total: int) -> int:
+        """How many of ``total`` calibration images the bias passes take (the first ones):
+        ``bias_samples``, or with ``bias_yields_to_delay`` and an automatic delay,
+        ``min(bias_samples, max(BIAS_SAMPLES, total - delay_samples))``, so that the delay
+        choice keeps its ``delay_samples`` images while the bias has more than 256."""
+        if self.bias == "none":
+            return 0
+        if self.bias_yields_to_delay and self.readout_delay == "auto":
+            return min(self.bias_samples, max(self.bias_images, total - self.delay_samples), total)
+        return min(self.bias_samples, total)
 
     def to_dict(self) -> dict:
         return {
@@ -190,6 +234,7 @@ class ConversionOptions:
             "threshold": self.threshold,
             "bias": self.bias,
             "bias_samples": self.bias_samples,
+            **({"bias_yields_to_delay": True} if self.bias_yields_to_delay else {}),  # written only when set: earlier SNN files stay byte for byte
             "step_solver": self.step_solver,
             "threshold_scale": self.threshold_scale,
             "readout_delay": self.readout_delay,
@@ -199,6 +244,27 @@ class ConversionOptions:
             **({"readout": self.readout} if self.readout != READOUTS[0] else {}),  # the default is not written: earlier SNN files stay byte for byte
             **({"finetune_epochs": self.finetune_epochs, "finetune_lr": self.finetune_lr} if self.finetune_epochs else {}),  # likewise
         }
+
+
+def short_latency_settings(settings: dict, given: set[str]) -> dict:
+    """``settings`` (ConversionOptions fields) with the short-latency defaults added where they
+    apply and ``given`` (fields the caller set) does not name them: for the default pipeline
+    (IF-search thresholds, per-step bias, automatic delay, binary spikes) at
+    ``T <= SHORT_LATENCY_MAX_T``, ``readout="weighted"`` and
+    ``bias_samples = SHORT_LATENCY_BIAS_SAMPLES`` with ``bias_yields_to_delay``: the bias
+    fit takes the calibration images the delay choice does not read, 768 of the default
+    1,024, and never fewer than 256 (:meth:`ConversionOptions.bias_images_of`)."""
+    T = settings.get("T")
+    applies = (T is not None and T <= SHORT_LATENCY_MAX_T and settings.get("threshold") == "if-search" and settings.get("bias") == "step"
+               and settings.get("readout_delay") == "auto" and settings.get("max_spikes", 1) == 1)
+    if not applies:
+        return settings
+    added: dict = {}
+    if "readout" not in given:
+        added["readout"] = "weighted"
+    if "bias_samples" not in given:
+        added.update(bias_samples=SHORT_LATENCY_BIAS_SAMPLES, bias_yields_to_delay=True)
+    return {**settings, **added}
 
 
 class LayerKind(StrEnum):

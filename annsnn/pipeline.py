@@ -89,8 +89,15 @@ def ann_to_snn(
             others.append(rest)
         if on_batch is not None:
             on_batch(int(batch.shape[0]))
+    if options.readout_delay == "auto" and chosen < options.delay_samples:  # a small calibration set: the bias may give images to the delay choice
+        give = held - options.bias_images_of(held + chosen)
+        if give > 0:
+            bias_images = torch.cat(kept)
+            kept, choice = [bias_images[: held - give]], [bias_images[held - give :], *choice]
+            held, chosen = held - give, chosen + give
     if options.readout_delay == "auto" and not choice:
-        raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: pass more than {options.bias_images} calibration images (--calib-samples > --bias-samples), or a fixed --readout-delay K")
+        raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: pass more than {options.bias_images} calibration images "
+                         f"(--calib-samples > --bias-samples; in Python, more images or ConversionOptions.low_latency(T, bias_samples=...)), or a fixed --readout-delay K")
     with torch.device("cpu"):  # folding the scales into the weights: cheap, on the CPU; the threshold search reads the observers where they are
         graph, report = convert(calibrator, options, input_shape)
     if options.max_spikes > 1:

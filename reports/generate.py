@@ -173,7 +173,9 @@ def low_latency_section() -> str:
            "--channel-wise --v-init 0.5`; `none`: `--calibration none --v-init 0` (plain normalization). Energy per inference, 45nm-fp32 "
            "(Horowitz 2014), with the per-step bias adds counted as ACs. Gap targets of issue 12 for the default: 10 / 3 / 1.0 / 0.3 points at T = 8 / 16 / 32 / 64. "
            "Issue 26: `NAME:K=k` rows use burst neurons (`--max-spikes k`: each spike of a burst is one synaptic event, so SyOPs and energy grow with the spikes); "
-           "`nir` rows are `convert --target nir` (threshold search, constant bias folded into the synapses, no readout delay).\n\n"]
+           "`nir` rows are `convert --target nir` (threshold search, constant bias folded into the synapses, no readout delay). "
+           "`threshold+step-bias` is the default: at N <= 8 (binary spikes) it reads out with fitted per-step weights and fits its bias on 768 images "
+           "(`annsnn.conversion_options.short_latency_settings`), chosen on held-out training images (docs/low-latency.md).\n\n"]
     curves: dict[str, list[tuple[float, float]]] = {}
     ann_energy = None
     plotted = "resnet20_jpeg" if "resnet20_jpeg" in ll else "resnet20"  # the honest benchmark leads (issue 26)

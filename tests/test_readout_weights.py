@@ -127,7 +127,7 @@ def test_records_without_weights_are_written_as_before(cnn_and_data):
     """No ``readout_weights`` key anywhere in a default SNN's record: its file is byte for
     byte what the code before --readout wrote (which refuses unknown keys)."""
     model, calib, _ = cnn_and_data
-    snn, _ = ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=ConversionOptions.low_latency(N))
+    snn, _ = ann_to_snn(model, [calib], input_shape=tuple(calib.shape[1:]), options=ConversionOptions.low_latency(N, readout="delay"))
     assert "readout_weights" not in snn.record.to_dict()["calibration"]
     assert "readout_weights" not in snn.record.meta() and "weights" not in snn.record.calibration.delay_choice
 
@@ -145,8 +145,10 @@ def test_options_refuse_weights_without_an_automatic_delay():
         ConversionOptions.low_latency(8, readout="weighted", readout_delay=2)
     with pytest.raises(UsageError, match="readout"):
         ConversionOptions.low_latency(8, readout="sometimes")
-    assert "readout" not in ConversionOptions.low_latency(8).to_dict()  # the default's files are as before
-    assert dataclasses.replace(ConversionOptions.low_latency(8), readout="weighted").to_dict()["readout"] == "weighted"
+    assert "readout" not in ConversionOptions.low_latency(16).to_dict()  # the default's files above N = 8 are as before
+    assert "readout" not in ConversionOptions.low_latency(8, readout="delay").to_dict()
+    assert ConversionOptions.low_latency(8).to_dict()["readout"] == "weighted"  # the default at N <= 8 (test_short_latency_defaults.py)
+    assert dataclasses.replace(ConversionOptions.low_latency(16), readout="weighted").to_dict()["readout"] == "weighted"
 
 
 def test_cli_readout_weighted(capsys, tmp_path):
