@@ -58,8 +58,8 @@ class ConversionOptions:
     :data:`PIPELINE_THRESHOLD_SCALE`), a per-step per-channel bias fitted on top, initial
     potential theta/2 and an automatic readout delay (:meth:`low_latency`). At
     ``T <= SHORT_LATENCY_MAX_T`` the default also has the weighted readout and more bias
-    images: build it with :meth:`low_latency` (``ConversionOptions(T=8)`` is the T = 32
-    pipeline run for 8 steps).
+    images: build it with :meth:`low_latency` (``ConversionOptions(T=8)`` is calibrated for
+    8 steps with the delay readout and 256 bias images, the default before them).
     Plain data-based normalization (Rueckauer et al. 2017) is :meth:`plain`."""
 
     mode: ScaleMode = ScaleMode("percentile", 99.99)  # read when threshold == "mode"
@@ -253,7 +253,9 @@ def short_latency_settings(settings: dict, given: set[str]) -> dict:
     ``T <= SHORT_LATENCY_MAX_T``, ``readout="weighted"`` and
     ``bias_samples = SHORT_LATENCY_BIAS_SAMPLES`` with ``bias_yields_to_delay``: the bias
     fit takes the calibration images the delay choice does not read, 768 of the default
-    1,024, and never fewer than 256 (:meth:`ConversionOptions.bias_images_of`)."""
+    1,024, and never fewer than 256 (:meth:`ConversionOptions.bias_images_of`).
+    The settings are fields like any other: ``dataclasses.replace(options, T=16)`` keeps
+    them; build another latency's default with :meth:`ConversionOptions.low_latency`."""
     T = settings.get("T")
     applies = (T is not None and T <= SHORT_LATENCY_MAX_T and settings.get("threshold") == "if-search" and settings.get("bias") == "step"
                and settings.get("readout_delay") == "auto" and settings.get("max_spikes", 1) == 1)
@@ -263,7 +265,9 @@ def short_latency_settings(settings: dict, given: set[str]) -> dict:
     if "readout" not in given:
         added["readout"] = "weighted"
     if "bias_samples" not in given:
-        added.update(bias_samples=SHORT_LATENCY_BIAS_SAMPLES, bias_yields_to_delay=True)
+        added["bias_samples"] = SHORT_LATENCY_BIAS_SAMPLES
+        if "bias_yields_to_delay" not in given:
+            added["bias_yields_to_delay"] = True
     return {**settings, **added}
 
 

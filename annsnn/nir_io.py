@@ -163,7 +163,7 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
     if delay:
         problems.append(f"readout delay ({delay} step(s) left out of the readout: NIR's output sums every step; convert with --readout-delay 0)")
     if snn.record.calibration.readout_weights:
-        problems.append("per-step readout weights (--readout weighted): NIR's output sums every step alike; convert without --readout weighted")
+        problems.append("per-step readout weights (--readout weighted, the default at --T 8 or less): NIR's output sums every step alike; convert with --readout delay")
     if problems:
         hint = " (the zero-padded option-A shortcut of CIFAR ResNets)" if any("F.pad" in p for p in problems) and any("slicing" in p for p in problems) else ""
         calibrated = any("per-step corrections" in p or p.startswith(("readout delay", "per-step readout weights")) for p in problems)

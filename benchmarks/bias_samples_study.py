@@ -26,7 +26,7 @@ for seed in (1, 2, 3):
     calib = [x for x, _ in make_loader(Subset(train, perm[:1024]), 128, 1024)]
     held = list(make_loader(Subset(train, perm[1024:1024 + 4096]), 256))
     for bs in (256, 768):
-        opts = _options(f"threshold+step-bias:samples={bs}", T)
+        opts = _options(f"threshold+step-bias:readout=delay:samples={bs}", T)  # the delay readout, as measured before 01c6d14
         snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=opts, normalization=(list(CIFAR_MEAN), list(CIFAR_STD)))
         with torch.no_grad():
             hits = sum(int((simulate(snn, x, T).predictions(T) == y).sum()) for x, y in held)

@@ -14,7 +14,7 @@ import sys
 
 import torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from low_latency import SHARED, WEIGHTS, ARCH, CIFAR_MEAN, CIFAR_STD, heldout_indices, _options
+from low_latency import SHARED, WEIGHTS, ARCH, CIFAR_MEAN, CIFAR_STD, STUDY_BASELINE, heldout_indices, _options
 from torch.utils.data import Subset
 from annsnn.data import load_dataset, make_loader
 from annsnn.model_files import load_model
@@ -46,7 +46,7 @@ def sums(snn, x, T):
     return {t: torch.cat(v) for t, v in out.items()}
 
 for T in [int(t) for t in sys.argv[1].split(",")]:
-    snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=_options("threshold+step-bias", T), normalization=norm)
+    snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=_options(STUDY_BASELINE, T), normalization=norm)  # bias [0:256], delay choice [256:512]
     chosen = int(snn.meta.get("readout_delay", 0))
     with torch.no_grad():
         ann_c = net((choice - mean) / std).double()

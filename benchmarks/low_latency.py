@@ -92,6 +92,13 @@ def _options(method: str, T: int) -> ConversionOptions:
     return ConversionOptions.calibrated(name, T, mode=parse_mode("99.99"), **overrides)
 
 
+# The default before 01c6d14 (the delay readout and 256 bias images at every N; the next 256
+# images choose the delay): what the held-out studies in docs/low-latency.md start from and
+# split their images by (bias [0:256], delay [256:512]). Since 01c6d14 the default at N <= 8
+# is the weighted readout with 768 bias images.
+STUDY_BASELINE = "threshold+step-bias:readout=delay:samples=256"
+
+
 def resnet20_jpeg_and_train():
     """ResNet-20-JPEG (eval mode) and the JPEG training images."""
     net = load_model(SHARED / "models" / WEIGHTS["resnet20_jpeg"], ARCH["resnet20_jpeg"]).module.eval()
@@ -101,12 +108,13 @@ def resnet20_jpeg_and_train():
 def resnet20_jpeg_study(T: int, heldout: int, calib: int = 1024):
     """What the held-out studies (benchmarks/*_study.py) start from: ResNet-20-JPEG, its
     training images, the first ``calib`` of them as calibration batches, ``heldout``
-    held-out ones (:func:`heldout_indices`) as (images, labels) batches, and the default
-    conversion for N = ``T``. Returns (net, train, calib batches, held-out batches, snn)."""
+    held-out ones (:func:`heldout_indices`) as (images, labels) batches, and the
+    :data:`STUDY_BASELINE` conversion for N = ``T`` (the default at N > 8). Returns (net,
+    train, calib batches, held-out batches, snn)."""
     net, train = resnet20_jpeg_and_train()
     batches = [x for x, _ in make_loader(train, 128, calib)]
     held = list(make_loader(Subset(train, heldout_indices(len(train), calib, heldout)), 256)) if heldout else []
-    snn, _ = ann_to_snn(net, iter(batches), input_shape=(3, 32, 32), options=_options(next(iter(CALIBRATIONS)), T), normalization=(list(CIFAR_MEAN), list(CIFAR_STD)))
+    snn, _ = ann_to_snn(net, iter(batches), input_shape=(3, 32, 32), options=_options(STUDY_BASELINE, T), normalization=(list(CIFAR_MEAN), list(CIFAR_STD)))
     return net, train, batches, held, snn
 
 

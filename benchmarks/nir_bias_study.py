@@ -16,7 +16,6 @@ Prints one line per row: T, row, conversion seconds, held-out top-1.
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from annsnn.data import make_loader  # noqa: E402
 from annsnn.pipeline import ann_to_snn  # noqa: E402
 from annsnn.simulate import simulate  # noqa: E402
-from low_latency import CIFAR_MEAN, CIFAR_STD, _options, heldout_indices, resnet20_jpeg_and_train  # noqa: E402
+from low_latency import CIFAR_MEAN, CIFAR_STD, STUDY_BASELINE, _options, heldout_indices, resnet20_jpeg_and_train  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +48,7 @@ def main() -> None:
 
         snn, seconds = convert(_options("nir", T))
         print(f"T={T} --target nir (threshold+bias): {seconds:.0f} s, held-out top-1 {held_out(snn):.2f} %", flush=True)
-        snn, seconds = convert(dataclasses.replace(_options("threshold+step-bias", T), readout_delay=0))
+        snn, seconds = convert(_options(STUDY_BASELINE + ":delay=0", T))
         print(f"T={T} per-step bias, delay 0: {seconds:.0f} s, held-out top-1 {held_out(snn):.2f} %", flush=True)
         for module in snn.neuron_layers().values():
             module.set_step_bias(module.step_bias.mean(0, keepdim=True))

@@ -36,7 +36,7 @@ from annsnn.functional import if_soft_reset  # noqa: E402
 from annsnn.layers import IFNeurons  # noqa: E402
 from annsnn.pipeline import ann_to_snn  # noqa: E402
 from annsnn.simulate import simulate  # noqa: E402
-from low_latency import CIFAR_MEAN, CIFAR_STD, _options, heldout_indices, resnet20_jpeg_and_train  # noqa: E402
+from low_latency import CIFAR_MEAN, CIFAR_STD, STUDY_BASELINE, _options, heldout_indices, resnet20_jpeg_and_train  # noqa: E402
 
 _plain_forward = IFNeurons.forward
 
@@ -121,7 +121,7 @@ def main() -> None:
     net, train = resnet20_jpeg_and_train()
     calib = [x for x, _ in make_loader(train, 128, 1024)]
     held = list(make_loader(Subset(train, heldout_indices(len(train), 1024, 1024)), 256))
-    snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=_options("threshold+step-bias", args.T), normalization=(list(CIFAR_MEAN), list(CIFAR_STD)))
+    snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=_options(STUDY_BASELINE, args.T), normalization=(list(CIFAR_MEAN), list(CIFAR_STD)))
     images = torch.cat(calib)
     bias_images, choice_images = images[:256], images[256:512]  # the pipeline's bias-fit and delay-choice images
 

@@ -38,7 +38,7 @@ from annsnn.data import make_loader  # noqa: E402
 from annsnn.model_files import load_model  # noqa: E402
 from annsnn.pipeline import ann_to_snn  # noqa: E402
 from annsnn.simulate import simulate  # noqa: E402
-from low_latency import CIFAR_MEAN, CIFAR_STD, _options, heldout_indices, resnet20_jpeg_and_train  # noqa: E402
+from low_latency import CIFAR_MEAN, CIFAR_STD, STUDY_BASELINE, _options, heldout_indices, resnet20_jpeg_and_train  # noqa: E402
 
 _convert = importlib.import_module("annsnn.convert")  # the module (the package exports the function under the same name)
 
@@ -63,7 +63,7 @@ class LayerFactors:
 
     def convert(self, net, calib, T: int, factors: list[float]):
         self.factors, self._calls, self.shapes = list(factors), 0, []
-        snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=_options("threshold+step-bias", T), normalization=(list(CIFAR_MEAN), list(CIFAR_STD)))
+        snn, _ = ann_to_snn(net, iter(calib), input_shape=(3, 32, 32), options=_options(STUDY_BASELINE, T), normalization=(list(CIFAR_MEAN), list(CIFAR_STD)))
         choice = snn.record.calibration.delay_choice or {}
         return snn, min(choice["output_mse"])
 

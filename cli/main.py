@@ -258,7 +258,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     if finetune_epochs:
         options = dataclasses.replace(options, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr)  # validated there
     if options.readout_delay == "auto" and calib_samples <= options.bias_images:  # before loading anything
-        raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond --bias-samples {options.bias_images}; pass more, or --readout-delay K")
+        raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: --calib-samples {calib_samples} leaves none beyond the {options.bias_images} the bias fit takes first; pass more, a smaller --bias-samples, or --readout-delay K")
     from annsnn.data import preprocess_for
 
     zoo = model is not None and model.startswith("zoo:")
@@ -745,7 +745,7 @@ def demo(out_dir: str, T) -> None:
     inputs = resolve_inputs(loaded)
     steps = sorted(T) if not isinstance(T, int) else [T]
     plain_options = ConversionOptions.plain(mode=parse_mode("99.99"))
-    options = _calibrated_options(parse_mode("99.99"), None, "all", 0.5, max(steps), CALIBRATION_NAMES[0], 256, "spiking", False)
+    options = _calibrated_options(parse_mode("99.99"), None, "all", 0.5, max(steps), CALIBRATION_NAMES[0], None, "spiking", False)  # convert's default for N = max(T)
     started = time.perf_counter()
     meta = provenance(loaded, inputs)
     with _progress() as progress:

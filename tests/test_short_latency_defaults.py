@@ -42,12 +42,15 @@ def test_default_options_follow_the_rule(T, calib):
     (dict(readout_delay=2), ("delay", 256)),  # a fixed delay has no images to fit weights on
     (dict(max_spikes=2), ("delay", 256)),  # burst neurons: not measured with the weighted readout
     (dict(threshold_scale=1.0), ("weighted", 768)),
+    (dict(bias_yields_to_delay=False), ("weighted", 768)),
 ])
 def test_given_settings_win_and_other_pipelines_keep_the_old_default(overrides, expected):
     options = ConversionOptions.calibrated("threshold+step-bias", 8, **overrides)
     assert (options.readout, options.bias_images_of(1024)) == expected
     if "bias_samples" in overrides:  # an explicit --bias-samples is what the bias takes, however few images follow
         assert options.bias_images_of(400) == 100 and options.bias_images == 100
+    if "bias_yields_to_delay" in overrides:  # ... and so does an explicit "do not yield"
+        assert options.bias_yields_to_delay is False and options.bias_images_of(700) == 700
 
 
 @pytest.mark.parametrize("calibration", ["threshold+bias", "threshold", "none"])
@@ -89,8 +92,37 @@ def test_the_pipeline_splits_small_calibration_sets_between_bias_and_delay(cnn_a
     assert snn.record.options["bias_yields_to_delay"] is True and snn.record.options["bias_samples"] == 768
 
 
+def test_the_split_gives_the_bias_the_first_images_and_the_delay_the_next(cnn_and_data):
+    """700 images: the default (yielding) equals an explicit --bias-samples 444, which fits
+    the bias on images [0:444] and chooses the delay and its weights on [444:700], bit for bit."""
+    from annsnn.data import load_dataset
+    from annsnn.pipeline import ann_to_snn
+
+    model, calib, _ = cnn_and_data
+    pool = load_dataset("digits", "train").tensors[0][:700]
+    shape = tuple(calib.shape[1:])
+    yielding, _ = ann_to_snn(model, list(pool.split(128)), input_shape=shape, options=ConversionOptions.low_latency(4))
+    explicit, _ = ann_to_snn(model, list(pool.split(128)), input_shape=shape, options=ConversionOptions.low_latency(4, bias_samples=444))
+    assert explicit.record.options["bias_samples"] == 444 and "bias_yields_to_delay" not in explicit.record.options
+    biases = [(a.step_bias, b.step_bias) for a, b in zip(yielding.neuron_layers().values(), explicit.neuron_layers().values())]
+    assert len(biases) >= 2 and all(torch.equal(a, b) for a, b in biases)
+    assert yielding.record.calibration.readout_weights == explicit.record.calibration.readout_weights
+    assert yielding.record.calibration.readout_delay == explicit.record.calibration.readout_delay
+    swapped, _ = ann_to_snn(model, list(torch.cat([pool[444:], pool[:444]]).split(128)), input_shape=shape, options=ConversionOptions.low_latency(4))
+    assert not all(torch.equal(a.step_bias, b.step_bias) for a, b in zip(swapped.neuron_layers().values(), yielding.neuron_layers().values()))
+
+
+def test_nir_refusal_of_the_default_at_T8_names_the_flag_that_works(capsys, tmp_path):
+    pytest.importorskip("nir")
+    out = tmp_path / "d.snn.pt"
+    assert run_cli(capsys, "convert", "--T", "8", "--out", str(out))[0] == 0
+    code, _, stderr = run_cli(capsys, "export", str(out), "--nir", str(tmp_path / "d.nir"))
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "--readout delay" in stderr and "--target nir" in stderr and "without --readout weighted" not in stderr
+
+
 def test_cli_above_T8_and_explicit_flags_keep_the_delay_readout(capsys, tmp_path):
-    for args, bias in ((["--T", "16"], 256), (["--T", "4", "--readout", "delay", "--bias-samples", "300"], 300)):
+    for args, bias in ((["--T", "16"], 256), (["--T", "4", "--readout", "delay", "--bias-samples", "300"], 300), (["--T", "4", "--readout", "delay", "--calib-samples", "600"], 344)):
         out = tmp_path / "k.snn.pt"
         code, _, stderr = run_cli(capsys, "convert", *args, "--out", str(out))
         assert code == 0, stderr
