@@ -18,6 +18,7 @@ echo "regenerating at code commit $commit; logs in $LOGS"
 run() { local name=$1; shift; local t0=$SECONDS; echo "[$(date +%H:%M:%S)] start $name"; "$@" >"$LOGS/$name.log" 2>&1 || { echo "FAILED $name (see $LOGS/$name.log)"; return 1; }; echo "[$(date +%H:%M:%S)] done $name ($((SECONDS - t0)) s)"; }
 export OMP_NUM_THREADS=1 BENCH_THREADS=1
 STDP_CKPT=.annsnn/stdp_mnist-mnist-stdp400.pt
+mkdir -p "$(dirname "$STDP_CKPT")"  # convert/train refuse a missing output folder
 lane_a() {
   run coverage nice $PY reports/coverage.py --fresh
   run robustness nice $PY reports/robustness.py
