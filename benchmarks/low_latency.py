@@ -46,7 +46,10 @@ from provenance import code_commit  # noqa: E402
 
 SHARED = Path(os.environ.get("ANNSNN_SHARED", "/work/shared"))
 WEIGHTS = {"resnet20": "cifar10-resnet/resnet20-12fca82f.th", "resnet32": "cifar10-resnet/resnet32-d509ac18.th", "resnet20_jpeg": "cifar10-jpeg/resnet20_jpeg.pt"}
-ARCH = {"resnet20": "resnet20", "resnet32": "resnet32", "resnet20_jpeg": "resnet20"}
+ARCH = {"resnet20": "resnet20", "resnet32": "resnet32", "resnet20_jpeg": "resnet20", "mobilenet_v2_jpeg": "mobilenet_v2_cifar"}
+# Not shared: `python benchmarks/train_mobilenet_v2_jpeg.py --epochs 3` writes it (seed 0; docs/low-latency.md)
+LOCAL_WEIGHTS = {"mobilenet_v2_jpeg": Path(__file__).resolve().parents[1] / ".annsnn" / "mobilenet_v2_cifar_jpeg.pt"}
+JPEG_TRAINED = {"resnet20_jpeg", "mobilenet_v2_jpeg"}  # trained on the JPEG training images with CIFAR_MEAN / CIFAR_STD
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # resnet20_jpeg's training normalization (shared/README)
 SHIFTED = {"resnet20", "resnet32"}  # trained on the original images, scored on the JPEG ones
 OUT = Path(__file__).parent / "results" / "low_latency.json"
@@ -120,7 +123,7 @@ def resnet20_jpeg_study(T: int, heldout: int, calib: int = 1024):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--arch", default="resnet20_jpeg", choices=sorted(WEIGHTS))
+    parser.add_argument("--arch", default="resnet20_jpeg", choices=sorted(WEIGHTS.keys() | LOCAL_WEIGHTS.keys()))
     parser.add_argument("--methods", default=",".join([next(iter(CALIBRATIONS)), "threshold+bias", "threshold", "best-flags", "none"]))
     parser.add_argument("--T", default="8,16,32,64")
     parser.add_argument("--calib", type=int, default=1024)
@@ -129,14 +132,17 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=0, help="also score each row on this many held-out TRAINING images (evenly spaced over the training images not used for calibration): the data design choices are made on")
     parser.add_argument("--append", action="store_true", help="keep the block's rows of other methods/T (same images required); every row records its commit")
     args = parser.parse_args()
+    weights = LOCAL_WEIGHTS[args.arch] if args.arch in LOCAL_WEIGHTS else SHARED / "models" / WEIGHTS[args.arch]
+    if not weights.is_file():
+        parser.error(f"{weights} does not exist" + (": write it with python benchmarks/train_mobilenet_v2_jpeg.py --epochs 3" if args.arch in LOCAL_WEIGHTS else ""))
     torch.manual_seed(0)
     root = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
-    net = load_model(SHARED / "models" / WEIGHTS[args.arch], ARCH[args.arch]).module.eval()
+    net = load_model(weights, ARCH[args.arch]).module.eval()
     train, test = load_dataset(root, "train"), load_dataset(root, "test")
     calib = [x for x, _ in make_loader(train, 128, args.calib)]
     test_batches = list(make_loader(test, 200, args.test))
     heldout_batches = list(make_loader(Subset(train, heldout_indices(len(train), args.calib, args.heldout)), 256)) if args.heldout else []
-    mean_values, std_values = (CIFAR_MEAN, CIFAR_STD) if args.arch == "resnet20_jpeg" else (IMAGENET_MEAN, IMAGENET_STD)
+    mean_values, std_values = (CIFAR_MEAN, CIFAR_STD) if args.arch in JPEG_TRAINED else (IMAGENET_MEAN, IMAGENET_STD)
     norm = (list(mean_values), list(std_values))
     mean, std = torch.tensor(mean_values).view(1, 3, 1, 1), torch.tensor(std_values).view(1, 3, 1, 1)
     with torch.no_grad():
