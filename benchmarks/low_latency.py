@@ -6,6 +6,9 @@ normalization): it is scored on the distribution it was trained on. ``resnet20``
 ``resnet32`` are the shared nets trained on the *original* images and scored on the JPEG
 ones: distribution-shifted (their ANN loses about 10 points, and calibration on JPEG
 training images adapts the SNN to the shift, so those rows flatter every method).
+``mobilenet_v2_jpeg`` is the depthwise net ``benchmarks/train_mobilenet_v2_jpeg.py`` trains
+on the JPEG training images (not shared; :data:`NETS` lists each net's weights and
+normalization).
 
 Per architecture: the same calibration images (the first ``--calib`` of train/) and the
 same evenly spaced test images (``--test`` of test/). For every calibration method and
@@ -26,6 +29,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -43,15 +47,34 @@ from annsnn.pipeline import ann_to_snn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import code_commit  # noqa: E402
+from train_mobilenet_v2_jpeg import MEAN as MOBILENET_MEAN, STD as MOBILENET_STD  # noqa: E402
 
 SHARED = Path(os.environ.get("ANNSNN_SHARED", "/work/shared"))
-WEIGHTS = {"resnet20": "cifar10-resnet/resnet20-12fca82f.th", "resnet32": "cifar10-resnet/resnet32-d509ac18.th", "resnet20_jpeg": "cifar10-jpeg/resnet20_jpeg.pt"}
-ARCH = {"resnet20": "resnet20", "resnet32": "resnet32", "resnet20_jpeg": "resnet20", "mobilenet_v2_jpeg": "mobilenet_v2_cifar"}
-# Not shared: `python benchmarks/train_mobilenet_v2_jpeg.py --epochs 3` writes it (seed 0; docs/low-latency.md)
-LOCAL_WEIGHTS = {"mobilenet_v2_jpeg": Path(__file__).resolve().parents[1] / ".annsnn" / "mobilenet_v2_cifar_jpeg.pt"}
-JPEG_TRAINED = {"resnet20_jpeg", "mobilenet_v2_jpeg"}  # trained on the JPEG training images with CIFAR_MEAN / CIFAR_STD
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # resnet20_jpeg's training normalization (shared/README)
-SHIFTED = {"resnet20", "resnet32"}  # trained on the original images, scored on the JPEG ones
+
+
+@dataclass(frozen=True)
+class BenchmarkNet:
+    """A net this benchmark converts: its weights file, its ``--arch``, the normalization
+    it was trained with, whether it is scored on images shifted from its training images,
+    and where its weights come from (said when the file is missing)."""
+
+    weights: Path
+    arch: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    shifted: bool
+    source: str
+
+
+NETS = {
+    "resnet20": BenchmarkNet(SHARED / "models" / "cifar10-resnet" / "resnet20-12fca82f.th", "resnet20", IMAGENET_MEAN, IMAGENET_STD, True, "../shared (its README)"),
+    "resnet32": BenchmarkNet(SHARED / "models" / "cifar10-resnet" / "resnet32-d509ac18.th", "resnet32", IMAGENET_MEAN, IMAGENET_STD, True, "../shared (its README)"),
+    "resnet20_jpeg": BenchmarkNet(SHARED / "models" / "cifar10-jpeg" / "resnet20_jpeg.pt", "resnet20", CIFAR_MEAN, CIFAR_STD, False, "../shared (its README)"),
+    # not shared: the trainer writes it (seed 0; docs/low-latency.md) and owns its normalization
+    "mobilenet_v2_jpeg": BenchmarkNet(Path(__file__).resolve().parents[1] / ".annsnn" / "mobilenet_v2_cifar_jpeg.pt", "mobilenet_v2_cifar", MOBILENET_MEAN, MOBILENET_STD, False,
+                                      "write it with python benchmarks/train_mobilenet_v2_jpeg.py --epochs 3"),
+}
 OUT = Path(__file__).parent / "results" / "low_latency.json"
 
 
@@ -104,7 +127,8 @@ STUDY_BASELINE = "threshold+step-bias:readout=delay:samples=256"
 
 def resnet20_jpeg_and_train():
     """ResNet-20-JPEG (eval mode) and the JPEG training images."""
-    net = load_model(SHARED / "models" / WEIGHTS["resnet20_jpeg"], ARCH["resnet20_jpeg"]).module.eval()
+    spec = NETS["resnet20_jpeg"]
+    net = load_model(spec.weights, spec.arch).module.eval()
     return net, load_dataset(f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}", "train")
 
 
@@ -123,7 +147,7 @@ def resnet20_jpeg_study(T: int, heldout: int, calib: int = 1024):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--arch", default="resnet20_jpeg", choices=sorted(WEIGHTS.keys() | LOCAL_WEIGHTS.keys()))
+    parser.add_argument("--arch", default="resnet20_jpeg", choices=sorted(NETS))
     parser.add_argument("--methods", default=",".join([next(iter(CALIBRATIONS)), "threshold+bias", "threshold", "best-flags", "none"]))
     parser.add_argument("--T", default="8,16,32,64")
     parser.add_argument("--calib", type=int, default=1024)
@@ -132,17 +156,17 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=0, help="also score each row on this many held-out TRAINING images (evenly spaced over the training images not used for calibration): the data design choices are made on")
     parser.add_argument("--append", action="store_true", help="keep the block's rows of other methods/T (same images required); every row records its commit")
     args = parser.parse_args()
-    weights = LOCAL_WEIGHTS[args.arch] if args.arch in LOCAL_WEIGHTS else SHARED / "models" / WEIGHTS[args.arch]
-    if not weights.is_file():
-        parser.error(f"{weights} does not exist" + (": write it with python benchmarks/train_mobilenet_v2_jpeg.py --epochs 3" if args.arch in LOCAL_WEIGHTS else ""))
+    spec = NETS[args.arch]
+    if not spec.weights.is_file():
+        parser.error(f"{spec.weights} does not exist: {spec.source}")
     torch.manual_seed(0)
     root = f"imagefolder:{SHARED / 'data' / 'CIFAR10-jpeg'}"
-    net = load_model(weights, ARCH[args.arch]).module.eval()
+    net = load_model(spec.weights, spec.arch).module.eval()
     train, test = load_dataset(root, "train"), load_dataset(root, "test")
     calib = [x for x, _ in make_loader(train, 128, args.calib)]
     test_batches = list(make_loader(test, 200, args.test))
     heldout_batches = list(make_loader(Subset(train, heldout_indices(len(train), args.calib, args.heldout)), 256)) if args.heldout else []
-    mean_values, std_values = (CIFAR_MEAN, CIFAR_STD) if args.arch in JPEG_TRAINED else (IMAGENET_MEAN, IMAGENET_STD)
+    mean_values, std_values = spec.mean, spec.std
     norm = (list(mean_values), list(std_values))
     mean, std = torch.tensor(mean_values).view(1, 3, 1, 1), torch.tensor(std_values).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -163,7 +187,7 @@ def main() -> None:
     kept = old.get("rows", {}) if args.append and same_images else {}
     for row in kept.values():
         row.setdefault("commit", old.get("commit", "?"))
-    block = data[args.arch] = {"ann_top1": ann_top1, "distribution_shifted": args.arch in SHIFTED, "calibration_images": args.calib, "test_images": args.test, "ann_pass_seconds": ann_pass, "commit": commit, "rows": kept}
+    block = data[args.arch] = {"ann_top1": ann_top1, "distribution_shifted": spec.shifted, "calibration_images": args.calib, "test_images": args.test, "ann_pass_seconds": ann_pass, "commit": commit, "rows": kept}
     rows = block["rows"]
     for method in args.methods.split(","):
         for T in [int(t) for t in args.T.split(",")]:

@@ -417,7 +417,6 @@ print(ann_mb, conv_mb, statistics.median(ann_s), statistics.median(conv_s))
                               "targets": {"time_ratio": "<= 40 (default)", "memory_ratio": "<= 2 (default)"}})
 
 
-
 def trained_digits_vgg19(xtr: torch.Tensor, ytr: torch.Tensor, epochs: int = 8) -> torch.nn.Module:
     """The reduced VGG19 of tests/test_convert.py (spiking max-pools) trained on the digits
     at 3x32x32 as the tests train it, from the initial weights of ``torch.manual_seed(0)``:
