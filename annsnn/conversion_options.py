@@ -95,8 +95,15 @@ class ConversionOptions:
     # multi-threshold (burst) neurons: up to K spikes per step, each worth theta = ceiling / K
     # (annsnn.layers.IFNeurons); 1 = binary spikes
     max_spikes: int = 1
+    # refit the final linear layer to the ANN's logits on every calibration image, by ridge
+    # least squares on the SNN's own features (annsnn.classifier_refit); on for --target nir
+    refit_classifier: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.refit_classifier, bool):
+            raise UsageError(f"invalid refit_classifier {self.refit_classifier!r}: use True or False")
+        if self.refit_classifier and self.T is None:
+            raise UsageError("--refit-classifier fits the classifier for the latency the SNN is calibrated for: it needs a calibration for --T N (not --calibration none)")
         if isinstance(self.max_spikes, bool) or not isinstance(self.max_spikes, int) or self.max_spikes < 1:
             raise UsageError(f"invalid --max-spikes {self.max_spikes!r}: use a whole number of spikes per step >= 1")
         if self.max_spikes > 1 and self.bias == "step" and self.step_solver == "quantile":
@@ -243,6 +250,7 @@ class ConversionOptions:
             "max_spikes": self.max_spikes,
             **({"readout": self.readout} if self.readout != READOUTS[0] else {}),  # the default is not written: earlier SNN files stay byte for byte
             **({"finetune_epochs": self.finetune_epochs, "finetune_lr": self.finetune_lr} if self.finetune_epochs else {}),  # likewise
+            **({"refit_classifier": True} if self.refit_classifier else {}),  # likewise
         }
 
 

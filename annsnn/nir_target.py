@@ -11,7 +11,10 @@ expressible:
   so the bias of Li et al. 2021's light calibration (:func:`annsnn.calibration.fit_layer_bias`)
   folds into the bias of the synapse that feeds the neurons (through a residual add, into
   the branch's synapse: the add is linear);
-* v_init 1/2 (node metadata), and no readout delay.
+* v_init 1/2 (node metadata), and no readout delay;
+* the classifier refitted to the ANN's logits on the calibration images
+  (:mod:`annsnn.classifier_refit`): plain weights, fitted to the readout NIR has (every step
+  summed), so it learns the first steps' transient that a readout delay would leave out.
 
 :func:`nir_options` gives those options; :func:`fold_constant_bias` moves each neuron
 layer's one-step bias into its synapse (the fitted network's values are unchanged up to
@@ -42,10 +45,12 @@ def nir_options(T: int, calibration: str = NIR_CALIBRATION, **overrides) -> Conv
     """The options of ``annsnn convert --target nir --T N``: per-channel IF-search thresholds
     (the pipeline's threshold scale), a constant per-channel bias (``threshold+bias``),
     v_init 1/2, no readout delay, binary spikes (``calibration`` may name another
-    expressible one: ``threshold``, ``bias`` or ``none``). ``overrides`` (None = the default) win,
+    expressible one: ``threshold``, ``bias`` or ``none``), the classifier refitted
+    (``refit_classifier``, except with ``none``). ``overrides`` (None = the default) win,
     but a per-step bias, a readout delay or bursts are refused: NIR cannot express them."""
     given = {key: value for key, value in overrides.items() if value is not None}
-    options = ConversionOptions.calibrated(calibration, T, **{"readout_delay": 0, **given})
+    refit = {"refit_classifier": calibration != "none"}  # on wherever there is a latency to fit for (annsnn.classifier_refit)
+    options = ConversionOptions.calibrated(calibration, T, **{"readout_delay": 0, **refit, **given})
     if options.bias == "step":
         raise UsageError("--target nir: NIR's IF has no per-step bias; use --calibration threshold+bias or threshold")
     if options.readout_delay != 0:

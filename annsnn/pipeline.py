@@ -66,7 +66,7 @@ def ann_to_snn(
     held = 0
     choice: list[Tensor] = []  # the next delay_samples images: the readout delay is chosen on them
     chosen = 0
-    others: list[Tensor] = []  # --finetune-epochs: every other calibration image (the training set, with the two above)
+    others: list[Tensor] = []  # --finetune-epochs, --refit-classifier: every other calibration image (the training set, with the two above)
     for batch in calibration:
         if tuple(batch.shape[1:]) != tuple(input_shape):
             raise UsageError(f"calibration batch has shape {tuple(batch.shape[1:])}, the model expects {tuple(input_shape)}")
@@ -85,7 +85,7 @@ def ann_to_snn(
             choice.append(rest[: options.delay_samples - chosen])
             chosen += int(choice[-1].shape[0])
             rest = rest[int(choice[-1].shape[0]) :]
-        if options.finetune_epochs and int(rest.shape[0]):
+        if (options.finetune_epochs or options.refit_classifier) and int(rest.shape[0]):
             others.append(rest)
         if on_batch is not None:
             on_batch(int(batch.shape[0]))
@@ -162,6 +162,17 @@ def ann_to_snn(
         else:
             report.notes.append(f"fine-tuning did not lower the readout error ({tuned.initial_loss:.4g} -> {tuned.final_loss:.4g} after {tuned.epochs} epoch(s) at learning rate {tuned.lr:g}): "
                                 "the calibrated weights were kept (try a smaller --finetune-lr)")
+    if options.refit_classifier:
+        from .classifier_refit import classifier_name, refit_classifier
+
+        assert options.T is not None
+        if classifier_name(snn) is None:
+            report.notes.append("classifier not refitted: the network's output is not a linear layer's, so the readout is not linear in one layer's input")
+        else:
+            refit = refit_classifier(snn, torch.cat(kept + choice + others), options.T, readout_delay=readout_delay, readout_weights=readout_weights)  # every calibration image
+            calibration = dataclasses.replace(calibration, classifier_refit=refit.to_dict())
+            report.notes.append(f"classifier {refit.layer} refitted to the ANN's logits by ridge least squares on {refit.samples} calibration images at T={options.T} "
+                                f"(readout squared error {refit.mse_before:.4g} -> {refit.mse_after:.4g}; agreement with the ANN's class {100 * refit.agreement_before:.1f}% -> {100 * refit.agreement_after:.1f}%)")
     snn.to("cpu")
     snn.record = record.replace(calibration=calibration, report=report.to_dict())  # the final report, once
     return snn, report

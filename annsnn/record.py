@@ -204,6 +204,7 @@ class Calibration:
     # --readout weighted: w_1..w_N, the readout at T = N is sum_t w_t o_t (empty: the delay's sum)
     readout_weights: tuple[float, ...] = ()
     finetune: dict | None = None  # --finetune-epochs: annsnn.finetune.FinetuneResult.to_dict()
+    classifier_refit: dict | None = None  # --refit-classifier: annsnn.classifier_refit.ClassifierRefit.to_dict()
 
     def __post_init__(self) -> None:
         if self.T is not None:
@@ -220,21 +221,23 @@ class Calibration:
         _mapping(self.delay_choice, "delay_choice")
         _mapping(self.bias_fit, "bias_fit")
         _finetune(self.finetune)
+        _mapping(self.classifier_refit, "classifier_refit")
 
     def to_dict(self) -> dict:
         fitted = {"readout_weights": list(self.readout_weights)} if self.readout_weights else {}  # only when fitted: other files stay byte for byte
         fitted |= {"finetune": self.finetune} if self.finetune is not None else {}
+        fitted |= {"classifier_refit": self.classifier_refit} if self.classifier_refit is not None else {}
         return {"T": self.T, "method": self.method, "readout_delay": self.readout_delay, "delay_choice": self.delay_choice, "bias_fit": self.bias_fit, **fitted}
 
     @classmethod
     def from_dict(cls, data: Any) -> "Calibration":
         data = _mapping(data, "calibration", optional=False)
         assert data is not None
-        unknown = set(data) - {"T", "method", "readout_delay", "delay_choice", "bias_fit", "readout_weights", "finetune"}
+        unknown = set(data) - {"T", "method", "readout_delay", "delay_choice", "bias_fit", "readout_weights", "finetune", "classifier_refit"}
         if unknown:
             raise _bad(f"calibration has unknown fields {sorted(unknown)}")
         return cls(T=data.get("T"), method=data.get("method", "none"), readout_delay=data.get("readout_delay", 0), delay_choice=data.get("delay_choice"), bias_fit=data.get("bias_fit"),
-                   readout_weights=_weights(data.get("readout_weights", [])), finetune=data.get("finetune"))
+                   readout_weights=_weights(data.get("readout_weights", [])), finetune=data.get("finetune"), classifier_refit=data.get("classifier_refit"))
 
 
 # keys of the format-1 meta dict that the typed fields hold; any other key goes to ``extra``

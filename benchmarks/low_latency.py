@@ -86,7 +86,13 @@ def heldout_indices(train_size: int, calib: int, heldout: int) -> list[int]:
     return [rest[i] for i in spread_indices(len(rest), heldout)]
 
 
-_SUFFIXES = {"samples": ("bias_samples", int), "scale": ("threshold_scale", float), "delay": ("readout_delay", int), "K": ("max_spikes", int),
+def _flag(value: str) -> bool:
+    if value not in ("0", "1"):
+        raise SystemExit(f"error: a flag suffix takes 0 or 1, not {value!r}")
+    return value == "1"
+
+
+_SUFFIXES = {"refit": ("refit_classifier", _flag), "samples": ("bias_samples", int), "scale": ("threshold_scale", float), "delay": ("readout_delay", int), "K": ("max_spikes", int),
              "criterion": ("delay_criterion", str), "readout": ("readout", str), "finetune": ("finetune_epochs", int), "lr": ("finetune_lr", float)}
 
 
@@ -97,7 +103,8 @@ def _options(method: str, T: int) -> ConversionOptions:
     before the readout delay existed carry ``:delay=0``: they ran with every output step
     counted), ``:K=k`` (``--max-spikes k``, burst neurons), ``:criterion=C``
     (``--delay-criterion C``), ``:readout=R`` (``--readout R``), ``:finetune=E`` / ``:lr=L``
-    (``--finetune-epochs E`` / ``--finetune-lr L``); or ``nir`` for ``annsnn convert
+    (``--finetune-epochs E`` / ``--finetune-lr L``), ``:refit=1`` / ``:refit=0``
+    (``--refit-classifier`` / ``--no-refit-classifier``); or ``nir`` for ``annsnn convert
     --target nir`` (its bias is folded into the synapses after the conversion). A calibration name is exactly ``annsnn convert --calibration NAME --T N`` with
     those flags (:meth:`ConversionOptions.calibrated`)."""
     name, *suffixes = method.split(":")

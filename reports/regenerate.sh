@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate reports/ and benchmarks/results at one code commit (benchmarks/provenance.py):
-# two lanes of one thread each, on 2 cores about 2 hours. Needs ../shared (ANNSNN_SHARED).
+# two lanes of one thread each, on 2 cores about 1 hour 40 minutes. Needs ../shared (ANNSNN_SHARED).
 #   bash reports/regenerate.sh            # everything below
 #   LOGS=dir bash reports/regenerate.sh   # logs (default .annsnn/regenerate)
 # Not re-run here (each keeps the commit it names; benchmarks/RESULTS.md lists them apart):
@@ -27,8 +27,12 @@ lane_a() {
   run threeway nice $PY reports/threeway.py --stdp $STDP_CKPT
   run speed nice $PY benchmarks/run.py speed overhead
   run imagenet_cost nice $PY benchmarks/imagenet_cost.py --device cpu --images 64 --models mobilenet_v2,resnet50
+  run cost nice $PY benchmarks/run.py calibration_cost suite_low_latency nir_target
+  run mnist nice $PY reports/generate.py mnist
+  run cifar nice $PY reports/generate.py cifar  # its low-latency section is rewritten by 'lowlat' below, once lane B is done
+  run structure nice $PY reports/generate.py structure
 }
-lane_b() {
+lane_b() {  # every step that writes benchmarks/results/low_latency.json: one lane, in order
   LL="nice $PY benchmarks/low_latency.py"
   run ll_jpeg $LL --arch resnet20_jpeg --methods threshold+step-bias --T 2,4,8,16,32,64 --test 10000 --heldout 1024
   run ll_jpeg_burst $LL --arch resnet20_jpeg --methods threshold+step-bias:K=4 --T 2,4,8 --test 10000 --heldout 1024 --append
@@ -37,10 +41,6 @@ lane_b() {
   run ll_resnet20 $LL --arch resnet20 --methods threshold+step-bias --T 8,16,32,64 --test 1000 --heldout 1024
   run ll_resnet32 $LL --arch resnet32 --methods threshold+step-bias --T 8,16,32,64 --test 1000 --heldout 1024
   run sj_heldout nice $PY benchmarks/run.py sj_heldout
-  run mnist nice $PY reports/generate.py mnist
-  run cifar nice $PY reports/generate.py cifar
-  run structure nice $PY reports/generate.py structure
-  run cost nice $PY benchmarks/run.py calibration_cost suite_low_latency nir_target
 }
 lane_a & a=$!
 lane_b & b=$!
