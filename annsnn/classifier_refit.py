@@ -147,7 +147,13 @@ def refit_classifier(snn: SpikingNetwork, images: Tensor, T: int, *, readout_del
     for start in range(0, int(images.shape[0]), _BATCH):
         x = images[start : start + _BATCH]
         steps: list[Tensor] = []
-        handle = runner_layer.register_forward_pre_hook(lambda module, args: steps.append(args[0].reshape(-1, x.shape[0], args[0].shape[-1]).double()))  # noqa: B023
+
+        def read(module: nn.Module, args: tuple) -> None:
+            if args[0].dim() != 2:  # [k B, features]: a classifier applied per position is not one readout per image
+                raise UsageError(f"--refit-classifier: {name} reads a {args[0].dim()}-D input, not one feature vector per image and step; leave it out with --no-refit-classifier")
+            steps.append(args[0].reshape(-1, x.shape[0], args[0].shape[-1]).double())  # noqa: B023
+
+        handle = runner_layer.register_forward_pre_hook(read)
         try:
             simulate(snn, x, T, readout_delay=readout_delay)
         finally:

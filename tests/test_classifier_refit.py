@@ -172,3 +172,27 @@ def test_cli_target_nir_refits_and_the_flag_turns_it_off(tmp_path, capsys, monke
     lines = [line for line in err.splitlines() if line.strip()]
     assert code != 0 and len(lines) == 1 and "--refit-classifier" in lines[0], err
     assert not (tmp_path / "bad.snn.pt").exists()
+
+
+def test_a_classifier_applied_per_position_is_refused_in_one_line():
+    """A final linear layer over [B, positions, features] is not one readout per image."""
+    torch.manual_seed(0)
+
+    class PerPosition(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(2, 4, 1)
+            self.act = nn.ReLU()
+            self.head = nn.Linear(5, 3)
+
+        def forward(self, x):
+            return self.head(self.act(self.conv(x)))
+
+    net = PerPosition().eval()
+    x = torch.rand(16, 2, 5)
+    options = ConversionOptions.low_latency(4, readout_delay=0, channel_wise=False)  # one scale per layer: the head reads every position alike
+    snn, _ = ann_to_snn(net, [x], input_shape=(2, 5), options=options)
+    if classifier_name(snn) is None:
+        pytest.skip("canonicalization put an op after the head")
+    with pytest.raises(UsageError, match="--no-refit-classifier"):
+        refit_classifier(snn, x, 4)
