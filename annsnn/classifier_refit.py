@@ -120,10 +120,11 @@ def _system(features: Tensor, ones: float, target: Tensor, weight: Tensor, bias:
     return X, residual, penalty
 
 
-def _readout_weights(T: int, readout_delay: int, readout_weights: tuple[float, ...], calibrated_T: int) -> Tensor:
+def _readout_weights(T: int, readout_delay: int, readout_weights: tuple[float, ...]) -> Tensor:
+    """omega_1..omega_T: the fitted weights, or 0 for the steps before the delay and 1 after."""
     if readout_weights:
         return torch.tensor(readout_weights, dtype=torch.float64)
-    start = readout_start(readout_delay, T, calibrated_T)
+    start = readout_start(readout_delay, T, T)
     return torch.tensor([0.0] * start + [1.0] * (T - start), dtype=torch.float64)
 
 
@@ -138,9 +139,8 @@ def refit_classifier(snn: SpikingNetwork, images: Tensor, T: int, *, readout_del
         raise UsageError(f"ridges must be positive, got {ridges!r}")
     if readout_weights and len(readout_weights) != T:
         raise UsageError(f"{len(readout_weights)} readout weights for T={T}: one per step is needed")
-    name, layer = classifier_of(snn)
-    runner_layer = snn.runner("direct").get_submodule(name)
-    omega = _readout_weights(T, readout_delay, readout_weights, T)
+    name, layer = classifier_of(snn)  # the runners share the graph's modules: simulate reads this layer
+    omega = _readout_weights(T, readout_delay, readout_weights)
     ones = float(omega.sum())
     parts: list[Tensor] = []
     logits: list[Tensor] = []
@@ -153,7 +153,7 @@ def refit_classifier(snn: SpikingNetwork, images: Tensor, T: int, *, readout_del
                 raise UsageError(f"--refit-classifier: {name} reads a {args[0].dim()}-D input, not one feature vector per image and step; leave it out with --no-refit-classifier")
             steps.append(args[0].reshape(-1, x.shape[0], args[0].shape[-1]).double())  # noqa: B023
 
-        handle = runner_layer.register_forward_pre_hook(read)
+        handle = layer.register_forward_pre_hook(read)
         try:
             simulate(snn, x, T, readout_delay=readout_delay)
         finally:
@@ -173,11 +173,10 @@ def refit_classifier(snn: SpikingNetwork, images: Tensor, T: int, *, readout_del
     result = ClassifierRefit(layer=name, samples=int(F.shape[0]), T=T, ridge=ridge, leave_one_out=loo,
                              mse_before=float(((before - target) ** 2).sum(1).mean()), mse_after=float(((after - target) ** 2).sum(1).mean()),
                              agreement_before=float((before.argmax(1) == classes).double().mean()), agreement_after=float((after.argmax(1) == classes).double().mean()))
-    for target_layer in {id(layer): layer, id(runner_layer): runner_layer}.values():  # the runner's copy too, if it has one
-        target_layer.weight.copy_(A.to(target_layer.weight.dtype))
-        if target_layer.bias is None:
-            target_layer.bias = nn.Parameter(torch.zeros(target_layer.out_features, dtype=target_layer.weight.dtype, device=target_layer.weight.device), requires_grad=False)
-        target_layer.bias.copy_(c.to(target_layer.bias.dtype))
+    layer.weight.copy_(A.to(layer.weight.dtype))
+    if layer.bias is None:
+        layer.bias = nn.Parameter(torch.zeros(layer.out_features, dtype=layer.weight.dtype, device=layer.weight.device), requires_grad=False)
+    layer.bias.copy_(c.to(layer.bias.dtype))
     return result
 
 

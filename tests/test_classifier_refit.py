@@ -12,15 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from annsnn import ann_to_snn, load_model, simulate
+from annsnn import ann_to_snn, simulate
 from annsnn.artifact import load_snn, save_snn
 from annsnn.classifier_refit import classifier_name, leave_one_out_error, refit_classifier, ridge_refit
 from annsnn.conversion_options import ConversionOptions
 from annsnn.errors import UsageError
-from annsnn.layers import Normalize
 from annsnn.nir_io import to_nir
 from annsnn.nir_target import fold_constant_bias, nir_options
-from annsnn.zoo import embedded_checkpoint
 from conftest import run_cli
 
 
@@ -82,12 +80,9 @@ def test_the_fit_never_raises_the_squared_error_on_its_images(seed, ridge):
 
 
 @pytest.fixture(scope="module")
-def digits_model(digits):
-    (x_train, _), _ = digits
-    loaded = load_model(embedded_checkpoint())
-    norm = loaded.record["normalization"]
-    model = nn.Sequential(Normalize(norm["mean"], norm["std"]), loaded.module.eval()).eval()
-    return model, x_train[:384]
+def digits_model(cnn_and_data):
+    model, calib, _ = cnn_and_data  # the bundled digits CNN behind its normalization
+    return model, calib[:384]
 
 
 def _readout_error(snn, images, T):

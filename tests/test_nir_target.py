@@ -7,9 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from annsnn import ann_to_snn, load_model, simulate
+from annsnn import ann_to_snn, simulate
 from annsnn.errors import UsageError
-from annsnn.layers import Normalize
 from annsnn.nir_io import load_nir, to_nir
 from annsnn.nir_target import fold_constant_bias, nir_options
 from annsnn.zoo import embedded_checkpoint
@@ -17,12 +16,8 @@ from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def digits_model(digits):
-    (x_train, _), _ = digits
-    loaded = load_model(embedded_checkpoint())
-    norm = loaded.record["normalization"]
-    model = nn.Sequential(Normalize(norm["mean"], norm["std"]), loaded.module.eval()).eval()
-    return model, x_train[:512], x_train[512:768]
+def digits_model(cnn_and_data):
+    return cnn_and_data  # the bundled digits CNN, 512 calibration and 256 held-out training images
 
 
 def test_nir_options_are_expressible_and_refuse_what_is_not():
