@@ -233,6 +233,11 @@ class Analyzer:
             ann_out = self.snn.ann(ann_view(inputs))
         else:
             ann_out = self.snn.ann(inputs)
+        if ann_out.dim() != 2:  # argmax(1) of [N, C, 1] compares [N, 1] with [N] labels: N x N "matches"
+            raise UsageError(f"the model's output has shape {list(ann_out.shape)}; annsnn scores a classifier's [batch, classes] output")
+        if labels is not None and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= int(ann_out.shape[1])):
+            raise UsageError(f"the data's labels run from {int(labels.min())} to {int(labels.max())}, but the model has {int(ann_out.shape[1])} outputs: "
+                             "is it the data the model was trained on (--data)?")
         generator = torch.Generator(device=inputs.device).manual_seed(self.seed * 1_000_003 + index)
         if self.counter is not None:
             self.counter.attach(batch)

@@ -124,6 +124,21 @@ def _conv_macs_jit(inputs: list, outputs: list) -> Counter:
     return Counter({"conv": real, "conv_with_padding": with_padding})
 
 
+def _conv_mode_macs_jit(inputs: list, outputs: list) -> Counter:
+    """fvcore handle for ``aten::_convolution_mode``, a convolution with ``padding='same'``
+    or ``'valid'`` (fvcore has none: it was left out of the count): the same two counts as
+    :func:`_conv_macs_jit`, the padding applied as torch applies it (``valid_taps``)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    x_shape, w_shape, out_shape = get_shape(inputs[0]), get_shape(inputs[1]), get_shape(outputs[0])
+    stride, dilation = _int_list(inputs[3]), _int_list(inputs[5])
+    padding = str(inputs[4].toIValue())
+    groups = int(inputs[6].toIValue())
+    per_tap = int(x_shape[0]) * int(w_shape[0]) * (int(x_shape[1]) // groups)
+    taps = valid_taps(tuple(x_shape[2:]), tuple(w_shape[2:]), stride, padding, dilation)
+    return Counter({"conv": per_tap * taps, "conv_with_padding": per_tap * math.prod(w_shape[2:]) * math.prod(out_shape[2:])})
+
+
 def _int_list(value) -> tuple[int, ...]:
     """A constant int list of a jit graph (a constant, or a ``prim::ListConstruct`` of constants)."""
     constant = value.toIValue()
@@ -164,12 +179,14 @@ def count_ann(model: nn.Module, input_shape: tuple[int, ...]) -> AnnCounts:
     first = next(iter(model.parameters()), None)
     example = torch.zeros(1, *input_shape, device=first.device if first is not None else "cpu")
     shapes: dict[str, list[int]] = {}
+    outputs: Counter = Counter()  # output values per sample over every call: a module applied twice adds its bias twice
     handles = []
     modules = dict(model.named_modules())
     for name, module in modules.items():
         def hook(mod, args, out, _name=name):
             if isinstance(out, Tensor):
                 shapes[_name] = list(out.shape)
+                outputs[_name] += math.prod(out.shape[1:])
 
         handles.append(module.register_forward_hook(hook))
     try:
@@ -184,6 +201,7 @@ def count_ann(model: nn.Module, input_shape: tuple[int, ...]) -> AnnCounts:
         warnings.simplefilter("ignore")
         analysis = _Analysis(model, example)
         analysis.set_op_handle("aten::_convolution", _conv_macs_jit)
+        analysis.set_op_handle("aten::_convolution_mode", _conv_mode_macs_jit)
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")
@@ -208,7 +226,7 @@ def count_ann(model: nn.Module, input_shape: tuple[int, ...]) -> AnnCounts:
         with_padding += macs - own.get("conv", 0)  # non-conv MAC ops have no padding
         bias = getattr(module, "bias", None)
         out_shape = shapes.get(name, [])
-        bias_adds = math.prod(out_shape[1:]) if isinstance(bias, Tensor) and out_shape and isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) else 0
+        bias_adds = outputs[name] if isinstance(bias, Tensor) and out_shape and isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) else 0
         rows.append(
             AnnLayerCount(
                 name=name or "(model)",
@@ -601,9 +619,12 @@ class SnnCounter:
             layer = self.layers[name]
             layer.spikes[span] += per_step.sum(1).cpu()
             if isinstance(module, IFNeurons):
-                current = args[0].reshape(steps, self._batch, -1)
+                current = args[0].reshape(steps, self._batch, *args[0].shape[1:])
+                bias = module.step_bias  # added inside the neuron: a current too (step t's row; the last row after the bias's steps)
+                rows = None if bias is None else torch.arange(module.t - steps, module.t).clamp_(max=bias.shape[0] - 1).tolist()
                 # step by step: small temporaries (full-size boolean tensors cost more than the simulation)
-                active = [torch.count_nonzero(torch.logical_or(current[s], spikes[s])) for s in range(steps)]
+                active = [torch.count_nonzero(torch.logical_or((current[s] if rows is None else current[s] + bias[rows[s]].to(current.device)).reshape(self._batch, -1), spikes[s]))
+                          for s in range(steps)]
                 layer.active_updates[span] += torch.stack(active).to(torch.float64).cpu()
                 recurrent = int(getattr(module, "recurrent_fanout", 0))
                 if recurrent:  # synapses inside the layer (STDP's lateral inhibition): each spike reaches `recurrent` neurons

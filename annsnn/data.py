@@ -87,6 +87,17 @@ class Preprocess:
         if self.interpolation not in ("bilinear", "bicubic", "nearest"):
             raise UsageError(f"invalid interpolation {self.interpolation!r}: use bilinear, bicubic or nearest")
 
+    def check_gives(self, shape: Sequence[int]) -> None:
+        """The images this preprocessing makes have ``shape`` [C, H, W]'s sides: the crop is
+        H = W, and a resize alone sets the shorter side. Checked on an SNN file's record
+        before any image is read (a damaged one could ask for any size)."""
+        sides = tuple(int(v) for v in shape[-2:])
+        if len(sides) != 2:
+            raise UsageError("the SNN file's preprocessing record is for images, but its input shape is not [C, H, W]: the file is damaged")
+        fits = sides == (self.crop, self.crop) if self.crop is not None else min(sides) == self.resize
+        if not fits or (self.crop is not None and self.resize is not None and self.resize > 16 * self.crop):
+            raise UsageError(f"the SNN file's preprocessing record (resize {self.resize}, crop {self.crop}) does not make its {sides[1]}×{sides[0]} inputs: the file is damaged")
+
     def transform(self):
         from torchvision import transforms
 
@@ -166,9 +177,10 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path("data")
 
 
-def dataset_spec(name: str, root: str | os.PathLike | None = None, preprocess: Preprocess | None = None) -> DatasetSpec:
+def dataset_spec(name: str, root: str | os.PathLike | None = None, preprocess: Preprocess | None = None, *, split: Split = "train") -> DatasetSpec:
     """The spec of ``name``; for ``imagefolder:PATH`` and ``imagenet:ROOT`` this looks at the
-    tree (and checks that the images it reads come out the same size)."""
+    tree of ``split`` (the training images, which a conversion reads: never the test ones)
+    and checks that the images it reads come out the same size."""
     if name in _SPECS:
         return _SPECS[name]
     if name.startswith("tonic:"):
@@ -177,7 +189,7 @@ def dataset_spec(name: str, root: str | os.PathLike | None = None, preprocess: P
         shape, classes = event_spec(name)
         return DatasetSpec(name, shape, classes, (0.0,) * shape[0], (1.0,) * shape[0])
     if name.startswith(("imagefolder:", "imagenet:")):
-        dataset = load_dataset(name, "test", root, preprocess=preprocess)
+        dataset = load_dataset(name, split, root, preprocess=preprocess)
         shape = check_same_size(dataset, name)
         classes = len(dataset.classes)  # type: ignore[attr-defined]
         if name.startswith("imagenet:"):
@@ -221,13 +233,33 @@ def _digits(split: Split) -> Dataset:
 
 
 def _imagefolder_split(path: Path, split: Split) -> Path:
+    """``PATH/train`` and ``PATH/test`` (or ``val``) when PATH has them, else PATH for both."""
     if not path.is_dir():
         raise UsageError(f"image folder {str(path)!r} does not exist; check the path after imagefolder:")
-    if (path / "train").is_dir() and any((path / s).is_dir() for s in ("test", "val")):
-        if split == "train":
-            return path / "train"
-        return path / "test" if (path / "test").is_dir() else path / "val"
-    return path
+    if not (path / "train").is_dir():
+        return path
+    test = next((path / s for s in ("test", "val") if (path / s).is_dir()), None)
+    if test is None:
+        if split == "test":
+            raise UsageError(f"image folder {str(path)!r} has train/ but no test/ or val/ folder: the test images score the SNN, the training images only calibrate it")
+        return path / "train"
+    _same_classes(path / "train", test)
+    return path / "train" if split == "train" else test
+
+
+def _class_folders(folder: Path) -> set[str]:
+    """The class names ImageFolder finds: the sub-folders (it numbers them in sorted order)."""
+    return {entry.name for entry in os.scandir(folder) if entry.is_dir()}
+
+
+def _same_classes(train: Path, test: Path) -> None:
+    """Each split is numbered by its own sorted class folders, so a class missing from one
+    shifts every later label: the two lists must be equal."""
+    a, b = _class_folders(train), _class_folders(test)
+    if a != b:
+        only = [f"{', '.join(sorted(names)[:5])}{' ...' if len(names) > 5 else ''} only in {where}/" for names, where in ((a - b, train.name), (b - a, test.name)) if names]
+        raise UsageError(f"the class folders of {train.name}/ and {test.name}/ differ: {'; '.join(only)} (under {str(train.parent)!r}); "
+                         "each split needs the same class folders, or its labels shift")
 
 
 def _open_image(path: str):
@@ -288,6 +320,8 @@ def _imagenet(path: Path, split: Split, preprocess: Preprocess | None) -> Datase
     part = "train" if split == "train" else "val"
     if not (path / part).is_dir():
         raise UsageError(f"{str(path)!r} has no {part}/ folder: imagenet:ROOT needs ROOT/train/ and ROOT/val/ of class folders (torchvision's ImageNet layout)")
+    if (path / "train").is_dir() and (path / "val").is_dir():
+        _same_classes(path / "train", path / "val")
     dataset = _image_dataset(path / part, preprocess)
     if (path / "meta.bin").is_file():  # torchvision's ImageNet: the same folders, classes named by its wnid table
         from torchvision.datasets.imagenet import load_meta_file

@@ -212,6 +212,7 @@ def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int
 
     record: dict = {}
     if isinstance(obj, dict) and obj.get("format") == "annsnn-checkpoint":
+        _check_checkpoint_record(obj, file)
         arch = arch or obj.get("arch")
         num_classes = num_classes or obj.get("num_classes")
         record = {k: obj[k] for k in ("dataset", "normalization", "input_shape", "test_top1") if k in obj}
@@ -247,6 +248,29 @@ def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int
     except TypeError:
         module = build(arch)
     return _fill(module, state, file, arch, record, kind)
+
+
+def _check_checkpoint_record(obj: dict, file: Path) -> None:
+    """The fields an annsnn checkpoint records beside its weights, each of its type: a
+    damaged or hand-made one is a one-line error, not an internal one later."""
+    import math
+
+    def numbers(value: object) -> bool:
+        return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+
+    norm = obj.get("normalization")
+    checks = {
+        "arch": "arch" not in obj or isinstance(obj["arch"], str),
+        "num_classes": obj.get("num_classes") is None or (isinstance(obj["num_classes"], int) and not isinstance(obj["num_classes"], bool) and obj["num_classes"] >= 1),
+        "dataset": "dataset" not in obj or isinstance(obj["dataset"], str),
+        "input_shape": "input_shape" not in obj or (numbers(obj["input_shape"]) and all(isinstance(v, int) and v >= 1 for v in obj["input_shape"])),
+        "normalization": norm is None or (isinstance(norm, dict) and numbers(norm.get("mean")) and numbers(norm.get("std"))
+                                          and len(norm["mean"]) == len(norm["std"]) and all(v > 0 for v in norm["std"])),
+        "test_top1": "test_top1" not in obj or obj["test_top1"] is None or (isinstance(obj["test_top1"], (int, float)) and not isinstance(obj["test_top1"], bool)),
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise UsageError(f"{str(file)!r} is a damaged annsnn checkpoint: its {', '.join(bad)} field{'s' if len(bad) > 1 else ''} cannot be read")
 
 
 def _fill(module: nn.Module, state: dict, file: Path, arch: str, record: dict, kind: str) -> LoadedModel:

@@ -142,13 +142,23 @@ def _gemm(g: _Graph, node: Any, a: dict) -> fx.Node:
     w = w * float(a.get("alpha", 1.0))
     c = _const(g, node, 2, "bias")
     if c is not None:
-        c = np.broadcast_to(c * float(a.get("beta", 1.0)), (w.shape[0],))
+        c = _row_vector(c, w.shape[0], node, "Gemm") * float(a.get("beta", 1.0))
     layer = nn.Linear(w.shape[1], w.shape[0], bias=c is not None)
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(np.array(w, dtype=np.float32)))
         if c is not None:
             layer.bias.copy_(torch.from_numpy(np.array(c, dtype=np.float32)))
     return g.add(_layer_name(node, node.input[1]), layer, (_tensor(g, node),))
+
+
+def _row_vector(c: np.ndarray, n: int, node: Any, op: str) -> np.ndarray:
+    """A constant that broadcasts along the last axis only (shape ``[n]``, ``[1, .., 1, n]``
+    or a single value) as ``[n]``; one that varies along another axis is refused."""
+    if c.size == 1:
+        return np.full((n,), float(c.reshape(())), dtype=np.float32)
+    if c.shape[-1] != n or c.size != n:
+        raise UsageError(f"unsupported ONNX node {node.name} ({op}): a bias of shape {list(c.shape)} varies along an axis other than the last")
+    return np.array(c.reshape(-1), dtype=np.float32)
 
 
 def _matmul(g: _Graph, node: Any, a: dict) -> fx.Node:
@@ -280,7 +290,8 @@ def _binary(fn: Callable) -> Callable[[_Graph, Any, dict], fx.Node]:
             for tensor, const in ((left, right), (right, left)):
                 if isinstance(tensor, fx.Node) and isinstance(const, np.ndarray) and node.input[0 if tensor is left else 1] in g.linear_of:
                     layer = g.linear_of[node.input[0 if tensor is left else 1]]
-                    if layer.bias is None and g.users.get(node.input[0 if tensor is left else 1]) == 1 and const.size == layer.out_features:
+                    along_last = const.ndim >= 1 and const.shape[-1] == layer.out_features and const.size == layer.out_features  # not [rows, 1]
+                    if layer.bias is None and g.users.get(node.input[0 if tensor is left else 1]) == 1 and along_last:
                         layer.bias = nn.Parameter(torch.from_numpy(np.array(const.reshape(-1), dtype=np.float32)))
                         return tensor  # MatMul + Add -> Linear with a bias
         args = []
@@ -307,16 +318,34 @@ def _squeeze(g: _Graph, node: Any, a: dict) -> fx.Node:
     if not axes:
         raise UsageError(f"unsupported ONNX node {node.name} (Squeeze): no axes")
     x = _tensor(g, node)
-    for d in sorted(axes, reverse=True):
+    for d in sorted(_nonnegative(axes, _rank(g, node), node), reverse=True):  # the last first: the earlier ones keep their place
         x = g.graph.call_function(torch.squeeze, (x, d))
     return x
 
 
 def _unsqueeze(g: _Graph, node: Any, a: dict) -> fx.Node:
     x = _tensor(g, node)
-    for d in sorted(_axes(g, node, a) or []):
+    axes = _axes(g, node, a) or []
+    rank = _rank(g, node)
+    for d in sorted(_nonnegative(axes, None if rank is None else rank + len(axes), node)):  # ONNX counts them in the output's rank
         x = g.graph.call_function(torch.unsqueeze, (x, d))
     return x
+
+
+def _rank(g: _Graph, node: Any) -> int | None:
+    dims = g.shapes.get(node.input[0])
+    return None if dims is None else len(dims)
+
+
+def _nonnegative(axes: list[int], rank: int | None, node: Any) -> list[int]:
+    """ONNX axes counted from the front (``a + rank`` for a < 0), so that applying them one at
+    a time does not shift the ones not yet applied."""
+    if any(d < 0 for d in axes) and rank is None:
+        raise UsageError(f"unsupported ONNX node {node.name} ({node.op_type}): negative axes on a tensor of unknown rank")
+    out = [d + rank if d < 0 else d for d in axes]  # type: ignore[operator]
+    if rank is not None and any(not 0 <= d < rank for d in out):
+        raise UsageError(f"invalid ONNX node {node.name} ({node.op_type}): axes {axes} for rank {rank}")
+    return out
 
 
 def _reduce_mean(g: _Graph, node: Any, a: dict) -> fx.Node:

@@ -65,6 +65,8 @@ def open_snn_run(path: str | os.PathLike | None, data: str | None, data_root: st
     from .data import Preprocess
 
     preprocess = Preprocess.from_dict(snn.meta.get("preprocess"))  # how convert read the images (resize/crop)
+    if preprocess is not None:
+        preprocess.check_gives(shape)
     loader = make_loader(load_dataset(name, split, data_root, download, preprocess), batch_size, samples)  # type: ignore[arg-type]
     check_data_shape(loader, tuple(shape))
     return SnnRun(identity, snn, name, split, loader, data_spec_for(name, split, samples, batch_size, data_root))

@@ -1,6 +1,7 @@
 """Typed click parameters: each value is parsed once, with a one-line error."""
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import click
@@ -35,9 +36,12 @@ class _FloatList(click.ParamType):
         if isinstance(value, list):
             return value
         try:
-            return [float(v) for v in str(value).split(",") if v.strip()]
+            values = [float(v) for v in str(value).split(",") if v.strip()]
         except ValueError:
             self.fail(f"{value!r} is not a comma-separated list of numbers", param, ctx)
+        if not all(math.isfinite(v) for v in values):  # nan / inf: refused here, not blamed on the model later
+            self.fail(f"{value!r} is not a comma-separated list of finite numbers", param, ctx)
+        return values
 
 
 class _Shape(click.ParamType):

@@ -315,6 +315,8 @@ def ann_energy_lines(result: AnnEnergy) -> list[str]:
     lines = [f"{name}: {energy_str(pj)} per inference" + (f" (ANN under {result.references[name]})" if name in result.references else "") for name, pj in result.energy_pj.items()]
     lines.append(f"MACs {si(result.macs)}, bias adds {si(result.bias_adds)}")
     lines += [f"note: {name} not computed: {reason}" for name, reason in result.not_computed.items()]
+    if result.unsupported:  # not counted, so not priced: the figures above leave them out
+        lines.append("note: ops without a count, left out of the energy: " + ", ".join(f"{k} x{v}" for k, v in sorted(result.unsupported.items())))
     return lines
 
 

@@ -215,6 +215,8 @@ def _bad_cases(tmp: Path):
         "output in a missing folder": ["convert", ckpt, "--out", str(tmp / "nofolder" / "x.snn.pt")],
         "out is the input": ["convert", str(tmp / "sd.pt"), "--arch", "mlp_s", "--data", "mnist", "--out", str(tmp / "sd.pt")],
         "no last conversion": ["evaluate"],
+        "mean nan": ["convert", ckpt, "--mean", "nan", "--std", "1"],
+        "std inf": ["convert", ckpt, "--mean", "0", "--std", "inf"],
     }
 
 
@@ -225,7 +227,7 @@ CASE_NAMES = [
     "info: input shape too large for memory", "convert: input shape too large for memory", "energy --ann: input shape too large for memory", "mode 101", "mode -1", "mode abc", "mode 0", "mode 1/0", "T 0", "T -3",
     "T x", "T empty", "T too large", "samples 0", "batch-size 0", "energy model with negative constant",
     "energy model with missing constants", "energy --ann with only a memory model", "NaN weights", "unconvertible activation", "output in a missing folder", "out is the input",
-    "no last conversion",
+    "no last conversion", "mean nan", "std inf",
 ]
 
 
@@ -252,6 +254,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(capsys, bad_dir, case, 
         assert "needs at least" in err and "GiB" in err
     if case == "corrupt JPEG in an image folder":
         assert "broken.jpg" in err and "internal error" not in err
+    if case in ("mean nan", "std inf"):  # the flag is named, before any calibration: not blamed on the model afterwards
+        assert "list of finite numbers" in err and ("--mean" in err if case == "mean nan" else "--std" in err), err
 
 
 def test_debug_shows_traceback(capsys, bad_dir):

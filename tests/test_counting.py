@@ -9,6 +9,7 @@ from torch import nn
 from annsnn.analyzer import Analyzer
 from annsnn.convert import ConversionOptions
 from annsnn.counting import SnnCounter, count_ann, dense_macs
+from annsnn.errors import UsageError
 from annsnn.modes import parse_mode
 from annsnn.pipeline import ann_to_snn
 from annsnn.simulate import simulate
@@ -365,3 +366,73 @@ def test_adaptive_average_pool_up_from_one_pixel_counts_each_copy():
     model = nn.Sequential(_identity_conv(2), nn.ReLU(), nn.AdaptiveAvgPool2d(6), nn.Flatten(), nn.Linear(72, 3, bias=False))
     counter = _count(model, pattern, T=2)
     assert counter.layers["4"].synaptic_acs.tolist() == [2 * 36 * 3.0] * 2
+
+
+def test_analyzer_refuses_an_output_that_is_not_batch_by_classes(digits):
+    """argmax(1) of an [N, 10, 1] output, compared with [N] labels, broadcast to N x N: an
+    accuracy of 400 % was printed for a model whose output kept a trailing axis."""
+    (xtr, _), (xte, yte) = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 10, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(2)).eval()
+    snn, _ = ann_to_snn(model, [xtr[:64]], input_shape=(1, 8, 8), options=ConversionOptions.plain())
+    with Analyzer(snn, [4]) as a, pytest.raises(UsageError, match=r"shape \[8, 10, 1\]"):
+        a.run(xte[:8], yte[:8])
+
+
+def test_analyzer_refuses_labels_beyond_the_models_outputs(digits):
+    """A 10-class test set scored by a 3-output model: refused, not scored as if it matched."""
+    (xtr, _), (xte, yte) = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    snn, _ = ann_to_snn(model, [xtr[:64]], input_shape=(1, 8, 8), options=ConversionOptions.plain())
+    labels = torch.arange(8) % 10
+    with Analyzer(snn, [4]) as a, pytest.raises(UsageError, match="labels run from 0 to 7, but the model has 3 outputs"):
+        a.run(xte[:8], labels)
+
+
+def _same_taps(length: int, k: int, d: int) -> int:
+    """Taps on real inputs of a 1-d 'same' convolution (stride 1), by loop: torch pads
+    d (k - 1) in all, the smaller half on the left."""
+    left = d * (k - 1) // 2
+    return sum(1 for o in range(length) for j in range(k) if 0 <= o - left + j * d < length)
+
+
+@pytest.mark.parametrize("kernel,dilation", [((3, 3), (1, 1)), ((4, 2), (1, 1)), ((3, 4), (2, 1))])
+def test_a_same_padded_conv_is_counted_by_the_ann_and_the_snn_counters(kernel, dilation, digits):
+    """padding='same' traces as aten::_convolution_mode, which fvcore has no handle for: the
+    ANN count left the conv out (0 MACs, 5x too little energy) and the SNN counter refused it."""
+    (xtr, _), (xte, _) = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, kernel, padding="same", dilation=dilation), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(6 * 64, 3)).eval()
+    conv2 = 6 * 4 * _same_taps(8, kernel[0], dilation[0]) * _same_taps(8, kernel[1], dilation[1])
+    conv0 = 4 * 1 * _same_taps(8, 3, 1) ** 2
+    counts = count_ann(model, (1, 8, 8))
+    assert counts.unsupported == {}
+    assert {row.name: row.macs for row in counts.layers if row.macs} == {"0": conv0, "2": conv2, "5": 6 * 64 * 3}
+    assert dense_macs(model[2], (4, 8, 8)) == conv2
+    snn, _ = ann_to_snn(model, [xtr[:64]], input_shape=(1, 8, 8), options=ConversionOptions.plain())
+    with Analyzer(snn, [2]) as a:  # refused before ("give explicit padding")
+        a.run(xte[:4])
+    assert a.report().rows[0].macs == conv0  # direct input: the first layer's MACs, once
+
+
+def test_a_module_applied_twice_adds_its_bias_twice():
+    """fvcore counts a shared module's MACs at every call; its bias adds were counted once
+    (from the last call's output shape). Conv(4, 4, 3, padding=1) twice on 4x8x8: 256 bias
+    adds per call; the Linear(256, 3): 3."""
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.fc = nn.Linear(256, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(torch.relu(self.conv(x)))).flatten(1))
+
+    counts = count_ann(Twice().eval(), (4, 8, 8))
+    rows = {row.name: row for row in counts.layers}
+    taps = _same_taps(8, 3, 1) ** 2
+    assert rows["conv"].macs == 2 * 4 * 4 * taps
+    assert (rows["conv"].bias_adds, rows["fc"].bias_adds) == (2 * 256, 3)

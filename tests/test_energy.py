@@ -10,6 +10,8 @@ from annsnn.energy import PRESETS, BreakEven, BreakEvenKind, EnergyModel, break_
 from annsnn.errors import UsageError
 from annsnn.model_files import load_model
 from annsnn.pipeline import ann_to_snn
+from annsnn.modes import parse_mode
+from torch import nn
 from annsnn.zoo import embedded_checkpoint
 
 
@@ -252,3 +254,37 @@ def test_seed_bound_only_for_poisson_and_brackets_the_estimate():
     with Analyzer(snn, [4]) as a:
         a.run(xte[:8], yte[:8])
     assert a.report().rows[0].seed_bound_pj is None
+
+
+def test_a_step_bias_makes_a_neuron_update_active():
+    """An active update is one with a non-zero input current (a synaptic event or a bias) or a
+    spike (annsnn.energy). The per-step bias is added inside the neuron, after the current
+    the counter read, so bias-only updates were counted inactive (Loihi energy too low).
+    Zero images: channel 0 gets 0.3 at steps 1 and 3 only, channel 1 nothing; v stays below
+    1, so 64 neurons x 2 steps = 128 active updates per image, also at T = 6 (the last
+    bias row, 0, repeats)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(128, 3, bias=False)).eval()
+    snn, _ = ann_to_snn(model, [torch.rand(4, 1, 8, 8)], input_shape=(1, 8, 8), options=ConversionOptions.plain(mode=parse_mode("max"), v_init=0.0))
+    layer = snn.neuron_layers()["1"]
+    bias = torch.zeros(4, 2, 1, 1)
+    bias[[0, 2], 0] = 0.3
+    layer.set_step_bias(bias)
+    with Analyzer(snn, [4, 6], energy_models=["loihi"]) as a:
+        a.run(torch.zeros(2, 1, 8, 8))
+    rows = {row.T: row for row in a.report().rows}
+    assert rows[4].active_updates == rows[6].active_updates == 128
+    assert rows[4].neuron_updates == 128 * 4 and rows[6].neuron_updates == 128 * 6
+    loihi = rows[6].energy_pj["loihi"]
+    assert loihi == pytest.approx(81.0 * 128 + 52.0 * (128 * 6 - 128) + 23.6 * (rows[6].synaptic_acs + rows[6].macs), rel=1e-9)
+
+
+def test_energy_ann_names_the_ops_left_out_of_its_figure():
+    """An op without a count is not priced: 'energy --ann' printed the energy without saying so
+    (a padding='same' conv was such an op: 5x too little, no word)."""
+    from annsnn.analyzer import AnnEnergy
+    from cli.render import ann_energy_lines
+
+    result = AnnEnergy(100, 120, 10, {"aten::cumsum": 2}, {"45nm-fp32": 469.0}, {}, {}, {})
+    assert ann_energy_lines(result)[-1] == "note: ops without a count, left out of the energy: aten::cumsum x2"
+    assert not any("without a count" in line for line in ann_energy_lines(AnnEnergy(100, 120, 10, {}, {"45nm-fp32": 469.0}, {}, {}, {})))

@@ -344,3 +344,111 @@ def test_bare_state_dict_class_count_comes_from_the_last_layer(tmp_path):
     torch.save(model.state_dict(), str(path))
     loaded = load_model(path, "digits_cnn")
     assert loaded.module(torch.rand(2, *SHAPE)).shape == (2, 7)
+
+
+def _onnx_file(path, nodes, inits, out_shape, in_shape=("N", 3, 4, 4)):
+    """A hand-built ONNX graph (opset 17) with one input ``x`` and one output ``y``."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_shape))],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return model
+
+
+def _onnx_reference(model, x):
+    import numpy as np
+    from onnx.reference import ReferenceEvaluator
+
+    return torch.from_numpy(np.asarray(ReferenceEvaluator(model).run(None, {"x": x.numpy()})[0]))
+
+
+@pytest.mark.parametrize("axes", [[-1, -2], [-2, -1], [2, 3], [3, -2]])
+def test_onnx_squeeze_with_negative_axes_matches_onnx(tmp_path, axes):
+    """ONNX axes count from the end of the *input*; squeezing them one by one in sorted order
+    shifted the later ones (the import gave [N, 3, 1] for [N, 3])."""
+    import numpy as np
+    from onnx import helper
+
+    eye = np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1)
+    model = _onnx_file(tmp_path / "sq.onnx", [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+                                              helper.make_node("GlobalAveragePool", ["r"], ["p"]), helper.make_node("Squeeze", ["p", "ax"], ["y"])],
+                       {"w": eye, "ax": np.array(axes, np.int64)}, ["N", 3])
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        got, want = load_model(tmp_path / "sq.onnx").module(x), _onnx_reference(model, x)
+    assert got.shape == want.shape and torch.allclose(got, want.to(got.dtype), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("axes", [[-1, -2], [-2, -1], [2, 3], [2, -1]])
+def test_onnx_unsqueeze_with_negative_axes_matches_onnx(tmp_path, axes):
+    """Unsqueeze's axes count in the *output*'s rank (ONNX): [-2, -1] on [N, 3] is [N, 3, 1, 1]
+    (the import gave [N, 1, 3, 1])."""
+    import numpy as np
+    from onnx import helper
+
+    eye = np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Unsqueeze", ["f", "ax"], ["y"])]
+    model = _onnx_file(tmp_path / "us.onnx", nodes, {"w": eye, "ax": np.array(axes, np.int64)}, ["N", 3, 1, 1])
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        got, want = load_model(tmp_path / "us.onnx").module(x), _onnx_reference(model, x)
+    assert got.shape == want.shape and torch.allclose(got, want.to(got.dtype), rtol=1e-6, atol=1e-7)
+
+
+def test_onnx_matmul_add_with_a_row_bias_is_not_merged(tmp_path):
+    """Add after MatMul merges into a Linear's bias only when the constant runs along the last
+    axis; a [rows, 1] constant varies down the rows and is refused, not misread as [16]."""
+    import numpy as np
+    from onnx import helper
+
+    rng = np.random.default_rng(1)
+    eye = np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]), helper.make_node("MatMul", ["r", "W"], ["m"]),
+             helper.make_node("Add", ["m", "B"], ["a"]), helper.make_node("Flatten", ["a"], ["y"])]
+    inits = {"w": eye, "W": rng.standard_normal((4, 4)).astype(np.float32), "B": np.linspace(-1, 1, 4, dtype=np.float32).reshape(4, 1)}
+    _onnx_file(tmp_path / "row.onnx", nodes, inits, ["N", 48])
+    with pytest.raises(UsageError, match="stored tensor added"):
+        load_model(tmp_path / "row.onnx")
+    inits["B"] = np.linspace(-1, 1, 4, dtype=np.float32).reshape(1, 1, 1, 4)  # along the last axis: merged, and right
+    model = _onnx_file(tmp_path / "col.onnx", nodes, inits, ["N", 48])
+    x = torch.randn(2, 3, 4, 4)
+    module = load_model(tmp_path / "col.onnx").module
+    with torch.no_grad():
+        assert torch.allclose(module(x), _onnx_reference(model, x), atol=1e-6)
+    assert [m.bias is not None for m in module.modules() if isinstance(m, nn.Linear)] == [True]
+
+
+@pytest.mark.parametrize("bias_shape", [(3,), (1, 3), (1, 1), ()])
+def test_onnx_gemm_bias_of_any_broadcastable_shape(tmp_path, bias_shape):
+    """Gemm's C broadcasts to [M, N]: a [1, N] bias used to stop with an internal error."""
+    import numpy as np
+    from onnx import helper
+
+    eye = np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1)
+    bias = np.arange(1, 1 + int(np.prod(bias_shape or (1,))), dtype=np.float32).reshape(bias_shape)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "G", "gb"], ["y"], transB=1, beta=0.5)]
+    model = _onnx_file(tmp_path / "gemm.onnx", nodes, {"w": eye, "G": np.eye(3, dtype=np.float32) * 2, "gb": bias}, ["N", 3])
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(load_model(tmp_path / "gemm.onnx").module(x), _onnx_reference(model, x), atol=1e-6)
+
+
+def test_onnx_gemm_bias_that_varies_by_row_is_refused(tmp_path):
+    import numpy as np
+    from onnx import helper
+
+    eye = np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "G", "gb"], ["y"], transB=1)]
+    _onnx_file(tmp_path / "g.onnx", nodes, {"w": eye, "G": np.eye(3, dtype=np.float32), "gb": np.ones((2, 1), np.float32)}, [2, 3], in_shape=(2, 3, 4, 4))
+    with pytest.raises(UsageError, match="Gemm"):
+        load_model(tmp_path / "g.onnx")

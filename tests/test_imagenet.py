@@ -148,3 +148,33 @@ def test_cli_convert_records_the_preprocessing_and_evaluate_uses_it(imagenet_roo
     assert snn.meta["preprocess"] == Preprocess(48, 32).to_dict() and snn.meta["input_shape"] == [3, 32, 32]
     code, out, err = run_cli(capsys, "evaluate", "r.snn.pt", "--T", "2", "--samples", "6")  # mixed sizes: only the recorded preprocessing reads them
     assert code == 0, err
+
+
+@pytest.mark.parametrize("record", [Preprocess(20, 40000), Preprocess(40000, 32), Preprocess(48, 33), Preprocess(33, None)])
+def test_a_preprocess_record_that_does_not_make_the_inputs_is_damage(record):
+    """A hand-edited record (crop 40000) made evaluate allocate tens of GB, then stop with an
+    internal error: a record must make the recorded [3, 32, 32] inputs, which it is checked
+    against before any image is read."""
+    Preprocess(48, 32).check_gives([3, 32, 32])
+    Preprocess(32, None).check_gives([3, 32, 48])  # a resize alone sets the shorter side
+    with pytest.raises(UsageError, match="the file is damaged"):
+        record.check_gives([3, 32, 32])
+
+
+def test_evaluate_refuses_a_tampered_preprocess_record_in_one_line(imagenet_root, tmp_path, capsys, monkeypatch):
+    import torchvision
+
+    from annsnn.artifact import load_snn, save_snn
+    from conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "r18.pt")
+    code, _, err = run_cli(capsys, "convert", "r18.pt", "--arch", "torchvision:resnet18", "--data", f"imagenet:{imagenet_root}", "--resize", "48", "--crop", "32",
+                           "--calibration", "none", "--calib-samples", "4", "--out", "r.snn.pt")
+    assert code == 0, err
+    snn = load_snn(tmp_path / "r.snn.pt")
+    snn.record.extra["preprocess"] = {**snn.record.extra["preprocess"], "resize": 20, "crop": 40000}
+    save_snn(snn, tmp_path / "t.snn.pt")
+    code, out, err = run_cli(capsys, "evaluate", "t.snn.pt", "--T", "2", "--samples", "4")
+    assert code == 2 and err.strip().splitlines() == ["error: the SNN file's preprocessing record (resize 20, crop 40000) does not make its 32×32 inputs: the file is damaged"]

@@ -142,3 +142,64 @@ def test_huge_input_is_estimated_without_allocating():
     estimate = estimate_activation_memory(build("resnet20").eval(), (3, 60000, 60000))
     # the first conv's output (16 channels) plus its BatchNorm's output: 2 · 16 · 60000² · 4 bytes
     assert estimate.bytes_per_sample == 2 * 16 * 60000 * 60000 * 4
+
+
+def _split_folder(root, splits):
+    """``root/<split>/<class>/i.png``: 4x4 images; ``splits`` maps a split to its classes."""
+    from PIL import Image
+
+    for split, classes in splits.items():
+        for k, cls in enumerate(classes):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (4, 4), (40 * k, 10 * i, 0)).save(root / split / cls / f"{i}.png")
+
+
+def test_the_conversions_dataset_spec_reads_the_training_split_only(tmp_path):
+    """Calibration uses training data only: the spec convert reads (classes, image size) came
+    from the test split, so a bad test image stopped a conversion and test/ set the class count."""
+    from annsnn.data import dataset_spec
+
+    _split_folder(tmp_path, {"train": ["a", "b", "c"], "val": ["a", "b", "c"]})
+    (tmp_path / "val" / "a" / "zz.jpg").write_bytes(b"\xff\xd8\xff garbage")  # never read by convert
+    spec = dataset_spec(f"imagefolder:{tmp_path}")
+    assert (spec.num_classes, tuple(spec.input_shape)) == (3, (3, 4, 4))
+
+
+@pytest.mark.parametrize("kind", ["imagefolder", "imagenet"])
+def test_splits_with_different_class_folders_are_refused(tmp_path, kind):
+    """A test split without class 'a' numbered 'b' as 0 (ImageFolder numbers each split's own
+    sorted folders): every label shifted and the accuracy was silently wrong."""
+    from annsnn.data import load_dataset
+
+    _split_folder(tmp_path, {"train": ["a", "b", "c"], "val": ["b", "c"]})
+    with pytest.raises(UsageError, match=r"class folders of train/ and val/ differ: a only in train/"):
+        load_dataset(f"{kind}:{tmp_path}", "test")
+    with pytest.raises(UsageError, match="class folders of train/ and val/ differ"):
+        load_dataset(f"{kind}:{tmp_path}", "train")
+
+
+def test_a_folder_with_only_train_is_its_training_split_and_has_no_test_split(tmp_path):
+    """``train/`` alone was taken for one class named 'train', scored against itself."""
+    from annsnn.data import load_dataset
+
+    _split_folder(tmp_path, {"train": ["a", "b", "c"]})
+    train = load_dataset(f"imagefolder:{tmp_path}", "train")
+    assert train.classes == ["a", "b", "c"] and len(train) == 6
+    with pytest.raises(UsageError, match="has train/ but no test/ or val/"):
+        load_dataset(f"imagefolder:{tmp_path}", "test")
+
+
+@pytest.mark.parametrize("field,value", [("normalization", {"mean": None, "std": None}), ("normalization", {"mean": [0.3], "std": [0.0]}),
+                                         ("num_classes", -3), ("dataset", 123), ("input_shape", [1, -8, 8]), ("arch", ["digits_cnn"])])
+def test_a_damaged_annsnn_checkpoint_field_is_one_line(tmp_path, field, value):
+    """The record beside the weights was used unchecked: internal errors (TypeError,
+    negative dimension, AttributeError) later, exit 1 instead of 2."""
+    from annsnn.zoo import embedded_checkpoint
+
+    checkpoint = torch.load(embedded_checkpoint(), weights_only=True)
+    assert load_model(embedded_checkpoint()).arch == "digits_cnn"  # the good one loads
+    checkpoint[field] = value
+    torch.save(checkpoint, tmp_path / "ck.pt")
+    with pytest.raises(UsageError, match=f"damaged annsnn checkpoint: its {field} field cannot be read"):
+        load_model(tmp_path / "ck.pt")

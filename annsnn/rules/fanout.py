@@ -78,7 +78,7 @@ def conv_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     if module.padding_mode != "zeros":
         raise UsageError(f"cannot count {type(module).__name__} with padding_mode={module.padding_mode!r}")
     spatial = tuple(input_shape[1:])
-    padding = module.padding if not isinstance(module.padding, str) else _same_padding(module)
+    padding = module.padding  # 'same' / 'valid' too: valid_taps pads as torch does (more on the right when the total is odd)
     taps = valid_taps(spatial, tuple(module.kernel_size), module.stride, padding, module.dilation)
     return module.out_channels * (module.in_channels // module.groups) * taps
 
@@ -100,12 +100,6 @@ def dense_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     if isinstance(module, nn.Linear):
         return linear_macs(module, input_shape)
     raise TypeError(f"no closed form for {type(module).__name__}")
-
-
-def _same_padding(module: nn.Module) -> tuple[int, ...]:
-    if module.padding == "valid":
-        return (0,) * len(module.kernel_size)
-    raise UsageError(f"cannot count {type(module).__name__} with padding={module.padding!r}; give explicit padding")
 
 
 StructuralFn = Callable[[nn.Module, Tensor], Tensor]
