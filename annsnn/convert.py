@@ -21,7 +21,6 @@ import operator
 
 import torch
 from torch import Tensor, fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from .analog import AnalogOp, is_analog
 from .calibrator import Calibrator, clipped_fraction, neuron_scale
@@ -31,6 +30,7 @@ from .layers import IFNeurons, InputEncoder
 from .opspec import Demand, OpRegistry, Role
 from .rules.scale import ScaleContext, delete_attr, keep_analog, same_scale, sample_shape, size_value, unique_name
 from .scale import Scale
+from .shape_prop import propagate_shapes
 
 __all__ = [
     "ConversionOptions",
@@ -82,7 +82,7 @@ def convert(
     canonical = calibrator.canonical
     registry = registry if registry is not None else canonical.registry
     gm = copy.deepcopy(canonical.module).to("cpu").eval()  # folding runs on the CPU; the observers stay where they ran
-    ShapeProp(gm).propagate(torch.zeros(1, *input_shape, device="cpu"))
+    propagate_shapes(gm, torch.zeros(1, *input_shape, device="cpu"))
     modules = dict(gm.named_modules())
     report = ConversionReport(
         options=options.to_dict(),

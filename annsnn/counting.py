@@ -28,13 +28,13 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor, fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from .analog import AnalogOp, analog_macs
 from .errors import UsageError
 from .layers import SpikingMaxPool2d, IFNeurons, InputEncoder, Normalize, TemporalModule
 from .opspec import OpRegistry, Role
 from .rules.fanout import StructuralFn, dense_macs, valid_taps
+from .shape_prop import propagate_shapes
 from .snn import Encoding, SpikingNetwork, static_nodes
 
 __all__ = [
@@ -668,7 +668,7 @@ def _shape_prop(snn: SpikingNetwork, registry: OpRegistry) -> dict[str, int]:
             handles.append(module.register_forward_pre_hook(lambda mod, args, _name=name: captured.__setitem__(_name, args)))
     try:
         with torch.no_grad():
-            ShapeProp(graph_module).propagate(torch.zeros(1, *shape))
+            propagate_shapes(graph_module, torch.zeros(1, *shape))
     finally:
         for handle in handles:
             handle.remove()

@@ -19,8 +19,18 @@ __all__ = ["world", "rank_device", "init_from_env", "shard_batches", "gather_obj
 
 
 def world() -> tuple[int, int]:
-    """(rank, world size) from torchrun's environment; (0, 1) when not launched by it."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    """(rank, world size) from torchrun's environment; (0, 1) when not launched by it. A
+    value that is not 0 <= RANK < WORLD_SIZE is a one-line error naming the variables."""
+    from .errors import UsageError
+
+    raw = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    try:
+        rank, size = int(raw[0]), int(raw[1])
+    except ValueError:
+        rank = size = -1
+    if size < 1 or not 0 <= rank < size:
+        raise UsageError(f"RANK={raw[0]!r} and WORLD_SIZE={raw[1]!r} in the environment: torchrun sets whole numbers with 0 <= RANK < WORLD_SIZE; unset them to run one process")
+    return rank, size
 
 
 def rank_device(device: str) -> str:

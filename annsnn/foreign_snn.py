@@ -142,13 +142,13 @@ def dense_stand_in(graph: fx.GraphModule) -> fx.GraphModule:
 
 def network_from_graph(graph: fx.GraphModule, input_shape: tuple[int, ...], meta: dict) -> SpikingNetwork:
     """Wrap an fx graph (placeholder -> ``encoder`` -> layers) as a :class:`SpikingNetwork`."""
-    from torch.fx.passes.shape_prop import ShapeProp
+    from .shape_prop import propagate_shapes
 
     if not isinstance(graph.get_submodule("encoder"), InputEncoder):
         raise UsageError("internal: a foreign network needs an InputEncoder named 'encoder'")
     ann = dense_stand_in(graph)
     with torch.no_grad():
-        ShapeProp(ann).propagate(torch.zeros(1, *input_shape))
+        propagate_shapes(ann, torch.zeros(1, *input_shape))
     sizes = [int(math.prod(n.meta["tensor_meta"].shape[1:])) for n in ann.graph.nodes if hasattr(n.meta.get("tensor_meta"), "shape")]
     info = dict(meta)
     info.update({"input_shape": list(input_shape), "max_activation_numel": max(sizes) if sizes else 1, "ann_is_stand_in": True})

@@ -333,11 +333,11 @@ def check_runs(model: nn.Module, input_shape: tuple[int, ...]) -> None:
 
 def _fold_static_sizes(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> None:
     """Replace ``size(d)`` / ``size()[d]`` / ``shape[d]`` for d != batch by constants."""
-    from torch.fx.passes.shape_prop import ShapeProp
+    from .shape_prop import propagate_shapes
 
     check_runs(gm, input_shape)
     with torch.no_grad():
-        ShapeProp(gm).propagate(torch.zeros(2, *input_shape))
+        propagate_shapes(gm, torch.zeros(2, *input_shape))
     graph = gm.graph
     for node in list(graph.nodes):
         if node.op == "call_method" and node.target == "dim" and isinstance(node.args[0], fx.Node):

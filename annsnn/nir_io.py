@@ -46,7 +46,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import UsageError
 from .names import layer_label
@@ -55,6 +54,7 @@ from .foreign_snn import GenericNeurons, NeuronSpec, network_from_graph
 from .opspec import Role
 from .rules.nir_export import node_shape
 from .layers import IFNeurons, InputEncoder, Normalize, Rescale, TemporalModule
+from .shape_prop import propagate_shapes
 from .snn import SpikingNetwork
 
 __all__ = ["NirExport", "to_nir", "export_nir", "read_nir", "from_nir", "load_nir", "NIR_NODE_TYPES"]
@@ -88,7 +88,7 @@ def _propagate(snn: SpikingNetwork) -> None:
             module.reset_state()
     snn.encoder.encoding = "direct"
     with torch.no_grad():
-        ShapeProp(snn.graph).propagate(torch.zeros(1, *snn.meta["input_shape"]))
+        propagate_shapes(snn.graph, torch.zeros(1, *snn.meta["input_shape"]))
     for module in snn.graph.modules():
         if isinstance(module, TemporalModule):
             module.reset_state()

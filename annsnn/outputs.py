@@ -147,7 +147,9 @@ class OutputSet:
 
     def commit(self) -> list[Path]:
         """Write every staged output (temporaries, then renames under the folder locks);
-        return the paths written. On any failure nothing is replaced."""
+        return the paths written. On any failure nothing is replaced: every destination is
+        checked before the first rename (a folder where a file goes, a file where a folder
+        goes), and a rename that still fails puts back what the earlier ones replaced."""
         written: list[Path] = []
         try:
             for item in self._staged:
@@ -155,12 +157,53 @@ class OutputSet:
             with ExitStack() as locks:
                 for folder in sorted({self._folder_of(item) for item in self._staged}):
                     locks.enter_context(_FolderLock(folder))
+                moves = [move for item in self._staged for move in self._moves(item)]
+                for source, destination, target in moves:
+                    _check_destination(destination, target)
+                done: list[tuple[Path, Path | None]] = []  # (destination, the earlier file kept aside, or None)
+                try:
+                    for source, destination, target in moves:
+                        done.append((destination, _set_aside(destination, target)))
+                        try:
+                            destination.parent.mkdir(parents=True, exist_ok=True)
+                            os.replace(source, destination)
+                        except OSError as exc:
+                            raise output_error(target, exc) from None
+                except BaseException:
+                    for destination, kept in reversed(done):  # undo: the earlier files go back
+                        try:
+                            if kept is not None:
+                                os.replace(kept, destination)
+                            else:
+                                destination.unlink(missing_ok=True)
+                        except OSError:
+                            pass
+                    raise
+                for _, kept in done:
+                    if kept is not None:
+                        kept.unlink(missing_ok=True)
+                written = [destination for destination, _ in done]
                 for item in self._staged:
-                    written.extend(self._rename(item))
+                    if not item.folder:
+                        item.temp = None  # renamed: nothing to discard
         finally:
             for item in self._staged:
                 self._discard(item)
         return written
+
+    @staticmethod
+    def _moves(item: _Staged) -> list[tuple[Path, Path, Path]]:
+        """(temporary, destination, declared target) of each file the item writes."""
+        assert item.temp is not None
+        if not item.folder:
+            umask = os.umask(0)
+            os.umask(umask)
+            try:
+                os.chmod(item.temp, 0o666 & ~umask)
+            except OSError as exc:
+                raise output_error(item.target, exc) from None
+            return [(item.temp, item.target, item.target)]
+        return [(source, item.target / source.relative_to(item.temp), item.target) for source in sorted(p for p in item.temp.rglob("*") if p.is_file())]
 
     @staticmethod
     def _folder_of(item: _Staged) -> Path:
@@ -186,27 +229,6 @@ class OutputSet:
         except OSError as exc:
             raise output_error(item.target, exc) from None
 
-    def _rename(self, item: _Staged) -> list[Path]:
-        assert item.temp is not None
-        try:
-            if not item.folder:
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(item.temp, 0o666 & ~umask)
-                os.replace(item.temp, item.target)
-                item.temp = None
-                return [item.target]
-            item.target.mkdir(parents=True, exist_ok=True)
-            moved = []
-            for source in sorted(p for p in item.temp.rglob("*") if p.is_file()):
-                destination = item.target / source.relative_to(item.temp)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(source, destination)
-                moved.append(destination)
-            return moved
-        except OSError as exc:
-            raise output_error(item.target, exc) from None
-
     @staticmethod
     def _discard(item: _Staged) -> None:
         if item.temp is None:
@@ -219,6 +241,33 @@ class OutputSet:
         except OSError:
             pass
         item.temp = None
+
+
+def _check_destination(destination: Path, target: Path) -> None:
+    """A file can go to ``destination``: it is not a folder, and no file sits where one of
+    its folders would be."""
+    if destination.is_dir():
+        raise OutputError(f"cannot write {str(destination)!r}: it is a folder")
+    for parent in destination.parents:
+        if parent == target.parent or parent.is_dir():
+            break
+        if parent.exists():
+            raise OutputError(f"cannot write {str(destination)!r}: {str(parent)!r} is a file, not a folder")
+
+
+def _set_aside(destination: Path, target: Path) -> Path | None:
+    """Move an existing ``destination`` to a hidden name beside it (put back if a later
+    rename fails); None if there is none."""
+    if not destination.exists():
+        return None
+    fd, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent)
+    os.close(fd)
+    try:
+        os.replace(destination, name)
+    except OSError as exc:
+        Path(name).unlink(missing_ok=True)
+        raise output_error(target, exc) from None
+    return Path(name)
 
 
 class _FolderLock:

@@ -179,9 +179,9 @@ def ann_to_snn(
 
 
 def _activation_sizes(module: nn.Module, input_shape: tuple[int, ...]) -> list[int]:
-    from torch.fx.passes.shape_prop import ShapeProp
+    from .shape_prop import propagate_shapes
 
-    ShapeProp(module).propagate(torch.zeros(1, *input_shape))
+    propagate_shapes(module, torch.zeros(1, *input_shape))
     sizes = []
     for node in module.graph.nodes:  # type: ignore[union-attr]
         meta = node.meta.get("tensor_meta")

@@ -80,6 +80,9 @@ _DESCRIPTION = {
 }
 
 
+MAX_STRENGTHS = 1000  # strengths of one perturbation in one run
+
+
 def parse_strengths(text: str, what: str) -> tuple[float, ...]:
     """``"0,0.05,0.1"`` or an inclusive range ``"0:1:0.05"`` (start:stop:step) -> sorted floats."""
     values: list[float] = []
@@ -90,9 +93,13 @@ def parse_strengths(text: str, what: str) -> tuple[float, ...]:
         try:
             if ":" in part:
                 start, stop, step = (float(v) for v in part.split(":"))
+                if not all(math.isfinite(v) for v in (start, stop, step)):
+                    raise UsageError(f"{what}: strengths must be finite")
                 if step <= 0 or stop < start:
                     raise ValueError
                 count = int(math.floor((stop - start) / step + 1e-9)) + 1
+                if count > MAX_STRENGTHS:  # each strength is a full evaluation: 10^9 of them never ends
+                    raise UsageError(f"{what}: {part!r} makes {count:,} strengths; at most {MAX_STRENGTHS:,} in one run (use a larger STEP)")
                 values.extend(round(start + i * step, 10) for i in range(count))
             else:
                 values.append(float(part))

@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import UsageError
 from .files import write_json
 
-__all__ = ["state_dir", "remember_last_snn", "last_snn", "SnnFile", "snn_file"]
+__all__ = ["state_dir", "remember_last_snn", "last_snn", "SnnFile", "snn_file", "check_state_dir"]
 
 
 def state_dir() -> Path:
@@ -35,6 +35,18 @@ def _record(directory: str | os.PathLike | None) -> tuple[Path, Path]:
     where = Path(directory if directory is not None else os.getcwd()).resolve()
     key = hashlib.sha256(str(where).encode()).hexdigest()[:24]
     return where, state_dir() / "last" / f"{key}.json"
+
+
+def check_state_dir() -> Path:
+    """Refuse, before any work, a state folder (``$ANNSNN_HOME``) that cannot be one: a file
+    stands at it or above it."""
+    folder = state_dir()
+    for place in (folder, *folder.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise UsageError(f"ANNSNN_HOME: {str(place)!r} is a file, not a folder; annsnn keeps each folder's last conversion under {str(folder)!r}")
+            break
+    return folder
 
 
 def remember_last_snn(path: str | os.PathLike, directory: str | os.PathLike | None = None) -> None:

@@ -26,12 +26,13 @@ from annsnn.calibration import CALIBRATIONS, DELAY_CRITERIA, READOUTS
 from annsnn.conversion_options import PIPELINE_THRESHOLD_SCALE
 from annsnn.modes import MAX_TIME_STEPS
 
-from .params import FLOAT_LIST, MODE, READOUT_DELAY, SHAPE, TIME_STEPS
+from .params import FLOAT_LIST, MODE, READOUT_DELAY, SHAPE, TIME_STEPS, NonEmptyPath, PositiveFinite
 
 __all__ = ["cli", "main"]
 
 out = Console()  # a terminal: its width; piped: $COLUMNS, else 80 (rich)
 err = Console(stderr=True)
+MAX_SPIKES = 64  # --max-spikes: the threshold search holds T x K levels per channel
 
 DEFAULT_T = "5,20,50"
 DEFAULT_CALIB_T = 32  # latency the default conversion is calibrated for (see README: low-latency calibration)
@@ -101,7 +102,7 @@ def _batches(loader, progress: Progress | None, description: str) -> Iterable:
 @click.option("--arch", help="Architecture of a state_dict (.pt/.safetensors): a zoo name ('annsnn zoo list'), torchvision:NAME or timm:NAME (classes read from the checkpoint).")
 @click.option("--input-shape", type=SHAPE, help="Input shape C,H,W (default: recorded, or the dataset's).")
 @click.option("--weights", help="For zoo:NAME ImageNet models: torchvision weights, e.g. DEFAULT (needs internet once).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the table as JSON.")
+@click.option("--json", "json_path", type=NonEmptyPath(dir_okay=False), help="Also write the table as JSON.")
 @click.option("--trust", is_flag=True, help="Allow unpickling a whole pickled nn.Module (runs code from the file).")
 def info(model: str | None, arch: str | None, input_shape, weights: str | None, json_path: str | None, trust: bool) -> None:
     """Layers, output shapes, parameters and MACs of MODEL, and whether each activation converts.
@@ -176,11 +177,11 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--finetune-lr", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=1e-4, show_default=True, help="Adam's learning rate for --finetune-epochs.")
 @click.option("--refit-classifier/--no-refit-classifier", "refit_classifier", default=None, help="Refit the final linear layer to the ANN's logits on every calibration image, by ridge least squares on the SNN's own features at T=N (one more simulation of the calibration set; the result is plain weights). Default: on with --target nir (held-out training images: ResNet-20-JPEG +7.3 points at N=8 and +2.3 at N=16, a MobileNetV2 +6.7 at N=16), off otherwise (the default pipeline gained nothing at N=16).")
 @click.option("--target", "deploy_target", type=click.Choice(["annsnn", "nir"]), default="annsnn", show_default=True, help="annsnn: the best calibration annsnn runs. nir: the best one NIR can express (IF-search thresholds, a constant per-channel bias folded into the synapse bias, no readout delay, the classifier refitted to that readout); checked against 'annsnn export --nir' before anything is written.")
-@click.option("--max-spikes", type=click.IntRange(min=1), default=1, show_default=True, help="Multi-threshold (burst) neurons: up to K spikes per step (thresholds 1..K, reset by subtraction); each spike is one synaptic event. 1: binary spikes. NIR export needs 1.")
+@click.option("--max-spikes", type=click.IntRange(min=1, max=MAX_SPIKES), default=1, show_default=True, help="Multi-threshold (burst) neurons: up to K spikes per step (thresholds 1..K, reset by subtraction); each spike is one synaptic event. 1: binary spikes. NIR export needs 1.")
 @click.option("--maxpool", type=click.Choice(["spiking", "avg"]), default="spiking", show_default=True, help="spiking: a max-pool that spikes when the largest input spike count grows (output rate = max input rate); avg: replace MaxPool by AvgPool (changes the ANN).")
 @click.option("--hybrid", is_flag=True, help="Keep unconvertible activations (GELU, SiLU, ...) analog instead of failing.")
 @click.option("--data", help="Calibration dataset (default: recorded in the model, or the architecture's).")
-@click.option("--data-root", type=click.Path(file_okay=False), help="Folder with local datasets (default $ANNSNN_DATA_ROOT or ./data).")
+@click.option("--data-root", type=NonEmptyPath(file_okay=False), help="Folder with local datasets (default $ANNSNN_DATA_ROOT or ./data).")
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=1024, show_default=True, help="Training images used for calibration.")
 @click.option("--weights", help="torchvision:NAME: read images as these weights' transforms() do (e.g. DEFAULT, IMAGENET1K_V2); zoo:NAME: also load them. timm:NAME uses timm's data config without it.")
@@ -191,8 +192,8 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--mean", type=FLOAT_LIST, help="Input normalization mean, overriding the recorded one.")
 @click.option("--std", type=FLOAT_LIST, help="Input normalization std, overriding the recorded one.")
 @click.option("--input-shape", type=SHAPE, help="Input shape C,H,W.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="SNN file (default: next to MODEL, NAME.snn.pt).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the conversion report as JSON.")
+@click.option("--out", "out_path", type=NonEmptyPath(dir_okay=False), help="SNN file (default: next to MODEL, NAME.snn.pt).")
+@click.option("--json", "json_path", type=NonEmptyPath(dir_okay=False), help="Write the conversion report as JSON.")
 @click.option("--trust", is_flag=True, help="Allow unpickling a whole pickled nn.Module (runs code from the file).")
 def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, calibration, bias_samples, threshold_scale, step_solver, readout_delay, delay_criterion, readout, finetune_epochs, finetune_lr, refit_classifier, deploy_target, max_spikes, maxpool, hybrid, data, data_root, download, calib_samples, weights, resize, crop, device, batch_size, mean, std, input_shape, out_path, json_path, trust) -> None:
     """Convert MODEL into a spiking network of IF neurons (reset by subtraction).
@@ -229,9 +230,11 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     from annsnn.outputs import OutputSet
     from annsnn.pipeline import ann_to_snn
     from annsnn.sources import default_snn_path, load_source, provenance, resolve_inputs
-    from annsnn.workspace import SnnFile, remember_last_snn, snn_file
+    from annsnn.workspace import SnnFile, check_state_dir, remember_last_snn, snn_file
 
     from .render import conversion_notes, conversion_table
+
+    check_state_dir()  # where the last conversion is remembered: refused now, not after the SNN is written
 
     from annsnn.calibration import resolve_calibration
     from annsnn.modes import parse_mode
@@ -256,6 +259,8 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         if deploy_target == "nir" and readout != READOUTS[0]:
             raise UsageError("--target nir: NIR's output sums every step alike; per-step readout weights have no NIR form (leave --readout out)")
         options = dataclasses.replace(options, readout=readout)  # validated there: weighted needs an automatic delay
+    if not finetune_epochs and _given("finetune_lr"):
+        raise UsageError("--finetune-lr is the learning rate of --finetune-epochs E: add --finetune-epochs, or drop --finetune-lr")
     if finetune_epochs:
         options = dataclasses.replace(options, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr)  # validated there
     if refit_classifier is not None:
@@ -274,6 +279,10 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         outputs.file(json_path)
     inputs = resolve_inputs(loaded, data, mean, std, input_shape, data_root, preprocess)
     spec, norm, norm_source, shape = inputs.dataset, inputs.normalization, inputs.normalization_source, inputs.input_shape
+    if preprocess is not None and not spec.name.startswith(("imagefolder:", "imagenet:")):  # only image files are resized and cropped
+        if resize is not None or crop is not None:
+            raise UsageError(f"--resize/--crop apply to image files (--data imagefolder:PATH or imagenet:ROOT); {spec.name}'s images are read as they are")
+        preprocess = None  # the weights' own preprocessing: for image files, not recorded for a dataset that does not use it
     convertible_module(loaded, shape)
     check_fits(loaded.module, shape, batch_size)
     loader = make_loader(load_dataset(spec.name, "train", data_root, download, preprocess), batch_size, calib_samples)
@@ -385,7 +394,7 @@ def _progress_path(json_path: str | None, command: str, snn_path: Path) -> Path:
 
 _data_options = [
     click.option("--data", help="Dataset (default: the one the SNN was calibrated on)."),
-    click.option("--data-root", type=click.Path(file_okay=False), help="Folder with local datasets (default $ANNSNN_DATA_ROOT or ./data)."),
+    click.option("--data-root", type=NonEmptyPath(file_okay=False), help="Folder with local datasets (default $ANNSNN_DATA_ROOT or ./data)."),
     click.option("--download", is_flag=True, help="Let torchvision download the dataset."),
     click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True),
     click.option("--samples", type=click.IntRange(min=1), help="Use N samples evenly spaced over the split, in order, so every class is represented (default: all)."),
@@ -407,7 +416,7 @@ def _with_data_options(fn):
 @click.argument("snn", required=False)
 @click.option("--T", "T", type=TIME_STEPS, default=DEFAULT_T, show_default=True, help="Time steps to read out, e.g. 5,20,50 (one simulation of max(T)).")
 @_with_data_options
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results (schema_version 1; accuracies as fractions).")
+@click.option("--json", "json_path", type=NonEmptyPath(dir_okay=False), help="Write results (schema_version 1; accuracies as fractions).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its progress file (saved after every batch).")
 def evaluate(snn, T, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, device, json_path, resume) -> None:
     """Accuracy of SNN at every requested T, beside its ANN on the same samples.
@@ -430,7 +439,7 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
 
     check_device(device)
     if json_path:
-        check_output_path(json_path, inputs=(snn or "",))
+        check_output_path(json_path, inputs=(_input_snn(snn),))
     run = _event_frames(open_snn_run(snn, data, data_root, download, split, samples, batch_size), encoding, data_root, download, samples, batch_size)
     result, rank = _analyze(run.network, run.loader, T, encoding, seed, chunk, ("45nm-fp32",), count=False, progress_path=_progress_path(json_path, "evaluate", Path(run.file.path)), resume=resume, device=device, data=run.data)
     if rank != 0:
@@ -452,17 +461,17 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
 @click.option("--arch", help="With --ann: zoo architecture of a state_dict checkpoint.")
 @click.option("--input-shape", type=SHAPE, help="With --ann or --model: input shape C,H,W (a pickled network records none).")
 @click.option("--per-layer", is_flag=True, help="Also show, per layer, firing rate, SyOPs, MACs and absolute energy under every model, for the SNN and the ANN.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write everything (schema_version 1).")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the trade-off table as CSV.")
-@click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Write the trade-off table as Markdown.")
-@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write PNG plots into this folder.")
+@click.option("--json", "json_path", type=NonEmptyPath(dir_okay=False), help="Write everything (schema_version 1).")
+@click.option("--csv", "csv_path", type=NonEmptyPath(dir_okay=False), help="Write the trade-off table as CSV.")
+@click.option("--markdown", "md_path", type=NonEmptyPath(dir_okay=False), help="Write the trade-off table as Markdown.")
+@click.option("--plot", "plot_dir", type=NonEmptyPath(file_okay=False), help="Write PNG plots into this folder.")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its progress file (saved after every batch).")
 @click.option("--model", "foreign_model", help="Analyze an SNN annsnn did not convert: a .nir file, a directly trained checkpoint ('annsnn zoo train --snn'), or with --trust a pickled SpikingJelly nn.Sequential (IF/LIF/PLIF nodes). Needs --data unless recorded.")
-@click.option("--trust", is_flag=True, help="With --model: allow unpickling a whole pickled network (runs code from the file).")
+@click.option("--trust", is_flag=True, help="With --model or --ann: allow unpickling a whole pickled network (runs code from the file).")
 @click.option("--dt", type=float, default=1.0, show_default=True, help="With --model X.nir: the step that discretises NIR's continuous-time neurons (forward Euler).")
 @click.option("--measure", is_flag=True, help="Also run the ANN and the SNN (each T on its own) on this machine over the same samples: measured wall time, peak memory, and energy where a RAPL/NVML sensor is readable (pip install annsnn[measure]).")
 @click.option("--per-dataset", is_flag=True, help="Also give the energy of the whole sample set (per inference × samples) in J and kWh, with CO2.")
-@click.option("--grid-intensity", type=click.FloatRange(min=0), default=480.0, show_default=True, help="Grid carbon intensity in gCO2/kWh for the CO2 figures (default: world average 2023, Ember Global Electricity Review 2024).")
+@click.option("--grid-intensity", type=PositiveFinite(0.0, open_low=False), default=480.0, show_default=True, help="Grid carbon intensity in gCO2/kWh for the CO2 figures (default: world average 2023, Ember Global Electricity Review 2024).")
 def energy(snn, T, energy_models, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, device, ann_model, arch, input_shape, per_layer, json_path, csv_path, md_path, plot_dir, resume, foreign_model, trust, dt, measure, per_dataset, grid_intensity) -> None:
     """Operations and energy per inference of SNN at every T, against its ANN.
 
@@ -493,14 +502,19 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     names = energy_models or ("45nm-fp32", "45nm-fp32+sram", "loihi")
     models = [get_energy_model(name) for name in names]  # validated before anything runs
     check_device(device)
-    outputs = OutputSet(inputs=(snn or "", ann_model or "", foreign_model or ""))
+    if ann_model:  # the ANN alone: what needs an SNN is refused, not dropped
+        ignored = [flag for flag, given in (("SNN", snn), ("--model", foreign_model), ("--csv", csv_path), ("--markdown", md_path), ("--plot", plot_dir),
+                                            ("--per-layer", per_layer), ("--measure", measure), ("--per-dataset", per_dataset), ("--resume", resume)) if given]
+        if ignored:
+            raise UsageError(f"--ann prices the ANN alone from its MACs: {', '.join(ignored)} need{'s' if len(ignored) == 1 else ''} an SNN; drop --ann, or drop {', '.join(ignored)}")
+    outputs = OutputSet(inputs=(_input_snn(snn) if not (ann_model or foreign_model) else snn or "", ann_model or "", foreign_model or ""))
     for path in (json_path, csv_path, md_path):
         if path:
             outputs.file(path)
     if plot_dir:
         outputs.folder(plot_dir)
     if ann_model:
-        _energy_ann_only(ann_model, arch, input_shape, models, json_path)
+        _energy_ann_only(ann_model, arch, input_shape, models, json_path, trust)
         return
     if foreign_model and snn:
         raise UsageError("give either SNN or --model, not both")
@@ -568,7 +582,29 @@ def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, pe
     return extra
 
 
-def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
+def _given(name: str) -> bool:
+    """Whether the option ``name`` was set by the user (command line or environment), not
+    left at its default."""
+    from click.core import ParameterSource
+
+    source = click.get_current_context().get_parameter_source(name)
+    return source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def _input_snn(snn: str | None) -> str:
+    """The SNN a command reads: the one given, else this folder's last conversion ("" when
+    there is none), so that no output of the run can be written over it."""
+    if snn:
+        return snn
+    from annsnn.workspace import last_snn
+
+    try:
+        return str(last_snn())
+    except UsageError:
+        return ""
+
+
+def _energy_ann_only(model, arch, input_shape, models, json_path, trust: bool = False) -> None:
     """``energy --ann``: MACs and compute energy of the ANN alone (:func:`annsnn.analyzer.ann_energy`)."""
     from annsnn.analyzer import ann_energy
     from annsnn.files import write_json
@@ -580,7 +616,7 @@ def _energy_ann_only(model, arch, input_shape, models, json_path) -> None:
 
     if all(m.memory is not None for m in models):
         ann_energy(torch.nn.Identity(), (1,), models)  # refuses before loading anything
-    loaded = load_source(model, arch, False)
+    loaded = load_source(model, arch, trust)
     shape = model_input_shape(loaded, input_shape)
     module = convertible_module(loaded, shape)
     check_fits(module, shape, 1)
@@ -643,7 +679,7 @@ STRENGTHS = _Strengths()
 @click.option("--pgd-steps", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--surrogate", type=click.Choice(["atan", "sigmoid", "erf", "piecewise-quadratic"]), default="atan", show_default=True, help="spikingjelly surrogate spike gradient for direct SNN attacks.")
 @click.option("--data", help="Dataset (default: the one the SNN was calibrated on).")
-@click.option("--data-root", type=click.Path(file_okay=False), help="Folder with local datasets.")
+@click.option("--data-root", type=NonEmptyPath(file_okay=False), help="Folder with local datasets.")
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--samples", type=click.IntRange(min=1), help="Use N evenly spaced samples (default: all).")
@@ -651,9 +687,9 @@ STRENGTHS = _Strengths()
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise and of PGD's random start.")
 @click.option("--chunk", type=click.IntRange(min=1), help="Time steps simulated at once (default: automatic).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every score (with confusion matrices) as JSON.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write one line per network, T and strength as CSV.")
-@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write accuracy-vs-strength PNGs (ANN and one curve per T) into this folder.")
+@click.option("--json", "json_path", type=NonEmptyPath(dir_okay=False), help="Write every score (with confusion matrices) as JSON.")
+@click.option("--csv", "csv_path", type=NonEmptyPath(dir_okay=False), help="Write one line per network, T and strength as CSV.")
+@click.option("--plot", "plot_dir", type=NonEmptyPath(file_okay=False), help="Write accuracy-vs-strength PNGs (ANN and one curve per T) into this folder.")
 def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_steps, surrogate, data, data_root, download, split, samples, batch_size, seed, chunk, device, json_path, csv_path, plot_dir) -> None:
     """Accuracy of SNN and its ANN under noise and adversarial attacks.
 
@@ -682,8 +718,12 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
                           attack_on=attack_on, attack_T=attack_T, pgd_steps=pgd_steps, surrogate=surrogate, seed=seed)
     if not (noise or salt_pepper or fgsm or pgd):
         raise UsageError("give at least one of --noise, --salt-pepper, --fgsm, --pgd")
+    unused = [f"--{name.replace('_', '-')}" for name in ("attack_on", "attack_T", "surrogate") if not (fgsm or pgd) and _given(name)]
+    unused += ["--pgd-steps"] if not pgd and _given("pgd_steps") else []
+    if unused:  # they shape attacks only: refused, not ignored
+        raise UsageError(f"{', '.join(unused)} set{'s' if len(unused) == 1 else ''} how attacks are crafted; add --fgsm or --pgd{' (--pgd for --pgd-steps)' if '--pgd-steps' in unused else ''}, or drop {'it' if len(unused) == 1 else 'them'}")
     check_device(device)
-    outputs = OutputSet(inputs=(snn or "",))
+    outputs = OutputSet(inputs=(_input_snn(snn),))
     for path in (json_path, csv_path):
         if path:
             outputs.file(path)
@@ -713,7 +753,7 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
 
 
 @cli.command()
-@click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True, help="Where the SNN, JSON and plots go.")
+@click.option("--out-dir", type=NonEmptyPath(file_okay=False), default=".", show_default=True, help="Where the SNN, JSON and plots go.")
 @click.option("--T", "T", type=TIME_STEPS, default=DEFAULT_T, show_default=True)
 def demo(out_dir: str, T) -> None:
     """The whole job on the bundled digits CNN, no download: convert it with the default
@@ -736,10 +776,11 @@ def demo(out_dir: str, T) -> None:
     from annsnn.plots import save_plots
     from annsnn.runs import SnnRun
     from annsnn.sources import load_source, provenance, resolve_inputs
-    from annsnn.workspace import SnnFile, remember_last_snn
+    from annsnn.workspace import SnnFile, check_state_dir, remember_last_snn
 
     from .render import break_even_line, conversion_table, energy_table, result_json
 
+    check_state_dir()
     directory = Path(out_dir)
     outputs = OutputSet()
     outputs.folder(directory)  # refused now if it cannot be created or written
@@ -792,7 +833,7 @@ def demo(out_dir: str, T) -> None:
 
 @cli.command("export")
 @click.argument("snn", required=False)
-@click.option("--nir", "nir_path", required=True, type=click.Path(dir_okay=False), help="Write the SNN as a NIR graph (HDF5) to this file.")
+@click.option("--nir", "nir_path", required=True, type=NonEmptyPath(dir_okay=False), help="Write the SNN as a NIR graph (HDF5) to this file.")
 def export_cmd(snn: str | None, nir_path: str) -> None:
     """Write a converted SNN in the Neuromorphic Intermediate Representation (NIR), which
     snnTorch, Norse, sinabs, Rockpool, Lava/Loihi 2, SpiNNaker 2 and Speck/Xylo read.
@@ -889,18 +930,18 @@ def zoo_list(macs: bool) -> None:
 @zoo.command("train")
 @click.argument("arch")
 @click.option("--data", default="digits", show_default=True, help="Dataset name.")
-@click.option("--data-root", type=click.Path(file_okay=False))
+@click.option("--data-root", type=NonEmptyPath(file_okay=False))
 @click.option("--download", is_flag=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=PositiveFinite(), default=1e-3, show_default=True, help="Adam's learning rate (> 0).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--samples", type=click.IntRange(min=1), help="Train on the first N training samples only.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Checkpoint file (default ARCH-DATA.pt, or ARCH-DATA-snnT.pt with --snn).")
+@click.option("--out", "out_path", type=NonEmptyPath(dir_okay=False), help="Checkpoint file (default ARCH-DATA.pt, or ARCH-DATA-snnT.pt with --snn).")
 @click.option("--snn", "direct_snn", is_flag=True, help="Train a spiking network directly (surrogate gradients, SpikingJelly LIF neurons in place of the ReLUs, direct encoding) instead of an ANN.")
 @click.option("--T", "T", type=click.IntRange(min=1), default=5, show_default=True, help="With --snn: time steps per sample.")
-@click.option("--tau", type=click.FloatRange(min=1.0), default=2.0, show_default=True, help="With --snn: LIF membrane time constant in steps.")
+@click.option("--tau", type=PositiveFinite(1.0, open_low=False), default=2.0, show_default=True, help="With --snn: LIF membrane time constant in steps.")
 @click.option("--rule", type=click.Choice(["surrogate", "stdp"]), default="surrogate", show_default=True, help="With --snn: surrogate gradients, or unsupervised STDP (arch stdp_mnist, Diehl & Cook 2015; --T: presentation steps of 2 ms, default 125; --batch-size default 64).")
 @click.option("--neurons", type=click.IntRange(min=1), default=400, show_default=True, help="With --rule stdp: excitatory neurons.")
 @click.option("--assign-samples", type=click.IntRange(min=1), default=10000, show_default=True, help="With --rule stdp: training images (learning off) that assign each neuron its label.")
@@ -1031,10 +1072,14 @@ def main(argv: list[str] | None = None) -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except OSError as exc:
-        if debug or exc.errno not in _MACHINE_ERRNOS:
+        if debug:
             raise
-        print(f"error: cannot write {exc.filename!r}: {exc.strerror}" if exc.filename else f"error: {exc.strerror}", file=sys.stderr)
-        sys.exit(2)
+        if exc.errno in _MACHINE_ERRNOS:
+            print(f"error: cannot write {exc.filename!r}: {exc.strerror}" if exc.filename else f"error: {exc.strerror}", file=sys.stderr)
+            sys.exit(2)
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""  # one line, as the last resort below: never a traceback
+        print(f"error: internal error ({type(exc).__name__}: {text}); rerun with --debug for details", file=sys.stderr)
+        sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - last resort, one line
         if debug:
             raise

@@ -9,7 +9,7 @@ import click
 from annsnn.errors import UsageError
 from annsnn.modes import ScaleMode, parse_mode, parse_time_steps
 
-__all__ = ["TIME_STEPS", "MODE", "FLOAT_LIST", "SHAPE", "READOUT_DELAY"]
+__all__ = ["TIME_STEPS", "MODE", "FLOAT_LIST", "SHAPE", "READOUT_DELAY", "NonEmptyPath", "FINITE_FLOAT", "PositiveFinite"]
 
 
 class _Parsed(click.ParamType):
@@ -80,3 +80,41 @@ MODE = _Parsed("MODE", parse_mode, ScaleMode)
 FLOAT_LIST = _FloatList()
 SHAPE = _Shape()
 READOUT_DELAY = _ReadoutDelay()
+
+
+class NonEmptyPath(click.Path):
+    """A path option: ``--out ''`` is refused (it was read as no option, or as the folder '.')."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path: give a file or folder name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class _FiniteFloat(click.ParamType):
+    """A float that is a number (nan and inf are refused), at least ``low`` when given
+    (``open_low``: strictly above it)."""
+
+    name = "float"
+
+    def __init__(self, low: float | None = None, open_low: bool = False) -> None:
+        self.low, self.open_low = low, open_low
+
+    def convert(self, value, param, ctx) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.low is not None and (number <= self.low if self.open_low else number < self.low):
+            self.fail(f"{value!r} must be {'above' if self.open_low else 'at least'} {self.low:g}", param, ctx)
+        return number
+
+
+FINITE_FLOAT = _FiniteFloat()
+
+
+def PositiveFinite(low: float = 0.0, open_low: bool = True) -> click.ParamType:  # noqa: N802 - a parameter type, named as click's are
+    """A finite float above ``low`` (or at least it, with ``open_low=False``)."""
+    return _FiniteFloat(low, open_low)

@@ -152,6 +152,9 @@ def _write(path: Path, content: bytes) -> Path:
     return path
 
 
+SNN_FILE = Path(__file__).parent / "data" / "digits_stepbias_v1.snn.pt"  # a saved SNN, only read
+
+
 def _bad_cases(tmp: Path):
     state = build("mlp_s").state_dict()
     torch.save(state, str(tmp / "sd.pt"))
@@ -216,6 +219,21 @@ def _bad_cases(tmp: Path):
         "out is the input": ["convert", str(tmp / "sd.pt"), "--arch", "mlp_s", "--data", "mnist", "--out", str(tmp / "sd.pt")],
         "no last conversion": ["evaluate"],
         "mean nan": ["convert", ckpt, "--mean", "nan", "--std", "1"],
+        "empty --out": ["convert", ckpt, "--out", ""],
+        "empty --nir": ["export", str(SNN_FILE), "--nir", ""],
+        "--max-spikes beyond 64": ["convert", ckpt, "--max-spikes", "1000000"],
+        "--resize on a built-in dataset": ["convert", ckpt, "--resize", "6", "--calibration", "none", "--calib-samples", "32"],
+        "--grid-intensity nan": ["energy", str(SNN_FILE), "--per-dataset", "--grid-intensity", "nan"],
+        "zoo train --lr 0": ["zoo", "train", "digits_cnn", "--lr", "0"],
+        "zoo train --lr nan": ["zoo", "train", "digits_cnn", "--lr", "nan"],
+        "zoo train --tau nan": ["zoo", "train", "digits_cnn", "--snn", "--tau", "nan"],
+        "robustness: a range of 10^9 strengths": ["robustness", str(SNN_FILE), "--fgsm", "0:1:1e-9"],
+        "robustness: a range to inf": ["robustness", str(SNN_FILE), "--noise", "0:inf:1"],
+        "energy --ann with --csv": ["energy", "--ann", ckpt, "--csv", str(tmp / "ann.csv")],
+        "energy --ann with an SNN": ["energy", str(SNN_FILE), "--ann", ckpt],
+        "robustness --attack-on without an attack": ["robustness", str(SNN_FILE), "--noise", "0.1", "--attack-on", "snn"],
+        "robustness --pgd-steps without --pgd": ["robustness", str(SNN_FILE), "--fgsm", "0.1", "--pgd-steps", "5"],
+        "--finetune-lr without --finetune-epochs": ["convert", ckpt, "--finetune-lr", "0.01"],
         "std inf": ["convert", ckpt, "--mean", "0", "--std", "inf"],
     }
 
@@ -227,7 +245,10 @@ CASE_NAMES = [
     "info: input shape too large for memory", "convert: input shape too large for memory", "energy --ann: input shape too large for memory", "mode 101", "mode -1", "mode abc", "mode 0", "mode 1/0", "T 0", "T -3",
     "T x", "T empty", "T too large", "samples 0", "batch-size 0", "energy model with negative constant",
     "energy model with missing constants", "energy --ann with only a memory model", "NaN weights", "unconvertible activation", "output in a missing folder", "out is the input",
-    "no last conversion", "mean nan", "std inf",
+    "no last conversion", "mean nan", "std inf", "empty --out", "empty --nir", "--max-spikes beyond 64", "--resize on a built-in dataset",
+    "--grid-intensity nan", "zoo train --lr 0", "zoo train --lr nan", "zoo train --tau nan", "robustness: a range of 10^9 strengths",
+    "robustness: a range to inf", "energy --ann with --csv", "energy --ann with an SNN", "robustness --attack-on without an attack",
+    "robustness --pgd-steps without --pgd", "--finetune-lr without --finetune-epochs",
 ]
 
 

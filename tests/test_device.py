@@ -126,6 +126,7 @@ def test_a_rank_without_a_gpu_or_a_pinned_gpu_is_one_line(monkeypatch):
     with pytest.raises(UsageError, match="pass --device cuda"):
         rank_device("cuda:1")
     monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")  # one process is rank 0 (RANK=2 of 1 is refused: test_a_torchrun_environment_that_cannot_be_is_one_line)
     assert rank_device("cuda:1") == "cuda:1"
 
 
@@ -145,3 +146,18 @@ def test_torchrun_two_gpus_equal_one_process(tmp_path):
                    check=True, env=env, timeout=600)
     one, two = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
     assert one["samples"] == two["samples"] == 100 and one["rows"] == two["rows"]
+
+
+@pytest.mark.parametrize("rank,size", [("x", "2"), ("1", "1"), ("0", "0"), ("-1", "2"), ("0", "two")])
+def test_a_torchrun_environment_that_cannot_be_is_one_line(monkeypatch, rank, size):
+    """RANK=x, or RANK=1 with WORLD_SIZE=1, stopped with an internal error (ValueError)."""
+    from annsnn.distributed import world
+    from annsnn.errors import UsageError
+
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", size)
+    with pytest.raises(UsageError, match=f"RANK={rank!r} and WORLD_SIZE={size!r}"):
+        world()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert world() == (1, 2)

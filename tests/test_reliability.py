@@ -775,6 +775,56 @@ def test_c_an_output_set_writes_all_or_nothing(tmp_path, code):
     assert first.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
 
+def test_c_a_folder_where_a_plot_goes_replaces_no_earlier_output(tmp_path):
+    """'energy --json e.json --plot pp' with a folder at pp/pareto.png: the JSON was replaced
+    before the plots' rename failed. Every destination is checked before the first rename."""
+    from annsnn.errors import OutputError
+    from annsnn.outputs import OutputSet
+
+    first, plots = tmp_path / "e.json", tmp_path / "pp"
+    first.write_text("old")
+    (plots / "pareto.png").mkdir(parents=True)
+    (plots / "accuracy.png").write_text("old plot")
+    outputs = OutputSet()
+    outputs.file(first)
+    outputs.folder(plots)
+    outputs.text(first, "new")
+    outputs.files_in(plots, lambda folder: [(folder / name).write_text("new") for name in ("accuracy.png", "pareto.png")])
+    with pytest.raises(OutputError, match="pareto.png.*it is a folder"):
+        outputs.commit()
+    assert first.read_text() == "old" and (plots / "accuracy.png").read_text() == "old plot"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.json", "pp"] and sorted(p.name for p in plots.iterdir()) == ["accuracy.png", "pareto.png"]
+
+
+def test_c_a_rename_that_fails_puts_back_the_earlier_ones(tmp_path, monkeypatch):
+    """The third of three renames fails (EXDEV, say): the first two targets get their old
+    bytes back, the new file that had no predecessor goes, no temporary is left."""
+    from annsnn.errors import OutputError
+    from annsnn.outputs import OutputSet
+
+    paths = [tmp_path / name for name in ("a.json", "b.csv", "c.md")]
+    paths[0].write_text("old a")
+    outputs = OutputSet()
+    for path in paths:
+        outputs.file(path)
+        outputs.text(path, "new")
+    real = os.replace
+    calls = []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if str(dst) == str(paths[2]):
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OutputError, match="c.md"):
+        outputs.commit()
+    monkeypatch.setattr(os, "replace", real)
+    assert paths[0].read_text() == "old a" and not paths[1].exists() and not paths[2].exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, errno.EDQUOT], ids=["read-only", "permission", "quota"])
 def test_c_an_unwritable_output_is_refused_before_the_work(tmp_path, capsys, monkeypatch, code):
     ro = tmp_path / "ro"
@@ -782,3 +832,58 @@ def test_c_an_unwritable_output_is_refused_before_the_work(tmp_path, capsys, mon
     _read_only(monkeypatch, ro, code)
     code_, _, err = _cli(capsys, "evaluate", V1_SNN, "--T", "4", "--samples", "10", "--json", ro / "e.json")
     _one_error_line(code_, err, contains=("e.json", os.strerror(code)))
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--json"], ["energy", "--markdown"], ["robustness", "--noise", "0.1", "--csv"]], ids=["evaluate", "energy", "robustness"])
+def test_an_output_never_overwrites_the_last_conversion_it_reads(tmp_path, capsys, monkeypatch, command):
+    """With no SNN given, a command reads this folder's last conversion; '--json last.snn.pt'
+    wrote the report over that SNN (exit 0) because only an SNN given by name was an input."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _cli(capsys, "convert", "--calibration", "none", "--calib-samples", "64", "--out", "last.snn.pt")
+    assert code == 0, err
+    before = (tmp_path / "last.snn.pt").read_bytes()
+    code, _, err = _cli(capsys, *command[:-1], "--T", "2", "--samples", "5", command[-1], "last.snn.pt")
+    _one_error_line(code, err, contains=("refusing to overwrite the input file",))
+    assert (tmp_path / "last.snn.pt").read_bytes() == before
+
+
+def test_a_state_folder_that_is_a_file_is_refused_before_the_conversion(tmp_path, capsys, monkeypatch):
+    """ANNSNN_HOME naming a file: the SNN was written, then a traceback (NotADirectoryError,
+    exit 1) where the last conversion is remembered."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "homefile").write_text("x")
+    monkeypatch.setenv("ANNSNN_HOME", str(tmp_path / "homefile"))
+    code, _, err = _cli(capsys, "convert", "--calibration", "none", "--calib-samples", "64", "--out", "h.snn.pt")
+    _one_error_line(code, err, contains=("homefile", "is a file, not a folder"))
+    assert not (tmp_path / "h.snn.pt").exists()
+
+
+def test_an_unexpected_os_error_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    """An OSError outside the machine conditions (disk full, read-only, ...) was re-raised:
+    a traceback. It is one 'internal error' line, exit 1, as every other unexpected error."""
+    import errno as errno_module
+
+    import annsnn.workspace
+
+    monkeypatch.chdir(tmp_path)
+
+    def busy(*args, **kwargs):
+        raise OSError(errno_module.EBUSY, os.strerror(errno_module.EBUSY), "somewhere")
+
+    monkeypatch.setattr(annsnn.workspace, "remember_last_snn", busy)  # convert imports it from there when it runs
+    code, _, err = _cli(capsys, "convert", "--calibration", "none", "--calib-samples", "64", "--out", "b.snn.pt")
+    lines = [line for line in err.splitlines() if line.strip() and not _FINISHED_BAR.search(line)]
+    assert code == 1 and lines == ["error: internal error (OSError: [Errno 16] Device or resource busy: 'somewhere'); rerun with --debug for details"], err
+
+
+def test_a_nir_graph_on_the_wrong_input_shape_prints_no_traceback(tmp_path, capsys, monkeypatch):
+    """torch.fx's ShapeProp prints the failing node's traceback to stderr itself, before the
+    one-line error: only the line remains."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _cli(capsys, "convert", "--target", "nir", "--T", "4", "--calib-samples", "300", "--out", "n.snn.pt")
+    assert code == 0, err
+    code, _, err = _cli(capsys, "export", "n.snn.pt", "--nir", "n.nir")
+    assert code == 0, err
+    code, _, err = _cli(capsys, "import-nir", "n.nir", "--input-shape", "3,5,5")
+    _one_error_line(code, err, contains=("does not run on input shape",))
+    assert "Traceback" not in err
