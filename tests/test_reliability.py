@@ -887,3 +887,5 @@ def test_a_nir_graph_on_the_wrong_input_shape_prints_no_traceback(tmp_path, caps
     code, _, err = _cli(capsys, "import-nir", "n.nir", "--input-shape", "3,5,5")
     _one_error_line(code, err, contains=("does not run on input shape",))
     assert "Traceback" not in err
+    code, _, err = _cli(capsys, "export", "n.snn.pt", "--nir", "")  # '' was the folder '.': the rename onto it failed (EBUSY), a traceback
+    _one_error_line(code, err, contains=("an empty path",))
