@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .errors import UsageError
 
-__all__ = ["Preprocess", "preprocess_for", "check_same_size", "DatasetSpec", "dataset_spec", "load_dataset", "make_loader", "select_batches", "data_root", "DATASET_NAMES", "spread_indices", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["Preprocess", "preprocess_for", "check_same_size", "DatasetSpec", "dataset_spec", "load_dataset", "make_loader", "select_batches", "data_root", "DATASET_NAMES", "spread_indices", "IMAGENET_MEAN", "IMAGENET_STD", "held_out"]
 
 Split = Literal["train", "test"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -245,6 +245,15 @@ def _imagefolder_split(path: Path, split: Split) -> Path:
         return path / "train"
     _same_classes(path / "train", test)
     return path / "train" if split == "train" else test
+
+
+def held_out(name: str, split: Split) -> bool:
+    """Whether ``split`` of ``name`` is kept apart from the training split that calibration
+    reads. False only for the test split of an ``imagefolder:PATH`` without ``train/``: one
+    folder serves both, so a score on it is on the calibration images."""
+    if split != "test" or not name.startswith("imagefolder:"):
+        return True
+    return (Path(name.split(":", 1)[1]) / "train").is_dir()
 
 
 def _class_folders(folder: Path) -> set[str]:

@@ -26,7 +26,7 @@ def check_output_path(path: str | os.PathLike, *, inputs: tuple[str | os.PathLik
         raise UsageError(f"cannot write {str(out)!r}: folder {str(parent)!r} does not exist")
     for source in inputs:
         if source and out.resolve() == Path(source).resolve():
-            raise UsageError(f"refusing to overwrite the input file {str(source)!r}; choose another --out")
+            raise UsageError(f"refusing to overwrite the input file {str(source)!r}; choose another output path")
     probe_writable(parent, out)  # read-only, permission, quota: refused now, by name and reason
     return out
 

@@ -33,6 +33,7 @@ class SnnRun:
     split: str
     loader: DataLoader
     data: DataSpec
+    held_out: bool = True  # False: the scored images are the ones calibration reads (annsnn.data.held_out)
 
     def header(self) -> dict:
         """The fields every JSON result starts with."""
@@ -49,7 +50,7 @@ def open_snn_run(path: str | os.PathLike | None, data: str | None, data_root: st
                  split: str, samples: int | None, batch_size: int) -> SnnRun:
     """The SNN at ``path`` (None: :func:`~annsnn.workspace.last_snn`) and its data loader."""
     from .artifact import load_snn
-    from .data import load_dataset, make_loader
+    from .data import held_out, load_dataset, make_loader
     from .evaluation import data_spec_for
     from .memory_estimate import check_fits
     from .workspace import last_snn, snn_file
@@ -69,7 +70,7 @@ def open_snn_run(path: str | os.PathLike | None, data: str | None, data_root: st
         preprocess.check_gives(shape)
     loader = make_loader(load_dataset(name, split, data_root, download, preprocess), batch_size, samples)  # type: ignore[arg-type]
     check_data_shape(loader, tuple(shape))
-    return SnnRun(identity, snn, name, split, loader, data_spec_for(name, split, samples, batch_size, data_root))
+    return SnnRun(identity, snn, name, split, loader, data_spec_for(name, split, samples, batch_size, data_root), held_out(name, split))  # type: ignore[arg-type]
 
 
 def check_data_shape(loader: DataLoader, shape: tuple[int, ...]) -> None:

@@ -445,7 +445,7 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
     if rank != 0:
         return
     out.print(evaluation_table(result, run.file))
-    for note in latency_notes(run.network, T):
+    for note in _held_out_notes(run) + latency_notes(run.network, T):
         out.print(f"note: {note}")
     if json_path:
         write_json(json_path, result_json(result, run))
@@ -534,7 +534,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         result = without_stand_in_accuracy(result)
     out.print(energy_table(result, run.file))
     out.print(break_even_line(result))
-    for note in result.notes + latency_notes(run.network, T):
+    for note in result.notes + _held_out_notes(run) + latency_notes(run.network, T):
         out.print(f"note: {note}")
     if result.unsupported:
         err.print(f"[yellow]warning:[/] not counted (unsupported layers): {', '.join(result.unsupported)}")
@@ -580,6 +580,13 @@ def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, pe
         out.print(dataset_table(table))
         extra["per_dataset"] = table.to_dict()
     return extra
+
+
+def _held_out_notes(run) -> list[str]:
+    """A note when the scored images are the calibration images (one folder for both)."""
+    if getattr(run, "held_out", True):
+        return []
+    return [f"{run.dataset} has no train/ and test/ (or val/) folders: convert calibrated on these same images, so the accuracy is not on held-out data"]
 
 
 def _given(name: str) -> bool:

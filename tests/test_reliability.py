@@ -889,3 +889,22 @@ def test_a_nir_graph_on_the_wrong_input_shape_prints_no_traceback(tmp_path, caps
     assert "Traceback" not in err
     code, _, err = _cli(capsys, "export", "n.snn.pt", "--nir", "")  # '' was the folder '.': the rename onto it failed (EBUSY), a traceback
     _one_error_line(code, err, contains=("an empty path",))
+    code, _, err = _cli(capsys, "export", "n.snn.pt", "--nir", "n.snn.pt")  # the message named --out, a flag export does not have
+    _one_error_line(code, err, contains=("refusing to overwrite the input file", "choose another output path"))
+
+
+@pytest.mark.parametrize("layout", ["flat", "split"])
+def test_evaluate_says_when_its_images_are_the_calibration_images(tmp_path, capsys, monkeypatch, layout):
+    """An image folder without train/ + test/ serves both: the accuracy evaluate printed was
+    on the images convert calibrated on, with nothing to say so."""
+    monkeypatch.chdir(tmp_path)
+    files = {f"{cls}/{i}.png": (32, 32) for cls in ("a", "b") for i in range(3)}
+    if layout == "split":
+        files = {f"{split}/{name}": size for split in ("train", "test") for name, size in files.items()}
+    folder = _image_folder(tmp_path / "imgs", files, mode="RGB")
+    code, _, err = _cli(capsys, "convert", "zoo:cifar_cnn_s", "--calibration", "none", "--data", f"imagefolder:{folder}", "--batch-size", "2", "--out", "m.snn.pt")
+    assert code == 0, err
+    code, out, err = _cli(capsys, "evaluate", "m.snn.pt", "--T", "2")
+    assert code == 0, err
+    note = f"note: imagefolder:{folder} has no train/ and test/ (or val/) folders: convert calibrated on these same images, so the accuracy is not on held-out data"
+    assert (note in " ".join(out.split())) == (layout == "flat"), out
