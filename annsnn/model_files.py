@@ -86,8 +86,12 @@ def load_model(
     trust: bool = False,
     num_classes: int | None = None,
     input_shape: tuple[int, ...] | None = None,
+    weights: str | None = None,
 ) -> LoadedModel:
     """Load ``path``; every failure is a one-line :class:`UsageError`.
+
+    ``weights``: for a state_dict of ``--arch torchvision:NAME``, the torchvision weights
+    whose input shape and normalization it records (default: NAME's DEFAULT weights).
 
     A TorchScript file is lifted to standard modules when ``input_shape`` is given;
     otherwise :func:`convertible_module` lifts it once the shape is known.
@@ -105,7 +109,7 @@ def load_model(
     if suffix == ".onnx":
         return _load_onnx(file)
     if suffix == ".safetensors":
-        return _from_checkpoint(_read_safetensors(file), file, arch, num_classes, kind="safetensors")
+        return _from_checkpoint(_read_safetensors(file), file, arch, num_classes, kind="safetensors", weights=weights)
     if suffix not in _CHECKPOINT_SUFFIXES:
         raise UsageError(
             f"unknown model file type {suffix or '(none)'!r} for {str(file)!r}: "
@@ -143,7 +147,7 @@ def load_model(
         raise UsageError(f"{str(file)!r} is not a valid checkpoint (corrupt, truncated or not a PyTorch file)") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError, KeyError, IndexError, TypeError):
         raise UsageError(f"{str(file)!r} is not a valid checkpoint (corrupt, truncated or not a PyTorch file)") from None
-    return _from_checkpoint(obj, file, arch, num_classes)
+    return _from_checkpoint(obj, file, arch, num_classes, weights=weights)
 
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -205,7 +209,7 @@ def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
         raise UsageError(f"{str(file)!r} is not a valid safetensors file (corrupt, truncated or another format; {type(exc).__name__})") from None
 
 
-def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int | None, kind: str = "checkpoint") -> LoadedModel:
+def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int | None, kind: str = "checkpoint", weights: str | None = None) -> LoadedModel:
     from annsnn.zoo import build
 
     from .torchvision_timm import build_library_arch, is_library_arch
@@ -230,7 +234,7 @@ def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int
     if arch is None:
         raise UsageError(f"{str(file)!r} is a state_dict; pass --arch NAME (see 'annsnn zoo list', or torchvision:NAME, timm:NAME) to say which network it belongs to")
     if is_library_arch(arch):
-        library = build_library_arch(arch, state, num_classes)
+        library = build_library_arch(arch, state, num_classes, weights)
         module = library.module
         if library.input_shape is not None and "input_shape" not in record:
             record["input_shape"] = list(library.input_shape)

@@ -43,11 +43,11 @@ def load_source(model: str | None, arch: str | None = None, trust: bool = False,
     if model.startswith("zoo:"):
         name = model[4:]
         return LoadedModel(build(name, weights=weights).eval(), model, "zoo", arch=name)
-    if weights is not None:
-        raise UsageError("--weights applies to zoo:NAME models only")
+    if weights is not None and not (arch or "").startswith("torchvision:"):
+        raise UsageError("--weights W names torchvision weights: it applies to zoo:NAME models and to --arch torchvision:NAME")
     if arch is not None and arch not in architectures() and not is_library_arch(arch):
         raise UsageError(f"unknown --arch {arch!r}: run 'annsnn zoo list' to see the names, or use torchvision:NAME / timm:NAME")
-    return load_model(model, arch, trust=trust, input_shape=input_shape)
+    return load_model(model, arch, trust=trust, input_shape=input_shape, weights=weights)
 
 
 def model_input_shape(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> tuple[int, ...]:

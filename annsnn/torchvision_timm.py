@@ -51,11 +51,15 @@ def _classifier_key(default_state: dict[str, torch.Tensor], classes: int) -> str
     return None
 
 
-def build_library_arch(arch: str, state: dict[str, torch.Tensor] | None = None, num_classes: int | None = None) -> LibraryArch:
-    """Build ``arch`` with random weights, sized to fit ``state``'s classifier."""
+def build_library_arch(arch: str, state: dict[str, torch.Tensor] | None = None, num_classes: int | None = None, weights: str | None = None) -> LibraryArch:
+    """Build ``arch`` with random weights, sized to fit ``state``'s classifier. Its input
+    shape and normalization are those of torchvision's ``weights`` (a name such as
+    ``IMAGENET1K_V2``; default: the DEFAULT weights), or of timm's data config."""
     library, name = _split(arch)
     if library == "torchvision":
-        return _torchvision(name, state, num_classes)
+        return _torchvision(name, state, num_classes, weights)
+    if weights is not None:
+        raise UsageError("--weights W names torchvision weights: it needs --arch torchvision:NAME")
     return _timm(name, state, num_classes)
 
 
@@ -69,7 +73,7 @@ def _infer_classes(key: str | None, state: dict | None, given: int | None, arch:
     return int(state[key].shape[0])
 
 
-def _torchvision(name: str, state: dict | None, num_classes: int | None) -> LibraryArch:
+def _torchvision(name: str, state: dict | None, num_classes: int | None, weights_name: str | None = None) -> LibraryArch:
     import torchvision.models as tvm
 
     if name not in tvm.list_models():
@@ -79,6 +83,13 @@ def _torchvision(name: str, state: dict | None, num_classes: int | None) -> Libr
     classes = _infer_classes(key, state, num_classes, f"torchvision:{name}")
     module = default if classes in (None, 1000) else tvm.get_model(name, weights=None, num_classes=classes)
     shape = norm = None
+    if weights_name is not None:  # the weights the user named: their normalization, not DEFAULT's (vgg16's IMAGENET1K_FEATURES: std 1/255)
+        try:
+            transform = tvm.get_model_weights(name)[weights_name].transforms()  # type: ignore[index]
+        except (KeyError, ValueError):
+            raise UsageError(f"unknown weights {weights_name!r} for torchvision:{name}: see torchvision.models.get_model_weights({name!r})") from None
+        size = int(transform.crop_size[0])
+        return LibraryArch(module.eval(), classes or 1000, (3, size, size), (list(map(float, transform.mean)), list(map(float, transform.std))))
     try:
         weights = tvm.get_model_weights(name).DEFAULT  # type: ignore[attr-defined]
         transform = weights.transforms()

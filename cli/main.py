@@ -271,7 +271,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
 
     zoo = model is not None and model.startswith("zoo:")
     preprocess = preprocess_for(arch, None if zoo else weights, resize, crop)
-    loaded = load_source(model, arch, trust, weights=weights if zoo else None, input_shape=input_shape)
+    loaded = load_source(model, arch, trust, weights=weights, input_shape=input_shape)  # a torchvision state_dict records W's normalization
     target = Path(out_path) if out_path else default_snn_path(model, loaded.arch)
     outputs = OutputSet(inputs=(model or "",))
     outputs.file(target)

@@ -178,3 +178,40 @@ def test_evaluate_refuses_a_tampered_preprocess_record_in_one_line(imagenet_root
     save_snn(snn, tmp_path / "t.snn.pt")
     code, out, err = run_cli(capsys, "evaluate", "t.snn.pt", "--T", "2", "--samples", "4")
     assert code == 2 and err.strip().splitlines() == ["error: the SNN file's preprocessing record (resize 20, crop 40000) does not make its 32×32 inputs: the file is damaged"]
+
+
+def test_named_torchvision_weights_give_their_own_normalization():
+    """'--arch torchvision:NAME --weights W' read W's resize and crop but recorded DEFAULT's
+    mean and std: for vgg16's IMAGENET1K_FEATURES (std 1/255) the input was 58x off."""
+    import torchvision.models as tvm
+
+    from annsnn.torchvision_timm import build_library_arch
+
+    transform = tvm.VGG16_Weights.IMAGENET1K_FEATURES.transforms()
+    library = build_library_arch("torchvision:vgg16", weights="IMAGENET1K_FEATURES")
+    assert library.normalization == (list(map(float, transform.mean)), list(map(float, transform.std)))
+    assert library.normalization != build_library_arch("torchvision:vgg16").normalization
+    with pytest.raises(UsageError, match="unknown weights 'NOPE'"):
+        build_library_arch("torchvision:vgg16", weights="NOPE")
+
+
+def test_a_torchvision_state_dict_records_the_named_weights_normalization(tmp_path, monkeypatch):
+    """The weights reach the state_dict's loader (convert passed them to zoo:NAME only)."""
+    import torchvision
+
+    import annsnn.torchvision_timm as tt
+    from annsnn.sources import load_source
+
+    seen = []
+    real = tt._torchvision
+
+    def spy(name, state, num_classes, weights_name=None):
+        seen.append(weights_name)
+        return real(name, state, num_classes, weights_name)
+
+    monkeypatch.setattr(tt, "_torchvision", spy)
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "r18.pt")
+    loaded = load_source(str(tmp_path / "r18.pt"), "torchvision:resnet18", weights="IMAGENET1K_V1")
+    assert seen == ["IMAGENET1K_V1"] and loaded.record["input_shape"] == [3, 224, 224]
+    with pytest.raises(UsageError, match="--weights W names torchvision weights"):
+        load_source(str(tmp_path / "r18.pt"), "resnet20", weights="IMAGENET1K_V1")
