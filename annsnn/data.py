@@ -138,14 +138,9 @@ def preprocess_for(arch: str | None, weights: str | None = None, resize: int | N
     if weights is not None:
         if library != "torchvision" or not name:
             raise UsageError("--weights W names torchvision weights: it needs --arch torchvision:NAME")
-        import torchvision.models as tvm
+        from .torchvision_timm import torchvision_weights
 
-        try:
-            enum = tvm.get_model_weights(name)
-            chosen = enum[weights] if weights != "DEFAULT" else enum.DEFAULT  # type: ignore[index,attr-defined]
-        except (KeyError, ValueError):
-            known = ", ".join(["DEFAULT", *(w.name for w in tvm.get_model_weights(name))]) if name in tvm.list_models() else "none"
-            raise UsageError(f"unknown --weights {weights!r} for torchvision:{name}: use one of {known}") from None
+        chosen = torchvision_weights(name, weights)
         t = chosen.transforms()
         interpolation = str(t.interpolation.value)
         return Preprocess(int(t.resize_size[0]), int(t.crop_size[0]), interpolation, f"torchvision {name} {chosen.name}.transforms()")  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from torch import nn
 
 from .errors import UsageError
 
-__all__ = ["LIBRARIES", "LibraryArch", "is_library_arch", "build_library_arch"]
+__all__ = ["LIBRARIES", "LibraryArch", "is_library_arch", "build_library_arch", "torchvision_weights"]
 
 LIBRARIES = ("torchvision", "timm")
 
@@ -73,6 +73,19 @@ def _infer_classes(key: str | None, state: dict | None, given: int | None, arch:
     return int(state[key].shape[0])
 
 
+def torchvision_weights(name: str, weights: str):
+    """torchvision's weights ``weights`` (a name such as ``IMAGENET1K_V2``, or ``DEFAULT``) of
+    architecture ``name``; an unknown one is a one-line error listing the names."""
+    import torchvision.models as tvm
+
+    try:
+        enum = tvm.get_model_weights(name)
+        return enum[weights] if weights != "DEFAULT" else enum.DEFAULT  # type: ignore[index,attr-defined]
+    except (KeyError, ValueError):
+        known = ", ".join(["DEFAULT", *(w.name for w in tvm.get_model_weights(name))]) if name in tvm.list_models() else "none"
+        raise UsageError(f"unknown --weights {weights!r} for torchvision:{name}: use one of {known}") from None
+
+
 def _torchvision(name: str, state: dict | None, num_classes: int | None, weights_name: str | None = None) -> LibraryArch:
     import torchvision.models as tvm
 
@@ -83,21 +96,14 @@ def _torchvision(name: str, state: dict | None, num_classes: int | None, weights
     classes = _infer_classes(key, state, num_classes, f"torchvision:{name}")
     module = default if classes in (None, 1000) else tvm.get_model(name, weights=None, num_classes=classes)
     shape = norm = None
-    if weights_name is not None:  # the weights the user named: their normalization, not DEFAULT's (vgg16's IMAGENET1K_FEATURES: std 1/255)
-        try:
-            transform = tvm.get_model_weights(name)[weights_name].transforms()  # type: ignore[index]
-        except (KeyError, ValueError):
-            raise UsageError(f"unknown weights {weights_name!r} for torchvision:{name}: see torchvision.models.get_model_weights({name!r})") from None
-        size = int(transform.crop_size[0])
-        return LibraryArch(module.eval(), classes or 1000, (3, size, size), (list(map(float, transform.mean)), list(map(float, transform.std))))
-    try:
-        weights = tvm.get_model_weights(name).DEFAULT  # type: ignore[attr-defined]
-        transform = weights.transforms()
+    try:  # the weights the user named (their normalization, not DEFAULT's: vgg16's IMAGENET1K_FEATURES has std 1/255), else DEFAULT
+        transform = torchvision_weights(name, weights_name or "DEFAULT").transforms()
         size = int(transform.crop_size[0])
         shape = (3, size, size)
         norm = (list(map(float, transform.mean)), list(map(float, transform.std)))
-    except Exception:  # models without published weights carry no transform
-        pass
+    except Exception:  # models without published weights carry no transform; named weights that are unknown say so
+        if weights_name is not None:
+            raise
     return LibraryArch(module.eval(), classes or 1000, shape, norm)
 
 

@@ -191,8 +191,9 @@ def test_named_torchvision_weights_give_their_own_normalization():
     library = build_library_arch("torchvision:vgg16", weights="IMAGENET1K_FEATURES")
     assert library.normalization == (list(map(float, transform.mean)), list(map(float, transform.std)))
     assert library.normalization != build_library_arch("torchvision:vgg16").normalization
-    with pytest.raises(UsageError, match="unknown weights 'NOPE'"):
+    with pytest.raises(UsageError, match="unknown --weights 'NOPE' for torchvision:vgg16: use one of DEFAULT, IMAGENET1K_V1, IMAGENET1K_FEATURES"):
         build_library_arch("torchvision:vgg16", weights="NOPE")
+    assert build_library_arch("torchvision:vgg16", weights="DEFAULT").normalization == build_library_arch("torchvision:vgg16").normalization  # as --weights DEFAULT reads its preprocessing
 
 
 def test_a_torchvision_state_dict_records_the_named_weights_normalization(tmp_path, monkeypatch):
