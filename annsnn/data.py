@@ -248,7 +248,8 @@ def held_out(name: str, split: Split) -> bool:
     folder serves both, so a score on it is on the calibration images."""
     if split != "test" or not name.startswith("imagefolder:"):
         return True
-    return (Path(name.split(":", 1)[1]) / "train").is_dir()
+    path = Path(name.split(":", 1)[1])
+    return _imagefolder_split(path, "test") != _imagefolder_split(path, "train")  # the layout rule, in one place
 
 
 def _class_folders(folder: Path) -> set[str]:

@@ -17,6 +17,7 @@ Accepted ``MODEL`` files:
 """
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import warnings
@@ -257,8 +258,6 @@ def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int
 def _check_checkpoint_record(obj: dict, file: Path) -> None:
     """The fields an annsnn checkpoint records beside its weights, each of its type: a
     damaged or hand-made one is a one-line error, not an internal one later."""
-    import math
-
     def numbers(value: object) -> bool:
         return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
 

@@ -151,12 +151,18 @@ def _gemm(g: _Graph, node: Any, a: dict) -> fx.Node:
     return g.add(_layer_name(node, node.input[1]), layer, (_tensor(g, node),))
 
 
+def _along_last(c: np.ndarray, n: int) -> bool:
+    """``c`` holds n values along its last axis only (``[n]`` or ``[1, .., 1, n]``): a bias,
+    not a constant that varies down the rows (``[n, 1]``)."""
+    return c.ndim >= 1 and c.shape[-1] == n and c.size == n
+
+
 def _row_vector(c: np.ndarray, n: int, node: Any, op: str) -> np.ndarray:
-    """A constant that broadcasts along the last axis only (shape ``[n]``, ``[1, .., 1, n]``
-    or a single value) as ``[n]``; one that varies along another axis is refused."""
+    """A constant that broadcasts along the last axis only (:func:`_along_last`, or a single
+    value) as ``[n]``; one that varies along another axis is refused."""
     if c.size == 1:
         return np.full((n,), float(c.reshape(())), dtype=np.float32)
-    if c.shape[-1] != n or c.size != n:
+    if not _along_last(c, n):
         raise UsageError(f"unsupported ONNX node {node.name} ({op}): a bias of shape {list(c.shape)} varies along an axis other than the last")
     return np.array(c.reshape(-1), dtype=np.float32)
 
@@ -290,8 +296,7 @@ def _binary(fn: Callable) -> Callable[[_Graph, Any, dict], fx.Node]:
             for tensor, const in ((left, right), (right, left)):
                 if isinstance(tensor, fx.Node) and isinstance(const, np.ndarray) and node.input[0 if tensor is left else 1] in g.linear_of:
                     layer = g.linear_of[node.input[0 if tensor is left else 1]]
-                    along_last = const.ndim >= 1 and const.shape[-1] == layer.out_features and const.size == layer.out_features  # not [rows, 1]
-                    if layer.bias is None and g.users.get(node.input[0 if tensor is left else 1]) == 1 and along_last:
+                    if layer.bias is None and g.users.get(node.input[0 if tensor is left else 1]) == 1 and _along_last(const, layer.out_features):
                         layer.bias = nn.Parameter(torch.from_numpy(np.array(const.reshape(-1), dtype=np.float32)))
                         return tensor  # MatMul + Add -> Linear with a bias
         args = []

@@ -26,7 +26,7 @@ from annsnn.calibration import CALIBRATIONS, DELAY_CRITERIA, READOUTS
 from annsnn.conversion_options import PIPELINE_THRESHOLD_SCALE
 from annsnn.modes import MAX_TIME_STEPS
 
-from .params import FLOAT_LIST, MODE, READOUT_DELAY, SHAPE, TIME_STEPS, NonEmptyPath, PositiveFinite
+from .params import FLOAT_LIST, MODE, READOUT_DELAY, SHAPE, TIME_STEPS, FiniteFloat, NonEmptyPath
 
 __all__ = ["cli", "main"]
 
@@ -471,7 +471,7 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
 @click.option("--dt", type=float, default=1.0, show_default=True, help="With --model X.nir: the step that discretises NIR's continuous-time neurons (forward Euler).")
 @click.option("--measure", is_flag=True, help="Also run the ANN and the SNN (each T on its own) on this machine over the same samples: measured wall time, peak memory, and energy where a RAPL/NVML sensor is readable (pip install annsnn[measure]).")
 @click.option("--per-dataset", is_flag=True, help="Also give the energy of the whole sample set (per inference × samples) in J and kWh, with CO2.")
-@click.option("--grid-intensity", type=PositiveFinite(0.0, open_low=False), default=480.0, show_default=True, help="Grid carbon intensity in gCO2/kWh for the CO2 figures (default: world average 2023, Ember Global Electricity Review 2024).")
+@click.option("--grid-intensity", type=FiniteFloat(0.0), default=480.0, show_default=True, help="Grid carbon intensity in gCO2/kWh for the CO2 figures (default: world average 2023, Ember Global Electricity Review 2024).")
 def energy(snn, T, energy_models, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, device, ann_model, arch, input_shape, per_layer, json_path, csv_path, md_path, plot_dir, resume, foreign_model, trust, dt, measure, per_dataset, grid_intensity) -> None:
     """Operations and energy per inference of SNN at every T, against its ANN.
 
@@ -584,7 +584,7 @@ def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, pe
 
 def _held_out_notes(run) -> list[str]:
     """A note when the scored images are the calibration images (one folder for both)."""
-    if getattr(run, "held_out", True):
+    if run.held_out:
         return []
     return [f"{run.dataset} has no train/ and test/ (or val/) folders: convert calibrated on these same images, so the accuracy is not on held-out data"]
 
@@ -940,7 +940,7 @@ def zoo_list(macs: bool) -> None:
 @click.option("--data-root", type=NonEmptyPath(file_okay=False))
 @click.option("--download", is_flag=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--lr", type=PositiveFinite(), default=1e-3, show_default=True, help="Adam's learning rate (> 0).")
+@click.option("--lr", type=FiniteFloat(0.0, open_low=True), default=1e-3, show_default=True, help="Adam's learning rate (> 0).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -948,7 +948,7 @@ def zoo_list(macs: bool) -> None:
 @click.option("--out", "out_path", type=NonEmptyPath(dir_okay=False), help="Checkpoint file (default ARCH-DATA.pt, or ARCH-DATA-snnT.pt with --snn).")
 @click.option("--snn", "direct_snn", is_flag=True, help="Train a spiking network directly (surrogate gradients, SpikingJelly LIF neurons in place of the ReLUs, direct encoding) instead of an ANN.")
 @click.option("--T", "T", type=click.IntRange(min=1), default=5, show_default=True, help="With --snn: time steps per sample.")
-@click.option("--tau", type=PositiveFinite(1.0, open_low=False), default=2.0, show_default=True, help="With --snn: LIF membrane time constant in steps.")
+@click.option("--tau", type=FiniteFloat(1.0), default=2.0, show_default=True, help="With --snn: LIF membrane time constant in steps.")
 @click.option("--rule", type=click.Choice(["surrogate", "stdp"]), default="surrogate", show_default=True, help="With --snn: surrogate gradients, or unsupervised STDP (arch stdp_mnist, Diehl & Cook 2015; --T: presentation steps of 2 ms, default 125; --batch-size default 64).")
 @click.option("--neurons", type=click.IntRange(min=1), default=400, show_default=True, help="With --rule stdp: excitatory neurons.")
 @click.option("--assign-samples", type=click.IntRange(min=1), default=10000, show_default=True, help="With --rule stdp: training images (learning off) that assign each neuron its label.")

@@ -9,7 +9,7 @@ import click
 from annsnn.errors import UsageError
 from annsnn.modes import ScaleMode, parse_mode, parse_time_steps
 
-__all__ = ["TIME_STEPS", "MODE", "FLOAT_LIST", "SHAPE", "READOUT_DELAY", "NonEmptyPath", "FINITE_FLOAT", "PositiveFinite"]
+__all__ = ["TIME_STEPS", "MODE", "FLOAT_LIST", "SHAPE", "READOUT_DELAY", "NonEmptyPath", "FiniteFloat"]
 
 
 class _Parsed(click.ParamType):
@@ -91,7 +91,7 @@ class NonEmptyPath(click.Path):
         return super().convert(value, param, ctx)
 
 
-class _FiniteFloat(click.ParamType):
+class FiniteFloat(click.ParamType):
     """A float that is a number (nan and inf are refused), at least ``low`` when given
     (``open_low``: strictly above it)."""
 
@@ -111,10 +111,3 @@ class _FiniteFloat(click.ParamType):
             self.fail(f"{value!r} must be {'above' if self.open_low else 'at least'} {self.low:g}", param, ctx)
         return number
 
-
-FINITE_FLOAT = _FiniteFloat()
-
-
-def PositiveFinite(low: float = 0.0, open_low: bool = True) -> click.ParamType:  # noqa: N802 - a parameter type, named as click's are
-    """A finite float above ``low`` (or at least it, with ``open_low=False``)."""
-    return _FiniteFloat(low, open_low)
