@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .counting import AnnCounts, SnnCounter, count_ann
-from .energy import BreakEven, EnergyModel, ann_energy_pj, break_even, get_energy_model
+from .energy import BreakEven, EnergyModel, ann_energy_pj, break_even, get_energy_models
 from .errors import UsageError
 from .metrics import classification_metrics, ranked_classes
 from .modes import parse_time_steps
@@ -185,7 +185,7 @@ class Analyzer:
         if encoding not in ("direct", "poisson", "events"):
             raise UsageError(f"unknown encoding {encoding!r}: use direct, poisson or events")
         self.seed = int(seed)
-        self.models = [m if isinstance(m, EnergyModel) else get_energy_model(m) for m in energy_models]
+        self.models = get_energy_models(energy_models)
         if not self.models:
             raise UsageError("give at least one energy model")
         if any(m.memory is not None for m in self.models) and not count:
@@ -544,7 +544,7 @@ ANN_MEMORY_REASON = "memory traffic needs the layer sizes of a simulation: 'anns
 
 def ann_energy(module: torch.nn.Module, input_shape: tuple[int, ...], energy_models: Sequence[str | EnergyModel]) -> AnnEnergy:
     """MACs (fvcore, padded positions excluded) and compute energy of ``module`` alone."""
-    models = [m if isinstance(m, EnergyModel) else get_energy_model(m) for m in energy_models]
+    models = get_energy_models(energy_models)
     skipped = [m.name for m in models if m.memory is not None]
     if models and len(skipped) == len(models):
         raise UsageError(f"--ann: {', '.join(skipped)} needs the layer sizes of a simulation; run 'annsnn energy SNN', whose report gives the ANN under it too, or pick a compute model")

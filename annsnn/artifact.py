@@ -36,7 +36,7 @@ import torch
 from torch import fx, nn
 
 from .errors import UsageError
-from .files import atomic_path
+from .files import atomic_path, load_weights_only
 from .ops import default_registry
 from .opspec import OpRegistry
 from .record import SnnRecord
@@ -445,7 +445,7 @@ def load_snn(path: str | os.PathLike, registry: OpRegistry | None = None) -> Spi
     if not file.is_file():
         raise UsageError(f"SNN file {str(file)!r} does not exist")
     try:
-        payload = torch.load(str(file), map_location="cpu", weights_only=True)
+        payload = load_weights_only(str(file), map_location="cpu")
     except Exception:
         raise UsageError(f"{str(file)!r} is not a readable annsnn SNN file (corrupt, truncated, or another format)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -375,7 +375,7 @@ class SnnCounter:
             module = self.modules[str(node.target)]
             name = str(node.target)
             if isinstance(module, IFNeurons):
-                layer = self._layer(name, "IFNeurons", "neurons")
+                layer = self._layer(name, type(module).__name__, "neurons")
                 layer.neurons = _numel(node)
                 # --- calibration hook (issue 12, helper "lowlat"): a per-step bias
                 # (annsnn.calibration) adds one current per neuron and step: one AC each.

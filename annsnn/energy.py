@@ -41,6 +41,7 @@ __all__ = [
     "PRESETS",
     "preset_names",
     "get_energy_model",
+    "get_energy_models",
     "load_energy_model",
     "with_memory",
     "BreakEven",
@@ -233,6 +234,19 @@ def get_energy_model(name_or_file: str) -> EnergyModel:
     raise UsageError(f"unknown energy model {name_or_file!r}: use one of {', '.join(preset_names())} or a .json/.toml file")
 
 
+def get_energy_models(items: Sequence[str | EnergyModel]) -> list[EnergyModel]:
+    """:func:`get_energy_model` for each of ``items`` (names, files or models), refusing two
+    with one name: results are keyed by the model's name, so the second would replace the
+    first's figures under the same label."""
+    models = [item if isinstance(item, EnergyModel) else get_energy_model(item) for item in items]
+    seen: set[str] = set()
+    for model in models:
+        if model.name in seen:
+            raise UsageError(f"energy model {model.name!r} is given twice (results are keyed by name): give each model once, and custom files names of their own")
+        seen.add(model.name)
+    return models
+
+
 def load_energy_model(path: Path) -> EnergyModel:
     """Read ``{"name", "e_mac_pj", "e_ac_pj", "e_neuron_pj", "citation", ...}`` from JSON or TOML."""
     if not path.is_file():
@@ -257,7 +271,13 @@ def load_energy_model(path: Path) -> EnergyModel:
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise UsageError(f"energy-model file {str(path)!r} has unknown keys {', '.join(unknown)}")
+    name = data["name"]
+    if isinstance(name, str) and (name in preset_names() or name.endswith("+sram")):
+        raise UsageError(f"energy-model file {str(path)!r} names its model {name!r}, a preset's name{' (with +sram)' if name.endswith('+sram') else ''}: give it a name of its own")
     fields = dict(data)
+    if fields.get("kind") == "neuromorphic":
+        fields.setdefault("e_mac_pj", None)  # a chip has no MAC energy: the field is left out (TOML has no null)
+        _check_ann_reference(str(fields.get("ann_reference", "45nm-fp32")), path)
     memory = fields.pop("memory", None)
     if memory is not None:
         if not isinstance(memory, dict) or set(memory) - {"points", "on_chip_bytes", "dram_pj_per_64b", "citation"}:
@@ -272,6 +292,18 @@ def load_energy_model(path: Path) -> EnergyModel:
         return EnergyModel(**fields)
     except TypeError as exc:
         raise UsageError(f"energy-model file {str(path)!r}: {exc}") from None
+
+
+def _check_ann_reference(reference: str, path: Path) -> None:
+    """A neuromorphic model prices the ANN under ``reference``: a digital model, checked when
+    the file is read (before any simulation)."""
+    try:
+        model = get_energy_model(reference)
+    except UsageError:
+        model = None
+    if model is None or model.kind != "digital":
+        digital = ", ".join(m.name for m in PRESETS if m.kind == "digital")
+        raise UsageError(f"energy-model file {str(path)!r}: ann_reference {reference!r} is not a digital energy model (use one of {digital})")
 
 
 def _sram_points(points: object, path: Path) -> tuple[tuple[int, float], ...]:

@@ -38,6 +38,7 @@ from .analyzer import AnalysisResult, Analyzer
 from .energy import EnergyModel
 from .errors import UsageError
 from .snn import SpikingNetwork
+from .files import load_weights_only
 
 __all__ = [
     "check_device",
@@ -201,7 +202,7 @@ class ProgressStore:
         if not self.path.is_file():
             return None
         try:
-            saved = torch.load(str(self.path), weights_only=True)
+            saved = load_weights_only(str(self.path))
         except Exception:  # noqa: BLE001 - a damaged progress file is just not resumable
             return {"key": None, "state": None}
         return saved if isinstance(saved, dict) else {"key": None, "state": None}

@@ -30,6 +30,7 @@ from torch import fx
 
 from .errors import UsageError
 from .aten_lift import lift_aten
+from .files import load_weights_only
 
 __all__ = ["torchscript_to_module", "export_to_module", "load_pt2", "check_pt2", "is_pt2"]
 
@@ -112,7 +113,7 @@ def check_pt2(path: str | os.PathLike) -> None:
                         risky.append(f"pickled object {fqn}")
             if base.startswith("data/sample_inputs/") and base.endswith(".pt"):
                 try:
-                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+                    load_weights_only(io.BytesIO(archive.read(name)))
                 except Exception:
                     risky.append(f"pickled example input {base}")
     if risky:

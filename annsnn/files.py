@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from .errors import UsageError
 from .outputs import probe_writable
 
-__all__ = ["atomic_path", "write_json", "write_text", "json_dumps", "check_output_path"]
+__all__ = ["atomic_path", "write_json", "write_text", "json_dumps", "check_output_path", "load_weights_only"]
 
 
 def check_output_path(path: str | os.PathLike, *, inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
@@ -70,3 +70,17 @@ def _default(value: Any) -> Any:
     if isinstance(value, (set, tuple)):
         return list(value)
     raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def load_weights_only(source: Any, **kwargs: Any) -> Any:
+    """``torch.load(source, weights_only=True, **kwargs)``: restricted unpickling, which never
+    runs code from the file. torch warns (two lines on stderr) when the file was pickled with
+    another protocol than its own default; the load itself succeeds or fails alike, and a
+    command's one-line message says what went wrong, so that warning is not shown."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*pickle protocol", category=UserWarning)
+        return torch.load(source, weights_only=True, **kwargs)

@@ -16,20 +16,25 @@ from .foreign_snn import from_spikingjelly, network_from_direct, network_from_st
 from .model_files import sniff, unpickle_trusted_module, unsafe_pickle
 from .nir_io import load_nir
 from .snn import SpikingNetwork
+from .files import load_weights_only
 
 __all__ = ["load_foreign"]
 
 
-def load_foreign(path: str, *, trust: bool = False, dt: float = 1.0, input_shape: tuple[int, ...] | None = None) -> SpikingNetwork:
+def load_foreign(path: str, *, trust: bool = False, dt: float | None = None, input_shape: tuple[int, ...] | None = None) -> SpikingNetwork:
     """An SNN that annsnn did not convert: a ``.nir`` file, a directly trained checkpoint
-    (weights only), or, with ``trust``, a pickled SpikingJelly ``nn.Sequential``."""
+    (weights only), or, with ``trust``, a pickled SpikingJelly ``nn.Sequential``. ``dt``
+    discretises a NIR graph's neurons (default 1); the other kinds run in steps of their
+    own, so a ``dt`` for them is refused rather than ignored."""
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"model file {str(file)!r} does not exist")
     if file.suffix.lower() == ".nir" or sniff(file) == "hdf5":  # by content: a NIR graph named .pt is still one
-        return load_nir(file, dt=dt, input_shape=input_shape)
+        return load_nir(file, dt=1.0 if dt is None else dt, input_shape=input_shape)
+    if dt is not None:
+        raise UsageError(f"--dt discretises a NIR graph's neurons; {str(file)!r} is not a NIR file, and its network runs in steps of its own")
     try:
-        payload = torch.load(str(file), map_location="cpu", weights_only=True)
+        payload = load_weights_only(str(file), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - not weights-only: a pickle (refused unless trusted) or no torch file
         refusal = unsafe_pickle(exc, file)
         if refusal is not None:

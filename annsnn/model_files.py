@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .errors import UsageError
+from .files import load_weights_only
 
 __all__ = ["LoadedModel", "load_model", "strip_prefix", "convertible_module", "sniff", "unpickle_trusted_module", "unsafe_pickle"]
 
@@ -133,7 +134,7 @@ def load_model(
             convertible_module(loaded, input_shape)
         return loaded
     try:
-        obj = torch.load(str(file), map_location="cpu", weights_only=True)
+        obj = load_weights_only(str(file), map_location="cpu")
     except pickle.UnpicklingError as exc:
         refusal = unsafe_pickle(exc, file)
         if refusal is not None:  # even with --trust: torch's own blocklist names it

@@ -56,6 +56,7 @@ from .rules.nir_export import node_shape
 from .layers import IFNeurons, InputEncoder, Normalize, Rescale, TemporalModule
 from .shape_prop import propagate_shapes
 from .snn import SpikingNetwork
+from .workspace import SnnFile
 
 __all__ = ["NirExport", "to_nir", "export_nir", "read_nir", "from_nir", "load_nir", "NIR_NODE_TYPES"]
 
@@ -199,11 +200,15 @@ def _node_name(node: fx.Node, label: str, taken: dict) -> str:
     return name if name not in taken and name not in ("input", "output") else re.sub(r"\W", "_", node.name)
 
 
-def export_nir(snn: SpikingNetwork, path: str | os.PathLike) -> NirExport:
-    """Write ``snn`` as a NIR file (atomically); nothing is written if NIR cannot express it."""
+def export_nir(snn: SpikingNetwork, path: str | os.PathLike, *, source: SnnFile | None = None) -> NirExport:
+    """Write ``snn`` as a NIR file (atomically); nothing is written if NIR cannot express it.
+    ``source``, the SNN file it was read from, goes into the graph's metadata
+    (``annsnn_source``: JSON of its path and SHA-256), so the NIR file names its SNN."""
     nir = _require_nir()
 
     graph = to_nir(snn)
+    if source is not None:
+        graph.metadata["annsnn_source"] = json.dumps(source.to_dict())
     with atomic_path(path) as tmp:
         nir.write(str(tmp), graph)
     kinds = {name: type(node).__name__ for name, node in graph.nodes.items()}

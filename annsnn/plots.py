@@ -123,9 +123,19 @@ def make_figures(result: AnalysisResult, *, plain: AnalysisResult | None = None)
     return figures
 
 
-def save_plots(result: AnalysisResult, directory: str | os.PathLike, prefix: str = "", *, plain: AnalysisResult | None = None) -> list[Path]:
+def _save_png(fig, path: Path, source: str | None) -> None:
+    """``fig`` as a PNG at ``path`` (atomically). ``source`` names the SNN the figure shows:
+    a line above the plot and the PNG's ``Source`` text chunk."""
+    if source:
+        fig.suptitle(source, fontsize=7, color="0.35")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Source": source} if source else None)
+
+
+def save_plots(result: AnalysisResult, directory: str | os.PathLike, prefix: str = "", *, plain: AnalysisResult | None = None, source: str | None = None) -> list[Path]:
     """Write accuracy-vs-T, energy-vs-T, accuracy-energy Pareto and per-layer firing plots
-    (:func:`make_figures`) as PNG files."""
+    (:func:`make_figures`) as PNG files; ``source`` (e.g. ``str(SnnFile)``: the path and
+    SHA-256) names the SNN on each figure and in its PNG metadata."""
     import matplotlib.pyplot as plt
 
     out = Path(directory)
@@ -133,16 +143,16 @@ def save_plots(result: AnalysisResult, directory: str | os.PathLike, prefix: str
     written: list[Path] = []
     for name, fig in make_figures(result, plain=plain).items():
         path = out / f"{prefix}{name}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        _save_png(fig, path, source)
         plt.close(fig)
         written.append(path)
     return written
 
 
-def save_robustness_plots(result, directory: str | os.PathLike, prefix: str = "") -> list[Path]:
+def save_robustness_plots(result, directory: str | os.PathLike, prefix: str = "", *, source: str | None = None) -> list[Path]:
     """Top-1 vs strength for each perturbation (and where an attack was crafted): one
-    curve for the ANN and one per T. ``result`` is a :class:`~annsnn.robustness.RobustnessResult`."""
+    curve for the ANN and one per T. ``result`` is a :class:`~annsnn.robustness.RobustnessResult`;
+    ``source`` names the SNN as in :func:`save_plots`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,7 +166,7 @@ def save_robustness_plots(result, directory: str | os.PathLike, prefix: str = ""
         if row.perturbation != "clean":
             groups.setdefault((row.perturbation, row.crafted_on), []).append(row)
     written: list[Path] = []
-    for (kind, source), rows in groups.items():
+    for (kind, crafted), rows in groups.items():
         rows = sorted(rows, key=lambda r: r.strength)
         xs = [r.strength for r in rows]
         fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -166,12 +176,11 @@ def save_robustness_plots(result, directory: str | os.PathLike, prefix: str = ""
         ax.set_xlabel({"gaussian": "noise σ", "salt-pepper": "corrupted fraction", "fgsm": "ε", "pgd": "ε"}.get(kind, "strength"))
         ax.set_ylabel("top-1 %")
         ax.set_ylim(0, 100)
-        ax.set_title(f"{kind}{titles[source]}", fontsize=9)
+        ax.set_title(f"{kind}{titles[crafted]}", fontsize=9)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        path = out / f"{prefix}robustness_{kind}{'' if source == 'none' else '_' + source}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        path = out / f"{prefix}robustness_{kind}{'' if crafted == 'none' else '_' + crafted}.png"
+        _save_png(fig, path, source)
         plt.close(fig)
         written.append(path)
     return written

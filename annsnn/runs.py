@@ -80,7 +80,7 @@ def check_data_shape(loader: DataLoader, shape: tuple[int, ...]) -> None:
         raise UsageError(f"the data has shape {tuple(first.shape)}, the SNN expects {tuple(shape)}")
 
 
-def open_foreign_run(model_path: str | os.PathLike, trust: bool, dt: float, input_shape: tuple[int, ...] | None, data: str | None,
+def open_foreign_run(model_path: str | os.PathLike, trust: bool, dt: float | None, input_shape: tuple[int, ...] | None, data: str | None,
                      data_root: str | os.PathLike | None, download: bool, split: str, samples: int | None, batch_size: int) -> SnnRun:
     """An SNN annsnn did not convert (:func:`annsnn.foreign_snn.load_foreign`) and its data loader."""
     from .data import load_dataset, make_loader

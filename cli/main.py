@@ -366,7 +366,15 @@ def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progres
     from annsnn.evaluation import BatchDone, EvalSpec, Planned, ProgressDiscarded, ProgressStore, Resumed, evaluate
 
     spec = EvalSpec(tuple(T), encoding, seed, tuple(models), count, chunk, device)
-    store = ProgressStore(progress_path) if progress_path is not None else None
+    store = None
+    if progress_path is not None:
+        folder = progress_path.parent
+        if os.access(folder, os.W_OK):
+            store = ProgressStore(progress_path)
+        elif resume:
+            raise UsageError(f"--resume reads a progress file in {folder}, which is not writable (read-only or no permission): pass --json OUT in a writable folder, where the progress file is kept")
+        else:
+            err.print(f"note: {folder} is not writable (read-only or no permission), so no progress file is kept and this run cannot be resumed; --json OUT in a writable folder keeps one")
     with _progress() as progress:
         state: dict = {}
 
@@ -491,7 +499,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
       annsnn energy --ann model.pt --arch resnet20   # an ANN alone
       annsnn energy --model direct.nir --data digits --dt 1
     """
-    from annsnn.energy import get_energy_model
+    from annsnn.energy import get_energy_models
     from annsnn.evaluation import check_device
     from annsnn.files import json_dumps
     from annsnn.outputs import OutputSet
@@ -500,13 +508,22 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     from .render import ann_layer_table, break_even_line, energy_csv, energy_markdown, energy_table, latency_notes, layer_table, result_json
 
     names = energy_models or ("45nm-fp32", "45nm-fp32+sram", "loihi")
-    models = [get_energy_model(name) for name in names]  # validated before anything runs
+    models = get_energy_models(names)  # validated before anything runs
     check_device(device)
     if ann_model:  # the ANN alone: what needs an SNN is refused, not dropped
         ignored = [flag for flag, given in (("SNN", snn), ("--model", foreign_model), ("--csv", csv_path), ("--markdown", md_path), ("--plot", plot_dir),
                                             ("--per-layer", per_layer), ("--measure", measure), ("--per-dataset", per_dataset), ("--resume", resume)) if given]
+        ignored += [flag for flag, name in (("--T", "T"), ("--encoding", "encoding"), ("--samples", "samples"), ("--data", "data"), ("--data-root", "data_root"), ("--download", "download"),
+                                            ("--split", "split"), ("--batch-size", "batch_size"), ("--seed", "seed"), ("--chunk", "chunk"), ("--device", "device"), ("--dt", "dt"),
+                                            ("--grid-intensity", "grid_intensity")) if _given(name)]
         if ignored:
             raise UsageError(f"--ann prices the ANN alone from its MACs: {', '.join(ignored)} need{'s' if len(ignored) == 1 else ''} an SNN; drop --ann, or drop {', '.join(ignored)}")
+    elif not foreign_model:  # an SNN file: what only an ANN file or a foreign model reads is refused, not dropped
+        ignored = [flag for flag, name in (("--arch", "arch"), ("--input-shape", "input_shape"), ("--trust", "trust"), ("--dt", "dt")) if _given(name)]
+        if ignored:
+            raise UsageError(f"{', '.join(ignored)} appl{'ies' if len(ignored) == 1 else 'y'} to --ann or --model files, not to an SNN file annsnn converted (it records its own); drop {', '.join(ignored)}")
+    elif _given("arch"):
+        raise UsageError("--arch applies to --ann (an ANN's architecture); --model files record their own network: drop --arch")
     outputs = OutputSet(inputs=(_input_snn(snn) if not (ann_model or foreign_model) else snn or "", ann_model or "", foreign_model or ""))
     for path in (json_path, csv_path, md_path):
         if path:
@@ -519,7 +536,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     if foreign_model and snn:
         raise UsageError("give either SNN or --model, not both")
     if foreign_model:
-        run = open_foreign_run(foreign_model, trust, dt, input_shape, data, data_root, download, split, samples, batch_size)
+        run = open_foreign_run(foreign_model, trust, dt if _given("dt") else None, input_shape, data, data_root, download, split, samples, batch_size)
         if run.network.meta.get("encoding") not in (None, encoding):
             raise UsageError(f"{foreign_model} is driven by {run.network.meta['encoding']} input: pass --encoding {run.network.meta['encoding']}")
     else:
@@ -551,7 +568,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     if plot_dir:
         from annsnn.plots import save_plots
 
-        outputs.files_in(plot_dir, lambda folder: save_plots(result, folder))
+        outputs.files_in(plot_dir, lambda folder: save_plots(result, folder, source=str(run.file)))
     for written in outputs.commit():
         out.print(f"wrote {written}")
 
@@ -750,7 +767,7 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
     if plot_dir:
         from annsnn.plots import save_robustness_plots
 
-        outputs.files_in(plot_dir, lambda folder: save_robustness_plots(result, folder))
+        outputs.files_in(plot_dir, lambda folder: save_robustness_plots(result, folder, source=str(run.file)))
     for written in outputs.commit():
         out.print(f"wrote {written}")
 
@@ -824,7 +841,7 @@ def demo(out_dir: str, T) -> None:
     def write_all(folder: Path) -> None:  # the SNN, the JSON and the plots, moved into --out-dir together
         (folder / target.name).write_bytes(snn_bytes.getvalue())
         (folder / "demo.json").write_text(json_text, encoding="utf-8")
-        save_plots(result, folder / "plots", plain=plain_result)
+        save_plots(result, folder / "plots", plain=plain_result, source=str(run.file))
 
     outputs.files_in(directory, write_all)
     outputs.commit()
@@ -864,7 +881,9 @@ def export_cmd(snn: str | None, nir_path: str) -> None:
 
     path = Path(snn) if snn else last_snn()
     check_output_path(nir_path, inputs=(str(path),))
-    result = export_nir(load_snn(path), nir_path)
+    from annsnn.workspace import snn_file
+
+    result = export_nir(load_snn(path), nir_path, source=snn_file(path))
     kinds: dict[str, int] = {}
     for kind in result.nodes.values():
         kinds[kind] = kinds.get(kind, 0) + 1
@@ -975,6 +994,18 @@ def zoo_train(ctx, arch, data, data_root, download, epochs, lr, batch_size, opti
     from annsnn.evaluation import check_device
 
     check_device(device)
+    given = [flag for flag, name in (("--T", "T"), ("--tau", "tau"), ("--lr", "lr"), ("--optimizer", "optimizer"), ("--neurons", "neurons"),
+                                     ("--assign-samples", "assign_samples"), ("--test-samples", "test_samples")) if _given(name)]
+    kind, applies = ("STDP training (--snn --rule stdp)", {"--T", "--neurons", "--assign-samples", "--test-samples"}) if rule == "stdp" else \
+        ("surrogate-gradient SNN training (--snn)", {"--T", "--tau", "--lr", "--optimizer"}) if direct_snn else ("ANN training", {"--lr", "--optimizer"})
+    ignored = [flag for flag in given if flag not in applies]
+    if ignored:
+        raise UsageError(f"{', '.join(ignored)} do{'es' if len(ignored) == 1 else ''} not apply to {kind}; drop {', '.join(ignored)}")
+    if rule != "stdp":
+        from annsnn.zoo import architectures
+
+        if arch not in architectures():
+            raise UsageError(f"unknown architecture {arch!r}: run 'annsnn zoo list' to see the names")
     if rule == "stdp":
         from .stdp import train_stdp_command
 

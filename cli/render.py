@@ -205,9 +205,13 @@ def evaluation_table(result: AnalysisResult, file: SnnFile | None = None) -> Tab
     return table
 
 
+_T_PER_ENERGY_TABLE = 3  # T columns per energy table: more would fold numbers mid-digit in 80 columns
+
+
 def energy_table(result: AnalysisResult, file: SnnFile | None = None) -> Group:
-    """Two tables that fit 80 columns: accuracy and ops per T, then energy per model and T
-    (each cell: energy per inference and its ratio to the ANN's; last column: break-even T)."""
+    """Tables that fit 80 columns: accuracy and ops per T, then energy per model and T
+    (each cell: energy per inference and its ratio to the ANN's; last column: break-even T),
+    one energy table per three values of T, break-even T in the last."""
     ann = result.ann
     ops = _table(f"Accuracy and ops per inference ({result.samples} samples, {result.encoding} input; first-layer MACs {result.mac_counting})", file)
     for col in ("T", "top-1 %", "gap pts", "SyOPs (ACs)", "MACs", "total ops", "firing rate"):
@@ -217,22 +221,29 @@ def energy_table(result: AnalysisResult, file: SnnFile | None = None) -> Group:
     for row in result.rows:
         ops.add_row(str(row.T), pct(row.top1), pct(row.gap, signed=True), si(row.synaptic_acs), si(row.macs), si(row.total_ops),
                     NOT_COUNTED if row.firing_rate is None else f"{row.firing_rate:.4f}")
-    energy = Table(title="Energy per inference (× = SNN/ANN; neuromorphic models price the ANN under their reference)", title_justify="left")
-    energy.add_column("model", no_wrap=True)
-    energy.add_column("ANN", justify="right", overflow="fold")
-    for row in result.rows:
-        energy.add_column(f"T={row.T}", justify="right", overflow="fold")
-    energy.add_column("break-even", overflow="fold")
-    for name, model in result.energy_models.items():
-        reference = "" if model.get("kind", "digital") == "digital" else f"\n({model['ann_reference']})"
-        cells = []
-        for row in result.rows:
-            pj = None if row.energy_pj is None else row.energy_pj[name]
-            ratio = None if row.energy_ratio is None else row.energy_ratio[name]
-            cells.append(energy_str(pj) + ("" if ratio is None else f"\n×{ratio:.3f}"))
-        breaks = NOT_COUNTED if result.break_even_T is None else str(result.break_even_T[name])
-        energy.add_row(name, energy_str(ann.energy_pj[name]) + reference, *cells, breaks)
-    return Group(ops, energy)
+    groups = [result.rows[i : i + _T_PER_ENERGY_TABLE] for i in range(0, len(result.rows), _T_PER_ENERGY_TABLE)] or [[]]
+    tables = []
+    for index, rows in enumerate(groups):
+        last = index == len(groups) - 1
+        part = "" if len(groups) == 1 else f", T = {', '.join(str(row.T) for row in rows)}"
+        energy = Table(title=f"Energy per inference{part} (× = SNN/ANN; neuromorphic models price the ANN under their reference)", title_justify="left")
+        energy.add_column("model", no_wrap=True)
+        energy.add_column("ANN", justify="right", no_wrap=True)
+        for row in rows:
+            energy.add_column(f"T={row.T}", justify="right", no_wrap=True)
+        if last:
+            energy.add_column("break-even", overflow="fold")
+        for name, model in result.energy_models.items():
+            reference = "" if model.get("kind", "digital") == "digital" else f"\n({model['ann_reference']})"
+            cells = []
+            for row in rows:
+                pj = None if row.energy_pj is None else row.energy_pj[name]
+                ratio = None if row.energy_ratio is None else row.energy_ratio[name]
+                cells.append(energy_str(pj) + ("" if ratio is None else f"\n×{ratio:.3f}"))
+            breaks = NOT_COUNTED if result.break_even_T is None else str(result.break_even_T[name])
+            energy.add_row(name, energy_str(ann.energy_pj[name]) + reference, *cells, *([breaks] if last else []))
+        tables.append(energy)
+    return Group(ops, *tables)
 
 
 def break_even_line(result: AnalysisResult) -> str:

@@ -89,7 +89,7 @@ def build(name: str, num_classes: int | None = None, weights: str | None = None)
     """Build architecture ``name``; ``weights`` only for torchvision ImageNet models."""
     specs = architectures()
     if name not in specs:
-        raise UsageError(f"unknown --arch {name!r}: run 'annsnn zoo list' to see the names")
+        raise UsageError(f"unknown architecture {name!r}: run 'annsnn zoo list' to see the names")
     spec = specs[name]
     kwargs = {}
     if num_classes is not None:

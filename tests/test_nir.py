@@ -226,6 +226,11 @@ def test_direct_training_checkpoint_is_weights_only_and_counts_its_own_spikes(tm
         expected = result.model(x)
     got = simulate(snn, x, 3).outputs[3] / 3
     assert torch.allclose(got, expected, atol=1e-5)
+    from annsnn.foreign_snn_files import load_foreign
+
+    with pytest.raises(UsageError, match="not a NIR file"):  # --dt was ignored for a checkpoint that runs in its own steps
+        load_foreign(str(path), dt=0.5)
+    assert load_foreign(str(path)).meta == snn.meta
 
 
 def test_export_refuses_what_nir_cannot_express_in_one_line(digits):

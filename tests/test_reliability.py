@@ -908,3 +908,210 @@ def test_evaluate_says_when_its_images_are_the_calibration_images(tmp_path, caps
     assert code == 0, err
     note = f"note: imagefolder:{folder} has no train/ and test/ (or val/) folders: convert calibrated on these same images, so the accuracy is not on held-out data"
     assert (note in " ".join(out.split())) == (layout == "flat"), out
+
+
+# --- E. fourth review: energy models, read-only SNN folders, ignored flags, naming ------
+
+
+def _energy_model_file(path: Path, **fields) -> Path:
+    path.write_text(json.dumps({"e_ac_pj": 1.0, "e_neuron_pj": 1.0, "citation": "test", **fields}))
+    return path
+
+
+def test_e_a_custom_energy_model_named_like_a_preset_is_refused(tmp_path, capsys):
+    """A file named '45nm-fp32' replaced the preset's row (results are keyed by name): the
+    table printed the file's 36.86 µJ as '45nm-fp32', exit 0."""
+    mine = _energy_model_file(tmp_path / "my.json", name="45nm-fp32", e_mac_pj=100.0)
+    code, _, err = _cli(capsys, "energy", V1_SNN, "--T", "4", "--samples", "10", "--energy-model", "45nm-fp32", "--energy-model", mine)
+    _one_error_line(code, err, contains=("45nm-fp32", "preset"))
+    other = _energy_model_file(tmp_path / "other.json", name="chip", e_mac_pj=1.0)
+    same = _energy_model_file(tmp_path / "same.json", name="chip", e_mac_pj=2.0)
+    code, _, err = _cli(capsys, "energy", V1_SNN, "--T", "4", "--samples", "10", "--energy-model", other, "--energy-model", same)
+    _one_error_line(code, err, contains=("'chip'", "twice"))
+
+
+def test_e_two_energy_models_with_one_name_are_refused_by_the_library():
+    from annsnn.analyzer import Analyzer
+    from annsnn.artifact import load_snn
+    from annsnn.energy import get_energy_model
+    from annsnn.errors import UsageError
+
+    model = get_energy_model("45nm-fp32")
+    with pytest.raises(UsageError, match="twice"):
+        Analyzer(load_snn(V1_SNN), [4], energy_models=[model, "45nm-fp32"])
+
+
+@pytest.mark.parametrize("suffix", [".json", ".toml"])
+def test_e_a_neuromorphic_energy_model_file_needs_no_mac_energy(tmp_path, suffix):
+    """As documented ('leave e_mac_pj out'): leaving it out failed with a dataclass TypeError,
+    and TOML, which has no null, could not describe a neuromorphic chip at all."""
+    from annsnn.energy import get_energy_model
+
+    path = tmp_path / f"chip{suffix}"
+    if suffix == ".json":
+        _energy_model_file(path, name="chip", kind="neuromorphic")
+    else:
+        path.write_text('name = "chip"\nkind = "neuromorphic"\ne_ac_pj = 2.5\ne_neuron_pj = 1.0\ncitation = "test"\n')
+    model = get_energy_model(str(path))
+    assert (model.name, model.kind, model.e_mac_pj) == ("chip", "neuromorphic", None)
+
+
+@pytest.mark.parametrize("reference", ["nosuch", "loihi"])
+def test_e_a_bad_ann_reference_is_refused_before_the_simulation(tmp_path, capsys, reference):
+    """It was found after the whole simulation, which left its progress file behind."""
+    chip = _energy_model_file(tmp_path / "chip.json", name="chip", kind="neuromorphic", ann_reference=reference)
+    out = tmp_path / "k.json"
+    code, _, err = _cli(capsys, "energy", V1_SNN, "--T", "4", "--samples", "10", "--energy-model", chip, "--json", out)
+    _one_error_line(code, err, contains=("ann_reference", reference))
+    assert "━" not in err and list(tmp_path.iterdir()) == [chip]
+
+
+def test_e_evaluate_an_snn_in_a_read_only_folder_runs_without_a_progress_file(tmp_path, capsys, monkeypatch):
+    """Without --json the progress file goes beside the SNN: in a read-only folder the run
+    failed after its first batch. Now it runs (not resumable, and it says so); --resume,
+    which needs the file, is refused before anything runs."""
+    import shutil
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    shutil.copy(V1_SNN, ro / "d.snn.pt")
+    _read_only(monkeypatch, ro)
+    for command in ("evaluate", "energy"):
+        code, out, err = _cli(capsys, command, ro / "d.snn.pt", "--T", "4", "--samples", "10")
+        assert code == 0, err
+        assert "cannot be resumed" in " ".join((out + err).split()), err
+        code, _, err = _cli(capsys, command, ro / "d.snn.pt", "--T", "4", "--samples", "10", "--resume")
+        _one_error_line(code, err, contains=("--resume", "read-only"))
+        assert "━" not in err
+    assert sorted(p.name for p in ro.iterdir()) == ["d.snn.pt"]
+
+
+def test_e_the_energy_table_never_splits_a_number(tmp_path, capsys):
+    """With 10 values of T the cells folded mid-number ('1.│69│ │µJ'): every energy and ratio
+    is printed whole, and no line is wider than 80 columns."""
+    from annsnn.cli.render import energy_str
+
+    out_json = tmp_path / "e.json"
+    steps = ",".join(str(t) for t in range(1, 11))
+    code, out, err = _cli(capsys, "energy", V1_SNN, "--T", steps, "--samples", "10", "--json", out_json)
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= 80
+    data = json.loads(out_json.read_text())
+    cells = []
+    for row in data["rows"]:
+        for name, pj in row["energy_pj"].items():
+            cells += [energy_str(pj), f"×{row['energy_ratio'][name]:.3f}"]
+    missing = [c for c in cells if c not in out]
+    assert not missing, (missing[:5], out)
+
+
+@pytest.mark.parametrize("extra, word", [
+    (("--dt", "0.5"), "--dt"),
+    (("--arch", "resnet20"), "--arch"),
+    (("--input-shape", "1,8,8"), "--input-shape"),
+    (("--trust",), "--trust"),
+])
+def test_e_energy_refuses_flags_that_do_not_apply_to_an_snn_file(capsys, extra, word):
+    code, _, err = _cli(capsys, "energy", V1_SNN, "--T", "4", "--samples", "10", *extra)
+    _one_error_line(code, err, contains=(word,))
+
+
+@pytest.mark.parametrize("extra, word", [
+    (("--T", "4"), "--T"),
+    (("--encoding", "poisson"), "--encoding"),
+    (("--samples", "5"), "--samples"),
+])
+def test_e_energy_ann_refuses_the_simulation_flags(capsys, extra, word):
+    code, _, err = _cli(capsys, "energy", "--ann", embedded_checkpoint(), *extra)
+    _one_error_line(code, err, contains=(word,))
+
+
+@pytest.mark.parametrize("extra, word", [
+    (("--T", "3"), "--T"),
+    (("--tau", "3"), "--tau"),
+    (("--neurons", "5"), "--neurons"),
+    (("--assign-samples", "5"), "--assign-samples"),
+    (("--test-samples", "5"), "--test-samples"),
+    (("--snn", "--neurons", "5"), "--neurons"),
+])
+def test_e_zoo_train_refuses_flags_of_another_kind_of_training(tmp_path, capsys, extra, word):
+    code, _, err = _cli(capsys, "zoo", "train", "digits_cnn", "--epochs", "1", "--out", tmp_path / "x.pt", *extra)
+    _one_error_line(code, err, contains=(word,))
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_e_zoo_train_an_unknown_arch_is_one_line_with_no_blank_line_before_it(tmp_path, capsys):
+    code, _, err = _cli(capsys, "zoo", "train", "nosuch", "--out", tmp_path / "x.pt")
+    _one_error_line(code, err, contains=("nosuch",))
+    assert err.startswith("error: "), repr(err)
+
+
+def test_e_info_of_an_unknown_zoo_name_does_not_name_a_flag_that_was_not_given(capsys):
+    code, _, err = _cli(capsys, "info", "zoo:nosuch")
+    line = _one_error_line(code, err, contains=("nosuch", "zoo list"))
+    assert "--arch" not in line
+
+
+def test_e_a_plain_pickle_is_one_line_without_torch_warnings(tmp_path):
+    """torch.load printed a two-line UserWarning (pickle protocol 4) before the error; in a
+    subprocess, as a user sees it (pytest would capture the warning)."""
+    import pickle
+
+    import torch
+
+    path = tmp_path / "p.pt"
+    with open(path, "wb") as handle:
+        pickle.dump({"w": torch.zeros(2)}, handle, protocol=4)
+    for args in (("info", path), ("convert", path, "--out", tmp_path / "m.snn.pt")):
+        done = subprocess.run(ANNSNN + [str(a) for a in args], capture_output=True, text=True, env=_env(tmp_path), timeout=300)
+        _one_error_line(done.returncode, done.stderr)
+        assert "Warning" not in done.stderr, done.stderr
+
+
+def test_e_nir_export_and_plots_name_the_snn_they_came_from(tmp_path, capsys, monkeypatch):
+    import nir
+    from PIL import Image
+
+    from annsnn.workspace import snn_file
+
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _cli(capsys, "convert", "--target", "nir", "--T", "4", "--calib-samples", "300", "--out", "n.snn.pt")
+    assert code == 0, err
+    code, _, err = _cli(capsys, "export", "n.snn.pt", "--nir", "n.nir")
+    assert code == 0, err
+    source = json.loads(nir.read("n.nir").metadata["annsnn_source"])
+    assert source == {"path": "n.snn.pt", "sha256": snn_file("n.snn.pt").sha256}
+    code, _, err = _cli(capsys, "energy", "n.snn.pt", "--T", "2,4", "--samples", "10", "--plot", "plots")
+    assert code == 0, err
+    named = str(snn_file("n.snn.pt"))
+    pngs = sorted((tmp_path / "plots").glob("*.png"))
+    assert pngs and all(Image.open(p).text.get("Source") == named for p in pngs)
+
+
+def test_e_a_lif_layer_is_labelled_by_its_own_kind(tmp_path):
+    """A NIR graph's LIF layer was listed as 'IFNeurons' in the per-layer counts."""
+    import nir
+    import numpy as np
+
+    import torch
+
+    from annsnn.analyzer import Analyzer
+    from annsnn.nir_io import load_nir
+
+    rng = np.random.default_rng(0)
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([4])}),
+        "fc1": nir.Affine(weight=rng.normal(0, 0.6, (3, 4)).astype(np.float32), bias=np.zeros(3, np.float32)),
+        "lif": nir.LIF(tau=np.full(3, 5.0), r=np.full(3, 2.0), v_leak=np.zeros(3), v_threshold=np.ones(3), v_reset=np.zeros(3)),
+        "fc2": nir.Affine(weight=rng.normal(0, 0.5, (2, 3)).astype(np.float32), bias=np.zeros(2, np.float32)),
+        "output": nir.Output(output_type={"output": np.array([2])}),
+    }
+    graph = nir.NIRGraph(nodes=nodes, edges=[("input", "fc1"), ("fc1", "lif"), ("lif", "fc2"), ("fc2", "output")])
+    nir.write(str(tmp_path / "lif.nir"), graph)
+    snn = load_nir(tmp_path / "lif.nir")
+    kinds = {type(m).__name__ for m in snn.neuron_layers().values()}
+    assert kinds and "IFNeurons" not in kinds, kinds
+    analyzer = Analyzer(snn, [3])
+    analyzer.run(torch.rand(2, 4), torch.tensor([0, 1]))
+    labels = {layer.type for layer in analyzer.report().layers if layer.name in snn.neuron_layers()}
+    assert labels == kinds, (labels, kinds)
