@@ -222,8 +222,19 @@ class Analyzer:
         index = self._next_index if batch_index is None else int(batch_index)
         if index in self._records:
             raise UsageError(f"batch {index} was already analysed")
+        batch = int(inputs.shape[0]) if inputs.dim() else 0
+        if batch == 0:
+            raise UsageError("the batch has no images")
+        if inputs.dtype != torch.float32:
+            raise UsageError(f"inputs are {str(inputs.dtype).removeprefix('torch.')}; the SNN takes float32 images (inputs.float(), scaled as for the ANN)")
+        expected = tuple(self.snn.record.input_shape)
+        given = tuple(inputs.shape[2:] if self.encoding == "events" else inputs.shape[1:])
+        if expected and given != expected:  # the counts are built for the recorded shape
+            raise UsageError(f"inputs of shape {list(given)} per image; the SNN was converted for {list(expected)}")
+        if labels is not None and (labels.dim() != 1 or int(labels.shape[0]) != batch):
+            raise UsageError(f"labels of shape {list(labels.shape)}: give one class index per image, shape [{batch}] "
+                             "(a [B, 1] column: labels.view(-1); one-hot rows: labels.argmax(1))")
         self._next_index = max(self._next_index, index + 1)
-        batch = int(inputs.shape[0])
         inputs = inputs.to(self.device)
         if self.encoding == "events":  # frames [B, F, ...]: the ANN sees their mean (annsnn.events)
             from .events import ann_view

@@ -36,6 +36,7 @@ from .opspec import OpRegistry, Role
 from .rules.fanout import StructuralFn, dense_macs, valid_taps
 from .shape_prop import propagate_shapes
 from .snn import Encoding, SpikingNetwork, static_nodes
+from .training_mode import evaluating
 
 __all__ = [
     "AnnLayerCount",
@@ -163,6 +164,11 @@ def count_ann(model: nn.Module, input_shape: tuple[int, ...]) -> AnnCounts:
     no count for are returned in ``unsupported`` (never printed). Module names need not
     be identifiers (onnx2torch's ``11/Relu`` works).
     """
+    with evaluating(model):  # the user's model back in its own mode afterwards
+        return _count_ann(model, input_shape)
+
+
+def _count_ann(model: nn.Module, input_shape: tuple[int, ...]) -> AnnCounts:
     from .quiet import import_fvcore_nn
 
     import_fvcore_nn()  # without torch's jit.script notice
@@ -175,7 +181,6 @@ def count_ann(model: nn.Module, input_shape: tuple[int, ...]) -> AnnCounts:
             aliases.update({v: v for v in list(aliases.values())})  # scopes name modules by alias
             return aliases
 
-    model = model.eval()
     first = next(iter(model.parameters()), None)
     example = torch.zeros(1, *input_shape, device=first.device if first is not None else "cpu")
     shapes: dict[str, list[int]] = {}

@@ -24,6 +24,7 @@ from .errors import UsageError
 from .modes import parse_mode
 from .pipeline import ann_to_snn
 from .simulate import simulate
+from .training_mode import evaluating
 
 __all__ = ["CoverageResult", "check_model", "STAGES"]
 
@@ -67,10 +68,14 @@ def check_model(name: str, model: nn.Module, input_shape: tuple[int, ...], *, T:
     reloaded, so a caller that keeps no reference to ``model`` holds at most the user's
     model and the SNN (its graph and reference ANN) at a time; the largest torchvision
     classifiers (600M parameters) fit a few GB."""
+    with evaluating(model):  # the user's model back in its own mode afterwards
+        return _check_model(name, model, input_shape, T=T, batch=batch, seed=seed)
+
+
+def _check_model(name: str, model: nn.Module, input_shape: tuple[int, ...], *, T: int, batch: int, seed: int) -> CoverageResult:
     result = CoverageResult(name=name, input_shape=list(input_shape), T=T)
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, *input_shape, generator=gen)
-    model = model.eval()
     snn = None
     ann: torch.Tensor | None = None
     try:

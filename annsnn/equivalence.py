@@ -21,6 +21,7 @@ from torch import Tensor, fx
 
 from .errors import UsageError
 from .graph import ORIGIN, CanonicalGraph
+from .training_mode import evaluating
 
 __all__ = ["Equivalence", "check_equivalence", "DEFAULT_RTOL"]
 
@@ -67,7 +68,13 @@ def check_equivalence(canonical: CanonicalGraph, batch: Tensor, rtol: float = DE
     :class:`UsageError` naming the first diverging node if they differ beyond ``rtol``."""
     if canonical.reference is None:
         raise ValueError("the canonical graph does not keep its reference model")
-    reference = canonical.reference.eval()(batch)
+    with evaluating(canonical.reference):  # the user's model back in its own mode afterwards
+        return _check_equivalence(canonical, batch, rtol)
+
+
+def _check_equivalence(canonical: CanonicalGraph, batch: Tensor, rtol: float) -> Equivalence:
+    assert canonical.reference is not None
+    reference = canonical.reference(batch)
     ours = canonical.module.eval()(batch)
     if not isinstance(reference, Tensor) or not isinstance(ours, Tensor):
         raise UsageError("unsupported model: it must return a single tensor")

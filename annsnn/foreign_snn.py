@@ -39,6 +39,7 @@ from .errors import UsageError
 from .layers import IFNeurons, InputEncoder, ReLUClip, TemporalModule
 from .ops import default_registry
 from .snn import SpikingNetwork
+from .training_mode import evaluating
 
 __all__ = [
     "NeuronSpec",
@@ -208,7 +209,8 @@ def from_spikingjelly(module: nn.Module, input_shape: tuple[int, ...], meta: dic
     other module on the chain is refused with one line listing them."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-    chain = _flatten_chain(module.eval())
+    with evaluating(module):  # the user's network back in its own mode afterwards
+        chain = _flatten_chain(module)
     sj = tuple(_sj_types().values())
     layers: list[nn.Module] = []
     refused: list[str] = []
@@ -226,7 +228,8 @@ def from_spikingjelly(module: nn.Module, input_shape: tuple[int, ...], meta: dic
                 refused.append(f"{type(item).__name__} not after a conv/linear layer")
                 continue
             prev = layers.pop()
-            layers.append(fuse_conv_bn_eval(prev, item) if isinstance(prev, (nn.Conv1d, nn.Conv2d)) else fuse_linear_bn_eval(prev, item))
+            norm = copy.deepcopy(item).eval()  # the running statistics, whatever mode the user's net is in
+            layers.append(fuse_conv_bn_eval(prev.eval(), norm) if isinstance(prev, (nn.Conv1d, nn.Conv2d)) else fuse_linear_bn_eval(prev.eval(), norm))
         elif isinstance(item, nn.AvgPool2d):
             layers.append(nn.AvgPool2d(item.kernel_size, item.stride, item.padding, item.ceil_mode, item.count_include_pad, item.divisor_override))
         elif isinstance(item, nn.AdaptiveAvgPool2d):

@@ -42,6 +42,7 @@ from .errors import UsageError
 from .layers import Normalize, ReLUClip
 from .ops import default_registry
 from .opspec import OpRegistry, Role, describe
+from .training_mode import evaluating
 
 __all__ = [
     "CanonicalGraph",
@@ -158,8 +159,12 @@ def canonicalize(
     except the batch size, so pools sized at run time convert. Ops are classified by
     ``registry`` (default :func:`annsnn.ops.default_registry`), which the result keeps.
     """
+    with evaluating(model):  # the user's model back in its own mode afterwards
+        return _canonicalize(model, normalization=normalization, hybrid=hybrid, maxpool_to_avgpool=maxpool_to_avgpool, input_shape=input_shape, registry=registry)
+
+
+def _canonicalize(model: nn.Module, *, normalization, hybrid: bool, maxpool_to_avgpool: bool, input_shape, registry: OpRegistry | None) -> CanonicalGraph:
     registry = registry if registry is not None else default_registry()
-    model = model.eval()
     if normalization is not None:
         model = WithInputNormalization(model, *normalization).eval()
     traced = trace(model, registry)
@@ -337,8 +342,12 @@ def _fold_static_sizes(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> None
 
     check_runs(gm, input_shape)
     with torch.no_grad():
+        propagate_shapes(gm, torch.zeros(3, *input_shape))
+    at_three = {n: tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes if hasattr(n.meta.get("tensor_meta"), "shape")}
+    with torch.no_grad():
         propagate_shapes(gm, torch.zeros(2, *input_shape))
     graph = gm.graph
+    _batch_major_reshapes(graph, at_three)
     for node in list(graph.nodes):
         if node.op == "call_method" and node.target == "dim" and isinstance(node.args[0], fx.Node):
             meta = node.args[0].meta.get("tensor_meta")
@@ -370,6 +379,35 @@ def _fold_static_sizes(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> None
     _fold_constant_arithmetic(graph)
     graph.lint()
     gm.recompile()
+
+
+_RESHAPES = {("call_method", "view"), ("call_method", "reshape"), ("call_function", torch.reshape)}
+
+
+def _batch_major_reshapes(graph: fx.Graph, at_three: dict[fx.Node, tuple[int, ...]]) -> None:
+    """``h.view(b, -1)`` with ``b = x.size(0)``: a reshape whose shape reads the batch size.
+
+    The SNN runs its time steps as one batch of T·B, so a batch size read from the input
+    (B) would not fit a tensor of the time-merged part. When the reshape's output is
+    batch-major, ``[B, *rest]`` at batch 2 and at batch 3 alike (``at_three``: the shapes
+    at batch 3), its shape becomes ``(-1, *rest)``: the same result for any batch."""
+    for node in list(graph.nodes):
+        key = (node.op, node.target if node.op == "call_function" else str(node.target))
+        if key not in _RESHAPES or not isinstance(node.args[0], fx.Node):
+            continue
+        dims = node.args[1:] if node.op == "call_method" else node.args[1:2]
+        flat = list(dims[0]) if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else list(dims)
+        if not any(isinstance(d, fx.Node) for d in flat) or "shape" in node.kwargs:
+            continue
+        meta = node.meta.get("tensor_meta")
+        two, three = (tuple(meta.shape) if hasattr(meta, "shape") else None), at_three.get(node)
+        if two is None or three is None or not two or two[0] != 2 or three != (3, *two[1:]):
+            continue
+        shape = (-1, *(int(d) for d in two[1:]))
+        node.args = (node.args[0], *shape) if node.op == "call_method" else (node.args[0], shape)
+    for node in reversed(list(graph.nodes)):  # the size reads nothing uses any more
+        if not node.users and node.op in ("call_method", "call_function") and (node.target in ("size", "dim") or node.target in (getattr, operator.getitem, *_PURE_FUNCTIONS)):
+            graph.erase_node(node)
 
 
 _PURE_FUNCTIONS = {

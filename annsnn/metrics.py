@@ -42,8 +42,8 @@ def classification_metrics(pred: Tensor, labels: Tensor, num_classes: int, top5:
     when ``top5`` is given and ``num_classes`` ≥ 10."""
     from sklearn.metrics import confusion_matrix, f1_score, recall_score
 
-    if pred.shape[0] != labels.shape[0] or pred.shape[0] == 0:
-        raise ValueError("predictions and labels must be non-empty and of equal length")
+    if pred.dim() != 1 or labels.dim() != 1 or pred.shape[0] != labels.shape[0] or pred.shape[0] == 0:
+        raise ValueError(f"predictions and labels must be non-empty 1-D tensors of equal length (one class index per sample); got {list(pred.shape)} and {list(labels.shape)}")
     pred = pred.long().cpu()
     y = labels.long().cpu()
     top5_score = None

@@ -23,9 +23,11 @@ Zeros (ReLU's inactive outputs) are counted apart from the histogram, so a
 percentile can be read over either population without another pass:
 
 * ``of="all"`` (default): the q-th percentile of every recorded value, zeros
-  included: what ``numpy.percentile`` or ``torch.quantile`` of the ReLU output gives
-  (SpikingJelly's definition too). With a zero share z it is the positive
-  percentile at rank ``(q/100 - z) / (1 - z)``;
+  included, as SpikingJelly defines it on the ReLU output. It is read at rank ``q N / 100``
+  of the N values (linear within a bin), where ``numpy.percentile`` and ``torch.quantile``
+  interpolate at rank ``q (N - 1) / 100``: the two agree to a bin when N is large, and with
+  few values per channel they can differ by up to the gap between neighbouring values.
+  With a zero share z it is the positive percentile at rank ``(q/100 - z) / (1 - z)``;
 * ``of="positive"``: the q-th percentile of the positive values only (as in
   Rueckauer et al. (2017)'s snntoolbox). Never lower than ``of="all"``.
 

@@ -21,10 +21,28 @@ __all__ = ["ann_to_snn", "check_finite_weights"]
 
 
 def check_finite_weights(model: nn.Module) -> None:
-    """Refuse a model with NaN or infinite parameters or buffers before calibrating."""
+    """Refuse a model with NaN or infinite parameters or buffers before calibrating, and one
+    whose floating-point parameters are not float32 (the SNN computes in float32)."""
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise UsageError(f"the model has NaN or infinite values in {name}; fix or retrain it before converting")
+    for name, tensor in model.named_parameters():
+        if tensor.is_floating_point() and tensor.dtype != torch.float32:
+            raise UsageError(f"the model's parameters are {str(tensor.dtype).removeprefix('torch.')} ({name}); annsnn converts float32 models: pass model.float()")
+
+
+def _calibration_images(batch: object, index: int) -> Tensor:
+    """A calibration batch as images: a tensor, or the images of an (images, labels) pair
+    (a DataLoader over a labelled dataset); float32 and finite, or one clear error."""
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        batch = batch[0]
+    if not isinstance(batch, Tensor):
+        raise UsageError(f"calibration batch {index} is a {type(batch).__name__}; give image tensors [B, C, H, W] or (images, labels) pairs")
+    if batch.dtype != torch.float32:
+        raise UsageError(f"calibration batch {index} is {str(batch.dtype).removeprefix('torch.')}; give float32 images, scaled as the model takes them")
+    if not bool(torch.isfinite(batch).all()):
+        raise UsageError(f"calibration batch {index} holds NaN or infinite values")
+    return batch
 
 
 def ann_to_snn(
@@ -41,8 +59,9 @@ def ann_to_snn(
 ) -> tuple[SpikingNetwork, ConversionReport]:
     """Canonicalize, calibrate once over ``calibration`` batches, convert.
 
-    ``calibration`` yields input batches ``[B, *input_shape]`` as the data loader
-    gives them (before normalization, which ``normalization`` adds in front).
+    ``calibration`` yields input batches ``[B, *input_shape]`` (float32) as the data loader
+    gives them (before normalization, which ``normalization`` adds in front), or
+    ``(images, labels)`` pairs, whose labels are not read.
 
     The first batch also runs through the user's model: the canonical ANN must give the
     same output within a float tolerance (:func:`~annsnn.equivalence.check_equivalence`),
@@ -67,7 +86,8 @@ def ann_to_snn(
     choice: list[Tensor] = []  # the next delay_samples images: the readout delay is chosen on them
     chosen = 0
     others: list[Tensor] = []  # --finetune-epochs, --refit-classifier: every other calibration image (the training set, with the two above)
-    for batch in calibration:
+    for index, item in enumerate(calibration):
+        batch = _calibration_images(item, index)
         if tuple(batch.shape[1:]) != tuple(input_shape):
             raise UsageError(f"calibration batch has shape {tuple(batch.shape[1:])}, the model expects {tuple(input_shape)}")
         if equivalence is None:
@@ -118,6 +138,7 @@ def ann_to_snn(
         "equivalence": report.to_dict()["equivalence"],
     })
     snn = SpikingNetwork(graph, canonical.module, record, registry=canonical.registry)
+    snn.runner("direct")  # built now: a model the time-merged run cannot take is refused here, not at its first simulation
     snn.to(device)  # the bias fits and the readout-delay choice simulate it there
     bias_fit: dict | None = None
     if options.bias != "none":

@@ -83,6 +83,9 @@ def simulate(
     the first k output steps are left out of the readout (:class:`SimulationResult`). With
     the SNN's own readout, one converted with ``--readout weighted`` is read at T = N with
     its per-step weights; a ``readout_delay`` given here reads every T after that delay."""
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    if not (whole(T) or (isinstance(T, Sequence) and not isinstance(T, str) and all(whole(v) for v in T))):
+        raise UsageError(f"T is a whole number of time steps or a sequence of them, not {T!r}")
     steps = tuple(sorted(set([T] if isinstance(T, int) else T)))
     if not steps or steps[0] < 1:
         raise UsageError("time steps must be positive")

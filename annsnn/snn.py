@@ -12,6 +12,7 @@ from .analog import AnalogOp, StaticAnalog
 from .layers import IFNeurons, InputEncoder, TemporalModule, TimeExpand, SpikingMaxPool2d
 from .opspec import OpRegistry, Role
 from .record import SnnRecord
+from .errors import UsageError
 
 __all__ = ["SpikingNetwork", "Encoding", "SplitRunner", "static_nodes"]
 
@@ -195,6 +196,10 @@ def _build_runner(graph_module: fx.GraphModule, encoding: Encoding, registry: Op
             continue
         if node.op == "call_module" and isinstance(modules[str(node.target)], InputEncoder):
             continue  # the encoder makes its own time axis
+        sizes = [a for a in node.all_input_nodes if a in static and not _is_tensor_node(a, modules, registry)]
+        if sizes:  # sizes other than the batch's were folded to constants when the model was canonicalized
+            raise UsageError(f"the model reads its batch size ({sizes[0].name}) for {node.name}, which runs at every time step: annsnn runs "
+                             "the steps as one batch of T x B, where that size no longer fits; reshape with -1 (h.view(h.size(0), -1), torch.flatten(h, 1)) and convert again")
         tensor_static = [a for a in node.all_input_nodes if a in static and _is_tensor_node(a, modules, registry)]
         for src in tensor_static:
             count += 1

@@ -46,14 +46,14 @@ def hardtanh(node: fx.Node, module: nn.Module | None) -> ReluForm | None:
         lo, hi = module.min_val, module.max_val
     else:
         lo, hi = _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
-    return ReluForm(float(hi)) if float(lo) == 0.0 else None
+    return (ReluForm(None if float(hi) == float("inf") else float(hi))) if float(lo) == 0.0 else None
 
 
 def clamp(node: fx.Node, module: nn.Module | None) -> ReluForm | None:
     """``clamp(x, min=0[, max=a])`` with constant bounds."""
     lo, hi = _arg(node, 1, "min", None), _arg(node, 2, "max", None)
     if lo is not None and not isinstance(lo, fx.Node) and float(lo) == 0.0 and not isinstance(hi, fx.Node):
-        return ReluForm(None if hi is None else float(hi))
+        return ReluForm(None if hi is None or float(hi) == float("inf") else float(hi))  # clamp(0, inf) is a ReLU: no ceiling
     return None
 
 
