@@ -100,6 +100,8 @@ class ConversionOptions:
     refit_classifier: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.mode, ScaleMode):
+            raise UsageError(f"invalid mode {self.mode!r}: give a ScaleMode (annsnn.parse_mode('99.99'))")
         if not isinstance(self.refit_classifier, bool):
             raise UsageError(f"invalid refit_classifier {self.refit_classifier!r}: use True or False")
         if self.refit_classifier and self.T is None:

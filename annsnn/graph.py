@@ -632,7 +632,9 @@ def _standalone_batchnorm(gm: fx.GraphModule) -> None:
         bn = modules[str(node.target)]
         if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
             continue
-        if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None:
+        if bn.running_mean is None:  # batch statistics at every call: no fixed affine map to fold
+            raise UsageError(f"unsupported layer {node.target} ({type(bn).__name__}): a BatchNorm without running statistics (track_running_stats=False) normalises by each batch's own, which no fixed layer can express")
+        if not isinstance(bn, nn.BatchNorm2d):
             raise UsageError(f"unsupported layer {node.target} ({type(bn).__name__}): BatchNorm that does not follow a Conv/Linear")
         scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
         shift = (bn.bias.detach() if bn.affine else 0) - bn.running_mean * scale

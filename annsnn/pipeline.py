@@ -76,6 +76,8 @@ def ann_to_snn(
     search, the bias and step-bias fits, the readout-delay choice); batches are moved there
     one at a time. The SNN returned lives on the CPU (it is saved from there).
     """
+    if not isinstance(options, ConversionOptions):
+        raise UsageError(f"options is a {type(options).__name__}; give a ConversionOptions (ConversionOptions.plain(), .calibrated(...), .low_latency(T))")
     check_finite_weights(model)
     device = torch.device(device)
     canonical = canonicalize(model, normalization=normalization, hybrid=options.hybrid, maxpool_to_avgpool=options.maxpool == "avg", input_shape=input_shape, registry=registry)

@@ -178,3 +178,20 @@ def test_simulate_and_analyzer_refuse_inputs_the_snn_was_not_made_for(small_snn)
         Analyzer(snn, [4]).run(torch.rand(2, 3, 8, 8, dtype=torch.float64))
     with pytest.raises(UsageError, match="whole number"):
         simulate(snn, torch.rand(2, 3, 8, 8), 4.0)
+
+
+def test_options_of_the_wrong_type_are_one_clear_error():
+    from annsnn.modes import parse_mode
+
+    with pytest.raises(UsageError, match="ScaleMode"):
+        ConversionOptions.plain("99.9")
+    with pytest.raises(UsageError, match="ConversionOptions"):
+        ann_to_snn(_small(), [torch.rand(8, 3, 8, 8)], input_shape=(3, 8, 8), options={"mode": "99.9"})
+    assert ConversionOptions.plain(parse_mode("99.9")).mode == parse_mode("99.9")
+
+
+def test_a_batchnorm_without_running_statistics_is_refused_for_what_it_is():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(), nn.Flatten(), nn.Linear(256, 5)).eval()
+    with pytest.raises(UsageError, match="running statistics") as info:
+        ann_to_snn(model, [torch.rand(8, 3, 8, 8)], input_shape=(3, 8, 8), options=ConversionOptions.plain())
+    assert "does not follow" not in str(info.value)
