@@ -443,7 +443,7 @@ def load_snn(path: str | os.PathLike, registry: OpRegistry | None = None) -> Spi
     registry = registry if registry is not None else default_registry()
     file = Path(path)
     if not file.is_file():
-        raise UsageError(f"SNN file {str(file)!r} does not exist")
+        raise UsageError(f"SNN file {str(file)!r} is a folder, not a file" if file.is_dir() else f"SNN file {str(file)!r} does not exist")
     try:
         payload = load_weights_only(str(file), map_location="cpu")
     except Exception:

@@ -179,6 +179,8 @@ def with_memory(base: EnergyModel, memory: SramModel = SRAM_LEMAIRE) -> EnergyMo
     sources) is inherited, so an unverified base stays unverified."""
     if base.kind != "digital":
         raise UsageError(f"{base.name}+sram: memory-aware energy is defined for digital models only")
+    if base.memory is not None:
+        raise UsageError(f"{base.name}+sram: {base.name} already counts memory traffic; name it once")
     note = "; ".join(part for part in (base.note, "compute plus memory accesses") if part)
     return replace(base, name=f"{base.name}+sram", memory=memory, citation=f"{base.citation}; plus {memory.citation}", note=note)
 

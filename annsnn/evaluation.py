@@ -231,6 +231,10 @@ def check_device(name: str) -> torch.device:
         raise UsageError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
     if device.type not in ("cpu", "cuda"):
         raise UsageError(f"--device {name}: annsnn runs on cpu or cuda")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise UsageError(f"--device {name}: the CPU is one device; use --device cpu")
     return device
 
 

@@ -1115,3 +1115,21 @@ def test_e_a_lif_layer_is_labelled_by_its_own_kind(tmp_path):
     analyzer.run(torch.rand(2, 4), torch.tensor([0, 1]))
     labels = {layer.type for layer in analyzer.report().layers if layer.name in snn.neuron_layers()}
     assert labels == kinds, (labels, kinds)
+
+
+@pytest.mark.parametrize("args, words", [
+    (("energy", V1_SNN, "--T", "4", "--samples", "10", "--energy-model", "45nm-fp32+sram+sram"), ("already counts memory",)),
+    (("evaluate", V1_SNN, "--T", "4", "--samples", "10", "--device", "cpu:3"), ("cpu:3", "one device")),
+])
+def test_e_earlier_left_alone_inputs_are_one_clear_line(capsys, args, words):
+    """Accepted before: memory traffic counted twice (+sram+sram), and a CPU 'index' that
+    means nothing."""
+    code, _, err = _cli(capsys, *args)
+    _one_error_line(code, err, contains=words)
+    assert "━" not in err
+
+
+def test_e_an_snn_path_that_is_a_folder_says_so(tmp_path, capsys):
+    (tmp_path / "adir").mkdir()
+    code, _, err = _cli(capsys, "export", tmp_path / "adir", "--nir", tmp_path / "x.nir")
+    _one_error_line(code, err, contains=("is a folder",))
