@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .counting import AnnCounts, SnnCounter, count_ann
 from .energy import BreakEven, EnergyModel, ann_energy_pj, break_even, get_energy_models
+from .record import reference_ann_note
 from .errors import UsageError
 from .metrics import classification_metrics, ranked_classes
 from .modes import parse_time_steps
@@ -396,6 +397,9 @@ class Analyzer:
         ]
         if self.encoding == "poisson" and self.counter is not None:
             notes.append("seed_bound_pj: the bound of an earlier, unpublished project report [T E_MAC O_MAC, T (E_AC O_AC + E_MAC O_MAC)] (O_MAC = the input layer's dense MACs, O_AC = every other spike-fed synapse active); shown for Poisson input only")
+        changed = reference_ann_note(self.snn.record)
+        if changed:
+            notes.append(changed)
         if ann_counts.unsupported:
             notes.append("ANN ops without a count (fvcore): " + ", ".join(f"{k} x{v}" for k, v in sorted(ann_counts.unsupported.items())))
         for model in self.models:
@@ -463,7 +467,10 @@ class Analyzer:
         lives in (``access(numel * w, w)``): a synaptic event reads a weight and reads and
         writes the target potential; a bias AC reads and writes a potential; an analog MAC
         reads a weight and an input, each full evaluation writes its outputs; a neuron update
-        reads and writes its potential. Max-pool comparisons are charged compute only.
+        reads and writes its potential. On a neuron layer, its per-step bias ACs and lateral
+        synaptic events (the STDP network's inhibition, one constant weight) read and write
+        the potential; that weight's read is not charged. Max-pool comparisons are charged
+        compute only.
         """
         assert self.counter is not None and model.memory is not None
         memory, width = model.memory, model.value_bytes
@@ -476,7 +483,9 @@ class Analyzer:
         for name, layer in self.counter.layers.items():
             per_step = torch.zeros(self.max_t, dtype=torch.float64)
             if layer.role == "neurons" and layer.neurons:
-                per_step += layer.neuron_updates * 2 * access(layer.neurons)
+                # each update, each bias AC (a per-step bias) and each lateral event (STDP's
+                # inhibition) reads and writes a potential
+                per_step += (layer.neuron_updates + layer.bias_acs + layer.synaptic_acs) * 2 * access(layer.neurons)
             elif name in sizes:
                 weights, inputs, outputs, dense = sizes[name]
                 e_w, e_in, e_out = access(weights), access(inputs), access(outputs)

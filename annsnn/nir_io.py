@@ -169,6 +169,7 @@ def to_nir(snn: SpikingNetwork) -> "nir.NIRGraph":  # noqa: F821
         hint = " (the zero-padded option-A shortcut of CIFAR ResNets)" if any("F.pad" in p for p in problems) and any("slicing" in p for p in problems) else ""
         calibrated = any("per-step corrections" in p or p.startswith(("readout delay", "per-step readout weights")) for p in problems)
         hint += "; 'annsnn convert MODEL --target nir' converts with the best calibration NIR can express" if calibrated else ""
+        hint += "; convert with --maxpool avg to make max-pools average pools, which NIR expresses" if any("SpikingMaxPool2d" in p for p in problems) else ""
         raise UsageError("NIR cannot express: " + "; ".join(problems) + hint)
     info = {
         "format": _FORMAT,

@@ -52,7 +52,7 @@ def nir_options(T: int, calibration: str = NIR_CALIBRATION, **overrides) -> Conv
     refit = {"refit_classifier": calibration != "none"}  # on wherever there is a latency to fit for (annsnn.classifier_refit)
     options = ConversionOptions.calibrated(calibration, T, **{"readout_delay": 0, **refit, **given})
     if options.bias == "step":
-        raise UsageError("--target nir: NIR's IF has no per-step bias; use --calibration threshold+bias or threshold")
+        raise UsageError("--target nir: NIR's IF has no per-step bias; use --calibration threshold+bias or threshold (searched thresholds), or bias or none (with --mode), or leave --calibration out")
     if options.readout_delay != 0:
         raise UsageError("--target nir: NIR's output sums every step; a readout delay has no NIR form (leave --readout-delay out)")
     if options.max_spikes != 1:

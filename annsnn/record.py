@@ -22,7 +22,7 @@ from typing import Any, Literal, Mapping
 
 from .errors import UsageError
 
-__all__ = ["SnnRecord", "Source", "Normalization", "Calibration", "RECORD_VERSION", "MAX_TIME_STEPS", "MAX_READOUT_WEIGHT", "calibration_method", "CALIBRATIONS", "DelayCriterion", "DELAY_CRITERIA", "Readout", "READOUTS"]
+__all__ = ["SnnRecord", "reference_ann_note", "Source", "Normalization", "Calibration", "RECORD_VERSION", "MAX_TIME_STEPS", "MAX_READOUT_WEIGHT", "calibration_method", "CALIBRATIONS", "DelayCriterion", "DELAY_CRITERIA", "Readout", "READOUTS"]
 
 RECORD_VERSION = 2
 # --calibration NAME -> (threshold method, bias method); the first is the default pipeline
@@ -127,6 +127,15 @@ def _check_json(value: Any, name: str) -> None:
     elif isinstance(value, (list, tuple)):
         for item in value:
             _check_json(item, name)
+
+
+def reference_ann_note(record: "SnnRecord") -> str | None:
+    """What a report's ANN row is, when it is not the user's model as given: with
+    ``--maxpool avg`` the reference ANN is the model with average pools for its max-pools."""
+    if record.options.get("maxpool") == "avg":
+        return ("the ANN row is the model as converted with --maxpool avg (its max-pools made average pools), "
+                "not the original model: its top-1, the gap and its energy are that changed network's")
+    return None
 
 
 def calibration_method(options: Mapping[str, Any]) -> str:

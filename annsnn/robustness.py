@@ -48,6 +48,7 @@ from .metrics import ClassificationMetrics, classification_metrics, ranked_class
 from .modes import parse_time_steps
 from .simulate import readout_delay_of, readout_start, simulate
 from .snn import SpikingNetwork
+from .record import reference_ann_note
 
 __all__ = [
     "ATTACKS",
@@ -456,10 +457,14 @@ class Robustness:
                 agreement[t] = int((pred == ann_pred).sum()) / len(pred)
             rows.append(RobustnessRow(condition.kind, condition.strength, condition.crafted_on, condition.description,
                                       classification_metrics(ann_pred, labels, classes, ann_rank), snn, agreement))
-        notes = [
-            "noise: the same seeded tensor goes to the ANN and the SNN; values clipped to [0, 1]",
-            "fgsm/pgd crafted_on=ann: white-box on the ANN, applied to both (transfer to the SNN)",
-        ]
+        notes = []
+        if self.spec.gaussian or self.spec.salt_pepper:
+            notes.append("noise: the same seeded tensor goes to the ANN and the SNN; values clipped to [0, 1]")
+        if "ann" in self.spec.sources and (self.spec.fgsm or self.spec.pgd):
+            notes.append("fgsm/pgd crafted_on=ann: white-box on the ANN, applied to both (transfer to the SNN)")
+        changed = reference_ann_note(self.snn.record)
+        if changed:
+            notes.append(changed)
         if "snn" in self.spec.sources and (self.spec.fgsm or self.spec.pgd):
             notes.append(f"fgsm/pgd crafted_on=snn: gradients through the IF dynamics over T={self.spec.steps_of_attack} steps (BPTT) with spikingjelly's {self.spec.surrogate} surrogate (alpha {self.spec.surrogate_alpha:g}); applied to both (transfer to the ANN)")
         if self.spec.pgd:

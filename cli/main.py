@@ -30,8 +30,10 @@ from .params import FLOAT_LIST, MODE, READOUT_DELAY, SHAPE, TIME_STEPS, FiniteFl
 
 __all__ = ["cli", "main"]
 
-out = Console()  # a terminal: its width; piped: $COLUMNS, else 80 (rich)
-err = Console(stderr=True)
+# markup off: a file name or message with [brackets] is printed as it is (rich would read
+# '[red]' as a style and drop it, so 'wrote e[bold].json' named a file that does not exist)
+out = Console(markup=False)  # a terminal: its width; piped: $COLUMNS, else 80 (rich)
+err = Console(stderr=True, markup=False)
 MAX_SPIKES = 64  # --max-spikes: the threshold search holds T x K levels per channel
 
 DEFAULT_T = "5,20,50"
@@ -242,11 +244,13 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     from annsnn.evaluation import check_device
 
     check_device(device)  # before anything is loaded
+    calibration_given = calibration is not None
     calibration = resolve_calibration(calibration, mode_given=mode is not None, percentile_of_given=percentile_of is not None)
     if deploy_target == "nir":
         from annsnn.nir_target import NIR_CALIBRATION, nir_options
 
-        calibration = NIR_CALIBRATION if calibration == CALIBRATION_NAMES[0] else calibration  # the default's per-step bias has no NIR form
+        if not calibration_given:  # the default's per-step bias has no NIR form: its constant-bias counterpart (an explicit one is checked as given)
+            calibration = {CALIBRATION_NAMES[0]: NIR_CALIBRATION, "step-bias": "bias"}.get(calibration, calibration)
         options = nir_options(calib_T, calibration=calibration, mode=mode or parse_mode("99.99"), channel_wise=channel_wise, percentile_of=percentile_of or "all", v_init=v_init, maxpool=maxpool,
                               hybrid=hybrid, bias_samples=bias_samples, step_solver=step_solver, threshold_scale=threshold_scale, readout_delay=readout_delay, max_spikes=max_spikes)
     else:
@@ -380,7 +384,7 @@ def _analyze(snn, loader, T, encoding, seed, chunk, models, count: bool, progres
 
         def on_event(event) -> None:
             if isinstance(event, ProgressDiscarded):
-                err.print(f"[yellow]note:[/] {event.path} belongs to a different run ({', '.join(event.changed)} changed); starting afresh")
+                err.print(f"note: {event.path} belongs to a different run ({', '.join(event.changed)} changed); starting afresh")
             elif isinstance(event, Resumed):
                 err.print(f"resuming: {event.done} of {event.total} batches already done")
             elif isinstance(event, Planned) and state.get("rank", 0) == 0:
@@ -453,7 +457,7 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
     if rank != 0:
         return
     out.print(evaluation_table(result, run.file))
-    for note in _held_out_notes(run) + latency_notes(run.network, T):
+    for note in _reference_notes(run) + _held_out_notes(run) + latency_notes(run.network, T):
         out.print(f"note: {note}")
     if json_path:
         write_json(json_path, result_json(result, run))
@@ -554,7 +558,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     for note in result.notes + _held_out_notes(run) + latency_notes(run.network, T):
         out.print(f"note: {note}")
     if result.unsupported:
-        err.print(f"[yellow]warning:[/] not counted (unsupported layers): {', '.join(result.unsupported)}")
+        err.print(f"warning: not counted (unsupported layers): {', '.join(result.unsupported)}")
     if per_layer:
         out.print(layer_table(result))
         out.print(ann_layer_table(result))
@@ -597,6 +601,14 @@ def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, pe
         out.print(dataset_table(table))
         extra["per_dataset"] = table.to_dict()
     return extra
+
+
+def _reference_notes(run) -> list[str]:
+    """A note when the ANN row is not the user's model as given (``--maxpool avg``)."""
+    from annsnn.record import reference_ann_note
+
+    note = reference_ann_note(run.network.record)
+    return [note] if note else []
 
 
 def _held_out_notes(run) -> list[str]:

@@ -84,7 +84,7 @@ def mac_summary(counts: AnnCounts) -> str:
     """The MAC total in readable units (k, M, G), split by layer kind."""
     conv = sum(l.macs for l in counts.layers if l.type.startswith("Conv"))
     lin = sum(l.macs for l in counts.layers if l.type == "Linear")
-    return (f"MACs (padded positions excluded): [bold]{si(counts.macs)}[/] (conv {si(conv)}, linear {si(lin)}, other {si(counts.macs - conv - lin)}); "
+    return (f"MACs (padded positions excluded): {si(counts.macs)} (conv {si(conv)}, linear {si(lin)}, other {si(counts.macs - conv - lin)}); "
             f"fvcore's count with padding {si(counts.macs_with_padding)}; parameters {counts.params:,}")
 
 
@@ -171,7 +171,7 @@ def conversion_notes(report: ConversionReport, options, calibration: str, readou
     if report.folded_batchnorm:
         lines.append(f"folded {len(report.folded_batchnorm)} BatchNorm layer(s)")
     if options.maxpool == "avg":
-        lines.append("[yellow]note:[/] MaxPool was replaced by AvgPool: the converted network approximates a changed ANN")
+        lines.append("note: MaxPool was replaced by AvgPool: the converted network approximates a changed ANN")
     lines.extend(f"note: {note}" for note in report.notes)
     n = options.T
     if calibration == "none":

@@ -288,3 +288,26 @@ def test_energy_ann_names_the_ops_left_out_of_its_figure():
     result = AnnEnergy(100, 120, 10, {"aten::cumsum": 2}, {"45nm-fp32": 469.0}, {}, {}, {})
     assert ann_energy_lines(result)[-1] == "note: ops without a count, left out of the energy: aten::cumsum x2"
     assert not any("without a count" in line for line in ann_energy_lines(AnnEnergy(100, 120, 10, {}, {"45nm-fp32": 469.0}, {}, {}, {})))
+
+
+def test_memory_charges_the_bias_and_lateral_events_that_land_on_a_neuron_layer():
+    """A per-step bias AC reads and writes a potential (the docstring's rule), as a neuron
+    update does: +sram charged the updates of a neuron layer and nothing for its bias ACs.
+    The tiny net at T=2 with a zero step bias on its IF layer (the same spikes): 5 neurons x
+    2 steps bias ACs x (read + write) x 5 pJ = 100 pJ more than without it."""
+    snn, pattern = _tiny_snn()
+    with Analyzer(snn, [2], energy_models=["45nm-fp32", "45nm-fp32+sram"]) as a:
+        a.run(pattern)
+    before = a.report()
+    (name, neurons), = snn.neuron_layers().items()
+    neurons.set_step_bias(torch.zeros(2, 5))
+    with Analyzer(snn, [2], energy_models=["45nm-fp32", "45nm-fp32+sram"]) as a:
+        a.run(pattern)
+    after = a.report()
+    assert after.rows[0].synaptic_acs == before.rows[0].synaptic_acs  # the same spikes
+    compute = after.rows[0].energy_pj["45nm-fp32"] - before.rows[0].energy_pj["45nm-fp32"]
+    assert compute == pytest.approx(0.9 * 10)  # 10 bias ACs
+    memory = (after.rows[0].energy_pj["45nm-fp32+sram"] - after.rows[0].energy_pj["45nm-fp32"]) - (before.rows[0].energy_pj["45nm-fp32+sram"] - before.rows[0].energy_pj["45nm-fp32"])
+    assert memory == pytest.approx(10 * 2 * 5)
+    layer = {l.name: l for l in after.layers}[name]
+    assert layer.energy_pj["45nm-fp32+sram"] - layer.energy_pj["45nm-fp32"] == pytest.approx((10 + 10) * 2 * 5)  # updates and bias ACs

@@ -195,3 +195,47 @@ def test_a_batchnorm_without_running_statistics_is_refused_for_what_it_is():
     with pytest.raises(UsageError, match="running statistics") as info:
         ann_to_snn(model, [torch.rand(8, 3, 8, 8)], input_shape=(3, 8, 8), options=ConversionOptions.plain())
     assert "does not follow" not in str(info.value)
+
+
+def test_reports_say_when_their_ann_row_is_the_avgpool_variant():
+    """--maxpool avg scores a changed ANN (max-pools made average pools): evaluate and energy
+    printed its top-1 and gap as the model's, with nothing to say so (only convert did)."""
+    from annsnn.robustness import RobustnessSpec, run_robustness
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 5)).eval()
+    x, y = torch.rand(16, 3, 8, 8), torch.randint(0, 5, (16,))
+    notes = {}
+    for pool in ("spiking", "avg"):
+        snn, _ = ann_to_snn(model, [x], input_shape=(3, 8, 8), options=ConversionOptions.plain(maxpool=pool))
+        with Analyzer(snn, [4]) as analyzer:
+            analyzer.run(x, y)
+        robust = run_robustness(snn, [(x, y)], RobustnessSpec(time_steps=(4,), gaussian=(0.1,)))
+        notes[pool] = (analyzer.report().notes, robust.notes)
+    assert not any("--maxpool avg" in n for part in notes["spiking"] for n in part)
+    assert all(any("--maxpool avg" in n for n in part) for part in notes["avg"])
+
+
+def test_robustness_notes_describe_only_the_rows_it_has():
+    from annsnn.robustness import RobustnessSpec, run_robustness
+
+    snn, _ = ann_to_snn(_small(), [torch.rand(16, 3, 8, 8)], input_shape=(3, 8, 8), options=ConversionOptions.plain())
+    x, y = torch.rand(8, 3, 8, 8), torch.randint(0, 5, (8,))
+    result = run_robustness(snn, [(x, y)], RobustnessSpec(time_steps=(2,), fgsm=(0.1,), attack_on="snn"))
+    assert not any(n.startswith("noise:") or "crafted_on=ann" in n for n in result.notes), result.notes
+    assert any("crafted_on=snn" in n for n in result.notes)
+
+
+def test_max_pool_refusals_name_their_cause_and_the_way_out():
+    """With --max-spikes the refusal blamed 'a sum or rescaling of spike trains'; NIR's refusal
+    of a spiking max-pool did not name --maxpool avg, which NIR can express."""
+    from annsnn.nir_io import to_nir
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 5)).eval()
+    x = torch.rand(16, 3, 8, 8)
+    with pytest.raises(UsageError, match="burst neurons"):
+        ann_to_snn(model, [x], input_shape=(3, 8, 8), options=ConversionOptions.plain(max_spikes=2))
+    snn, _ = ann_to_snn(model, [x], input_shape=(3, 8, 8), options=ConversionOptions.plain())
+    with pytest.raises(UsageError, match="--maxpool avg"):
+        to_nir(snn)

@@ -1133,3 +1133,38 @@ def test_e_an_snn_path_that_is_a_folder_says_so(tmp_path, capsys):
     (tmp_path / "adir").mkdir()
     code, _, err = _cli(capsys, "export", tmp_path / "adir", "--nir", tmp_path / "x.nir")
     _one_error_line(code, err, contains=("is a folder",))
+
+
+def test_e_evaluate_says_its_ann_row_is_the_avgpool_variant(tmp_path, capsys):
+    code, _, err = _cli(capsys, "convert", "--calibration", "none", "--maxpool", "avg", "--calib-samples", "64", "--out", tmp_path / "a.snn.pt")
+    assert code == 0, err
+    code, out, err = _cli(capsys, "evaluate", tmp_path / "a.snn.pt", "--T", "4", "--samples", "10")
+    assert code == 0, err
+    assert "--maxpool avg" in " ".join(out.split())
+
+
+def test_e_file_names_with_brackets_are_printed_as_they_are(tmp_path, capsys):
+    """rich read '[red]' as markup: 'wrote e[bold].json' was printed as 'wrote e.json'."""
+    import shutil
+
+    snn = tmp_path / "d[red].snn.pt"
+    shutil.copy(V1_SNN, snn)
+    code, out, err = _cli(capsys, "energy", snn, "--T", "2", "--samples", "10", "--json", tmp_path / "e[bold].json")
+    assert code == 0, err
+    flat = "".join(out.split())
+    assert "d[red].snn.pt" in flat and "e[bold].json" in flat, out
+    assert (tmp_path / "e[bold].json").is_file()
+
+
+def test_e_target_nir_keeps_an_explicit_calibration_or_refuses_it(tmp_path, capsys):
+    """An explicit --calibration threshold+step-bias was silently replaced by threshold+bias;
+    --target nir --mode 99.9 was refused for a per-step bias the user never asked for."""
+    from annsnn.artifact import load_snn
+
+    code, _, err = _cli(capsys, "convert", "--target", "nir", "--T", "4", "--calibration", "threshold+step-bias", "--calib-samples", "300", "--out", tmp_path / "a.snn.pt")
+    _one_error_line(code, err, contains=("per-step bias",))
+    assert not (tmp_path / "a.snn.pt").exists()
+    code, _, err = _cli(capsys, "convert", "--target", "nir", "--T", "4", "--mode", "99.9", "--calib-samples", "300", "--out", tmp_path / "b.snn.pt")
+    assert code == 0, err
+    options = load_snn(tmp_path / "b.snn.pt").record.options
+    assert (options["threshold"], options["bias"]) == ("mode", "layer")

@@ -277,7 +277,9 @@ def scale_maxpool(ctx: ScaleContext, node: fx.Node) -> None:
     _channel_vector(ctx.scale[src], src)  # a pool needs one scale per channel
     if ctx.kind[src] == "spike":
         if not _binary_spikes(ctx, src):
-            raise UsageError(f"unsupported layer {node.target}: max-pool of non-binary spike input (a sum or rescaling of spike trains); try --maxpool avg")
+            bursts = any(isinstance(m, IFNeurons) and m.max_spikes > 1 for m in ctx.gm.modules())
+            why = "burst neurons (--max-spikes K > 1) emit counts, which a spiking max-pool cannot compare" if bursts else "max-pool of non-binary spike input (a sum or rescaling of spike trains)"
+            raise UsageError(f"unsupported layer {node.target}: {why}; try --maxpool avg")
         ctx.gm.set_submodule(str(node.target), SpikingMaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode))
     elif ctx.kind[src] == "current":
         raise UsageError(f"unsupported layer {node.target}: max-pool of membrane currents (not followed by a ReLU); try --maxpool avg")
