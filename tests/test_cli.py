@@ -50,6 +50,11 @@ def _readme_states(demo: dict) -> None:
     unit = {"nJ": 1e3, "µJ": 1e6}
     assert float(row[1]) * unit[row[2]] == pytest.approx(demo["ann"]["energy_pj"]["45nm-fp32"], rel=1e-3, abs=0)
     assert float(row[3]) * unit[row[4]] == pytest.approx(demo["rows"][0]["energy_pj"]["45nm-fp32"], rel=1e-3, abs=0)
+    sram = re.search(r"│ 45nm-fp32\+sram +│ +([\d.]+) (µJ|nJ) │ +([\d.]+) (µJ|nJ) │ +([\d.]+) (µJ|nJ) │ +([\d.]+) (µJ|nJ) │", readme)
+    assert sram, "README lacks the 45nm-fp32+sram energy row"
+    assert float(sram[1]) * unit[sram[2]] == pytest.approx(demo["ann"]["energy_pj"]["45nm-fp32+sram"], rel=1e-3, abs=0)
+    for i, row in enumerate(demo["rows"]):  # the memory-aware row too: a change in what memory is charged must show here
+        assert float(sram[3 + 2 * i]) * unit[sram[4 + 2 * i]] == pytest.approx(row["energy_pj"]["45nm-fp32+sram"], rel=1e-3, abs=0)
     assert f"{demo['ann']['macs'] / 1e3:.4g} k MACs" in readme
 
 
