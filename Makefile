@@ -33,7 +33,8 @@ test: setup
 test-fast: setup
 	ANNSNN_SHARED=$(SHARED) $(BIN)/python -m pytest -q -m "not slow"
 
-# Retrain the bundled checkpoint (model_zoo/checkpoints/digits_cnn.pt), deterministically.
+# Retrain the bundled checkpoint (model_zoo/checkpoints/digits_cnn.pt). Seeded, but the weights depend on the CPU
+# and torch build (retrained on another machine they differ from the bundled file): every README figure then needs re-running.
 embedded: setup
 	$(BIN)/annsnn zoo train digits_cnn --data digits --epochs 30 --lr 2e-3 --seed 0 --out model_zoo/checkpoints/digits_cnn.pt
 

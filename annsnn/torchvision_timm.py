@@ -111,7 +111,7 @@ def _timm(name: str, state: dict | None, num_classes: int | None) -> LibraryArch
     try:
         import timm
     except ImportError:  # pragma: no cover - optional dependency
-        raise UsageError("--arch timm:NAME needs the timm package (pip install 'annsnn[timm]')") from None
+        raise UsageError("--arch timm:NAME needs the timm package (pip install 'annsnn[formats]')") from None
     if not timm.is_model(name):
         raise UsageError(f"unknown timm architecture {name!r}: see timm.list_models()")
     default = timm.create_model(name, pretrained=False)

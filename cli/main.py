@@ -219,7 +219,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
       # 99.99th-percentile thresholds, with the step bias fitted on top:
       annsnn convert model.pt --arch resnet20 --mode 99.99
       # plain normalization (Rueckauer et al. 2017):
-      annsnn convert model.pt --arch vgg16_cifar --calibration none --mode 99.9
+      annsnn convert m.pt --arch vgg16_cifar --calibration none --v-init 0
       annsnn convert model.onnx --data cifar10
       annsnn convert ft.safetensors --arch torchvision:resnet18 \\
           --data imagefolder:DIR --input-shape 3,64,64
@@ -657,6 +657,7 @@ def _energy_ann_only(model, arch, input_shape, models, json_path, trust: bool = 
     module = convertible_module(loaded, shape)
     check_fits(module, shape, 1)
     result = ann_energy(module, shape, models)
+    out.print(f"{loaded.path} (the ANN alone, as given: BatchNorm not folded)")
     for line in ann_energy_lines(result):
         out.print(line)
     if json_path:
@@ -679,7 +680,8 @@ def energy_models_cmd() -> None:
     out.print(energy_models_table(PRESETS))
     out.print("E_MAC –: a neuromorphic chip has no MACs; its ANN comparison uses the ann_reference digital model")
     out.print("memory-aware: NAME+sram adds memory accesses (weights, inputs, potentials) to a digital model: SRAM priced by tensor size, DRAM for tensors over 1 MiB; values as wide as the model's precision")
-    out.print('custom: a JSON/TOML file {"name", "e_mac_pj", "e_ac_pj", "e_neuron_pj", "citation"[, "kind"]} passed to --energy-model')
+    out.print('custom: a JSON/TOML file {"name" (not a preset\'s), "e_ac_pj", "e_neuron_pj", "citation", "e_mac_pj" (digital), or "kind": "neuromorphic" '
+              'without e_mac_pj and with an optional digital "ann_reference"} passed to --energy-model')
 
 
 # ---------------------------------------------------------------------------
@@ -842,8 +844,9 @@ def demo(out_dir: str, T) -> None:
     test_loader = make_loader(load_dataset("digits", "test"), 360)
     run = SnnRun(SnnFile(str(target), hashlib.sha256(snn_bytes.getvalue()).hexdigest()), snn, "digits", "test", test_loader, data_spec_for("digits", "test", None, 360, None))
     plain_result, _ = _analyze(plain, test_loader, T, "direct", 0, None, ("45nm-fp32",), count=False, data=run.data)
-    out.print("plain normalization (--calibration none --v-init 0): top-1 " + ", ".join(f"T={row.T}: {100 * (row.top1 or 0.0):.1f}%" for row in plain_result.rows))
-    out.print(f"calibrated ({CALIBRATION_NAMES[0]}, calibrated for T={max(steps)}, valid for every T <= {max(steps)}):")
+    used = sum(int(x.shape[0]) for x in images)  # every training digit: 'convert' alone takes --calib-samples (1,024 by default)
+    out.print(f"plain normalization (annsnn convert --calibration none --v-init 0 --calib-samples {used}): top-1 " + ", ".join(f"T={row.T}: {100 * (row.top1 or 0.0):.1f}%" for row in plain_result.rows))
+    out.print(f"calibrated (annsnn convert --T {max(steps)} --calib-samples {used}: {CALIBRATION_NAMES[0]}, valid for every T <= {max(steps)}):")
     result, _ = _analyze(snn, test_loader, T, "direct", 0, None, ("45nm-fp32", "45nm-fp32+sram", "loihi"), count=True, data=run.data)
     out.print(energy_table(result, run.file))
     out.print(break_even_line(result))
@@ -980,7 +983,7 @@ def zoo_list(macs: bool) -> None:
 @click.option("--snn", "direct_snn", is_flag=True, help="Train a spiking network directly (surrogate gradients, SpikingJelly LIF neurons in place of the ReLUs, direct encoding) instead of an ANN.")
 @click.option("--T", "T", type=click.IntRange(min=1), default=5, show_default=True, help="With --snn: time steps per sample.")
 @click.option("--tau", type=FiniteFloat(1.0), default=2.0, show_default=True, help="With --snn: LIF membrane time constant in steps.")
-@click.option("--rule", type=click.Choice(["surrogate", "stdp"]), default="surrogate", show_default=True, help="With --snn: surrogate gradients, or unsupervised STDP (arch stdp_mnist, Diehl & Cook 2015; --T: presentation steps of 2 ms, default 125; --batch-size default 64).")
+@click.option("--rule", type=click.Choice(["surrogate", "stdp"]), default="surrogate", show_default=True, help="With --snn: surrogate gradients, or unsupervised STDP (arch stdp_mnist, Diehl & Cook 2015). With stdp, what is not given defaults to --data mnist, --epochs 1, 20,000 training images (--samples), --T 125 presentation steps of 2 ms and --batch-size 64, not the values shown for the other kinds.")
 @click.option("--neurons", type=click.IntRange(min=1), default=400, show_default=True, help="With --rule stdp: excitatory neurons.")
 @click.option("--assign-samples", type=click.IntRange(min=1), default=10000, show_default=True, help="With --rule stdp: training images (learning off) that assign each neuron its label.")
 @click.option("--test-samples", type=click.IntRange(min=1), help="With --rule stdp: test images scored after each epoch, evenly spaced (default: all).")
@@ -1016,6 +1019,10 @@ def zoo_train(ctx, arch, data, data_root, download, epochs, lr, batch_size, opti
     if rule != "stdp":
         from annsnn.zoo import architectures
 
+        from .stdp import STDP_ARCH
+
+        if arch == STDP_ARCH:
+            raise UsageError(f"{STDP_ARCH} learns by STDP: add --snn --rule stdp")
         if arch not in architectures():
             raise UsageError(f"unknown architecture {arch!r}: run 'annsnn zoo list' to see the names")
     if rule == "stdp":

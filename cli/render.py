@@ -290,7 +290,7 @@ def energy_csv(result: AnalysisResult, file: SnnFile | None = None) -> str:
                     + [f"ann_reference_{n}" for n in references] + ["break_even_" + n for n in names] + ["snn_file", "snn_sha256"])
     ann = result.ann
     breaks = ["" if result.break_even_T is None else str(result.break_even_T[n]) for n in names]
-    writer.writerow(["ANN", _cell(ann.top1), "", 1.0, "", 0, ann.macs, ann.bias_adds, 0, 0, 0, ann.macs + ann.bias_adds] + [_cell(ann.energy_pj[n]) for n in names]
+    writer.writerow(["ANN", _cell(ann.top1), "", 1.0, "", "", ann.macs, ann.bias_adds, "", "", "", ann.macs + ann.bias_adds] + [_cell(ann.energy_pj[n]) for n in names]  # spike counts do not apply: empty, as the table's "–" and the JSON's absent keys
                     + [1.0 for _ in names] + list(references.values()) + breaks + tail)
     for r in result.rows:
         energy = [_cell(None if r.energy_pj is None else r.energy_pj[n]) for n in names]
@@ -465,5 +465,5 @@ def dataset_energy_table(table_data) -> Table:
         for network, e in entries.items():
             if network == "ANN" and table_data.references.get(model):
                 network = "ANN *"
-            table.add_row(model, network, _joules(e.joules_per_inference), f"{e.joules:.4g}", f"{e.kwh:.4g}", f"{e.co2_g:.4g}")
+            table.add_row(model, network, _joules(e.joules_per_inference), f"{e.joules:.3g}", f"{e.kwh:.3g}", f"{e.co2_g:.3g}")  # 3 digits: 80 columns (the JSON keeps them all)
     return table

@@ -1168,3 +1168,20 @@ def test_e_target_nir_keeps_an_explicit_calibration_or_refuses_it(tmp_path, caps
     assert code == 0, err
     options = load_snn(tmp_path / "b.snn.pt").record.options
     assert (options["threshold"], options["bias"]) == ("mode", "layer")
+
+
+def test_e_zoo_train_stdp_arch_without_its_rule_names_the_flags(tmp_path, capsys):
+    code, _, err = _cli(capsys, "zoo", "train", "stdp_mnist", "--out", tmp_path / "x.pt")
+    _one_error_line(code, err, contains=("--snn --rule stdp",))
+
+
+def test_e_the_per_dataset_table_fits_80_columns_without_cutting_numbers(capsys):
+    code, out, err = _cli(capsys, "energy", V1_SNN, "--T", "8,32", "--samples", "10", "--per-dataset")
+    assert code == 0, err
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80, out
+
+
+def test_e_energy_ann_names_its_model_file(capsys):
+    code, out, err = _cli(capsys, "energy", "--ann", embedded_checkpoint())
+    assert code == 0, err
+    assert out.splitlines()[0].startswith(str(embedded_checkpoint())), out
