@@ -341,13 +341,16 @@ def _fold_static_sizes(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> None
     from .shape_prop import propagate_shapes
 
     check_runs(gm, input_shape)
-    with torch.no_grad():
-        propagate_shapes(gm, torch.zeros(3, *input_shape))
-    at_three = {n: tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes if hasattr(n.meta.get("tensor_meta"), "shape")}
+    reshapes = _reshapes_by_a_size(gm.graph)
+    at_three: dict[fx.Node, tuple[int, ...]] = {}
+    if reshapes:  # only then: the shapes at a second batch size tell a batch-major reshape
+        with torch.no_grad():
+            propagate_shapes(gm, torch.zeros(3, *input_shape))
+        at_three = {n: tuple(n.meta["tensor_meta"].shape) for n in reshapes if hasattr(n.meta.get("tensor_meta"), "shape")}
     with torch.no_grad():
         propagate_shapes(gm, torch.zeros(2, *input_shape))
     graph = gm.graph
-    _batch_major_reshapes(graph, at_three)
+    _batch_major_reshapes(reshapes, at_three, graph)
     for node in list(graph.nodes):
         if node.op == "call_method" and node.target == "dim" and isinstance(node.args[0], fx.Node):
             meta = node.args[0].meta.get("tensor_meta")
@@ -384,21 +387,27 @@ def _fold_static_sizes(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> None
 _RESHAPES = {("call_method", "view"), ("call_method", "reshape"), ("call_function", torch.reshape)}
 
 
-def _batch_major_reshapes(graph: fx.Graph, at_three: dict[fx.Node, tuple[int, ...]]) -> None:
+def _reshape_dims(node: fx.Node) -> list:
+    """The target shape of a ``view``/``reshape`` node, as a flat list."""
+    dims = node.args[1:] if node.op == "call_method" else node.args[1:2]
+    return list(dims[0]) if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else list(dims)
+
+
+def _reshapes_by_a_size(graph: fx.Graph) -> list[fx.Node]:
+    """The ``view``/``reshape`` nodes whose target shape reads a size at run time."""
+    return [node for node in graph.nodes
+            if (node.op, node.target if node.op == "call_function" else str(node.target)) in _RESHAPES and isinstance(node.args[0], fx.Node)
+            and "shape" not in node.kwargs and any(isinstance(d, fx.Node) for d in _reshape_dims(node))]
+
+
+def _batch_major_reshapes(reshapes: list[fx.Node], at_three: dict[fx.Node, tuple[int, ...]], graph: fx.Graph) -> None:
     """``h.view(b, -1)`` with ``b = x.size(0)``: a reshape whose shape reads the batch size.
 
     The SNN runs its time steps as one batch of T·B, so a batch size read from the input
     (B) would not fit a tensor of the time-merged part. When the reshape's output is
-    batch-major, ``[B, *rest]`` at batch 2 and at batch 3 alike (``at_three``: the shapes
-    at batch 3), its shape becomes ``(-1, *rest)``: the same result for any batch."""
-    for node in list(graph.nodes):
-        key = (node.op, node.target if node.op == "call_function" else str(node.target))
-        if key not in _RESHAPES or not isinstance(node.args[0], fx.Node):
-            continue
-        dims = node.args[1:] if node.op == "call_method" else node.args[1:2]
-        flat = list(dims[0]) if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else list(dims)
-        if not any(isinstance(d, fx.Node) for d in flat) or "shape" in node.kwargs:
-            continue
+    batch-major, ``[B, *rest]`` at batch 2 (the nodes' shapes) and at batch 3 alike
+    (``at_three``), its shape becomes ``(-1, *rest)``: the same result for any batch."""
+    for node in reshapes:
         meta = node.meta.get("tensor_meta")
         two, three = (tuple(meta.shape) if hasattr(meta, "shape") else None), at_three.get(node)
         if two is None or three is None or not two or two[0] != 2 or three != (3, *two[1:]):
@@ -406,7 +415,7 @@ def _batch_major_reshapes(graph: fx.Graph, at_three: dict[fx.Node, tuple[int, ..
         shape = (-1, *(int(d) for d in two[1:]))
         node.args = (node.args[0], *shape) if node.op == "call_method" else (node.args[0], shape)
     for node in reversed(list(graph.nodes)):  # the size reads nothing uses any more
-        if not node.users and node.op in ("call_method", "call_function") and (node.target in ("size", "dim") or node.target in (getattr, operator.getitem, *_PURE_FUNCTIONS)):
+        if not node.users and node.op in ("call_method", "call_function") and node.target in ("size", "dim", getattr, *_PURE_FUNCTIONS):
             graph.erase_node(node)
 
 

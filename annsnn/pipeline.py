@@ -21,11 +21,14 @@ __all__ = ["ann_to_snn", "check_finite_weights"]
 
 
 def check_finite_weights(model: nn.Module) -> None:
-    """Refuse a model with NaN or infinite parameters or buffers before calibrating, and one
-    whose floating-point parameters are not float32 (the SNN computes in float32)."""
+    """Refuse a model with NaN or infinite parameters or buffers before calibrating."""
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise UsageError(f"the model has NaN or infinite values in {name}; fix or retrain it before converting")
+
+
+def _check_float32_parameters(model: nn.Module) -> None:
+    """Refuse a model whose floating-point parameters are not float32 (the SNN computes in float32)."""
     for name, tensor in model.named_parameters():
         if tensor.is_floating_point() and tensor.dtype != torch.float32:
             raise UsageError(f"the model's parameters are {str(tensor.dtype).removeprefix('torch.')} ({name}); annsnn converts float32 models: pass model.float()")
@@ -79,6 +82,7 @@ def ann_to_snn(
     if not isinstance(options, ConversionOptions):
         raise UsageError(f"options is a {type(options).__name__}; give a ConversionOptions (ConversionOptions.plain(), .calibrated(...), .low_latency(T))")
     check_finite_weights(model)
+    _check_float32_parameters(model)
     device = torch.device(device)
     canonical = canonicalize(model, normalization=normalization, hybrid=options.hybrid, maxpool_to_avgpool=options.maxpool == "avg", input_shape=input_shape, registry=registry)
     calibrator = Calibrator(canonical, channel_wise=options.channel_wise, device=device)

@@ -517,13 +517,11 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     if ann_model:  # the ANN alone: what needs an SNN is refused, not dropped
         ignored = [flag for flag, given in (("SNN", snn), ("--model", foreign_model), ("--csv", csv_path), ("--markdown", md_path), ("--plot", plot_dir),
                                             ("--per-layer", per_layer), ("--measure", measure), ("--per-dataset", per_dataset), ("--resume", resume)) if given]
-        ignored += [flag for flag, name in (("--T", "T"), ("--encoding", "encoding"), ("--samples", "samples"), ("--data", "data"), ("--data-root", "data_root"), ("--download", "download"),
-                                            ("--split", "split"), ("--batch-size", "batch_size"), ("--seed", "seed"), ("--chunk", "chunk"), ("--device", "device"), ("--dt", "dt"),
-                                            ("--grid-intensity", "grid_intensity")) if _given(name)]
+        ignored += _given_flags("T", "encoding", "samples", "data", "data_root", "download", "split", "batch_size", "seed", "chunk", "device", "dt", "grid_intensity")
         if ignored:
             raise UsageError(f"--ann prices the ANN alone from its MACs: {', '.join(ignored)} need{'s' if len(ignored) == 1 else ''} an SNN; drop --ann, or drop {', '.join(ignored)}")
     elif not foreign_model:  # an SNN file: what only an ANN file or a foreign model reads is refused, not dropped
-        ignored = [flag for flag, name in (("--arch", "arch"), ("--input-shape", "input_shape"), ("--trust", "trust"), ("--dt", "dt")) if _given(name)]
+        ignored = _given_flags("arch", "input_shape", "trust", "dt")
         if ignored:
             raise UsageError(f"{', '.join(ignored)} appl{'ies' if len(ignored) == 1 else 'y'} to --ann or --model files, not to an SNN file annsnn converted (it records its own); drop {', '.join(ignored)}")
     elif _given("arch"):
@@ -625,6 +623,13 @@ def _given(name: str) -> bool:
 
     source = click.get_current_context().get_parameter_source(name)
     return source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def _given_flags(*names: str) -> list[str]:
+    """The command-line spelling (``--input-shape``) of each option in ``names`` (parameter
+    names) that the user set, in the order given."""
+    params = {p.name: p for p in click.get_current_context().command.params}
+    return [max(params[name].opts, key=len) for name in names if _given(name)]
 
 
 def _input_snn(snn: str | None) -> str:
@@ -1009,22 +1014,20 @@ def zoo_train(ctx, arch, data, data_root, download, epochs, lr, batch_size, opti
     from annsnn.evaluation import check_device
 
     check_device(device)
-    given = [flag for flag, name in (("--T", "T"), ("--tau", "tau"), ("--lr", "lr"), ("--optimizer", "optimizer"), ("--neurons", "neurons"),
-                                     ("--assign-samples", "assign_samples"), ("--test-samples", "test_samples")) if _given(name)]
+    given = _given_flags("T", "tau", "lr", "optimizer", "neurons", "assign_samples", "test_samples")
     kind, applies = ("STDP training (--snn --rule stdp)", {"--T", "--neurons", "--assign-samples", "--test-samples"}) if rule == "stdp" else \
         ("surrogate-gradient SNN training (--snn)", {"--T", "--tau", "--lr", "--optimizer"}) if direct_snn else ("ANN training", {"--lr", "--optimizer"})
     ignored = [flag for flag in given if flag not in applies]
     if ignored:
         raise UsageError(f"{', '.join(ignored)} do{'es' if len(ignored) == 1 else ''} not apply to {kind}; drop {', '.join(ignored)}")
     if rule != "stdp":
-        from annsnn.zoo import architectures
+        from annsnn.zoo import check_architecture
 
         from .stdp import STDP_ARCH
 
         if arch == STDP_ARCH:
             raise UsageError(f"{STDP_ARCH} learns by STDP: add --snn --rule stdp")
-        if arch not in architectures():
-            raise UsageError(f"unknown architecture {arch!r}: run 'annsnn zoo list' to see the names")
+        check_architecture(arch)
     if rule == "stdp":
         from .stdp import train_stdp_command
 

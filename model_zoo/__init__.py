@@ -16,7 +16,7 @@ from annsnn.errors import UsageError
 
 from . import architectures as arch
 
-__all__ = ["ArchSpec", "architectures", "build", "calibrate_batchnorm", "embedded_checkpoint", "EMBEDDED_ARCH"]
+__all__ = ["ArchSpec", "architectures", "build", "check_architecture", "calibrate_batchnorm", "embedded_checkpoint", "EMBEDDED_ARCH"]
 
 EMBEDDED_ARCH = "digits_cnn"
 
@@ -85,12 +85,17 @@ def architectures() -> dict[str, ArchSpec]:
     return {spec.name: spec for spec in specs}
 
 
-def build(name: str, num_classes: int | None = None, weights: str | None = None) -> nn.Module:
-    """Build architecture ``name``; ``weights`` only for torchvision ImageNet models."""
+def check_architecture(name: str) -> ArchSpec:
+    """The spec of architecture ``name``, or one line naming ``annsnn zoo list``."""
     specs = architectures()
     if name not in specs:
         raise UsageError(f"unknown architecture {name!r}: run 'annsnn zoo list' to see the names")
-    spec = specs[name]
+    return specs[name]
+
+
+def build(name: str, num_classes: int | None = None, weights: str | None = None) -> nn.Module:
+    """Build architecture ``name``; ``weights`` only for torchvision ImageNet models."""
+    spec = check_architecture(name)
     kwargs = {}
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
