@@ -508,3 +508,48 @@ def test_the_library_default_is_the_command_line_default():
     plain = ConversionOptions.plain(parse_mode("99.99"))
     assert (plain.threshold, plain.bias, plain.T, plain.v_init, plain.channel_wise, plain.readout_delay) == ("mode", "none", None, 0.0, False, 0)
     assert ConversionOptions.calibrated("none", None, v_init=0.0) == plain
+
+
+DOCS = README.parent / "docs"
+
+
+def _python_block(path: Path, first_line: str) -> str:
+    """The ```python block of ``path`` that starts with ``first_line``."""
+    text = path.read_text(encoding="utf-8")
+    start = text.index("```python\n" + first_line) + len("```python\n")
+    return text[start: text.index("```", start)]
+
+
+def test_the_library_doc_step_loop_runs_as_written(tmp_path, monkeypatch, cnn_and_data):
+    """docs/library.md's step-by-step loop: self-contained (it used snn, x and T without
+    defining them), and its comment's claim holds bit for bit."""
+    from annsnn import ConversionOptions, ann_to_snn, save_snn, simulate
+    from annsnn.modes import parse_mode
+
+    model, xtr, _ = cnn_and_data
+    snn, _ = ann_to_snn(model, [xtr[:64]], input_shape=(1, 8, 8), options=ConversionOptions.plain(parse_mode("99.99")))
+    (tmp_path / "demo-out").mkdir()
+    save_snn(snn, tmp_path / "demo-out" / "digits_cnn.snn.pt")  # what 'annsnn demo' writes there
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(_python_block(DOCS / "library.md", "import torch\nfrom annsnn import load_snn"), "library.md", "exec"), namespace)  # noqa: S102
+    loaded, x, T = namespace["snn"], namespace["x"], namespace["T"]
+    assert tuple(x.shape) == (4, 1, 8, 8) and T == 8
+    assert torch.equal(namespace["acc"], simulate(loaded, x, T, readout_delay=0, chunk=1).outputs[T])
+    assert tuple(namespace["steps"].shape) == (8, 4, 10)
+
+
+def test_the_guide_registry_snippet_runs_as_written(tmp_path, monkeypatch):
+    """docs/guide.md's own-op example: self-contained (ChannelShuffle, model and batches were
+    undefined), the file reloads with the registry and is refused without it."""
+    from annsnn import load_snn
+    from annsnn.errors import UsageError
+
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(_python_block(DOCS / "guide.md", "import torch\nfrom torch import nn\n"), "guide.md", "exec"), namespace)  # noqa: S102
+    snn = namespace["snn"]
+    shuffles = [m for m in snn.modules() if type(m).__name__ == "ChannelShuffle"]  # the SNN's and its reference ANN's
+    assert len(shuffles) == 2 and all(m.groups == 2 for m in shuffles)
+    with pytest.raises(UsageError, match="unknown layer type"):
+        load_snn(tmp_path / "net.snn")
