@@ -74,18 +74,29 @@ def _tonic_class(dataset: str) -> type:
         import tonic.datasets
     except ImportError:
         raise UsageError("event datasets need tonic: pip install tonic") from None
-    cls = getattr(tonic.datasets, dataset, None)
-    if not isinstance(cls, type) or not hasattr(cls, "sensor_size"):
-        names = sorted(n for n in dir(tonic.datasets) if isinstance(getattr(tonic.datasets, n), type) and hasattr(getattr(tonic.datasets, n), "sensor_size"))
-        raise UsageError(f"unknown tonic dataset {dataset!r}: use one of {', '.join(names)}")
+    classes = {n: getattr(tonic.datasets, n) for n in dir(tonic.datasets) if isinstance(getattr(tonic.datasets, n), type) and hasattr(getattr(tonic.datasets, n), "sensor_size")}
+    readable = sorted(n for n, c in classes.items() if _camera_classification(c))
+    split = [n for n in readable if "train" in inspect.signature(classes[n].__init__).parameters]
+    offer = f"use one of {', '.join(split)} (train and test splits) or {', '.join(n for n in readable if n not in split)} (one split: evaluate only)"
+    cls = classes.get(dataset)
+    if cls is None:
+        raise UsageError(f"unknown tonic dataset {dataset!r}: {offer}")
+    if not _camera_classification(cls):
+        raise UsageError(f"tonic dataset {dataset} is not a classification camera dataset annsnn reads (a fixed 2-D sensor size and named classes): {offer}")
     return cls
 
 
+def _camera_classification(cls: type) -> bool:
+    """A tonic dataset annsnn reads: a fixed sensor size ``(W, H, P)`` of a 2-D camera
+    (P polarities) and named classes."""
+    size = getattr(cls, "sensor_size", None)
+    return (isinstance(size, tuple) and len(size) == 3 and all(isinstance(s, int) and s > 0 for s in size) and min(size[:2]) > 1
+            and bool(getattr(cls, "classes", None)))
+
+
 def _shape(cls: type) -> tuple[int, int, int]:
-    """``(P, H, W)`` from tonic's ``sensor_size = (W, H, P)``."""
+    """``(P, H, W)`` from tonic's ``sensor_size = (W, H, P)`` (checked by :func:`_tonic_class`)."""
     size = tuple(int(s) for s in cls.sensor_size)
-    if len(size) != 3:
-        raise UsageError(f"tonic dataset {cls.__name__} is not a 2-D camera (sensor size {size}); annsnn reads camera datasets")
     return size[2], size[1], size[0]
 
 

@@ -13,7 +13,7 @@ import torch
 
 from .errors import UsageError
 from .foreign_snn import from_spikingjelly, network_from_direct, network_from_stdp
-from .model_files import sniff, unpickle_trusted_module, unsafe_pickle
+from .model_files import holds_pickled_objects, sniff, unpickle_trusted_module
 from .nir_io import load_nir
 from .snn import SpikingNetwork
 from .files import load_weights_only
@@ -35,10 +35,8 @@ def load_foreign(path: str, *, trust: bool = False, dt: float | None = None, inp
         raise UsageError(f"--dt discretises a NIR graph's neurons; {str(file)!r} is not a NIR file, and its network runs in steps of its own")
     try:
         payload = load_weights_only(str(file), map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - not weights-only: a pickle (refused unless trusted) or no torch file
-        refusal = unsafe_pickle(exc, file)
-        if refusal is not None:
-            raise UsageError(refusal) from None
+    except Exception as exc:  # noqa: BLE001 - not weights-only: a pickle (refused unless trusted), or a damaged or foreign file (refused)
+        holds_pickled_objects(exc, file)
         payload = None
     if isinstance(payload, dict) and payload.get("format") == "annsnn-direct-snn":
         return network_from_direct(payload)

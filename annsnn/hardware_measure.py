@@ -44,6 +44,8 @@ from .simulate import simulate
 from .snn import SpikingNetwork
 
 __all__ = [
+    "MEASURABLE_ENCODINGS",
+    "check_measurable",
     "GRID_INTENSITY_G_PER_KWH",
     "GRID_INTENSITY_SOURCE",
     "J_PER_KWH",
@@ -288,6 +290,7 @@ class MeasuredResult:
     runs: list[RunMeasurement]
     memory_method: str
     notes: list[str] = field(default_factory=list)
+    encoding: str = "direct"  # the SNN's input in the timed runs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -428,6 +431,16 @@ def _measure(label: str, T: int | None, fn, batches: Sequence[Tensor], device: t
                           kwh * grid if kwh is not None else None, above, reading, notice)
 
 
+MEASURABLE_ENCODINGS = ("direct", "poisson")
+
+
+def check_measurable(encoding: str) -> None:
+    """Refuse an input encoding :func:`measure_inference` cannot time: event frames
+    (``[B, T, ...]``) have no ANN input of the same images to time beside them."""
+    if encoding not in MEASURABLE_ENCODINGS:
+        raise UsageError(f"--measure times direct and Poisson input, not {encoding}: drop --measure (the counted energy needs no sensor), or use --encoding direct")
+
+
 @torch.no_grad()
 def measure_inference(
     snn: SpikingNetwork,
@@ -443,6 +456,8 @@ def measure_inference(
     clock: Clock | None = None,
     min_window_s: float = 1.0,
     min_updates: int = 10,
+    encoding: str = "direct",
+    seed: int = 0,
 ) -> MeasuredResult:
     """Time, memory and (with a sensor) energy of the ANN, then of the SNN simulated for each T
     on its own (one inference at T costs T steps), over the same ``batches`` held in memory.
@@ -450,7 +465,9 @@ def measure_inference(
     ``sensor``/``status`` default to :func:`probe_sensors`; pass ``status`` with ``sensor=None``
     to measure time and memory only. Energy: each network's pass is repeated over a window of at
     least ``min_window_s`` and ``min_updates`` counter updates, after idle power is measured
-    (:func:`measure_energy`)."""
+    (:func:`measure_energy`). ``encoding``: the SNN's input, ``direct`` or ``poisson`` (spikes
+    drawn from ``seed`` at every pass); event frames are refused (:func:`check_measurable`)."""
+    check_measurable(encoding)
     if not batches:
         raise UsageError("no samples to measure")
     if grid_g_per_kwh < 0:
@@ -464,8 +481,11 @@ def measure_inference(
     with heap_reuse():  # the ANN under the allocator setting simulate runs with (annsnn.free_heap): the same footing
         runs = [_measure("ANN", None, snn.ann, data, dev, sensor, grid_g_per_kwh, window)]
         for t in sorted(set(int(t) for t in time_steps)):
-            runs.append(_measure(f"SNN T={t}", t, lambda x, _t=t: simulate(snn, x, _t, chunk=chunk), data, dev, sensor, grid_g_per_kwh, window))
+            generator = torch.Generator(dev).manual_seed(seed) if encoding == "poisson" else None
+            runs.append(_measure(f"SNN T={t}", t, lambda x, _t=t, _g=generator: simulate(snn, x, _t, encoding=encoding, generator=_g, chunk=chunk), data, dev, sensor, grid_g_per_kwh, window))
     notes = ["one warm-up batch per network is run before timing and not counted", "the SNN is simulated for each T on its own: an inference at T costs T steps"]
+    if encoding == "poisson":
+        notes.append("SNN input: Poisson spikes, drawn anew at every pass (the drawing is timed too)")
     if heap_reuse_applies():
         notes.append("both networks run with freed C heap memory kept for reuse (annsnn.free_heap.heap_reuse), as simulate runs")
     if status.readable:
@@ -476,4 +496,5 @@ def measure_inference(
         grid_g_per_kwh=grid_g_per_kwh, grid_source=grid_source, runs=runs,
         memory_method="host: peak RSS (VmHWM after /proc/self/clear_refs), and its growth above the RSS before the run (free heap returned to the OS first with malloc_trim)" + ("; GPU: torch.cuda.max_memory_allocated" if dev.type == "cuda" else ""),
         notes=notes,
+        encoding=encoding,
     )

@@ -31,7 +31,7 @@ from torch import nn
 from .errors import UsageError
 from .files import load_weights_only
 
-__all__ = ["LoadedModel", "load_model", "strip_prefix", "convertible_module", "sniff", "unpickle_trusted_module", "unsafe_pickle"]
+__all__ = ["LoadedModel", "load_model", "strip_prefix", "convertible_module", "sniff", "unpickle_trusted_module", "unsafe_pickle", "holds_pickled_objects"]
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".th", ".ckpt", ".bin", ".pt2", ".ts", ".jit")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
@@ -136,17 +136,13 @@ def load_model(
     try:
         obj = load_weights_only(str(file), map_location="cpu")
     except pickle.UnpicklingError as exc:
-        refusal = unsafe_pickle(exc, file)
-        if refusal is not None:  # even with --trust: torch's own blocklist names it
-            raise UsageError(refusal) from None
-        if "Unsupported global" in str(exc):  # a real pickle naming Python objects; garbage fails otherwise
-            if not trust:
-                raise UsageError(
-                    f"{str(file)!r} holds pickled Python objects (e.g. a whole nn.Module), and unpickling can run arbitrary code; "
-                    "save a state_dict and pass --arch, or pass --trust if you trust this file"
-                ) from None
-            return _load_trusted(file)
-        raise UsageError(f"{str(file)!r} is not a valid checkpoint (corrupt, truncated or not a PyTorch file)") from None
+        holds_pickled_objects(exc, file)  # raises for a blocked (even with --trust) or a damaged file
+        if not trust:
+            raise UsageError(
+                f"{str(file)!r} holds pickled Python objects (e.g. a whole nn.Module), and unpickling can run arbitrary code; "
+                "save a state_dict and pass --arch, or pass --trust if you trust this file"
+            ) from None
+        return _load_trusted(file)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError, KeyError, IndexError, TypeError):
         raise UsageError(f"{str(file)!r} is not a valid checkpoint (corrupt, truncated or not a PyTorch file)") from None
     return _from_checkpoint(obj, file, arch, num_classes, weights=weights)
@@ -182,6 +178,19 @@ def unsafe_pickle(exc: BaseException, file: Path) -> str | None:
         return None
     return (f"{str(file)!r} was refused as unsafe: its pickle calls {found.group(1)}, which torch's weights-only loader blocks "
             "(a file that runs system commands when loaded); it is not loaded, even with --trust")
+
+
+def holds_pickled_objects(exc: BaseException, file: Path) -> bool:
+    """After torch's weights-only loader failed on ``file`` with ``exc``: True for a real
+    pickle of Python objects (a whole ``nn.Module``; loading it needs ``--trust``). Otherwise
+    the file's one-line error is raised: torch's blocklist refusal (:func:`unsafe_pickle`), or
+    corrupt / truncated / another format, which no ``--trust`` would change."""
+    refusal = unsafe_pickle(exc, file)
+    if refusal is not None:
+        raise UsageError(refusal) from None
+    if isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc):  # it names Python objects; garbage fails otherwise
+        return True
+    raise UsageError(f"{str(file)!r} is not a valid checkpoint (corrupt, truncated or not a PyTorch file)") from None
 
 
 def unpickle_trusted_module(file: Path) -> nn.Module:

@@ -36,8 +36,9 @@ class SnnRun:
     held_out: bool = True  # False: the scored images are the ones calibration reads (annsnn.data.held_out)
 
     def header(self) -> dict:
-        """The fields every JSON result starts with."""
-        return {"snn": self.file.to_dict(), "dataset": self.dataset, "split": self.split}
+        """The fields every JSON result starts with (the batch size too: Poisson spikes are
+        drawn per batch)."""
+        return {"snn": self.file.to_dict(), "dataset": self.dataset, "split": self.split, "batch_size": self.data.batch_size}
 
 
 def calibrated_T(snn: SpikingNetwork) -> int | None:

@@ -412,7 +412,7 @@ _data_options = [
     click.option("--samples", type=click.IntRange(min=1), help="Use N samples evenly spaced over the split, in order, so every class is represented (default: all)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
     click.option("--encoding", type=click.Choice(["direct", "poisson", "events"]), default="direct", show_default=True, help="direct: the image every step; poisson: Bernoulli spikes with rate = pixel value; events: recorded event frames, one per step (--data tonic:NAME[:T])."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Poisson encoder."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Poisson encoder (--encoding poisson only). Each batch draws from (seed, batch index), so the spikes depend on --batch-size too; --json records both."),
     click.option("--chunk", type=click.IntRange(min=1), help="Time steps simulated at once (default: automatic, bounded memory)."),
     click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (a GPU is optional)."),
 ]
@@ -450,6 +450,7 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
     from .render import evaluation_table, latency_notes, result_json
 
     check_device(device)
+    _check_seed_applies(encoding)
     if json_path:
         check_output_path(json_path, inputs=(_input_snn(snn),))
     run = _event_frames(open_snn_run(snn, data, data_root, download, split, samples, batch_size), encoding, data_root, download, samples, batch_size)
@@ -514,6 +515,12 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
     names = energy_models or ("45nm-fp32", "45nm-fp32+sram", "loihi")
     models = get_energy_models(names)  # validated before anything runs
     check_device(device)
+    if not ann_model:  # with --ann, --seed is refused below as needing an SNN
+        _check_seed_applies(encoding)
+    if measure:
+        from annsnn.hardware_measure import check_measurable
+
+        check_measurable(encoding)
     if ann_model:  # the ANN alone: what needs an SNN is refused, not dropped
         ignored = [flag for flag, given in (("SNN", snn), ("--model", foreign_model), ("--csv", csv_path), ("--markdown", md_path), ("--plot", plot_dir),
                                             ("--per-layer", per_layer), ("--measure", measure), ("--per-dataset", per_dataset), ("--resume", resume)) if given]
@@ -562,7 +569,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         out.print(ann_layer_table(result))
     data_out = result_json(result, run)
     if measure or per_dataset:
-        data_out.update(_measured_and_dataset(result, run, T, chunk, device, grid_intensity, measure, per_dataset))
+        data_out.update(_measured_and_dataset(result, run, T, chunk, device, grid_intensity, measure, per_dataset, encoding, seed))
     # every text is made (and can fail) before the first one is written; then all are written together
     for p, make in ((json_path, lambda: json_dumps(data_out)), (csv_path, lambda: energy_csv(result, run.file)), (md_path, lambda: energy_markdown(result, run.file))):
         if p:
@@ -575,7 +582,7 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         out.print(f"wrote {written}")
 
 
-def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, per_dataset: bool) -> dict:
+def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, per_dataset: bool, encoding: str, seed: int) -> dict:
     """--measure and --per-dataset: print the measured and the estimated figures apart; return their JSON."""
     from annsnn.hardware_measure import GRID_INTENSITY_G_PER_KWH, GRID_INTENSITY_SOURCE, dataset_energy_table, measure_inference
 
@@ -584,7 +591,7 @@ def _measured_and_dataset(result, run, T, chunk, device, grid, measure: bool, pe
     extra: dict = {}
     if measure:
         source = GRID_INTENSITY_SOURCE if grid == GRID_INTENSITY_G_PER_KWH else "--grid-intensity"
-        measured = measure_inference(run.network, [x for x, _ in run.loader], T, device=device, chunk=chunk, grid_g_per_kwh=grid, grid_source=source)
+        measured = measure_inference(run.network, [x for x, _ in run.loader], T, device=device, chunk=chunk, grid_g_per_kwh=grid, grid_source=source, encoding=encoding, seed=seed)
         if measured.sensors.notice:
             out.print(f"note: {measured.sensors.notice}")
         out.print(measured_table(measured, result))
@@ -614,6 +621,12 @@ def _held_out_notes(run) -> list[str]:
     if run.held_out:
         return []
     return [f"{run.dataset} has no train/ and test/ (or val/) folders: convert calibrated on these same images, so the accuracy is not on held-out data"]
+
+
+def _check_seed_applies(encoding: str) -> None:
+    """--seed seeds the Poisson encoder: given with other input, it would do nothing."""
+    if _given("seed") and encoding != "poisson":
+        raise UsageError(f"--seed seeds the Poisson encoder, and --encoding {encoding} draws nothing: drop --seed, or pass --encoding poisson")
 
 
 def _given(name: str) -> bool:
@@ -971,6 +984,9 @@ def zoo_list(macs: bool) -> None:
         params = sum(p.numel() for p in model.parameters())
         rows.append((spec.name, "×".join(map(str, spec.input_shape)), spec.dataset, params, count_ann(model, spec.input_shape).macs if macs else None, spec.description))
     out.print(zoo_table(rows))
+    from .stdp import STDP_ARCH
+
+    out.print(f"Also {STDP_ARCH}: an SNN that learns without labels by STDP (Diehl & Cook 2015), not an ANN to convert: annsnn zoo train {STDP_ARCH} --snn --rule stdp")
 
 
 @zoo.command("train")
@@ -983,7 +999,7 @@ def zoo_list(macs: bool) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--samples", type=click.IntRange(min=1), help="Train on the first N training samples only.")
+@click.option("--samples", type=click.IntRange(min=1), help="Train on N training samples: for ANN and surrogate-gradient training N evenly spaced ones (every class represented); for --rule stdp a fresh random N each epoch.")
 @click.option("--out", "out_path", type=NonEmptyPath(dir_okay=False), help="Checkpoint file (default ARCH-DATA.pt, or ARCH-DATA-snnT.pt with --snn).")
 @click.option("--snn", "direct_snn", is_flag=True, help="Train a spiking network directly (surrogate gradients, SpikingJelly LIF neurons in place of the ReLUs, direct encoding) instead of an ANN.")
 @click.option("--T", "T", type=click.IntRange(min=1), default=5, show_default=True, help="With --snn: time steps per sample.")
@@ -1138,11 +1154,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: cannot write {exc.filename!r}: {exc.strerror}" if exc.filename else f"error: {exc.strerror}", file=sys.stderr)
             sys.exit(2)
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""  # one line, as the last resort below: never a traceback
-        print(f"error: internal error ({type(exc).__name__}: {text}); rerun with --debug for details", file=sys.stderr)
+        print(f"error: internal error ({type(exc).__name__}: {text}); rerun as 'annsnn --debug COMMAND ...' for the traceback", file=sys.stderr)
         sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - last resort, one line
         if debug:
             raise
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: internal error ({type(exc).__name__}: {text}); rerun with --debug for details", file=sys.stderr)
+        print(f"error: internal error ({type(exc).__name__}: {text}); rerun as 'annsnn --debug COMMAND ...' for the traceback", file=sys.stderr)
         sys.exit(1)

@@ -421,6 +421,15 @@ def load_stdp_checkpoint(payload: dict) -> tuple[Tensor, Tensor, Tensor, dict, f
         raise UsageError("damaged STDP checkpoint (shapes or values)")
     if int(assignments.min()) < 0 or int(assignments.max()) >= classes:
         raise UsageError("damaged STDP checkpoint (assignments out of range)")
+    if not bool(torch.isfinite(theta).all()):
+        raise UsageError("damaged STDP checkpoint (theta not finite)")
+    bounds = {"decay": (-math.inf, 1.0), "threshold": (0.0, math.inf), "reset": (0.0, math.inf), "inhibition": (0.0, math.inf)}  # as StdpConfig makes them
+    for name, (low, high) in bounds.items():
+        value = params[name]
+        if not (math.isfinite(value) and low <= value <= high and (name != "threshold" or value > 0)):
+            raise UsageError(f"damaged STDP checkpoint (neuron {name} {value!r})")
+    if params["refractory"] < 0:
+        raise UsageError(f"damaged STDP checkpoint (neuron refractory {params['refractory']} steps)")
     return weight, theta, assignments, params, prob, classes
 
 

@@ -144,3 +144,20 @@ def test_cli_converted_and_direct_snns_run_on_events(tmp_path, monkeypatch):
     assert report["encoding"] == "events" and all(r["macs"] == 0 for r in report["rows"])
     assert report["rows"][-1]["synaptic_acs"] > report["rows"][0]["synaptic_acs"]
     assert run("energy", "--model", "direct.pt", "--data", "digits", "--encoding", "events", "--T", "3") == 2
+
+
+def test_every_offered_tonic_dataset_is_one_annsnn_reads_and_the_rest_get_one_line():
+    """The 'use one of' list offered 18 tonic classes; 11 were then refused ('names no
+    classes') and NCALTECH101 (no fixed sensor size) was an internal TypeError."""
+    import re
+
+    with pytest.raises(UsageError) as caught:
+        event_spec("tonic:NoSuchSet")
+    offered = re.findall(r"\b[A-Z][A-Za-z0-9]+\b", str(caught.value).split("use one of", 1)[1])
+    assert {"NMNIST", "DVSGesture", "POKERDVS"} <= set(offered)
+    for name in offered:
+        shape, classes = event_spec(f"tonic:{name}")  # each offered name is one annsnn reads
+        assert len(shape) == 3 and classes >= 2
+    for name in ("NCALTECH101", "SHD", "DSEC"):
+        with pytest.raises(UsageError, match="not a classification camera dataset"):
+            event_spec(f"tonic:{name}")

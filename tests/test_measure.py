@@ -212,3 +212,35 @@ def test_cli_measure_without_sensor_one_line_notice_and_per_dataset(tmp_path, ca
         assert row["joules_per_inference"] == pj * 1e-12
         assert row["kwh"] == pj * 1e-12 / 3.6e6 * 90
         assert row["co2_g"] == row["kwh"] * 480.0
+
+
+def test_measure_times_the_encoding_it_counts(digits_snn, monkeypatch):
+    """energy --encoding poisson --measure timed direct input (simulate's default) and said
+    nothing; the measured SNN run now draws Poisson spikes, and the record says so."""
+    snn, x = digits_snn
+    seen: list[str] = []
+    real = measure.simulate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("encoding", "direct"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(measure, "simulate", spy)
+    status = measure.SensorStatus(False, [], "no sensor (test)")
+    result = measure.measure_inference(snn, [x[:30]], [4], sensor=None, status=status, encoding="poisson", seed=3)
+    assert seen and set(seen) == {"poisson"}
+    assert result.encoding == "poisson" and result.to_dict()["encoding"] == "poisson"
+    seen.clear()
+    assert measure.measure_inference(snn, [x[:30]], [4], sensor=None, status=status).encoding == "direct" and set(seen) == {"direct"}
+    with pytest.raises(UsageError, match="--measure times direct and Poisson input"):
+        measure.measure_inference(snn, [x[:30]], [4], sensor=None, status=status, encoding="events")
+
+
+def test_cli_measure_with_event_input_is_refused_before_it_runs(tmp_path, capsys, monkeypatch, digits_snn):
+    """It printed every table, then stopped with an internal error and wrote no JSON."""
+    from annsnn.artifact import save_snn
+
+    snn, _ = digits_snn
+    save_snn(snn, tmp_path / "d.snn.pt")
+    code, stdout, stderr = _run(capsys, monkeypatch, tmp_path, "energy", "d.snn.pt", "--data", "digits", "--samples", "20", "--T", "4", "--encoding", "events", "--measure")
+    assert code == 2 and stdout == "" and stderr.count("\n") == 1 and "--measure times direct and Poisson input" in stderr

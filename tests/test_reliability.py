@@ -873,7 +873,7 @@ def test_an_unexpected_os_error_is_one_line_not_a_traceback(tmp_path, capsys, mo
     monkeypatch.setattr(annsnn.workspace, "remember_last_snn", busy)  # convert imports it from there when it runs
     code, _, err = _cli(capsys, "convert", "--calibration", "none", "--calib-samples", "64", "--out", "b.snn.pt")
     lines = [line for line in err.splitlines() if line.strip() and not _FINISHED_BAR.search(line)]
-    assert code == 1 and lines == ["error: internal error (OSError: [Errno 16] Device or resource busy: 'somewhere'); rerun with --debug for details"], err
+    assert code == 1 and lines == ["error: internal error (OSError: [Errno 16] Device or resource busy: 'somewhere'); rerun as 'annsnn --debug COMMAND ...' for the traceback"], err
 
 
 def test_a_nir_graph_on_the_wrong_input_shape_prints_no_traceback(tmp_path, capsys, monkeypatch):
@@ -1185,3 +1185,29 @@ def test_e_energy_ann_names_its_model_file(capsys):
     code, out, err = _cli(capsys, "energy", "--ann", embedded_checkpoint())
     assert code == 0, err
     assert out.splitlines()[0].startswith(str(embedded_checkpoint())), out
+
+
+@pytest.mark.parametrize("command", ["evaluate", "energy"])
+@pytest.mark.parametrize("encoding", ["direct", "events"])
+def test_e_seed_without_poisson_input_is_refused(capsys, command, encoding):
+    """--seed seeds the Poisson encoder only; with direct or event input it was accepted,
+    did nothing, and was recorded in the JSON as if it had."""
+    code, out, err = _cli(capsys, command, V1_SNN, "--T", "8", "--samples", "10", "--encoding", encoding, "--seed", "7")
+    _one_error_line(code, err, contains=("--seed", "--encoding poisson"))
+    assert out == ""
+
+
+def test_e_the_json_records_the_batch_size_that_poisson_draws_depend_on(capsys, tmp_path):
+    """Poisson spikes are drawn per batch (seed, batch index): --batch-size changes them, so
+    a result that does not record it cannot be reproduced."""
+    code, _, err = _cli(capsys, "evaluate", V1_SNN, "--T", "8", "--samples", "10", "--encoding", "poisson", "--batch-size", "4", "--json", tmp_path / "e.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "e.json").read_text())["batch_size"] == 4
+
+
+def test_e_zoo_list_names_the_stdp_network_its_train_help_uses(capsys):
+    """'zoo train --help' uses stdp_mnist as an example, but 'zoo list' never named it."""
+    code, out, err = _cli(capsys, "zoo", "list", "--no-macs")
+    assert code == 0, err
+    assert "annsnn zoo train stdp_mnist --snn --rule stdp" in " ".join(out.split()) and max(len(line) for line in out.splitlines()) <= 80
+

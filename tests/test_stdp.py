@@ -195,3 +195,47 @@ def test_cli_trains_saves_and_counts(tmp_path, monkeypatch):
     assert code("zoo", "train", "stdp_mnist", "--rule", "stdp", *small) == 2  # --snn missing
     assert code("zoo", "train", "lenet5", "--snn", "--rule", "stdp", *small) == 2  # not the STDP network
     assert not (tmp_path / "lenet5-digits-stdp6.pt").exists()
+
+
+@pytest.mark.parametrize("damage", ["theta_nan", "threshold_inf", "refractory_negative", "inhibition_negative", "decay_above_1", "input_shape_mismatch", "input_shape_text"])
+def test_a_damaged_checkpoint_is_refused_not_scored_zero(damage):
+    """NaN theta scored 0.00 % with exit 0, a negative refractory period silently turned
+    refractoriness off, and an input_shape that disagrees with the weight was an internal
+    error: each is now 'damaged STDP checkpoint'."""
+    config = _tiny(0)
+    payload = stdp_checkpoint(config, train_stdp(config))
+    network_from_stdp(payload)  # the undamaged one loads
+    neuron = dict(payload["neuron"])
+    if damage == "theta_nan":
+        payload["theta"] = payload["theta"] * float("nan")
+    elif damage == "threshold_inf":
+        neuron["threshold"] = float("inf")
+    elif damage == "refractory_negative":
+        neuron["refractory"] = -3
+    elif damage == "inhibition_negative":
+        neuron["inhibition"] = -1.0
+    elif damage == "decay_above_1":
+        neuron["decay"] = 1.5
+    elif damage == "input_shape_mismatch":
+        payload["input_shape"] = [3, 32, 32]
+    else:
+        payload["input_shape"] = ["a", 8, 8]
+    payload["neuron"] = neuron
+    with pytest.raises(UsageError, match="damaged STDP checkpoint"):
+        network_from_stdp(payload)
+
+
+def test_a_truncated_checkpoint_is_called_corrupt_never_a_pickle_to_trust(tmp_path):
+    """A cut-off checkpoint was reported as 'a pickled module ... pass --trust', which asks
+    the user to let a merely corrupt file run code."""
+    from annsnn.foreign_snn_files import load_foreign
+
+    config = _tiny(0)
+    whole = tmp_path / "s.pt"
+    torch.save(stdp_checkpoint(config, train_stdp(config)), whole)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[:3000])
+    for trust in (False, True):
+        with pytest.raises(UsageError, match="corrupt, truncated") as caught:
+            load_foreign(str(cut), trust=trust)
+        assert "--trust" not in str(caught.value)
