@@ -26,7 +26,7 @@ from .counting import AnnCounts, SnnCounter, count_ann
 from .energy import BreakEven, EnergyModel, ann_energy_pj, break_even, get_energy_models
 from .record import reference_ann_note
 from .errors import UsageError
-from .metrics import classification_metrics, ranked_classes
+from .metrics import check_label_range, classification_metrics, ranked_classes
 from .modes import parse_time_steps
 from .names import layer_label
 from .simulate import simulate
@@ -247,9 +247,8 @@ class Analyzer:
             ann_out = self.snn.ann(inputs)
         if ann_out.dim() != 2:  # argmax(1) of [N, C, 1] compares [N, 1] with [N] labels: N x N "matches"
             raise UsageError(f"the model's output has shape {list(ann_out.shape)}; annsnn scores a classifier's [batch, classes] output")
-        if labels is not None and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= int(ann_out.shape[1])):
-            raise UsageError(f"the data's labels run from {int(labels.min())} to {int(labels.max())}, but the model has {int(ann_out.shape[1])} outputs: "
-                             "is it the data the model was trained on (--data)?")
+        if labels is not None:
+            check_label_range(labels, int(ann_out.shape[1]))
         generator = torch.Generator(device=inputs.device).manual_seed(self.seed * 1_000_003 + index)
         if self.counter is not None:
             self.counter.attach(batch)

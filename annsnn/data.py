@@ -268,12 +268,21 @@ def _same_classes(train: Path, test: Path) -> None:
 
 
 def _open_image(path: str):
-    """Read one image as RGB; an unreadable file is a one-line error naming it."""
+    """Read one image as RGB; an unreadable file is a one-line error naming it. A 16-bit
+    grey image (PIL mode ``I;16``, or ``I`` as PNG reads it) keeps its levels: v·255/65535,
+    rounded (PIL's own ``convert`` clips it to 0 or 255). 32-bit and float images, whose
+    range the file does not state, are refused."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with open(path, "rb") as handle:
             image = Image.open(handle)
+            if image.mode.startswith("I") or image.mode == "F":
+                levels = np.asarray(image)
+                if image.mode == "F" or levels.dtype.kind not in "iu" or int(levels.min(initial=0)) < 0 or int(levels.max(initial=0)) > 65535:
+                    raise UsageError(f"image {path!r} has {image.mode} pixels ({levels.dtype}, no stated range): annsnn reads 8- and 16-bit images; convert it to one")
+                scaled = (levels.astype(np.uint32) * 255 + 32767) // 65535  # round(v·255/65535), exact in integers
+                return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # PIL raises all of these on damaged files
         reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__

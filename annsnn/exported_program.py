@@ -19,6 +19,8 @@ import io
 import json
 import logging
 import os
+import re
+import tokenize
 import warnings
 import zipfile
 from contextlib import contextmanager
@@ -30,9 +32,9 @@ from torch import fx
 
 from .errors import UsageError
 from .aten_lift import lift_aten
-from .files import load_weights_only
+from .files import check_zip_integrity, load_weights_only
 
-__all__ = ["torchscript_to_module", "export_to_module", "load_pt2", "check_pt2", "is_pt2"]
+__all__ = ["torchscript_to_module", "export_to_module", "load_pt2", "check_pt2", "is_pt2", "plain_size_expression"]
 
 
 @contextmanager
@@ -89,18 +91,78 @@ def is_pt2(path: str | os.PathLike) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, ValueError):  # ValueError: a damaged directory's undecodable names
         return False
     return any("/models/" in n and n.endswith(".json") for n in names) and any(n.endswith("archive_format") for n in names)
 
 
+# What a size expression of torch.export may name: sympy's constructors (srepr form) and the
+# functions torch's shape environment defines, their keyword flags, and symbols like s0 / u3.
+_SYMPY_NAMES = frozenset({
+    "Symbol", "Dummy", "Integer", "Float", "Rational", "Add", "Mul", "Pow", "Max", "Min", "Abs", "Mod", "FloorDiv", "PythonMod", "CleanDiv",
+    "CeilToInt", "FloorToInt", "TruncToInt", "RoundToInt", "IntTrueDiv", "FloatTrueDiv", "ToFloat", "Identity", "Eq", "Ne", "Ge", "Gt", "Le", "Lt",
+    "And", "Or", "Not", "Piecewise", "ExprCondPair", "True", "False", "oo", "zoo", "nan", "true", "false", "S", "Half", "One", "Zero", "NegativeOne",
+    "Infinity", "NegativeInfinity", "positive", "negative", "nonnegative", "nonpositive", "integer", "real", "finite", "zero", "nonzero", "even", "odd",
+    "precision",
+})
+_SYMBOL = re.compile(r"[a-z]{1,3}\d+")
+_SYMBOL_TEXT = re.compile(r"'[a-z]{1,3}\d+'|\"[a-z]{1,3}\d+\"")
+_SYMPY_OPS = frozenset({"(", ")", ",", "=", "+", "-", "*", "/", "//", "%", "**", "<", ">", "<=", ">=", "==", "!=", "&", "|", "~"})
+
+
+def plain_size_expression(text: str) -> bool:
+    """Whether ``text`` (a symbolic size in a ``.pt2``'s graph, which ``torch.export.load``
+    hands to ``sympy.sympify``, i.e. Python ``eval``) is made only of sympy constructors,
+    symbols, numbers and arithmetic: no attribute access, no other name, no other string."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return False
+    for token in tokens:
+        if token.type == tokenize.NAME:
+            if token.string not in _SYMPY_NAMES and not _SYMBOL.fullmatch(token.string):
+                return False
+        elif token.type == tokenize.STRING:
+            if not _SYMBOL_TEXT.fullmatch(token.string):
+                return False
+        elif token.type == tokenize.OP:
+            if token.string not in _SYMPY_OPS:
+                return False
+        elif token.type not in (tokenize.NUMBER, tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
+            return False
+    return True
+
+
+def _size_expressions(value: object) -> Iterator[str]:
+    """Every ``expr_str`` in a ``.pt2`` graph's JSON."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "expr_str":
+                yield item if isinstance(item, str) else repr(item)
+            else:
+                yield from _size_expressions(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _size_expressions(item)
+
+
 def check_pt2(path: str | os.PathLike) -> None:
-    """Refuse a ``.pt2`` archive whose loading would unpickle Python objects."""
+    """Refuse a ``.pt2`` archive whose loading would unpickle Python objects, or evaluate a
+    size expression that is not plain sympy (:func:`plain_size_expression`)."""
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         risky: list[str] = []
         for name in names:
             base = name.split("/", 1)[-1]
+            if base.startswith("models/") and base.endswith(".json"):
+                try:
+                    program = json.loads(archive.read(name))
+                except ValueError:
+                    continue  # torch.export.load fails on it: 'not a valid torch.export archive'
+                odd = next((text for text in _size_expressions(program) if not plain_size_expression(text)), None)
+                if odd is not None:
+                    raise UsageError(f"{str(path)!r} holds a size expression that loading would evaluate as Python code ({odd[:60]!r}), "
+                                     "which torch.export never writes; pass --trust only if you trust this file")
             if base.startswith("data/weights/") and base.endswith(".pt") or base.startswith("data/constants/") and base.endswith(".pt"):
                 risky.append(f"legacy pickled payload {base}")
             if base.endswith("_config.json") and ("data/weights/" in base or "data/constants/" in base):
@@ -127,6 +189,7 @@ def load_pt2(path: str | os.PathLike, *, trust: bool = False) -> tuple[fx.GraphM
     """Load a ``torch.export`` archive as standard modules, plus its example input's sample shape."""
     file = Path(path)
     try:
+        check_zip_integrity(file)  # torch.export.load reads weights without checking their CRC
         if not trust:
             check_pt2(file)
         with _quiet():

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from .errors import UsageError
 from .outputs import probe_writable
 
-__all__ = ["atomic_path", "write_json", "write_text", "json_dumps", "check_output_path", "load_weights_only"]
+__all__ = ["atomic_path", "write_json", "write_text", "json_dumps", "check_output_path", "load_weights_only", "check_zip_integrity"]
 
 
 def check_output_path(path: str | os.PathLike, *, inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
@@ -81,6 +81,27 @@ def load_weights_only(source: Any, **kwargs: Any) -> Any:
 
     import torch
 
+    if isinstance(source, (str, os.PathLike)):
+        check_zip_integrity(source)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*pickle protocol", category=UserWarning)
         return torch.load(source, weights_only=True, **kwargs)
+
+
+def check_zip_integrity(path: str | os.PathLike) -> None:
+    """Raise ``zipfile.BadZipFile`` when ``path`` is a zip archive (``torch.save``'s format,
+    TorchScript, ``.pt2``) with an entry whose bytes no longer match their CRC-32: torch's
+    loaders do not check it, so flipped bytes inside a weight would load as other numbers.
+    A file that is not a zip archive is left to its loader."""
+    import zipfile
+    import zlib
+
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error) as exc:  # ValueError: undecodable names
+        raise zipfile.BadZipFile(f"{type(exc).__name__}: {exc}") from None
+    if damaged is not None:
+        raise zipfile.BadZipFile(f"{damaged} does not match its CRC-32")

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["ClassificationMetrics", "classification_metrics", "ranked_classes", "TOP5_MIN_CLASSES"]
+__all__ = ["ClassificationMetrics", "classification_metrics", "ranked_classes", "check_label_range", "TOP5_MIN_CLASSES"]
 
 TOP5_MIN_CLASSES = 10
 
@@ -34,6 +34,16 @@ class ClassificationMetrics:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_label_range(labels: Tensor, classes: int) -> None:
+    """Refuse labels outside ``0 .. classes-1`` (the model's outputs): data of another task,
+    which would otherwise be scored as wrong answers, or fail inside a loss."""
+    from .errors import UsageError
+
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= int(classes)):
+        raise UsageError(f"the data's labels run from {int(labels.min())} to {int(labels.max())}, but the model has {int(classes)} outputs: "
+                         "is it the data the model was trained on (--data)?")
 
 
 def classification_metrics(pred: Tensor, labels: Tensor, num_classes: int, top5: Tensor | None = None) -> ClassificationMetrics:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .errors import UsageError
-from .files import load_weights_only
+from .files import check_zip_integrity, load_weights_only
 
 __all__ = ["LoadedModel", "load_model", "strip_prefix", "convertible_module", "sniff", "unpickle_trusted_module", "unsafe_pickle", "holds_pickled_objects"]
 
@@ -76,7 +76,7 @@ def _is_torchscript(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, ValueError):  # ValueError: a damaged directory's undecodable names
         return False
     return any(n.endswith("constants.pkl") or "/code/" in n for n in names)
 
@@ -123,6 +123,10 @@ def load_model(
         module, shape = load_pt2(file, trust=trust)
         return LoadedModel(module, str(file), "pt2", record={"input_shape": list(shape)} if shape else {})
     if _is_torchscript(file):
+        try:
+            check_zip_integrity(file)
+        except zipfile.BadZipFile as exc:
+            raise UsageError(f"TorchScript file {str(file)!r} is damaged (corrupt or truncated: {exc})") from None
         try:
             with warnings.catch_warnings():  # torch.jit.load's deprecation notice
                 warnings.simplefilter("ignore")

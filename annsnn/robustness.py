@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from .errors import UsageError
 from .layers import IFNeurons, InputEncoder, TemporalModule
-from .metrics import ClassificationMetrics, classification_metrics, ranked_classes
+from .metrics import ClassificationMetrics, check_label_range, classification_metrics, ranked_classes
 from .modes import parse_time_steps
 from .simulate import readout_delay_of, readout_start, simulate
 from .snn import SpikingNetwork
@@ -415,6 +415,8 @@ class Robustness:
         y = labels.to(self.device).long()
         if float(x.min()) < 0 or float(x.max()) > 1:
             raise UsageError("robustness needs images in [0, 1]; normalization belongs inside the model")
+        with torch.no_grad():
+            check_label_range(y, self.num_classes if self.num_classes is not None else int(self.ann(x[:1]).shape[1]))
         cache: dict = {}
         seen: list[tuple[Tensor, dict]] = []  # perturbed tensors already simulated (e.g. ε = 0 equals the clean batch)
         records: dict[Condition, dict] = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,13 +40,22 @@ def _record(directory: str | os.PathLike | None) -> tuple[Path, Path]:
 
 def check_state_dir() -> Path:
     """Refuse, before any work, a state folder (``$ANNSNN_HOME``) that cannot be one: a file
-    stands at it or above it."""
+    stands at it or above it, or it cannot be created or written (a read-only home, a
+    system folder). It is created here if missing: the run will write its record there."""
     folder = state_dir()
     for place in (folder, *folder.parents):
         if place.exists():
             if not place.is_dir():
                 raise UsageError(f"ANNSNN_HOME: {str(place)!r} is a file, not a folder; annsnn keeps each folder's last conversion under {str(folder)!r}")
             break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".annsnn-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"ANNSNN_HOME: cannot write {str(folder)!r}, where annsnn keeps each folder's last conversion ({exc.strerror or type(exc).__name__}); "
+                         "set ANNSNN_HOME to a writable folder") from None
     return folder
 
 
@@ -59,13 +69,19 @@ def remember_last_snn(path: str | os.PathLike, directory: str | os.PathLike | No
 def last_snn(directory: str | os.PathLike | None = None) -> Path:
     """The last SNN converted from ``directory`` (default: the working one)."""
     where, record = _record(directory)
+    if not record.exists():
+        raise UsageError(f"no SNN given and none converted from this directory ({where}) yet; run 'annsnn convert MODEL' (or 'annsnn demo') here first, or pass the .snn.pt path")
     try:
         data = json.loads(record.read_text(encoding="utf-8"))
-        path = Path(data["last_snn"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UsageError(f"no SNN given and none converted from this directory ({where}) yet; run 'annsnn convert MODEL' (or 'annsnn demo') here first, or pass the .snn.pt path") from None
-    if not path.is_file():
+        path = Path(data["last_snn"]) if isinstance(data, dict) and isinstance(data.get("last_snn"), str) and data["last_snn"] else None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"the record of this directory's last conversion, {str(record)!r}, is damaged: it cannot be read ({type(exc).__name__}); pass an SNN path, or convert again (it is rewritten)") from None
+    if path is None:
+        raise UsageError(f"the record of this directory's last conversion, {str(record)!r}, is damaged (no SNN path in it); pass an SNN path, or convert again (it is rewritten)")
+    if not path.exists():
         raise UsageError(f"the last conversion {str(path)!r} no longer exists; pass an SNN path or convert again")
+    if not path.is_file():
+        raise UsageError(f"the last conversion {str(path)!r} is not a file (the record {str(record)!r} is damaged); pass an SNN path or convert again")
     return path
 
 

@@ -452,3 +452,48 @@ def test_onnx_gemm_bias_that_varies_by_row_is_refused(tmp_path):
     _onnx_file(tmp_path / "g.onnx", nodes, {"w": eye, "G": np.eye(3, dtype=np.float32), "gb": np.ones((2, 1), np.float32)}, [2, 3], in_shape=(2, 3, 4, 4))
     with pytest.raises(UsageError, match="Gemm"):
         load_model(tmp_path / "g.onnx")
+
+
+@pytest.mark.parametrize("expression", ["__import__('os').system('touch {marker}') + 1", "Symbol('s0').__class__", "open('{marker}', 'w') and 1",
+                                        "Symbol('s0', positive=True, integer=True) + eval('1')"])
+def test_a_size_expression_that_runs_code_inside_pt2_needs_trust(trained, tmp_path, expression):
+    """torch.export.load hands each symbolic size's text to sympy.sympify, which evaluates
+    it as Python: a crafted .pt2 ran code on 'annsnn info' without --trust (so did the same
+    file named .pt: formats are recognised by content)."""
+    good = tmp_path / "good.pt2"
+    _save(trained, "pt2", good)
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("models/model.json"):
+                program = json.loads(data)
+                sizes = program["graph_module"]["graph"]["tensor_values"]
+                first = next(iter(sizes.values()))
+                first["sizes"][0] = {"as_expr": {"expr_str": expression.format(marker=marker), "hint": {"as_int": 2}}}
+                data = json.dumps(program).encode()
+            dst.writestr(item, data)
+    load_model(good)  # the exported file itself: its sizes are plain sympy
+    with pytest.raises(UsageError, match="--trust"):
+        load_model(evil)
+    with pytest.raises(UsageError, match="--trust"):
+        load_model(evil.rename(tmp_path / "evil.pt"))
+    assert not marker.exists()
+
+
+def test_size_expressions_torch_export_writes_are_plain(tmp_path):
+    """The check must not refuse what torch.export itself writes: strided convolutions and
+    pools over dynamic batch, height and width give nested FloorDiv/Max/Mul/Add in srepr form."""
+    from annsnn.exported_program import _size_expressions, check_pt2, plain_size_expression
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(1)).eval()
+    auto = torch.export.Dim.AUTO
+    program = _quiet(torch.export.export, net, (torch.rand(2, 1, 16, 16),), dynamic_shapes=({0: auto, 2: auto, 3: auto},))
+    path = tmp_path / "dynamic.pt2"
+    torch.export.save(program, str(path))
+    with zipfile.ZipFile(path) as archive:
+        texts = {t for n in archive.namelist() if n.endswith("models/model.json") for t in _size_expressions(json.loads(archive.read(n)))}
+    assert any("FloorDiv" in t and "Max" in t for t in texts) and all(plain_size_expression(t) for t in texts), texts
+    check_pt2(path)
+    assert not plain_size_expression("Symbol('s0').func") and not plain_size_expression("Integer(1) if 1 else 2")

@@ -216,3 +216,23 @@ def test_a_torchvision_state_dict_records_the_named_weights_normalization(tmp_pa
     assert seen == ["IMAGENET1K_V1"] and loaded.record["input_shape"] == [3, 224, 224]
     with pytest.raises(UsageError, match="--weights W names torchvision weights"):
         load_source(str(tmp_path / "r18.pt"), "resnet20", weights="IMAGENET1K_V1")
+
+
+def test_16_bit_images_keep_their_levels_not_black_and_white(tmp_path):
+    """PIL's convert('RGB') clips a 16-bit image ('I;16') to 0 or 255: calibration and
+    evaluation ran on saturated images, silently. Levels now scale as v·255/65535."""
+    import numpy as np
+    from PIL import Image
+
+    from annsnn.data import _open_image
+    from annsnn.errors import UsageError
+
+    values = np.array([[0, 257, 1000, 32768], [40000, 65000, 65535, 128]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")  # uint16: mode I;16
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    rgb = np.asarray(_open_image(str(tmp_path / "deep.png")))
+    expected = np.floor(values.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8)
+    assert rgb.shape == (2, 4, 3) and all((rgb[..., c] == expected).all() for c in range(3)), rgb[..., 0]
+    Image.fromarray(np.full((2, 2), 1.5, dtype=np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(UsageError, match="float.tiff"):
+        _open_image(str(tmp_path / "float.tiff"))

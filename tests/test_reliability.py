@@ -858,6 +858,17 @@ def test_a_state_folder_that_is_a_file_is_refused_before_the_conversion(tmp_path
     assert not (tmp_path / "h.snn.pt").exists()
 
 
+@pytest.mark.parametrize("home", ["/proc/annsnn-test-home", "/sys/annsnn-test-home"])
+def test_a_state_folder_that_cannot_be_created_is_refused_before_the_conversion(tmp_path, capsys, monkeypatch, home):
+    """A state folder no one can create (here under /proc and /sys, refused even to root)
+    was found only after the calibration: the SNN was written, then 'internal error
+    (FileNotFoundError ...)' (exit 1) or 'cannot write' (exit 2)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ANNSNN_HOME", home)
+    code, _, err = _cli(capsys, "convert", "--calibration", "none", "--calib-samples", "64", "--out", "h.snn.pt")
+    _one_error_line(code, err, contains=("ANNSNN_HOME", home))
+    assert not (tmp_path / "h.snn.pt").exists()
+
 def test_an_unexpected_os_error_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
     """An OSError outside the machine conditions (disk full, read-only, ...) was re-raised:
     a traceback. It is one 'internal error' line, exit 1, as every other unexpected error."""
@@ -1211,3 +1222,71 @@ def test_e_zoo_list_names_the_stdp_network_its_train_help_uses(capsys):
     assert code == 0, err
     assert "annsnn zoo train stdp_mnist --snn --rule stdp" in " ".join(out.split()) and max(len(line) for line in out.splitlines()) <= 80
 
+
+
+def _flip_inside_a_tensor(path: Path) -> None:
+    """Flip bytes in the middle of the largest stored tensor (its CRC no longer matches)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + info.file_size // 2  # the local header is 30 bytes + name + extra
+    for i in range(start, start + 16):
+        data[i] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_e_a_damaged_tensor_in_an_snn_or_a_checkpoint_is_refused_not_used(tmp_path, capsys, small_snn_file):
+    """Flipped bytes inside a weight (the zip's CRC no longer matches) loaded silently: exit 0,
+    other accuracy, |w| up to 1e5 in a converted model."""
+    import shutil
+
+    import torch
+
+    snn = tmp_path / "flipped.snn.pt"
+    shutil.copy(small_snn_file, snn)
+    _flip_inside_a_tensor(snn)
+    code, out, err = _cli(capsys, "evaluate", snn, "--T", "2", "--samples", "5")
+    _one_error_line(code, err, contains=("flipped.snn.pt", "corrupt"))
+    checkpoint = tmp_path / "flipped.pt"
+    torch.save(torch.load(embedded_checkpoint(), weights_only=True), checkpoint)
+    _flip_inside_a_tensor(checkpoint)
+    code, out, err = _cli(capsys, "info", checkpoint)
+    _one_error_line(code, err, contains=("flipped.pt", "corrupt"))
+
+
+def test_e_a_torchscript_file_with_a_damaged_directory_is_one_line(tmp_path, capsys):
+    """Bytes flipped in the zip's central directory made is_pt2 raise UnicodeDecodeError:
+    'internal error', exit 1, on every .pt load."""
+    import torch
+
+    from annsnn.model_files import load_model
+
+    path = tmp_path / "script.pt"
+    torch.jit.save(torch.jit.script(load_model(embedded_checkpoint()).module), str(path))
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        directory = archive.start_dir  # the central directory; its first entry's name starts 46 bytes in
+        assert archive.infolist()[0].flag_bits & 0x800  # names are flagged UTF-8
+    data = bytearray(path.read_bytes())
+    data[directory + 46 : directory + 50] = b"\xff\xfe\xfd\xfc"  # not UTF-8
+    path.write_bytes(bytes(data))
+    code, _, err = _cli(capsys, "info", path, "--input-shape", "1,8,8")
+    _one_error_line(code, err, contains=("script.pt",))
+    assert "internal error" not in err
+
+
+@pytest.mark.parametrize("content", ['{"last_snn": 5}', "[1, 2]", "null", '{"last_snn": ""}', "\x00\x01binary"])
+def test_e_a_damaged_last_conversion_record_is_named_as_damaged(tmp_path, capsys, monkeypatch, content):
+    """A damaged record said 'none converted from this directory yet', which is not what
+    happened, and did not say where the record is."""
+    from annsnn.workspace import _record
+
+    monkeypatch.chdir(tmp_path)
+    _, record = _record(tmp_path)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(content, encoding="utf-8")
+    code, _, err = _cli(capsys, "evaluate", "--T", "2", "--samples", "5")
+    _one_error_line(code, err, contains=(str(record), "damaged"))

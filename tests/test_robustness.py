@@ -227,3 +227,17 @@ def test_pgd_through_torchattacks_is_seeded_and_at_least_as_strong_as_fgsm(digit
     assert pgd.ann.confusion == [r for r in second.rows if r.perturbation == "pgd"][0].ann.confusion  # seeded
     fgsm_row = [r for r in first.rows if r.perturbation == "fgsm"][0]
     assert pgd.ann.top1 <= fgsm_row.ann.top1 < first.rows[0].ann.top1
+
+
+@pytest.mark.parametrize("spec", [RobustnessSpec(time_steps=(4,), gaussian=(0.1,)), RobustnessSpec(time_steps=(4,), fgsm=(0.05,), attack_on="ann")], ids=["noise", "fgsm"])
+def test_labels_beyond_the_models_outputs_are_refused_as_evaluate_does(digits_snn, spec):
+    """Labels 10 and 11 against 10 outputs: --noise scored them as wrong (exit 0), --fgsm was
+    'internal error (IndexError: Target 10 is out of bounds)'; evaluate and energy refuse them."""
+    snn, x, y = digits_snn
+    bad = y[:20].clone()
+    bad[:2] = torch.tensor([10, 11])
+    with pytest.raises(UsageError, match="labels run from 1 to 11, but the model has 10 outputs"):
+        Robustness(snn, spec).run(x[:20], bad)
+    with pytest.raises(UsageError, match="labels run from 1 to 11, but the model has 10 outputs"):
+        with Analyzer(snn, [4], count=False) as analyzer:
+            analyzer.run(x[:20], bad)
