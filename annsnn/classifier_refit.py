@@ -7,7 +7,9 @@ weights ``omega_t`` (1 after the readout delay and 0 before it; the fitted weigh
 
     R = sum_t omega_t (A x_t + c) = A F + c m,    F = sum_t omega_t x_t,    m = sum_t omega_t.
 
-Each output step approximates the ANN's logits ``a``, so the ideal readout is ``m a``. The
+Each output step approximates the ANN's logits ``a``, so the ideal plain sum is ``m a``;
+fitted weights were chosen so that their sum approximates ``a`` itself, so there the ideal
+readout is ``a`` (below, read ``m a`` as ``a``; the bias column keeps ``m``). The
 classifier is refitted by ridge least squares toward the layer as converted (A_0, c_0):
 
     min_{A, c}  sum_i || A F_i + c m - m a_i ||^2  +  lam || A - A_0 ||_F^2,
@@ -163,7 +165,7 @@ def refit_classifier(snn: SpikingNetwork, images: Tensor, T: int, *, readout_del
         logits.append(snn.ann(x).double())
     F, ann = torch.cat(parts), torch.cat(logits)
     before = F @ layer.weight.double().T + ones * _bias(layer).double()  # the readout as converted (R = A_0 F + c_0 m)
-    target = ones * ann
+    target = ann if readout_weights else ones * ann  # fitted weights already sum the steps to a; a plain sum of m steps is m a
     weight, bias = layer.weight.detach(), _bias(layer)
     loo = {r: leave_one_out_error(F, ones, target, weight, bias, r) for r in ridges}
     ridge = min(ridges, key=lambda r: (loo[r], r))

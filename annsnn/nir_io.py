@@ -297,6 +297,9 @@ def _neuron(node, label: str, dt: float) -> nn.Module:
     theta = _uniform(node.v_threshold, "v_threshold", label)
     v_reset = _uniform(node.v_reset, "v_reset", label)
     if isinstance(node, nir.IF):
+        if "dt" in meta and float(meta["dt"]) != dt:
+            raise UsageError(f"NIR node {label} was written by annsnn: its neurons run in steps of dt = {float(meta['dt']):g}, recorded in the file, "
+                             f"so --dt {dt:g} does not apply; drop --dt")
         if meta.get("reset") == "subtract" and meta.get("fires_at") == ">=" and r == 1.0 and theta == 1.0 and float(meta.get("dt", dt)) == 1.0:
             return IFNeurons(v_init=float(meta.get("v_init", 0.0)))  # annsnn's own neuron, bit for bit
         return GenericNeurons(NeuronSpec(0.0, r * dt, 0.0, theta, "hard", v_reset, True, 0.0))

@@ -38,6 +38,8 @@ def load_source(model: str | None, arch: str | None = None, trust: bool = False,
     from .torchvision_timm import is_library_arch
     from .zoo import architectures, build, embedded_checkpoint
 
+    if arch is not None and (model is None or model.startswith("zoo:")):
+        raise UsageError(f"--arch names the architecture of a state_dict file; {'the bundled digits CNN' if model is None else model} is built by name: drop --arch")
     if model is None:
         return load_model(embedded_checkpoint())
     if model.startswith("zoo:"):
@@ -47,7 +49,10 @@ def load_source(model: str | None, arch: str | None = None, trust: bool = False,
         raise UsageError("--weights W names torchvision weights: it applies to zoo:NAME models and to --arch torchvision:NAME")
     if arch is not None and arch not in architectures() and not is_library_arch(arch):
         raise UsageError(f"unknown --arch {arch!r}: run 'annsnn zoo list' to see the names, or use torchvision:NAME / timm:NAME")
-    return load_model(model, arch, trust=trust, input_shape=input_shape, weights=weights)
+    loaded = load_model(model, arch, trust=trust, input_shape=input_shape, weights=weights)
+    if arch is not None and loaded.kind in ("pt2", "torchscript", "onnx", "pickle"):
+        raise UsageError(f"--arch names the architecture of a state_dict file; {model!r} is a {loaded.kind} file that holds its own network: drop --arch")
+    return loaded
 
 
 def model_input_shape(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> tuple[int, ...]:

@@ -355,3 +355,11 @@ def test_readout_delay_is_refused(digits):
         to_nir(snn)
     snn.record = snn.record.replace(calibration=dataclasses.replace(snn.record.calibration, readout_delay=0))
     to_nir(snn)  # the same SNN without the delay exports
+
+
+def test_a_dt_other_than_the_files_own_is_refused_for_annsnn_written_neurons(digits_nir):
+    """'import-nir --dt 0.5' of a file annsnn wrote printed 'dt=0.5' while its IF neurons ran
+    at the dt = 1 the file records: the same outputs, bit for bit, whatever --dt said."""
+    load_nir(digits_nir, dt=1.0)
+    with pytest.raises(UsageError, match="dt = 1"):
+        load_nir(digits_nir, dt=0.5)

@@ -1290,3 +1290,19 @@ def test_e_a_damaged_last_conversion_record_is_named_as_damaged(tmp_path, capsys
     record.write_text(content, encoding="utf-8")
     code, _, err = _cli(capsys, "evaluate", "--T", "2", "--samples", "5")
     _one_error_line(code, err, contains=(str(record), "damaged"))
+
+
+def test_e_arch_is_refused_where_the_model_holds_its_own_network(tmp_path, capsys):
+    """--arch converted the bundled CNN (or a zoo/.pt2/ONNX/TorchScript model) as if it had
+    not been given, exit 0; only a state_dict reads it."""
+    import torch
+
+    from annsnn.model_files import load_model
+
+    script = tmp_path / "s.pt"
+    torch.jit.save(torch.jit.script(load_model(embedded_checkpoint()).module), str(script))
+    for args in (("info", "--arch", "resnet20"), ("info", "zoo:digits_cnn", "--arch", "resnet20"), ("info", script, "--arch", "digits_cnn", "--input-shape", "1,8,8")):
+        code, out, err = _cli(capsys, *args)
+        _one_error_line(code, err, contains=("--arch", "drop --arch"))
+    code, out, err = _cli(capsys, "info", embedded_checkpoint(), "--arch", "digits_cnn")  # a checkpoint reads it
+    assert code == 0, err
