@@ -180,6 +180,19 @@ def test_library_arch_errors(tmp_path):
         load_model(path, "torchvision:resnet18")
 
 
+def _edit_json_member(source, target, suffix: str, edit) -> None:
+    """Copy the zip ``source`` to ``target``, with ``edit(obj)`` applied in place to the JSON
+    of the member whose name ends with ``suffix``."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith(suffix):
+                obj = json.loads(data)
+                edit(obj)
+                data = json.dumps(obj).encode()
+            dst.writestr(item, data)
+
+
 def test_pickled_module_inside_pt2_needs_trust(trained, tmp_path):
     """A .pt2 whose weight is flagged ``use_pickle`` would be unpickled by torch.export.load."""
     good = tmp_path / "good.pt2"
@@ -191,16 +204,15 @@ def test_pickled_module_inside_pt2_needs_trust(trained, tmp_path):
             return (open, (str(marker), "w"))
 
     evil = tmp_path / "evil.pt2"
-    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item.filename)
-            if item.filename.endswith("weights/model_weights_config.json"):
-                config = json.loads(data)
-                first = next(iter(config["config"]))
-                config["config"][first]["use_pickle"] = True
-                victim = config["config"][first]["path_name"]
-                data = json.dumps(config).encode()
-            dst.writestr(item, data)
+    victims: list[str] = []
+
+    def flag_pickle(config: dict) -> None:
+        first = next(iter(config["config"]))
+        config["config"][first]["use_pickle"] = True
+        victims.append(config["config"][first]["path_name"])
+
+    _edit_json_member(good, evil, "weights/model_weights_config.json", flag_pickle)
+    victim = victims[0]
     with zipfile.ZipFile(evil, "a") as dst:
         buffer = io.BytesIO()
         torch.save(Payload(), buffer)
@@ -464,16 +476,12 @@ def test_a_size_expression_that_runs_code_inside_pt2_needs_trust(trained, tmp_pa
     _save(trained, "pt2", good)
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt2"
-    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item.filename)
-            if item.filename.endswith("models/model.json"):
-                program = json.loads(data)
-                sizes = program["graph_module"]["graph"]["tensor_values"]
-                first = next(iter(sizes.values()))
-                first["sizes"][0] = {"as_expr": {"expr_str": expression.format(marker=marker), "hint": {"as_int": 2}}}
-                data = json.dumps(program).encode()
-            dst.writestr(item, data)
+
+    def plant(program: dict) -> None:
+        first = next(iter(program["graph_module"]["graph"]["tensor_values"].values()))
+        first["sizes"][0] = {"as_expr": {"expr_str": expression.format(marker=marker), "hint": {"as_int": 2}}}
+
+    _edit_json_member(good, evil, "models/model.json", plant)
     load_model(good)  # the exported file itself: its sizes are plain sympy
     with pytest.raises(UsageError, match="--trust"):
         load_model(evil)
