@@ -330,7 +330,7 @@ def network_from_stdp(payload: dict):
 
     if payload.get("format") != STDP_FORMAT:
         raise UsageError("not an STDP checkpoint")
-    weight, theta, assignments, params, prob, classes = load_stdp_checkpoint(payload)
+    weight, theta, assignments, params, prob, classes, shape = load_stdp_checkpoint(payload)
     root = nn.Module()
     root.add_module("encoder", RateEncoder(prob))
     synapse = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
@@ -348,12 +348,6 @@ def network_from_stdp(payload: dict):
     for name in ("synapse", "excitatory", "readout"):
         value = graph.call_module(name, (value,))
     graph.output(value)
-    try:
-        shape = tuple(int(s) for s in payload.get("input_shape", [1, 28, 28]))
-    except (TypeError, ValueError):
-        raise UsageError("damaged STDP checkpoint (input_shape is not a list of sizes)") from None
-    if not shape or min(shape) < 1 or math.prod(shape) != weight.shape[1]:
-        raise UsageError(f"damaged STDP checkpoint (input_shape {list(shape)} does not give the synapse's {weight.shape[1]} inputs)")
     meta = {"source": STDP_FORMAT, "encoding": "poisson", "trained_T": int(payload.get("T", 0)),
             "dataset": {"name": payload.get("dataset")}, "neurons": int(weight.shape[0])}
     return network_from_graph(fx.GraphModule(root, graph), shape, meta)

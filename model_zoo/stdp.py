@@ -404,8 +404,9 @@ def stdp_checkpoint(config: StdpConfig, result: StdpResult) -> dict:
     }
 
 
-def load_stdp_checkpoint(payload: dict) -> tuple[Tensor, Tensor, Tensor, dict, float, int]:
-    """``(weight, theta, assignments, neuron params, spike probability, classes)`` of a checkpoint, checked."""
+def load_stdp_checkpoint(payload: dict) -> tuple[Tensor, Tensor, Tensor, dict, float, int, tuple[int, ...]]:
+    """``(weight, theta, assignments, neuron params, spike probability, classes, input shape)``
+    of a checkpoint, checked (the input shape must give the synapse's inputs)."""
     try:
         weight = payload["weight"].to(torch.float32)
         theta = payload["theta"].to(torch.float32)
@@ -430,7 +431,13 @@ def load_stdp_checkpoint(payload: dict) -> tuple[Tensor, Tensor, Tensor, dict, f
             raise UsageError(f"damaged STDP checkpoint (neuron {name} {value!r})")
     if params["refractory"] < 0:
         raise UsageError(f"damaged STDP checkpoint (neuron refractory {params['refractory']} steps)")
-    return weight, theta, assignments, params, prob, classes
+    try:
+        shape = tuple(int(s) for s in payload.get("input_shape", [1, 28, 28]))
+    except (TypeError, ValueError):
+        raise UsageError("damaged STDP checkpoint (input_shape is not a list of sizes)") from None
+    if not shape or min(shape) < 1 or math.prod(shape) != weight.shape[1]:
+        raise UsageError(f"damaged STDP checkpoint (input_shape {list(shape)} does not give the synapse's {weight.shape[1]} inputs)")
+    return weight, theta, assignments, params, prob, classes, shape
 
 
 # ---------------------------------------------------------------------------
