@@ -206,6 +206,8 @@ class ConversionOptions:
         given = {key: value for key, value in overrides.items() if value is not None}
         if "step_solver" in given and bias != "step":
             raise UsageError(f"--step-solver applies to the per-step bias; --calibration {calibration} has none")
+        if "bias_samples" in given and bias == "none":
+            raise UsageError(f"--bias-samples sets the images the bias fit simulates; --calibration {calibration} fits no bias: drop --bias-samples")
         settings.update(given)
         plain = cls.plain()
         full = {**{name: getattr(plain, name) for name in cls.__dataclass_fields__}, **settings}

@@ -322,7 +322,22 @@ def _image_dataset(folder: Path, preprocess: Preprocess | None = None) -> Datase
     try:
         return SameSizeImageFolder(str(folder), loader=_open_image, transform=transform)
     except (FileNotFoundError, RuntimeError) as exc:
+        empty = _empty_class_folders(folder)
+        if empty:
+            raise UsageError(f"class folder(s) {', '.join(repr(name) for name in empty)} under {str(folder)!r} hold no images (empty of {', '.join(datasets.folder.IMG_EXTENSIONS)} files): "
+                             "give each class at least one image, or remove the folder") from None
         raise UsageError(f"no images found under {str(folder)!r} ({str(exc).splitlines()[0]}); it needs one folder of images per class") from None
+
+
+def _empty_class_folders(folder: Path) -> list[str]:
+    """The class folders under ``folder`` that hold no image file at any depth (torchvision's
+    ``ImageFolder`` refuses a set with one, naming the class but not why)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    if not folder.is_dir():
+        return []
+    classes = sorted(entry for entry in folder.iterdir() if entry.is_dir())
+    return [c.name for c in classes if not any(f.is_file() and f.name.lower().endswith(IMG_EXTENSIONS) for f in c.rglob("*"))]
 
 
 def _imagenet(path: Path, split: Split, preprocess: Preprocess | None) -> Dataset:

@@ -47,6 +47,7 @@ from .training_mode import evaluating
 __all__ = [
     "CanonicalGraph",
     "canonicalize",
+    "max_pools",
     "trace",
     "classify_activation",
     "ActivationClass",
@@ -654,12 +655,22 @@ def _standalone_batchnorm(gm: fx.GraphModule) -> None:
         gm.set_submodule(str(node.target), conv)
 
 
-def _replace_maxpool(gm: fx.GraphModule) -> None:
+def max_pools(canonical: CanonicalGraph) -> list[str]:
+    """The ``MaxPool2d`` layers of a canonical graph (functional max-pools included: they are
+    modules there), by name: what ``--maxpool avg`` replaces."""
+    return [name for name, module in canonical.module.named_modules() if isinstance(module, nn.MaxPool2d)]
+
+
+def _replace_maxpool(gm: fx.GraphModule) -> int:
+    """Every ``MaxPool2d`` of ``gm`` made an ``AvgPool2d`` of the same window; how many."""
+    replaced = 0
     for name, mod in list(gm.named_modules()):
         if isinstance(mod, nn.MaxPool2d):
             if mod.dilation not in (1, (1, 1)):
                 raise UsageError(f"--maxpool avg cannot replace dilated max-pool {name}")
             gm.set_submodule(name, nn.AvgPool2d(mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode))
+            replaced += 1
+    return replaced
 
 
 def _reorder_maxpool(gm: fx.GraphModule, result: CanonicalGraph) -> None:

@@ -230,6 +230,10 @@ def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int
     from .torchvision_timm import build_library_arch, is_library_arch
 
     record: dict = {}
+    from .artifact import FORMAT as SNN_FORMAT
+
+    if isinstance(obj, dict) and obj.get("format") == SNN_FORMAT:
+        raise UsageError(f"{str(file)!r} is a converted SNN (annsnn's SNN file), not a model to convert: run 'annsnn evaluate', 'annsnn energy' or 'annsnn export' on it")
     if isinstance(obj, dict) and obj.get("format") == "annsnn-checkpoint":
         _check_checkpoint_record(obj, file)
         arch = arch or obj.get("arch")

@@ -32,10 +32,11 @@ from torch import fx, nn
 
 from .conversion_options import ConversionOptions
 from .errors import UsageError
+from .graph import CanonicalGraph
 from .layers import IFNeurons
 from .snn import SpikingNetwork
 
-__all__ = ["NIR_CALIBRATION", "nir_options", "fold_constant_bias", "BiasFold"]
+__all__ = ["NIR_CALIBRATION", "nir_options", "check_graph_expressible", "fold_constant_bias", "BiasFold"]
 
 NIR_CALIBRATION = "threshold+bias"  # the --calibration whose result NIR can take once its bias is folded
 _ADDS = (operator.add, torch.add)
@@ -58,6 +59,32 @@ def nir_options(T: int, calibration: str = NIR_CALIBRATION, **overrides) -> Conv
     if options.max_spikes != 1:
         raise UsageError("--target nir: NIR's IF emits one spike per step; leave --max-spikes out")
     return options
+
+
+def check_graph_expressible(canonical: CanonicalGraph, options: ConversionOptions) -> None:
+    """Refuse, in one line and before any calibration, what a model's canonical graph
+    (:func:`annsnn.graph.canonicalize`) already shows NIR cannot take: a max-pool that
+    becomes a spiking max-pool (``options.maxpool == "spiking"``) and a layer that
+    ``--hybrid`` keeps analog (an op whose registry entry is analog whatever its inputs). The
+    exporter's own rules (:func:`annsnn.nir_io.to_nir`) still check the converted SNN; this
+    only moves the refusals the graph decides ahead of the calibration pass."""
+    from .graph import max_pools
+    from .opspec import AnalogUse
+
+    pools = max_pools(canonical) if options.maxpool == "spiking" else []
+    if pools:
+        raise UsageError(f"--target nir: NIR cannot express max-pool {', '.join(pools)} as a spiking max-pool (it has no max over spike counts); "
+                         "convert with --maxpool avg to make max-pools average pools, which NIR expresses")
+    modules = dict(canonical.module.named_modules())
+    analog = []
+    for node in canonical.module.graph.nodes:
+        if node.op not in ("call_module", "call_function", "call_method"):
+            continue
+        spec = canonical.registry.lookup(node, modules)
+        if spec is not None and spec.analog is not None and (spec.save is not None if node.op == "call_module" else spec.analog is AnalogUse.NONLINEAR):
+            analog.append(f"{node.target if node.op == 'call_module' else node.name} ({spec.name})")
+    if analog:
+        raise UsageError(f"--target nir: NIR cannot express {', '.join(analog)}, which --hybrid keeps analog: NIR has no node for it")
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,12 @@ def ann_to_snn(
     _check_float32_parameters(model)
     device = torch.device(device)
     canonical = canonicalize(model, normalization=normalization, hybrid=options.hybrid, maxpool_to_avgpool=options.maxpool == "avg", input_shape=input_shape, registry=registry)
+    if options.max_spikes > 1 and options.maxpool == "spiking":  # known from the graph: refused before the calibration pass
+        from .rules.scale import BURST_MAXPOOL, burst_maxpools
+
+        pools = burst_maxpools(canonical.module, canonical.registry)
+        if pools:
+            raise UsageError(f"unsupported layer {pools[0]}: {BURST_MAXPOOL}; try --maxpool avg, or --max-spikes 1")
     calibrator = Calibrator(canonical, channel_wise=options.channel_wise, device=device)
     equivalence: Equivalence | None = None
     kept: list[Tensor] = []  # the first bias_samples images, for the bias passes
@@ -126,6 +132,9 @@ def ann_to_snn(
                          f"(--calib-samples > --bias-samples; in Python, more images or ConversionOptions.low_latency(T, bias_samples=...)), or a fixed --readout-delay K")
     with torch.device("cpu"):  # folding the scales into the weights: cheap, on the CPU; the threshold search reads the observers where they are
         graph, report = convert(calibrator, options, input_shape)
+    if report.neurons == 0:  # e.g. --hybrid on a model whose only activations are GELU/SiLU
+        report.notes.append("no activation became spiking neurons (--hybrid keeps every one of them analog): this network does not spike, "
+                            "it computes the ANN at every step, and its readout choices have no spikes to act on")
     if options.max_spikes > 1:
         report.notes.append(f"burst neurons: up to {options.max_spikes} spikes per step (thresholds 1..{options.max_spikes}), each spike worth 1/{options.max_spikes} of the layer's searched ceiling")
     del calibrator  # its histograms are read; the bias passes below need the memory

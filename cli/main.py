@@ -167,7 +167,7 @@ def info(model: str | None, arch: str | None, input_shape, weights: str | None, 
 @click.option("--channel-wise/--layer-wise", "channel_wise", default=None, help="One scale per channel or per layer (default: per channel with a T-aware threshold search, else per layer).")
 @click.option("--percentile-of", type=click.Choice(["all", "positive"]), default=None, help="Population of a percentile --mode: all (default): every activation, zeros included (numpy/torch.quantile, SpikingJelly); positive: only the non-zero ones (snntoolbox), which gives higher scales.")
 @click.option("--v-init", type=float, default=0.5, show_default=True, help="Initial membrane potential as a fraction of the threshold (0.5: the IF neuron rounds instead of flooring).")
-@click.option("--T", "calib_T", type=click.IntRange(min=1, max=MAX_TIME_STEPS), default=DEFAULT_CALIB_T, show_default=True, help="Latency N the SNN is calibrated for; valid for every T <= N (beyond N the last step's bias repeats).")
+@click.option("--T", "calib_T", type=click.IntRange(min=1, max=MAX_TIME_STEPS), default=DEFAULT_CALIB_T, show_default=True, help="Latency N the SNN is calibrated for; valid for every T <= N (beyond N the last step's bias repeats). Not with --calibration none, which fits no latency.")
 @click.option("--calibration", type=click.Choice(list(CALIBRATION_NAMES)), default=None, metavar="METHOD", help=f"One of {', '.join(CALIBRATION_NAMES)}. threshold: per-channel thresholds minimising the IF quantisation error at T=N (Li et al. ICML 2021); bias: constant per-channel bias correction (Li et al. 2021); step-bias: a bias per step and channel (after FTBC, Wu et al. ECCV 2024); none: plain --mode normalization. Default: {CALIBRATION_NAMES[0]}, or step-bias with an explicit --mode.")
 @click.option("--bias-samples", type=click.IntRange(min=1), default=None, help="Calibration images (the first of --calib-samples) the bias passes simulate. Default 256; at --T 8 or less with the default calibration, binary spikes and --readout-delay auto, the images the readout-delay choice does not read: 768 of 1,024 (at most 768, at least 256), measured better on held-out training images.")
 @click.option("--threshold-scale", type=click.FloatRange(min=0.0, max=4.0, min_open=True), default=None, help=f"Multiply the IF-search thresholds by this factor (default {PIPELINE_THRESHOLD_SCALE:g}, measured on held-out training images; 1 is the error-search optimum itself).")
@@ -246,6 +246,10 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     check_device(device)  # before anything is loaded
     calibration_given = calibration is not None
     calibration = resolve_calibration(calibration, mode_given=mode is not None, percentile_of_given=percentile_of is not None)
+    if calibration == "none" and _given("calib_T"):
+        raise UsageError("--T N is the latency a calibration is fitted for; --calibration none fits none (the SNN is the same for every T): drop --T, and give the steps to simulate to evaluate/energy --T")
+    if percentile_of is not None and mode is not None and mode.kind != "percentile":
+        raise UsageError(f"--percentile-of picks the population of a percentile --mode; --mode {mode} is not a percentile: drop --percentile-of, or use a percentile such as --mode 99.99")
     if deploy_target == "nir":
         from annsnn.nir_target import NIR_CALIBRATION, nir_options
 
@@ -288,8 +292,23 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
             raise UsageError(f"--resize/--crop apply to image files (--data imagefolder:PATH or imagenet:ROOT); {spec.name}'s images are read as they are")
         preprocess = None  # the weights' own preprocessing: for image files, not recorded for a dataset that does not use it
     convertible_module(loaded, shape)
+    if deploy_target == "nir" or options.maxpool == "avg":  # what the graph alone decides: refused before the calibration pass
+        from annsnn.graph import canonicalize, max_pools
+        from annsnn.nir_target import check_graph_expressible
+
+        canonical = canonicalize(loaded.module, hybrid=options.hybrid, input_shape=shape)
+        if options.maxpool == "avg" and not max_pools(canonical):
+            raise UsageError("--maxpool avg replaces the model's max-pools by average pools, but it has no max-pool: drop --maxpool avg")
+        if deploy_target == "nir":
+            check_graph_expressible(canonical, options)
+        del canonical
     check_fits(loaded.module, shape, batch_size)
-    loader = make_loader(load_dataset(spec.name, "train", data_root, download, preprocess), batch_size, calib_samples)
+    train = load_dataset(spec.name, "train", data_root, download, preprocess)
+    available = min(calib_samples, len(train))
+    if options.readout_delay == "auto" and available <= options.bias_images_of(available):  # a small training split: before the calibration pass
+        raise UsageError(f"--readout-delay auto is chosen on calibration images the bias fit does not use: {spec.name} has {len(train)} training images, "
+                         f"and the bias fit takes the first {options.bias_images_of(available)}; pass --bias-samples below {available}, or a fixed --readout-delay K")
+    loader = make_loader(train, batch_size, calib_samples)
     meta = provenance(loaded, inputs)
     if preprocess is not None:
         meta["preprocess"] = preprocess.to_dict()  # how images are read (annsnn.data.Preprocess); evaluate reads it back

@@ -186,7 +186,9 @@ def conversion_notes(report: ConversionReport, options, calibration: str, readou
     if weighted:
         other = "as the delay below" if readout_delay else "every step summed"
         lines.append(f"readout: at T={n} the sum of the {n} output steps with the fitted per-step weights (--json lists them); at other T {other}")
-    if readout_delay:
+    if readout_delay and n is None:  # no calibrated latency: d(T) = min(k, T - 1) (annsnn.simulate.readout_start)
+        lines.append(f"readout: the first {readout_delay} output step(s) are left out at every T (at most T - 1 of them); every step is simulated and counted")
+    elif readout_delay:
         lines.append(f"readout{' at other T' if weighted else ''}: the first {readout_delay} output step(s) are left out at T >= {n} (below, the same share: floor(k T / {n})); every step is simulated and counted")
     return lines
 

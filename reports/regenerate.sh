@@ -37,6 +37,7 @@ lane_b() {  # every step that writes benchmarks/results/low_latency.json: one la
   run ll_jpeg $LL --arch resnet20_jpeg --methods threshold+step-bias --T 2,4,8,16,32,64 --test 10000 --heldout 1024
   run ll_jpeg_burst $LL --arch resnet20_jpeg --methods threshold+step-bias:K=4 --T 2,4,8 --test 10000 --heldout 1024 --append
   run ll_jpeg_burst6 $LL --arch resnet20_jpeg --methods threshold+step-bias:K=6 --T 2 --test 10000 --heldout 1024 --append
+  run ll_jpeg_burst5 $LL --arch resnet20_jpeg --methods threshold+step-bias:K=5 --T 2,4 --test 10000 --heldout 1024 --append
   run ll_jpeg_nir $LL --arch resnet20_jpeg --methods nir --T 8,16,32 --test 10000 --heldout 1024 --append
   run ll_resnet20 $LL --arch resnet20 --methods threshold+step-bias --T 8,16,32,64 --test 1000 --heldout 1024
   run ll_resnet32 $LL --arch resnet32 --methods threshold+step-bias --T 8,16,32,64 --test 1000 --heldout 1024

@@ -30,7 +30,7 @@ def _inputs():
 def _convert(method: str, solver: str | None, delay, device: str, inputs=None):
     model, xtr = inputs or _inputs()
     options = ConversionOptions.calibrated(method, 8 if method != "none" else None, mode=None, channel_wise=None, percentile_of="all", v_init=0.5, maxpool="spiking",
-                                           hybrid=False, bias_samples=64, step_solver=solver, threshold_scale=None, readout_delay=delay)
+                                           hybrid=False, bias_samples=64 if method not in ("none", "threshold") else None, step_solver=solver, threshold_scale=None, readout_delay=delay)
     snn, _ = pipeline.ann_to_snn(model, [xtr[:64], xtr[64:160]], input_shape=(1, 8, 8), options=options, normalization=([0.3054], [0.3761]), device=device)
     return snn
 

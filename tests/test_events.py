@@ -133,7 +133,7 @@ def test_cli_converted_and_direct_snns_run_on_events(tmp_path, monkeypatch):
 
     data = ["--data", "tonic:NMNIST:3", "--data-root", root]
     main(["zoo", "train", "nmnist_cnn", *data, "--samples", "64", "--epochs", "1", "--out", "ann.pt"])
-    main(["convert", "ann.pt", *data, "--T", "3", "--calib-samples", "16", "--calibration", "none", "--out", "ann.snn.pt"])
+    main(["convert", "ann.pt", *data, "--calib-samples", "16", "--calibration", "none", "--out", "ann.snn.pt"])
     main(["energy", "ann.snn.pt", *data, "--encoding", "events", "--T", "1,3", "--samples", "8", "--json", "converted.json"])
     report = json.loads((tmp_path / "converted.json").read_text())
     assert report["encoding"] == "events" and all(r["macs"] == 0 for r in report["rows"])  # events drive the first conv with ACs

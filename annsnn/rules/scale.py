@@ -23,7 +23,7 @@ from torch.fx.passes.shape_prop import TensorMetadata
 from ..analog import AnalogOp, analog_call
 from ..errors import UsageError
 from ..layers import IFNeurons, Rescale, SpikingMaxPool2d
-from ..opspec import OpRegistry
+from ..opspec import OpRegistry, Role
 from ..scale import Scale, ScaleError
 
 __all__ = [
@@ -270,6 +270,28 @@ def scale_normalize(ctx: ScaleContext, node: fx.Node) -> None:
     ctx.kind[node] = "analog"
 
 
+BURST_MAXPOOL = "burst neurons (--max-spikes K > 1) emit counts, which a spiking max-pool cannot compare"
+
+
+def burst_maxpools(gm: fx.GraphModule, registry: OpRegistry) -> list[str]:
+    """The max-pools of a canonical graph that read a neuron's output, directly or through
+    other max-pools: with burst neurons they would compare spike counts, which
+    :func:`scale_maxpool` refuses. Known from the graph alone, so the refusal can come before
+    the calibration pass."""
+    modules = dict(gm.named_modules())
+
+    def reads_neuron(node: object) -> bool:
+        if not isinstance(node, fx.Node) or node.op != "call_module":
+            return False
+        if isinstance(modules[str(node.target)], nn.MaxPool2d):
+            return reads_neuron(node.args[0])
+        spec = registry.lookup(node, modules)
+        return spec is not None and spec.role is Role.NEURON
+
+    return [str(node.target) for node in gm.graph.nodes
+            if node.op == "call_module" and isinstance(modules[str(node.target)], nn.MaxPool2d) and reads_neuron(node.args[0])]
+
+
 def scale_maxpool(ctx: ScaleContext, node: fx.Node) -> None:
     pool = ctx.modules[str(node.target)]
     src = node.args[0]
@@ -278,7 +300,7 @@ def scale_maxpool(ctx: ScaleContext, node: fx.Node) -> None:
     if ctx.kind[src] == "spike":
         if not _binary_spikes(ctx, src):
             bursts = any(isinstance(m, IFNeurons) and m.max_spikes > 1 for m in ctx.gm.modules())
-            why = "burst neurons (--max-spikes K > 1) emit counts, which a spiking max-pool cannot compare" if bursts else "max-pool of non-binary spike input (a sum or rescaling of spike trains)"
+            why = BURST_MAXPOOL if bursts else "max-pool of non-binary spike input (a sum or rescaling of spike trains)"
             raise UsageError(f"unsupported layer {node.target}: {why}; try --maxpool avg")
         ctx.gm.set_submodule(str(node.target), SpikingMaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode))
     elif ctx.kind[src] == "current":
