@@ -1,5 +1,5 @@
 """``python -m annsnn`` runs the command-line interface."""
-from annsnn.cli.main import main
+from annsnn.cli.entry import main
 
 __all__: list[str] = []
 

@@ -1454,3 +1454,22 @@ def test_e_a_training_split_too_small_for_the_delay_choice_is_refused_first_with
     monkeypatch.setattr(calibrator.Calibrator, "observe", observed)
     code, _, err = _cli(capsys, "convert", "zoo:cifar_cnn_s", "--data", f"imagefolder:{tmp_path / 'd'}", "--out", tmp_path / "x.snn.pt")
     _one_error_line(code, err, contains=("has 40 training images", "--bias-samples", "--readout-delay K"))
+
+
+@pytest.mark.parametrize("how", ["console script", "python -m annsnn"])
+def test_e_ctrl_c_while_the_libraries_load_is_one_line(tmp_path, how):
+    """Ctrl-C in the first seconds (while torch loads: about 15 s on a loaded machine)
+    printed a KeyboardInterrupt traceback; after the imports it was one line. Both ways of
+    starting the CLI are checked; the interrupt lands while it is still importing."""
+    exe = [str(Path(sys.executable).with_name("annsnn"))] if how == "console script" else [sys.executable, "-m", "annsnn"]
+    probe = subprocess.run([sys.executable, "-X", "importtime", "-c", "import annsnn.cli.main"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    cumulative_us = max(int(line.split("|")[1]) for line in probe.stderr.splitlines() if line.startswith("import time:") and line.split("|")[1].strip().isdigit())
+    assert cumulative_us > 1e6, probe.stderr[-500:]  # torch and the CLI take seconds to load: the interrupt below lands inside them
+    # a shell's background job starts with SIGINT ignored, and Python then leaves it ignored: restore the default, as a terminal has it
+    proc = subprocess.Popen(exe + ["info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(0.3)  # the interpreter is up (its SIGINT handler installed) and importing
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert proc.returncode == 130 and err.strip().splitlines() == ["interrupted"], (proc.returncode, err)
