@@ -105,7 +105,7 @@ def resolve_calibration(calibration: str | None, *, mode_given: bool, percentile
     if threshold == "if-search" and (mode_given or percentile_of_given):
         flag = "--mode" if mode_given else "--percentile-of"
         bias = {"threshold+step-bias": "step-bias", "threshold+bias": "bias", "threshold": "none"}[calibration]
-        instead = f"--calibration none for {flag}'s thresholds without a bias" if bias == "none" else f"--calibration {bias} to keep its bias with {flag}'s thresholds"
+        instead = f"--calibration none (without --T: it fits no latency) for {flag}'s thresholds without a bias" if bias == "none" else f"--calibration {bias} to keep its bias with {flag}'s thresholds"
         raise UsageError(f"{flag} sets the thresholds, but --calibration {calibration} searches them at T: drop {flag}, or use {instead}")
     return calibration
 

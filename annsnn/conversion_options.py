@@ -124,7 +124,8 @@ class ConversionOptions:
             raise UsageError("--threshold-scale scales the IF-search thresholds; it needs --calibration threshold, threshold+bias or threshold+step-bias")
         if self.readout_delay == "auto":
             if self.T is None:
-                raise UsageError("--readout-delay auto chooses the delay for the calibrated latency: it needs --T N")
+                raise UsageError("--readout-delay auto chooses the delay for a calibrated latency, and plain normalization (--calibration none) has none: "
+                                 "use a fixed --readout-delay K, or a calibration with --T N")
         elif isinstance(self.readout_delay, bool) or not isinstance(self.readout_delay, int) or self.readout_delay < 0:
             raise UsageError(f"invalid --readout-delay {self.readout_delay!r}: use 'auto' or a number of steps >= 0")
         elif self.T is not None and self.readout_delay >= self.T:

@@ -113,6 +113,8 @@ def load_model(
     if suffix == ".safetensors":
         return _from_checkpoint(_read_safetensors(file), file, arch, num_classes, kind="safetensors", weights=weights)
     if suffix not in _CHECKPOINT_SUFFIXES:
+        if _holds_annsnn_snn(file):  # e.g. convert --out m.snn: a name evaluate/export read
+            raise UsageError(_snn_given_as_model(file))
         raise UsageError(
             f"unknown model file type {suffix or '(none)'!r} for {str(file)!r}: "
             "use .pt/.pth/.th (checkpoint or TorchScript), .pt2 (torch.export), .onnx or .safetensors"
@@ -153,6 +155,25 @@ def load_model(
 
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _snn_given_as_model(file: Path) -> str:
+    return f"{str(file)!r} is a converted SNN (annsnn's SNN file), not an ANN model: run 'annsnn evaluate', 'annsnn energy' or 'annsnn export' on it"
+
+
+def _holds_annsnn_snn(file: Path) -> bool:
+    """Whether ``file`` is a ``torch.save`` archive whose pickle names annsnn's SNN format
+    (read as bytes, never unpickled): it only picks the wording of a refusal."""
+    from .artifact import FORMAT
+
+    if sniff(file) != "zip":
+        return False
+    try:
+        with zipfile.ZipFile(file) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+            return len(pickles) == 1 and FORMAT.encode() in archive.read(pickles[0])
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError):
+        return False
 
 
 def sniff(path: Path) -> str:
@@ -233,7 +254,7 @@ def _from_checkpoint(obj: object, file: Path, arch: str | None, num_classes: int
     from .artifact import FORMAT as SNN_FORMAT
 
     if isinstance(obj, dict) and obj.get("format") == SNN_FORMAT:
-        raise UsageError(f"{str(file)!r} is a converted SNN (annsnn's SNN file), not a model to convert: run 'annsnn evaluate', 'annsnn energy' or 'annsnn export' on it")
+        raise UsageError(_snn_given_as_model(file))
     if isinstance(obj, dict) and obj.get("format") == "annsnn-checkpoint":
         _check_checkpoint_record(obj, file)
         arch = arch or obj.get("arch")

@@ -73,7 +73,7 @@ def check_graph_expressible(canonical: CanonicalGraph, options: ConversionOption
 
     pools = max_pools(canonical) if options.maxpool == "spiking" else []
     if pools:
-        raise UsageError(f"--target nir: NIR cannot express max-pool {', '.join(pools)} as a spiking max-pool (it has no max over spike counts); "
+        raise UsageError(f"--target nir: NIR has no max-pool node (max-pool {', '.join(pools)}); "
                          "convert with --maxpool avg to make max-pools average pools, which NIR expresses")
     modules = dict(canonical.module.named_modules())
     analog = []
@@ -84,7 +84,8 @@ def check_graph_expressible(canonical: CanonicalGraph, options: ConversionOption
         if spec is not None and spec.analog is not None and (spec.save is not None if node.op == "call_module" else spec.analog is AnalogUse.NONLINEAR):
             analog.append(f"{node.target if node.op == 'call_module' else node.name} ({spec.name})")
     if analog:
-        raise UsageError(f"--target nir: NIR cannot express {', '.join(analog)}, which --hybrid keeps analog: NIR has no node for it")
+        kept = "which --hybrid keeps analog" if options.hybrid else "which has no spiking form (without --target nir the conversion refuses it too)"
+        raise UsageError(f"--target nir: NIR cannot express {', '.join(analog)}, {kept}: NIR has no node for it")
 
 
 @dataclass(frozen=True)

@@ -45,12 +45,21 @@ class _Bars(Progress):
     """Progress bars on stderr that vanish when the block fails: the error is then the
     only line (a finished run keeps its final bars)."""
 
+    _failed = False
+
     def __exit__(self, exc_type, exc_val, exc_tb) -> None:
         if exc_type is not None:
+            self._failed = True
             self.live.transient = True
             for task in list(self.task_ids):
                 self.remove_task(task)
         super().__exit__(exc_type, exc_val, exc_tb)
+
+    def stop(self) -> None:
+        if self._failed:  # rich's stop ends a non-terminal console's bars with a blank line: none before the error
+            self.live.stop()
+            return
+        super().stop()
 
 
 def _progress() -> Progress:
@@ -249,7 +258,8 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
     if calibration == "none" and _given("calib_T"):
         raise UsageError("--T N is the latency a calibration is fitted for; --calibration none fits none (the SNN is the same for every T): drop --T, and give the steps to simulate to evaluate/energy --T")
     if percentile_of is not None and mode is not None and mode.kind != "percentile":
-        raise UsageError(f"--percentile-of picks the population of a percentile --mode; --mode {mode} is not a percentile: drop --percentile-of, or use a percentile such as --mode 99.99")
+        what = "reads the max (as --mode max and --mode 100 do)" if mode.kind == "max" else "is a fraction of the max"
+        raise UsageError(f"--percentile-of picks the population of a percentile --mode; --mode {mode} {what}, not a percentile: drop --percentile-of, or use a percentile such as --mode 99.99")
     if deploy_target == "nir":
         from annsnn.nir_target import NIR_CALIBRATION, nir_options
 
@@ -296,7 +306,7 @@ def convert(model, arch, mode, channel_wise, percentile_of, v_init, calib_T, cal
         from annsnn.graph import canonicalize, max_pools
         from annsnn.nir_target import check_graph_expressible
 
-        canonical = canonicalize(loaded.module, hybrid=options.hybrid, input_shape=shape)
+        canonical = canonicalize(loaded.module, normalization=norm, hybrid=options.hybrid, input_shape=shape)  # as ann_to_snn does: the same layer names
         if options.maxpool == "avg" and not max_pools(canonical):
             raise UsageError("--maxpool avg replaces the model's max-pools by average pools, but it has no max-pool: drop --maxpool avg")
         if deploy_target == "nir":
@@ -1147,7 +1157,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        err.print("aborted")
+        err.print("interrupted")  # as Ctrl-C while the libraries load (cli/entry.py)
         sys.exit(130)
     except click.exceptions.NoArgsIsHelpError as exc:  # 'annsnn' or 'annsnn zoo' alone: a request for help
         click.echo(exc.ctx.get_help())

@@ -274,19 +274,25 @@ BURST_MAXPOOL = "burst neurons (--max-spikes K > 1) emit counts, which a spiking
 
 
 def burst_maxpools(gm: fx.GraphModule, registry: OpRegistry) -> list[str]:
-    """The max-pools of a canonical graph that read a neuron's output, directly or through
-    other max-pools: with burst neurons they would compare spike counts, which
-    :func:`scale_maxpool` refuses. Known from the graph alone, so the refusal can come before
-    the calibration pass."""
+    """The max-pools of a canonical graph that read only neurons' outputs, directly or
+    through ops that copy values (other max-pools, reshape, pad, cat, flatten: the
+    ``copies_spikes`` of their entries, as :func:`_binary_spikes` follows them): with burst
+    neurons they would compare spike counts, which :func:`scale_maxpool` refuses. Known from
+    the graph alone, so the refusal can come before the calibration pass."""
     modules = dict(gm.named_modules())
 
     def reads_neuron(node: object) -> bool:
-        if not isinstance(node, fx.Node) or node.op != "call_module":
+        if not isinstance(node, fx.Node) or node.op not in ("call_module", "call_function", "call_method"):
             return False
-        if isinstance(modules[str(node.target)], nn.MaxPool2d):
+        if node.op == "call_module" and isinstance(modules[str(node.target)], nn.MaxPool2d):
             return reads_neuron(node.args[0])
         spec = registry.lookup(node, modules)
-        return spec is not None and spec.role is Role.NEURON
+        if spec is None:
+            return False
+        if spec.role is Role.NEURON:
+            return True
+        sources = node.all_input_nodes
+        return spec.copies_spikes and bool(sources) and all(reads_neuron(a) for a in sources)
 
     return [str(node.target) for node in gm.graph.nodes
             if node.op == "call_module" and isinstance(modules[str(node.target)], nn.MaxPool2d) and reads_neuron(node.args[0])]
@@ -301,7 +307,7 @@ def scale_maxpool(ctx: ScaleContext, node: fx.Node) -> None:
         if not _binary_spikes(ctx, src):
             bursts = any(isinstance(m, IFNeurons) and m.max_spikes > 1 for m in ctx.gm.modules())
             why = BURST_MAXPOOL if bursts else "max-pool of non-binary spike input (a sum or rescaling of spike trains)"
-            raise UsageError(f"unsupported layer {node.target}: {why}; try --maxpool avg")
+            raise UsageError(f"unsupported layer {node.target}: {why}; try --maxpool avg" + (", or --max-spikes 1" if bursts else ""))
         ctx.gm.set_submodule(str(node.target), SpikingMaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode))
     elif ctx.kind[src] == "current":
         raise UsageError(f"unsupported layer {node.target}: max-pool of membrane currents (not followed by a ReLU); try --maxpool avg")
