@@ -513,7 +513,7 @@ def evaluate(snn, T, data, data_root, download, split, samples, batch_size, enco
 @click.option("--dt", type=float, default=1.0, show_default=True, help="With --model X.nir: the step that discretises NIR's continuous-time neurons (forward Euler).")
 @click.option("--measure", is_flag=True, help="Also run the ANN and the SNN (each T on its own) on this machine over the same samples: measured wall time, peak memory, and energy where a RAPL/NVML sensor is readable (pip install annsnn[measure]).")
 @click.option("--per-dataset", is_flag=True, help="Also give the energy of the whole sample set (per inference × samples) in J and kWh, with CO2.")
-@click.option("--grid-intensity", type=FiniteFloat(0.0), default=480.0, show_default=True, help="Grid carbon intensity in gCO2/kWh for the CO2 figures (default: world average 2023, Ember Global Electricity Review 2024).")
+@click.option("--grid-intensity", type=FiniteFloat(0.0), default=480.0, show_default=True, help="Grid carbon intensity in gCO2/kWh for the CO2 figures of --per-dataset and --measure (default: world average 2023, Ember Global Electricity Review 2024).")
 def energy(snn, T, energy_models, data, data_root, download, split, samples, batch_size, encoding, seed, chunk, device, ann_model, arch, input_shape, per_layer, json_path, csv_path, md_path, plot_dir, resume, foreign_model, trust, dt, measure, per_dataset, grid_intensity) -> None:
     """Operations and energy per inference of SNN at every T, against its ANN.
 
@@ -550,6 +550,8 @@ def energy(snn, T, energy_models, data, data_root, download, split, samples, bat
         from annsnn.hardware_measure import check_measurable
 
         check_measurable(encoding)
+    if _given("grid_intensity") and not (measure or per_dataset or ann_model):  # with --ann it is refused below, with the rest
+        raise UsageError("--grid-intensity sets the CO2 figures of --per-dataset and --measure; add one of them, or drop --grid-intensity")
     if ann_model:  # the ANN alone: what needs an SNN is refused, not dropped
         ignored = [flag for flag, given in (("SNN", snn), ("--model", foreign_model), ("--csv", csv_path), ("--markdown", md_path), ("--plot", plot_dir),
                                             ("--per-layer", per_layer), ("--measure", measure), ("--per-dataset", per_dataset), ("--resume", resume)) if given]
@@ -760,9 +762,9 @@ STRENGTHS = _Strengths()
 @click.option("--fgsm", type=STRENGTHS, help="FGSM ε in [0, 1], e.g. 0,0.05,0.1 or 0:1:0.05 (start:stop:step, inclusive).")
 @click.option("--pgd", type=STRENGTHS, help="PGD (torchattacks, L∞, random start) ε in [0, 1].")
 @click.option("--attack-on", type=click.Choice(["ann", "snn", "both"]), default="ann", show_default=True, help="Where attacks are crafted: ann (white-box on the ANN, transfer to the SNN), snn (directly on the SNN through its IF dynamics, surrogate gradient, BPTT), or both.")
-@click.option("--attack-T", "attack_T", type=click.IntRange(min=1), help="Time steps of the SNN used to craft direct attacks (default max T).")
+@click.option("--attack-T", "attack_T", type=click.IntRange(min=1), help="Time steps of the SNN used to craft direct attacks (--attack-on snn or both; default max T).")
 @click.option("--pgd-steps", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--surrogate", type=click.Choice(["atan", "sigmoid", "erf", "piecewise-quadratic"]), default="atan", show_default=True, help="spikingjelly surrogate spike gradient for direct SNN attacks.")
+@click.option("--surrogate", type=click.Choice(["atan", "sigmoid", "erf", "piecewise-quadratic"]), default="atan", show_default=True, help="spikingjelly surrogate spike gradient for direct SNN attacks (--attack-on snn or both).")
 @click.option("--data", help="Dataset (default: the one the SNN was calibrated on).")
 @click.option("--data-root", type=NonEmptyPath(file_okay=False), help="Folder with local datasets.")
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
@@ -807,6 +809,9 @@ def robustness(snn, T, noise, salt_pepper, fgsm, pgd, attack_on, attack_T, pgd_s
     unused += ["--pgd-steps"] if not pgd and _given("pgd_steps") else []
     if unused:  # they shape attacks only: refused, not ignored
         raise UsageError(f"{', '.join(unused)} set{'s' if len(unused) == 1 else ''} how attacks are crafted; add --fgsm or --pgd{' (--pgd for --pgd-steps)' if '--pgd-steps' in unused else ''}, or drop {'it' if len(unused) == 1 else 'them'}")
+    direct = _given_flags("attack_T", "surrogate") if attack_on == "ann" else []
+    if direct:  # they shape attacks crafted on the SNN only: refused, not recorded as used
+        raise UsageError(f"{', '.join(direct)} shape{'s' if len(direct) == 1 else ''} attacks crafted on the SNN; --attack-on ann crafts them on the ANN: add --attack-on snn or both, or drop {', '.join(direct)}")
     check_device(device)
     outputs = OutputSet(inputs=(_input_snn(snn),))
     for path in (json_path, csv_path):

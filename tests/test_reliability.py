@@ -1533,3 +1533,18 @@ def test_e_review_messages_say_what_the_user_did(tmp_path, capsys):
     code, _, err = _cli(capsys, "convert", *pool, "--max-spikes", "2", "--readout-delay", "0", "--calib-samples", "64", "--out", tmp_path / "p.snn.pt")
     burst_line = _one_error_line(code, err)
     assert "max-pool model.2" in nir_line and "layer model.2:" in burst_line, (nir_line, burst_line)
+
+
+@pytest.mark.parametrize("args, words", [
+    (("robustness", V1_SNN, "--T", "4", "--samples", "10", "--fgsm", "0.1", "--attack-T", "1"), ("--attack-T", "--attack-on snn")),
+    (("robustness", V1_SNN, "--T", "4", "--samples", "10", "--fgsm", "0.1", "--surrogate", "erf"), ("--surrogate", "--attack-on snn")),
+    (("energy", V1_SNN, "--T", "4", "--samples", "10", "--grid-intensity", "100"), ("--grid-intensity", "--per-dataset")),
+])
+def test_e_flags_that_shape_nothing_in_this_run_are_refused(tmp_path, capsys, args, words):
+    """From a review: --attack-T and --surrogate with attacks crafted on the ANN (the
+    default), and --grid-intensity without --per-dataset or --measure, ran with exit 0 and the
+    same figures; robustness's JSON recorded attack_T and surrogate as if they were used."""
+    out = tmp_path / "r.json"
+    code, _, err = _cli(capsys, *args, "--json", out)
+    _one_error_line(code, err, contains=words)
+    assert not out.exists()
