@@ -225,6 +225,8 @@ def preset_names() -> list[str]:
 def get_energy_model(name_or_file: str) -> EnergyModel:
     """A preset by name, ``NAME+sram`` (a digital preset or file plus memory traffic,
     see :func:`with_memory`), or a custom model from a JSON/TOML file."""
+    if not name_or_file.strip():
+        raise UsageError(f"empty energy model name: use one of {', '.join(preset_names())} or a .json/.toml file")
     if name_or_file.endswith("+sram"):
         return with_memory(get_energy_model(name_or_file[: -len("+sram")]))
     for model in PRESETS:

@@ -92,20 +92,23 @@ def parse_strengths(text: str, what: str) -> tuple[float, ...]:
         if not part:
             continue
         try:
-            if ":" in part:
-                start, stop, step = (float(v) for v in part.split(":"))
-                if not all(math.isfinite(v) for v in (start, stop, step)):
-                    raise UsageError(f"{what}: strengths must be finite")
-                if step <= 0 or stop < start:
-                    raise ValueError
-                count = int(math.floor((stop - start) / step + 1e-9)) + 1
-                if count > MAX_STRENGTHS:  # each strength is a full evaluation: 10^9 of them never ends
-                    raise UsageError(f"{what}: {part!r} makes {count:,} strengths; at most {MAX_STRENGTHS:,} in one run (use a larger STEP)")
-                values.extend(round(start + i * step, 10) for i in range(count))
-            else:
-                values.append(float(part))
+            numbers = [float(v) for v in part.split(":")]
         except ValueError:
             raise UsageError(f"{what}: {part!r} is not a number or a range START:STOP:STEP") from None
+        if len(numbers) == 1:
+            values.append(numbers[0])
+            continue
+        if len(numbers) != 3:
+            raise UsageError(f"{what}: {part!r} is not a number or a range START:STOP:STEP")
+        start, stop, step = numbers
+        if not all(math.isfinite(v) for v in (start, stop, step)):
+            raise UsageError(f"{what}: strengths must be finite")
+        if step <= 0 or stop < start:
+            raise UsageError(f"{what}: the range {part!r} needs START <= STOP and STEP > 0")
+        count = int(math.floor((stop - start) / step + 1e-9)) + 1
+        if count > MAX_STRENGTHS:  # each strength is a full evaluation: 10^9 of them never ends
+            raise UsageError(f"{what}: {part!r} makes {count:,} strengths; at most {MAX_STRENGTHS:,} in one run (use a larger STEP)")
+        values.extend(round(start + i * step, 10) for i in range(count))
     if not values:
         raise UsageError(f"{what}: give at least one strength")
     if any(not math.isfinite(v) for v in values):

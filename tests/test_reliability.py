@@ -1548,3 +1548,24 @@ def test_e_flags_that_shape_nothing_in_this_run_are_refused(tmp_path, capsys, ar
     code, _, err = _cli(capsys, *args, "--json", out)
     _one_error_line(code, err, contains=words)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--fgsm", "0:1:0.0000001"), ("10,000,001 strengths", "larger STEP")),
+    (("--fgsm", "0.1:0:0.05"), ("START <= STOP", "STEP > 0")),
+    (("--noise", "0:1:0"), ("START <= STOP", "STEP > 0")),
+])
+def test_e_a_strength_range_that_cannot_run_says_why(capsys, args, words):
+    """From a review: a range with too many points and a backward range both said "is not a
+    number or a range START:STOP:STEP" (the first because UsageError is a ValueError, which
+    the number parser caught and reworded)."""
+    code, _, err = _cli(capsys, "robustness", V1_SNN, "--T", "4", "--samples", "10", *args)
+    line = _one_error_line(code, err, contains=words)
+    assert "is not a number" not in line
+
+
+def test_e_an_empty_energy_model_name_is_named_as_empty(capsys):
+    """'--energy-model ""' said "energy-model file '.' does not exist"."""
+    code, _, err = _cli(capsys, "energy", V1_SNN, "--T", "4", "--samples", "10", "--energy-model", "")
+    line = _one_error_line(code, err, contains=("empty",))
+    assert "'.'" not in line
