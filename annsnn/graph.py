@@ -661,16 +661,12 @@ def max_pools(canonical: CanonicalGraph) -> list[str]:
     return [name for name, module in canonical.module.named_modules() if isinstance(module, nn.MaxPool2d)]
 
 
-def _replace_maxpool(gm: fx.GraphModule) -> int:
-    """Every ``MaxPool2d`` of ``gm`` made an ``AvgPool2d`` of the same window; how many."""
-    replaced = 0
+def _replace_maxpool(gm: fx.GraphModule) -> None:
     for name, mod in list(gm.named_modules()):
         if isinstance(mod, nn.MaxPool2d):
             if mod.dilation not in (1, (1, 1)):
                 raise UsageError(f"--maxpool avg cannot replace dilated max-pool {name}")
             gm.set_submodule(name, nn.AvgPool2d(mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode))
-            replaced += 1
-    return replaced
 
 
 def _reorder_maxpool(gm: fx.GraphModule, result: CanonicalGraph) -> None:

@@ -68,8 +68,8 @@ def check_graph_expressible(canonical: CanonicalGraph, options: ConversionOption
     ``--hybrid`` keeps analog (an op whose registry entry is analog whatever its inputs). The
     exporter's own rules (:func:`annsnn.nir_io.to_nir`) still check the converted SNN; this
     only moves the refusals the graph decides ahead of the calibration pass."""
+    from .analog import is_analog
     from .graph import max_pools
-    from .opspec import AnalogUse
 
     pools = max_pools(canonical) if options.maxpool == "spiking" else []
     if pools:
@@ -78,10 +78,9 @@ def check_graph_expressible(canonical: CanonicalGraph, options: ConversionOption
     modules = dict(canonical.module.named_modules())
     analog = []
     for node in canonical.module.graph.nodes:
-        if node.op not in ("call_module", "call_function", "call_method"):
-            continue
-        spec = canonical.registry.lookup(node, modules)
-        if spec is not None and spec.analog is not None and (spec.save is not None if node.op == "call_module" else spec.analog is AnalogUse.NONLINEAR):
+        # --hybrid's own rule, with no operand known to vary or to be stored: what stays analog whatever its inputs
+        if is_analog(node, modules, set(), set(), canonical.registry):
+            spec = canonical.registry.lookup(node, modules)
             analog.append(f"{node.target if node.op == 'call_module' else node.name} ({spec.name})")
     if analog:
         kept = "which --hybrid keeps analog" if options.hybrid else "which has no spiking form (without --target nir the conversion refuses it too)"

@@ -86,11 +86,11 @@ def ann_to_snn(
     device = torch.device(device)
     canonical = canonicalize(model, normalization=normalization, hybrid=options.hybrid, maxpool_to_avgpool=options.maxpool == "avg", input_shape=input_shape, registry=registry)
     if options.max_spikes > 1 and options.maxpool == "spiking":  # known from the graph: refused before the calibration pass
-        from .rules.scale import BURST_MAXPOOL, burst_maxpools
+        from .rules.scale import burst_maxpool_error, burst_maxpools
 
         pools = burst_maxpools(canonical.module, canonical.registry)
         if pools:
-            raise UsageError(f"unsupported layer {pools[0]}: {BURST_MAXPOOL}; try --maxpool avg, or --max-spikes 1")
+            raise burst_maxpool_error(pools[0])
     calibrator = Calibrator(canonical, channel_wise=options.channel_wise, device=device)
     equivalence: Equivalence | None = None
     kept: list[Tensor] = []  # the first bias_samples images, for the bias passes

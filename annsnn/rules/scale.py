@@ -27,6 +27,8 @@ from ..opspec import OpRegistry, Role
 from ..scale import Scale, ScaleError
 
 __all__ = [
+    "burst_maxpools",
+    "burst_maxpool_error",
     "ScaleContext",
     "scale_weight",
     "scale_neuron",
@@ -273,6 +275,12 @@ def scale_normalize(ctx: ScaleContext, node: fx.Node) -> None:
 BURST_MAXPOOL = "burst neurons (--max-spikes K > 1) emit counts, which a spiking max-pool cannot compare"
 
 
+def burst_maxpool_error(layer: str) -> UsageError:
+    """The one refusal of a spiking max-pool over burst neurons' counts (from the graph before
+    the calibration, :func:`burst_maxpools`, or from :func:`scale_maxpool`)."""
+    return UsageError(f"unsupported layer {layer}: {BURST_MAXPOOL}; try --maxpool avg, or --max-spikes 1")
+
+
 def burst_maxpools(gm: fx.GraphModule, registry: OpRegistry) -> list[str]:
     """The max-pools of a canonical graph that read only neurons' outputs, directly or
     through ops that copy values (other max-pools, reshape, pad, cat, flatten: the
@@ -305,9 +313,9 @@ def scale_maxpool(ctx: ScaleContext, node: fx.Node) -> None:
     _channel_vector(ctx.scale[src], src)  # a pool needs one scale per channel
     if ctx.kind[src] == "spike":
         if not _binary_spikes(ctx, src):
-            bursts = any(isinstance(m, IFNeurons) and m.max_spikes > 1 for m in ctx.gm.modules())
-            why = BURST_MAXPOOL if bursts else "max-pool of non-binary spike input (a sum or rescaling of spike trains)"
-            raise UsageError(f"unsupported layer {node.target}: {why}; try --maxpool avg" + (", or --max-spikes 1" if bursts else ""))
+            if any(isinstance(m, IFNeurons) and m.max_spikes > 1 for m in ctx.gm.modules()):
+                raise burst_maxpool_error(str(node.target))
+            raise UsageError(f"unsupported layer {node.target}: max-pool of non-binary spike input (a sum or rescaling of spike trains); try --maxpool avg")
         ctx.gm.set_submodule(str(node.target), SpikingMaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode))
     elif ctx.kind[src] == "current":
         raise UsageError(f"unsupported layer {node.target}: max-pool of membrane currents (not followed by a ReLU); try --maxpool avg")
